@@ -1,0 +1,89 @@
+//! Locating the PostgreSQL server binaries (`initdb`, `postgres`, `pg_ctl`, `pg_dump`, ...).
+
+use std::path::{Path, PathBuf};
+
+use super::ClusterError;
+
+/// The directory holding one PostgreSQL installation's programs, and its version.
+#[derive(Debug, Clone)]
+pub struct PgBinaries {
+    bin_dir: PathBuf,
+    version: String,
+}
+
+impl PgBinaries {
+    /// Finds the server binaries: `PG_BIN_DIR`, then `pg_config --bindir`, then `PATH`,
+    /// then the newest `/usr/lib/postgresql/*/bin`.
+    pub fn locate() -> Result<PgBinaries, ClusterError> {
+        let bin_dir = candidate_dirs()
+            .into_iter()
+            .find(|dir| dir.join("initdb").is_file() && dir.join("postgres").is_file())
+            .ok_or(ClusterError::BinariesNotFound)?;
+        let output = duct::cmd!(bin_dir.join("postgres"), "--version")
+            .stderr_null()
+            .read()
+            .map_err(|source| ClusterError::Io {
+                action: format!("run {}/postgres --version", bin_dir.display()),
+                source,
+            })?;
+        // "postgres (PostgreSQL) 15.18 (Debian 15.18-0+deb12u1)"
+        let version = output
+            .split_whitespace()
+            .nth(2)
+            .unwrap_or("unknown")
+            .to_string();
+        Ok(PgBinaries { bin_dir, version })
+    }
+
+    /// The full server version, e.g. `15.18`.
+    pub fn version(&self) -> &str {
+        &self.version
+    }
+
+    /// The major version, e.g. `15`.
+    pub fn major_version(&self) -> &str {
+        self.version.split('.').next().unwrap_or(&self.version)
+    }
+
+    pub fn bin_dir(&self) -> &Path {
+        &self.bin_dir
+    }
+
+    /// The path of a program of this installation (`pg_dump`, `psql`, ...).
+    pub fn tool(&self, name: &str) -> PathBuf {
+        self.bin_dir.join(name)
+    }
+}
+
+fn candidate_dirs() -> Vec<PathBuf> {
+    let mut dirs = Vec::new();
+    if let Some(dir) = std::env::var_os("PG_BIN_DIR") {
+        dirs.push(PathBuf::from(dir));
+    }
+    if let Ok(dir) = duct::cmd!("pg_config", "--bindir")
+        .stderr_null()
+        .read()
+    {
+        dirs.push(PathBuf::from(dir.trim()));
+    }
+    if let Some(path) = std::env::var_os("PATH") {
+        dirs.extend(std::env::split_paths(&path));
+    }
+    dirs.extend(debian_installations(Path::new("/usr/lib/postgresql")));
+    dirs
+}
+
+/// `/usr/lib/postgresql/<major>/bin`, newest major first.
+fn debian_installations(root: &Path) -> Vec<PathBuf> {
+    let mut majors: Vec<(u32, PathBuf)> = std::fs::read_dir(root)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|entry| {
+            let major = entry.file_name().to_str()?.parse::<u32>().ok()?;
+            Some((major, entry.path().join("bin")))
+        })
+        .collect();
+    majors.sort_by(|a, b| b.0.cmp(&a.0));
+    majors.into_iter().map(|(_, dir)| dir).collect()
+}

@@ -1,0 +1,172 @@
+//! The persistent local dev database under `target/dev-db`, for everyday work without
+//! any configuration. Unlike [`super::TempCluster`] it outlives the command that
+//! started it, so it is run through `pg_ctl` (which daemonizes) and stopped explicitly.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use sha2::{Digest, Sha256};
+
+use super::{reaper, template, ClusterError, PgBinaries, RunAs, PORT, SERVER_SETTINGS};
+
+/// Name of the database the dev cluster serves.
+pub const DEV_DATABASE: &str = "diagnoleads";
+
+#[derive(Debug, Clone)]
+pub struct DevDatabase {
+    root: PathBuf,
+}
+
+#[derive(Debug, PartialEq, Eq)]
+pub enum DevStatus {
+    NotCreated,
+    Stopped,
+    Running { pid: u32 },
+}
+
+impl DevDatabase {
+    /// The dev database of the workspace at `workspace_root`.
+    pub fn new(workspace_root: &Path) -> DevDatabase {
+        DevDatabase {
+            root: workspace_root.join("target").join("dev-db"),
+        }
+    }
+
+    pub fn data_dir(&self) -> PathBuf {
+        self.root.join("data")
+    }
+
+    pub fn log_path(&self) -> PathBuf {
+        self.root.join("server.log")
+    }
+
+    /// A short socket directory in /tmp named after the workspace path: the socket path
+    /// under a deep `target/` could exceed the 107-byte limit.
+    pub fn socket_dir(&self) -> PathBuf {
+        let digest = Sha256::digest(self.root.as_os_str().as_encoded_bytes());
+        let short: String = digest.iter().take(5).map(|b| format!("{b:02x}")).collect();
+        PathBuf::from(format!("/tmp/bs-dev-{short}"))
+    }
+
+    pub fn url(&self) -> String {
+        format!(
+            "postgresql://postgres@/{DEV_DATABASE}?host={}&port={PORT}",
+            self.socket_dir().display()
+        )
+    }
+
+    pub fn status(&self) -> DevStatus {
+        if !self.data_dir().join("PG_VERSION").is_file() {
+            return DevStatus::NotCreated;
+        }
+        let pid = fs::read_to_string(self.data_dir().join("postmaster.pid"))
+            .ok()
+            .and_then(|s| s.lines().next()?.trim().parse::<u32>().ok());
+        match pid {
+            Some(pid) if reaper::process_alive(pid) => DevStatus::Running { pid },
+            _ => DevStatus::Stopped,
+        }
+    }
+
+    /// Starts the dev cluster (creating it on first use); returns false when it was
+    /// already running.
+    pub fn start(&self) -> Result<bool, ClusterError> {
+        if matches!(self.status(), DevStatus::Running { .. }) {
+            return Ok(false);
+        }
+        let binaries = PgBinaries::locate()?;
+        let run_as = RunAs::for_server()?;
+        let io = |action: String| move |source| ClusterError::Io { action, source };
+        fs::create_dir_all(&self.root).map_err(io(format!("create {}", self.root.display())))?;
+        run_as
+            .chown(&self.root)
+            .map_err(io(format!("give {} to the server user", self.root.display())))?;
+        if self.status() == DevStatus::NotCreated {
+            let key = template::cache_key(&binaries, SERVER_SETTINGS);
+            template::provision(&binaries, run_as, &key, &self.data_dir())?;
+        }
+        let socket_dir = self.socket_dir();
+        fs::create_dir_all(&socket_dir).map_err(io(format!("create {}", socket_dir.display())))?;
+        run_as
+            .chown(&socket_dir)
+            .map_err(io(format!("give {} to the server user", socket_dir.display())))?;
+
+        // pg_ctl passes -o through /bin/sh; every value here is ours and has no spaces.
+        let mut options = format!("-k {} -p {PORT}", socket_dir.display());
+        for (name, value) in SERVER_SETTINGS {
+            options.push_str(&format!(" -c {name}={value}"));
+        }
+        self.pg_ctl(&binaries, run_as, &["start", "-w", "-t", "60", "-o", &options])?;
+
+        let mut client = postgres::Client::connect(
+            &format!(
+                "postgresql://postgres@/postgres?host={}&port={PORT}",
+                socket_dir.display()
+            ),
+            postgres::NoTls,
+        )
+        .map_err(|source| ClusterError::Connect {
+            database: "postgres".into(),
+            source,
+        })?;
+        let sql_err = |action: &str| {
+            let action = action.to_string();
+            move |source| ClusterError::Sql { action, source }
+        };
+        let exists = client
+            .query_opt("SELECT 1 FROM pg_database WHERE datname = $1", &[&DEV_DATABASE])
+            .map_err(sql_err("looking up the dev database"))?
+            .is_some();
+        if !exists {
+            client
+                .batch_execute(&format!("CREATE DATABASE {}", super::quote_ident(DEV_DATABASE)))
+                .map_err(sql_err("creating the dev database"))?;
+        }
+        Ok(true)
+    }
+
+    /// Stops the dev cluster; returns false when it was not running.
+    pub fn stop(&self) -> Result<bool, ClusterError> {
+        if !matches!(self.status(), DevStatus::Running { .. }) {
+            return Ok(false);
+        }
+        let binaries = PgBinaries::locate()?;
+        let run_as = RunAs::for_server()?;
+        self.pg_ctl(&binaries, run_as, &["stop", "-w", "-m", "fast"])?;
+        let _ = fs::remove_dir_all(self.socket_dir());
+        Ok(true)
+    }
+
+    fn pg_ctl(&self, binaries: &PgBinaries, run_as: RunAs, args: &[&str]) -> Result<(), ClusterError> {
+        let mut all: Vec<std::ffi::OsString> = vec!["-D".into(), self.data_dir().into()];
+        all.extend(["-l".into(), self.log_path().into()]);
+        all.extend(args.iter().map(Into::into));
+        let output = duct::cmd(binaries.tool("pg_ctl"), all)
+            .before_spawn(move |command| {
+                run_as.apply(command, false);
+                Ok(())
+            })
+            .stdin_null()
+            .stdout_capture()
+            .stderr_capture()
+            .unchecked()
+            .run()
+            .map_err(|source| ClusterError::Io {
+                action: "run pg_ctl".into(),
+                source,
+            })?;
+        if output.status.success() {
+            return Ok(());
+        }
+        let log = fs::read_to_string(self.log_path()).unwrap_or_default();
+        let tail: Vec<&str> = log.lines().rev().take(10).collect();
+        Err(ClusterError::StartFailed {
+            log: self.log_path(),
+            log_tail: format!(
+                "{}{}",
+                String::from_utf8_lossy(&output.stderr),
+                tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+            ),
+        })
+    }
+}

@@ -1,0 +1,302 @@
+//! Throwaway PostgreSQL servers: [`TempCluster`] owns one private server for as long as
+//! it lives, and the persistent local dev database reuses the same parts.
+
+mod binaries;
+pub mod dev;
+mod os_user;
+pub mod reaper;
+mod template;
+
+use std::fs;
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+pub use binaries::PgBinaries;
+pub use os_user::RunAs;
+pub use template::cache_root;
+
+/// Server settings of every throwaway cluster. Durability is off because the data is
+/// disposable; only a unix socket is opened, so parallel clusters never collide on a port.
+pub(crate) const SERVER_SETTINGS: &[(&str, &str)] = &[
+    ("listen_addresses", ""),
+    ("fsync", "off"),
+    ("synchronous_commit", "off"),
+    ("full_page_writes", "off"),
+    ("autovacuum", "off"),
+    ("max_connections", "60"),
+    ("shared_buffers", "32MB"),
+    ("max_wal_size", "1GB"),
+];
+
+/// The libpq limit on a unix socket path (`sun_path` minus the terminating NUL).
+const MAX_SOCKET_PATH: usize = 107;
+/// The port only names the socket file; every cluster has its own directory.
+const PORT: u16 = 5432;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ClusterError {
+    #[error(
+        "PostgreSQL server binaries (initdb, postgres) not found in PG_BIN_DIR, `pg_config --bindir`, \
+         PATH or /usr/lib/postgresql/*/bin; install them with `apt-get install postgresql` \
+         (Debian/Ubuntu) or set PG_BIN_DIR to the directory holding initdb"
+    )]
+    BinariesNotFound,
+    #[error(
+        "running as root, but there is no unprivileged OS user `{name}` to run PostgreSQL \
+         (it refuses root); create one with `useradd --system --user-group {name}` or set \
+         BACKEND_SCHEMA_PG_USER to an existing account"
+    )]
+    NoUnprivilegedUser { name: String },
+    #[error("failed to {action}: {source}")]
+    Io {
+        action: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("initdb failed for {}:\n{output}", data_dir.display())]
+    InitdbFailed { data_dir: PathBuf, output: String },
+    #[error("socket path {} is longer than {MAX_SOCKET_PATH} bytes; set TMPDIR to a shorter directory", path.display())]
+    SocketPathTooLong { path: PathBuf },
+    #[error("PostgreSQL server did not start (log {}):\n{log_tail}", log.display())]
+    StartFailed { log: PathBuf, log_tail: String },
+    #[error("cannot connect to throwaway database `{database}`: {source}")]
+    Connect {
+        database: String,
+        #[source]
+        source: postgres::Error,
+    },
+    #[error("{action} failed: {source}")]
+    Sql {
+        action: String,
+        #[source]
+        source: postgres::Error,
+    },
+}
+
+/// One private PostgreSQL server in a temp directory, stopped and removed on drop.
+///
+/// The server listens only on a unix socket inside its directory, runs as an
+/// unprivileged user when we are root, and dies with our process (parent-death
+/// signal) even when we are killed with SIGKILL; a later start sweeps what is left.
+/// Set `BACKEND_SCHEMA_KEEP_CLUSTER=1` to keep the data dir and log of a cluster
+/// dropped during a panic (a failing test); their paths are printed.
+#[derive(Debug)]
+pub struct TempCluster {
+    binaries: PgBinaries,
+    dir: Option<tempfile::TempDir>,
+    server: Option<duct::Handle>,
+    pid: u32,
+    warm_start: bool,
+}
+
+impl TempCluster {
+    /// Starts a new cluster, copying a cached template data dir when there is one.
+    pub fn start() -> Result<TempCluster, ClusterError> {
+        let binaries = PgBinaries::locate()?;
+        TempCluster::start_with(binaries)
+    }
+
+    pub fn start_with(binaries: PgBinaries) -> Result<TempCluster, ClusterError> {
+        let run_as = RunAs::for_server()?;
+        let root = temp_root(run_as);
+        reaper::sweep_once(&root);
+
+        let dir = tempfile::Builder::new()
+            .prefix(reaper::DIR_PREFIX)
+            .tempdir_in(&root)
+            .map_err(|source| io_err(format!("create a temp dir in {}", root.display()), source))?;
+        let base = dir.path().to_path_buf();
+        fs::write(base.join(reaper::OWNER_FILE), reaper::owner_record())
+            .map_err(|source| io_err(format!("write {}", base.join("owner").display()), source))?;
+        run_as
+            .chown(&base)
+            .map_err(|source| io_err(format!("give {} to the server user", base.display()), source))?;
+        let socket = base.join(format!(".s.PGSQL.{PORT}"));
+        if socket.as_os_str().len() > MAX_SOCKET_PATH {
+            return Err(ClusterError::SocketPathTooLong { path: socket });
+        }
+
+        let data = base.join("data");
+        let key = template::cache_key(&binaries, SERVER_SETTINGS);
+        let warm_start = template::provision(&binaries, run_as, &key, &data)?;
+
+        let log = base.join("server.log");
+        let mut args: Vec<String> = vec!["-D".into(), data.display().to_string()];
+        args.extend(["-c".into(), format!("unix_socket_directories={}", base.display())]);
+        args.extend(["-c".into(), format!("port={PORT}")]);
+        for (name, value) in SERVER_SETTINGS {
+            args.extend(["-c".into(), format!("{name}={value}")]);
+        }
+        let expression = duct::cmd(binaries.tool("postgres"), args)
+            .before_spawn(move |command| {
+                run_as.apply(command, true);
+                Ok(())
+            })
+            .stdin_null()
+            // Outer redirections apply first: stdout goes to the log, then stderr joins it.
+            .stderr_to_stdout()
+            .stdout_path(&log)
+            .unchecked();
+        let server = reaper::on_spawner_thread(move || expression.start())
+            .map_err(|source| io_err(format!("start {}", "postgres"), source))?;
+        let pid = server.pids()[0];
+        reaper::register(pid, &base);
+
+        let mut cluster = TempCluster {
+            binaries,
+            dir: Some(dir),
+            server: Some(server),
+            pid,
+            warm_start,
+        };
+        cluster.wait_until_ready(Duration::from_secs(60))?;
+        Ok(cluster)
+    }
+
+    /// Polls the status line of `postmaster.pid` ("ready" once connections are accepted)
+    /// instead of sleeping a fixed time.
+    fn wait_until_ready(&mut self, timeout: Duration) -> Result<(), ClusterError> {
+        let deadline = Instant::now() + timeout;
+        let pid_file = self.data_dir().join("postmaster.pid");
+        loop {
+            if let Ok(contents) = fs::read_to_string(&pid_file) {
+                if contents.lines().nth(7).is_some_and(|s| s.trim() == "ready") {
+                    return Ok(());
+                }
+            }
+            let exited = matches!(self.server.as_ref().map(|s| s.try_wait()), Some(Ok(Some(_))));
+            if exited || Instant::now() >= deadline {
+                let log = self.log_path();
+                let log_tail = fs::read_to_string(&log).unwrap_or_default();
+                let log_tail = log_tail.lines().rev().take(20).collect::<Vec<_>>();
+                let log_tail = log_tail.into_iter().rev().collect::<Vec<_>>().join("\n");
+                return Err(ClusterError::StartFailed { log, log_tail });
+            }
+            std::thread::sleep(Duration::from_millis(2));
+        }
+    }
+
+    pub fn binaries(&self) -> &PgBinaries {
+        &self.binaries
+    }
+
+    /// Whether the data dir came from the template cache (false: initdb ran).
+    pub fn warm_start(&self) -> bool {
+        self.warm_start
+    }
+
+    pub fn server_pid(&self) -> u32 {
+        self.pid
+    }
+
+    /// The cluster's private directory, holding the socket, `data/` and `server.log`.
+    pub fn dir(&self) -> &Path {
+        self.dir.as_ref().expect("cluster directory present until drop").path()
+    }
+
+    pub fn data_dir(&self) -> PathBuf {
+        self.dir().join("data")
+    }
+
+    pub fn log_path(&self) -> PathBuf {
+        self.dir().join("server.log")
+    }
+
+    /// A libpq URL for `database` as the superuser `postgres`.
+    pub fn url(&self, database: &str) -> String {
+        format!(
+            "postgresql://postgres@/{database}?host={}&port={PORT}",
+            self.dir().display()
+        )
+    }
+
+    pub fn client(&self, database: &str) -> Result<postgres::Client, ClusterError> {
+        postgres::Client::connect(&self.url(database), postgres::NoTls).map_err(|source| {
+            ClusterError::Connect {
+                database: database.to_string(),
+                source,
+            }
+        })
+    }
+
+    /// Creates database `name`, as a copy of `template` when given (cheap: a file copy).
+    pub fn create_database(&self, name: &str, template: Option<&str>) -> Result<(), ClusterError> {
+        let mut client = self.client("postgres")?;
+        let mut sql = format!("CREATE DATABASE {}", quote_ident(name));
+        if let Some(template) = template {
+            sql.push_str(&format!(" TEMPLATE {}", quote_ident(template)));
+        }
+        client.batch_execute(&sql).map_err(|source| ClusterError::Sql {
+            action: format!("creating database `{name}`"),
+            source,
+        })
+    }
+
+    /// Stops the server and removes the directory, reporting what went wrong.
+    pub fn stop(mut self) -> Result<(), ClusterError> {
+        self.shutdown()
+    }
+
+    fn shutdown(&mut self) -> Result<(), ClusterError> {
+        let Some(dir) = self.dir.take() else {
+            return Ok(());
+        };
+        let keep = std::thread::panicking()
+            && std::env::var_os("BACKEND_SCHEMA_KEEP_CLUSTER").is_some_and(|v| v != "0");
+        if keep {
+            // A fast shutdown leaves a consistent data dir that can be started again.
+            // SAFETY: plain signal delivery to our own child.
+            unsafe { libc::kill(self.pid as libc::pid_t, libc::SIGINT) };
+            reaper::wait_until_gone(self.pid, Duration::from_secs(10));
+        } else {
+            reaper::stop_process(self.pid, Duration::from_secs(5));
+        }
+        if let Some(server) = self.server.take() {
+            // Reap it; the exit status of a signalled server is not interesting.
+            let _ = server.wait_timeout(Duration::from_millis(100));
+        }
+        reaper::unregister(self.pid);
+        if keep {
+            let path = dir.keep();
+            let _ = fs::File::create(path.join(reaper::KEEP_FILE)).and_then(|mut f| f.write_all(b"kept on failure\n"));
+            eprintln!(
+                "kept throwaway cluster after a failure: data dir {}, log {}",
+                path.join("data").display(),
+                path.join("server.log").display()
+            );
+            return Ok(());
+        }
+        let path = dir.path().to_path_buf();
+        dir.close()
+            .map_err(|source| io_err(format!("remove {}", path.display()), source))
+    }
+}
+
+impl Drop for TempCluster {
+    fn drop(&mut self) {
+        if let Err(err) = self.shutdown() {
+            eprintln!("warning: {err}");
+        }
+    }
+}
+
+/// Directory for cluster dirs: short enough for the socket path limit, and reachable
+/// by the server user (a root-only `TMPDIR` is not).
+pub(crate) fn temp_root(run_as: RunAs) -> PathBuf {
+    let tmp = std::env::temp_dir();
+    if run_as.is_current_user() && tmp.as_os_str().len() <= 60 {
+        tmp
+    } else {
+        PathBuf::from("/tmp")
+    }
+}
+
+/// Quotes an SQL identifier (`"` doubled), for names that cannot be bind parameters.
+pub fn quote_ident(name: &str) -> String {
+    format!("\"{}\"", name.replace('"', "\"\""))
+}
+
+fn io_err(action: String, source: std::io::Error) -> ClusterError {
+    ClusterError::Io { action, source }
+}

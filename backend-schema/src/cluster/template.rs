@@ -1,0 +1,139 @@
+//! The cache of initdb'd data directories that new clusters are copied from.
+//!
+//! `initdb` takes about a second here; copying its result takes a few tens of
+//! milliseconds. The cache is keyed by server version and settings, so a new
+//! PostgreSQL or a changed setting gets a fresh template instead of a stale one.
+
+use std::fs;
+use std::io;
+use std::path::{Path, PathBuf};
+
+use sha2::{Digest, Sha256};
+
+use super::os_user::RunAs;
+use super::{ClusterError, PgBinaries};
+
+/// Arguments every cluster is initialised with. Part of the cache key.
+pub(crate) const INITDB_ARGS: &[&str] = &[
+    "--username=postgres",
+    "--auth=trust",
+    "--encoding=UTF8",
+    "--no-locale",
+    "--no-sync",
+    "--no-instructions",
+];
+
+/// Where templates live: `BACKEND_SCHEMA_CACHE_DIR`, else the workspace's `target/`.
+pub fn cache_root() -> PathBuf {
+    match std::env::var_os("BACKEND_SCHEMA_CACHE_DIR") {
+        Some(dir) => PathBuf::from(dir),
+        None => Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("..")
+            .join("target")
+            .join("pg-templates"),
+    }
+}
+
+/// The cache entry name for these binaries and settings.
+pub(crate) fn cache_key(binaries: &PgBinaries, server_settings: &[(&str, &str)]) -> String {
+    let mut hasher = Sha256::new();
+    hasher.update(binaries.bin_dir().as_os_str().as_encoded_bytes());
+    hasher.update(binaries.version().as_bytes());
+    for arg in INITDB_ARGS {
+        hasher.update(arg.as_bytes());
+        hasher.update([0]);
+    }
+    for (name, value) in server_settings {
+        hasher.update(format!("{name}={value}\0").as_bytes());
+    }
+    let digest = hasher.finalize();
+    let short: String = digest.iter().take(6).map(|b| format!("{b:02x}")).collect();
+    format!("pg{}-{short}", binaries.version())
+}
+
+/// Puts a fresh data directory at `data_dir`, owned by `run_as`: a copy of the
+/// cached template when there is one, else by running `initdb` (and caching it).
+/// Returns whether the cache was warm.
+pub(crate) fn provision(
+    binaries: &PgBinaries,
+    run_as: RunAs,
+    key: &str,
+    data_dir: &Path,
+) -> Result<bool, ClusterError> {
+    let template = cache_root().join(key);
+    if template.join("PG_VERSION").is_file() {
+        copy_tree(&template, data_dir, run_as).map_err(|source| ClusterError::Io {
+            action: format!("copy template {} to {}", template.display(), data_dir.display()),
+            source,
+        })?;
+        return Ok(true);
+    }
+    run_initdb(binaries, run_as, data_dir)?;
+    // Best effort: a cache we cannot write only costs speed.
+    let _ = store(data_dir, &template);
+    Ok(false)
+}
+
+fn run_initdb(binaries: &PgBinaries, run_as: RunAs, data_dir: &Path) -> Result<(), ClusterError> {
+    let mut args: Vec<std::ffi::OsString> = vec!["-D".into(), data_dir.into()];
+    args.extend(INITDB_ARGS.iter().map(Into::into));
+    let output = duct::cmd(binaries.tool("initdb"), args)
+        .before_spawn(move |command| {
+            run_as.apply(command, false);
+            Ok(())
+        })
+        .stdout_capture()
+        .stderr_capture()
+        .unchecked()
+        .run()
+        .map_err(|source| ClusterError::Io {
+            action: format!("run {}", binaries.tool("initdb").display()),
+            source,
+        })?;
+    if !output.status.success() {
+        return Err(ClusterError::InitdbFailed {
+            data_dir: data_dir.to_path_buf(),
+            output: String::from_utf8_lossy(&output.stderr).into_owned(),
+        });
+    }
+    Ok(())
+}
+
+/// Copies the data dir into the cache under a private name, then renames it into place,
+/// so a concurrent reader never sees a half-written template.
+fn store(data_dir: &Path, template: &Path) -> io::Result<()> {
+    let parent = template.parent().expect("cache entry has a parent");
+    fs::create_dir_all(parent)?;
+    let staging = tempfile::Builder::new().prefix(".staging-").tempdir_in(parent)?;
+    let staged = staging.path().join("data");
+    let me = RunAs {
+        // SAFETY: geteuid/getegid cannot fail.
+        uid: unsafe { libc::geteuid() },
+        gid: unsafe { libc::getegid() },
+    };
+    copy_tree(data_dir, &staged, me)?;
+    match fs::rename(&staged, template) {
+        Ok(()) => Ok(()),
+        // Another process stored the same template first: theirs is as good as ours.
+        Err(_) if template.join("PG_VERSION").is_file() => Ok(()),
+        Err(err) => Err(err),
+    }
+}
+
+/// Recursive copy preserving modes, giving every entry to `owner`.
+fn copy_tree(from: &Path, to: &Path, owner: RunAs) -> io::Result<()> {
+    fs::create_dir(to)?;
+    fs::set_permissions(to, fs::metadata(from)?.permissions())?;
+    owner.chown(to)?;
+    for entry in fs::read_dir(from)? {
+        let entry = entry?;
+        let target = to.join(entry.file_name());
+        if entry.file_type()?.is_dir() {
+            copy_tree(&entry.path(), &target, owner)?;
+        } else {
+            fs::copy(entry.path(), &target)?;
+            owner.chown(&target)?;
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,255 @@
+//! Database URLs: where one comes from, how it is shown (never with its password), and
+//! how it is handed to child processes (password in the environment, not argv).
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use percent_encoding::percent_decode_str;
+
+use crate::cluster::dev::{DevDatabase, DevStatus};
+
+/// A `postgres://` or `postgresql://` URL. `Display` and `Debug` hide the password.
+#[derive(Clone, PartialEq, Eq)]
+pub struct DatabaseUrl {
+    raw: String,
+    /// Byte range of the password within `raw`, if any.
+    password: Option<(usize, usize)>,
+}
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum UrlError {
+    #[error("malformed database URL from {source_name}: it must start with postgresql:// or postgres:// (e.g. postgresql://user:password@host:5432/diagnoleads)")]
+    Scheme { source_name: String },
+    #[error("malformed database URL from {source_name}: {problem}")]
+    Malformed { source_name: String, problem: String },
+}
+
+impl DatabaseUrl {
+    /// Parses `raw`; `source_name` says where it came from, for the error message (the
+    /// URL itself is never echoed, as it may hold a password).
+    pub fn parse(raw: &str, source_name: &str) -> Result<DatabaseUrl, UrlError> {
+        let raw = raw.trim();
+        let rest = ["postgresql://", "postgres://"]
+            .iter()
+            .find_map(|scheme| raw.strip_prefix(scheme))
+            .ok_or_else(|| UrlError::Scheme {
+                source_name: source_name.into(),
+            })?;
+        let start = raw.len() - rest.len();
+        let authority_len = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+        let authority = &rest[..authority_len];
+        let password = match authority.rfind('@') {
+            Some(at) => {
+                let userinfo = &authority[..at];
+                userinfo
+                    .find(':')
+                    .map(|colon| (start + colon + 1, start + at))
+            }
+            None => None,
+        };
+        if let Some((from, to)) = password {
+            percent_decode_str(&raw[from..to])
+                .decode_utf8()
+                .map_err(|_| UrlError::Malformed {
+                    source_name: source_name.into(),
+                    problem: "the password is not valid percent-encoded UTF-8".into(),
+                })?;
+        }
+        let url = DatabaseUrl {
+            raw: raw.to_string(),
+            password,
+        };
+        // Let the driver validate the rest (ports, options) now, with a safe message.
+        url.config().map_err(|err| UrlError::Malformed {
+            source_name: source_name.into(),
+            problem: err.to_string(),
+        })?;
+        Ok(url)
+    }
+
+    /// The driver configuration (its `Debug` hides the password too).
+    pub fn config(&self) -> Result<postgres::Config, postgres::Error> {
+        self.raw.parse()
+    }
+
+    /// The full URL, password included: only for in-process drivers, never for output.
+    pub fn expose(&self) -> &str {
+        &self.raw
+    }
+
+    /// The decoded password, for a child's `PGPASSWORD`.
+    pub fn password(&self) -> Option<String> {
+        let (from, to) = self.password?;
+        Some(
+            percent_decode_str(&self.raw[from..to])
+                .decode_utf8_lossy()
+                .into_owned(),
+        )
+    }
+
+    /// The URL without its password, safe for a child's argv (pair with `PGPASSWORD`).
+    pub fn without_password(&self) -> String {
+        match self.password {
+            Some((from, to)) => format!("{}{}", &self.raw[..from - 1], &self.raw[to..]),
+            None => self.raw.clone(),
+        }
+    }
+
+    /// Environment for a libpq child process: the password, and never a prompt.
+    pub fn child_env(&self) -> Vec<(&'static str, String)> {
+        self.password()
+            .map(|p| vec![("PGPASSWORD", p)])
+            .unwrap_or_default()
+    }
+
+    /// The URL with its password shown as `***`.
+    pub fn redacted(&self) -> String {
+        match self.password {
+            Some((from, to)) => format!("{}***{}", &self.raw[..from], &self.raw[to..]),
+            None => self.raw.clone(),
+        }
+    }
+}
+
+impl fmt::Display for DatabaseUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.redacted())
+    }
+}
+
+impl fmt::Debug for DatabaseUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "DatabaseUrl({})", self.redacted())
+    }
+}
+
+/// Where a database URL was found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum UrlSource {
+    Flag,
+    Environment,
+    DotEnv(PathBuf),
+    DevDatabase,
+}
+
+impl fmt::Display for UrlSource {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            UrlSource::Flag => f.write_str("--database-url"),
+            UrlSource::Environment => f.write_str("the DATABASE_URL environment variable"),
+            UrlSource::DotEnv(path) => write!(f, "DATABASE_URL in {}", path.display()),
+            UrlSource::DevDatabase => f.write_str("the local dev database (cargo xtask db start)"),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ResolveError {
+    #[error(
+        "no database given; use one of:\n  --database-url postgresql://user:password@host:5432/db\n  \
+         DATABASE_URL=... in the environment\n  DATABASE_URL=... in ./.env or backend/.env\n  \
+         the local dev database: cargo xtask db start"
+    )]
+    NoDatabase,
+    #[error(transparent)]
+    Url(#[from] UrlError),
+    #[error("failed to read {}: {source}", path.display())]
+    ReadDotEnv {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// Finds the database URL: `--database-url`, `DATABASE_URL`, `./.env`, `backend/.env`,
+/// then the dev database if it is running.
+pub fn resolve(
+    flag: Option<&str>,
+    workspace_root: &Path,
+) -> Result<(DatabaseUrl, UrlSource), ResolveError> {
+    if let Some(raw) = flag {
+        return Ok((DatabaseUrl::parse(raw, "--database-url")?, UrlSource::Flag));
+    }
+    if let Ok(raw) = std::env::var("DATABASE_URL") {
+        if !raw.trim().is_empty() {
+            let url = DatabaseUrl::parse(&raw, "the DATABASE_URL environment variable")?;
+            return Ok((url, UrlSource::Environment));
+        }
+    }
+    for path in [workspace_root.join(".env"), workspace_root.join("backend").join(".env")] {
+        let text = match std::fs::read_to_string(&path) {
+            Ok(text) => text,
+            Err(err) if err.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(source) => return Err(ResolveError::ReadDotEnv { path, source }),
+        };
+        if let Some(raw) = dotenv_value(&text, "DATABASE_URL") {
+            let url = DatabaseUrl::parse(&raw, &format!("DATABASE_URL in {}", path.display()))?;
+            return Ok((url, UrlSource::DotEnv(path)));
+        }
+    }
+    let dev = DevDatabase::new(workspace_root);
+    if matches!(dev.status(), DevStatus::Running { .. }) {
+        let url = DatabaseUrl::parse(&dev.url(), "the dev database")?;
+        return Ok((url, UrlSource::DevDatabase));
+    }
+    Err(ResolveError::NoDatabase)
+}
+
+/// The value of `key` in a `.env` file (`KEY=value`, optional `export` and quotes).
+fn dotenv_value(text: &str, key: &str) -> Option<String> {
+    text.lines().rev().find_map(|line| {
+        let line = line.trim();
+        let line = line.strip_prefix("export ").unwrap_or(line);
+        let (name, value) = line.split_once('=')?;
+        if name.trim() != key {
+            return None;
+        }
+        let value = value.trim();
+        let unquoted = value
+            .strip_prefix('"')
+            .and_then(|v| v.strip_suffix('"'))
+            .or_else(|| value.strip_prefix('\'').and_then(|v| v.strip_suffix('\'')))
+            .unwrap_or(value);
+        Some(unquoted.to_string())
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn password_is_hidden_and_moved_out_of_the_url() {
+        let url = DatabaseUrl::parse("postgresql://app:s%40c%3Ar%2Fe%25t%23@db.internal:5432/prod", "test").unwrap();
+        assert_eq!(url.redacted(), "postgresql://app:***@db.internal:5432/prod");
+        assert_eq!(url.to_string(), url.redacted());
+        assert!(!format!("{url:?}").contains("s%40c"));
+        assert_eq!(url.password().as_deref(), Some("s@c:r/e%t#"));
+        assert_eq!(url.without_password(), "postgresql://app@db.internal:5432/prod");
+    }
+
+    #[test]
+    fn urls_without_password_are_unchanged() {
+        let url = DatabaseUrl::parse("postgres://app@/db?host=/tmp/x", "test").unwrap();
+        assert_eq!(url.redacted(), "postgres://app@/db?host=/tmp/x");
+        assert_eq!(url.password(), None);
+        assert!(url.child_env().is_empty());
+    }
+
+    #[test]
+    fn malformed_urls_name_the_source_and_not_the_url() {
+        let err = DatabaseUrl::parse("mysql://root:hunter2@x/db", "DATABASE_URL").unwrap_err();
+        let message = err.to_string();
+        assert!(message.contains("DATABASE_URL"), "{message}");
+        assert!(!message.contains("hunter2"), "{message}");
+        let err = DatabaseUrl::parse("postgresql://u:hunter2@host:notaport/db", "flag").unwrap_err();
+        assert!(!err.to_string().contains("hunter2"), "{err}");
+    }
+
+    #[test]
+    fn dotenv_values_are_unquoted() {
+        let text = "# comment\nOTHER=1\nexport DATABASE_URL=\"postgresql://a@b/c\"\n";
+        assert_eq!(dotenv_value(text, "DATABASE_URL").as_deref(), Some("postgresql://a@b/c"));
+        assert_eq!(dotenv_value("X=1", "DATABASE_URL"), None);
+    }
+}

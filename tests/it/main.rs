@@ -1,0 +1,4 @@
+//! End-to-end tests: real PostgreSQL servers started by the code under test, and the
+//! real `xtask` binary. One binary, one module per area.
+
+mod cluster;
