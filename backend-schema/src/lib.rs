@@ -7,3 +7,13 @@ pub mod cluster;
 pub mod database_url;
 
 pub use cluster::{ClusterError, PgBinaries, TempCluster};
+pub mod graph;
+pub mod migration;
+pub mod runner;
+pub mod source;
+pub mod sql_split;
+pub mod version_table;
+
+pub use graph::RevisionGraph;
+pub use migration::{Direction, Migration};
+pub use runner::{MigrateError, Migrator, RunOptions};

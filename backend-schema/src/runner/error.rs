@@ -1,0 +1,174 @@
+//! Errors of the migration runner: each names the revision, the file and what to do.
+
+use std::fmt;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use crate::graph::TargetError;
+use crate::version_table::VersionRace;
+
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum MigrateError {
+    #[error("{action} failed: {source}")]
+    Db {
+        action: String,
+        #[source]
+        source: postgres::Error,
+    },
+    #[error(transparent)]
+    Target(#[from] TargetError),
+    #[error(
+        "can't locate revision identified by '{revision}': the database records it in alembic_version, but no migration in {} defines it (known: {}); \
+         pull the latest migrations (`git pull`), or if the database is wrong, record its real revision with `cargo xtask migrate stamp --purge REV`",
+        dir.display(), known.join(", ")
+    )]
+    UnknownRevision { revision: String, dir: PathBuf, known: Vec<String> },
+    #[error(
+        "migration {revision} ({}) was edited after it was applied: recorded sha256 {recorded}, file now {current}; \
+         revert the edit, or accept it with `cargo xtask migrate rehash {revision}`",
+        path.display()
+    )]
+    ChecksumMismatch { revision: String, path: PathBuf, recorded: String, current: String },
+    #[error("{}", unfinished_message(.revision, .path, .status, .error.as_deref(), .invalid_indexes))]
+    Unfinished {
+        revision: String,
+        path: PathBuf,
+        status: String,
+        error: Option<String>,
+        invalid_indexes: Vec<String>,
+    },
+    #[error("{0}")]
+    Statement(Box<StatementFailure>),
+    #[error(
+        "gave up waiting {:.0?} for the migration lock (--lock-wait); held by {}",
+        waited, holders_text(holders)
+    )]
+    LockWait { waited: Duration, holders: Vec<LockHolder> },
+    #[error("the migration lock was not held at release; another session may have migrated concurrently; check `cargo xtask migrate current`")]
+    LockNotReleased,
+    #[error("{}", data_loss_message(.0))]
+    DataLoss(Vec<Loss>),
+    #[error(transparent)]
+    Race(#[from] VersionRace),
+    #[error("revision {revision} is not applied; `rehash` only records checksums of applied revisions")]
+    NotApplied { revision: String },
+}
+
+/// A statement of a migration file that PostgreSQL rejected.
+#[derive(Debug)]
+pub struct StatementFailure {
+    pub revision: String,
+    pub path: PathBuf,
+    /// 1-based statement number within the file, and its line (and column) there.
+    pub statement: usize,
+    pub line: usize,
+    pub column: Option<usize>,
+    pub sql: String,
+    pub message: String,
+    pub code: Option<String>,
+    pub detail: Option<String>,
+    pub hint: Option<String>,
+    /// What state the database is in now, e.g. "the database is still at f7e1c2d9b3a4".
+    pub outcome: String,
+    /// Our own advice (e.g. the stamp that fits an existing schema).
+    pub advice: Option<String>,
+}
+
+impl fmt::Display for StatementFailure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let column = self.column.map(|c| format!(":{c}")).unwrap_or_default();
+        write!(
+            f,
+            "migration {} failed at {}:{}{column} (statement {}): {}",
+            self.revision,
+            self.path.display(),
+            self.line,
+            self.statement,
+            self.message
+        )?;
+        if let Some(code) = &self.code {
+            write!(f, " [SQLSTATE {code}]")?;
+        }
+        if let Some(detail) = &self.detail {
+            write!(f, "\n  detail: {detail}")?;
+        }
+        if let Some(hint) = &self.hint {
+            write!(f, "\n  hint: {hint}")?;
+        }
+        let first_line = self.sql.lines().find(|l| !l.trim().is_empty() && !l.trim_start().starts_with("--"));
+        write!(f, "\n  statement: {}", first_line.unwrap_or("").trim())?;
+        write!(f, "\n  {}", self.outcome)?;
+        if let Some(advice) = &self.advice {
+            write!(f, "\n  {advice}")?;
+        }
+        Ok(())
+    }
+}
+
+/// A session holding the migration lock.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LockHolder {
+    pub pid: i32,
+    pub application_name: String,
+    pub backend_start: String,
+    pub state: String,
+}
+
+impl fmt::Display for LockHolder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let app = if self.application_name.is_empty() { "(no application_name)" } else { &self.application_name };
+        write!(f, "pid {} ({app}, connected {}, {})", self.pid, self.backend_start, self.state)
+    }
+}
+
+pub(crate) fn holders_text(holders: &[LockHolder]) -> String {
+    if holders.is_empty() {
+        return "an unknown session".into();
+    }
+    holders.iter().map(ToString::to_string).collect::<Vec<_>>().join("; ")
+}
+
+/// Data a downgrade would destroy.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Loss {
+    Table { table: String, rows: i64 },
+    Column { table: String, column: String, values: i64 },
+}
+
+impl fmt::Display for Loss {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Loss::Table { table, rows } => write!(f, "table {table} ({rows} rows)"),
+            Loss::Column { table, column, values } => write!(f, "column {table}.{column} ({values} non-null values)"),
+        }
+    }
+}
+
+fn data_loss_message(losses: &[Loss]) -> String {
+    let list: Vec<String> = losses.iter().map(|l| format!("  - {l}")).collect();
+    format!(
+        "this downgrade would destroy data:\n{}\nnothing was changed; take a backup (`cargo xtask backup`) and re-run with --yes to accept the loss",
+        list.join("\n")
+    )
+}
+
+fn unfinished_message(revision: &str, path: &std::path::Path, status: &str, error: Option<&str>, invalid: &[String]) -> String {
+    let mut message = format!(
+        "migration {revision} ({}) is marked {status} in alembic_version_history: it runs outside a transaction and did not complete, so the database may hold part of it",
+        path.display()
+    );
+    if let Some(error) = error {
+        message.push_str(&format!("\n  its error: {error}"));
+    }
+    if !invalid.is_empty() {
+        message.push_str(&format!(
+            "\n  INVALID indexes left behind: {} (drop each with DROP INDEX CONCURRENTLY)",
+            invalid.join(", ")
+        ));
+    }
+    message.push_str(&format!(
+        "\n  finish or undo its statements by hand, then record the result with `cargo xtask migrate stamp {revision}` (done) or `cargo xtask migrate stamp <its parent>` (undone)"
+    ));
+    message
+}

@@ -1,0 +1,93 @@
+//! What a downgrade would destroy, found by running it in a transaction that is rolled
+//! back, and INVALID indexes left by failed concurrent index builds.
+
+use std::collections::BTreeMap;
+
+use postgres::{Client, GenericClient};
+
+use super::error::{Loss, MigrateError};
+use super::{db, execute_file, set_timeouts, RunOptions};
+use crate::cluster::quote_ident;
+use crate::graph::{RevisionGraph, Step};
+
+/// Columns of every ordinary table outside the system schemas, but our version tables.
+fn columns(client: &mut impl GenericClient) -> Result<BTreeMap<(String, String), Vec<String>>, postgres::Error> {
+    let rows = client.query(
+        "SELECT n.nspname, c.relname, a.attname
+           FROM pg_class c
+           JOIN pg_namespace n ON n.oid = c.relnamespace
+           JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped
+          WHERE c.relkind IN ('r', 'p')
+            AND n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname NOT LIKE 'pg_toast%'
+            AND c.relname NOT IN ('alembic_version', 'alembic_version_history')
+          ORDER BY 1, 2, a.attnum",
+        &[],
+    )?;
+    let mut tables: BTreeMap<(String, String), Vec<String>> = BTreeMap::new();
+    for row in rows {
+        tables.entry((row.get(0), row.get(1))).or_default().push(row.get(2));
+    }
+    Ok(tables)
+}
+
+pub(crate) fn data_loss(
+    client: &mut Client,
+    graph: &RevisionGraph,
+    plan: &[Step],
+    options: &RunOptions,
+) -> Result<Vec<Loss>, MigrateError> {
+    let mut tx = client.transaction().map_err(db("beginning the dry run"))?;
+    set_timeouts(&mut tx, options, true).map_err(db("setting lock_timeout"))?;
+    let before = columns(&mut tx).map_err(db("listing columns"))?;
+    let outcome = "found while checking what the downgrade would destroy; nothing was changed".to_string();
+    for step in plan {
+        let migration = graph.get(&step.revision).expect("planned revisions exist");
+        // Non-transactional steps cannot be tried inside a transaction.
+        if migration.transactional {
+            execute_file(&mut tx, step, migration, &outcome)?;
+        }
+    }
+    let after = columns(&mut tx).map_err(db("listing columns"))?;
+    tx.rollback().map_err(db("rolling back the dry run"))?;
+
+    let mut losses = Vec::new();
+    for ((schema, table), cols) in &before {
+        let qualified = format!("{}.{}", quote_ident(schema), quote_ident(table));
+        let name = if schema == "public" { table.clone() } else { format!("{schema}.{table}") };
+        match after.get(&(schema.clone(), table.clone())) {
+            None => {
+                let sql = format!("SELECT count(*) FROM {qualified}");
+                let rows: i64 = client.query_one(&sql, &[]).map_err(db("counting rows"))?.get(0);
+                if rows > 0 {
+                    losses.push(Loss::Table { table: name, rows });
+                }
+            }
+            Some(kept) => {
+                for col in cols.iter().filter(|c| !kept.contains(c)) {
+                    let sql = format!("SELECT count({}) FROM {qualified}", quote_ident(col));
+                    let values: i64 = client.query_one(&sql, &[]).map_err(db("counting values"))?.get(0);
+                    if values > 0 {
+                        losses.push(Loss::Column {
+                            table: name.clone(),
+                            column: col.clone(),
+                            values,
+                        });
+                    }
+                }
+            }
+        }
+    }
+    Ok(losses)
+}
+
+/// Indexes a failed `CREATE INDEX CONCURRENTLY` left INVALID.
+pub fn invalid_indexes(client: &mut impl GenericClient) -> Result<Vec<String>, postgres::Error> {
+    let rows = client.query(
+        "SELECT n.nspname || '.' || c.relname
+           FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid JOIN pg_namespace n ON n.oid = c.relnamespace
+          WHERE NOT i.indisvalid AND n.nspname NOT IN ('pg_catalog', 'information_schema')
+          ORDER BY 1",
+        &[],
+    )?;
+    Ok(rows.iter().map(|r| r.get(0)).collect())
+}

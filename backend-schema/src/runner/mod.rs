@@ -1,0 +1,594 @@
+//! Applying migrations to a database: the advisory lock, integrity checks before any
+//! write, one transaction per migration with its bookkeeping, lock timeouts with
+//! retries, non-transactional migrations, stamps and checksums.
+
+mod error;
+mod lock;
+mod loss;
+
+use std::collections::BTreeSet;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use postgres::{Client, GenericClient};
+
+pub use error::{LockHolder, Loss, MigrateError, StatementFailure};
+
+use crate::graph::{RevisionGraph, Step, TargetError};
+use crate::migration::{Direction, Migration};
+use crate::version_table::{self as vt, ApplyError, HeadChange, HistoryRecord, NewRecord};
+
+/// How a run behaves; the defaults suit production.
+#[derive(Debug, Clone)]
+pub struct RunOptions {
+    /// `lock_timeout` of each migration: a DDL statement waiting longer for a table
+    /// lock gives up instead of queueing every reader of that table behind it.
+    pub lock_timeout: Duration,
+    /// `statement_timeout` of each migration; `None` leaves the server's setting.
+    pub statement_timeout: Option<Duration>,
+    /// How many times a migration that hit `lock_timeout` is retried (with backoff).
+    pub retries: u32,
+    /// How long to wait for another migrator's advisory lock.
+    pub lock_wait: Duration,
+    /// Written to the side table with every record.
+    pub tool_version: String,
+}
+
+impl Default for RunOptions {
+    fn default() -> RunOptions {
+        RunOptions {
+            lock_timeout: Duration::from_secs(5),
+            statement_timeout: None,
+            retries: 3,
+            lock_wait: Duration::from_secs(300),
+            tool_version: concat!("backend-schema ", env!("CARGO_PKG_VERSION")).to_string(),
+        }
+    }
+}
+
+/// Progress, for the command line to print.
+#[derive(Debug)]
+pub enum Event<'a> {
+    WaitingForLock { holders: &'a [LockHolder] },
+    LockAcquired { waited: Duration },
+    Running { step: &'a Step, migration: &'a Migration },
+    Retrying { revision: &'a str, attempt: u32, after: Duration },
+    Finished { step: &'a Step, elapsed: Duration },
+}
+
+/// What is known about one applied revision.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Integrity {
+    /// Applied by us; the file still has the recorded checksum.
+    Verified(HistoryRecord),
+    /// Applied by Alembic or before the side table existed: no checksum to compare.
+    NoRecord,
+    Edited { recorded: String },
+    Unfinished(HistoryRecord),
+}
+
+pub struct Migrator<'a> {
+    client: &'a mut Client,
+    graph: &'a RevisionGraph,
+    dir: &'a Path,
+    options: RunOptions,
+    on_event: Box<dyn FnMut(Event<'_>) + 'a>,
+}
+
+/// One migration applied.
+#[derive(Debug, Clone)]
+pub struct StepReport {
+    pub step: Step,
+    pub elapsed: Duration,
+}
+
+impl<'a> Migrator<'a> {
+    pub fn new(client: &'a mut Client, graph: &'a RevisionGraph, dir: &'a Path, options: RunOptions) -> Migrator<'a> {
+        Migrator {
+            client,
+            graph,
+            dir,
+            options,
+            on_event: Box::new(|_| {}),
+        }
+    }
+
+    pub fn on_event(mut self, f: impl FnMut(Event<'_>) + 'a) -> Migrator<'a> {
+        self.on_event = Box::new(f);
+        self
+    }
+
+    pub fn client(&mut self) -> &mut Client {
+        self.client
+    }
+
+    /// The heads in `alembic_version`, checked against the migration files.
+    pub fn current(&mut self) -> Result<Vec<String>, MigrateError> {
+        let heads = vt::read_heads(self.client).map_err(db("reading alembic_version"))?;
+        self.check_known(&heads)?;
+        Ok(heads)
+    }
+
+    /// The heads in `alembic_version`, whether or not a file knows them.
+    pub fn raw_heads(&mut self) -> Result<Vec<String>, MigrateError> {
+        vt::read_heads(self.client).map_err(db("reading alembic_version"))
+    }
+
+    fn check_known(&self, heads: &[String]) -> Result<(), MigrateError> {
+        match heads.iter().find(|h| self.graph.get(h).is_none()) {
+            Some(unknown) => Err(MigrateError::UnknownRevision {
+                revision: unknown.clone(),
+                dir: self.dir.to_path_buf(),
+                known: self.graph.migrations().iter().map(|m| m.dir_name().to_string()).collect(),
+            }),
+            None => Ok(()),
+        }
+    }
+
+    /// Integrity of every applied revision, oldest first.
+    pub fn integrity(&mut self) -> Result<Vec<(String, Integrity)>, MigrateError> {
+        let heads = self.current()?;
+        let records = vt::latest_records(self.client).map_err(db("reading alembic_version_history"))?;
+        let applied = self.graph.applied(&heads)?;
+        Ok(applied
+            .iter()
+            .map(|m| (m.revision.clone(), integrity_of(m, records.iter().find(|r| r.revision == m.revision))))
+            .collect())
+    }
+
+    /// Refuses when an applied file was edited or a non-transactional migration did not
+    /// complete. Called before any write.
+    fn check_integrity(&mut self) -> Result<(), MigrateError> {
+        let records = vt::latest_records(self.client).map_err(db("reading alembic_version_history"))?;
+        if let Some(record) = records.iter().find(|r| r.status != "completed") {
+            let invalid_indexes = loss::invalid_indexes(self.client).map_err(db("listing INVALID indexes"))?;
+            return Err(MigrateError::Unfinished {
+                revision: record.revision.clone(),
+                path: self
+                    .graph
+                    .get(&record.revision)
+                    .map(|m| m.dir.clone())
+                    .unwrap_or_else(|| self.dir.join(&record.revision)),
+                status: record.status.clone(),
+                error: record.error.clone(),
+                invalid_indexes,
+            });
+        }
+        for (revision, integrity) in self.integrity()? {
+            if let Integrity::Edited { recorded } = integrity {
+                let migration = self.graph.get(&revision).expect("applied revisions are known");
+                return Err(MigrateError::ChecksumMismatch {
+                    revision,
+                    path: migration.dir.clone(),
+                    recorded,
+                    current: migration.checksum.clone(),
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// Upgrades to `target`. A database already there takes no lock and writes nothing.
+    pub fn upgrade(&mut self, target: &str) -> Result<Vec<StepReport>, MigrateError> {
+        let heads = self.current()?;
+        if self.graph.upgrade_plan(&heads, target)?.is_empty() {
+            return Ok(Vec::new());
+        }
+        self.with_lock(|m| {
+            let heads = m.current()?;
+            let plan = m.graph.upgrade_plan(&heads, target)?;
+            m.check_integrity()?;
+            vt::ensure_tables(m.client).map_err(db("creating the version tables"))?;
+            m.run_steps(&plan)
+        })
+    }
+
+    /// Downgrades to `target`. Unless `allow_data_loss`, first proves (in a transaction
+    /// that is rolled back) that no table or column holding data would be dropped.
+    pub fn downgrade(&mut self, target: &str, allow_data_loss: bool) -> Result<Vec<StepReport>, MigrateError> {
+        let heads = self.current()?;
+        if self.graph.downgrade_plan(&heads, target)?.is_empty() {
+            return Ok(Vec::new());
+        }
+        self.with_lock(|m| {
+            let heads = m.current()?;
+            let plan = m.graph.downgrade_plan(&heads, target)?;
+            m.check_integrity()?;
+            if !allow_data_loss {
+                let losses = m.data_loss(&plan)?;
+                if !losses.is_empty() {
+                    return Err(MigrateError::DataLoss(losses));
+                }
+            }
+            vt::ensure_tables(m.client).map_err(db("creating the version tables"))?;
+            m.run_steps(&plan)
+        })
+    }
+
+    /// What running `plan` would destroy (tables and columns that hold data).
+    pub fn data_loss(&mut self, plan: &[Step]) -> Result<Vec<Loss>, MigrateError> {
+        loss::data_loss(self.client, self.graph, plan, &self.options)
+    }
+
+    fn run_steps(&mut self, plan: &[Step]) -> Result<Vec<StepReport>, MigrateError> {
+        let mut reports = Vec::new();
+        for step in plan {
+            let migration = self.graph.get(&step.revision).expect("planned revisions exist");
+            (self.on_event)(Event::Running { step, migration });
+            let started = Instant::now();
+            if migration.transactional {
+                self.run_transactional(step, migration)?;
+            } else {
+                self.run_outside_transaction(step, migration)?;
+            }
+            let elapsed = started.elapsed();
+            (self.on_event)(Event::Finished { step, elapsed });
+            reports.push(StepReport { step: step.clone(), elapsed });
+        }
+        Ok(reports)
+    }
+
+    fn run_transactional(&mut self, step: &Step, migration: &Migration) -> Result<(), MigrateError> {
+        let mut attempt = 0;
+        loop {
+            match self.try_transactional(step, migration) {
+                Err(MigrateError::Statement(failure))
+                    if failure.code.as_deref() == Some("55P03") && attempt < self.options.retries =>
+                {
+                    attempt += 1;
+                    let after = Duration::from_millis(500 * 2u64.pow(attempt - 1)).min(Duration::from_secs(30));
+                    (self.on_event)(Event::Retrying { revision: &step.revision, attempt, after });
+                    std::thread::sleep(after);
+                }
+                Err(MigrateError::Statement(mut failure)) if failure.code.as_deref() == Some("55P03") => {
+                    failure.advice = Some(format!(
+                        "another session held a lock this migration needs for longer than lock_timeout ({:?}) on {} attempts; retry when it is quiet, or raise --lock-timeout / --retries",
+                        self.options.lock_timeout,
+                        attempt + 1
+                    ));
+                    return Err(MigrateError::Statement(failure));
+                }
+                other => return other,
+            }
+        }
+    }
+
+    fn try_transactional(&mut self, step: &Step, migration: &Migration) -> Result<(), MigrateError> {
+        let started = Instant::now();
+        let outcome = format!("nothing of it was committed: the database is still at {}", heads_text(&step.heads_before));
+        let mut tx = self.client.transaction().map_err(db("beginning a transaction"))?;
+        set_timeouts(&mut tx, &self.options, true).map_err(db("setting lock_timeout"))?;
+        execute_file(&mut tx, step, migration, &outcome)?;
+        for change in vt::head_changes(&step.heads_before, &step.heads_after) {
+            apply_change(&mut tx, &change, &step.revision)?;
+        }
+        let (operation, checksum) = match step.direction {
+            Direction::Up => ("upgrade", Some(migration.checksum.as_str())),
+            Direction::Down => ("downgrade", None),
+        };
+        vt::record(
+            &mut tx,
+            &NewRecord {
+                revision: &step.revision,
+                operation,
+                checksum,
+                status: "completed",
+                duration_ms: Some(started.elapsed().as_millis() as i64),
+                tool_version: &self.options.tool_version,
+                error: None,
+            },
+        )
+        .map_err(db("recording the migration in alembic_version_history"))?;
+        tx.commit().map_err(db(&format!("committing migration {}", step.revision)))
+    }
+
+    /// Runs each statement on its own (CREATE INDEX CONCURRENTLY cannot run in a
+    /// transaction), after committing an in-progress marker that the next run sees if
+    /// we fail or are killed halfway.
+    fn run_outside_transaction(&mut self, step: &Step, migration: &Migration) -> Result<(), MigrateError> {
+        let started = Instant::now();
+        let (operation, checksum) = match step.direction {
+            Direction::Up => ("upgrade", Some(migration.checksum.as_str())),
+            Direction::Down => ("downgrade", None),
+        };
+        let marker = vt::record(
+            self.client,
+            &NewRecord {
+                revision: &step.revision,
+                operation,
+                checksum,
+                status: "in_progress",
+                duration_ms: None,
+                tool_version: &self.options.tool_version,
+                error: None,
+            },
+        )
+        .map_err(db("recording the in-progress marker"))?;
+        set_timeouts(self.client, &self.options, false).map_err(db("setting lock_timeout"))?;
+        let outcome = format!(
+            "this migration runs outside a transaction: statements before this one stay applied; alembic_version still says {}, and the next run will refuse until you resolve it",
+            heads_text(&step.heads_before)
+        );
+        let result = execute_file(self.client, step, migration, &outcome).and_then(|()| {
+            let invalid = loss::invalid_indexes(self.client).map_err(db("listing INVALID indexes"))?;
+            match invalid.is_empty() {
+                true => Ok(()),
+                false => Err(MigrateError::Unfinished {
+                    revision: step.revision.clone(),
+                    path: migration.dir.clone(),
+                    status: "failed".into(),
+                    error: Some("INVALID indexes after the migration".into()),
+                    invalid_indexes: invalid,
+                }),
+            }
+        });
+        let _ = self.client.batch_execute("RESET lock_timeout; RESET statement_timeout");
+        let elapsed = started.elapsed().as_millis() as i64;
+        if let Err(err) = result {
+            let text = err.to_string();
+            // Best effort: if the connection is gone the marker stays `in_progress`,
+            // which the next run treats the same way.
+            let _ = vt::finish_record(self.client, marker, "failed", elapsed, Some(&text));
+            return Err(err);
+        }
+        let mut tx = self.client.transaction().map_err(db("beginning a transaction"))?;
+        for change in vt::head_changes(&step.heads_before, &step.heads_after) {
+            apply_change(&mut tx, &change, &step.revision)?;
+        }
+        vt::finish_record(&mut tx, marker, "completed", elapsed, None).map_err(db("completing the marker"))?;
+        tx.commit().map_err(db(&format!("committing migration {}", step.revision)))
+    }
+
+    /// Records `target` as the database's revision without running any migration.
+    /// `purge` first empties `alembic_version` (also of revisions no file knows).
+    pub fn stamp(&mut self, target: &str, purge: bool) -> Result<Vec<String>, MigrateError> {
+        self.with_lock(|m| {
+            let before = m.raw_heads()?;
+            if !purge {
+                m.check_known(&before)?;
+            }
+            let after = m.stamp_heads(if purge { &[] } else { &before }, target)?;
+            let applied_before: BTreeSet<String> = if purge {
+                BTreeSet::new()
+            } else {
+                m.graph.applied(&before)?.iter().map(|mig| mig.revision.clone()).collect()
+            };
+            let applied_after: Vec<&Migration> = m.graph.applied(&after)?;
+            let records = vt::latest_records(m.client).map_err(db("reading alembic_version_history"))?;
+
+            vt::ensure_tables(m.client).map_err(db("creating the version tables"))?;
+            let mut tx = m.client.transaction().map_err(db("beginning a transaction"))?;
+            if purge {
+                tx.execute("DELETE FROM alembic_version", &[]).map_err(db("purging alembic_version"))?;
+            }
+            let from = if purge { Vec::new() } else { before.clone() };
+            for change in vt::head_changes(&from, &after) {
+                apply_change(&mut tx, &change, target)?;
+            }
+            let after_set: BTreeSet<&str> = applied_after.iter().map(|mig| mig.revision.as_str()).collect();
+            for migration in m.graph.migrations() {
+                let rev = migration.revision.as_str();
+                let newly = after_set.contains(rev) && !applied_before.contains(rev);
+                let removed = !after_set.contains(rev) && applied_before.contains(rev);
+                let unfinished = records.iter().any(|r| r.revision == rev && r.status != "completed");
+                if newly || removed || unfinished {
+                    let checksum = after_set.contains(rev).then_some(migration.checksum.as_str());
+                    vt::record(
+                        &mut tx,
+                        &NewRecord {
+                            revision: rev,
+                            operation: "stamp",
+                            checksum,
+                            status: "completed",
+                            duration_ms: Some(0),
+                            tool_version: &m.options.tool_version,
+                            error: None,
+                        },
+                    )
+                    .map_err(db("recording the stamp"))?;
+                }
+            }
+            tx.commit().map_err(db("committing the stamp"))?;
+            Ok(after)
+        })
+    }
+
+    fn stamp_heads(&self, before: &[String], target: &str) -> Result<Vec<String>, MigrateError> {
+        let mut heads: Vec<String> = match target {
+            "base" => Vec::new(),
+            "heads" => self.graph.heads().iter().map(|h| h.to_string()).collect(),
+            "head" => match self.graph.heads().as_slice() {
+                [] => return Err(TargetError::Empty.into()),
+                [one] => vec![one.to_string()],
+                many => {
+                    return Err(TargetError::MultipleHeads {
+                        heads: many.iter().map(|h| h.to_string()).collect(),
+                    }
+                    .into())
+                }
+            },
+            _ => {
+                let revision = self.graph.resolve_revision(target)?.revision.clone();
+                let related: BTreeSet<String> = self
+                    .graph
+                    .applied(std::slice::from_ref(&revision))?
+                    .iter()
+                    .map(|m| m.revision.clone())
+                    .collect();
+                // Keep heads of unrelated branches; replace the ones on this line.
+                let mut kept: Vec<String> = before
+                    .iter()
+                    .filter(|h| {
+                        !related.contains(*h)
+                            && !self
+                                .graph
+                                .applied(std::slice::from_ref(*h))
+                                .map(|a| a.iter().any(|m| m.revision == revision))
+                                .unwrap_or(false)
+                    })
+                    .cloned()
+                    .collect();
+                kept.push(revision);
+                kept
+            }
+        };
+        heads.sort();
+        Ok(heads)
+    }
+
+    /// Accepts the current file of an applied revision as intended.
+    pub fn rehash(&mut self, revision: &str) -> Result<(String, Option<String>), MigrateError> {
+        let migration = self.graph.resolve_revision(revision)?;
+        self.with_lock(|m| {
+            let heads = m.current()?;
+            if !m.graph.applied(&heads)?.iter().any(|a| a.revision == migration.revision) {
+                return Err(MigrateError::NotApplied {
+                    revision: migration.revision.clone(),
+                });
+            }
+            let records = vt::latest_records(m.client).map_err(db("reading alembic_version_history"))?;
+            let old = records
+                .iter()
+                .find(|r| r.revision == migration.revision)
+                .and_then(|r| r.checksum.clone());
+            vt::ensure_tables(m.client).map_err(db("creating the version tables"))?;
+            vt::record(
+                m.client,
+                &NewRecord {
+                    revision: &migration.revision,
+                    operation: "rehash",
+                    checksum: Some(&migration.checksum),
+                    status: "completed",
+                    duration_ms: Some(0),
+                    tool_version: &m.options.tool_version,
+                    error: None,
+                },
+            )
+            .map_err(db("recording the new checksum"))?;
+            Ok((migration.checksum.clone(), old))
+        })
+    }
+
+    /// Runs `f` holding the session advisory lock, and always releases it (checked).
+    fn with_lock<T>(&mut self, f: impl FnOnce(&mut Self) -> Result<T, MigrateError>) -> Result<T, MigrateError> {
+        let on_event = &mut self.on_event;
+        let waited = lock::acquire(self.client, self.options.lock_wait, |holders| {
+            on_event(Event::WaitingForLock { holders })
+        })?;
+        if let Some(waited) = waited {
+            (self.on_event)(Event::LockAcquired { waited });
+        }
+        let result = f(self);
+        // Any transaction of `f` is already rolled back (dropped); unlocking inside an
+        // aborted transaction would fail and keep the lock.
+        let released = lock::release(self.client);
+        match (result, released) {
+            (Ok(value), Ok(())) => Ok(value),
+            (Err(err), _) => Err(err),
+            (Ok(_), Err(err)) => Err(err),
+        }
+    }
+}
+
+fn integrity_of(migration: &Migration, record: Option<&HistoryRecord>) -> Integrity {
+    let Some(record) = record else {
+        return Integrity::NoRecord;
+    };
+    if record.status != "completed" {
+        return Integrity::Unfinished(record.clone());
+    }
+    match &record.checksum {
+        Some(recorded) if *recorded != migration.checksum => Integrity::Edited {
+            recorded: recorded.clone(),
+        },
+        Some(_) => Integrity::Verified(record.clone()),
+        None => Integrity::NoRecord,
+    }
+}
+
+fn set_timeouts(client: &mut impl GenericClient, options: &RunOptions, local: bool) -> Result<(), postgres::Error> {
+    let lock_timeout = format!("{}ms", options.lock_timeout.as_millis());
+    client.execute("SELECT set_config('lock_timeout', $1, $2)", &[&lock_timeout, &local])?;
+    if let Some(timeout) = options.statement_timeout {
+        let timeout = format!("{}ms", timeout.as_millis());
+        client.execute("SELECT set_config('statement_timeout', $1, $2)", &[&timeout, &local])?;
+    }
+    Ok(())
+}
+
+fn execute_file(
+    client: &mut impl GenericClient,
+    step: &Step,
+    migration: &Migration,
+    outcome: &str,
+) -> Result<(), MigrateError> {
+    for (n, statement) in migration.statements(step.direction).iter().enumerate() {
+        if let Err(err) = client.batch_execute(&statement.sql) {
+            return Err(statement_failure(err, step, migration, n + 1, statement, outcome));
+        }
+    }
+    Ok(())
+}
+
+fn statement_failure(
+    err: postgres::Error,
+    step: &Step,
+    migration: &Migration,
+    number: usize,
+    statement: &crate::sql_split::Statement,
+    outcome: &str,
+) -> MigrateError {
+    let path = migration.path(step.direction);
+    let Some(db_error) = err.as_db_error() else {
+        return MigrateError::Db {
+            action: format!("running {} (statement {number}, line {})", path.display(), statement.line),
+            source: err,
+        };
+    };
+    let (mut line, mut column) = (statement.line, None);
+    if let Some(postgres::error::ErrorPosition::Original(position)) = db_error.position() {
+        // The position counts characters from 1 within the statement we sent.
+        let before: String = statement.sql.chars().take((*position as usize).saturating_sub(1)).collect();
+        line += before.matches('\n').count();
+        column = Some(before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1);
+    }
+    MigrateError::Statement(Box::new(StatementFailure {
+        revision: step.revision.clone(),
+        path,
+        statement: number,
+        line,
+        column,
+        sql: statement.sql.clone(),
+        message: db_error.message().to_string(),
+        code: Some(db_error.code().code().to_string()),
+        detail: db_error.detail().map(str::to_string),
+        hint: db_error.hint().map(str::to_string),
+        outcome: outcome.to_string(),
+        advice: None,
+    }))
+}
+
+fn apply_change(client: &mut impl GenericClient, change: &HeadChange, revision: &str) -> Result<(), MigrateError> {
+    change.apply(client, revision).map_err(|err| match err {
+        ApplyError::Db(source) => MigrateError::Db {
+            action: format!("updating alembic_version for {revision}"),
+            source,
+        },
+        ApplyError::Race(race) => MigrateError::Race(race),
+    })
+}
+
+pub(crate) fn heads_text(heads: &[String]) -> String {
+    if heads.is_empty() {
+        "base".into()
+    } else {
+        heads.join(", ")
+    }
+}
+
+pub(crate) fn db(action: &str) -> impl FnOnce(postgres::Error) -> MigrateError + '_ {
+    move |source| MigrateError::Db {
+        action: action.to_string(),
+        source,
+    }
+}

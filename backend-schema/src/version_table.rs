@@ -1,0 +1,227 @@
+//! Alembic's `alembic_version` table (one row per head, exactly as Alembic writes it)
+//! and our side table `alembic_version_history` (checksums, timings, status), which
+//! Alembic ignores.
+
+use postgres::GenericClient;
+
+pub const VERSION_TABLE: &str = "alembic_version";
+pub const HISTORY_TABLE: &str = "alembic_version_history";
+
+const CREATE_VERSION_TABLE: &str = "CREATE TABLE alembic_version (\n    version_num VARCHAR(32) NOT NULL,\n    CONSTRAINT alembic_version_pkc PRIMARY KEY (version_num)\n)";
+
+const CREATE_HISTORY_TABLE: &str = "CREATE TABLE IF NOT EXISTS alembic_version_history (
+    id BIGSERIAL PRIMARY KEY,
+    revision VARCHAR(32) NOT NULL,
+    operation TEXT NOT NULL CHECK (operation IN ('upgrade', 'downgrade', 'stamp', 'rehash')),
+    checksum TEXT,
+    status TEXT NOT NULL CHECK (status IN ('completed', 'in_progress', 'failed')),
+    started_at TIMESTAMPTZ NOT NULL DEFAULT clock_timestamp(),
+    duration_ms BIGINT,
+    tool_version TEXT NOT NULL,
+    error TEXT
+)";
+
+/// The heads recorded in `alembic_version`; empty when the table does not exist (base).
+pub fn read_heads(client: &mut impl GenericClient) -> Result<Vec<String>, postgres::Error> {
+    if !table_exists(client, VERSION_TABLE)? {
+        return Ok(Vec::new());
+    }
+    let rows = client.query("SELECT version_num FROM alembic_version ORDER BY version_num", &[])?;
+    Ok(rows.iter().map(|r| r.get(0)).collect())
+}
+
+pub fn table_exists(client: &mut impl GenericClient, table: &str) -> Result<bool, postgres::Error> {
+    let row = client.query_one("SELECT to_regclass($1) IS NOT NULL", &[&table])?;
+    Ok(row.get(0))
+}
+
+/// Creates both tables if missing. `alembic_version` gets Alembic's exact DDL.
+pub fn ensure_tables(client: &mut impl GenericClient) -> Result<(), postgres::Error> {
+    if !table_exists(client, VERSION_TABLE)? {
+        client.batch_execute(CREATE_VERSION_TABLE)?;
+    }
+    client.batch_execute(CREATE_HISTORY_TABLE)
+}
+
+/// The DDL, for offline SQL scripts.
+pub fn create_tables_sql() -> String {
+    format!("CREATE TABLE IF NOT EXISTS {}", &CREATE_VERSION_TABLE["CREATE TABLE ".len()..]) + ";\n\n" + CREATE_HISTORY_TABLE + ";\n"
+}
+
+/// The version table changed under us: someone else wrote it without our lock.
+#[derive(Debug, thiserror::Error)]
+#[error("alembic_version did not hold {expected} when {revision} was recorded (another migrator without our lock?); nothing was committed for {revision}")]
+pub struct VersionRace {
+    pub expected: String,
+    pub revision: String,
+}
+
+/// SQL statements moving `alembic_version` from `before` to `after`, the way Alembic
+/// does: an UPDATE when one head replaces another, INSERT/DELETE at branch and merge
+/// points. Each statement affects exactly one row.
+pub fn head_changes(before: &[String], after: &[String]) -> Vec<HeadChange> {
+    let removed: Vec<&String> = before.iter().filter(|h| !after.contains(h)).collect();
+    let added: Vec<&String> = after.iter().filter(|h| !before.contains(h)).collect();
+    let mut changes = Vec::new();
+    let mut removed = removed.into_iter();
+    let mut added = added.into_iter();
+    loop {
+        match (removed.next(), added.next()) {
+            (Some(old), Some(new)) => changes.push(HeadChange::Update { old: old.clone(), new: new.clone() }),
+            (Some(old), None) => changes.push(HeadChange::Delete { old: old.clone() }),
+            (None, Some(new)) => changes.push(HeadChange::Insert { new: new.clone() }),
+            (None, None) => return changes,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HeadChange {
+    Insert { new: String },
+    Update { old: String, new: String },
+    Delete { old: String },
+}
+
+impl HeadChange {
+    pub fn apply(&self, client: &mut impl GenericClient, revision: &str) -> Result<(), ApplyError> {
+        let (rows, expected) = match self {
+            HeadChange::Insert { new } => (
+                client.execute("INSERT INTO alembic_version (version_num) VALUES ($1)", &[new])?,
+                new,
+            ),
+            HeadChange::Update { old, new } => (
+                client.execute("UPDATE alembic_version SET version_num = $1 WHERE alembic_version.version_num = $2", &[new, old])?,
+                old,
+            ),
+            HeadChange::Delete { old } => (
+                client.execute("DELETE FROM alembic_version WHERE alembic_version.version_num = $1", &[old])?,
+                old,
+            ),
+        };
+        if rows != 1 {
+            return Err(ApplyError::Race(VersionRace {
+                expected: expected.clone(),
+                revision: revision.into(),
+            }));
+        }
+        Ok(())
+    }
+
+    /// The same change as literal SQL, for `--sql` scripts (IDs are validated
+    /// alphanumeric, so quoting them is safe).
+    pub fn to_sql(&self) -> String {
+        match self {
+            HeadChange::Insert { new } => format!("INSERT INTO alembic_version (version_num) VALUES ('{new}');"),
+            HeadChange::Update { old, new } => {
+                format!("UPDATE alembic_version SET version_num='{new}' WHERE alembic_version.version_num = '{old}';")
+            }
+            HeadChange::Delete { old } => format!("DELETE FROM alembic_version WHERE alembic_version.version_num = '{old}';"),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApplyError {
+    #[error(transparent)]
+    Db(#[from] postgres::Error),
+    #[error(transparent)]
+    Race(VersionRace),
+}
+
+/// What the side table knows about one revision.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HistoryRecord {
+    pub revision: String,
+    pub operation: String,
+    pub checksum: Option<String>,
+    pub status: String,
+    pub started_at: String,
+    pub duration_ms: Option<i64>,
+    pub tool_version: String,
+    pub error: Option<String>,
+}
+
+/// The latest side-table row of every revision.
+pub fn latest_records(client: &mut impl GenericClient) -> Result<Vec<HistoryRecord>, postgres::Error> {
+    if !table_exists(client, HISTORY_TABLE)? {
+        return Ok(Vec::new());
+    }
+    let rows = client.query(
+        "SELECT DISTINCT ON (revision) revision, operation, checksum, status,
+                to_char(started_at AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS') || ' UTC',
+                duration_ms, tool_version, error
+           FROM alembic_version_history
+          ORDER BY revision, id DESC",
+        &[],
+    )?;
+    Ok(rows
+        .iter()
+        .map(|r| HistoryRecord {
+            revision: r.get(0),
+            operation: r.get(1),
+            checksum: r.get(2),
+            status: r.get(3),
+            started_at: r.get(4),
+            duration_ms: r.get(5),
+            tool_version: r.get(6),
+            error: r.get(7),
+        })
+        .collect())
+}
+
+pub struct NewRecord<'a> {
+    pub revision: &'a str,
+    pub operation: &'a str,
+    pub checksum: Option<&'a str>,
+    pub status: &'a str,
+    pub duration_ms: Option<i64>,
+    pub tool_version: &'a str,
+    pub error: Option<&'a str>,
+}
+
+pub fn record(client: &mut impl GenericClient, new: &NewRecord<'_>) -> Result<i64, postgres::Error> {
+    let row = client.query_one(
+        "INSERT INTO alembic_version_history (revision, operation, checksum, status, duration_ms, tool_version, error)
+         VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING id",
+        &[&new.revision, &new.operation, &new.checksum, &new.status, &new.duration_ms, &new.tool_version, &new.error],
+    )?;
+    Ok(row.get(0))
+}
+
+pub fn finish_record(
+    client: &mut impl GenericClient,
+    id: i64,
+    status: &str,
+    duration_ms: i64,
+    error: Option<&str>,
+) -> Result<(), postgres::Error> {
+    client.execute(
+        "UPDATE alembic_version_history SET status = $2, duration_ms = $3, error = $4 WHERE id = $1",
+        &[&id, &status, &duration_ms, &error],
+    )?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn v(items: &[&str]) -> Vec<String> {
+        items.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn head_changes_follow_alembic() {
+        assert_eq!(head_changes(&[], &v(&["a"])), [HeadChange::Insert { new: "a".into() }]);
+        assert_eq!(
+            head_changes(&v(&["a"]), &v(&["b"])),
+            [HeadChange::Update { old: "a".into(), new: "b".into() }]
+        );
+        assert_eq!(head_changes(&v(&["b1"]), &v(&["b1", "b2"])), [HeadChange::Insert { new: "b2".into() }]);
+        assert_eq!(
+            head_changes(&v(&["b1", "b2"]), &v(&["m"])),
+            [HeadChange::Update { old: "b1".into(), new: "m".into() }, HeadChange::Delete { old: "b2".into() }]
+        );
+        assert_eq!(head_changes(&v(&["a"]), &[]), [HeadChange::Delete { old: "a".into() }]);
+    }
+}
