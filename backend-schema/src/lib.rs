@@ -7,9 +7,11 @@ pub mod cluster;
 pub mod database_url;
 
 pub use cluster::{ClusterError, PgBinaries, TempCluster};
+pub mod detect;
 pub mod graph;
 pub mod migration;
 pub mod runner;
+pub mod snapshot;
 pub mod source;
 pub mod sql_split;
 pub mod version_table;
@@ -17,3 +19,13 @@ pub mod version_table;
 pub use graph::RevisionGraph;
 pub use migration::{Direction, Migration};
 pub use runner::{MigrateError, Migrator, RunOptions};
+
+/// Parses a duration like `5s`, `500ms`, `2m` or `1h` (for command-line flags).
+pub fn parse_duration(text: &str) -> Result<std::time::Duration, String> {
+    humantime::parse_duration(text).map_err(|err| format!("invalid duration `{text}`: {err} (e.g. 5s, 500ms, 2m)"))
+}
+
+/// The current UTC time as `YYYY-MM-DDTHH:MM:SSZ`.
+pub fn utc_timestamp() -> String {
+    humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string()
+}

@@ -2,3 +2,5 @@
 //! real `xtask` binary. One binary, one module per area.
 
 mod cluster;
+mod migrate;
+mod support;

@@ -14,6 +14,9 @@ pub struct Xtask {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Apply, inspect and author migrations (Alembic-compatible)
+    #[command(after_help = "Examples:\n  cargo xtask migrate current\n  cargo xtask migrate upgrade head\n  cargo xtask migrate downgrade -1\n  cargo xtask migrate history --indicate-current")]
+    Migrate(Migrate),
     /// Run the local dev database (start, stop, status, url, psql)
     #[command(after_help = "Example:\n  cargo xtask db start && cargo xtask db psql -c 'select 1'")]
     Db(Db),
@@ -51,5 +54,140 @@ pub enum DbAction {
     },
 }
 
-#[allow(dead_code)]
-fn _unused(_: PathBuf) {}
+/// Where the migrations are.
+#[derive(Debug, Args, Clone)]
+pub struct MigrationsOpts {
+    /// Directory of migrations (relative to the workspace root)
+    #[arg(long, value_name = "DIR", default_value = "migrations", global = true)]
+    pub migrations: PathBuf,
+}
+
+/// Production safety knobs of a run.
+#[derive(Debug, Args, Clone)]
+pub struct RunOpts {
+    /// lock_timeout of each migration (e.g. 5s, 500ms)
+    #[arg(long, value_name = "DURATION", default_value = "5s", value_parser = humantime_duration)]
+    pub lock_timeout: std::time::Duration,
+    /// statement_timeout of each migration (default: the server's)
+    #[arg(long, value_name = "DURATION", value_parser = humantime_duration)]
+    pub statement_timeout: Option<std::time::Duration>,
+    /// Retries of a migration that hit lock_timeout
+    #[arg(long, value_name = "N", default_value_t = 3)]
+    pub retries: u32,
+    /// How long to wait for another migrator to finish
+    #[arg(long, value_name = "DURATION", default_value = "5m", value_parser = humantime_duration)]
+    pub lock_wait: std::time::Duration,
+}
+
+fn humantime_duration(text: &str) -> Result<std::time::Duration, String> {
+    backend_schema::parse_duration(text)
+}
+
+#[derive(Debug, Args)]
+pub struct Migrate {
+    #[command(subcommand)]
+    pub action: MigrateAction,
+    #[command(flatten)]
+    pub connect: ConnectOpts,
+    #[command(flatten)]
+    pub source: MigrationsOpts,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum MigrateAction {
+    /// Show the database's current revision(s)
+    #[command(after_help = "Example:\n  cargo xtask migrate current   # prints e.g. b2c3d4e5f6a7 (head)")]
+    Current {
+        /// Also show the URL, file paths and checksum status of every applied revision
+        #[arg(long, short)]
+        verbose: bool,
+    },
+    /// Exit non-zero unless the database is at the head revision(s)
+    #[command(after_help = "Example:\n  cargo xtask migrate check && deploy")]
+    Check,
+    /// List revisions, newest first
+    #[command(after_help = "Examples:\n  cargo xtask migrate history --indicate-current\n  cargo xtask migrate history -r f5a2:head --verbose")]
+    History {
+        #[arg(long, short)]
+        verbose: bool,
+        /// Mark the database's current revision (needs a database)
+        #[arg(long, short)]
+        indicate_current: bool,
+        /// Only revisions in START:END (each side a revision, base, head(s) or current)
+        #[arg(long, short = 'r', value_name = "RANGE")]
+        rev_range: Option<String>,
+    },
+    /// Show the head revision(s) of the migration files
+    #[command(after_help = "Example:\n  cargo xtask migrate heads")]
+    Heads,
+    /// Show one revision in detail
+    #[command(after_help = "Example:\n  cargo xtask migrate show b2c3")]
+    Show { revision: String },
+    /// Upgrade to a target: head, heads, a revision (or unique prefix), +N, REV+N
+    #[command(after_help = "Examples:\n  cargo xtask migrate upgrade head\n  cargo xtask migrate upgrade a1b2c3d4e5f6\n  cargo xtask migrate upgrade +1\n  cargo xtask migrate upgrade base:head --sql > upgrade.sql")]
+    Upgrade {
+        #[arg(allow_hyphen_values = true)]
+        target: String,
+        /// Print the SQL instead of running it (TARGET may be FROM:TO); no database needed
+        #[arg(long)]
+        sql: bool,
+        #[command(flatten)]
+        run: RunOpts,
+    },
+    /// Downgrade to a target: base, a revision (or unique prefix), -N, REV-N
+    #[command(after_help = "Examples:\n  cargo xtask migrate downgrade -1\n  cargo xtask migrate downgrade f7e1c2d9b3a4 --yes\n  cargo xtask migrate downgrade head:f7e1 --sql")]
+    Downgrade {
+        #[arg(allow_hyphen_values = true)]
+        target: String,
+        /// Accept data loss (tables or columns that hold rows are dropped)
+        #[arg(long, short)]
+        yes: bool,
+        /// Print the SQL instead of running it (TARGET is FROM:TO); no database needed
+        #[arg(long)]
+        sql: bool,
+        #[command(flatten)]
+        run: RunOpts,
+    },
+    /// Record a revision as current without running migrations
+    #[command(after_help = "Examples:\n  cargo xtask migrate stamp b2c3d4e5f6a7\n  cargo xtask migrate stamp --purge head\n  cargo xtask migrate stamp --detect")]
+    Stamp {
+        /// The revision to record (head, heads, base, ID or prefix)
+        #[arg(required_unless_present = "detect")]
+        target: Option<String>,
+        /// Empty alembic_version first (also of revisions no file knows)
+        #[arg(long)]
+        purge: bool,
+        /// Compare the live schema with every revision and stamp the one it equals
+        #[arg(long, conflicts_with = "target")]
+        detect: bool,
+        #[command(flatten)]
+        run: RunOpts,
+    },
+    /// Create a new migration whose parent is the current head
+    #[command(after_help = "Example:\n  cargo xtask migrate revision -m \"add lead source column\"")]
+    Revision {
+        #[arg(short, long)]
+        message: String,
+        /// Parent revision (default: the single head)
+        #[arg(long, value_name = "REV")]
+        head: Option<String>,
+        /// The migration runs outside a transaction (CREATE INDEX CONCURRENTLY)
+        #[arg(long)]
+        non_transactional: bool,
+    },
+    /// Create a merge revision of two or more heads
+    #[command(after_help = "Example:\n  cargo xtask migrate merge 3f1a 9c2b -m \"merge sms and billing\"")]
+    Merge {
+        #[arg(required = true, num_args = 2..)]
+        revisions: Vec<String>,
+        #[arg(short, long)]
+        message: String,
+    },
+    /// Accept an intended edit of an applied migration (records its new checksum)
+    #[command(after_help = "Example:\n  cargo xtask migrate rehash f7e1c2d9b3a4")]
+    Rehash {
+        revision: String,
+        #[command(flatten)]
+        run: RunOpts,
+    },
+}

@@ -1,8 +1,11 @@
 //! `cargo xtask`: parses the command line and dispatches to one module per command.
 //! See <https://github.com/matklad/cargo-xtask/>.
 
+mod connect;
 mod db;
 mod flags;
+mod migrate;
+mod verify;
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -25,6 +28,7 @@ fn run(flags: flags::Xtask) -> anyhow::Result<()> {
     let sh = &Shell::new()?;
     sh.change_dir(project_root());
     match flags.command {
+        flags::Command::Migrate(cmd) => cmd.run(sh),
         flags::Command::Db(cmd) => cmd.run(sh),
     }
 }

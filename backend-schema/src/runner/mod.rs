@@ -3,7 +3,7 @@
 //! retries, non-transactional migrations, stamps and checksums.
 
 mod error;
-mod lock;
+pub mod lock;
 mod loss;
 
 use std::collections::BTreeSet;
@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 use postgres::{Client, GenericClient};
 
 pub use error::{LockHolder, Loss, MigrateError, StatementFailure};
+pub use lock::LOCK_KEY;
 
 use crate::graph::{RevisionGraph, Step, TargetError};
 use crate::migration::{Direction, Migration};
@@ -179,8 +180,35 @@ impl<'a> Migrator<'a> {
             let plan = m.graph.upgrade_plan(&heads, target)?;
             m.check_integrity()?;
             vt::ensure_tables(m.client).map_err(db("creating the version tables"))?;
-            m.run_steps(&plan)
+            m.run_steps(&plan).map_err(|err| m.explain_existing_objects(err))
         })
+    }
+
+    /// Adds advice to "already exists" failures: which revision the existing tables
+    /// match, and the `stamp` that would record it.
+    fn explain_existing_objects(&mut self, err: MigrateError) -> MigrateError {
+        let MigrateError::Statement(mut failure) = err else {
+            return err;
+        };
+        if !matches!(failure.code.as_deref(), Some("42P07" | "42710")) {
+            return MigrateError::Statement(failure);
+        }
+        let tables = crate::detect::existing_tables(self.client).unwrap_or_default();
+        let matches = crate::detect::revisions_with_tables(self.graph, &tables);
+        failure.advice = Some(match matches.last() {
+            Some(revision) => format!(
+                "the database already holds the tables of revision {revision} ({}) without alembic_version saying so; \
+                 if it was built by hand or by another tool, compare with `cargo xtask migrate stamp --detect` and record it with \
+                 `cargo xtask migrate stamp {revision}` (never drop tables in production)",
+                tables.iter().cloned().collect::<Vec<_>>().join(", ")
+            ),
+            None => format!(
+                "the existing tables ({}) match no revision of the chain: the schema was changed outside migrations; \
+                 inspect it before stamping anything",
+                tables.iter().cloned().collect::<Vec<_>>().join(", ")
+            ),
+        });
+        MigrateError::Statement(failure)
     }
 
     /// Downgrades to `target`. Unless `allow_data_loss`, first proves (in a transaction

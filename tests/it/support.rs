@@ -1,0 +1,144 @@
+//! Shared test helpers: a throwaway database, running the real `xtask` binary, and the
+//! one central list of snapshot filters.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use backend_schema::TempCluster;
+
+/// The workspace root.
+pub fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
+}
+
+/// A throwaway cluster with one empty database, `app`.
+pub struct TestDb {
+    pub cluster: TempCluster,
+}
+
+impl TestDb {
+    pub fn new() -> TestDb {
+        let cluster = TempCluster::start().unwrap_or_else(|err| {
+            panic!("cannot start a throwaway PostgreSQL ({err}); install the server with `apt-get install postgresql`")
+        });
+        cluster.create_database("app", None).unwrap();
+        TestDb { cluster }
+    }
+
+    pub fn url(&self) -> String {
+        self.cluster.url("app")
+    }
+
+    pub fn client(&self) -> postgres::Client {
+        self.cluster.client("app").unwrap()
+    }
+
+    /// Runs `cargo xtask ARGS --database-url <this db>`.
+    pub fn xtask(&self, args: &[&str]) -> Run {
+        let url = self.url();
+        let mut all: Vec<&str> = args.to_vec();
+        all.extend(["--database-url", &url]);
+        xtask(&all)
+    }
+
+    /// The heads in alembic_version.
+    pub fn heads(&self) -> Vec<String> {
+        let mut client = self.client();
+        backend_schema::version_table::read_heads(&mut client).unwrap()
+    }
+
+    pub fn snapshot(&self) -> backend_schema::snapshot::SchemaSnapshot {
+        backend_schema::snapshot::SchemaSnapshot::capture(&mut self.client()).unwrap()
+    }
+}
+
+/// The result of running the binary.
+pub struct Run {
+    pub output: Output,
+}
+
+impl Run {
+    pub fn stdout(&self) -> String {
+        String::from_utf8_lossy(&self.output.stdout).into_owned()
+    }
+    pub fn stderr(&self) -> String {
+        String::from_utf8_lossy(&self.output.stderr).into_owned()
+    }
+    pub fn code(&self) -> i32 {
+        self.output.status.code().unwrap_or(-1)
+    }
+    #[track_caller]
+    pub fn success(&self) -> &Run {
+        assert!(self.output.status.success(), "expected success:\n{}", self.text());
+        self
+    }
+    #[track_caller]
+    pub fn failure(&self) -> &Run {
+        assert!(!self.output.status.success(), "expected failure:\n{}", self.text());
+        self
+    }
+    /// uv-style rendering for snapshots: status, stdout, stderr, filtered.
+    pub fn text(&self) -> String {
+        format!(
+            "success: {}\nexit_code: {}\n----- stdout -----\n{}----- stderr -----\n{}",
+            self.output.status.success(),
+            self.code(),
+            self.stdout(),
+            self.stderr()
+        )
+    }
+    pub fn filtered(&self) -> String {
+        filter(&self.text())
+    }
+}
+
+/// Runs the real binary with a clean environment (no DATABASE_URL).
+pub fn xtask(args: &[&str]) -> Run {
+    let output = Command::new(env!("CARGO_BIN_EXE_xtask"))
+        .args(args)
+        .env_remove("DATABASE_URL")
+        .current_dir(root())
+        .output()
+        .expect("run xtask");
+    Run { output }
+}
+
+/// The one list of volatile text to normalise in snapshots.
+pub const FILTERS: &[(&str, &str)] = &[
+    (r"/tmp/bsc-[A-Za-z0-9]+", "[CLUSTER]"),
+    (r"/tmp/\.tmp[A-Za-z0-9]+", "[TEMP]"),
+    (r"\b\d+(\.\d+)? ?(ms|s)\b", "[TIME]"),
+    (r"\d{4}-\d{2}-\d{2}[ T]\d{2}:\d{2}:\d{2}( UTC|Z)?", "[TIMESTAMP]"),
+    (r"\b[0-9a-f]{64}\b", "[SHA256]"),
+    (r"pid \d+", "pid [PID]"),
+];
+
+pub fn filter(text: &str) -> String {
+    let root = root().display().to_string();
+    let mut text = text.replace(&root, "[ROOT]");
+    for (pattern, replacement) in FILTERS {
+        let re = regex::Regex::new(pattern).expect("valid filter");
+        text = re.replace_all(&text, *replacement).into_owned();
+    }
+    text
+}
+
+/// A copy of the repository's migrations in a temp dir, to edit in a test.
+pub fn copy_migrations() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    copy_dir(&root().join("migrations"), dir.path());
+    dir
+}
+
+pub fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let target = to.join(entry.file_name());
+        if entry.file_type().unwrap().is_dir() {
+            copy_dir(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), &target).unwrap();
+        }
+    }
+}
