@@ -374,6 +374,27 @@ impl RevisionGraph {
         Ok(steps)
     }
 
+    /// One step removing `revision`, which must be a head of the applied set (the
+    /// stairway's "down one step", well defined at branches and merges too).
+    pub fn unapply_plan(&self, current: &[String], revision: &str) -> Result<Vec<Step>, TargetError> {
+        let applied = self.ancestors(&self.indices(current)?);
+        let i = self.index[&self.resolve_revision(revision)?.revision];
+        if !applied.contains(&i) || self.children[i].iter().any(|c| applied.contains(c)) {
+            return Err(TargetError::NotApplied {
+                revision: revision.into(),
+                current: current.to_vec(),
+            });
+        }
+        let mut after = applied.clone();
+        after.remove(&i);
+        Ok(vec![Step {
+            revision: self.migrations[i].revision.clone(),
+            direction: Direction::Down,
+            heads_before: self.heads_of(&applied),
+            heads_after: self.heads_of(&after),
+        }])
+    }
+
     fn single_head(&self) -> Result<usize, TargetError> {
         let heads: Vec<usize> = (0..self.migrations.len()).filter(|&i| self.children[i].is_empty()).collect();
         match heads.as_slice() {

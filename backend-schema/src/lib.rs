@@ -14,6 +14,7 @@ pub mod runner;
 pub mod snapshot;
 pub mod source;
 pub mod sql_split;
+pub mod verify;
 pub mod version_table;
 
 pub use graph::RevisionGraph;

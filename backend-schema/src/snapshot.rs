@@ -316,8 +316,9 @@ impl SchemaSnapshot {
                 }
                 (Some(a), Some(b)) if a != b => {
                     out.push_str(&format!("~ {key}\n"));
-                    let a = a.join("\n");
-                    let b = b.join("\n");
+                    // Every line newline-terminated, or an appended line changes the last.
+                    let a = a.join("\n") + "\n";
+                    let b = b.join("\n") + "\n";
                     let diff = similar::TextDiff::from_lines(&a, &b);
                     for change in diff.iter_all_changes() {
                         let sign = match change.tag() {

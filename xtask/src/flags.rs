@@ -14,6 +14,9 @@ pub struct Xtask {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Prove every migration up and down on a throwaway PostgreSQL (no configuration)
+    #[command(after_help = "Examples:\n  cargo xtask verify\n  cargo xtask verify --json target/verify.json\n  cargo xtask verify --migrations tests/fixtures/leaky_policy")]
+    Verify(Verify),
     /// Apply, inspect and author migrations (Alembic-compatible)
     #[command(after_help = "Examples:\n  cargo xtask migrate current\n  cargo xtask migrate upgrade head\n  cargo xtask migrate downgrade -1\n  cargo xtask migrate history --indicate-current")]
     Migrate(Migrate),
@@ -52,6 +55,15 @@ pub enum DbAction {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
+}
+
+#[derive(Debug, Args)]
+pub struct Verify {
+    #[command(flatten)]
+    pub source: MigrationsOpts,
+    /// Also write the report as JSON (for CI)
+    #[arg(long, value_name = "PATH")]
+    pub json: Option<PathBuf>,
 }
 
 /// Where the migrations are.

@@ -28,6 +28,7 @@ fn run(flags: flags::Xtask) -> anyhow::Result<()> {
     let sh = &Shell::new()?;
     sh.change_dir(project_root());
     match flags.command {
+        flags::Command::Verify(cmd) => cmd.run(sh),
         flags::Command::Migrate(cmd) => cmd.run(sh),
         flags::Command::Db(cmd) => cmd.run(sh),
     }

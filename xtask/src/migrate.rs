@@ -164,6 +164,7 @@ impl RunOpts {
             retries: self.retries,
             lock_wait: self.lock_wait,
             tool_version: concat!("xtask ", env!("CARGO_PKG_VERSION")).into(),
+            capture_locks: false,
         }
     }
 }

@@ -33,6 +33,9 @@ pub struct RunOptions {
     pub lock_wait: Duration,
     /// Written to the side table with every record.
     pub tool_version: String,
+    /// Record the table locks each transactional migration holds before it commits
+    /// (`verify`'s lock profile).
+    pub capture_locks: bool,
 }
 
 impl Default for RunOptions {
@@ -43,6 +46,7 @@ impl Default for RunOptions {
             retries: 3,
             lock_wait: Duration::from_secs(300),
             tool_version: concat!("backend-schema ", env!("CARGO_PKG_VERSION")).to_string(),
+            capture_locks: false,
         }
     }
 }
@@ -81,6 +85,9 @@ pub struct Migrator<'a> {
 pub struct StepReport {
     pub step: Step,
     pub elapsed: Duration,
+    /// With `capture_locks`: "AccessExclusiveLock on users", for tables that existed
+    /// before the migration.
+    pub locks: Vec<String>,
 }
 
 impl<'a> Migrator<'a> {
@@ -233,6 +240,18 @@ impl<'a> Migrator<'a> {
         })
     }
 
+    /// Undoes exactly `revision`, a head of the applied set (no data-loss check: the
+    /// caller reports losses itself).
+    pub fn unapply(&mut self, revision: &str) -> Result<Vec<StepReport>, MigrateError> {
+        self.with_lock(|m| {
+            let heads = m.current()?;
+            let plan = m.graph.unapply_plan(&heads, revision)?;
+            m.check_integrity()?;
+            vt::ensure_tables(m.client).map_err(db("creating the version tables"))?;
+            m.run_steps(&plan)
+        })
+    }
+
     /// What running `plan` would destroy (tables and columns that hold data).
     pub fn data_loss(&mut self, plan: &[Step]) -> Result<Vec<Loss>, MigrateError> {
         loss::data_loss(self.client, self.graph, plan, &self.options)
@@ -244,19 +263,20 @@ impl<'a> Migrator<'a> {
             let migration = self.graph.get(&step.revision).expect("planned revisions exist");
             (self.on_event)(Event::Running { step, migration });
             let started = Instant::now();
-            if migration.transactional {
-                self.run_transactional(step, migration)?;
+            let locks = if migration.transactional {
+                self.run_transactional(step, migration)?
             } else {
                 self.run_outside_transaction(step, migration)?;
-            }
+                Vec::new()
+            };
             let elapsed = started.elapsed();
             (self.on_event)(Event::Finished { step, elapsed });
-            reports.push(StepReport { step: step.clone(), elapsed });
+            reports.push(StepReport { step: step.clone(), elapsed, locks });
         }
         Ok(reports)
     }
 
-    fn run_transactional(&mut self, step: &Step, migration: &Migration) -> Result<(), MigrateError> {
+    fn run_transactional(&mut self, step: &Step, migration: &Migration) -> Result<Vec<String>, MigrateError> {
         let mut attempt = 0;
         loop {
             match self.try_transactional(step, migration) {
@@ -281,12 +301,20 @@ impl<'a> Migrator<'a> {
         }
     }
 
-    fn try_transactional(&mut self, step: &Step, migration: &Migration) -> Result<(), MigrateError> {
+    fn try_transactional(&mut self, step: &Step, migration: &Migration) -> Result<Vec<String>, MigrateError> {
         let started = Instant::now();
         let outcome = format!("nothing of it was committed: the database is still at {}", heads_text(&step.heads_before));
         let mut tx = self.client.transaction().map_err(db("beginning a transaction"))?;
         set_timeouts(&mut tx, &self.options, true).map_err(db("setting lock_timeout"))?;
+        let existing = match self.options.capture_locks {
+            true => Some(existing_tables(&mut tx).map_err(db("listing tables"))?),
+            false => None,
+        };
         execute_file(&mut tx, step, migration, &outcome)?;
+        let locks = match existing {
+            Some(existing) => held_locks(&mut tx, &existing).map_err(db("reading pg_locks"))?,
+            None => Vec::new(),
+        };
         for change in vt::head_changes(&step.heads_before, &step.heads_after) {
             apply_change(&mut tx, &change, &step.revision)?;
         }
@@ -307,7 +335,8 @@ impl<'a> Migrator<'a> {
             },
         )
         .map_err(db("recording the migration in alembic_version_history"))?;
-        tx.commit().map_err(db(&format!("committing migration {}", step.revision)))
+        tx.commit().map_err(db(&format!("committing migration {}", step.revision)))?;
+        Ok(locks)
     }
 
     /// Runs each statement on its own (CREATE INDEX CONCURRENTLY cannot run in a
@@ -532,6 +561,46 @@ fn integrity_of(migration: &Migration, record: Option<&HistoryRecord>) -> Integr
         Some(_) => Integrity::Verified(record.clone()),
         None => Integrity::NoRecord,
     }
+}
+
+/// Oids of the user tables that exist now.
+fn existing_tables(client: &mut impl GenericClient) -> Result<Vec<u32>, postgres::Error> {
+    let rows = client.query(
+        "SELECT c.oid FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+          WHERE c.relkind IN ('r', 'p') AND n.nspname NOT IN ('pg_catalog', 'information_schema')
+            AND c.relname NOT IN ('alembic_version', 'alembic_version_history')",
+        &[],
+    )?;
+    Ok(rows.iter().map(|r| r.get(0)).collect())
+}
+
+/// Our backend's strongest lock on each of the given tables, as "Mode on table".
+fn held_locks(client: &mut impl GenericClient, tables: &[u32]) -> Result<Vec<String>, postgres::Error> {
+    const STRENGTH: &[&str] = &[
+        "AccessShareLock",
+        "RowShareLock",
+        "RowExclusiveLock",
+        "ShareUpdateExclusiveLock",
+        "ShareLock",
+        "ShareRowExclusiveLock",
+        "ExclusiveLock",
+        "AccessExclusiveLock",
+    ];
+    let rows = client.query(
+        "SELECT c.relname, l.mode FROM pg_locks l JOIN pg_class c ON c.oid = l.relation
+          WHERE l.pid = pg_backend_pid() AND l.locktype = 'relation' AND l.granted AND l.relation = ANY($1)",
+        &[&tables],
+    )?;
+    let mut strongest: std::collections::BTreeMap<String, String> = std::collections::BTreeMap::new();
+    for row in rows {
+        let (table, mode): (String, String) = (row.get(0), row.get(1));
+        let rank = |m: &str| STRENGTH.iter().position(|s| *s == m).unwrap_or(0);
+        let entry = strongest.entry(table).or_insert_with(|| mode.clone());
+        if rank(&mode) > rank(entry) {
+            *entry = mode;
+        }
+    }
+    Ok(strongest.into_iter().map(|(table, mode)| format!("{mode} on {table}")).collect())
 }
 
 fn set_timeouts(client: &mut impl GenericClient, options: &RunOptions, local: bool) -> Result<(), postgres::Error> {
