@@ -4,3 +4,4 @@
 mod cluster;
 mod migrate;
 mod support;
+mod verify;
