@@ -21,7 +21,10 @@ pub enum UrlError {
     #[error("malformed database URL from {source_name}: it must start with postgresql:// or postgres:// (e.g. postgresql://user:password@host:5432/diagnoleads)")]
     Scheme { source_name: String },
     #[error("malformed database URL from {source_name}: {problem}")]
-    Malformed { source_name: String, problem: String },
+    Malformed {
+        source_name: String,
+        problem: String,
+    },
 }
 
 impl DatabaseUrl {
@@ -176,7 +179,10 @@ pub fn resolve(
             return Ok((url, UrlSource::Environment));
         }
     }
-    for path in [workspace_root.join(".env"), workspace_root.join("backend").join(".env")] {
+    for path in [
+        workspace_root.join(".env"),
+        workspace_root.join("backend").join(".env"),
+    ] {
         let text = match std::fs::read_to_string(&path) {
             Ok(text) => text,
             Err(err) if err.kind() == std::io::ErrorKind::NotFound => continue,
@@ -220,12 +226,19 @@ mod tests {
 
     #[test]
     fn password_is_hidden_and_moved_out_of_the_url() {
-        let url = DatabaseUrl::parse("postgresql://app:s%40c%3Ar%2Fe%25t%23@db.internal:5432/prod", "test").unwrap();
+        let url = DatabaseUrl::parse(
+            "postgresql://app:s%40c%3Ar%2Fe%25t%23@db.internal:5432/prod",
+            "test",
+        )
+        .unwrap();
         assert_eq!(url.redacted(), "postgresql://app:***@db.internal:5432/prod");
         assert_eq!(url.to_string(), url.redacted());
         assert!(!format!("{url:?}").contains("s%40c"));
         assert_eq!(url.password().as_deref(), Some("s@c:r/e%t#"));
-        assert_eq!(url.without_password(), "postgresql://app@db.internal:5432/prod");
+        assert_eq!(
+            url.without_password(),
+            "postgresql://app@db.internal:5432/prod"
+        );
     }
 
     #[test]
@@ -242,14 +255,18 @@ mod tests {
         let message = err.to_string();
         assert!(message.contains("DATABASE_URL"), "{message}");
         assert!(!message.contains("hunter2"), "{message}");
-        let err = DatabaseUrl::parse("postgresql://u:hunter2@host:notaport/db", "flag").unwrap_err();
+        let err =
+            DatabaseUrl::parse("postgresql://u:hunter2@host:notaport/db", "flag").unwrap_err();
         assert!(!err.to_string().contains("hunter2"), "{err}");
     }
 
     #[test]
     fn dotenv_values_are_unquoted() {
         let text = "# comment\nOTHER=1\nexport DATABASE_URL=\"postgresql://a@b/c\"\n";
-        assert_eq!(dotenv_value(text, "DATABASE_URL").as_deref(), Some("postgresql://a@b/c"));
+        assert_eq!(
+            dotenv_value(text, "DATABASE_URL").as_deref(),
+            Some("postgresql://a@b/c")
+        );
         assert_eq!(dotenv_value("X=1", "DATABASE_URL"), None);
     }
 }

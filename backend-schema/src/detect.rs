@@ -9,7 +9,9 @@ use crate::graph::RevisionGraph;
 use crate::migration::Direction;
 
 /// Tables (in the search path's first schema) other than the version tables.
-pub fn existing_tables(client: &mut impl GenericClient) -> Result<BTreeSet<String>, postgres::Error> {
+pub fn existing_tables(
+    client: &mut impl GenericClient,
+) -> Result<BTreeSet<String>, postgres::Error> {
     let rows = client.query(
         "SELECT c.relname FROM pg_class c
           WHERE c.relkind IN ('r', 'p') AND c.relnamespace = current_schema()::regnamespace
@@ -31,11 +33,15 @@ pub fn revisions_with_tables(graph: &RevisionGraph, tables: &BTreeSet<String>) -
                 .filter(|l| !l.trim_start().starts_with("--"))
                 .flat_map(|l| l.split_whitespace())
                 .take(6)
-                .map(|w| w.trim_matches(|c| c == '"' || c == '(' || c == ';').to_lowercase())
+                .map(|w| {
+                    w.trim_matches(|c| c == '"' || c == '(' || c == ';')
+                        .to_lowercase()
+                })
                 .collect();
             let words: Vec<&str> = words.iter().map(String::as_str).collect();
             match words.as_slice() {
-                ["create", "table", "if", "not", "exists", name, ..] | ["create", "table", name, ..] => {
+                ["create", "table", "if", "not", "exists", name, ..]
+                | ["create", "table", name, ..] => {
                     present.insert(name.to_string());
                 }
                 ["drop", "table", "if", "exists", name, ..] | ["drop", "table", name, ..] => {
@@ -75,7 +81,12 @@ pub fn detect_revision(
         return Ok(Detection::Exact("base".into()));
     }
     for migration in graph.migrations() {
-        let mut migrator = crate::runner::Migrator::new(&mut client, graph, dir, crate::runner::RunOptions::default());
+        let mut migrator = crate::runner::Migrator::new(
+            &mut client,
+            graph,
+            dir,
+            crate::runner::RunOptions::default(),
+        );
         migrator.upgrade(&migration.revision)?;
         drop(migrator);
         let snapshot = crate::snapshot::SchemaSnapshot::capture(&mut client)?;

@@ -23,19 +23,29 @@ pub enum TargetError {
     #[error("can't locate revision identified by '{target}'; known revisions: {}", known.join(", "))]
     Unknown { target: String, known: Vec<String> },
     #[error("ambiguous revision prefix '{prefix}': it matches {}", candidates.join(", "))]
-    Ambiguous { prefix: String, candidates: Vec<String> },
+    Ambiguous {
+        prefix: String,
+        candidates: Vec<String>,
+    },
     #[error("multiple head revisions are present ({}); name one of them, or use `heads` to upgrade all", heads.join(", "))]
     MultipleHeads { heads: Vec<String> },
     #[error("no migrations found; create one with `cargo xtask migrate revision -m MESSAGE`")]
     Empty,
     #[error("relative target '{target}' is ambiguous at {at}: {reason}")]
-    AmbiguousStep { target: String, at: String, reason: String },
+    AmbiguousStep {
+        target: String,
+        at: String,
+        reason: String,
+    },
     #[error("relative target '{target}' goes beyond the {end} of the graph")]
     OutOfRange { target: String, end: &'static str },
     #[error("malformed relative target '{target}'; use +N, -N or REV+N / REV-N")]
     Malformed { target: String },
     #[error("revision {revision} is not applied (database at {}); `downgrade` only goes back to applied revisions, use `upgrade` to go forward", current_display(current))]
-    NotApplied { revision: String, current: Vec<String> },
+    NotApplied {
+        revision: String,
+        current: Vec<String>,
+    },
     #[error("'{target}' is not a downgrade target; use `upgrade` to go forward")]
     NotADowngrade { target: String },
     #[error("'{target}' is not an upgrade target; use `downgrade` to go back")]
@@ -71,11 +81,17 @@ impl RevisionGraph {
         let mut problems = Vec::new();
         let mut by_revision: BTreeMap<&str, Vec<&Migration>> = BTreeMap::new();
         for migration in &migrations {
-            by_revision.entry(&migration.revision).or_default().push(migration);
+            by_revision
+                .entry(&migration.revision)
+                .or_default()
+                .push(migration);
         }
         for (revision, claimants) in &by_revision {
             if claimants.len() > 1 {
-                let paths: Vec<String> = claimants.iter().map(|m| m.metadata_path().display().to_string()).collect();
+                let paths: Vec<String> = claimants
+                    .iter()
+                    .map(|m| m.metadata_path().display().to_string())
+                    .collect();
                 for migration in claimants {
                     problems.push(SourceProblem {
                         path: migration.metadata_path(),
@@ -152,7 +168,10 @@ impl RevisionGraph {
         }
 
         let mut slots: Vec<Option<Migration>> = migrations.into_iter().map(Some).collect();
-        let migrations: Vec<Migration> = order.iter().map(|&i| slots[i].take().expect("each once")).collect();
+        let migrations: Vec<Migration> = order
+            .iter()
+            .map(|&i| slots[i].take().expect("each once"))
+            .collect();
         let index: HashMap<String, usize> = migrations
             .iter()
             .enumerate()
@@ -193,7 +212,9 @@ impl RevisionGraph {
     }
 
     pub fn is_head(&self, revision: &str) -> bool {
-        self.index.get(revision).is_some_and(|&i| self.children[i].is_empty())
+        self.index
+            .get(revision)
+            .is_some_and(|&i| self.children[i].is_empty())
     }
 
     /// Whether the graph says it means to have several heads (Alembic branch labels).
@@ -204,7 +225,12 @@ impl RevisionGraph {
     pub fn children_of(&self, revision: &str) -> Vec<&str> {
         self.index
             .get(revision)
-            .map(|&i| self.children[i].iter().map(|&c| self.migrations[c].revision.as_str()).collect())
+            .map(|&i| {
+                self.children[i]
+                    .iter()
+                    .map(|&c| self.migrations[c].revision.as_str())
+                    .collect()
+            })
             .unwrap_or_default()
     }
 
@@ -222,7 +248,11 @@ impl RevisionGraph {
             [one] => Ok(one),
             [] => Err(TargetError::Unknown {
                 target: partial.to_string(),
-                known: self.migrations.iter().map(|m| m.dir_name().to_string()).collect(),
+                known: self
+                    .migrations
+                    .iter()
+                    .map(|m| m.dir_name().to_string())
+                    .collect(),
             }),
             many => Err(TargetError::Ambiguous {
                 prefix: partial.to_string(),
@@ -258,10 +288,17 @@ impl RevisionGraph {
         revisions
             .iter()
             .map(|r| {
-                self.index.get(r).copied().ok_or_else(|| TargetError::Unknown {
-                    target: r.clone(),
-                    known: self.migrations.iter().map(|m| m.dir_name().to_string()).collect(),
-                })
+                self.index
+                    .get(r)
+                    .copied()
+                    .ok_or_else(|| TargetError::Unknown {
+                        target: r.clone(),
+                        known: self
+                            .migrations
+                            .iter()
+                            .map(|m| m.dir_name().to_string())
+                            .collect(),
+                    })
             })
             .collect()
     }
@@ -289,10 +326,14 @@ impl RevisionGraph {
         let applied = self.ancestors(&current_idx);
         let targets: Vec<usize> = match target {
             "base" => Vec::new(),
-            "heads" => (0..self.migrations.len()).filter(|&i| self.children[i].is_empty()).collect(),
+            "heads" => (0..self.migrations.len())
+                .filter(|&i| self.children[i].is_empty())
+                .collect(),
             "head" => vec![self.single_head()?],
             _ if target.starts_with('-') || relative(target).is_some_and(|(_, n)| n < 0) => {
-                return Err(TargetError::NotAnUpgrade { target: target.into() })
+                return Err(TargetError::NotAnUpgrade {
+                    target: target.into(),
+                })
             }
             _ => match relative(target) {
                 Some((from, steps)) => {
@@ -300,7 +341,9 @@ impl RevisionGraph {
                         Some(rev) => Some(self.index[&self.resolve_revision(rev)?.revision]),
                         None => self.single_current(&current_idx, target)?,
                     };
-                    self.walk_up(start, steps as usize, target)?.into_iter().collect()
+                    self.walk_up(start, steps as usize, target)?
+                        .into_iter()
+                        .collect()
                 }
                 None => vec![self.index[&self.resolve_revision(target)?.revision]],
             },
@@ -308,7 +351,11 @@ impl RevisionGraph {
         let wanted = self.ancestors(&targets);
         let mut state = applied.clone();
         let mut steps = Vec::new();
-        for i in wanted.difference(&applied).copied().collect::<BTreeSet<_>>() {
+        for i in wanted
+            .difference(&applied)
+            .copied()
+            .collect::<BTreeSet<_>>()
+        {
             let before = self.heads_of(&state);
             state.insert(i);
             steps.push(Step {
@@ -322,14 +369,24 @@ impl RevisionGraph {
     }
 
     /// Steps from `current` heads down to `target`.
-    pub fn downgrade_plan(&self, current: &[String], target: &str) -> Result<Vec<Step>, TargetError> {
+    pub fn downgrade_plan(
+        &self,
+        current: &[String],
+        target: &str,
+    ) -> Result<Vec<Step>, TargetError> {
         let current_idx = self.indices(current)?;
         let applied = self.ancestors(&current_idx);
         let remove: BTreeSet<usize> = match target {
             "base" => applied.clone(),
-            "head" | "heads" => return Err(TargetError::NotADowngrade { target: target.into() }),
+            "head" | "heads" => {
+                return Err(TargetError::NotADowngrade {
+                    target: target.into(),
+                })
+            }
             _ if target.starts_with('+') || relative(target).is_some_and(|(_, n)| n > 0) => {
-                return Err(TargetError::NotADowngrade { target: target.into() })
+                return Err(TargetError::NotADowngrade {
+                    target: target.into(),
+                })
             }
             _ => {
                 let keep = match relative(target) {
@@ -376,7 +433,11 @@ impl RevisionGraph {
 
     /// One step removing `revision`, which must be a head of the applied set (the
     /// stairway's "down one step", well defined at branches and merges too).
-    pub fn unapply_plan(&self, current: &[String], revision: &str) -> Result<Vec<Step>, TargetError> {
+    pub fn unapply_plan(
+        &self,
+        current: &[String],
+        revision: &str,
+    ) -> Result<Vec<Step>, TargetError> {
         let applied = self.ancestors(&self.indices(current)?);
         let i = self.index[&self.resolve_revision(revision)?.revision];
         if !applied.contains(&i) || self.children[i].iter().any(|c| applied.contains(c)) {
@@ -396,37 +457,62 @@ impl RevisionGraph {
     }
 
     fn single_head(&self) -> Result<usize, TargetError> {
-        let heads: Vec<usize> = (0..self.migrations.len()).filter(|&i| self.children[i].is_empty()).collect();
+        let heads: Vec<usize> = (0..self.migrations.len())
+            .filter(|&i| self.children[i].is_empty())
+            .collect();
         match heads.as_slice() {
             [] => Err(TargetError::Empty),
             [one] => Ok(*one),
             many => Err(TargetError::MultipleHeads {
-                heads: many.iter().map(|&i| self.migrations[i].revision.clone()).collect(),
+                heads: many
+                    .iter()
+                    .map(|&i| self.migrations[i].revision.clone())
+                    .collect(),
             }),
         }
     }
 
-    fn single_current(&self, current: &[usize], target: &str) -> Result<Option<usize>, TargetError> {
+    fn single_current(
+        &self,
+        current: &[usize],
+        target: &str,
+    ) -> Result<Option<usize>, TargetError> {
         match current {
             [] => Ok(None),
             [one] => Ok(Some(*one)),
             many => Err(TargetError::AmbiguousStep {
                 target: target.into(),
-                at: many.iter().map(|&i| self.migrations[i].revision.as_str()).collect::<Vec<_>>().join(", "),
+                at: many
+                    .iter()
+                    .map(|&i| self.migrations[i].revision.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", "),
                 reason: "the database has several heads; name a revision (REV+N)".into(),
             }),
         }
     }
 
-    fn walk_up(&self, start: Option<usize>, steps: usize, target: &str) -> Result<Option<usize>, TargetError> {
+    fn walk_up(
+        &self,
+        start: Option<usize>,
+        steps: usize,
+        target: &str,
+    ) -> Result<Option<usize>, TargetError> {
         let mut at = start;
         for _ in 0..steps {
             let next: Vec<usize> = match at {
-                None => (0..self.migrations.len()).filter(|&i| self.migrations[i].parents.is_empty()).collect(),
+                None => (0..self.migrations.len())
+                    .filter(|&i| self.migrations[i].parents.is_empty())
+                    .collect(),
                 Some(i) => self.children[i].clone(),
             };
             at = Some(match next.as_slice() {
-                [] => return Err(TargetError::OutOfRange { target: target.into(), end: "head" }),
+                [] => {
+                    return Err(TargetError::OutOfRange {
+                        target: target.into(),
+                        end: "head",
+                    })
+                }
                 [one] => *one,
                 many => {
                     return Err(TargetError::AmbiguousStep {
@@ -434,7 +520,10 @@ impl RevisionGraph {
                         at: at.map_or("base".into(), |i| self.migrations[i].revision.clone()),
                         reason: format!(
                             "it continues into {}; name one",
-                            many.iter().map(|&i| self.migrations[i].revision.as_str()).collect::<Vec<_>>().join(", ")
+                            many.iter()
+                                .map(|&i| self.migrations[i].revision.as_str())
+                                .collect::<Vec<_>>()
+                                .join(", ")
                         ),
                     })
                 }
@@ -443,11 +532,19 @@ impl RevisionGraph {
         Ok(at)
     }
 
-    fn walk_down(&self, start: Option<usize>, steps: usize, target: &str) -> Result<Option<usize>, TargetError> {
+    fn walk_down(
+        &self,
+        start: Option<usize>,
+        steps: usize,
+        target: &str,
+    ) -> Result<Option<usize>, TargetError> {
         let mut at = start;
         for _ in 0..steps {
             let Some(i) = at else {
-                return Err(TargetError::OutOfRange { target: target.into(), end: "base" });
+                return Err(TargetError::OutOfRange {
+                    target: target.into(),
+                    end: "base",
+                });
             };
             at = match self.migrations[i].parents.as_slice() {
                 [] => None,
@@ -456,7 +553,10 @@ impl RevisionGraph {
                     return Err(TargetError::AmbiguousStep {
                         target: target.into(),
                         at: self.migrations[i].revision.clone(),
-                        reason: format!("it is a merge of {}; downgrade to one of them by ID", many.join(", ")),
+                        reason: format!(
+                            "it is a merge of {}; downgrade to one of them by ID",
+                            many.join(", ")
+                        ),
                     })
                 }
             };

@@ -23,7 +23,8 @@ pub use runner::{MigrateError, Migrator, RunOptions};
 
 /// Parses a duration like `5s`, `500ms`, `2m` or `1h` (for command-line flags).
 pub fn parse_duration(text: &str) -> Result<std::time::Duration, String> {
-    humantime::parse_duration(text).map_err(|err| format!("invalid duration `{text}`: {err} (e.g. 5s, 500ms, 2m)"))
+    humantime::parse_duration(text)
+        .map_err(|err| format!("invalid duration `{text}`: {err} (e.g. 5s, 500ms, 2m)"))
 }
 
 /// The current UTC time as `YYYY-MM-DDTHH:MM:SSZ`.

@@ -93,7 +93,11 @@ pub fn checksum(up: &str, down: &str) -> String {
     hasher.update(up.as_bytes());
     hasher.update(b"\0down\0");
     hasher.update(down.as_bytes());
-    hasher.finalize().iter().map(|b| format!("{b:02x}")).collect()
+    hasher
+        .finalize()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
 }
 
 /// The slug of a message for a directory name: `Add lead model` -> `add_lead_model`.
@@ -107,7 +111,11 @@ pub fn slug(message: &str) -> String {
         }
     }
     let slug = slug.trim_end_matches('_');
-    slug.chars().take(40).collect::<String>().trim_end_matches('_').to_string()
+    slug.chars()
+        .take(40)
+        .collect::<String>()
+        .trim_end_matches('_')
+        .to_string()
 }
 
 #[cfg(test)]

@@ -12,8 +12,7 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 
 use crate::migration::{
-    checksum, normalise_text, Migration, DOWN_FILE, MAX_REVISION_LEN, METADATA_FILE,
-    UP_FILE,
+    checksum, normalise_text, Migration, DOWN_FILE, MAX_REVISION_LEN, METADATA_FILE, UP_FILE,
 };
 
 /// Files of the migrations directory that are not migrations and are allowed.
@@ -28,8 +27,13 @@ pub struct SourceTree {
 
 #[derive(Debug, Clone)]
 pub enum SourceEntry {
-    File { name: String },
-    Dir { name: String, files: BTreeMap<String, Vec<u8>> },
+    File {
+        name: String,
+    },
+    Dir {
+        name: String,
+        files: BTreeMap<String, Vec<u8>>,
+    },
 }
 
 /// A problem found while loading migrations; each names a path.
@@ -52,7 +56,11 @@ pub struct SourceError {
 
 impl fmt::Display for SourceError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        writeln!(f, "invalid migrations ({} problem(s)):", self.problems.len())?;
+        writeln!(
+            f,
+            "invalid migrations ({} problem(s)):",
+            self.problems.len()
+        )?;
         for problem in &self.problems {
             writeln!(f, "  {problem}")?;
         }
@@ -90,7 +98,11 @@ pub fn read_source(root: &Path) -> Result<SourceTree, SourceError> {
     for entry in std::fs::read_dir(root).map_err(|e| fail(root, e))? {
         let entry = entry.map_err(|e| fail(root, e))?;
         let name = entry.file_name().to_string_lossy().into_owned();
-        if entry.file_type().map_err(|e| fail(&entry.path(), e))?.is_dir() {
+        if entry
+            .file_type()
+            .map_err(|e| fail(&entry.path(), e))?
+            .is_dir()
+        {
             let mut files = BTreeMap::new();
             for file in std::fs::read_dir(entry.path()).map_err(|e| fail(&entry.path(), e))? {
                 let file = file.map_err(|e| fail(&entry.path(), e))?;
@@ -147,7 +159,11 @@ fn parse_dir(
 ) -> Result<Migration, Vec<SourceProblem>> {
     let mut problems = Vec::new();
     let problem = |file: &str, message: String| SourceProblem {
-        path: if file.is_empty() { dir.to_path_buf() } else { dir.join(file) },
+        path: if file.is_empty() {
+            dir.to_path_buf()
+        } else {
+            dir.join(file)
+        },
         message,
     };
     for file in files.keys() {
@@ -166,7 +182,10 @@ fn parse_dir(
         match std::str::from_utf8(bytes) {
             Ok(text) => Some(normalise_text(text)),
             Err(err) => {
-                problems.push(problem(file, format!("not valid UTF-8 ({err}); save the file as UTF-8")));
+                problems.push(problem(
+                    file,
+                    format!("not valid UTF-8 ({err}); save the file as UTF-8"),
+                ));
                 None
             }
         }
@@ -191,7 +210,10 @@ fn parse_dir(
     if let Some(metadata) = &metadata {
         let revision = &metadata.revision;
         if revision.is_empty() || !revision.chars().all(|c| c.is_ascii_alphanumeric()) {
-            problems.push(problem(METADATA_FILE, format!("revision `{revision}` must be non-empty ASCII letters and digits")));
+            problems.push(problem(
+                METADATA_FILE,
+                format!("revision `{revision}` must be non-empty ASCII letters and digits"),
+            ));
         }
         if revision.len() > MAX_REVISION_LEN {
             problems.push(problem(
@@ -206,7 +228,10 @@ fn parse_dir(
             ));
         }
         if metadata.revises.contains(revision) {
-            problems.push(problem(METADATA_FILE, format!("revision `{revision}` revises itself")));
+            problems.push(problem(
+                METADATA_FILE,
+                format!("revision `{revision}` revises itself"),
+            ));
         }
     }
     match (metadata, up, down) {
@@ -265,8 +290,17 @@ mod tests {
     fn a_valid_directory_is_one_migration() {
         let m = meta("abc123", "");
         let migrations = parse_source(&tree(vec![
-            dir("abc123_first", &[("migration.toml", &m), ("up.sql", "SELECT 1;"), ("down.sql", "")]),
-            SourceEntry::File { name: "README.md".into() },
+            dir(
+                "abc123_first",
+                &[
+                    ("migration.toml", &m),
+                    ("up.sql", "SELECT 1;"),
+                    ("down.sql", ""),
+                ],
+            ),
+            SourceEntry::File {
+                name: "README.md".into(),
+            },
         ]))
         .unwrap();
         assert_eq!(migrations.len(), 1);
@@ -279,16 +313,44 @@ mod tests {
         let m = meta("abc123", "");
         let err = parse_source(&tree(vec![
             dir("abc123_no_down", &[("migration.toml", &m), ("up.sql", "")]),
-            dir("zzz_wrong_name", &[("migration.toml", &meta("abc999", "")), ("up.sql", ""), ("down.sql", "")]),
-            dir("bad_meta", &[("migration.toml", "revision = 1"), ("up.sql", ""), ("down.sql", "")]),
-            SourceEntry::File { name: "0001_stray.sql".into() },
+            dir(
+                "zzz_wrong_name",
+                &[
+                    ("migration.toml", &meta("abc999", "")),
+                    ("up.sql", ""),
+                    ("down.sql", ""),
+                ],
+            ),
+            dir(
+                "bad_meta",
+                &[
+                    ("migration.toml", "revision = 1"),
+                    ("up.sql", ""),
+                    ("down.sql", ""),
+                ],
+            ),
+            SourceEntry::File {
+                name: "0001_stray.sql".into(),
+            },
         ]))
         .unwrap_err();
         let text = err.to_string();
-        assert!(text.contains("migrations/abc123_no_down/down.sql: missing downgrade"), "{text}");
-        assert!(text.contains("migrations/zzz_wrong_name: directory name must start with the revision"), "{text}");
-        assert!(text.contains("migrations/bad_meta/migration.toml: unreadable metadata"), "{text}");
-        assert!(text.contains("migrations/0001_stray.sql: not a migration"), "{text}");
+        assert!(
+            text.contains("migrations/abc123_no_down/down.sql: missing downgrade"),
+            "{text}"
+        );
+        assert!(
+            text.contains("migrations/zzz_wrong_name: directory name must start with the revision"),
+            "{text}"
+        );
+        assert!(
+            text.contains("migrations/bad_meta/migration.toml: unreadable metadata"),
+            "{text}"
+        );
+        assert!(
+            text.contains("migrations/0001_stray.sql: not a migration"),
+            "{text}"
+        );
         assert_eq!(err.problems.len(), 4);
     }
 
@@ -296,7 +358,14 @@ mod tests {
     fn long_revisions_and_non_utf8_files_are_rejected() {
         let long = "a".repeat(33);
         let err = parse_source(&tree(vec![
-            dir(&format!("{long}_x"), &[("migration.toml", &meta(&long, "")), ("up.sql", ""), ("down.sql", "")]),
+            dir(
+                &format!("{long}_x"),
+                &[
+                    ("migration.toml", &meta(&long, "")),
+                    ("up.sql", ""),
+                    ("down.sql", ""),
+                ],
+            ),
             SourceEntry::Dir {
                 name: "abc_bin".into(),
                 files: [
@@ -316,11 +385,23 @@ mod tests {
     #[test]
     fn crlf_and_bom_files_load_with_the_same_checksum() {
         let m = meta("abc", "");
-        let lf = parse_source(&tree(vec![dir("abc_x", &[("migration.toml", &m), ("up.sql", "SELECT 1;\n"), ("down.sql", "")])])).unwrap();
+        let lf = parse_source(&tree(vec![dir(
+            "abc_x",
+            &[
+                ("migration.toml", &m),
+                ("up.sql", "SELECT 1;\n"),
+                ("down.sql", ""),
+            ],
+        )]))
+        .unwrap();
         let crlf_meta = m.replace('\n', "\r\n");
         let crlf = parse_source(&tree(vec![dir(
             "abc_x",
-            &[("migration.toml", &format!("\u{feff}{crlf_meta}")), ("up.sql", "\u{feff}SELECT 1;\r\n"), ("down.sql", "")],
+            &[
+                ("migration.toml", &format!("\u{feff}{crlf_meta}")),
+                ("up.sql", "\u{feff}SELECT 1;\r\n"),
+                ("down.sql", ""),
+            ],
         )]))
         .unwrap();
         assert_eq!(lf[0].checksum, crlf[0].checksum);

@@ -26,7 +26,10 @@ pub fn read_heads(client: &mut impl GenericClient) -> Result<Vec<String>, postgr
     if !table_exists(client, VERSION_TABLE)? {
         return Ok(Vec::new());
     }
-    let rows = client.query("SELECT version_num FROM alembic_version ORDER BY version_num", &[])?;
+    let rows = client.query(
+        "SELECT version_num FROM alembic_version ORDER BY version_num",
+        &[],
+    )?;
     Ok(rows.iter().map(|r| r.get(0)).collect())
 }
 
@@ -45,7 +48,12 @@ pub fn ensure_tables(client: &mut impl GenericClient) -> Result<(), postgres::Er
 
 /// The DDL, for offline SQL scripts.
 pub fn create_tables_sql() -> String {
-    format!("CREATE TABLE IF NOT EXISTS {}", &CREATE_VERSION_TABLE["CREATE TABLE ".len()..]) + ";\n\n" + CREATE_HISTORY_TABLE + ";\n"
+    format!(
+        "CREATE TABLE IF NOT EXISTS {}",
+        &CREATE_VERSION_TABLE["CREATE TABLE ".len()..]
+    ) + ";\n\n"
+        + CREATE_HISTORY_TABLE
+        + ";\n"
 }
 
 /// The version table changed under us: someone else wrote it without our lock.
@@ -67,7 +75,10 @@ pub fn head_changes(before: &[String], after: &[String]) -> Vec<HeadChange> {
     let mut added = added.into_iter();
     loop {
         match (removed.next(), added.next()) {
-            (Some(old), Some(new)) => changes.push(HeadChange::Update { old: old.clone(), new: new.clone() }),
+            (Some(old), Some(new)) => changes.push(HeadChange::Update {
+                old: old.clone(),
+                new: new.clone(),
+            }),
             (Some(old), None) => changes.push(HeadChange::Delete { old: old.clone() }),
             (None, Some(new)) => changes.push(HeadChange::Insert { new: new.clone() }),
             (None, None) => return changes,
@@ -111,11 +122,15 @@ impl HeadChange {
     /// alphanumeric, so quoting them is safe).
     pub fn to_sql(&self) -> String {
         match self {
-            HeadChange::Insert { new } => format!("INSERT INTO alembic_version (version_num) VALUES ('{new}');"),
+            HeadChange::Insert { new } => {
+                format!("INSERT INTO alembic_version (version_num) VALUES ('{new}');")
+            }
             HeadChange::Update { old, new } => {
                 format!("UPDATE alembic_version SET version_num='{new}' WHERE alembic_version.version_num = '{old}';")
             }
-            HeadChange::Delete { old } => format!("DELETE FROM alembic_version WHERE alembic_version.version_num = '{old}';"),
+            HeadChange::Delete { old } => {
+                format!("DELETE FROM alembic_version WHERE alembic_version.version_num = '{old}';")
+            }
         }
     }
 }
@@ -142,7 +157,9 @@ pub struct HistoryRecord {
 }
 
 /// The latest side-table row of every revision.
-pub fn latest_records(client: &mut impl GenericClient) -> Result<Vec<HistoryRecord>, postgres::Error> {
+pub fn latest_records(
+    client: &mut impl GenericClient,
+) -> Result<Vec<HistoryRecord>, postgres::Error> {
     if !table_exists(client, HISTORY_TABLE)? {
         return Ok(Vec::new());
     }
@@ -179,7 +196,10 @@ pub struct NewRecord<'a> {
     pub error: Option<&'a str>,
 }
 
-pub fn record(client: &mut impl GenericClient, new: &NewRecord<'_>) -> Result<i64, postgres::Error> {
+pub fn record(
+    client: &mut impl GenericClient,
+    new: &NewRecord<'_>,
+) -> Result<i64, postgres::Error> {
     let row = client.query_one(
         "INSERT INTO alembic_version_history (revision, operation, checksum, status, duration_ms, tool_version, error)
          VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING id",
@@ -212,16 +232,34 @@ mod tests {
 
     #[test]
     fn head_changes_follow_alembic() {
-        assert_eq!(head_changes(&[], &v(&["a"])), [HeadChange::Insert { new: "a".into() }]);
+        assert_eq!(
+            head_changes(&[], &v(&["a"])),
+            [HeadChange::Insert { new: "a".into() }]
+        );
         assert_eq!(
             head_changes(&v(&["a"]), &v(&["b"])),
-            [HeadChange::Update { old: "a".into(), new: "b".into() }]
+            [HeadChange::Update {
+                old: "a".into(),
+                new: "b".into()
+            }]
         );
-        assert_eq!(head_changes(&v(&["b1"]), &v(&["b1", "b2"])), [HeadChange::Insert { new: "b2".into() }]);
+        assert_eq!(
+            head_changes(&v(&["b1"]), &v(&["b1", "b2"])),
+            [HeadChange::Insert { new: "b2".into() }]
+        );
         assert_eq!(
             head_changes(&v(&["b1", "b2"]), &v(&["m"])),
-            [HeadChange::Update { old: "b1".into(), new: "m".into() }, HeadChange::Delete { old: "b2".into() }]
+            [
+                HeadChange::Update {
+                    old: "b1".into(),
+                    new: "m".into()
+                },
+                HeadChange::Delete { old: "b2".into() }
+            ]
         );
-        assert_eq!(head_changes(&v(&["a"]), &[]), [HeadChange::Delete { old: "a".into() }]);
+        assert_eq!(
+            head_changes(&v(&["a"]), &[]),
+            [HeadChange::Delete { old: "a".into() }]
+        );
     }
 }

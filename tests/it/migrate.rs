@@ -19,7 +19,14 @@ fn upgrade_head_then_current_prints_the_head_like_alembic() {
 
     // Again: nothing to do, and no lock taken (nothing is written either).
     let again = db.xtask(&["migrate", "upgrade", "head"]);
-    assert!(again.success().stderr().contains("already at head: nothing to do"), "{}", again.text());
+    assert!(
+        again
+            .success()
+            .stderr()
+            .contains("already at head: nothing to do"),
+        "{}",
+        again.text()
+    );
     let records: i64 = db
         .client()
         .query_one("SELECT count(*) FROM alembic_version_history", &[])
@@ -39,7 +46,12 @@ fn history_heads_and_show_follow_alembic_wording() {
     let show = db.xtask(&["migrate", "show", "f5a2"]);
     insta::assert_snapshot!("show_f5a2", filter(&show.success().stdout()));
     let range = db.xtask(&["migrate", "history", "-r", "f5a2:a1b2"]);
-    assert_eq!(range.success().stdout().lines().count(), 3, "{}", range.text());
+    assert_eq!(
+        range.success().stdout().lines().count(),
+        3,
+        "{}",
+        range.text()
+    );
 }
 
 #[test]
@@ -60,19 +72,39 @@ fn relative_and_prefix_targets_walk_the_chain() {
 fn unknown_and_ambiguous_targets_name_the_candidates() {
     let db = TestDb::new();
     let run = db.xtask(&["migrate", "upgrade", "zzz"]);
-    assert!(run.failure().stderr().contains("can't locate revision identified by 'zzz'"), "{}", run.text());
-    assert!(run.stderr().contains("b2c3d4e5f6a7_ab_test_tables"), "{}", run.text());
+    assert!(
+        run.failure()
+            .stderr()
+            .contains("can't locate revision identified by 'zzz'"),
+        "{}",
+        run.text()
+    );
+    assert!(
+        run.stderr().contains("b2c3d4e5f6a7_ab_test_tables"),
+        "{}",
+        run.text()
+    );
     // Every ID has a unique first character but these two share none; use a real
     // ambiguity from a copy with an extra revision.
     let dir = copy_migrations();
     let extra = dir.path().join("b2c3ffffffff_extra");
     fs::create_dir(&extra).unwrap();
-    fs::write(extra.join("migration.toml"), "revision = \"b2c3ffffffff\"\nrevises = [\"b2c3d4e5f6a7\"]\nmessage = \"extra\"\n").unwrap();
+    fs::write(
+        extra.join("migration.toml"),
+        "revision = \"b2c3ffffffff\"\nrevises = [\"b2c3d4e5f6a7\"]\nmessage = \"extra\"\n",
+    )
+    .unwrap();
     fs::write(extra.join("up.sql"), "").unwrap();
     fs::write(extra.join("down.sql"), "").unwrap();
     let dir_arg = dir.path().to_str().unwrap();
     let run = db.xtask(&["migrate", "upgrade", "b2c3", "--migrations", dir_arg]);
-    assert!(run.failure().stderr().contains("ambiguous revision prefix 'b2c3': it matches b2c3d4e5f6a7, b2c3ffffffff"), "{}", run.text());
+    assert!(
+        run.failure()
+            .stderr()
+            .contains("ambiguous revision prefix 'b2c3': it matches b2c3d4e5f6a7, b2c3ffffffff"),
+        "{}",
+        run.text()
+    );
     assert!(db.heads().is_empty());
 }
 
@@ -85,16 +117,32 @@ fn a_database_alembic_migrated_halfway_is_continued() {
     client
         .batch_execute("CREATE TABLE alembic_version (version_num VARCHAR(32) NOT NULL, CONSTRAINT alembic_version_pkc PRIMARY KEY (version_num))")
         .unwrap();
-    for dir in ["0f18384ca39a_initial_tables", "d724f366bbf2_add_assessment_model", "e33568d0d2e9_add_lead_model"] {
-        let sql = fs::read_to_string(crate::support::root().join("migrations").join(dir).join("up.sql")).unwrap();
+    for dir in [
+        "0f18384ca39a_initial_tables",
+        "d724f366bbf2_add_assessment_model",
+        "e33568d0d2e9_add_lead_model",
+    ] {
+        let sql = fs::read_to_string(
+            crate::support::root()
+                .join("migrations")
+                .join(dir)
+                .join("up.sql"),
+        )
+        .unwrap();
         client.batch_execute(&sql).unwrap();
     }
-    client.batch_execute("INSERT INTO alembic_version VALUES ('e33568d0d2e9')").unwrap();
+    client
+        .batch_execute("INSERT INTO alembic_version VALUES ('e33568d0d2e9')")
+        .unwrap();
 
     let current = db.xtask(&["migrate", "current", "--verbose"]);
     let out = current.success().stdout();
     assert!(out.starts_with("e33568d0d2e9\n"), "{out}");
-    assert!(out.contains("0f18384ca39a  [") || out.contains("applied by Alembic (no checksum recorded)"), "{out}");
+    assert!(
+        out.contains("0f18384ca39a  [")
+            || out.contains("applied by Alembic (no checksum recorded)"),
+        "{out}"
+    );
     db.xtask(&["migrate", "upgrade", "head"]).success();
     let rows: Vec<String> = client
         .query("SELECT version_num FROM alembic_version", &[])
@@ -110,23 +158,39 @@ fn an_edited_applied_migration_is_refused_until_rehashed() {
     let db = TestDb::new();
     let dir = copy_migrations();
     let dir_arg = dir.path().to_str().unwrap();
-    db.xtask(&["migrate", "upgrade", "f5a2", "--migrations", dir_arg]).success();
-    let edited = dir.path().join("e33568d0d2e9_add_lead_model").join("up.sql");
+    db.xtask(&["migrate", "upgrade", "f5a2", "--migrations", dir_arg])
+        .success();
+    let edited = dir
+        .path()
+        .join("e33568d0d2e9_add_lead_model")
+        .join("up.sql");
     let text = fs::read_to_string(&edited).unwrap();
-    fs::write(&edited, text.replace("phone VARCHAR(20)", "phone VARCHAR(30)")).unwrap();
+    fs::write(
+        &edited,
+        text.replace("phone VARCHAR(20)", "phone VARCHAR(30)"),
+    )
+    .unwrap();
 
     let before = db.snapshot();
     let run = db.xtask(&["migrate", "upgrade", "head", "--migrations", dir_arg]);
     let err = run.failure().stderr();
     assert!(err.contains("migration e33568d0d2e9"), "{err}");
     assert!(err.contains("e33568d0d2e9_add_lead_model"), "{err}");
-    assert!(err.contains("was edited after it was applied: recorded sha256"), "{err}");
-    assert!(err.contains("cargo xtask migrate rehash e33568d0d2e9"), "{err}");
+    assert!(
+        err.contains("was edited after it was applied: recorded sha256"),
+        "{err}"
+    );
+    assert!(
+        err.contains("cargo xtask migrate rehash e33568d0d2e9"),
+        "{err}"
+    );
     assert_eq!(db.heads(), ["f5a2c3d8e9b1"]);
     assert_eq!(db.snapshot(), before);
 
-    db.xtask(&["migrate", "rehash", "e335", "--migrations", dir_arg]).success();
-    db.xtask(&["migrate", "upgrade", "head", "--migrations", dir_arg]).success();
+    db.xtask(&["migrate", "rehash", "e335", "--migrations", dir_arg])
+        .success();
+    db.xtask(&["migrate", "upgrade", "head", "--migrations", dir_arg])
+        .success();
     assert_eq!(db.heads(), [HEAD]);
 }
 
@@ -135,16 +199,32 @@ fn a_failing_migration_leaves_the_previous_revision_and_names_file_and_line() {
     let db = TestDb::new();
     let dir = copy_migrations();
     let dir_arg = dir.path().to_str().unwrap();
-    let broken = dir.path().join("e33568d0d2e9_add_lead_model").join("up.sql");
+    let broken = dir
+        .path()
+        .join("e33568d0d2e9_add_lead_model")
+        .join("up.sql");
     let text = fs::read_to_string(&broken).unwrap();
-    fs::write(&broken, text.replace("CREATE INDEX idx_leads_tenant_score ON leads (tenant_id, score);", "CREATE INDEX idx_leads_tenant_score ON leads (tenant_id, scroe);")).unwrap();
+    fs::write(
+        &broken,
+        text.replace(
+            "CREATE INDEX idx_leads_tenant_score ON leads (tenant_id, score);",
+            "CREATE INDEX idx_leads_tenant_score ON leads (tenant_id, scroe);",
+        ),
+    )
+    .unwrap();
 
     let run = db.xtask(&["migrate", "upgrade", "head", "--migrations", dir_arg]);
     let err = run.failure().stderr();
     assert!(err.contains("migration e33568d0d2e9 failed at"), "{err}");
-    assert!(err.contains("e33568d0d2e9_add_lead_model/up.sql:31 (statement 3)"), "{err}");
+    assert!(
+        err.contains("e33568d0d2e9_add_lead_model/up.sql:31 (statement 3)"),
+        "{err}"
+    );
     assert!(err.contains("column \"scroe\" does not exist"), "{err}");
-    assert!(err.contains("the database is still at d724f366bbf2"), "{err}");
+    assert!(
+        err.contains("the database is still at d724f366bbf2"),
+        "{err}"
+    );
     assert_eq!(db.heads(), ["d724f366bbf2"]);
     assert!(!db.snapshot().objects.contains_key("table leads"));
 }
@@ -153,10 +233,15 @@ fn a_failing_migration_leaves_the_previous_revision_and_names_file_and_line() {
 fn a_revision_no_file_knows_is_named_with_the_known_files() {
     let db = TestDb::new();
     db.xtask(&["migrate", "upgrade", "d724"]).success();
-    db.client().batch_execute("UPDATE alembic_version SET version_num = 'c0ffee000000'").unwrap();
+    db.client()
+        .batch_execute("UPDATE alembic_version SET version_num = 'c0ffee000000'")
+        .unwrap();
     let run = db.xtask(&["migrate", "upgrade", "head"]);
     let err = run.failure().stderr();
-    assert!(err.contains("can't locate revision identified by 'c0ffee000000'"), "{err}");
+    assert!(
+        err.contains("can't locate revision identified by 'c0ffee000000'"),
+        "{err}"
+    );
     assert!(err.contains("0f18384ca39a_initial_tables"), "{err}");
     assert!(err.contains("git pull"), "{err}");
     // The way out: stamp --purge to the revision the schema really is at.
@@ -169,17 +254,35 @@ fn a_revision_no_file_knows_is_named_with_the_known_files() {
 fn relation_already_exists_suggests_the_stamp_that_fits() {
     let db = TestDb::new();
     let mut client = db.client();
-    for dir in ["0f18384ca39a_initial_tables", "d724f366bbf2_add_assessment_model"] {
-        let sql = fs::read_to_string(crate::support::root().join("migrations").join(dir).join("up.sql")).unwrap();
+    for dir in [
+        "0f18384ca39a_initial_tables",
+        "d724f366bbf2_add_assessment_model",
+    ] {
+        let sql = fs::read_to_string(
+            crate::support::root()
+                .join("migrations")
+                .join(dir)
+                .join("up.sql"),
+        )
+        .unwrap();
         client.batch_execute(&sql).unwrap();
     }
     let run = db.xtask(&["migrate", "upgrade", "head"]);
     let err = run.failure().stderr();
     assert!(err.contains("relation \"tenants\" already exists"), "{err}");
-    assert!(err.contains("cargo xtask migrate stamp d724f366bbf2"), "{err}");
+    assert!(
+        err.contains("cargo xtask migrate stamp d724f366bbf2"),
+        "{err}"
+    );
     // The detector agrees, from the full schema, and stamps it.
     let run = db.xtask(&["migrate", "stamp", "--detect"]);
-    assert!(run.success().stderr().contains("equals revision d724f366bbf2"), "{}", run.text());
+    assert!(
+        run.success()
+            .stderr()
+            .contains("equals revision d724f366bbf2"),
+        "{}",
+        run.text()
+    );
     assert_eq!(db.heads(), ["d724f366bbf2"]);
 }
 
@@ -192,9 +295,15 @@ fn could_not_connect_names_the_source_and_hides_the_password() {
         "postgresql://app:s3cr%40t@/app?host=/nonexistent-dir&port=5432",
     ]);
     let err = run.failure().stderr();
-    assert!(err.contains("could not connect to server at postgresql://app:***@/app"), "{err}");
+    assert!(
+        err.contains("could not connect to server at postgresql://app:***@/app"),
+        "{err}"
+    );
     assert!(err.contains("(from --database-url)"), "{err}");
-    assert!(err.contains("no server socket at /nonexistent-dir/.s.PGSQL.5432"), "{err}");
+    assert!(
+        err.contains("no server socket at /nonexistent-dir/.s.PGSQL.5432"),
+        "{err}"
+    );
     assert!(!err.contains("s3cr"), "{err}");
 }
 
@@ -203,7 +312,13 @@ fn check_says_when_the_target_database_is_not_up_to_date() {
     let db = TestDb::new();
     db.xtask(&["migrate", "upgrade", "f5a2"]).success();
     let run = db.xtask(&["migrate", "check"]);
-    assert!(run.failure().stderr().contains("target database is not up to date: it is at f5a2c3d8e9b1, 3 migration(s) pending"), "{}", run.text());
+    assert!(
+        run.failure().stderr().contains(
+            "target database is not up to date: it is at f5a2c3d8e9b1, 3 migration(s) pending"
+        ),
+        "{}",
+        run.text()
+    );
     db.xtask(&["migrate", "upgrade", "head"]).success();
     db.xtask(&["migrate", "check"]).success();
 }
@@ -224,7 +339,8 @@ fn a_destructive_downgrade_lists_the_loss_and_needs_yes() {
     insta::assert_snapshot!("destructive_downgrade_refused", run.failure().filtered());
     assert_eq!(db.snapshot(), before);
     assert_eq!(db.heads(), [HEAD]);
-    db.xtask(&["migrate", "downgrade", "f5a2", "--yes"]).success();
+    db.xtask(&["migrate", "downgrade", "f5a2", "--yes"])
+        .success();
     assert_eq!(db.heads(), ["f5a2c3d8e9b1"]);
 }
 
@@ -232,15 +348,30 @@ fn a_destructive_downgrade_lists_the_loss_and_needs_yes() {
 fn a_held_migration_lock_is_waited_for_then_reported_with_its_holder() {
     let db = TestDb::new();
     let mut holder = db.client();
-    holder.batch_execute("SET application_name = 'release-script'").unwrap();
-    holder.query_one("SELECT pg_advisory_lock($1)", &[&backend_schema::runner::LOCK_KEY]).unwrap();
+    holder
+        .batch_execute("SET application_name = 'release-script'")
+        .unwrap();
+    holder
+        .query_one(
+            "SELECT pg_advisory_lock($1)",
+            &[&backend_schema::runner::LOCK_KEY],
+        )
+        .unwrap();
     let run = db.xtask(&["migrate", "upgrade", "head", "--lock-wait", "1s"]);
     let err = run.failure().stderr();
-    assert!(err.contains("waiting for the migration lock, held by pid"), "{err}");
+    assert!(
+        err.contains("waiting for the migration lock, held by pid"),
+        "{err}"
+    );
     assert!(err.contains("release-script"), "{err}");
     assert!(err.contains("gave up waiting"), "{err}");
     assert!(db.heads().is_empty());
-    holder.query_one("SELECT pg_advisory_unlock($1)", &[&backend_schema::runner::LOCK_KEY]).unwrap();
+    holder
+        .query_one(
+            "SELECT pg_advisory_unlock($1)",
+            &[&backend_schema::runner::LOCK_KEY],
+        )
+        .unwrap();
     db.xtask(&["migrate", "upgrade", "head"]).success();
 }
 
@@ -250,11 +381,23 @@ fn a_lock_timeout_gives_up_retries_and_leaves_the_revision() {
     db.xtask(&["migrate", "upgrade", "f5a2"]).success();
     let mut reader = db.client();
     let mut tx = reader.transaction().unwrap();
-    tx.batch_execute("LOCK TABLE users IN ACCESS SHARE MODE").unwrap();
+    tx.batch_execute("LOCK TABLE users IN ACCESS SHARE MODE")
+        .unwrap();
     let started = std::time::Instant::now();
-    let run = db.xtask(&["migrate", "upgrade", "f7e1", "--lock-timeout", "200ms", "--retries", "1"]);
+    let run = db.xtask(&[
+        "migrate",
+        "upgrade",
+        "f7e1",
+        "--lock-timeout",
+        "200ms",
+        "--retries",
+        "1",
+    ]);
     let err = run.failure().stderr();
-    assert!(err.contains("canceling statement due to lock timeout"), "{err}");
+    assert!(
+        err.contains("canceling statement due to lock timeout"),
+        "{err}"
+    );
     assert!(err.contains("retry 1 in"), "{err}");
     assert!(err.contains("raise --lock-timeout"), "{err}");
     assert!(started.elapsed() < std::time::Duration::from_secs(10));
@@ -278,18 +421,68 @@ fn offline_sql_builds_the_same_schema_as_online() {
 fn revision_and_merge_write_new_files_with_fresh_ids() {
     let dir = copy_migrations();
     let dir_arg = dir.path().to_str().unwrap();
-    crate::support::xtask(&["migrate", "revision", "-m", "Add lead source", "--migrations", dir_arg]).success();
-    crate::support::xtask(&["migrate", "revision", "-m", "Add billing", "--head", HEAD, "--migrations", dir_arg]).success();
+    crate::support::xtask(&[
+        "migrate",
+        "revision",
+        "-m",
+        "Add lead source",
+        "--migrations",
+        dir_arg,
+    ])
+    .success();
+    crate::support::xtask(&[
+        "migrate",
+        "revision",
+        "-m",
+        "Add billing",
+        "--head",
+        HEAD,
+        "--migrations",
+        dir_arg,
+    ])
+    .success();
     let heads = crate::support::xtask(&["migrate", "heads", "--migrations", dir_arg]);
-    let heads: Vec<String> = heads.success().stdout().lines().map(|l| l.trim_end_matches(" (head)").to_string()).collect();
+    let heads: Vec<String> = heads
+        .success()
+        .stdout()
+        .lines()
+        .map(|l| l.trim_end_matches(" (head)").to_string())
+        .collect();
     assert_eq!(heads.len(), 2, "{heads:?}");
-    assert!(heads.iter().all(|h| h.len() == 12 && h.chars().all(|c| c.is_ascii_hexdigit())));
-    let run = crate::support::xtask(&["migrate", "upgrade", "head", "--sql", "--migrations", dir_arg]);
-    assert!(run.failure().stderr().contains("multiple head revisions are present"), "{}", run.text());
-    crate::support::xtask(&["migrate", "merge", &heads[0], &heads[1], "-m", "merge", "--migrations", dir_arg]).success();
+    assert!(heads
+        .iter()
+        .all(|h| h.len() == 12 && h.chars().all(|c| c.is_ascii_hexdigit())));
+    let run = crate::support::xtask(&[
+        "migrate",
+        "upgrade",
+        "head",
+        "--sql",
+        "--migrations",
+        dir_arg,
+    ]);
+    assert!(
+        run.failure()
+            .stderr()
+            .contains("multiple head revisions are present"),
+        "{}",
+        run.text()
+    );
+    crate::support::xtask(&[
+        "migrate",
+        "merge",
+        &heads[0],
+        &heads[1],
+        "-m",
+        "merge",
+        "--migrations",
+        dir_arg,
+    ])
+    .success();
     let db = TestDb::new();
-    db.xtask(&["migrate", "upgrade", "head", "--migrations", dir_arg]).success();
+    db.xtask(&["migrate", "upgrade", "head", "--migrations", dir_arg])
+        .success();
     assert_eq!(db.heads().len(), 1);
-    db.xtask(&["migrate", "downgrade", HEAD, "--migrations", dir_arg]).success();
+    db.xtask(&["migrate", "downgrade", HEAD, "--migrations", dir_arg])
+        .success();
     assert_eq!(db.heads(), [HEAD]);
 }

@@ -8,7 +8,10 @@ use backend_schema::TempCluster;
 
 /// The workspace root.
 pub fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_path_buf()
 }
 
 /// A throwaway cluster with one empty database, `app`.
@@ -69,12 +72,20 @@ impl Run {
     }
     #[track_caller]
     pub fn success(&self) -> &Run {
-        assert!(self.output.status.success(), "expected success:\n{}", self.text());
+        assert!(
+            self.output.status.success(),
+            "expected success:\n{}",
+            self.text()
+        );
         self
     }
     #[track_caller]
     pub fn failure(&self) -> &Run {
-        assert!(!self.output.status.success(), "expected failure:\n{}", self.text());
+        assert!(
+            !self.output.status.success(),
+            "expected failure:\n{}",
+            self.text()
+        );
         self
     }
     /// uv-style rendering for snapshots: status, stdout, stderr, filtered.
@@ -108,7 +119,10 @@ pub const FILTERS: &[(&str, &str)] = &[
     (r"/tmp/bsc-[A-Za-z0-9]+", "[CLUSTER]"),
     (r"/tmp/\.tmp[A-Za-z0-9]+", "[TEMP]"),
     (r"\b\d+(\.\d+)? ?(ms|s)\b", "[TIME]"),
-    (r"\d{4}-\d{2}-\d{2}[ T]\d{2}:\d{2}:\d{2}( UTC|Z)?", "[TIMESTAMP]"),
+    (
+        r"\d{4}-\d{2}-\d{2}[ T]\d{2}:\d{2}:\d{2}( UTC|Z)?",
+        "[TIMESTAMP]",
+    ),
     (r"\b[0-9a-f]{64}\b", "[SHA256]"),
     (r"pid \d+", "pid [PID]"),
 ];

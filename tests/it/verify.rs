@@ -31,18 +31,38 @@ fn the_chain_verifies_with_a_schema_snapshot_per_revision() {
         insta::assert_snapshot!(format!("schema@{}", rev.revision), text);
     }
     // The spec's known gaps are reported, not failed.
-    for table in ["sms_campaigns", "sms_messages", "ab_tests", "ab_test_variants"] {
+    for table in [
+        "sms_campaigns",
+        "sms_messages",
+        "ab_tests",
+        "ab_test_variants",
+    ] {
         assert!(
-            report.warnings.iter().any(|w| w.contains(&format!("table {table} has tenant_id but no row-level security policy"))),
+            report.warnings.iter().any(|w| w.contains(&format!(
+                "table {table} has tenant_id but no row-level security policy"
+            ))),
             "{:#?}",
             report.warnings
         );
     }
     let isolated = &report.revisions.last().unwrap().isolation_checked;
     assert_eq!(isolated, &["assessments", "leads"]);
-    let auth = report.revisions.iter().find(|r| r.revision == "f7e1c2d9b3a4").unwrap();
-    assert!(auth.destructive.iter().any(|d| d.contains("users.failed_login_attempts")), "{auth:#?}");
-    assert!(auth.locks_up.contains(&"AccessExclusiveLock on users".to_string()), "{auth:#?}");
+    let auth = report
+        .revisions
+        .iter()
+        .find(|r| r.revision == "f7e1c2d9b3a4")
+        .unwrap();
+    assert!(
+        auth.destructive
+            .iter()
+            .any(|d| d.contains("users.failed_login_attempts")),
+        "{auth:#?}"
+    );
+    assert!(
+        auth.locks_up
+            .contains(&"AccessExclusiveLock on users".to_string()),
+        "{auth:#?}"
+    );
 }
 
 #[test]
@@ -51,9 +71,17 @@ fn verify_command_passes_and_writes_a_json_report() {
     let json = out.path().join("verify.json");
     let run = xtask(&["verify", "--json", json.to_str().unwrap()]);
     let stdout = run.success().stdout();
-    assert!(stdout.contains("verify PASSED: 7 revision(s)"), "{}", run.text());
-    assert!(stdout.contains("lock: f7e1c2d9b3a4 up: AccessExclusiveLock on users"), "{stdout}");
-    let report: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(json).unwrap()).unwrap();
+    assert!(
+        stdout.contains("verify PASSED: 7 revision(s)"),
+        "{}",
+        run.text()
+    );
+    assert!(
+        stdout.contains("lock: f7e1c2d9b3a4 up: AccessExclusiveLock on users"),
+        "{stdout}"
+    );
+    let report: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(json).unwrap()).unwrap();
     assert_eq!(report["revisions"].as_array().unwrap().len(), 7);
 }
 
@@ -73,33 +101,60 @@ fn check_fails(fixture: &str, needles: &[&str]) {
 fn a_reference_to_a_missing_table_is_caught() {
     check_fails(
         "missing_table",
-        &["FAILED at aaaa00000002", "aaaa00000002_rls_on_qr_codes/up.sql:3 (statement 2)", "relation \"qr_codes\" does not exist"],
+        &[
+            "FAILED at aaaa00000002",
+            "aaaa00000002_rls_on_qr_codes/up.sql:3 (statement 2)",
+            "relation \"qr_codes\" does not exist",
+        ],
     );
 }
 
 #[test]
 fn an_enum_created_twice_is_caught() {
-    check_fails("enum_twice", &["bbbb00000002_sms_status/up.sql:3 (statement 2)", "type \"smsstatus\" already exists"]);
+    check_fails(
+        "enum_twice",
+        &[
+            "bbbb00000002_sms_status/up.sql:3 (statement 2)",
+            "type \"smsstatus\" already exists",
+        ],
+    );
 }
 
 #[test]
 fn a_downgrade_that_forgets_an_index_is_caught() {
     check_fails(
         "down_forgets_index",
-        &["downgrade of cccc00000002", "cccc00000002_index_tenant_names/down.sql", "~ table tenants", "+ index idx_tenants_name btree (name)"],
+        &[
+            "downgrade of cccc00000002",
+            "cccc00000002_index_tenant_names/down.sql",
+            "~ table tenants",
+            "+ index idx_tenants_name btree (name)",
+        ],
     );
 }
 
 #[test]
 fn a_downgrade_that_forgets_a_type_is_caught() {
-    check_fails("down_forgets_type", &["downgrade of dddd00000002", "dddd00000002_plan_type/down.sql", "+ type plantype (unexpected)"]);
+    check_fails(
+        "down_forgets_type",
+        &[
+            "downgrade of dddd00000002",
+            "dddd00000002_plan_type/down.sql",
+            "+ type plantype (unexpected)",
+        ],
+    );
 }
 
 #[test]
 fn a_downgrade_that_does_not_restore_a_default_is_caught() {
     check_fails(
         "down_default_lost",
-        &["downgrade of eeee00000002", "~ table items", "- column quantity integer not null default 0", "+ column quantity integer not null"],
+        &[
+            "downgrade of eeee00000002",
+            "~ table items",
+            "- column quantity integer not null default 0",
+            "+ column quantity integer not null",
+        ],
     );
 }
 
@@ -113,7 +168,15 @@ fn duplicate_revision_ids_are_caught_with_both_files() {
 
 #[test]
 fn two_heads_are_caught() {
-    check_fails("two_heads", &["the graph has 2 heads", "abab00000002_items", "abab00000003_tenant_slug", "cargo xtask migrate merge abab00000002 abab00000003"]);
+    check_fails(
+        "two_heads",
+        &[
+            "the graph has 2 heads",
+            "abab00000002_items",
+            "abab00000003_tenant_slug",
+            "cargo xtask migrate merge abab00000002 abab00000003",
+        ],
+    );
 }
 
 #[test]
@@ -125,24 +188,37 @@ fn a_missing_parent_is_caught() {
 fn a_policy_that_leaks_between_tenants_is_caught() {
     check_fails(
         "leaky_policy",
-        &["FAILED isolation at adad00000002", "adad00000002_items_rls", "items: tenant A sees 2 rows of other tenants"],
+        &[
+            "FAILED isolation at adad00000002",
+            "adad00000002_items_rls",
+            "items: tenant A sees 2 rows of other tenants",
+        ],
     );
 }
 
 #[test]
 fn merged_branches_converge_in_every_order() {
     let run = xtask(&["verify", "--migrations", "tests/fixtures/merge_converges"]);
-    assert!(run.success().stderr().contains("merge order 2/2"), "{}", run.text());
+    assert!(
+        run.success().stderr().contains("merge order 2/2"),
+        "{}",
+        run.text()
+    );
 }
 
 #[test]
 fn stamp_detect_refuses_a_schema_that_matches_no_revision() {
     let db = crate::support::TestDb::new();
     db.xtask(&["migrate", "upgrade", "d724"]).success();
-    db.client().batch_execute("DELETE FROM alembic_version; ALTER TABLE users ADD COLUMN nickname TEXT").unwrap();
+    db.client()
+        .batch_execute("DELETE FROM alembic_version; ALTER TABLE users ADD COLUMN nickname TEXT")
+        .unwrap();
     let run = db.xtask(&["migrate", "stamp", "--detect"]);
     let err = run.failure().stderr();
-    assert!(err.contains("matches no revision; refusing to stamp. Closest is d724f366bbf2"), "{err}");
+    assert!(
+        err.contains("matches no revision; refusing to stamp. Closest is d724f366bbf2"),
+        "{err}"
+    );
     assert!(err.contains("+ column nickname text"), "{err}");
     assert!(db.heads().is_empty());
 }
@@ -166,6 +242,9 @@ fn no_snapshot_is_unreferenced() {
             Some(revision) => graph.get(revision).is_some(),
             None => sources.contains(&format!("\"{short}\"")),
         };
-        assert!(referenced, "tests/it/snapshots/{name} is not referenced by any test; delete it");
+        assert!(
+            referenced,
+            "tests/it/snapshots/{name} is not referenced by any test; delete it"
+        );
     }
 }

@@ -15,13 +15,29 @@ pub struct Xtask {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Prove every migration up and down on a throwaway PostgreSQL (no configuration)
-    #[command(after_help = "Examples:\n  cargo xtask verify\n  cargo xtask verify --json target/verify.json\n  cargo xtask verify --migrations tests/fixtures/leaky_policy")]
+    #[command(
+        after_help = "Examples:\n  cargo xtask verify\n  cargo xtask verify --json target/verify.json\n  cargo xtask verify --migrations tests/fixtures/leaky_policy"
+    )]
     Verify(Verify),
     /// Apply, inspect and author migrations (Alembic-compatible)
-    #[command(after_help = "Examples:\n  cargo xtask migrate current\n  cargo xtask migrate upgrade head\n  cargo xtask migrate downgrade -1\n  cargo xtask migrate history --indicate-current")]
+    #[command(
+        after_help = "Examples:\n  cargo xtask migrate current\n  cargo xtask migrate upgrade head\n  cargo xtask migrate downgrade -1\n  cargo xtask migrate history --indicate-current"
+    )]
     Migrate(Migrate),
+    /// Measure cluster, migrate and verify timings (the README's table)
+    #[command(after_help = "Example:\n  cargo xtask bench --runs 20")]
+    Bench(Bench),
+    /// Test helper: start a throwaway cluster, print its dir and pid, wait to be killed
+    #[command(hide = true)]
+    HoldCluster {
+        /// Panic after starting (to test keeping a failed cluster)
+        #[arg(long)]
+        panic: bool,
+    },
     /// Run the local dev database (start, stop, status, url, psql)
-    #[command(after_help = "Example:\n  cargo xtask db start && cargo xtask db psql -c 'select 1'")]
+    #[command(
+        after_help = "Example:\n  cargo xtask db start && cargo xtask db psql -c 'select 1'"
+    )]
     Db(Db),
 }
 
@@ -66,6 +82,13 @@ pub struct Verify {
     pub json: Option<PathBuf>,
 }
 
+#[derive(Debug, Args)]
+pub struct Bench {
+    /// Runs per measurement (the median is reported)
+    #[arg(long, default_value_t = 15)]
+    pub runs: usize,
+}
+
 /// Where the migrations are.
 #[derive(Debug, Args, Clone)]
 pub struct MigrationsOpts {
@@ -108,7 +131,9 @@ pub struct Migrate {
 #[derive(Debug, Subcommand)]
 pub enum MigrateAction {
     /// Show the database's current revision(s)
-    #[command(after_help = "Example:\n  cargo xtask migrate current   # prints e.g. b2c3d4e5f6a7 (head)")]
+    #[command(
+        after_help = "Example:\n  cargo xtask migrate current   # prints e.g. b2c3d4e5f6a7 (head)"
+    )]
     Current {
         /// Also show the URL, file paths and checksum status of every applied revision
         #[arg(long, short)]
@@ -118,7 +143,9 @@ pub enum MigrateAction {
     #[command(after_help = "Example:\n  cargo xtask migrate check && deploy")]
     Check,
     /// List revisions, newest first
-    #[command(after_help = "Examples:\n  cargo xtask migrate history --indicate-current\n  cargo xtask migrate history -r f5a2:head --verbose")]
+    #[command(
+        after_help = "Examples:\n  cargo xtask migrate history --indicate-current\n  cargo xtask migrate history -r f5a2:head --verbose"
+    )]
     History {
         #[arg(long, short)]
         verbose: bool,
@@ -136,7 +163,9 @@ pub enum MigrateAction {
     #[command(after_help = "Example:\n  cargo xtask migrate show b2c3")]
     Show { revision: String },
     /// Upgrade to a target: head, heads, a revision (or unique prefix), +N, REV+N
-    #[command(after_help = "Examples:\n  cargo xtask migrate upgrade head\n  cargo xtask migrate upgrade a1b2c3d4e5f6\n  cargo xtask migrate upgrade +1\n  cargo xtask migrate upgrade base:head --sql > upgrade.sql")]
+    #[command(
+        after_help = "Examples:\n  cargo xtask migrate upgrade head\n  cargo xtask migrate upgrade a1b2c3d4e5f6\n  cargo xtask migrate upgrade +1\n  cargo xtask migrate upgrade base:head --sql > upgrade.sql"
+    )]
     Upgrade {
         #[arg(allow_hyphen_values = true)]
         target: String,
@@ -147,7 +176,9 @@ pub enum MigrateAction {
         run: RunOpts,
     },
     /// Downgrade to a target: base, a revision (or unique prefix), -N, REV-N
-    #[command(after_help = "Examples:\n  cargo xtask migrate downgrade -1\n  cargo xtask migrate downgrade f7e1c2d9b3a4 --yes\n  cargo xtask migrate downgrade head:f7e1 --sql")]
+    #[command(
+        after_help = "Examples:\n  cargo xtask migrate downgrade -1\n  cargo xtask migrate downgrade f7e1c2d9b3a4 --yes\n  cargo xtask migrate downgrade head:f7e1 --sql"
+    )]
     Downgrade {
         #[arg(allow_hyphen_values = true)]
         target: String,
@@ -161,7 +192,9 @@ pub enum MigrateAction {
         run: RunOpts,
     },
     /// Record a revision as current without running migrations
-    #[command(after_help = "Examples:\n  cargo xtask migrate stamp b2c3d4e5f6a7\n  cargo xtask migrate stamp --purge head\n  cargo xtask migrate stamp --detect")]
+    #[command(
+        after_help = "Examples:\n  cargo xtask migrate stamp b2c3d4e5f6a7\n  cargo xtask migrate stamp --purge head\n  cargo xtask migrate stamp --detect"
+    )]
     Stamp {
         /// The revision to record (head, heads, base, ID or prefix)
         #[arg(required_unless_present = "detect")]
@@ -176,7 +209,9 @@ pub enum MigrateAction {
         run: RunOpts,
     },
     /// Create a new migration whose parent is the current head
-    #[command(after_help = "Example:\n  cargo xtask migrate revision -m \"add lead source column\"")]
+    #[command(
+        after_help = "Example:\n  cargo xtask migrate revision -m \"add lead source column\""
+    )]
     Revision {
         #[arg(short, long)]
         message: String,
@@ -188,7 +223,9 @@ pub enum MigrateAction {
         non_transactional: bool,
     },
     /// Create a merge revision of two or more heads
-    #[command(after_help = "Example:\n  cargo xtask migrate merge 3f1a 9c2b -m \"merge sms and billing\"")]
+    #[command(
+        after_help = "Example:\n  cargo xtask migrate merge 3f1a 9c2b -m \"merge sms and billing\""
+    )]
     Merge {
         #[arg(required = true, num_args = 2..)]
         revisions: Vec<String>,

@@ -1,6 +1,7 @@
 //! `cargo xtask`: parses the command line and dispatches to one module per command.
 //! See <https://github.com/matklad/cargo-xtask/>.
 
+mod bench;
 mod connect;
 mod db;
 mod flags;
@@ -31,6 +32,22 @@ fn run(flags: flags::Xtask) -> anyhow::Result<()> {
         flags::Command::Verify(cmd) => cmd.run(sh),
         flags::Command::Migrate(cmd) => cmd.run(sh),
         flags::Command::Db(cmd) => cmd.run(sh),
+        flags::Command::Bench(cmd) => cmd.run(sh),
+        flags::Command::HoldCluster { panic } => hold_cluster(panic),
+    }
+}
+
+/// Starts a cluster and waits forever: the process-level lifecycle tests kill it.
+fn hold_cluster(panic: bool) -> anyhow::Result<()> {
+    let cluster = backend_schema::TempCluster::start()?;
+    println!("{} {}", cluster.dir().display(), cluster.server_pid());
+    use std::io::Write as _;
+    std::io::stdout().flush()?;
+    if panic {
+        panic!("hold-cluster asked to panic");
+    }
+    loop {
+        std::thread::park();
     }
 }
 

@@ -31,17 +31,33 @@ impl Migrate {
                 let migration = graph.resolve_revision(&revision)?;
                 print!("{}", verbose_entry(&graph, migration, &[]));
             }
-            MigrateAction::History { verbose, indicate_current, rev_range } => {
+            MigrateAction::History {
+                verbose,
+                indicate_current,
+                rev_range,
+            } => {
                 let graph = graph()?;
-                let current = if indicate_current || rev_range.as_deref().is_some_and(|r| r.contains("current")) {
+                let current = if indicate_current
+                    || rev_range.as_deref().is_some_and(|r| r.contains("current"))
+                {
                     let target = self.connect.resolve()?;
                     let mut client = target.connect(APPLICATION_NAME)?;
-                    let heads = Migrator::new(&mut client, &graph, &dir, RunOptions::default()).current()?;
+                    let heads = Migrator::new(&mut client, &graph, &dir, RunOptions::default())
+                        .current()?;
                     heads
                 } else {
                     Vec::new()
                 };
-                print!("{}", history(&graph, &current, indicate_current, verbose, rev_range.as_deref())?);
+                print!(
+                    "{}",
+                    history(
+                        &graph,
+                        &current,
+                        indicate_current,
+                        verbose,
+                        rev_range.as_deref()
+                    )?
+                );
             }
             MigrateAction::Current { verbose } => {
                 let graph = graph()?;
@@ -66,7 +82,8 @@ impl Migrate {
                 let graph = graph()?;
                 let target = self.connect.resolve()?;
                 let mut client = target.connect(APPLICATION_NAME)?;
-                let heads = Migrator::new(&mut client, &graph, &dir, RunOptions::default()).current()?;
+                let heads =
+                    Migrator::new(&mut client, &graph, &dir, RunOptions::default()).current()?;
                 let pending = graph.upgrade_plan(&heads, "heads")?;
                 if !pending.is_empty() {
                     bail!(
@@ -87,11 +104,17 @@ impl Migrate {
                 let db = self.connect.resolve()?;
                 let mut client = db.connect(APPLICATION_NAME)?;
                 eprintln!("database: {}", db.describe());
-                let mut migrator = Migrator::new(&mut client, &graph, &dir, run.options()).on_event(print_event);
+                let mut migrator =
+                    Migrator::new(&mut client, &graph, &dir, run.options()).on_event(print_event);
                 let reports = migrator.upgrade(&target)?;
                 finish(&graph, &mut migrator, reports.len(), &target)?;
             }
-            MigrateAction::Downgrade { target, yes, sql, run } => {
+            MigrateAction::Downgrade {
+                target,
+                yes,
+                sql,
+                run,
+            } => {
                 let graph = graph()?;
                 if sql {
                     print!("{}", offline_sql(&graph, &target, Direction::Down, &run)?);
@@ -100,11 +123,17 @@ impl Migrate {
                 let db = self.connect.resolve()?;
                 let mut client = db.connect(APPLICATION_NAME)?;
                 eprintln!("database: {}", db.describe());
-                let mut migrator = Migrator::new(&mut client, &graph, &dir, run.options()).on_event(print_event);
+                let mut migrator =
+                    Migrator::new(&mut client, &graph, &dir, run.options()).on_event(print_event);
                 let reports = migrator.downgrade(&target, yes)?;
                 finish(&graph, &mut migrator, reports.len(), &target)?;
             }
-            MigrateAction::Stamp { target, purge, detect, run } => {
+            MigrateAction::Stamp {
+                target,
+                purge,
+                detect,
+                run,
+            } => {
                 let graph = graph()?;
                 let db = self.connect.resolve()?;
                 let mut client = db.connect(APPLICATION_NAME)?;
@@ -113,7 +142,8 @@ impl Migrate {
                     (Some(target), _) => target,
                     (None, _) => crate::verify::detect_revision(&graph, &mut client)?,
                 };
-                let mut migrator = Migrator::new(&mut client, &graph, &dir, run.options()).on_event(print_event);
+                let mut migrator =
+                    Migrator::new(&mut client, &graph, &dir, run.options()).on_event(print_event);
                 let heads = migrator.stamp(&target, purge)?;
                 eprintln!("stamped: database is now at {}", heads_text(&heads));
             }
@@ -126,7 +156,11 @@ impl Migrate {
                 let old = old.unwrap_or_else(|| "none (applied by Alembic)".into());
                 eprintln!("accepted the current file of {revision}: sha256 {new} (was {old})");
             }
-            MigrateAction::Revision { message, head, non_transactional } => {
+            MigrateAction::Revision {
+                message,
+                head,
+                non_transactional,
+            } => {
                 let graph = load_graph_allow_empty(&dir)?;
                 let parent = match head {
                     Some(head) => vec![graph.resolve_revision(&head)?.revision.clone()],
@@ -182,7 +216,10 @@ pub(crate) fn load_graph(dir: &Path) -> anyhow::Result<RevisionGraph> {
 
 fn load_graph_allow_empty(dir: &Path) -> anyhow::Result<RevisionGraph> {
     if !dir.is_dir() {
-        bail!("migrations directory {} does not exist (pass --migrations DIR)", dir.display());
+        bail!(
+            "migrations directory {} does not exist (pass --migrations DIR)",
+            dir.display()
+        );
     }
     Ok(RevisionGraph::load(dir)?)
 }
@@ -191,12 +228,22 @@ fn print_event(event: Event<'_>) {
     match event {
         Event::WaitingForLock { holders } => {
             let who: Vec<String> = holders.iter().map(ToString::to_string).collect();
-            let who = if who.is_empty() { "another session".to_string() } else { who.join("; ") };
+            let who = if who.is_empty() {
+                "another session".to_string()
+            } else {
+                who.join("; ")
+            };
             eprintln!("waiting for the migration lock, held by {who}");
         }
-        Event::LockAcquired { waited } => eprintln!("got the migration lock after {:.1}s", waited.as_secs_f64()),
+        Event::LockAcquired { waited } => {
+            eprintln!("got the migration lock after {:.1}s", waited.as_secs_f64())
+        }
         Event::Running { step, migration } => eprintln!("{}", running_line(step, migration)),
-        Event::Retrying { revision, attempt, after } => eprintln!(
+        Event::Retrying {
+            revision,
+            attempt,
+            after,
+        } => eprintln!(
             "{revision}: lock_timeout reached; retry {attempt} in {:.1}s",
             after.as_secs_f64()
         ),
@@ -222,10 +269,19 @@ fn running_line(step: &Step, migration: &Migration) -> String {
     }
 }
 
-fn finish(graph: &RevisionGraph, migrator: &mut Migrator<'_>, steps: usize, target: &str) -> anyhow::Result<()> {
+fn finish(
+    graph: &RevisionGraph,
+    migrator: &mut Migrator<'_>,
+    steps: usize,
+    target: &str,
+) -> anyhow::Result<()> {
     let heads = migrator.current()?;
     let at: Vec<String> = heads.iter().map(|h| head_label(graph, h)).collect();
-    let at = if at.is_empty() { "base".to_string() } else { at.join(", ") };
+    let at = if at.is_empty() {
+        "base".to_string()
+    } else {
+        at.join(", ")
+    };
     if steps == 0 {
         eprintln!("already at {target}: nothing to do (database at {at})");
     } else {
@@ -295,7 +351,12 @@ fn history(
             out.push_str(&verbose_entry(graph, migration, marks));
             out.push('\n');
         } else {
-            let _ = writeln!(out, "{}, {}", history_head(graph, migration, marks), migration.message);
+            let _ = writeln!(
+                out,
+                "{}, {}",
+                history_head(graph, migration, marks),
+                migration.message
+            );
         }
     }
     Ok(out)
@@ -336,7 +397,11 @@ fn verbose_entry(graph: &RevisionGraph, migration: &Migration, current: &[String
         migration.parents.join(", ")
     };
     let children = graph.children_of(&migration.revision);
-    let mut out = format!("Rev: {}{}\n", migration.revision, flags(graph, migration, current));
+    let mut out = format!(
+        "Rev: {}{}\n",
+        migration.revision,
+        flags(graph, migration, current)
+    );
     let _ = writeln!(out, "Parent: {parents}");
     if !children.is_empty() {
         let _ = writeln!(out, "Branches into: {}", children.join(", "));
@@ -348,20 +413,36 @@ fn verbose_entry(graph: &RevisionGraph, migration: &Migration, current: &[String
     if let Some(date) = &migration.create_date {
         let _ = writeln!(out, "    Create Date: {date}");
     }
-    let _ = writeln!(out, "    Transactional: {}", if migration.transactional { "yes" } else { "no (runs statement by statement)" });
+    let _ = writeln!(
+        out,
+        "    Transactional: {}",
+        if migration.transactional {
+            "yes"
+        } else {
+            "no (runs statement by statement)"
+        }
+    );
     let _ = writeln!(out, "    Checksum: sha256:{}", migration.checksum);
     out
 }
 
 /// Revisions within `start:end`, each side a revision, `base`, `head(s)` or `current`.
-fn select_range(graph: &RevisionGraph, current: &[String], range: Option<&str>) -> anyhow::Result<BTreeSet<String>> {
-    let all: BTreeSet<String> = graph.migrations().iter().map(|m| m.revision.clone()).collect();
+fn select_range(
+    graph: &RevisionGraph,
+    current: &[String],
+    range: Option<&str>,
+) -> anyhow::Result<BTreeSet<String>> {
+    let all: BTreeSet<String> = graph
+        .migrations()
+        .iter()
+        .map(|m| m.revision.clone())
+        .collect();
     let Some(range) = range else {
         return Ok(all);
     };
-    let (start, end) = range
-        .split_once(':')
-        .with_context(|| format!("malformed range `{range}`; use START:END, e.g. base:head or f5a2:current"))?;
+    let (start, end) = range.split_once(':').with_context(|| {
+        format!("malformed range `{range}`; use START:END, e.g. base:head or f5a2:current")
+    })?;
     let ends = |side: &str| -> anyhow::Result<Option<Vec<String>>> {
         Ok(match side {
             "" | "base" | "heads" | "head" => None,
@@ -371,7 +452,11 @@ fn select_range(graph: &RevisionGraph, current: &[String], range: Option<&str>) 
     };
     let mut selected = all.clone();
     if let Some(end) = ends(end)? {
-        let upto: BTreeSet<String> = graph.applied(&end)?.iter().map(|m| m.revision.clone()).collect();
+        let upto: BTreeSet<String> = graph
+            .applied(&end)?
+            .iter()
+            .map(|m| m.revision.clone())
+            .collect();
         selected.retain(|r| upto.contains(r));
     }
     if let Some(start) = ends(start)? {
@@ -388,7 +473,12 @@ fn select_range(graph: &RevisionGraph, current: &[String], range: Option<&str>) 
 
 /// SQL a DBA can review and run with `psql -X -v ON_ERROR_STOP=1 -f`, as Alembic's
 /// offline mode: TARGET is `FROM:TO` (FROM defaults to base for upgrades).
-fn offline_sql(graph: &RevisionGraph, target: &str, direction: Direction, run: &RunOpts) -> anyhow::Result<String> {
+fn offline_sql(
+    graph: &RevisionGraph,
+    target: &str,
+    direction: Direction,
+    run: &RunOpts,
+) -> anyhow::Result<String> {
     let (from, to) = match (target.split_once(':'), direction) {
         (Some((from, to)), _) => (from, to),
         (None, Direction::Up) => ("base", target),
@@ -405,15 +495,31 @@ fn offline_sql(graph: &RevisionGraph, target: &str, direction: Direction, run: &
     };
     let options = run.options();
     let mut out = String::new();
-    let _ = writeln!(out, "-- generated by `cargo xtask migrate {} {target} --sql`", if direction == Direction::Up { "upgrade" } else { "downgrade" });
+    let _ = writeln!(
+        out,
+        "-- generated by `cargo xtask migrate {} {target} --sql`",
+        if direction == Direction::Up {
+            "upgrade"
+        } else {
+            "downgrade"
+        }
+    );
     let _ = writeln!(out, "-- run with: psql -X -v ON_ERROR_STOP=1 -f FILE\n");
-    let _ = writeln!(out, "BEGIN;\n\n{}\nCOMMIT;\n", version_table::create_tables_sql());
+    let _ = writeln!(
+        out,
+        "BEGIN;\n\n{}\nCOMMIT;\n",
+        version_table::create_tables_sql()
+    );
     for step in &plan {
         let migration = graph.get(&step.revision).expect("planned revisions exist");
         let _ = writeln!(out, "-- {}", running_line(step, migration));
         if migration.transactional {
             let _ = writeln!(out, "BEGIN;\n");
-            let _ = writeln!(out, "SET LOCAL lock_timeout = '{}ms';\n", options.lock_timeout.as_millis());
+            let _ = writeln!(
+                out,
+                "SET LOCAL lock_timeout = '{}ms';\n",
+                options.lock_timeout.as_millis()
+            );
         } else {
             let _ = writeln!(out, "-- runs outside a transaction\n");
         }
@@ -440,13 +546,22 @@ fn offline_sql(graph: &RevisionGraph, target: &str, direction: Direction, run: &
 }
 
 /// Writes `<id>_<slug>/` with metadata and empty up/down files; returns its path.
-fn write_revision(dir: &Path, parents: &[String], message: &str, transactional: bool) -> anyhow::Result<PathBuf> {
+fn write_revision(
+    dir: &Path,
+    parents: &[String],
+    message: &str,
+    transactional: bool,
+) -> anyhow::Result<PathBuf> {
     if message.trim().is_empty() {
         bail!("the message (-m) must not be empty");
     }
     let revision = new_revision_id()?;
     let slug = migration::slug(message);
-    let name = if slug.is_empty() { revision.clone() } else { format!("{revision}_{slug}") };
+    let name = if slug.is_empty() {
+        revision.clone()
+    } else {
+        format!("{revision}_{slug}")
+    };
     let path = dir.join(name);
     std::fs::create_dir_all(&path).with_context(|| format!("cannot create {}", path.display()))?;
     let revises: Vec<String> = parents.iter().map(|p| format!("{p:?}")).collect();
@@ -457,8 +572,13 @@ fn write_revision(dir: &Path, parents: &[String], message: &str, transactional: 
     );
     let up = format!("-- Upgrade {revision}: {message}\n");
     let down = format!("-- Downgrade {revision}: undo exactly what up.sql does\n");
-    for (file, text) in [(migration::METADATA_FILE, metadata), (migration::UP_FILE, up), (migration::DOWN_FILE, down)] {
-        std::fs::write(path.join(file), text).with_context(|| format!("cannot write {}", path.join(file).display()))?;
+    for (file, text) in [
+        (migration::METADATA_FILE, metadata),
+        (migration::UP_FILE, up),
+        (migration::DOWN_FILE, down),
+    ] {
+        std::fs::write(path.join(file), text)
+            .with_context(|| format!("cannot write {}", path.join(file).display()))?;
     }
     Ok(path)
 }

@@ -13,9 +13,14 @@ use crate::flags::Verify;
 
 /// For `migrate stamp --detect`: the revision the live schema equals, or an error with
 /// the closest revision and the difference.
-pub(crate) fn detect_revision(graph: &RevisionGraph, client: &mut postgres::Client) -> anyhow::Result<String> {
+pub(crate) fn detect_revision(
+    graph: &RevisionGraph,
+    client: &mut postgres::Client,
+) -> anyhow::Result<String> {
     let live = SchemaSnapshot::capture(client)?;
-    eprintln!("comparing the live schema with every revision (building each in a throwaway cluster)...");
+    eprintln!(
+        "comparing the live schema with every revision (building each in a throwaway cluster)..."
+    );
     match detect::detect_revision(graph, &live)? {
         Detection::Exact(revision) => {
             eprintln!("the live schema equals revision {revision}");
@@ -31,12 +36,18 @@ impl Verify {
     pub(crate) fn run(self, sh: &Shell) -> anyhow::Result<()> {
         let dir = sh.current_dir().join(&self.source.migrations);
         let graph = crate::migrate::load_graph(&dir)?;
-        eprintln!("verifying {} migration(s) in {} on a throwaway PostgreSQL", graph.migrations().len(), dir.display());
+        eprintln!(
+            "verifying {} migration(s) in {} on a throwaway PostgreSQL",
+            graph.migrations().len(),
+            dir.display()
+        );
         let mut progress = |step: &str| eprintln!("  {step}");
-        let report = backend_schema::verify::verify(&graph, &dir, &mut progress).context("verify could not run")?;
+        let report = backend_schema::verify::verify(&graph, &dir, &mut progress)
+            .context("verify could not run")?;
         if let Some(path) = &self.json {
             let json = serde_json::to_string_pretty(&report)?;
-            std::fs::write(path, json + "\n").with_context(|| format!("cannot write {}", path.display()))?;
+            std::fs::write(path, json + "\n")
+                .with_context(|| format!("cannot write {}", path.display()))?;
         }
         print!("{}", render(&report));
         if !report.passed() {
@@ -50,7 +61,11 @@ impl Verify {
 pub(crate) fn render(report: &VerifyReport) -> String {
     let mut out = String::new();
     let _ = writeln!(out, "\nPostgreSQL {}", report.server_version);
-    let _ = writeln!(out, "{:<14} {:>7} {:>7}  {:<10} {:<12} {:<10} locks", "revision", "up ms", "down ms", "schema", "data", "isolation");
+    let _ = writeln!(
+        out,
+        "{:<14} {:>7} {:>7}  {:<10} {:<12} {:<10} locks",
+        "revision", "up ms", "down ms", "schema", "data", "isolation"
+    );
     for rev in &report.revisions {
         let schema = if rev.error.is_some() {
             "ERROR"
@@ -89,19 +104,36 @@ pub(crate) fn render(report: &VerifyReport) -> String {
             lines.push(format!("lock: {} down: {lock}", rev.revision));
         }
         if !rev.destructive.is_empty() {
-            lines.push(format!("destructive: downgrade of {} destroys {}", rev.revision, rev.destructive.join(", ")));
+            lines.push(format!(
+                "destructive: downgrade of {} destroys {}",
+                rev.revision,
+                rev.destructive.join(", ")
+            ));
         }
         if !rev.isolation_checked.is_empty() {
-            lines.push(format!("isolation: {} checked as an ordinary role: {}", rev.revision, rev.isolation_checked.join(", ")));
+            lines.push(format!(
+                "isolation: {} checked as an ordinary role: {}",
+                rev.revision,
+                rev.isolation_checked.join(", ")
+            ));
         }
         for failure in &rev.isolation_failures {
-            lines.push(format!("FAILED isolation at {} ({}): {failure}", rev.revision, rev.dir));
+            lines.push(format!(
+                "FAILED isolation at {} ({}): {failure}",
+                rev.revision, rev.dir
+            ));
         }
         for change in &rev.data_changed {
-            lines.push(format!("FAILED data at {} ({}): {change}", rev.revision, rev.dir));
+            lines.push(format!(
+                "FAILED data at {} ({}): {change}",
+                rev.revision, rev.dir
+            ));
         }
         if let Some(diff) = &rev.schema_roundtrip {
-            lines.push(format!("FAILED schema round trip at {}: {diff}", rev.revision));
+            lines.push(format!(
+                "FAILED schema round trip at {}: {diff}",
+                rev.revision
+            ));
         }
         if let Some(error) = &rev.error {
             lines.push(format!("FAILED at {}: {error}", rev.revision));
@@ -120,6 +152,11 @@ pub(crate) fn render(report: &VerifyReport) -> String {
         let _ = writeln!(out, "\nFAILED: {failure}");
     }
     let verdict = if report.passed() { "PASSED" } else { "FAILED" };
-    let _ = writeln!(out, "\nverify {verdict}: {} revision(s) in {} ms", report.revisions.len(), report.total_ms);
+    let _ = writeln!(
+        out,
+        "\nverify {verdict}: {} revision(s) in {} ms",
+        report.revisions.len(),
+        report.total_ms
+    );
     out
 }

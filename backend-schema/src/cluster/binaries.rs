@@ -60,10 +60,7 @@ fn candidate_dirs() -> Vec<PathBuf> {
     if let Some(dir) = std::env::var_os("PG_BIN_DIR") {
         dirs.push(PathBuf::from(dir));
     }
-    if let Ok(dir) = duct::cmd!("pg_config", "--bindir")
-        .stderr_null()
-        .read()
-    {
+    if let Ok(dir) = duct::cmd!("pg_config", "--bindir").stderr_null().read() {
         dirs.push(PathBuf::from(dir.trim()));
     }
     if let Some(path) = std::env::var_os("PATH") {
@@ -84,6 +81,6 @@ fn debian_installations(root: &Path) -> Vec<PathBuf> {
             Some((major, entry.path().join("bin")))
         })
         .collect();
-    majors.sort_by(|a, b| b.0.cmp(&a.0));
+    majors.sort_by_key(|(major, _)| std::cmp::Reverse(*major));
     majors.into_iter().map(|(_, dir)| dir).collect()
 }

@@ -78,25 +78,31 @@ impl DevDatabase {
         let run_as = RunAs::for_server()?;
         let io = |action: String| move |source| ClusterError::Io { action, source };
         fs::create_dir_all(&self.root).map_err(io(format!("create {}", self.root.display())))?;
-        run_as
-            .chown(&self.root)
-            .map_err(io(format!("give {} to the server user", self.root.display())))?;
+        run_as.chown(&self.root).map_err(io(format!(
+            "give {} to the server user",
+            self.root.display()
+        )))?;
         if self.status() == DevStatus::NotCreated {
             let key = template::cache_key(&binaries, SERVER_SETTINGS);
             template::provision(&binaries, run_as, &key, &self.data_dir())?;
         }
         let socket_dir = self.socket_dir();
         fs::create_dir_all(&socket_dir).map_err(io(format!("create {}", socket_dir.display())))?;
-        run_as
-            .chown(&socket_dir)
-            .map_err(io(format!("give {} to the server user", socket_dir.display())))?;
+        run_as.chown(&socket_dir).map_err(io(format!(
+            "give {} to the server user",
+            socket_dir.display()
+        )))?;
 
         // pg_ctl passes -o through /bin/sh; every value here is ours and has no spaces.
         let mut options = format!("-k {} -p {PORT}", socket_dir.display());
         for (name, value) in SERVER_SETTINGS {
             options.push_str(&format!(" -c {name}={value}"));
         }
-        self.pg_ctl(&binaries, run_as, &["start", "-w", "-t", "60", "-o", &options])?;
+        self.pg_ctl(
+            &binaries,
+            run_as,
+            &["start", "-w", "-t", "60", "-o", &options],
+        )?;
 
         let mut client = postgres::Client::connect(
             &format!(
@@ -114,12 +120,18 @@ impl DevDatabase {
             move |source| ClusterError::Sql { action, source }
         };
         let exists = client
-            .query_opt("SELECT 1 FROM pg_database WHERE datname = $1", &[&DEV_DATABASE])
+            .query_opt(
+                "SELECT 1 FROM pg_database WHERE datname = $1",
+                &[&DEV_DATABASE],
+            )
             .map_err(sql_err("looking up the dev database"))?
             .is_some();
         if !exists {
             client
-                .batch_execute(&format!("CREATE DATABASE {}", super::quote_ident(DEV_DATABASE)))
+                .batch_execute(&format!(
+                    "CREATE DATABASE {}",
+                    super::quote_ident(DEV_DATABASE)
+                ))
                 .map_err(sql_err("creating the dev database"))?;
         }
         Ok(true)
@@ -137,7 +149,12 @@ impl DevDatabase {
         Ok(true)
     }
 
-    fn pg_ctl(&self, binaries: &PgBinaries, run_as: RunAs, args: &[&str]) -> Result<(), ClusterError> {
+    fn pg_ctl(
+        &self,
+        binaries: &PgBinaries,
+        run_as: RunAs,
+        args: &[&str],
+    ) -> Result<(), ClusterError> {
         let mut all: Vec<std::ffi::OsString> = vec!["-D".into(), self.data_dir().into()];
         all.extend(["-l".into(), self.log_path().into()]);
         all.extend(args.iter().map(Into::into));

@@ -109,9 +109,12 @@ impl TempCluster {
         let base = dir.path().to_path_buf();
         fs::write(base.join(reaper::OWNER_FILE), reaper::owner_record())
             .map_err(|source| io_err(format!("write {}", base.join("owner").display()), source))?;
-        run_as
-            .chown(&base)
-            .map_err(|source| io_err(format!("give {} to the server user", base.display()), source))?;
+        run_as.chown(&base).map_err(|source| {
+            io_err(
+                format!("give {} to the server user", base.display()),
+                source,
+            )
+        })?;
         let socket = base.join(format!(".s.PGSQL.{PORT}"));
         if socket.as_os_str().len() > MAX_SOCKET_PATH {
             return Err(ClusterError::SocketPathTooLong { path: socket });
@@ -123,7 +126,10 @@ impl TempCluster {
 
         let log = base.join("server.log");
         let mut args: Vec<String> = vec!["-D".into(), data.display().to_string()];
-        args.extend(["-c".into(), format!("unix_socket_directories={}", base.display())]);
+        args.extend([
+            "-c".into(),
+            format!("unix_socket_directories={}", base.display()),
+        ]);
         args.extend(["-c".into(), format!("port={PORT}")]);
         for (name, value) in SERVER_SETTINGS {
             args.extend(["-c".into(), format!("{name}={value}")]);
@@ -165,7 +171,10 @@ impl TempCluster {
                     return Ok(());
                 }
             }
-            let exited = matches!(self.server.as_ref().map(|s| s.try_wait()), Some(Ok(Some(_))));
+            let exited = matches!(
+                self.server.as_ref().map(|s| s.try_wait()),
+                Some(Ok(Some(_)))
+            );
             if exited || Instant::now() >= deadline {
                 let log = self.log_path();
                 let log_tail = fs::read_to_string(&log).unwrap_or_default();
@@ -192,7 +201,10 @@ impl TempCluster {
 
     /// The cluster's private directory, holding the socket, `data/` and `server.log`.
     pub fn dir(&self) -> &Path {
-        self.dir.as_ref().expect("cluster directory present until drop").path()
+        self.dir
+            .as_ref()
+            .expect("cluster directory present until drop")
+            .path()
     }
 
     pub fn data_dir(&self) -> PathBuf {
@@ -227,10 +239,12 @@ impl TempCluster {
         if let Some(template) = template {
             sql.push_str(&format!(" TEMPLATE {}", quote_ident(template)));
         }
-        client.batch_execute(&sql).map_err(|source| ClusterError::Sql {
-            action: format!("creating database `{name}`"),
-            source,
-        })
+        client
+            .batch_execute(&sql)
+            .map_err(|source| ClusterError::Sql {
+                action: format!("creating database `{name}`"),
+                source,
+            })
     }
 
     /// Stops the server and removes the directory, reporting what went wrong.
@@ -259,7 +273,8 @@ impl TempCluster {
         reaper::unregister(self.pid);
         if keep {
             let path = dir.keep();
-            let _ = fs::File::create(path.join(reaper::KEEP_FILE)).and_then(|mut f| f.write_all(b"kept on failure\n"));
+            let _ = fs::File::create(path.join(reaper::KEEP_FILE))
+                .and_then(|mut f| f.write_all(b"kept on failure\n"));
             eprintln!(
                 "kept throwaway cluster after a failure: data dir {}, log {}",
                 path.join("data").display(),

@@ -19,11 +19,15 @@ static LIVE: Mutex<Vec<(u32, PathBuf)>> = Mutex::new(Vec::new());
 
 pub(crate) fn register(pid: u32, dir: &Path) {
     install_interrupt_handler();
-    LIVE.lock().unwrap_or_else(|e| e.into_inner()).push((pid, dir.to_path_buf()));
+    LIVE.lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .push((pid, dir.to_path_buf()));
 }
 
 pub(crate) fn unregister(pid: u32) {
-    LIVE.lock().unwrap_or_else(|e| e.into_inner()).retain(|(p, _)| *p != pid);
+    LIVE.lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .retain(|(p, _)| *p != pid);
 }
 
 /// On Ctrl-C (or SIGTERM), stop every registered server and remove its directory
@@ -183,9 +187,7 @@ fn orphan_postmaster(dir: &Path) -> Option<u32> {
         .ok()?;
     let cmdline = fs::read(format!("/proc/{pid}/cmdline")).ok()?;
     let cmdline = String::from_utf8_lossy(&cmdline);
-    cmdline
-        .contains(dir.to_str()?)
-        .then_some(pid)
+    cmdline.contains(dir.to_str()?).then_some(pid)
 }
 
 #[cfg(test)]

@@ -63,7 +63,11 @@ pub(crate) fn provision(
     let template = cache_root().join(key);
     if template.join("PG_VERSION").is_file() {
         copy_tree(&template, data_dir, run_as).map_err(|source| ClusterError::Io {
-            action: format!("copy template {} to {}", template.display(), data_dir.display()),
+            action: format!(
+                "copy template {} to {}",
+                template.display(),
+                data_dir.display()
+            ),
             source,
         })?;
         return Ok(true);
@@ -104,7 +108,9 @@ fn run_initdb(binaries: &PgBinaries, run_as: RunAs, data_dir: &Path) -> Result<(
 fn store(data_dir: &Path, template: &Path) -> io::Result<()> {
     let parent = template.parent().expect("cache entry has a parent");
     fs::create_dir_all(parent)?;
-    let staging = tempfile::Builder::new().prefix(".staging-").tempdir_in(parent)?;
+    let staging = tempfile::Builder::new()
+        .prefix(".staging-")
+        .tempdir_in(parent)?;
     let staged = staging.path().join("data");
     let me = RunAs {
         // SAFETY: geteuid/getegid cannot fail.

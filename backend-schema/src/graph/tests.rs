@@ -36,18 +36,29 @@ fn revisions(steps: &[Step]) -> Vec<&str> {
 #[test]
 fn a_chain_is_sorted_parents_first() {
     let graph = chain();
-    let order: Vec<&str> = graph.migrations().iter().map(|m| m.revision.as_str()).collect();
+    let order: Vec<&str> = graph
+        .migrations()
+        .iter()
+        .map(|m| m.revision.as_str())
+        .collect();
     assert_eq!(order, ["a1", "b2", "c3"]);
     assert_eq!(graph.heads(), ["c3"]);
 }
 
 #[test]
 fn duplicates_missing_parents_and_cycles_are_reported_with_paths() {
-    let err = RevisionGraph::new(vec![migration("a1", &[]), migration("a1", &[]), migration("b2", &["zz"])])
-        .unwrap_err()
-        .to_string();
+    let err = RevisionGraph::new(vec![
+        migration("a1", &[]),
+        migration("a1", &[]),
+        migration("b2", &["zz"]),
+    ])
+    .unwrap_err()
+    .to_string();
     assert!(err.contains("duplicate revision ID a1"), "{err}");
-    assert!(err.contains("migrations/b2_x/migration.toml: revision b2 revises zz"), "{err}");
+    assert!(
+        err.contains("migrations/b2_x/migration.toml: revision b2 revises zz"),
+        "{err}"
+    );
     let err = RevisionGraph::new(vec![migration("a1", &["b2"]), migration("b2", &["a1"])])
         .unwrap_err()
         .to_string();
@@ -57,26 +68,63 @@ fn duplicates_missing_parents_and_cycles_are_reported_with_paths() {
 #[test]
 fn targets_resolve_like_alembic() {
     let graph = chain();
-    assert_eq!(revisions(&graph.upgrade_plan(&[], "head").unwrap()), ["a1", "b2", "c3"]);
-    assert_eq!(revisions(&graph.upgrade_plan(&[], "+2").unwrap()), ["a1", "b2"]);
-    assert_eq!(revisions(&graph.upgrade_plan(&["a1".into()], "b").unwrap()), ["b2"]);
-    assert_eq!(revisions(&graph.upgrade_plan(&["a1".into()], "a1+2").unwrap()), ["b2", "c3"]);
-    assert!(graph.upgrade_plan(&["c3".into()], "head").unwrap().is_empty());
-    assert_eq!(revisions(&graph.downgrade_plan(&["c3".into()], "-1").unwrap()), ["c3"]);
-    assert_eq!(revisions(&graph.downgrade_plan(&["c3".into()], "a1").unwrap()), ["c3", "b2"]);
-    assert_eq!(revisions(&graph.downgrade_plan(&["c3".into()], "base").unwrap()), ["c3", "b2", "a1"]);
-    assert!(matches!(graph.downgrade_plan(&["a1".into()], "-2"), Err(TargetError::OutOfRange { .. })));
-    assert!(matches!(graph.upgrade_plan(&[], "+4"), Err(TargetError::OutOfRange { .. })));
-    assert!(matches!(graph.downgrade_plan(&["a1".into()], "c3"), Err(TargetError::NotApplied { .. })));
+    assert_eq!(
+        revisions(&graph.upgrade_plan(&[], "head").unwrap()),
+        ["a1", "b2", "c3"]
+    );
+    assert_eq!(
+        revisions(&graph.upgrade_plan(&[], "+2").unwrap()),
+        ["a1", "b2"]
+    );
+    assert_eq!(
+        revisions(&graph.upgrade_plan(&["a1".into()], "b").unwrap()),
+        ["b2"]
+    );
+    assert_eq!(
+        revisions(&graph.upgrade_plan(&["a1".into()], "a1+2").unwrap()),
+        ["b2", "c3"]
+    );
+    assert!(graph
+        .upgrade_plan(&["c3".into()], "head")
+        .unwrap()
+        .is_empty());
+    assert_eq!(
+        revisions(&graph.downgrade_plan(&["c3".into()], "-1").unwrap()),
+        ["c3"]
+    );
+    assert_eq!(
+        revisions(&graph.downgrade_plan(&["c3".into()], "a1").unwrap()),
+        ["c3", "b2"]
+    );
+    assert_eq!(
+        revisions(&graph.downgrade_plan(&["c3".into()], "base").unwrap()),
+        ["c3", "b2", "a1"]
+    );
+    assert!(matches!(
+        graph.downgrade_plan(&["a1".into()], "-2"),
+        Err(TargetError::OutOfRange { .. })
+    ));
+    assert!(matches!(
+        graph.upgrade_plan(&[], "+4"),
+        Err(TargetError::OutOfRange { .. })
+    ));
+    assert!(matches!(
+        graph.downgrade_plan(&["a1".into()], "c3"),
+        Err(TargetError::NotApplied { .. })
+    ));
 }
 
 #[test]
 fn unknown_and_ambiguous_targets_name_the_candidates() {
-    let graph = RevisionGraph::new(vec![migration("ab1", &[]), migration("ab2", &["ab1"])]).unwrap();
+    let graph =
+        RevisionGraph::new(vec![migration("ab1", &[]), migration("ab2", &["ab1"])]).unwrap();
     let err = graph.upgrade_plan(&[], "ab").unwrap_err().to_string();
     assert!(err.contains("ab1, ab2"), "{err}");
     let err = graph.upgrade_plan(&[], "zz").unwrap_err().to_string();
-    assert!(err.contains("can't locate revision identified by 'zz'"), "{err}");
+    assert!(
+        err.contains("can't locate revision identified by 'zz'"),
+        "{err}"
+    );
     assert!(err.contains("ab1_x"), "{err}");
 }
 
@@ -98,9 +146,20 @@ fn branches_and_merges_track_every_head() {
     let down = graph.downgrade_plan(&["m".into()], "a").unwrap();
     assert_eq!(revisions(&down), ["m", "b2", "b1"]);
     assert_eq!(down[0].heads_after, ["b1", "b2"]);
-    assert!(matches!(graph.downgrade_plan(&["m".into()], "-1"), Err(TargetError::AmbiguousStep { .. })));
+    assert!(matches!(
+        graph.downgrade_plan(&["m".into()], "-1"),
+        Err(TargetError::AmbiguousStep { .. })
+    ));
 
-    let two_heads = RevisionGraph::new(vec![migration("a", &[]), migration("b1", &["a"]), migration("b2", &["a"])]).unwrap();
-    assert!(matches!(two_heads.upgrade_plan(&[], "head"), Err(TargetError::MultipleHeads { .. })));
+    let two_heads = RevisionGraph::new(vec![
+        migration("a", &[]),
+        migration("b1", &["a"]),
+        migration("b2", &["a"]),
+    ])
+    .unwrap();
+    assert!(matches!(
+        two_heads.upgrade_plan(&[], "head"),
+        Err(TargetError::MultipleHeads { .. })
+    ));
     assert_eq!(two_heads.upgrade_plan(&[], "heads").unwrap().len(), 3);
 }

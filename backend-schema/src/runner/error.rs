@@ -23,13 +23,22 @@ pub enum MigrateError {
          pull the latest migrations (`git pull`), or if the database is wrong, record its real revision with `cargo xtask migrate stamp --purge REV`",
         dir.display(), known.join(", ")
     )]
-    UnknownRevision { revision: String, dir: PathBuf, known: Vec<String> },
+    UnknownRevision {
+        revision: String,
+        dir: PathBuf,
+        known: Vec<String>,
+    },
     #[error(
         "migration {revision} ({}) was edited after it was applied: recorded sha256 {recorded}, file now {current}; \
          revert the edit, or accept it with `cargo xtask migrate rehash {revision}`",
         path.display()
     )]
-    ChecksumMismatch { revision: String, path: PathBuf, recorded: String, current: String },
+    ChecksumMismatch {
+        revision: String,
+        path: PathBuf,
+        recorded: String,
+        current: String,
+    },
     #[error("{}", unfinished_message(.revision, .path, .status, .error.as_deref(), .invalid_indexes))]
     Unfinished {
         revision: String,
@@ -42,16 +51,22 @@ pub enum MigrateError {
     Statement(Box<StatementFailure>),
     #[error(
         "gave up waiting {:.0?} for the migration lock (--lock-wait); held by {}",
-        waited, holders_text(holders)
+        waited,
+        holders_text(holders)
     )]
-    LockWait { waited: Duration, holders: Vec<LockHolder> },
+    LockWait {
+        waited: Duration,
+        holders: Vec<LockHolder>,
+    },
     #[error("the migration lock was not held at release; another session may have migrated concurrently; check `cargo xtask migrate current`")]
     LockNotReleased,
     #[error("{}", data_loss_message(.0))]
     DataLoss(Vec<Loss>),
     #[error(transparent)]
     Race(#[from] VersionRace),
-    #[error("revision {revision} is not applied; `rehash` only records checksums of applied revisions")]
+    #[error(
+        "revision {revision} is not applied; `rehash` only records checksums of applied revisions"
+    )]
     NotApplied { revision: String },
 }
 
@@ -96,7 +111,10 @@ impl fmt::Display for StatementFailure {
         if let Some(hint) = &self.hint {
             write!(f, "\n  hint: {hint}")?;
         }
-        let first_line = self.sql.lines().find(|l| !l.trim().is_empty() && !l.trim_start().starts_with("--"));
+        let first_line = self
+            .sql
+            .lines()
+            .find(|l| !l.trim().is_empty() && !l.trim_start().starts_with("--"));
         write!(f, "\n  statement: {}", first_line.unwrap_or("").trim())?;
         write!(f, "\n  {}", self.outcome)?;
         if let Some(advice) = &self.advice {
@@ -117,8 +135,16 @@ pub struct LockHolder {
 
 impl fmt::Display for LockHolder {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let app = if self.application_name.is_empty() { "(no application_name)" } else { &self.application_name };
-        write!(f, "pid {} ({app}, connected {}, {})", self.pid, self.backend_start, self.state)
+        let app = if self.application_name.is_empty() {
+            "(no application_name)"
+        } else {
+            &self.application_name
+        };
+        write!(
+            f,
+            "pid {} ({app}, connected {}, {})",
+            self.pid, self.backend_start, self.state
+        )
     }
 }
 
@@ -126,21 +152,36 @@ pub(crate) fn holders_text(holders: &[LockHolder]) -> String {
     if holders.is_empty() {
         return "an unknown session".into();
     }
-    holders.iter().map(ToString::to_string).collect::<Vec<_>>().join("; ")
+    holders
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join("; ")
 }
 
 /// Data a downgrade would destroy.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Loss {
-    Table { table: String, rows: i64 },
-    Column { table: String, column: String, values: i64 },
+    Table {
+        table: String,
+        rows: i64,
+    },
+    Column {
+        table: String,
+        column: String,
+        values: i64,
+    },
 }
 
 impl fmt::Display for Loss {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Loss::Table { table, rows } => write!(f, "table {table} ({rows} rows)"),
-            Loss::Column { table, column, values } => write!(f, "column {table}.{column} ({values} non-null values)"),
+            Loss::Column {
+                table,
+                column,
+                values,
+            } => write!(f, "column {table}.{column} ({values} non-null values)"),
         }
     }
 }
@@ -153,7 +194,13 @@ fn data_loss_message(losses: &[Loss]) -> String {
     )
 }
 
-fn unfinished_message(revision: &str, path: &std::path::Path, status: &str, error: Option<&str>, invalid: &[String]) -> String {
+fn unfinished_message(
+    revision: &str,
+    path: &std::path::Path,
+    status: &str,
+    error: Option<&str>,
+    invalid: &[String],
+) -> String {
     let mut message = format!(
         "migration {revision} ({}) is marked {status} in alembic_version_history: it runs outside a transaction and did not complete, so the database may hold part of it",
         path.display()

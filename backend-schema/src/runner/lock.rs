@@ -8,8 +8,8 @@ use std::time::{Duration, Instant};
 
 use postgres::Client;
 
-use super::error::{LockHolder, MigrateError};
 use super::db;
+use super::error::{LockHolder, MigrateError};
 
 /// The advisory lock key: "bschema" in ASCII. Per database, like `alembic_version`.
 pub const LOCK_KEY: i64 = 0x0062_7363_6865_6d61;

@@ -11,7 +11,9 @@ use crate::cluster::quote_ident;
 use crate::graph::{RevisionGraph, Step};
 
 /// Columns of every ordinary table outside the system schemas, but our version tables.
-fn columns(client: &mut impl GenericClient) -> Result<BTreeMap<(String, String), Vec<String>>, postgres::Error> {
+fn columns(
+    client: &mut impl GenericClient,
+) -> Result<BTreeMap<(String, String), Vec<String>>, postgres::Error> {
     let rows = client.query(
         "SELECT n.nspname, c.relname, a.attname
            FROM pg_class c
@@ -25,7 +27,10 @@ fn columns(client: &mut impl GenericClient) -> Result<BTreeMap<(String, String),
     )?;
     let mut tables: BTreeMap<(String, String), Vec<String>> = BTreeMap::new();
     for row in rows {
-        tables.entry((row.get(0), row.get(1))).or_default().push(row.get(2));
+        tables
+            .entry((row.get(0), row.get(1)))
+            .or_default()
+            .push(row.get(2));
     }
     Ok(tables)
 }
@@ -39,7 +44,8 @@ pub(crate) fn data_loss(
     let mut tx = client.transaction().map_err(db("beginning the dry run"))?;
     set_timeouts(&mut tx, options, true).map_err(db("setting lock_timeout"))?;
     let before = columns(&mut tx).map_err(db("listing columns"))?;
-    let outcome = "found while checking what the downgrade would destroy; nothing was changed".to_string();
+    let outcome =
+        "found while checking what the downgrade would destroy; nothing was changed".to_string();
     for step in plan {
         let migration = graph.get(&step.revision).expect("planned revisions exist");
         // Non-transactional steps cannot be tried inside a transaction.
@@ -53,11 +59,18 @@ pub(crate) fn data_loss(
     let mut losses = Vec::new();
     for ((schema, table), cols) in &before {
         let qualified = format!("{}.{}", quote_ident(schema), quote_ident(table));
-        let name = if schema == "public" { table.clone() } else { format!("{schema}.{table}") };
+        let name = if schema == "public" {
+            table.clone()
+        } else {
+            format!("{schema}.{table}")
+        };
         match after.get(&(schema.clone(), table.clone())) {
             None => {
                 let sql = format!("SELECT count(*) FROM {qualified}");
-                let rows: i64 = client.query_one(&sql, &[]).map_err(db("counting rows"))?.get(0);
+                let rows: i64 = client
+                    .query_one(&sql, &[])
+                    .map_err(db("counting rows"))?
+                    .get(0);
                 if rows > 0 {
                     losses.push(Loss::Table { table: name, rows });
                 }
@@ -65,7 +78,10 @@ pub(crate) fn data_loss(
             Some(kept) => {
                 for col in cols.iter().filter(|c| !kept.contains(c)) {
                     let sql = format!("SELECT count({}) FROM {qualified}", quote_ident(col));
-                    let values: i64 = client.query_one(&sql, &[]).map_err(db("counting values"))?.get(0);
+                    let values: i64 = client
+                        .query_one(&sql, &[])
+                        .map_err(db("counting values"))?
+                        .get(0);
                     if values > 0 {
                         losses.push(Loss::Column {
                             table: name.clone(),

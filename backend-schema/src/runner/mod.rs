@@ -54,11 +54,25 @@ impl Default for RunOptions {
 /// Progress, for the command line to print.
 #[derive(Debug)]
 pub enum Event<'a> {
-    WaitingForLock { holders: &'a [LockHolder] },
-    LockAcquired { waited: Duration },
-    Running { step: &'a Step, migration: &'a Migration },
-    Retrying { revision: &'a str, attempt: u32, after: Duration },
-    Finished { step: &'a Step, elapsed: Duration },
+    WaitingForLock {
+        holders: &'a [LockHolder],
+    },
+    LockAcquired {
+        waited: Duration,
+    },
+    Running {
+        step: &'a Step,
+        migration: &'a Migration,
+    },
+    Retrying {
+        revision: &'a str,
+        attempt: u32,
+        after: Duration,
+    },
+    Finished {
+        step: &'a Step,
+        elapsed: Duration,
+    },
 }
 
 /// What is known about one applied revision.
@@ -68,7 +82,9 @@ pub enum Integrity {
     Verified(HistoryRecord),
     /// Applied by Alembic or before the side table existed: no checksum to compare.
     NoRecord,
-    Edited { recorded: String },
+    Edited {
+        recorded: String,
+    },
     Unfinished(HistoryRecord),
 }
 
@@ -91,7 +107,12 @@ pub struct StepReport {
 }
 
 impl<'a> Migrator<'a> {
-    pub fn new(client: &'a mut Client, graph: &'a RevisionGraph, dir: &'a Path, options: RunOptions) -> Migrator<'a> {
+    pub fn new(
+        client: &'a mut Client,
+        graph: &'a RevisionGraph,
+        dir: &'a Path,
+        options: RunOptions,
+    ) -> Migrator<'a> {
         Migrator {
             client,
             graph,
@@ -127,7 +148,12 @@ impl<'a> Migrator<'a> {
             Some(unknown) => Err(MigrateError::UnknownRevision {
                 revision: unknown.clone(),
                 dir: self.dir.to_path_buf(),
-                known: self.graph.migrations().iter().map(|m| m.dir_name().to_string()).collect(),
+                known: self
+                    .graph
+                    .migrations()
+                    .iter()
+                    .map(|m| m.dir_name().to_string())
+                    .collect(),
             }),
             None => Ok(()),
         }
@@ -136,20 +162,28 @@ impl<'a> Migrator<'a> {
     /// Integrity of every applied revision, oldest first.
     pub fn integrity(&mut self) -> Result<Vec<(String, Integrity)>, MigrateError> {
         let heads = self.current()?;
-        let records = vt::latest_records(self.client).map_err(db("reading alembic_version_history"))?;
+        let records =
+            vt::latest_records(self.client).map_err(db("reading alembic_version_history"))?;
         let applied = self.graph.applied(&heads)?;
         Ok(applied
             .iter()
-            .map(|m| (m.revision.clone(), integrity_of(m, records.iter().find(|r| r.revision == m.revision))))
+            .map(|m| {
+                (
+                    m.revision.clone(),
+                    integrity_of(m, records.iter().find(|r| r.revision == m.revision)),
+                )
+            })
             .collect())
     }
 
     /// Refuses when an applied file was edited or a non-transactional migration did not
     /// complete. Called before any write.
     fn check_integrity(&mut self) -> Result<(), MigrateError> {
-        let records = vt::latest_records(self.client).map_err(db("reading alembic_version_history"))?;
+        let records =
+            vt::latest_records(self.client).map_err(db("reading alembic_version_history"))?;
         if let Some(record) = records.iter().find(|r| r.status != "completed") {
-            let invalid_indexes = loss::invalid_indexes(self.client).map_err(db("listing INVALID indexes"))?;
+            let invalid_indexes =
+                loss::invalid_indexes(self.client).map_err(db("listing INVALID indexes"))?;
             return Err(MigrateError::Unfinished {
                 revision: record.revision.clone(),
                 path: self
@@ -164,7 +198,10 @@ impl<'a> Migrator<'a> {
         }
         for (revision, integrity) in self.integrity()? {
             if let Integrity::Edited { recorded } = integrity {
-                let migration = self.graph.get(&revision).expect("applied revisions are known");
+                let migration = self
+                    .graph
+                    .get(&revision)
+                    .expect("applied revisions are known");
                 return Err(MigrateError::ChecksumMismatch {
                     revision,
                     path: migration.dir.clone(),
@@ -187,7 +224,8 @@ impl<'a> Migrator<'a> {
             let plan = m.graph.upgrade_plan(&heads, target)?;
             m.check_integrity()?;
             vt::ensure_tables(m.client).map_err(db("creating the version tables"))?;
-            m.run_steps(&plan).map_err(|err| m.explain_existing_objects(err))
+            m.run_steps(&plan)
+                .map_err(|err| m.explain_existing_objects(err))
         })
     }
 
@@ -220,7 +258,11 @@ impl<'a> Migrator<'a> {
 
     /// Downgrades to `target`. Unless `allow_data_loss`, first proves (in a transaction
     /// that is rolled back) that no table or column holding data would be dropped.
-    pub fn downgrade(&mut self, target: &str, allow_data_loss: bool) -> Result<Vec<StepReport>, MigrateError> {
+    pub fn downgrade(
+        &mut self,
+        target: &str,
+        allow_data_loss: bool,
+    ) -> Result<Vec<StepReport>, MigrateError> {
         let heads = self.current()?;
         if self.graph.downgrade_plan(&heads, target)?.is_empty() {
             return Ok(Vec::new());
@@ -260,7 +302,10 @@ impl<'a> Migrator<'a> {
     fn run_steps(&mut self, plan: &[Step]) -> Result<Vec<StepReport>, MigrateError> {
         let mut reports = Vec::new();
         for step in plan {
-            let migration = self.graph.get(&step.revision).expect("planned revisions exist");
+            let migration = self
+                .graph
+                .get(&step.revision)
+                .expect("planned revisions exist");
             (self.on_event)(Event::Running { step, migration });
             let started = Instant::now();
             let locks = if migration.transactional {
@@ -271,24 +316,40 @@ impl<'a> Migrator<'a> {
             };
             let elapsed = started.elapsed();
             (self.on_event)(Event::Finished { step, elapsed });
-            reports.push(StepReport { step: step.clone(), elapsed, locks });
+            reports.push(StepReport {
+                step: step.clone(),
+                elapsed,
+                locks,
+            });
         }
         Ok(reports)
     }
 
-    fn run_transactional(&mut self, step: &Step, migration: &Migration) -> Result<Vec<String>, MigrateError> {
+    fn run_transactional(
+        &mut self,
+        step: &Step,
+        migration: &Migration,
+    ) -> Result<Vec<String>, MigrateError> {
         let mut attempt = 0;
         loop {
             match self.try_transactional(step, migration) {
                 Err(MigrateError::Statement(failure))
-                    if failure.code.as_deref() == Some("55P03") && attempt < self.options.retries =>
+                    if failure.code.as_deref() == Some("55P03")
+                        && attempt < self.options.retries =>
                 {
                     attempt += 1;
-                    let after = Duration::from_millis(500 * 2u64.pow(attempt - 1)).min(Duration::from_secs(30));
-                    (self.on_event)(Event::Retrying { revision: &step.revision, attempt, after });
+                    let after = Duration::from_millis(500 * 2u64.pow(attempt - 1))
+                        .min(Duration::from_secs(30));
+                    (self.on_event)(Event::Retrying {
+                        revision: &step.revision,
+                        attempt,
+                        after,
+                    });
                     std::thread::sleep(after);
                 }
-                Err(MigrateError::Statement(mut failure)) if failure.code.as_deref() == Some("55P03") => {
+                Err(MigrateError::Statement(mut failure))
+                    if failure.code.as_deref() == Some("55P03") =>
+                {
                     failure.advice = Some(format!(
                         "another session held a lock this migration needs for longer than lock_timeout ({:?}) on {} attempts; retry when it is quiet, or raise --lock-timeout / --retries",
                         self.options.lock_timeout,
@@ -301,10 +362,20 @@ impl<'a> Migrator<'a> {
         }
     }
 
-    fn try_transactional(&mut self, step: &Step, migration: &Migration) -> Result<Vec<String>, MigrateError> {
+    fn try_transactional(
+        &mut self,
+        step: &Step,
+        migration: &Migration,
+    ) -> Result<Vec<String>, MigrateError> {
         let started = Instant::now();
-        let outcome = format!("nothing of it was committed: the database is still at {}", heads_text(&step.heads_before));
-        let mut tx = self.client.transaction().map_err(db("beginning a transaction"))?;
+        let outcome = format!(
+            "nothing of it was committed: the database is still at {}",
+            heads_text(&step.heads_before)
+        );
+        let mut tx = self
+            .client
+            .transaction()
+            .map_err(db("beginning a transaction"))?;
         set_timeouts(&mut tx, &self.options, true).map_err(db("setting lock_timeout"))?;
         let existing = match self.options.capture_locks {
             true => Some(existing_tables(&mut tx).map_err(db("listing tables"))?),
@@ -335,14 +406,19 @@ impl<'a> Migrator<'a> {
             },
         )
         .map_err(db("recording the migration in alembic_version_history"))?;
-        tx.commit().map_err(db(&format!("committing migration {}", step.revision)))?;
+        tx.commit()
+            .map_err(db(&format!("committing migration {}", step.revision)))?;
         Ok(locks)
     }
 
     /// Runs each statement on its own (CREATE INDEX CONCURRENTLY cannot run in a
     /// transaction), after committing an in-progress marker that the next run sees if
     /// we fail or are killed halfway.
-    fn run_outside_transaction(&mut self, step: &Step, migration: &Migration) -> Result<(), MigrateError> {
+    fn run_outside_transaction(
+        &mut self,
+        step: &Step,
+        migration: &Migration,
+    ) -> Result<(), MigrateError> {
         let started = Instant::now();
         let (operation, checksum) = match step.direction {
             Direction::Up => ("upgrade", Some(migration.checksum.as_str())),
@@ -367,7 +443,8 @@ impl<'a> Migrator<'a> {
             heads_text(&step.heads_before)
         );
         let result = execute_file(self.client, step, migration, &outcome).and_then(|()| {
-            let invalid = loss::invalid_indexes(self.client).map_err(db("listing INVALID indexes"))?;
+            let invalid =
+                loss::invalid_indexes(self.client).map_err(db("listing INVALID indexes"))?;
             match invalid.is_empty() {
                 true => Ok(()),
                 false => Err(MigrateError::Unfinished {
@@ -379,7 +456,9 @@ impl<'a> Migrator<'a> {
                 }),
             }
         });
-        let _ = self.client.batch_execute("RESET lock_timeout; RESET statement_timeout");
+        let _ = self
+            .client
+            .batch_execute("RESET lock_timeout; RESET statement_timeout");
         let elapsed = started.elapsed().as_millis() as i64;
         if let Err(err) = result {
             let text = err.to_string();
@@ -388,12 +467,17 @@ impl<'a> Migrator<'a> {
             let _ = vt::finish_record(self.client, marker, "failed", elapsed, Some(&text));
             return Err(err);
         }
-        let mut tx = self.client.transaction().map_err(db("beginning a transaction"))?;
+        let mut tx = self
+            .client
+            .transaction()
+            .map_err(db("beginning a transaction"))?;
         for change in vt::head_changes(&step.heads_before, &step.heads_after) {
             apply_change(&mut tx, &change, &step.revision)?;
         }
-        vt::finish_record(&mut tx, marker, "completed", elapsed, None).map_err(db("completing the marker"))?;
-        tx.commit().map_err(db(&format!("committing migration {}", step.revision)))
+        vt::finish_record(&mut tx, marker, "completed", elapsed, None)
+            .map_err(db("completing the marker"))?;
+        tx.commit()
+            .map_err(db(&format!("committing migration {}", step.revision)))
     }
 
     /// Records `target` as the database's revision without running any migration.
@@ -408,28 +492,44 @@ impl<'a> Migrator<'a> {
             let applied_before: BTreeSet<String> = if purge {
                 BTreeSet::new()
             } else {
-                m.graph.applied(&before)?.iter().map(|mig| mig.revision.clone()).collect()
+                m.graph
+                    .applied(&before)?
+                    .iter()
+                    .map(|mig| mig.revision.clone())
+                    .collect()
             };
             let applied_after: Vec<&Migration> = m.graph.applied(&after)?;
-            let records = vt::latest_records(m.client).map_err(db("reading alembic_version_history"))?;
+            let records =
+                vt::latest_records(m.client).map_err(db("reading alembic_version_history"))?;
 
             vt::ensure_tables(m.client).map_err(db("creating the version tables"))?;
-            let mut tx = m.client.transaction().map_err(db("beginning a transaction"))?;
+            let mut tx = m
+                .client
+                .transaction()
+                .map_err(db("beginning a transaction"))?;
             if purge {
-                tx.execute("DELETE FROM alembic_version", &[]).map_err(db("purging alembic_version"))?;
+                tx.execute("DELETE FROM alembic_version", &[])
+                    .map_err(db("purging alembic_version"))?;
             }
             let from = if purge { Vec::new() } else { before.clone() };
             for change in vt::head_changes(&from, &after) {
                 apply_change(&mut tx, &change, target)?;
             }
-            let after_set: BTreeSet<&str> = applied_after.iter().map(|mig| mig.revision.as_str()).collect();
+            let after_set: BTreeSet<&str> = applied_after
+                .iter()
+                .map(|mig| mig.revision.as_str())
+                .collect();
             for migration in m.graph.migrations() {
                 let rev = migration.revision.as_str();
                 let newly = after_set.contains(rev) && !applied_before.contains(rev);
                 let removed = !after_set.contains(rev) && applied_before.contains(rev);
-                let unfinished = records.iter().any(|r| r.revision == rev && r.status != "completed");
+                let unfinished = records
+                    .iter()
+                    .any(|r| r.revision == rev && r.status != "completed");
                 if newly || removed || unfinished {
-                    let checksum = after_set.contains(rev).then_some(migration.checksum.as_str());
+                    let checksum = after_set
+                        .contains(rev)
+                        .then_some(migration.checksum.as_str());
                     vt::record(
                         &mut tx,
                         &NewRecord {
@@ -498,12 +598,18 @@ impl<'a> Migrator<'a> {
         let migration = self.graph.resolve_revision(revision)?;
         self.with_lock(|m| {
             let heads = m.current()?;
-            if !m.graph.applied(&heads)?.iter().any(|a| a.revision == migration.revision) {
+            if !m
+                .graph
+                .applied(&heads)?
+                .iter()
+                .any(|a| a.revision == migration.revision)
+            {
                 return Err(MigrateError::NotApplied {
                     revision: migration.revision.clone(),
                 });
             }
-            let records = vt::latest_records(m.client).map_err(db("reading alembic_version_history"))?;
+            let records =
+                vt::latest_records(m.client).map_err(db("reading alembic_version_history"))?;
             let old = records
                 .iter()
                 .find(|r| r.revision == migration.revision)
@@ -527,7 +633,10 @@ impl<'a> Migrator<'a> {
     }
 
     /// Runs `f` holding the session advisory lock, and always releases it (checked).
-    fn with_lock<T>(&mut self, f: impl FnOnce(&mut Self) -> Result<T, MigrateError>) -> Result<T, MigrateError> {
+    fn with_lock<T>(
+        &mut self,
+        f: impl FnOnce(&mut Self) -> Result<T, MigrateError>,
+    ) -> Result<T, MigrateError> {
         let on_event = &mut self.on_event;
         let waited = lock::acquire(self.client, self.options.lock_wait, |holders| {
             on_event(Event::WaitingForLock { holders })
@@ -575,7 +684,10 @@ fn existing_tables(client: &mut impl GenericClient) -> Result<Vec<u32>, postgres
 }
 
 /// Our backend's strongest lock on each of the given tables, as "Mode on table".
-fn held_locks(client: &mut impl GenericClient, tables: &[u32]) -> Result<Vec<String>, postgres::Error> {
+fn held_locks(
+    client: &mut impl GenericClient,
+    tables: &[u32],
+) -> Result<Vec<String>, postgres::Error> {
     const STRENGTH: &[&str] = &[
         "AccessShareLock",
         "RowShareLock",
@@ -591,7 +703,8 @@ fn held_locks(client: &mut impl GenericClient, tables: &[u32]) -> Result<Vec<Str
           WHERE l.pid = pg_backend_pid() AND l.locktype = 'relation' AND l.granted AND l.relation = ANY($1)",
         &[&tables],
     )?;
-    let mut strongest: std::collections::BTreeMap<String, String> = std::collections::BTreeMap::new();
+    let mut strongest: std::collections::BTreeMap<String, String> =
+        std::collections::BTreeMap::new();
     for row in rows {
         let (table, mode): (String, String) = (row.get(0), row.get(1));
         let rank = |m: &str| STRENGTH.iter().position(|s| *s == m).unwrap_or(0);
@@ -600,15 +713,28 @@ fn held_locks(client: &mut impl GenericClient, tables: &[u32]) -> Result<Vec<Str
             *entry = mode;
         }
     }
-    Ok(strongest.into_iter().map(|(table, mode)| format!("{mode} on {table}")).collect())
+    Ok(strongest
+        .into_iter()
+        .map(|(table, mode)| format!("{mode} on {table}"))
+        .collect())
 }
 
-fn set_timeouts(client: &mut impl GenericClient, options: &RunOptions, local: bool) -> Result<(), postgres::Error> {
+fn set_timeouts(
+    client: &mut impl GenericClient,
+    options: &RunOptions,
+    local: bool,
+) -> Result<(), postgres::Error> {
     let lock_timeout = format!("{}ms", options.lock_timeout.as_millis());
-    client.execute("SELECT set_config('lock_timeout', $1, $2)", &[&lock_timeout, &local])?;
+    client.execute(
+        "SELECT set_config('lock_timeout', $1, $2)",
+        &[&lock_timeout, &local],
+    )?;
     if let Some(timeout) = options.statement_timeout {
         let timeout = format!("{}ms", timeout.as_millis());
-        client.execute("SELECT set_config('statement_timeout', $1, $2)", &[&timeout, &local])?;
+        client.execute(
+            "SELECT set_config('statement_timeout', $1, $2)",
+            &[&timeout, &local],
+        )?;
     }
     Ok(())
 }
@@ -621,7 +747,14 @@ fn execute_file(
 ) -> Result<(), MigrateError> {
     for (n, statement) in migration.statements(step.direction).iter().enumerate() {
         if let Err(err) = client.batch_execute(&statement.sql) {
-            return Err(statement_failure(err, step, migration, n + 1, statement, outcome));
+            return Err(statement_failure(
+                err,
+                step,
+                migration,
+                n + 1,
+                statement,
+                outcome,
+            ));
         }
     }
     Ok(())
@@ -638,14 +771,22 @@ fn statement_failure(
     let path = migration.path(step.direction);
     let Some(db_error) = err.as_db_error() else {
         return MigrateError::Db {
-            action: format!("running {} (statement {number}, line {})", path.display(), statement.line),
+            action: format!(
+                "running {} (statement {number}, line {})",
+                path.display(),
+                statement.line
+            ),
             source: err,
         };
     };
     let (mut line, mut column) = (statement.line, None);
     if let Some(postgres::error::ErrorPosition::Original(position)) = db_error.position() {
         // The position counts characters from 1 within the statement we sent.
-        let before: String = statement.sql.chars().take((*position as usize).saturating_sub(1)).collect();
+        let before: String = statement
+            .sql
+            .chars()
+            .take((*position as usize).saturating_sub(1))
+            .collect();
         line += before.matches('\n').count();
         column = Some(before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1);
     }
@@ -665,7 +806,11 @@ fn statement_failure(
     }))
 }
 
-fn apply_change(client: &mut impl GenericClient, change: &HeadChange, revision: &str) -> Result<(), MigrateError> {
+fn apply_change(
+    client: &mut impl GenericClient,
+    change: &HeadChange,
+    revision: &str,
+) -> Result<(), MigrateError> {
     change.apply(client, revision).map_err(|err| match err {
         ApplyError::Db(source) => MigrateError::Db {
             action: format!("updating alembic_version for {revision}"),

@@ -8,10 +8,13 @@ use serde_json::Value;
 
 use crate::cluster::quote_ident;
 
-/// Every table's rows, each as column -> value.
+/// One row, as column -> value.
+pub type Row = BTreeMap<String, Value>;
+
+/// Every table's columns (in order) and rows.
 #[derive(Debug, Clone, Default)]
 pub struct TableData {
-    pub tables: BTreeMap<String, (Vec<String>, Vec<BTreeMap<String, Value>>)>,
+    pub tables: BTreeMap<String, (Vec<String>, Vec<Row>)>,
 }
 
 impl TableData {
@@ -32,7 +35,10 @@ impl TableData {
             let rows = client
                 .query(&sql, &[])?
                 .iter()
-                .map(|r| serde_json::from_str::<BTreeMap<String, Value>>(&r.get::<_, String>(0)).unwrap_or_default())
+                .map(|r| {
+                    serde_json::from_str::<BTreeMap<String, Value>>(&r.get::<_, String>(0))
+                        .unwrap_or_default()
+                })
                 .collect();
             data.tables.insert(name, (columns, rows));
         }
@@ -46,27 +52,43 @@ impl TableData {
         for (table, (columns, rows)) in &self.tables {
             let Some((after_columns, after_rows)) = after.tables.get(table) else {
                 if !rows.is_empty() {
-                    diff.lost.push(format!("table {table} ({} rows)", rows.len()));
+                    diff.lost
+                        .push(format!("table {table} ({} rows)", rows.len()));
                 }
                 continue;
             };
             for column in columns.iter().filter(|c| !after_columns.contains(c)) {
-                let values = rows.iter().filter(|r| r.get(column).is_some_and(|v| !v.is_null())).count();
+                let values = rows
+                    .iter()
+                    .filter(|r| r.get(column).is_some_and(|v| !v.is_null()))
+                    .count();
                 if values > 0 {
-                    diff.lost.push(format!("column {table}.{column} ({values} values)"));
+                    diff.lost
+                        .push(format!("column {table}.{column} ({values} values)"));
                 }
             }
-            let common: Vec<&String> = columns.iter().filter(|c| after_columns.contains(c)).collect();
-            let project = |rows: &Vec<BTreeMap<String, Value>>| {
+            let common: Vec<&String> = columns
+                .iter()
+                .filter(|c| after_columns.contains(c))
+                .collect();
+            let project = |rows: &Vec<Row>| {
                 let mut projected: Vec<String> = rows
                     .iter()
-                    .map(|r| common.iter().map(|c| r.get(*c).map(Value::to_string).unwrap_or_default()).collect::<Vec<_>>().join("|"))
+                    .map(|r| {
+                        common
+                            .iter()
+                            .map(|c| r.get(*c).map(Value::to_string).unwrap_or_default())
+                            .collect::<Vec<_>>()
+                            .join("|")
+                    })
                     .collect();
                 projected.sort();
                 projected
             };
             if project(rows) != project(after_rows) {
-                diff.changed.push(format!("table {table}: rows differ in columns kept by the step"));
+                diff.changed.push(format!(
+                    "table {table}: rows differ in columns kept by the step"
+                ));
             }
         }
         diff

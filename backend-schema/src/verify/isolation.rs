@@ -62,7 +62,9 @@ pub fn check(client: &mut Client) -> Result<Isolation, postgres::Error> {
             continue;
         }
         if rls && !force {
-            result.warnings.push(format!("table {name} has RLS without FORCE: its owner bypasses the policies"));
+            result.warnings.push(format!(
+                "table {name} has RLS without FORCE: its owner bypasses the policies"
+            ));
         }
         if !tenant_column {
             continue;
@@ -81,10 +83,14 @@ pub fn check(client: &mut Client) -> Result<Isolation, postgres::Error> {
         .map_err(|e| e.to_string())
         .unwrap_or((-1, -1));
         if mine <= 0 {
-            result.failures.push(format!("{name}: tenant A sees none of its own rows (positive control failed)"));
+            result.failures.push(format!(
+                "{name}: tenant A sees none of its own rows (positive control failed)"
+            ));
         }
         if others != 0 {
-            result.failures.push(format!("{name}: tenant A sees {others} rows of other tenants"));
+            result.failures.push(format!(
+                "{name}: tenant A sees {others} rows of other tenants"
+            ));
         }
 
         // Writes into tenant B must be refused.
@@ -92,17 +98,22 @@ pub fn check(client: &mut Client) -> Result<Isolation, postgres::Error> {
             tx.execute(&format!("UPDATE {quoted} SET tenant_id = $1::text::uuid WHERE tenant_id = $2::text::uuid"), &[&b, &a])
         })?;
         if moved.is_ok_and(|n| n > 0) {
-            result.failures.push(format!("{name}: tenant A could move its rows to tenant B"));
+            result
+                .failures
+                .push(format!("{name}: tenant A could move its rows to tenant B"));
         }
         let insert = insert_into_other_tenant(client, &name, &a, &b)?;
         if insert.is_ok_and(|n| n > 0) {
-            result.failures.push(format!("{name}: tenant A could insert a row for tenant B"));
+            result
+                .failures
+                .push(format!("{name}: tenant A could insert a row for tenant B"));
         }
 
         // Without a tenant (absent, or empty after a previous transaction) it fails closed.
         for (label, setting) in [("absent", None), ("empty", Some(""))] {
             let seen = as_tenant(client, setting, |tx| {
-                tx.query_one(&format!("SELECT count(*) FROM {quoted}"), &[]).map(|r| r.get::<_, i64>(0))
+                tx.query_one(&format!("SELECT count(*) FROM {quoted}"), &[])
+                    .map(|r| r.get::<_, i64>(0))
             })?;
             if let Ok(rows) = seen {
                 result.failures.push(format!("{name}: with app.current_tenant_id {label} the query returned {rows} rows instead of an error"));
@@ -123,14 +134,22 @@ fn as_tenant<T>(
     let mut tx = client.transaction()?;
     tx.batch_execute(&format!("SET LOCAL ROLE {APP_ROLE}"))?;
     if let Some(tenant) = tenant {
-        tx.execute("SELECT set_config('app.current_tenant_id', $1, true)", &[&tenant])?;
+        tx.execute(
+            "SELECT set_config('app.current_tenant_id', $1, true)",
+            &[&tenant],
+        )?;
     }
     let result = f(&mut tx);
     tx.rollback()?;
     Ok(result)
 }
 
-fn insert_into_other_tenant(client: &mut postgres::Transaction<'_>, table: &str, a: &str, b: &str) -> Result<Result<u64, postgres::Error>, postgres::Error> {
+fn insert_into_other_tenant(
+    client: &mut postgres::Transaction<'_>,
+    table: &str,
+    a: &str,
+    b: &str,
+) -> Result<Result<u64, postgres::Error>, postgres::Error> {
     let columns: Vec<String> = client
         .query(
             "SELECT attname FROM pg_attribute WHERE attrelid = $1::text::regclass AND attnum > 0 AND NOT attisdropped ORDER BY attnum",

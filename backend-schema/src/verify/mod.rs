@@ -46,7 +46,10 @@ pub struct RevisionReport {
 
 impl RevisionReport {
     pub fn passed(&self) -> bool {
-        self.error.is_none() && self.schema_roundtrip.is_none() && self.data_changed.is_empty() && self.isolation_failures.is_empty()
+        self.error.is_none()
+            && self.schema_roundtrip.is_none()
+            && self.data_changed.is_empty()
+            && self.isolation_failures.is_empty()
     }
 }
 
@@ -78,7 +81,11 @@ pub enum VerifyError {
 }
 
 /// Runs every check of `graph` on a new throwaway cluster.
-pub fn verify(graph: &RevisionGraph, dir: &Path, progress: Progress<'_>) -> Result<VerifyReport, VerifyError> {
+pub fn verify(
+    graph: &RevisionGraph,
+    dir: &Path,
+    progress: Progress<'_>,
+) -> Result<VerifyReport, VerifyError> {
     let started = Instant::now();
     let cluster = TempCluster::start()?;
     let mut report = VerifyReport {
@@ -89,7 +96,12 @@ pub fn verify(graph: &RevisionGraph, dir: &Path, progress: Progress<'_>) -> Resu
     if heads.len() > 1 && !graph.declares_branches() {
         let paths: Vec<String> = heads
             .iter()
-            .map(|h| graph.get(h).map(|m| m.dir.display().to_string()).unwrap_or_default())
+            .map(|h| {
+                graph
+                    .get(h)
+                    .map(|m| m.dir.display().to_string())
+                    .unwrap_or_default()
+            })
             .collect();
         report.failures.push(format!(
             "the graph has {} heads ({}) and declares no branches: merge them with `cargo xtask migrate merge {}`",
@@ -114,12 +126,16 @@ pub fn verify(graph: &RevisionGraph, dir: &Path, progress: Progress<'_>) -> Resu
     if let Some(last) = report.revisions.last().filter(|r| r.error.is_none()) {
         if report.revisions.len() == graph.migrations().len() {
             if let Some(diff) = last.schema.diff(&head_snapshot) {
-                report.failures.push(format!("base -> head in one go differs from the stairway's head:\n{diff}"));
+                report.failures.push(format!(
+                    "base -> head in one go differs from the stairway's head:\n{diff}"
+                ));
             }
         }
     }
     if let Some(left) = teardown {
-        report.failures.push(format!("head -> base left objects behind:\n{left}"));
+        report
+            .failures
+            .push(format!("head -> base left objects behind:\n{left}"));
     }
     merges(graph, dir, &cluster, &mut report, progress)?;
     report.total_ms = started.elapsed().as_millis() as u64;
@@ -166,7 +182,13 @@ fn stairway(
         rev.locks_up = up.iter().flat_map(|s| s.locks.clone()).collect();
         let after_up = SchemaSnapshot::capture(client)?;
         let up_data = TableData::capture(client)?;
-        rev.data_changed.extend(before_data.compare(&up_data).changed.into_iter().map(|c| format!("up: {c}")));
+        rev.data_changed.extend(
+            before_data
+                .compare(&up_data)
+                .changed
+                .into_iter()
+                .map(|c| format!("up: {c}")),
+        );
 
         seed::seed_empty_tables(client)?;
         let isolation = isolation::check(client)?;
@@ -174,7 +196,11 @@ fn stairway(
         rev.isolation_failures = isolation.failures;
         for warning in isolation.warnings {
             let warning = format!("at {revision}: {warning}");
-            if !report.warnings.iter().any(|w| w.split_once(": ").map(|x| x.1) == warning.split_once(": ").map(|x| x.1)) {
+            if !report
+                .warnings
+                .iter()
+                .any(|w| w.split_once(": ").map(|x| x.1) == warning.split_once(": ").map(|x| x.1))
+            {
                 report.warnings.push(warning);
             }
         }
@@ -193,7 +219,8 @@ fn stairway(
                     ));
                 }
                 let diff = seeded.compare(&TableData::capture(client)?);
-                rev.data_changed.extend(diff.changed.into_iter().map(|c| format!("down: {c}")));
+                rev.data_changed
+                    .extend(diff.changed.into_iter().map(|c| format!("down: {c}")));
                 rev.destructive = diff.lost;
             }
             Err(err) => {
@@ -212,7 +239,9 @@ fn stairway(
         let again = SchemaSnapshot::capture(client)?;
         if rev.schema_roundtrip.is_none() {
             if let Some(diff) = after_up.diff(&again) {
-                rev.schema_roundtrip = Some(format!("upgrading {revision} again gives a different schema:\n{diff}"));
+                rev.schema_roundtrip = Some(format!(
+                    "upgrading {revision} again gives a different schema:\n{diff}"
+                ));
             }
         }
         rev.schema = after_up;
@@ -223,9 +252,16 @@ fn stairway(
 }
 
 /// base -> head, then head -> base: the head's schema, and what the teardown left.
-fn one_go(graph: &RevisionGraph, dir: &Path, mut client: Client) -> Result<(SchemaSnapshot, Option<String>), VerifyError> {
+fn one_go(
+    graph: &RevisionGraph,
+    dir: &Path,
+    mut client: Client,
+) -> Result<(SchemaSnapshot, Option<String>), VerifyError> {
     if let Err(err) = run(&mut client, graph, dir, |m| m.upgrade("heads")) {
-        return Ok((SchemaSnapshot::default(), Some(format!("base -> head failed: {err}"))));
+        return Ok((
+            SchemaSnapshot::default(),
+            Some(format!("base -> head failed: {err}")),
+        ));
     }
     let head = SchemaSnapshot::capture(&mut client)?;
     if let Err(err) = run(&mut client, graph, dir, |m| m.downgrade("base", true)) {
@@ -256,7 +292,10 @@ fn merges(
         let mut client = cluster.client(&name)?;
         for revision in order {
             if let Err(err) = run(&mut client, graph, dir, |m| m.upgrade(revision)) {
-                report.failures.push(format!("applying in the order {} failed: {err}", order.join(" -> ")));
+                report.failures.push(format!(
+                    "applying in the order {} failed: {err}",
+                    order.join(" -> ")
+                ));
                 return Ok(());
             }
         }
@@ -279,7 +318,12 @@ fn merges(
 
 /// Up to `limit` distinct topological orders of the whole graph.
 fn topological_orders(graph: &RevisionGraph, limit: usize) -> Vec<Vec<String>> {
-    fn extend(graph: &RevisionGraph, done: &mut Vec<String>, out: &mut Vec<Vec<String>>, limit: usize) {
+    fn extend(
+        graph: &RevisionGraph,
+        done: &mut Vec<String>,
+        out: &mut Vec<Vec<String>>,
+        limit: usize,
+    ) {
         if out.len() >= limit {
             return;
         }

@@ -25,7 +25,14 @@ struct Column {
 pub fn row_uuid(table: &str, tenant: usize, index: usize) -> String {
     let digest = Sha256::digest(format!("{table}/{tenant}/{index}").as_bytes());
     let hex: String = digest.iter().take(16).map(|b| format!("{b:02x}")).collect();
-    format!("{}-{}-4{}-8{}-{}", &hex[0..8], &hex[8..12], &hex[13..16], &hex[17..20], &hex[20..32])
+    format!(
+        "{}-{}-4{}-8{}-{}",
+        &hex[0..8],
+        &hex[8..12],
+        &hex[13..16],
+        &hex[17..20],
+        &hex[20..32]
+    )
 }
 
 /// The id of tenant `tenant`.
@@ -54,7 +61,11 @@ pub fn seed_empty_tables(client: &mut impl GenericClient) -> Result<(), postgres
             .enumerate()
             .map(|(i, c)| format!("${}::text::{}", i + 1, c.type_name))
             .collect();
-        let sql = format!("INSERT INTO {quoted} ({}) VALUES ({})", names.join(", "), placeholders.join(", "));
+        let sql = format!(
+            "INSERT INTO {quoted} ({}) VALUES ({})",
+            names.join(", "),
+            placeholders.join(", ")
+        );
         for tenant in 0..TENANTS {
             for index in 0..ROWS_PER_TENANT {
                 let mut values: Vec<Option<String>> = Vec::new();
@@ -66,8 +77,10 @@ pub fn seed_empty_tables(client: &mut impl GenericClient) -> Result<(), postgres
                         None => value_for(client, &table, column, tenant, index)?,
                     });
                 }
-                let params: Vec<&(dyn postgres::types::ToSql + Sync)> =
-                    values.iter().map(|v| v as &(dyn postgres::types::ToSql + Sync)).collect();
+                let params: Vec<&(dyn postgres::types::ToSql + Sync)> = values
+                    .iter()
+                    .map(|v| v as &(dyn postgres::types::ToSql + Sync))
+                    .collect();
                 client.execute(&sql, &params)?;
             }
         }
@@ -90,10 +103,25 @@ fn value_for(
         return Ok(Some(row.get(0)));
     }
     let text = |max: Option<usize>| {
-        let value = format!("{}-{}-{tenant}-{index}", column.name, &table[..table.len().min(6)]);
-        let value = if column.name.contains("email") { format!("{tenant}{index}-{table}@example.com") } else { value };
+        let value = format!(
+            "{}-{}-{tenant}-{index}",
+            column.name,
+            &table[..table.len().min(6)]
+        );
+        let value = if column.name.contains("email") {
+            format!("{tenant}{index}-{table}@example.com")
+        } else {
+            value
+        };
         match max {
-            Some(max) => value.chars().rev().take(max).collect::<Vec<_>>().into_iter().rev().collect(),
+            Some(max) => value
+                .chars()
+                .rev()
+                .take(max)
+                .collect::<Vec<_>>()
+                .into_iter()
+                .rev()
+                .collect(),
             None => value,
         }
     };
@@ -102,7 +130,10 @@ fn value_for(
         row_uuid(table, tenant, index)
     } else if ty == "uuid" {
         row_uuid(&format!("{table}.{}", column.name), tenant, index)
-    } else if let Some(len) = ty.strip_prefix("character varying(").and_then(|r| r.strip_suffix(')')) {
+    } else if let Some(len) = ty
+        .strip_prefix("character varying(")
+        .and_then(|r| r.strip_suffix(')'))
+    {
         text(len.parse().ok())
     } else if ty == "text" || ty == "character varying" {
         text(None)
@@ -111,7 +142,7 @@ fn value_for(
     } else if matches!(ty, "double precision" | "real") || ty.starts_with("numeric") {
         format!("0.{}", tenant * 10 + index + 1)
     } else if ty == "boolean" {
-        (index % 2 == 0).to_string()
+        index.is_multiple_of(2).to_string()
     } else if ty == "json" || ty == "jsonb" {
         format!("{{\"seed\": \"{tenant}-{index}\"}}")
     } else if ty.starts_with("timestamp") || ty == "date" {
@@ -152,7 +183,9 @@ fn columns(client: &mut impl GenericClient, table: &str) -> Result<Vec<Column>, 
 }
 
 /// (table, column) -> referenced table, for single-column foreign keys.
-fn foreign_keys(client: &mut impl GenericClient) -> Result<BTreeMap<(String, String), String>, postgres::Error> {
+fn foreign_keys(
+    client: &mut impl GenericClient,
+) -> Result<BTreeMap<(String, String), String>, postgres::Error> {
     let rows = client.query(
         "SELECT c.relname, a.attname, r.relname
            FROM pg_constraint k
@@ -161,7 +194,10 @@ fn foreign_keys(client: &mut impl GenericClient) -> Result<BTreeMap<(String, Str
           WHERE k.contype = 'f' AND array_length(k.conkey, 1) = 1",
         &[],
     )?;
-    Ok(rows.iter().map(|r| ((r.get(0), r.get(1)), r.get(2))).collect())
+    Ok(rows
+        .iter()
+        .map(|r| ((r.get(0), r.get(1)), r.get(2)))
+        .collect())
 }
 
 /// Tables ordered so every referenced table comes first.
