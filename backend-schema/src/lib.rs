@@ -8,6 +8,8 @@ pub mod database_url;
 
 pub use cluster::{ClusterError, PgBinaries, TempCluster};
 pub mod detect;
+pub mod dump;
+pub mod erd;
 pub mod graph;
 pub mod migration;
 pub mod runner;

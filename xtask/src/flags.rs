@@ -24,6 +24,21 @@ pub enum Command {
         after_help = "Examples:\n  cargo xtask migrate current\n  cargo xtask migrate upgrade head\n  cargo xtask migrate downgrade -1\n  cargo xtask migrate history --indicate-current"
     )]
     Migrate(Migrate),
+    /// Back up a database with pg_dump: private, atomic, with a manifest
+    #[command(
+        after_help = "Examples:\n  cargo xtask backup\n  cargo xtask backup --format plain --output backups/before-release.sql\n  cargo xtask backup --format directory --jobs 2 --verify"
+    )]
+    Backup(Backup),
+    /// Restore a backup, all or nothing, after checking the archive and the target
+    #[command(
+        after_help = "Examples:\n  cargo xtask restore backups/backup_20251117_120000.dump --create\n  cargo xtask restore backups/x.dump --clean --yes"
+    )]
+    Restore(Restore),
+    /// Write schema.sql (and an ER diagram) from head, deterministically
+    #[command(
+        after_help = "Examples:\n  cargo xtask schema-dump\n  cargo xtask schema-dump --check\n  cargo xtask schema-dump --erd docs/erd.mmd"
+    )]
+    SchemaDump(SchemaDump),
     /// Measure cluster, migrate and verify timings (the README's table)
     #[command(after_help = "Example:\n  cargo xtask bench --runs 20")]
     Bench(Bench),
@@ -80,6 +95,70 @@ pub struct Verify {
     /// Also write the report as JSON (for CI)
     #[arg(long, value_name = "PATH")]
     pub json: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct Backup {
+    #[command(flatten)]
+    pub connect: ConnectOpts,
+    /// Where to write (default backups/backup_YYYYMMDD_HHMMSS.<ext>, UTC)
+    #[arg(long, short)]
+    pub output: Option<PathBuf>,
+    #[arg(long, value_enum, default_value = "custom")]
+    pub format: FormatArg,
+    /// Parallel dump jobs (directory format)
+    #[arg(long, default_value_t = 1)]
+    pub jobs: usize,
+    /// Restore the dump into a throwaway cluster and compare schema and row counts
+    #[arg(long)]
+    pub verify: bool,
+    /// Give up when a table lock is not granted within this time
+    #[arg(long, default_value = "30s", value_parser = humantime_duration)]
+    pub lock_wait_timeout: std::time::Duration,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum FormatArg {
+    Custom,
+    Plain,
+    Directory,
+}
+
+#[derive(Debug, Args)]
+pub struct Restore {
+    /// The dump file or directory
+    pub path: PathBuf,
+    #[command(flatten)]
+    pub connect: ConnectOpts,
+    /// Create the target database first
+    #[arg(long)]
+    pub create: bool,
+    /// Replace what the target holds (needs --yes)
+    #[arg(long)]
+    pub clean: bool,
+    /// Confirm --clean
+    #[arg(long, short)]
+    pub yes: bool,
+    /// Parallel restore into a staging database, swapped in when complete
+    #[arg(long, default_value_t = 1)]
+    pub jobs: usize,
+    /// Do not restore owners and grants (for a target without the source's roles)
+    #[arg(long)]
+    pub no_owner: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct SchemaDump {
+    #[command(flatten)]
+    pub connect: ConnectOpts,
+    #[arg(long, short, default_value = "schema.sql")]
+    pub output: PathBuf,
+    /// Also write an ER diagram: PATH.mmd (Mermaid), PATH.dot, and PATH.svg with Graphviz
+    #[arg(long, value_name = "PATH")]
+    pub erd: Option<PathBuf>,
+    /// Fail with a diff when the file is stale instead of writing it
+    #[arg(long)]
+    pub check: bool,
 }
 
 #[derive(Debug, Args)]
@@ -239,4 +318,14 @@ pub enum MigrateAction {
         #[command(flatten)]
         run: RunOpts,
     },
+}
+
+impl FormatArg {
+    pub fn format(self) -> backend_schema::dump::DumpFormat {
+        match self {
+            FormatArg::Custom => backend_schema::dump::DumpFormat::Custom,
+            FormatArg::Plain => backend_schema::dump::DumpFormat::Plain,
+            FormatArg::Directory => backend_schema::dump::DumpFormat::Directory,
+        }
+    }
 }

@@ -1,11 +1,15 @@
 //! `cargo xtask`: parses the command line and dispatches to one module per command.
 //! See <https://github.com/matklad/cargo-xtask/>.
 
+mod backup;
 mod bench;
 mod connect;
 mod db;
 mod flags;
 mod migrate;
+mod pgtool;
+mod restore;
+mod schema_dump;
 mod verify;
 
 use std::path::{Path, PathBuf};
@@ -33,6 +37,9 @@ fn run(flags: flags::Xtask) -> anyhow::Result<()> {
         flags::Command::Migrate(cmd) => cmd.run(sh),
         flags::Command::Db(cmd) => cmd.run(sh),
         flags::Command::Bench(cmd) => cmd.run(sh),
+        flags::Command::Backup(cmd) => cmd.run(sh),
+        flags::Command::Restore(cmd) => cmd.run(sh),
+        flags::Command::SchemaDump(cmd) => cmd.run(sh),
         flags::Command::HoldCluster { panic } => hold_cluster(panic),
     }
 }

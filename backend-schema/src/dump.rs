@@ -1,0 +1,230 @@
+//! Backups as files: the manifest written beside a dump, format detection, hashing,
+//! row counts, and the checks that tell a complete dump from a truncated one.
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::io::{self, Read};
+use std::path::{Path, PathBuf};
+
+use postgres::GenericClient;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use crate::cluster::quote_ident;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DumpFormat {
+    Custom,
+    Plain,
+    Directory,
+}
+
+impl DumpFormat {
+    /// `pg_dump --format` value.
+    pub fn flag(self) -> &'static str {
+        match self {
+            DumpFormat::Custom => "custom",
+            DumpFormat::Plain => "plain",
+            DumpFormat::Directory => "directory",
+        }
+    }
+
+    pub fn extension(self) -> &'static str {
+        match self {
+            DumpFormat::Custom => "dump",
+            DumpFormat::Plain => "sql",
+            DumpFormat::Directory => "dir",
+        }
+    }
+
+    /// Recognises a dump by its content: a directory with `toc.dat`, the custom
+    /// archive magic `PGDMP`, or else plain SQL.
+    pub fn detect(path: &Path) -> io::Result<DumpFormat> {
+        if path.is_dir() {
+            return if path.join("toc.dat").is_file() {
+                Ok(DumpFormat::Directory)
+            } else {
+                Err(io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    "directory without toc.dat is not a pg_dump directory archive",
+                ))
+            };
+        }
+        let mut magic = [0u8; 5];
+        let read = fs::File::open(path)?.read(&mut magic)?;
+        Ok(if read == 5 && &magic == b"PGDMP" {
+            DumpFormat::Custom
+        } else {
+            DumpFormat::Plain
+        })
+    }
+}
+
+/// The JSON manifest beside every backup.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Manifest {
+    pub file: String,
+    pub format: DumpFormat,
+    pub created_at: String,
+    pub database: String,
+    /// Heads in `alembic_version` at dump time (empty: base).
+    pub revision: Vec<String>,
+    pub server_version: String,
+    pub pg_dump_version: String,
+    pub size_bytes: u64,
+    pub sha256: String,
+    /// Exact row counts, from the same snapshot pg_dump used.
+    pub tables: BTreeMap<String, i64>,
+}
+
+impl Manifest {
+    /// `backup.dump` -> `backup.dump.manifest.json`.
+    pub fn path_for(dump: &Path) -> PathBuf {
+        let mut name = dump.file_name().unwrap_or_default().to_os_string();
+        name.push(".manifest.json");
+        dump.with_file_name(name)
+    }
+
+    pub fn read(path: &Path) -> io::Result<Manifest> {
+        let text = fs::read_to_string(path)?;
+        serde_json::from_str(&text).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))
+    }
+}
+
+/// SHA-256 of a file, or of a directory archive (every file, by name, in order).
+pub fn sha256_path(path: &Path) -> io::Result<(String, u64)> {
+    let mut hasher = Sha256::new();
+    let mut size = 0;
+    let mut files = Vec::new();
+    if path.is_dir() {
+        for entry in fs::read_dir(path)? {
+            files.push(entry?.path());
+        }
+        files.sort();
+    } else {
+        files.push(path.to_path_buf());
+    }
+    for file in files {
+        if path.is_dir() {
+            hasher.update(file.file_name().unwrap_or_default().as_encoded_bytes());
+            hasher.update([0]);
+        }
+        let mut reader = fs::File::open(&file)?;
+        let mut buffer = vec![0u8; 1 << 20];
+        loop {
+            let n = reader.read(&mut buffer)?;
+            if n == 0 {
+                break;
+            }
+            size += n as u64;
+            hasher.update(&buffer[..n]);
+        }
+    }
+    Ok((
+        hasher
+            .finalize()
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect(),
+        size,
+    ))
+}
+
+/// Whether a plain dump ends with pg_dump's completion comment (a truncated one does not).
+pub fn plain_dump_is_complete(path: &Path) -> io::Result<bool> {
+    let text = fs::read(path)?;
+    let tail = &text[text.len().saturating_sub(4096)..];
+    Ok(String::from_utf8_lossy(tail).contains("-- PostgreSQL database dump complete"))
+}
+
+/// Exact row counts of every user table (schema-qualified unless `public`).
+pub fn row_counts(
+    client: &mut impl GenericClient,
+) -> Result<BTreeMap<String, i64>, postgres::Error> {
+    let tables = client.query(
+        "SELECT n.nspname, c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+          WHERE c.relkind IN ('r', 'p') AND n.nspname NOT IN ('pg_catalog', 'information_schema')
+            AND n.nspname NOT LIKE 'pg_toast%'
+          ORDER BY 1, 2",
+        &[],
+    )?;
+    let mut counts = BTreeMap::new();
+    for table in tables {
+        let (schema, name): (String, String) = (table.get(0), table.get(1));
+        let sql = format!(
+            "SELECT count(*) FROM {}.{}",
+            quote_ident(&schema),
+            quote_ident(&name)
+        );
+        let rows: i64 = client.query_one(&sql, &[])?.get(0);
+        let key = if schema == "public" {
+            name
+        } else {
+            format!("{schema}.{name}")
+        };
+        counts.insert(key, rows);
+    }
+    Ok(counts)
+}
+
+/// Roles a SQL script (plain dump, or `pg_restore -f -` output) needs: owners and grantees.
+pub fn roles_in_script(sql: &str) -> Vec<String> {
+    let mut roles = std::collections::BTreeSet::new();
+    for line in sql.lines() {
+        let line = line.trim();
+        let role = if let Some((_, role)) = line.rsplit_once(" OWNER TO ") {
+            Some(role)
+        } else if line.starts_with("GRANT ") {
+            line.rsplit_once(" TO ").map(|(_, role)| role)
+        } else if line.starts_with("REVOKE ") {
+            line.rsplit_once(" FROM ").map(|(_, role)| role)
+        } else {
+            line.strip_prefix("SET SESSION AUTHORIZATION ")
+        };
+        if let Some(role) = role {
+            let role = role
+                .trim_end_matches(';')
+                .trim()
+                .trim_matches('\'')
+                .trim_matches('"');
+            if !role.is_empty() && role != "PUBLIC" {
+                roles.insert(role.to_string());
+            }
+        }
+    }
+    roles.into_iter().collect()
+}
+
+/// Extensions a SQL script creates.
+pub fn extensions_in_script(sql: &str) -> Vec<String> {
+    let mut extensions: Vec<String> = sql
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("CREATE EXTENSION IF NOT EXISTS "))
+        .filter_map(|rest| rest.split_whitespace().next())
+        .map(|name| name.trim_matches('"').to_string())
+        .collect();
+    extensions.sort();
+    extensions.dedup();
+    extensions
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn roles_and_extensions_are_found_in_scripts() {
+        let sql = "CREATE EXTENSION IF NOT EXISTS pgcrypto WITH SCHEMA public;\nALTER TABLE public.leads OWNER TO app_owner;\nGRANT SELECT ON TABLE public.leads TO reporting;\nGRANT ALL ON SCHEMA public TO PUBLIC;\nREVOKE ALL ON TABLE public.users FROM auditor;\n";
+        assert_eq!(roles_in_script(sql), ["app_owner", "auditor", "reporting"]);
+        assert_eq!(extensions_in_script(sql), ["pgcrypto"]);
+    }
+
+    #[test]
+    fn manifest_sits_beside_the_dump() {
+        assert_eq!(
+            Manifest::path_for(Path::new("backups/backup_20250101_000000.dump")),
+            Path::new("backups/backup_20250101_000000.dump.manifest.json")
+        );
+    }
+}

@@ -1,0 +1,41 @@
+//! Running the real libpq programs (pg_dump, pg_restore, psql): the password travels in
+//! the child's environment, never on its command line, and files it creates are private.
+
+use std::ffi::OsString;
+use std::os::unix::process::CommandExt as _;
+
+use backend_schema::database_url::DatabaseUrl;
+use backend_schema::PgBinaries;
+
+/// `program args... -d URL-without-password`, with `PGPASSWORD` set, no prompt, and a
+/// umask of 077 so every file it writes is readable by its owner only.
+pub(crate) fn libpq(
+    binaries: &PgBinaries,
+    program: &str,
+    mut args: Vec<OsString>,
+    url: &DatabaseUrl,
+) -> duct::Expression {
+    args.push("--no-password".into());
+    args.push(format!("--dbname={}", url.without_password()).into());
+    let mut expression = duct::cmd(binaries.tool(program), args).env("PGCONNECT_TIMEOUT", "10");
+    for (key, value) in url.child_env() {
+        expression = expression.env(key, value);
+    }
+    expression.before_spawn(|command| {
+        // SAFETY: umask is async-signal-safe.
+        unsafe {
+            command.pre_exec(|| {
+                libc::umask(0o077);
+                Ok(())
+            });
+        }
+        Ok(())
+    })
+}
+
+/// The last lines of a program's stderr, for an error message.
+pub(crate) fn tail(bytes: &[u8]) -> String {
+    let text = String::from_utf8_lossy(bytes);
+    let lines: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
+    lines[lines.len().saturating_sub(8)..].join("\n  ")
+}

@@ -1,0 +1,306 @@
+//! `cargo xtask restore`: all-or-nothing restores that check the archive and the target
+//! before touching anything.
+
+use std::path::Path;
+
+use anyhow::{bail, Context as _};
+use backend_schema::cluster::quote_ident;
+use backend_schema::database_url::DatabaseUrl;
+use backend_schema::dump::{self, DumpFormat, Manifest};
+use backend_schema::{version_table, PgBinaries};
+use xshell::Shell;
+
+use crate::flags::Restore;
+use crate::pgtool;
+
+impl Restore {
+    pub(crate) fn run(self, sh: &Shell) -> anyhow::Result<()> {
+        let path = sh.current_dir().join(&self.path);
+        if !path.exists() {
+            bail!("{} does not exist", path.display());
+        }
+        let binaries = PgBinaries::locate()?;
+        let format =
+            DumpFormat::detect(&path).with_context(|| format!("cannot read {}", path.display()))?;
+        eprintln!("archive: {} ({} format)", path.display(), format.flag());
+
+        // 1. The archive itself: hash against the manifest, then a full read.
+        let manifest_path = Manifest::path_for(&path);
+        let manifest = if manifest_path.exists() {
+            let manifest = Manifest::read(&manifest_path)
+                .with_context(|| format!("cannot read {}", manifest_path.display()))?;
+            let (sha256, _) = dump::sha256_path(&path)?;
+            if sha256 != manifest.sha256 {
+                bail!(
+                    "{} does not match its manifest: sha256 {sha256}, manifest says {}; the file was changed or damaged, nothing was restored",
+                    path.display(),
+                    manifest.sha256
+                );
+            }
+            eprintln!("sha256 matches {}", manifest_path.display());
+            Some(manifest)
+        } else {
+            eprintln!(
+                "warning: no manifest at {}; the archive cannot be checked against a hash",
+                manifest_path.display()
+            );
+            None
+        };
+        crate::backup::check_complete(&binaries, format, &path)
+            .context("the archive is damaged; nothing was restored")?;
+
+        // 2. The target.
+        let target = self.connect.resolve()?;
+        eprintln!("target: {}", target.describe());
+        if self.create {
+            create_database(&target)?;
+        }
+        let mut client = target.connect("cargo xtask restore")?;
+        let script = script_of(&binaries, format, &path)?;
+        if !self.no_owner {
+            let needed = dump::roles_in_script(&script);
+            let missing: Vec<String> = needed
+                .into_iter()
+                .filter(|role| {
+                    client
+                        .query_opt("SELECT 1 FROM pg_roles WHERE rolname = $1", &[role])
+                        .map(|r| r.is_none())
+                        .unwrap_or(true)
+                })
+                .collect();
+            if !missing.is_empty() {
+                bail!(
+                    "the archive needs roles the target lacks: {}; nothing was changed. Create them, or restore without owners and grants with --no-owner",
+                    missing.join(", ")
+                );
+            }
+        }
+        let extensions: Vec<String> = dump::extensions_in_script(&script)
+            .into_iter()
+            .filter(|e| {
+                client
+                    .query_opt(
+                        "SELECT 1 FROM pg_available_extensions WHERE name = $1",
+                        &[e],
+                    )
+                    .map(|r| r.is_none())
+                    .unwrap_or(true)
+            })
+            .collect();
+        if !extensions.is_empty() {
+            bail!("the archive needs extensions the target server does not have: {}; nothing was changed", extensions.join(", "));
+        }
+        let existing: Vec<String> = client
+            .query(
+                "SELECT n.nspname || '.' || c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+                  WHERE c.relkind IN ('r', 'p') AND n.nspname NOT IN ('pg_catalog', 'information_schema') ORDER BY 1",
+                &[],
+            )?
+            .iter()
+            .map(|r| r.get(0))
+            .collect();
+        let replace_allowed = self.clean && self.yes;
+        if !existing.is_empty() && !replace_allowed {
+            let shown: Vec<&str> = existing.iter().take(10).map(String::as_str).collect();
+            bail!(
+                "the target database already holds {} table(s) ({}{}); nothing was changed. To replace them, pass --clean --yes (take a backup first)",
+                existing.len(),
+                shown.join(", "),
+                if existing.len() > 10 { ", ..." } else { "" }
+            );
+        }
+        drop(client);
+
+        // 3. The restore, in one transaction (or a staging database with --jobs).
+        eprintln!("restoring...");
+        if self.jobs > 1 && format != DumpFormat::Plain {
+            restore_via_staging(&binaries, format, &path, &target, self.no_owner, self.jobs)?;
+        } else {
+            run_restore(
+                &binaries,
+                format,
+                &path,
+                &target.url,
+                self.no_owner,
+                self.clean && !existing.is_empty(),
+                1,
+            )?;
+        }
+
+        // 4. What the guide checks afterwards.
+        let mut client = target.connect("cargo xtask restore")?;
+        client.batch_execute("ANALYZE")?;
+        let heads = version_table::read_heads(&mut client)?;
+        println!(
+            "{}",
+            if heads.is_empty() {
+                "base".to_string()
+            } else {
+                heads.join("\n")
+            }
+        );
+        if let Some(manifest) = manifest {
+            let counts = dump::row_counts(&mut client)?;
+            if counts != manifest.tables {
+                bail!("restored row counts differ from the manifest: restored {counts:?}, manifest {:?}", manifest.tables);
+            }
+            eprintln!("row counts match the manifest ({} tables)", counts.len());
+        }
+        eprintln!(
+            "restore complete; revision {}",
+            if heads.is_empty() {
+                "base".to_string()
+            } else {
+                heads.join(", ")
+            }
+        );
+        Ok(())
+    }
+}
+
+/// Restores `path` into `url` atomically: `pg_restore --single-transaction` or
+/// `psql -X -1 -v ON_ERROR_STOP=1`.
+pub(crate) fn run_restore(
+    binaries: &PgBinaries,
+    format: DumpFormat,
+    path: &Path,
+    url: &DatabaseUrl,
+    no_owner: bool,
+    clean: bool,
+    jobs: usize,
+) -> anyhow::Result<()> {
+    let mut args: Vec<std::ffi::OsString> = Vec::new();
+    let program = match format {
+        DumpFormat::Plain => {
+            args.extend([
+                "-X".into(),
+                "-q".into(),
+                "-1".into(),
+                "-v".into(),
+                "ON_ERROR_STOP=1".into(),
+            ]);
+            args.push(format!("--file={}", path.display()).into());
+            "psql"
+        }
+        DumpFormat::Custom | DumpFormat::Directory => {
+            args.push("--exit-on-error".into());
+            if jobs > 1 {
+                args.push(format!("--jobs={jobs}").into());
+            } else {
+                args.push("--single-transaction".into());
+            }
+            if no_owner {
+                args.extend(["--no-owner".into(), "--no-privileges".into()]);
+            }
+            if clean {
+                args.extend(["--clean".into(), "--if-exists".into()]);
+            }
+            args.push(path.into());
+            "pg_restore"
+        }
+    };
+    let output = pgtool::libpq(binaries, program, args, url)
+        .stdout_null()
+        .stderr_capture()
+        .unchecked()
+        .run()?;
+    if !output.status.success() {
+        bail!(
+            "{program} failed; the target was left as it was:\n  {}",
+            pgtool::tail(&output.stderr)
+        );
+    }
+    Ok(())
+}
+
+fn script_of(binaries: &PgBinaries, format: DumpFormat, path: &Path) -> anyhow::Result<String> {
+    Ok(match format {
+        DumpFormat::Plain => std::fs::read_to_string(path)?,
+        _ => duct::cmd(
+            binaries.tool("pg_restore"),
+            [
+                std::ffi::OsStr::new("--schema-only"),
+                std::ffi::OsStr::new("--file=-"),
+                path.as_os_str(),
+            ],
+        )
+        .stderr_capture()
+        .read()?,
+    })
+}
+
+/// The maintenance database of the same server, for CREATE/ALTER DATABASE.
+fn maintenance(target: &crate::connect::Target) -> anyhow::Result<(postgres::Client, String)> {
+    let config = target.url.config()?;
+    let name = config
+        .get_dbname()
+        .context("the URL names no database")?
+        .to_string();
+    let mut admin = config.clone();
+    admin.dbname("postgres");
+    admin.application_name("cargo xtask restore");
+    let client = admin
+        .connect(postgres::NoTls)
+        .context("cannot connect to the maintenance database `postgres`")?;
+    Ok((client, name))
+}
+
+fn create_database(target: &crate::connect::Target) -> anyhow::Result<()> {
+    let (mut admin, name) = maintenance(target)?;
+    if admin
+        .query_opt("SELECT 1 FROM pg_database WHERE datname = $1", &[&name])?
+        .is_some()
+    {
+        bail!("database {name} already exists; drop --create to restore into it");
+    }
+    admin.batch_execute(&format!(
+        "CREATE DATABASE {} TEMPLATE template0",
+        quote_ident(&name)
+    ))?;
+    eprintln!("created database {name}");
+    Ok(())
+}
+
+/// Parallel restore into a staging database, swapped in by rename only when complete.
+fn restore_via_staging(
+    binaries: &PgBinaries,
+    format: DumpFormat,
+    path: &Path,
+    target: &crate::connect::Target,
+    no_owner: bool,
+    jobs: usize,
+) -> anyhow::Result<()> {
+    let (mut admin, name) = maintenance(target)?;
+    let staging = format!("{name}__restore_{}", std::process::id());
+    admin.batch_execute(&format!(
+        "CREATE DATABASE {} TEMPLATE template0",
+        quote_ident(&staging)
+    ))?;
+    let mut config = target.url.without_password();
+    config = config.replacen(&format!("/{name}"), &format!("/{staging}"), 1);
+    let staging_url = DatabaseUrl::parse(&config, "the staging database")?;
+    let staging_url = match target.url.password() {
+        Some(_) => DatabaseUrl::parse(
+            &target
+                .url
+                .expose()
+                .replacen(&format!("/{name}"), &format!("/{staging}"), 1),
+            "the staging database",
+        )?,
+        None => staging_url,
+    };
+    if let Err(err) = run_restore(binaries, format, path, &staging_url, no_owner, false, jobs) {
+        let _ = admin.batch_execute(&format!("DROP DATABASE {}", quote_ident(&staging)));
+        return Err(err);
+    }
+    let old = format!("{name}__replaced_{}", std::process::id());
+    admin.batch_execute(&format!(
+        "ALTER DATABASE {} RENAME TO {}; ALTER DATABASE {} RENAME TO {}",
+        quote_ident(&name),
+        quote_ident(&old),
+        quote_ident(&staging),
+        quote_ident(&name)
+    ))?;
+    admin.batch_execute(&format!("DROP DATABASE {}", quote_ident(&old)))?;
+    Ok(())
+}
