@@ -98,6 +98,30 @@ impl DatabaseUrl {
         }
     }
 
+    /// The same server and credentials, another database (for staging and maintenance).
+    pub fn with_database(&self, name: &str) -> DatabaseUrl {
+        const PATH_UNSAFE: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
+            .remove(b'_')
+            .remove(b'-')
+            .remove(b'.');
+        let scheme_end = self.raw.find("://").map_or(0, |i| i + 3);
+        let rest = &self.raw[scheme_end..];
+        let path_start = scheme_end + rest.find(['/', '?', '#']).unwrap_or(rest.len());
+        let path_end = path_start
+            + self.raw[path_start..]
+                .find(['?', '#'])
+                .unwrap_or(self.raw.len() - path_start);
+        let encoded = percent_encoding::utf8_percent_encode(name, PATH_UNSAFE);
+        DatabaseUrl {
+            raw: format!(
+                "{}/{encoded}{}",
+                &self.raw[..path_start],
+                &self.raw[path_end..]
+            ),
+            password: self.password,
+        }
+    }
+
     /// Environment for a libpq child process: the password, and never a prompt.
     pub fn child_env(&self) -> Vec<(&'static str, String)> {
         self.password()
@@ -239,6 +263,29 @@ mod tests {
             url.without_password(),
             "postgresql://app@db.internal:5432/prod"
         );
+    }
+
+    #[test]
+    fn another_database_keeps_server_and_credentials() {
+        let url = DatabaseUrl::parse(
+            "postgresql://app:p%40ss@app:5432/app?sslmode=disable",
+            "test",
+        )
+        .unwrap();
+        let staging = url.with_database("app__restore_1");
+        assert_eq!(
+            staging.expose(),
+            "postgresql://app:p%40ss@app:5432/app__restore_1?sslmode=disable"
+        );
+        assert_eq!(staging.password().as_deref(), Some("p@ss"));
+        let socket =
+            DatabaseUrl::parse("postgresql://postgres@/app?host=/tmp/app", "test").unwrap();
+        assert_eq!(
+            socket.with_database("x y").expose(),
+            "postgresql://postgres@/x%20y?host=/tmp/app"
+        );
+        let bare = DatabaseUrl::parse("postgresql://localhost", "test").unwrap();
+        assert_eq!(bare.with_database("d").expose(), "postgresql://localhost/d");
     }
 
     #[test]

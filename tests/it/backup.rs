@@ -116,6 +116,62 @@ fn backup_verify_restores_into_a_throwaway_cluster() {
 }
 
 #[test]
+fn a_parallel_restore_replaces_the_target_through_a_staging_database() {
+    let db = seeded();
+    let out = tempfile::tempdir().unwrap();
+    let path = out.path().join("backup.dir");
+    db.xtask(&[
+        "backup",
+        "--format",
+        "directory",
+        "--jobs",
+        "2",
+        "--output",
+        path.to_str().unwrap(),
+    ])
+    .success();
+    db.cluster.create_database("target", None).unwrap();
+    db.cluster
+        .client("target")
+        .unwrap()
+        .batch_execute("CREATE TABLE old_stuff (x int)")
+        .unwrap();
+    let url = db.cluster.url("target");
+    let run = xtask(&[
+        "restore",
+        path.to_str().unwrap(),
+        "--jobs",
+        "2",
+        "--clean",
+        "--yes",
+        "--database-url",
+        &url,
+    ]);
+    assert_eq!(run.success().stdout(), "b2c3d4e5f6a7\n", "{}", run.text());
+    let restored = backend_schema::snapshot::SchemaSnapshot::capture(
+        &mut db.cluster.client("target").unwrap(),
+    )
+    .unwrap();
+    assert_eq!(restored, db.snapshot());
+    assert_eq!(rows(&db, "target"), rows(&db, "app"));
+    let databases: Vec<String> = db
+        .client()
+        .query(
+            "SELECT datname::text FROM pg_database WHERE datname LIKE 'target%' ORDER BY 1",
+            &[],
+        )
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(
+        databases,
+        ["target"],
+        "no staging or replaced copy is left behind"
+    );
+}
+
+#[test]
 fn damaged_archives_are_rejected_and_the_target_is_untouched() {
     let db = seeded();
     let out = tempfile::tempdir().unwrap();
@@ -312,5 +368,15 @@ fn the_er_diagram_shows_tables_keys_and_rls() {
         committed,
         diagram.mermaid(),
         "docs/erd.mmd is stale: run `cargo xtask schema-dump --erd docs/erd.mmd`"
+    );
+}
+
+#[test]
+fn the_readme_shows_the_committed_diagram() {
+    let readme = std::fs::read_to_string(crate::support::root().join("README.md")).unwrap();
+    let erd = std::fs::read_to_string(crate::support::root().join("docs/erd.mmd")).unwrap();
+    assert!(
+        readme.contains(&format!("```mermaid\n{erd}```")),
+        "README.md's mermaid block differs from docs/erd.mmd: paste docs/erd.mmd into it"
     );
 }

@@ -132,6 +132,10 @@ impl Bench {
             "<= 2 s",
         ));
 
+        if let Some(leads) = self.backup_leads {
+            rows.extend(backup_rows(sh, leads, runs.min(5))?);
+        }
+
         println!("| measurement (median of up to {runs} runs) | time | target |");
         println!("|---|---:|---|");
         for (name, time, target) in rows {
@@ -142,6 +146,145 @@ impl Bench {
         }
         Ok(())
     }
+}
+
+/// Our backup and restore against the bare tools on a database of `leads` leads.
+fn backup_rows(
+    sh: &Shell,
+    leads: u64,
+    runs: usize,
+) -> anyhow::Result<Vec<(String, Duration, &'static str)>> {
+    let xtask = std::env::current_exe().context("locating the xtask binary")?;
+    let cluster = TempCluster::start()?;
+    cluster.create_database("source", None)?;
+    let source = cluster.url("source");
+    cmd!(sh, "{xtask} migrate upgrade head --database-url {source}")
+        .quiet()
+        .ignore_stderr()
+        .run()?;
+    let mut client = cluster.client("source")?;
+    backend_schema::verify::seed::seed_empty_tables(&mut client)?;
+    eprintln!("seeding {leads} leads...");
+    client.execute(
+        "INSERT INTO leads (id, tenant_id, name, email, company, status, score, tags, custom_fields, created_by, notes)
+         SELECT gen_random_uuid(), u.tenant_id, 'Lead ' || g, 'lead' || g || '@example.com', 'Company ' || (g % 997),
+                'new', (g % 100)::int, '[\"b2b\"]'::json, '{\"source\": \"bench\"}'::json, u.id, repeat('note ', 10)
+           FROM generate_series(1, $1::bigint) AS g, (SELECT id, tenant_id FROM users ORDER BY id LIMIT 1) AS u",
+        &[&(leads as i64)],
+    )?;
+    client.batch_execute("VACUUM ANALYZE")?;
+    drop(client);
+
+    let binaries = cluster.binaries();
+    let (pg_dump, pg_restore) = (binaries.tool("pg_dump"), binaries.tool("pg_restore"));
+    let out = tempfile::tempdir()?;
+    let dir = out.path();
+    let mut times: [Vec<Duration>; 6] = Default::default();
+    for n in 0..runs {
+        let direct = dir.join(format!("direct_{n}.dump"));
+        let ours = dir.join(format!("ours_{n}.dump"));
+        let (direct_dir, ours_dir) = (
+            dir.join(format!("direct_{n}.dir")),
+            dir.join(format!("ours_{n}.dir")),
+        );
+        let timed = |f: &mut dyn FnMut() -> anyhow::Result<()>| -> anyhow::Result<Duration> {
+            let began = Instant::now();
+            f()?;
+            Ok(began.elapsed())
+        };
+        times[0].push(timed(&mut || {
+            Ok(
+                cmd!(sh, "{pg_dump} --format=custom --file={direct} {source}")
+                    .quiet()
+                    .run()?,
+            )
+        })?);
+        times[1].push(timed(&mut || {
+            Ok(
+                cmd!(sh, "{xtask} backup --output {ours} --database-url {source}")
+                    .quiet()
+                    .ignore_stderr()
+                    .run()?,
+            )
+        })?);
+        times[2].push(timed(&mut || {
+            Ok(cmd!(
+                sh,
+                "{pg_dump} --format=directory --jobs=2 --file={direct_dir} {source}"
+            )
+            .quiet()
+            .run()?)
+        })?);
+        times[3].push(timed(&mut || {
+            Ok(cmd!(sh, "{xtask} backup --format directory --jobs 2 --output {ours_dir} --database-url {source}")
+                .quiet()
+                .ignore_stderr()
+                .run()?)
+        })?);
+        let (a, b) = (format!("direct_{n}"), format!("ours_{n}"));
+        cluster.create_database(&a, None)?;
+        let (url_a, url_b) = (cluster.url(&a), cluster.url(&b));
+        times[4].push(timed(&mut || {
+            Ok(cmd!(
+                sh,
+                "{pg_restore} --exit-on-error --single-transaction --dbname={url_a} {direct}"
+            )
+            .quiet()
+            .run()?)
+        })?);
+        times[5].push(timed(&mut || {
+            Ok(
+                cmd!(sh, "{xtask} restore {ours} --create --database-url {url_b}")
+                    .quiet()
+                    .ignore_stdout()
+                    .ignore_stderr()
+                    .run()?,
+            )
+        })?);
+        for path in [&direct, &ours] {
+            std::fs::remove_file(path)?;
+        }
+        for path in [&direct_dir, &ours_dir] {
+            std::fs::remove_dir_all(path)?;
+        }
+    }
+    let [dump, backup, dump_dir, backup_dir, restore_direct, restore] = times.map(median);
+    let ratio = |ours: Duration, theirs: Duration| ours.as_secs_f64() / theirs.as_secs_f64();
+    eprintln!(
+        "backup/pg_dump {:.2}x, restore/pg_restore {:.2}x, directory -j2 / custom backup {:.2}x",
+        ratio(backup, dump),
+        ratio(restore, restore_direct),
+        ratio(backup_dir, backup)
+    );
+    let label = |what: &str| format!("{what}, {leads} leads");
+    Ok(vec![
+        (label("pg_dump --format=custom (baseline)"), dump, "-"),
+        (
+            label("backup (custom, with manifest and full read check)"),
+            backup,
+            "<= 1.1x pg_dump",
+        ),
+        (
+            label("pg_dump --format=directory --jobs=2 (baseline)"),
+            dump_dir,
+            "-",
+        ),
+        (
+            label("backup --format directory --jobs 2"),
+            backup_dir,
+            "< single-job backup",
+        ),
+        (
+            label("pg_restore --single-transaction (baseline)"),
+            restore_direct,
+            "-",
+        ),
+        (
+            label("restore --create (hash, full read, preflight, ANALYZE, counts)"),
+            restore,
+            "<= 1.1x pg_restore",
+        ),
+    ])
 }
 
 fn median(mut samples: Vec<Duration>) -> Duration {

@@ -166,6 +166,9 @@ pub struct Bench {
     /// Runs per measurement (the median is reported)
     #[arg(long, default_value_t = 15)]
     pub runs: usize,
+    /// Also time backup and restore against pg_dump/pg_restore on this many seeded leads
+    #[arg(long, value_name = "N")]
+    pub backup_leads: Option<u64>,
 }
 
 /// Where the migrations are.

@@ -25,11 +25,12 @@ impl Restore {
         eprintln!("archive: {} ({} format)", path.display(), format.flag());
 
         // 1. The archive itself: hash against the manifest, then a full read.
+        let (hash, complete) = crate::backup::hash_and_read(&binaries, format, &path);
         let manifest_path = Manifest::path_for(&path);
         let manifest = if manifest_path.exists() {
             let manifest = Manifest::read(&manifest_path)
                 .with_context(|| format!("cannot read {}", manifest_path.display()))?;
-            let (sha256, _) = dump::sha256_path(&path)?;
+            let (sha256, _) = hash?;
             if sha256 != manifest.sha256 {
                 bail!(
                     "{} does not match its manifest: sha256 {sha256}, manifest says {}; the file was changed or damaged, nothing was restored",
@@ -46,8 +47,7 @@ impl Restore {
             );
             None
         };
-        crate::backup::check_complete(&binaries, format, &path)
-            .context("the archive is damaged; nothing was restored")?;
+        complete.context("the archive is damaged; nothing was restored")?;
 
         // 2. The target.
         let target = self.connect.resolve()?;
@@ -276,31 +276,27 @@ fn restore_via_staging(
         "CREATE DATABASE {} TEMPLATE template0",
         quote_ident(&staging)
     ))?;
-    let mut config = target.url.without_password();
-    config = config.replacen(&format!("/{name}"), &format!("/{staging}"), 1);
-    let staging_url = DatabaseUrl::parse(&config, "the staging database")?;
-    let staging_url = match target.url.password() {
-        Some(_) => DatabaseUrl::parse(
-            &target
-                .url
-                .expose()
-                .replacen(&format!("/{name}"), &format!("/{staging}"), 1),
-            "the staging database",
-        )?,
-        None => staging_url,
-    };
+    let staging_url = target.url.with_database(&staging);
     if let Err(err) = run_restore(binaries, format, path, &staging_url, no_owner, false, jobs) {
         let _ = admin.batch_execute(&format!("DROP DATABASE {}", quote_ident(&staging)));
         return Err(err);
     }
     let old = format!("{name}__replaced_{}", std::process::id());
-    admin.batch_execute(&format!(
-        "ALTER DATABASE {} RENAME TO {}; ALTER DATABASE {} RENAME TO {}",
+    // Both renames in one transaction: the target name always points at a whole database.
+    let swap = admin.batch_execute(&format!(
+        "BEGIN; ALTER DATABASE {} RENAME TO {}; ALTER DATABASE {} RENAME TO {}; COMMIT",
         quote_ident(&name),
         quote_ident(&old),
         quote_ident(&staging),
         quote_ident(&name)
-    ))?;
+    ));
+    if let Err(err) = swap {
+        let _ = admin.batch_execute("ROLLBACK");
+        let _ = admin.batch_execute(&format!("DROP DATABASE {}", quote_ident(&staging)));
+        return Err(anyhow::Error::new(err).context(format!(
+            "cannot swap the restored copy in: database {name} is in use (close its sessions and retry); the target was left as it was"
+        )));
+    }
     admin.batch_execute(&format!("DROP DATABASE {}", quote_ident(&old)))?;
     Ok(())
 }
