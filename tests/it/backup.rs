@@ -380,3 +380,67 @@ fn the_readme_shows_the_committed_diagram() {
         "README.md's mermaid block differs from docs/erd.mmd: paste docs/erd.mmd into it"
     );
 }
+
+#[test]
+fn a_backup_killed_halfway_leaves_no_file_and_the_next_run_sweeps_its_leftovers() {
+    let db = seeded();
+    // Hold a lock so pg_dump is parked mid-dump, its partial file already open.
+    let mut holder = db.client();
+    let mut tx = holder.transaction().unwrap();
+    tx.batch_execute("LOCK TABLE leads IN ACCESS EXCLUSIVE MODE")
+        .unwrap();
+    let out = tempfile::tempdir().unwrap();
+    let path = out.path().join("b.dump");
+    let url = db.url();
+    let mut child = crate::support::xtask_command(&[
+        "backup",
+        "--output",
+        path.to_str().unwrap(),
+        "--lock-wait-timeout",
+        "60s",
+        "--database-url",
+        &url,
+    ])
+    .stderr(std::process::Stdio::null())
+    .spawn()
+    .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let mut monitor = db.client();
+    while !monitor
+        .query_one("SELECT EXISTS (SELECT 1 FROM pg_stat_activity WHERE application_name = 'pg_dump' AND wait_event_type = 'Lock')", &[])
+        .unwrap()
+        .get::<_, bool>(0)
+    {
+        assert!(std::time::Instant::now() < deadline, "pg_dump never started waiting");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert!(!path.exists());
+    // pg_dump died with its parent (parent-death signal): its session goes away.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while monitor
+        .query_one(
+            "SELECT EXISTS (SELECT 1 FROM pg_stat_activity WHERE application_name = 'pg_dump')",
+            &[],
+        )
+        .unwrap()
+        .get::<_, bool>(0)
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "pg_dump outlived the killed backup"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    tx.rollback().unwrap();
+    let next = out.path().join("c.dump");
+    db.xtask(&["backup", "--output", next.to_str().unwrap()])
+        .success();
+    let mut left: Vec<String> = std::fs::read_dir(out.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    left.sort();
+    assert_eq!(left, ["c.dump", "c.dump.manifest.json"]);
+}

@@ -4,5 +4,6 @@
 mod backup;
 mod cluster;
 mod migrate;
+mod reliability;
 mod support;
 mod verify;

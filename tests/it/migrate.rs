@@ -383,6 +383,22 @@ fn a_lock_timeout_gives_up_retries_and_leaves_the_revision() {
     let mut tx = reader.transaction().unwrap();
     tx.batch_execute("LOCK TABLE users IN ACCESS SHARE MODE")
         .unwrap();
+    // A third session keeps reading the table; it may queue behind the migration's
+    // lock request, but never for longer than lock_timeout.
+    let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let third = {
+        let (mut client, done) = (db.client(), done.clone());
+        std::thread::spawn(move || {
+            let mut longest = std::time::Duration::ZERO;
+            while !done.load(std::sync::atomic::Ordering::Relaxed) {
+                let began = std::time::Instant::now();
+                client.query_one("SELECT count(*) FROM users", &[]).unwrap();
+                longest = longest.max(began.elapsed());
+                std::thread::sleep(std::time::Duration::from_millis(5));
+            }
+            longest
+        })
+    };
     let started = std::time::Instant::now();
     let run = db.xtask(&[
         "migrate",
@@ -393,6 +409,12 @@ fn a_lock_timeout_gives_up_retries_and_leaves_the_revision() {
         "--retries",
         "1",
     ]);
+    done.store(true, std::sync::atomic::Ordering::Relaxed);
+    let longest = third.join().unwrap();
+    assert!(
+        longest < std::time::Duration::from_millis(200 + 800),
+        "a plain SELECT waited {longest:?}"
+    );
     let err = run.failure().stderr();
     assert!(
         err.contains("canceling statement due to lock timeout"),

@@ -105,13 +105,18 @@ impl Run {
 
 /// Runs the real binary with a clean environment (no DATABASE_URL).
 pub fn xtask(args: &[&str]) -> Run {
-    let output = Command::new(env!("CARGO_BIN_EXE_xtask"))
+    let output = xtask_command(args).output().expect("run xtask");
+    Run { output }
+}
+
+/// The real binary, not started yet: for tests that run several at once or kill one.
+pub fn xtask_command(args: &[&str]) -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_xtask"));
+    command
         .args(args)
         .env_remove("DATABASE_URL")
-        .current_dir(root())
-        .output()
-        .expect("run xtask");
-    Run { output }
+        .current_dir(root());
+    command
 }
 
 /// The one list of volatile text to normalise in snapshots.

@@ -22,10 +22,12 @@ pub(crate) fn libpq(
         expression = expression.env(key, value);
     }
     expression.before_spawn(|command| {
-        // SAFETY: umask is async-signal-safe.
+        // SAFETY: umask and prctl are async-signal-safe.
         unsafe {
             command.pre_exec(|| {
                 libc::umask(0o077);
+                // A killed xtask must not leave pg_dump writing or pg_restore restoring.
+                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM);
                 Ok(())
             });
         }

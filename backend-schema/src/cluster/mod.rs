@@ -88,6 +88,7 @@ pub struct TempCluster {
     server: Option<duct::Handle>,
     pid: u32,
     warm_start: bool,
+    run_as: RunAs,
 }
 
 impl TempCluster {
@@ -124,8 +125,24 @@ impl TempCluster {
         let key = template::cache_key(&binaries, SERVER_SETTINGS);
         let warm_start = template::provision(&binaries, run_as, &key, &data)?;
 
-        let log = base.join("server.log");
-        let mut args: Vec<String> = vec!["-D".into(), data.display().to_string()];
+        let mut cluster = TempCluster {
+            binaries,
+            dir: Some(dir),
+            server: None,
+            pid: 0,
+            warm_start,
+            run_as,
+        };
+        cluster.spawn_server()?;
+        cluster.wait_until_ready(Duration::from_secs(60))?;
+        Ok(cluster)
+    }
+
+    /// Starts `postgres` on the data dir, as the server user, logging to `server.log`.
+    fn spawn_server(&mut self) -> Result<(), ClusterError> {
+        let base = self.dir().to_path_buf();
+        let log = self.log_path();
+        let mut args: Vec<String> = vec!["-D".into(), self.data_dir().display().to_string()];
         args.extend([
             "-c".into(),
             format!("unix_socket_directories={}", base.display()),
@@ -134,7 +151,8 @@ impl TempCluster {
         for (name, value) in SERVER_SETTINGS {
             args.extend(["-c".into(), format!("{name}={value}")]);
         }
-        let expression = duct::cmd(binaries.tool("postgres"), args)
+        let run_as = self.run_as;
+        let expression = duct::cmd(self.binaries.tool("postgres"), args)
             .before_spawn(move |command| {
                 run_as.apply(command, true);
                 Ok(())
@@ -142,22 +160,37 @@ impl TempCluster {
             .stdin_null()
             // Outer redirections apply first: stdout goes to the log, then stderr joins it.
             .stderr_to_stdout()
-            .stdout_path(&log)
+            .stdout_file(
+                fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(&log)
+                    .map_err(|source| io_err(format!("open {}", log.display()), source))?,
+            )
             .unchecked();
         let server = reaper::on_spawner_thread(move || expression.start())
             .map_err(|source| io_err(format!("start {}", "postgres"), source))?;
-        let pid = server.pids()[0];
-        reaper::register(pid, &base);
+        self.pid = server.pids()[0];
+        self.server = Some(server);
+        reaper::register(self.pid, &base);
+        self.wait_until_ready(Duration::from_secs(60))
+    }
 
-        let mut cluster = TempCluster {
-            binaries,
-            dir: Some(dir),
-            server: Some(server),
-            pid,
-            warm_start,
-        };
-        cluster.wait_until_ready(Duration::from_secs(60))?;
-        Ok(cluster)
+    /// Stops the server with a fast shutdown (sessions are terminated, open
+    /// transactions roll back) and keeps the data: a server lost in the middle of a run.
+    pub fn stop_server(&mut self) {
+        // SAFETY: plain signal delivery to our own child.
+        unsafe { libc::kill(self.pid as libc::pid_t, libc::SIGINT) };
+        reaper::wait_until_gone(self.pid, Duration::from_secs(10));
+        if let Some(server) = self.server.take() {
+            let _ = server.wait_timeout(Duration::from_millis(100));
+        }
+        reaper::unregister(self.pid);
+    }
+
+    /// Starts the server again on the same data after [`TempCluster::stop_server`].
+    pub fn start_server(&mut self) -> Result<(), ClusterError> {
+        self.spawn_server()
     }
 
     /// Polls the status line of `postmaster.pid` ("ready" once connections are accepted)

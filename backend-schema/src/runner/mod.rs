@@ -637,6 +637,8 @@ impl<'a> Migrator<'a> {
         &mut self,
         f: impl FnOnce(&mut Self) -> Result<T, MigrateError>,
     ) -> Result<T, MigrateError> {
+        watch_for_a_vanished_client(self.client)
+            .map_err(db("setting client_connection_check_interval"))?;
         let on_event = &mut self.on_event;
         let waited = lock::acquire(self.client, self.options.lock_wait, |holders| {
             on_event(Event::WaitingForLock { holders })
@@ -717,6 +719,19 @@ fn held_locks(
         .into_iter()
         .map(|(table, mode)| format!("{mode} on {table}"))
         .collect())
+}
+
+/// A migrator killed mid-statement (SIGKILL, a lost laptop lid) must not keep its
+/// transaction, its table locks and the migration lock until the statement ends: from
+/// PostgreSQL 14 the server can poll the socket and abort the session when we are gone.
+fn watch_for_a_vanished_client(client: &mut Client) -> Result<(), postgres::Error> {
+    let version: i32 = client
+        .query_one("SELECT current_setting('server_version_num')::int", &[])?
+        .get(0);
+    if version >= 140000 {
+        client.batch_execute("SET client_connection_check_interval = '1s'")?;
+    }
+    Ok(())
 }
 
 fn set_timeouts(

@@ -1,0 +1,235 @@
+//! Concurrency, crashes and server loss: the database is always at a revision the
+//! version table names, with nothing half-applied, and the next run completes.
+
+use std::process::{Child, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::support::{xtask_command, TestDb};
+
+const HEAD: &str = "b2c3d4e5f6a7";
+
+fn spawn(db: &TestDb, args: &[&str]) -> Child {
+    let url = db.url();
+    let mut all = args.to_vec();
+    all.extend(["--database-url", &url]);
+    xtask_command(&all)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn xtask")
+}
+
+fn stderr(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+/// Polls `sql` (a boolean query) until it is true.
+#[track_caller]
+fn wait_for(db: &TestDb, sql: &str, within: Duration) {
+    let mut client = db.client();
+    let deadline = Instant::now() + within;
+    while !client.query_one(sql, &[]).unwrap().get::<_, bool>(0) {
+        assert!(Instant::now() < deadline, "timed out waiting for: {sql}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn completed_upgrades(db: &TestDb) -> Vec<(String, i64)> {
+    db.client()
+        .query(
+            "SELECT revision::text, count(*) FROM alembic_version_history
+              WHERE operation = 'upgrade' AND status = 'completed' GROUP BY 1 ORDER BY 1",
+            &[],
+        )
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect()
+}
+
+fn migration_lock_is_free(db: &TestDb) -> bool {
+    db.client()
+        .query_one(
+            "SELECT NOT EXISTS (SELECT 1 FROM pg_locks WHERE locktype = 'advisory' AND granted)",
+            &[],
+        )
+        .unwrap()
+        .get(0)
+}
+
+#[test]
+fn eight_migrators_at_once_apply_every_migration_exactly_once() {
+    let db = TestDb::new();
+    let children: Vec<Child> = (0..8)
+        .map(|_| spawn(&db, &["migrate", "upgrade", "head"]))
+        .collect();
+    let outputs: Vec<Output> = children
+        .into_iter()
+        .map(|c| c.wait_with_output().unwrap())
+        .collect();
+    for output in &outputs {
+        assert!(output.status.success(), "{}", stderr(output));
+        assert!(!stderr(output).contains("deadlock"), "{}", stderr(output));
+    }
+    let appliers = outputs
+        .iter()
+        .filter(|o| stderr(o).contains("applied 7 migration(s)"))
+        .count();
+    assert_eq!(appliers, 1, "exactly one process applies the chain");
+    for output in outputs.iter().filter(|o| !stderr(o).contains("applied 7")) {
+        let err = stderr(output);
+        // Either it queued behind the applier and said so, or it started after the
+        // applier finished and found nothing to do without taking the lock.
+        assert!(
+            err.contains("waiting for the migration lock") || err.contains("already at head"),
+            "{err}"
+        );
+    }
+    assert!(
+        outputs
+            .iter()
+            .any(|o| stderr(o).contains("waiting for the migration lock, held by pid")),
+        "at least one of eight simultaneous migrators waited"
+    );
+    assert_eq!(db.heads(), [HEAD]);
+    let applied = completed_upgrades(&db);
+    assert_eq!(applied.len(), 7, "{applied:?}");
+    assert!(applied.iter().all(|(_, n)| *n == 1), "{applied:?}");
+    assert!(migration_lock_is_free(&db));
+}
+
+#[test]
+fn a_waiting_migrator_does_not_deadlock_a_concurrent_index_build() {
+    let db = TestDb::new();
+    let fixture = ["--migrations", "tests/fixtures/concurrent_index"];
+    let mut args = vec!["migrate", "upgrade", "head"];
+    args.extend(fixture);
+    let builder = spawn(&db, &args);
+    wait_for(
+        &db,
+        "SELECT EXISTS (SELECT 1 FROM pg_stat_activity WHERE query LIKE 'SELECT pg_sleep(1)%' OR query LIKE 'CREATE INDEX CONCURRENTLY%')",
+        Duration::from_secs(30),
+    );
+    let waiter = spawn(&db, &args);
+    let (builder, waiter) = (
+        builder.wait_with_output().unwrap(),
+        waiter.wait_with_output().unwrap(),
+    );
+    assert!(builder.status.success(), "{}", stderr(&builder));
+    assert!(waiter.status.success(), "{}", stderr(&waiter));
+    assert!(
+        stderr(&waiter).contains("waiting for the migration lock"),
+        "{}",
+        stderr(&waiter)
+    );
+    for output in [&builder, &waiter] {
+        assert!(!stderr(output).contains("deadlock"), "{}", stderr(output));
+    }
+    let valid: bool = db
+        .client()
+        .query_one(
+            "SELECT indisvalid FROM pg_index WHERE indexrelid = 'items_name_idx'::regclass",
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    assert!(valid, "the concurrently built index is valid");
+    assert_eq!(db.heads(), ["c1c1000000a2"]);
+}
+
+/// Starts the slow fixture migration and waits until it sleeps inside its transaction.
+fn start_slow_migration(db: &TestDb) -> Child {
+    let child = spawn(
+        db,
+        &[
+            "migrate",
+            "upgrade",
+            "head",
+            "--migrations",
+            "tests/fixtures/slow_migration",
+        ],
+    );
+    wait_for(
+        db,
+        "SELECT EXISTS (SELECT 1 FROM pg_stat_activity WHERE query LIKE 'SELECT pg_sleep(4)%')",
+        Duration::from_secs(30),
+    );
+    child
+}
+
+/// The state the slow fixture must be in after an interrupted second migration.
+#[track_caller]
+fn at_first_revision_with_nothing_partial(db: &TestDb) {
+    assert_eq!(db.heads(), ["c0c0000000a1"]);
+    let snapshot = db.snapshot();
+    assert!(
+        !snapshot.objects.contains_key("table gadgets"),
+        "{snapshot:?}"
+    );
+    let widgets = format!("{:?}", snapshot.objects["table widgets"]);
+    assert!(!widgets.contains("gadget_id"), "{widgets}");
+}
+
+#[test]
+fn a_sigkilled_migrator_leaves_the_previous_revision_and_frees_the_lock() {
+    let db = TestDb::new();
+    let mut child = start_slow_migration(&db);
+    child.kill().unwrap(); // SIGKILL
+    child.wait().unwrap();
+    let killed = Instant::now();
+    // client_connection_check_interval lets the server notice well before the sleep ends.
+    wait_for(
+        &db,
+        "SELECT NOT EXISTS (SELECT 1 FROM pg_stat_activity WHERE application_name LIKE 'cargo xtask%')",
+        Duration::from_secs(10),
+    );
+    assert!(
+        killed.elapsed() < Duration::from_secs(3),
+        "the server noticed the dead migrator after {:?}",
+        killed.elapsed()
+    );
+    assert!(migration_lock_is_free(&db));
+    at_first_revision_with_nothing_partial(&db);
+    let output = spawn(
+        &db,
+        &[
+            "migrate",
+            "upgrade",
+            "head",
+            "--migrations",
+            "tests/fixtures/slow_migration",
+        ],
+    )
+    .wait_with_output()
+    .unwrap();
+    assert!(output.status.success(), "{}", stderr(&output));
+    assert_eq!(db.heads(), ["c0c0000000a2"]);
+}
+
+#[test]
+fn losing_the_server_mid_run_leaves_the_previous_revision() {
+    let mut db = TestDb::new();
+    let child = start_slow_migration(&db);
+    db.cluster.stop_server();
+    let output = child.wait_with_output().unwrap();
+    assert!(!output.status.success());
+    let err = stderr(&output);
+    assert!(err.contains("c0c0000000a2"), "names the revision: {err}");
+    assert!(!err.contains("panicked"), "{err}");
+    db.cluster.start_server().unwrap();
+    at_first_revision_with_nothing_partial(&db);
+    let output = spawn(
+        &db,
+        &[
+            "migrate",
+            "upgrade",
+            "head",
+            "--migrations",
+            "tests/fixtures/slow_migration",
+        ],
+    )
+    .wait_with_output()
+    .unwrap();
+    assert!(output.status.success(), "{}", stderr(&output));
+    assert_eq!(db.heads(), ["c0c0000000a2"]);
+}
