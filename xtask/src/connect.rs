@@ -32,16 +32,32 @@ impl Target {
             config.connect_timeout(Duration::from_secs(10));
         }
         config.connect(postgres::NoTls).map_err(|err| {
-            let probe = probe(&config);
-            let hint = match self.source {
-                UrlSource::DevDatabase => "; start it with `cargo xtask db start`",
-                _ => "; check the URL and that the server is running (`pg_isready`)",
+            // postgres::Error's Display is just "db error"; the server's words are in the source.
+            let (reason, next) = match err.as_db_error() {
+                // The server answered: the URL's host is right, its user, password or
+                // database name is not.
+                Some(db) => (
+                    format!("{} (SQLSTATE {})", db.message(), db.code().code()),
+                    match db.code().code() {
+                        "3D000" => "create the database (or `cargo xtask restore --create`), or fix its name in the URL".to_string(),
+                        "28P01" | "28000" => "check the user and password in the URL (special characters must be percent-encoded)".to_string(),
+                        _ => "check the URL".to_string(),
+                    },
+                ),
+                None => (
+                    std::error::Error::source(&err)
+                        .map_or_else(|| err.to_string(), |source| format!("{err}: {source}")),
+                    probe(&config)
+                        + match self.source {
+                            UrlSource::DevDatabase => "; start it with `cargo xtask db start`",
+                            _ => "; check the URL and that the server is running (`pg_isready`)",
+                        },
+                ),
             };
             anyhow::format_err!(
-                "could not connect to server at {} (from {}): {}\n  {probe}{hint}",
+                "could not connect to server at {} (from {}): {reason}\n  {next}",
                 self.url,
                 self.source,
-                err
             )
         })
     }
