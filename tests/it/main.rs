@@ -6,5 +6,6 @@ mod bad_input;
 mod cluster;
 mod migrate;
 mod reliability;
+mod secrets;
 mod support;
 mod verify;

@@ -46,7 +46,7 @@ impl RunAs {
     }
 
     /// Makes `command` run as this user. With `die_with_parent`, the child also gets
-    /// SIGINT (PostgreSQL's fast shutdown) when the thread that spawned it exits, and is
+    /// SIGQUIT (PostgreSQL's immediate shutdown) when the thread that spawned it exits, and is
     /// put in its own process group so a terminal's Ctrl-C reaches only us: we then stop
     /// it in order.
     pub fn apply(&self, command: &mut Command, die_with_parent: bool) {
@@ -70,7 +70,8 @@ impl RunAs {
                 }
                 if die_with_parent {
                     // Set after the uid change: changing credentials clears it (prctl(2)).
-                    if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGINT) != 0 {
+                    // SIGQUIT is an immediate shutdown: no checkpoint for data nobody keeps.
+                    if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGQUIT) != 0 {
                         return Err(io::Error::last_os_error());
                     }
                     // The parent may have died between fork and prctl.
