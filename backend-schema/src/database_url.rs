@@ -20,6 +20,12 @@ pub struct DatabaseUrl {
 pub enum UrlError {
     #[error("malformed database URL from {source_name}: it must start with postgresql:// or postgres:// (e.g. postgresql://user:password@host:5432/diagnoleads)")]
     Scheme { source_name: String },
+    #[error(
+        "the database URL from {source_name} asks for sslmode={mode}, but TLS is not supported yet \
+         (nothing is sent unencrypted instead); reach the server over a unix socket or an SSH tunnel \
+         (ssh -L 5433:db-host:5432 ...) and use sslmode=disable on that URL"
+    )]
+    TlsUnsupported { source_name: String, mode: String },
     #[error("malformed database URL from {source_name}: {problem}")]
     Malformed {
         source_name: String,
@@ -62,6 +68,14 @@ impl DatabaseUrl {
             raw: raw.to_string(),
             password,
         };
+        if let Some(mode) =
+            query_value(raw, "sslmode").filter(|m| m.starts_with("verify") || m == "require")
+        {
+            return Err(UrlError::TlsUnsupported {
+                source_name: source_name.into(),
+                mode,
+            });
+        }
         // Let the driver validate the rest (ports, options) now, with a safe message.
         url.config().map_err(|err| UrlError::Malformed {
             source_name: source_name.into(),
@@ -136,6 +150,15 @@ impl DatabaseUrl {
             None => self.raw.clone(),
         }
     }
+}
+
+/// The value of `key` in the URL's query string, percent-decoded.
+fn query_value(raw: &str, key: &str) -> Option<String> {
+    let query = raw.split_once('?')?.1.split('#').next()?;
+    query.split('&').find_map(|pair| {
+        let (k, v) = pair.split_once('=')?;
+        (k == key).then(|| percent_decode_str(v).decode_utf8_lossy().into_owned())
+    })
 }
 
 impl fmt::Display for DatabaseUrl {
@@ -286,6 +309,23 @@ mod tests {
         );
         let bare = DatabaseUrl::parse("postgresql://localhost", "test").unwrap();
         assert_eq!(bare.with_database("d").expose(), "postgresql://localhost/d");
+    }
+
+    #[test]
+    fn tls_modes_that_cannot_be_honoured_are_refused() {
+        for mode in ["require", "verify-ca", "verify-full"] {
+            let err = DatabaseUrl::parse(
+                &format!("postgresql://u:pw@db/app?sslmode={mode}"),
+                "DATABASE_URL",
+            )
+            .unwrap_err();
+            assert!(
+                err.to_string().contains(&format!("sslmode={mode}")),
+                "{err}"
+            );
+            assert!(!err.to_string().contains("pw"), "{err}");
+        }
+        assert!(DatabaseUrl::parse("postgresql://u@db/app?sslmode=disable", "x").is_ok());
     }
 
     #[test]

@@ -444,3 +444,39 @@ fn a_backup_killed_halfway_leaves_no_file_and_the_next_run_sweeps_its_leftovers(
     left.sort();
     assert_eq!(left, ["c.dump", "c.dump.manifest.json"]);
 }
+
+#[test]
+fn a_dump_that_hits_the_file_size_limit_leaves_no_file() {
+    let db = seeded();
+    db.client()
+        .batch_execute(
+            "INSERT INTO leads (id, tenant_id, name, email, status, score, tags, custom_fields, created_by)
+             SELECT gen_random_uuid(), tenant_id, md5(g::text), md5(g::text) || '@example.com', 'new', 1, '[]', '{}', created_by
+               FROM generate_series(1, 20000) AS g, (SELECT tenant_id, created_by FROM leads LIMIT 1) AS l",
+        )
+        .unwrap();
+    let out = tempfile::tempdir().unwrap();
+    let path = out.path().join("b.dump");
+    // prlimit applies to xtask and the pg_dump it starts: like a full disk, mid-dump.
+    let output = std::process::Command::new("prlimit")
+        .arg("--fsize=65536")
+        .arg(env!("CARGO_BIN_EXE_xtask"))
+        .args([
+            "backup",
+            "--output",
+            path.to_str().unwrap(),
+            "--database-url",
+            &db.url(),
+        ])
+        .current_dir(crate::support::root())
+        .output()
+        .expect("prlimit (util-linux) runs");
+    let err = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success(), "{err}");
+    assert!(err.contains("no backup was written"), "{err}");
+    let left: Vec<_> = std::fs::read_dir(out.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert!(left.is_empty(), "{left:?}");
+}

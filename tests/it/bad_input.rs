@@ -350,6 +350,20 @@ const CASES: &[Case] = &[
         needles: &["postgresql://"],
     },
     Case {
+        name: "a TLS mode that cannot be honoured",
+        prepare: nothing,
+        args: &[
+            "migrate",
+            "current",
+            "--migrations",
+            "{M}",
+            "--database-url",
+            "postgresql://app@db.example.com/app?sslmode=verify-full",
+        ],
+        exit_code: 1,
+        needles: &["sslmode=verify-full", "TLS is not supported"],
+    },
+    Case {
         name: "an unreachable host",
         prepare: nothing,
         args: &[

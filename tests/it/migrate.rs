@@ -227,6 +227,15 @@ fn a_failing_migration_leaves_the_previous_revision_and_names_file_and_line() {
     );
     assert_eq!(db.heads(), ["d724f366bbf2"]);
     assert!(!db.snapshot().objects.contains_key("table leads"));
+    let locks: i64 = db
+        .client()
+        .query_one(
+            "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory'",
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    assert_eq!(locks, 0, "the migration lock is released after a failure");
 }
 
 #[test]

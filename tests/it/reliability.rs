@@ -233,3 +233,85 @@ fn losing_the_server_mid_run_leaves_the_previous_revision() {
     assert!(output.status.success(), "{}", stderr(&output));
     assert_eq!(db.heads(), ["c0c0000000a2"]);
 }
+
+#[test]
+fn a_failed_non_transactional_migration_is_recorded_and_blocks_the_next_run() {
+    let db = TestDb::new();
+    let work = tempfile::tempdir().unwrap();
+    crate::support::copy_dir(
+        &crate::support::root().join("tests/fixtures/concurrent_index"),
+        work.path(),
+    );
+    let dir = work.path().to_str().unwrap();
+    // A unique index over duplicate values fails after CONCURRENTLY created it: INVALID.
+    std::fs::write(
+        work.path().join("c1c1000000a2_items_name_index/up.sql"),
+        "UPDATE items SET name = 'same' WHERE id <= 2;\nCREATE UNIQUE INDEX CONCURRENTLY items_name_idx ON items (name);\n",
+    )
+    .unwrap();
+    let run = db.xtask(&["migrate", "upgrade", "head", "--migrations", dir]);
+    let err = run.failure().stderr();
+    assert!(err.contains("c1c1000000a2"), "{err}");
+    assert!(err.contains("could not create unique index"), "{err}");
+    assert!(err.contains("outside a transaction"), "{err}");
+    assert_eq!(db.heads(), ["c1c1000000a1"]);
+    let status: String = db
+        .client()
+        .query_one(
+            "SELECT status FROM alembic_version_history WHERE revision = 'c1c1000000a2' ORDER BY id DESC LIMIT 1",
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    assert_eq!(status, "failed");
+
+    let again = db.xtask(&["migrate", "upgrade", "head", "--migrations", dir]);
+    let err = again.failure().stderr();
+    assert!(err.contains("c1c1000000a2"), "{err}");
+    assert!(
+        err.contains("items_name_idx"),
+        "names the INVALID index: {err}"
+    );
+    assert!(
+        err.contains("cargo xtask migrate stamp"),
+        "says how to resolve it: {err}"
+    );
+    assert!(migration_lock_is_free(&db));
+
+    // The way out the message gives: undo by hand, record it, fix the file, run again.
+    db.client()
+        .batch_execute("DROP INDEX CONCURRENTLY items_name_idx")
+        .unwrap();
+    std::fs::write(
+        work.path().join("c1c1000000a2_items_name_index/up.sql"),
+        "CREATE INDEX CONCURRENTLY items_name_idx ON items (name);\n",
+    )
+    .unwrap();
+    db.xtask(&["migrate", "stamp", "c1c1000000a1", "--migrations", dir])
+        .success();
+    db.xtask(&["migrate", "upgrade", "head", "--migrations", dir])
+        .success();
+    assert_eq!(db.heads(), ["c1c1000000a2"]);
+}
+
+#[test]
+fn a_statement_timeout_is_reported_apart_from_a_lock_timeout() {
+    let db = TestDb::new();
+    let run = db.xtask(&[
+        "migrate",
+        "upgrade",
+        "head",
+        "--migrations",
+        "tests/fixtures/slow_migration",
+        "--statement-timeout",
+        "500ms",
+    ]);
+    let err = run.failure().stderr();
+    assert!(
+        err.contains("canceling statement due to statement timeout"),
+        "{err}"
+    );
+    assert!(!err.contains("lock timeout"), "{err}");
+    assert!(err.contains("c0c0000000a2_slow_gadgets/up.sql:3"), "{err}");
+    at_first_revision_with_nothing_partial(&db);
+}
