@@ -372,16 +372,6 @@ fn the_er_diagram_shows_tables_keys_and_rls() {
 }
 
 #[test]
-fn the_readme_shows_the_committed_diagram() {
-    let readme = std::fs::read_to_string(crate::support::root().join("README.md")).unwrap();
-    let erd = std::fs::read_to_string(crate::support::root().join("docs/erd.mmd")).unwrap();
-    assert!(
-        readme.contains(&format!("```mermaid\n{erd}```")),
-        "README.md's mermaid block differs from docs/erd.mmd: paste docs/erd.mmd into it"
-    );
-}
-
-#[test]
 fn a_backup_killed_halfway_leaves_no_file_and_the_next_run_sweeps_its_leftovers() {
     let db = seeded();
     // Hold a lock so pg_dump is parked mid-dump, its partial file already open.

@@ -4,6 +4,7 @@
 mod backup;
 mod bad_input;
 mod cluster;
+mod docs;
 mod migrate;
 mod reliability;
 mod secrets;
