@@ -1,0 +1,1 @@
+# unused: the interop test writes its revision files itself
