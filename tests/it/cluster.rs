@@ -211,5 +211,14 @@ fn a_long_tmpdir_never_produces_a_socket_path_over_the_limit() {
     unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
     child.wait().unwrap();
     wait_gone(pid, &dir, Duration::from_secs(2));
+
+    // A root forced past the limit is refused up front, naming the fix.
+    let forced = crate::support::xtask_command(&["hold-cluster"])
+        .env("BACKEND_SCHEMA_TEMP_ROOT", &long)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&forced.stderr);
+    assert!(!forced.status.success());
+    assert!(err.contains("longer than 107 bytes"), "{err}");
     std::fs::remove_dir_all(long).unwrap();
 }

@@ -121,7 +121,7 @@ pub fn xtask_command(args: &[&str]) -> Command {
 
 /// The one list of volatile text to normalise in snapshots.
 pub const FILTERS: &[(&str, &str)] = &[
-    (r"/tmp/bsc-[A-Za-z0-9]+", "[CLUSTER]"),
+    (r"/(tmp|dev/shm)/bsc-[A-Za-z0-9]+", "[CLUSTER]"),
     (r"/tmp/\.tmp[A-Za-z0-9]+", "[TEMP]"),
     (r"\b\d+(\.\d+)? ?(ms|s)\b", "[TIME]"),
     (

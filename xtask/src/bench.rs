@@ -132,6 +132,24 @@ impl Bench {
             "<= 2 s",
         ));
 
+        let chain = generated_chain(100)?;
+        let chain_dir = chain.path();
+        let mut long = Vec::new();
+        for _ in 0..runs.min(3) {
+            let began = Instant::now();
+            cmd!(sh, "{xtask} verify --migrations {chain_dir}")
+                .quiet()
+                .ignore_stdout()
+                .ignore_stderr()
+                .run()?;
+            long.push(began.elapsed());
+        }
+        rows.push((
+            "verify, generated chain of 100 small migrations".into(),
+            median(long),
+            "<= 20 s",
+        ));
+
         if let Some(leads) = self.backup_leads {
             rows.extend(backup_rows(sh, leads, runs.min(5))?);
         }
@@ -146,6 +164,44 @@ impl Bench {
         }
         Ok(())
     }
+}
+
+/// A linear chain of `n` small migrations (a table, then columns, indexes and a
+/// policy-free tenant table by turns), to show `verify` scales with the chain.
+fn generated_chain(n: usize) -> anyhow::Result<tempfile::TempDir> {
+    let dir = tempfile::tempdir()?;
+    let mut parent: Option<String> = None;
+    for i in 0..n {
+        let revision = format!("{:012x}", 0xbe_0000_0000u64 + i as u64);
+        let (up, down) = match i % 3 {
+            0 => (
+                format!("CREATE TABLE t{i} (id bigint PRIMARY KEY, tenant_id uuid NOT NULL, name text NOT NULL DEFAULT '');\n"),
+                format!("DROP TABLE t{i};\n"),
+            ),
+            1 => (
+                format!("ALTER TABLE t{} ADD COLUMN c{i} integer NOT NULL DEFAULT 0;\n", i - 1),
+                format!("ALTER TABLE t{} DROP COLUMN c{i};\n", i - 1),
+            ),
+            _ => (
+                format!("CREATE INDEX ix{i} ON t{} (tenant_id, name);\n", i - 2),
+                format!("DROP INDEX ix{i};\n"),
+            ),
+        };
+        let folder = dir.path().join(format!("{revision}_step_{i}"));
+        std::fs::create_dir(&folder)?;
+        let revises = parent
+            .as_ref()
+            .map(|p| format!("\"{p}\""))
+            .unwrap_or_default();
+        std::fs::write(
+            folder.join("migration.toml"),
+            format!("revision = \"{revision}\"\nrevises = [{revises}]\nmessage = \"step {i}\"\ntransactional = true\n"),
+        )?;
+        std::fs::write(folder.join("up.sql"), up)?;
+        std::fs::write(folder.join("down.sql"), down)?;
+        parent = Some(revision);
+    }
+    Ok(dir)
 }
 
 /// Our backup and restore against the bare tools on a database of `leads` leads.

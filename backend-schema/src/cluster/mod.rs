@@ -56,7 +56,7 @@ pub enum ClusterError {
     },
     #[error("initdb failed for {}:\n{output}", data_dir.display())]
     InitdbFailed { data_dir: PathBuf, output: String },
-    #[error("socket path {} is longer than {MAX_SOCKET_PATH} bytes; set TMPDIR to a shorter directory", path.display())]
+    #[error("socket path {} is longer than {MAX_SOCKET_PATH} bytes; point BACKEND_SCHEMA_TEMP_ROOT (or TMPDIR) at a shorter directory", path.display())]
     SocketPathTooLong { path: PathBuf },
     #[error("PostgreSQL server did not start (log {}):\n{log_tail}", log.display())]
     StartFailed { log: PathBuf, log_tail: String },
@@ -330,14 +330,40 @@ impl Drop for TempCluster {
 }
 
 /// Directory for cluster dirs: short enough for the socket path limit, and reachable
-/// by the server user (a root-only `TMPDIR` is not).
-pub(crate) fn temp_root(run_as: RunAs) -> PathBuf {
+/// by the server user (a root-only `TMPDIR` is not). Shared memory comes first: the
+/// data is disposable, and creating a data dir's thousand files there costs
+/// nothing, where a disk-backed `/tmp` was measured at up to 0.8 ms a file.
+pub fn temp_root(run_as: RunAs) -> PathBuf {
+    if let Some(dir) = std::env::var_os("BACKEND_SCHEMA_TEMP_ROOT") {
+        return PathBuf::from(dir);
+    }
+    let shm = Path::new("/dev/shm");
+    if has_room(shm, SHM_ROOM) {
+        return shm.to_path_buf();
+    }
     let tmp = std::env::temp_dir();
     if run_as.is_current_user() && tmp.as_os_str().len() <= 60 {
         tmp
     } else {
         PathBuf::from("/tmp")
     }
+}
+
+/// Free space `/dev/shm` must have to be used: container defaults (64 MiB) do not.
+const SHM_ROOM: u64 = 2 << 30;
+
+fn has_room(dir: &Path, bytes: u64) -> bool {
+    use std::os::unix::ffi::OsStrExt as _;
+    let Ok(path) = std::ffi::CString::new(dir.as_os_str().as_bytes()) else {
+        return false;
+    };
+    let mut stat: libc::statvfs = unsafe { std::mem::zeroed() };
+    // SAFETY: a valid NUL-terminated path and a properly sized out-parameter.
+    if unsafe { libc::statvfs(path.as_ptr(), &mut stat) } != 0 {
+        return false;
+    }
+    let writable = unsafe { libc::access(path.as_ptr(), libc::W_OK) } == 0;
+    writable && (stat.f_bavail as u64).saturating_mul(stat.f_frsize as u64) >= bytes
 }
 
 /// Quotes an SQL identifier (`"` doubled), for names that cannot be bind parameters.
