@@ -7,6 +7,7 @@ pub mod cluster;
 pub mod database_url;
 
 pub use cluster::{ClusterError, PgBinaries, TempCluster};
+pub mod declarative;
 pub mod detect;
 pub mod dump;
 pub mod erd;

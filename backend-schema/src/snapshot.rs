@@ -39,6 +39,7 @@ impl SchemaSnapshot {
         snapshot.triggers(client)?;
         snapshot.grants(client)?;
         snapshot.extensions(client)?;
+        snapshot.comments(client)?;
         for lines in snapshot.objects.values_mut() {
             // Stable sort by section; columns keep their order, the rest is sorted by text.
             lines.sort_by(|a, b| {
@@ -52,6 +53,24 @@ impl SchemaSnapshot {
             });
         }
         Ok(snapshot)
+    }
+
+    /// The same snapshot with each table's columns sorted by name, for comparisons
+    /// where only a column's position may differ.
+    pub fn with_columns_sorted(&self) -> SchemaSnapshot {
+        let mut copy = self.clone();
+        for lines in copy.objects.values_mut() {
+            lines.sort_by(|a, b| {
+                section_rank(a).cmp(&section_rank(b)).then_with(|| {
+                    if a.starts_with("column ") && b.starts_with("column ") {
+                        a.cmp(b)
+                    } else {
+                        std::cmp::Ordering::Equal
+                    }
+                })
+            });
+        }
+        copy
     }
 
     /// Whether nothing but the version tables is left.
@@ -427,6 +446,37 @@ impl fmt::Display for SchemaSnapshot {
     }
 }
 
+impl SchemaSnapshot {
+    /// Comments on tables and their columns (`COMMENT ON`), which a reviewer reads as
+    /// documentation of the schema.
+    fn comments(&mut self, client: &mut impl GenericClient) -> Result<(), postgres::Error> {
+        let sql = format!(
+            "SELECT n.nspname, c.relname, a.attname, d.description
+               FROM pg_description d
+               JOIN pg_class c ON c.oid = d.objoid AND d.classoid = 'pg_class'::regclass
+               JOIN pg_namespace n ON n.oid = c.relnamespace
+               LEFT JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum = d.objsubid AND d.objsubid > 0
+              WHERE {USER_SCHEMAS} AND c.relkind IN ('r', 'p')"
+        );
+        for row in client.query(&sql, &[])? {
+            let relname: String = row.get(1);
+            if IGNORED_RELATIONS.contains(&relname.as_str()) {
+                continue;
+            }
+            let on = match row.get::<_, Option<String>>(2) {
+                Some(column) => format!("column {column}"),
+                None => "table".to_string(),
+            };
+            let text: String = row.get(3);
+            self.push(
+                format!("table {}", qualified(row.get(0), &relname)),
+                format!("comment on {on}: {}", squash(&text)),
+            );
+        }
+        Ok(())
+    }
+}
+
 /// Sort rank of a line within an object: columns, constraints, indexes, policies, ...
 fn section_rank(line: &str) -> u8 {
     const ORDER: &[&str] = &[
@@ -439,6 +489,7 @@ fn section_rank(line: &str) -> u8 {
         "policy ",
         "trigger ",
         "grant ",
+        "comment ",
     ];
     ORDER.iter().position(|p| line.starts_with(p)).unwrap_or(0) as u8
 }

@@ -317,10 +317,10 @@ fn could_not_connect_names_the_source_and_hides_the_password() {
 }
 
 #[test]
-fn check_says_when_the_target_database_is_not_up_to_date() {
+fn check_heads_says_when_the_target_database_is_not_up_to_date() {
     let db = TestDb::new();
     db.xtask(&["migrate", "upgrade", "f5a2"]).success();
-    let run = db.xtask(&["migrate", "check"]);
+    let run = db.xtask(&["migrate", "current", "--check-heads"]);
     assert!(
         run.failure().stderr().contains(
             "target database is not up to date: it is at f5a2c3d8e9b1, 3 migration(s) pending"
@@ -329,7 +329,7 @@ fn check_says_when_the_target_database_is_not_up_to_date() {
         run.text()
     );
     db.xtask(&["migrate", "upgrade", "head"]).success();
-    db.xtask(&["migrate", "check"]).success();
+    db.xtask(&["migrate", "current", "--check-heads"]).success();
 }
 
 #[test]

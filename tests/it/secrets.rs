@@ -93,7 +93,10 @@ fn no_command_reveals_the_password() {
             ],
             true,
         ),
-        (vec!["migrate".into(), "check".into()], true),
+        (
+            vec!["migrate".into(), "current".into(), "--check-heads".into()],
+            true,
+        ),
         (
             vec![
                 "migrate".into(),

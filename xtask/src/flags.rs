@@ -171,6 +171,14 @@ pub struct Bench {
     pub backup_leads: Option<u64>,
 }
 
+/// Where the declarative schema is.
+#[derive(Debug, Args, Clone)]
+pub struct SchemaOpts {
+    /// Directory of the declarative schema (relative to the workspace root)
+    #[arg(long, value_name = "DIR", default_value = backend_schema::declarative::SCHEMA_DIR)]
+    pub schema: PathBuf,
+}
+
 /// Where the migrations are.
 #[derive(Debug, Args, Clone)]
 pub struct MigrationsOpts {
@@ -220,10 +228,18 @@ pub enum MigrateAction {
         /// Also show the URL, file paths and checksum status of every applied revision
         #[arg(long, short)]
         verbose: bool,
+        /// Exit non-zero unless the database is at the head revision(s)
+        #[arg(long)]
+        check_heads: bool,
     },
-    /// Exit non-zero unless the database is at the head revision(s)
-    #[command(after_help = "Example:\n  cargo xtask migrate check && deploy")]
-    Check,
+    /// Compare the chain's head with the declarative schema; non-zero with a diff if they differ
+    #[command(
+        after_help = "Example:\n  cargo xtask migrate check   # no database needed: both are built in a throwaway cluster"
+    )]
+    Check {
+        #[command(flatten)]
+        schema: SchemaOpts,
+    },
     /// List revisions, newest first
     #[command(
         after_help = "Examples:\n  cargo xtask migrate history --indicate-current\n  cargo xtask migrate history -r f5a2:head --verbose"
@@ -292,7 +308,7 @@ pub enum MigrateAction {
     },
     /// Create a new migration whose parent is the current head
     #[command(
-        after_help = "Example:\n  cargo xtask migrate revision -m \"add lead source column\""
+        after_help = "Examples:\n  cargo xtask migrate revision -m \"add lead source column\"\n  cargo xtask migrate revision --autogenerate -m \"add lead source column\""
     )]
     Revision {
         #[arg(short, long)]
@@ -303,6 +319,14 @@ pub enum MigrateAction {
         /// The migration runs outside a transaction (CREATE INDEX CONCURRENTLY)
         #[arg(long)]
         non_transactional: bool,
+        /// Write the SQL that turns head into the declarative schema, and prove it
+        #[arg(long)]
+        autogenerate: bool,
+        /// With --autogenerate: accept dropping tables, columns or enum values
+        #[arg(long, requires = "autogenerate")]
+        allow_drop: bool,
+        #[command(flatten)]
+        schema: SchemaOpts,
     },
     /// Create a merge revision of two or more heads
     #[command(

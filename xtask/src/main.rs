@@ -10,6 +10,7 @@ mod migrate;
 mod pgtool;
 mod restore;
 mod schema_dump;
+mod schema_model;
 mod verify;
 
 use std::path::{Path, PathBuf};

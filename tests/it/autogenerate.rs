@@ -1,0 +1,461 @@
+//! The declarative schema: `migrate check` and `migrate revision --autogenerate`, one
+//! test per kind of object. Each edits a copy of `backend-schema/schema/`, generates a
+//! migration (which the command proves up, down and up again), and then requires
+//! `migrate check` to find the chain's new head equal to the edited schema.
+
+use std::fs;
+use std::path::PathBuf;
+
+use crate::support::{copy_dir, root, xtask, Run};
+
+/// Copies of the migrations and the declarative schema, to edit.
+struct Workspace {
+    dir: tempfile::TempDir,
+}
+
+impl Workspace {
+    fn new() -> Workspace {
+        let dir = tempfile::tempdir().unwrap();
+        copy_dir(&root().join("migrations"), &dir.path().join("m"));
+        copy_dir(&root().join("backend-schema/schema"), &dir.path().join("s"));
+        Workspace { dir }
+    }
+
+    fn path(&self, sub: &str) -> PathBuf {
+        self.dir.path().join(sub)
+    }
+
+    #[track_caller]
+    fn edit(&self, file: &str, from: &str, to: &str) {
+        let path = self.path("s").join(file);
+        let text = fs::read_to_string(&path).unwrap();
+        assert!(text.contains(from), "{file} has no {from:?}");
+        fs::write(path, text.replacen(from, to, 1)).unwrap();
+    }
+
+    fn append(&self, file: &str, text: &str) {
+        let path = self.path("s").join(file);
+        let old = fs::read_to_string(&path).unwrap_or_default();
+        fs::write(path, old + text).unwrap();
+    }
+
+    fn run(&self, args: &[&str]) -> Run {
+        let (m, s) = (self.path("m"), self.path("s"));
+        let mut all = args.to_vec();
+        all.extend([
+            "--migrations",
+            m.to_str().unwrap(),
+            "--schema",
+            s.to_str().unwrap(),
+        ]);
+        xtask(&all)
+    }
+
+    fn autogenerate(&self, extra: &[&str]) -> Run {
+        let mut args = vec![
+            "migrate",
+            "revision",
+            "--autogenerate",
+            "-m",
+            "schema change",
+        ];
+        args.extend(extra);
+        self.run(&args)
+    }
+
+    fn migration_count(&self) -> usize {
+        fs::read_dir(self.path("m")).unwrap().count()
+    }
+
+    /// Generates, then checks the chain's head equals the schema; returns (up, down, metadata).
+    #[track_caller]
+    fn generate_and_check(&self, extra: &[&str]) -> (String, String, String) {
+        let run = self.autogenerate(extra);
+        let revision = run.success().stdout().trim().to_string();
+        assert!(run.stderr().contains("proven"), "{}", run.text());
+        let check = self.run(&["migrate", "check"]);
+        check.success();
+        let folder = fs::read_dir(self.path("m"))
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .find(|p| {
+                p.file_name()
+                    .unwrap()
+                    .to_string_lossy()
+                    .starts_with(&revision)
+            })
+            .expect("the new migration's folder");
+        let read = |f: &str| fs::read_to_string(folder.join(f)).unwrap();
+        (read("up.sql"), read("down.sql"), read("migration.toml"))
+    }
+}
+
+#[test]
+fn check_passes_as_committed_and_names_the_object_after_a_one_line_edit() {
+    xtask(&["migrate", "check"]).success();
+    let ws = Workspace::new();
+    ws.run(&["migrate", "check"]).success();
+    ws.edit(
+        "leads.sql",
+        "score             integer NOT NULL,",
+        "score             integer DEFAULT 0 NOT NULL,",
+    );
+    let run = ws.run(&["migrate", "check"]);
+    let err = run.failure().stderr();
+    assert!(err.contains("~ table leads"), "{err}");
+    assert!(
+        err.contains("+ column score integer not null default 0"),
+        "{err}"
+    );
+    assert!(
+        err.contains("ALTER TABLE leads ALTER COLUMN score SET DEFAULT 0;"),
+        "the SQL that closes the gap: {err}"
+    );
+}
+
+#[test]
+fn no_difference_writes_nothing() {
+    let ws = Workspace::new();
+    let before = ws.migration_count();
+    let run = ws.autogenerate(&[]);
+    assert!(
+        run.success().stderr().contains("no difference"),
+        "{}",
+        run.text()
+    );
+    assert_eq!(ws.migration_count(), before);
+}
+
+#[test]
+fn a_new_table_with_keys_index_row_level_security_and_a_policy() {
+    let ws = Workspace::new();
+    fs::write(
+        ws.path("s").join("lead_notes.sql"),
+        "CREATE TABLE lead_notes (
+    id         uuid NOT NULL PRIMARY KEY,
+    tenant_id  uuid NOT NULL REFERENCES tenants(id) ON DELETE CASCADE,
+    lead_id    uuid NOT NULL REFERENCES leads(id) ON DELETE CASCADE,
+    body       text NOT NULL CHECK (body <> ''),
+    created_at timestamp with time zone DEFAULT now() NOT NULL
+);
+CREATE INDEX idx_lead_notes_lead ON lead_notes (lead_id);
+ALTER TABLE lead_notes ENABLE ROW LEVEL SECURITY;
+ALTER TABLE lead_notes FORCE ROW LEVEL SECURITY;
+CREATE POLICY lead_notes_tenant_isolation ON lead_notes
+    USING (tenant_id = (current_setting('app.current_tenant_id'))::uuid);
+",
+    )
+    .unwrap();
+    let (up, down, metadata) = ws.generate_and_check(&[]);
+    assert!(up.contains("CREATE TABLE lead_notes ("), "{up}");
+    assert!(
+        up.contains(
+            "ADD CONSTRAINT lead_notes_lead_id_fkey FOREIGN KEY (lead_id) REFERENCES leads(id)"
+        ),
+        "{up}"
+    );
+    assert!(
+        up.contains("ALTER TABLE lead_notes FORCE ROW LEVEL SECURITY;"),
+        "{up}"
+    );
+    assert!(
+        up.contains("CREATE POLICY lead_notes_tenant_isolation ON lead_notes"),
+        "{up}"
+    );
+    // A new, empty table needs no CONCURRENTLY: the migration stays transactional.
+    assert!(up.contains("CREATE INDEX idx_lead_notes_lead"), "{up}");
+    assert!(metadata.contains("transactional = true"), "{metadata}");
+    assert!(down.contains("DROP TABLE lead_notes;"), "{down}");
+    // And the whole chain still verifies, the new revision included.
+    let m = ws.path("m");
+    xtask(&["verify", "--migrations", m.to_str().unwrap()]).success();
+}
+
+#[test]
+fn columns_added_retyped_defaulted_and_made_not_null() {
+    let ws = Workspace::new();
+    ws.edit(
+        "leads.sql",
+        "    updated_at        timestamp with time zone DEFAULT now() NOT NULL,",
+        "    updated_at        timestamp with time zone DEFAULT now() NOT NULL,\n    source            character varying(50) DEFAULT 'web'::character varying NOT NULL,\n    rating            integer NOT NULL,",
+    );
+    ws.edit(
+        "leads.sql",
+        "email             character varying(255) NOT NULL",
+        "email             character varying(320) NOT NULL",
+    );
+    ws.edit(
+        "leads.sql",
+        "status            character varying(50) NOT NULL",
+        "status            character varying(50) DEFAULT 'new'::character varying NOT NULL",
+    );
+    ws.edit(
+        "leads.sql",
+        "company           character varying(255),",
+        "company           character varying(255) NOT NULL,",
+    );
+    ws.edit(
+        "leads.sql",
+        "tags              json NOT NULL,",
+        "tags              json,",
+    );
+    let (up, down, _) = ws.generate_and_check(&[]);
+    assert!(up.contains("ALTER TABLE leads ADD COLUMN source character varying(50) DEFAULT 'web'::character varying NOT NULL;"), "{up}");
+    assert!(
+        up.contains("-- NOT NULL without a default fails on a table that has rows"),
+        "{up}"
+    );
+    assert!(
+        up.contains("ALTER TABLE leads ALTER COLUMN email TYPE character varying(320)"),
+        "{up}"
+    );
+    assert!(
+        up.contains("ALTER TABLE leads ALTER COLUMN status SET DEFAULT 'new'::character varying;"),
+        "{up}"
+    );
+    assert!(
+        up.contains("ADD CONSTRAINT leads_company_not_null CHECK (company IS NOT NULL) NOT VALID;"),
+        "{up}"
+    );
+    assert!(
+        up.contains("ALTER TABLE leads ALTER COLUMN company SET NOT NULL;"),
+        "{up}"
+    );
+    assert!(
+        up.contains("ALTER TABLE leads ALTER COLUMN tags DROP NOT NULL;"),
+        "{up}"
+    );
+    assert!(
+        down.contains("ALTER TABLE leads DROP COLUMN rating;"),
+        "{down}"
+    );
+}
+
+#[test]
+fn keys_checks_and_foreign_keys_on_existing_tables_are_added_without_long_locks() {
+    let ws = Workspace::new();
+    ws.edit(
+        "users.sql",
+        "CREATE TABLE users (",
+        "CREATE TABLE users (\n    CONSTRAINT users_attempts_non_negative CHECK (failed_login_attempts >= 0),\n    CONSTRAINT uq_users_reset_token UNIQUE (password_reset_token),",
+    );
+    // A CONSTRAINT line before the columns is not valid SQL: move them after.
+    let path = ws.path("s").join("users.sql");
+    let text = fs::read_to_string(&path).unwrap();
+    let moved: String = text.replacen(
+        "\n    CONSTRAINT users_attempts_non_negative CHECK (failed_login_attempts >= 0),\n    CONSTRAINT uq_users_reset_token UNIQUE (password_reset_token),",
+        "",
+        1,
+    );
+    fs::write(
+        &path,
+        moved.replacen(
+            "    CONSTRAINT users_pkey",
+            "    CONSTRAINT users_attempts_non_negative CHECK (failed_login_attempts >= 0),\n    CONSTRAINT uq_users_reset_token UNIQUE (password_reset_token),\n    CONSTRAINT users_pkey",
+            1,
+        ),
+    )
+    .unwrap();
+    ws.append(
+        "sms_messages.sql",
+        "\nALTER TABLE sms_messages ADD CONSTRAINT sms_messages_campaign_tenant_fkey FOREIGN KEY (tenant_id) REFERENCES tenants(id);\n",
+    );
+    let (up, _, metadata) = ws.generate_and_check(&[]);
+    assert!(up.contains("ADD CONSTRAINT users_attempts_non_negative CHECK ((failed_login_attempts >= 0)) NOT VALID;\nALTER TABLE users VALIDATE CONSTRAINT users_attempts_non_negative;"), "{up}");
+    assert!(up.contains("CREATE UNIQUE INDEX CONCURRENTLY uq_users_reset_token ON public.users USING btree (password_reset_token);"), "{up}");
+    assert!(up.contains("ALTER TABLE users ADD CONSTRAINT uq_users_reset_token UNIQUE USING INDEX uq_users_reset_token;"), "{up}");
+    assert!(up.contains("FOREIGN KEY (tenant_id) REFERENCES tenants(id) NOT VALID;\nALTER TABLE sms_messages VALIDATE CONSTRAINT sms_messages_campaign_tenant_fkey;"), "{up}");
+    assert!(metadata.contains("transactional = false"), "{metadata}");
+}
+
+#[test]
+fn an_index_on_an_existing_table_is_built_concurrently_outside_a_transaction() {
+    let ws = Workspace::new();
+    ws.append(
+        "leads.sql",
+        "\nCREATE INDEX idx_leads_tenant_created ON leads (tenant_id, created_at);\n",
+    );
+    ws.edit(
+        "leads.sql",
+        "CREATE INDEX idx_leads_tenant_score ON leads USING btree (tenant_id, score);\n",
+        "",
+    );
+    let (up, down, metadata) = ws.generate_and_check(&[]);
+    assert!(
+        up.contains("CREATE INDEX CONCURRENTLY idx_leads_tenant_created ON public.leads"),
+        "{up}"
+    );
+    assert!(
+        up.contains("DROP INDEX CONCURRENTLY idx_leads_tenant_score;"),
+        "{up}"
+    );
+    assert!(
+        down.contains("CREATE INDEX CONCURRENTLY idx_leads_tenant_score"),
+        "{down}"
+    );
+    assert!(metadata.contains("transactional = false"), "{metadata}");
+}
+
+#[test]
+fn enum_values_are_appended_in_place_and_removed_by_a_rebuild() {
+    let ws = Workspace::new();
+    ws.edit(
+        "types.sql",
+        "'failed', 'undelivered'",
+        "'failed', 'undelivered', 'expired'",
+    );
+    let (up, down, metadata) = ws.generate_and_check(&[]);
+    assert!(
+        up.contains("ALTER TYPE smsstatus ADD VALUE 'expired' AFTER 'undelivered';"),
+        "{up}"
+    );
+    assert!(metadata.contains("transactional = true"), "{metadata}");
+    assert!(
+        down.contains("ALTER TYPE smsstatus RENAME TO smsstatus__old;"),
+        "{down}"
+    );
+
+    // Removing a value (and reordering) rebuilds the type, and may destroy data.
+    ws.edit(
+        "types.sql",
+        "'draft', 'running', 'paused'",
+        "'draft', 'paused', 'running'",
+    );
+    ws.edit("types.sql", ", 'archived'", "");
+    let refused = ws.autogenerate(&[]);
+    assert!(
+        refused
+            .failure()
+            .stderr()
+            .contains("enum abteststatus value(s) 'archived'"),
+        "{}",
+        refused.text()
+    );
+    let (up, _, _) = ws.generate_and_check(&["--allow-drop"]);
+    assert!(
+        up.contains(
+            "CREATE TYPE abteststatus AS ENUM ('draft', 'paused', 'running', 'completed');"
+        ),
+        "{up}"
+    );
+    assert!(up.contains("ALTER TABLE ab_tests ALTER COLUMN status TYPE abteststatus USING status::text::abteststatus;"), "{up}");
+}
+
+#[test]
+fn row_level_security_flags_and_policies_follow_the_schema() {
+    let ws = Workspace::new();
+    ws.edit(
+        "leads.sql",
+        "ALTER TABLE leads ENABLE ROW LEVEL SECURITY;",
+        "ALTER TABLE leads ENABLE ROW LEVEL SECURITY;\nALTER TABLE leads FORCE ROW LEVEL SECURITY;",
+    );
+    ws.edit(
+        "leads.sql",
+        "    WITH CHECK (tenant_id = (current_setting('app.current_tenant_id'::text))::uuid);",
+        "    WITH CHECK (tenant_id = (current_setting('app.current_tenant_id'::text))::uuid AND score >= 0);",
+    );
+    ws.append(
+        "ab_tests.sql",
+        "\nALTER TABLE ab_tests ENABLE ROW LEVEL SECURITY;\nCREATE POLICY ab_test_tenant_isolation ON ab_tests USING (tenant_id = (current_setting('app.current_tenant_id'))::uuid);\n",
+    );
+    let (up, down, _) = ws.generate_and_check(&[]);
+    assert!(
+        up.contains("ALTER TABLE leads FORCE ROW LEVEL SECURITY;"),
+        "{up}"
+    );
+    assert!(
+        up.contains("DROP POLICY lead_tenant_isolation ON leads;"),
+        "{up}"
+    );
+    assert!(up.contains("AND (score >= 0)"), "{up}");
+    assert!(
+        up.contains("ALTER TABLE ab_tests ENABLE ROW LEVEL SECURITY;"),
+        "{up}"
+    );
+    assert!(
+        down.contains("ALTER TABLE leads NO FORCE ROW LEVEL SECURITY;"),
+        "{down}"
+    );
+    assert!(
+        down.contains("DROP POLICY ab_test_tenant_isolation ON ab_tests;"),
+        "{down}"
+    );
+}
+
+#[test]
+fn comments_on_tables_and_columns() {
+    let ws = Workspace::new();
+    ws.append(
+        "tenants.sql",
+        "\nCOMMENT ON TABLE tenants IS 'Customer organisations; every row of every table belongs to one';\nCOMMENT ON COLUMN tenants.slug IS 'URL name, unique';\n",
+    );
+    let (up, down, _) = ws.generate_and_check(&[]);
+    assert!(up.contains("COMMENT ON TABLE tenants IS 'Customer organisations; every row of every table belongs to one';"), "{up}");
+    assert!(
+        up.contains("COMMENT ON COLUMN tenants.slug IS 'URL name, unique';"),
+        "{up}"
+    );
+    assert!(
+        down.contains("COMMENT ON COLUMN tenants.slug IS NULL;"),
+        "{down}"
+    );
+}
+
+#[test]
+fn dropping_a_column_needs_allow_drop_and_suggests_a_rename() {
+    let ws = Workspace::new();
+    ws.edit(
+        "leads.sql",
+        "    phone             character varying(20),\n",
+        "",
+    );
+    ws.edit(
+        "leads.sql",
+        "    updated_at        timestamp with time zone DEFAULT now() NOT NULL,",
+        "    updated_at        timestamp with time zone DEFAULT now() NOT NULL,\n    phone_number      character varying(20),",
+    );
+    let before = ws.migration_count();
+    let run = ws.autogenerate(&[]);
+    let err = run.failure().stderr();
+    assert!(
+        err.contains("this change drops data: column leads.phone; nothing was written"),
+        "{err}"
+    );
+    assert!(
+        err.contains("ALTER TABLE leads RENAME COLUMN phone TO phone_number;"),
+        "{err}"
+    );
+    assert_eq!(ws.migration_count(), before);
+    let (up, down, _) = ws.generate_and_check(&["--allow-drop"]);
+    assert!(
+        up.contains("-- NOTE: leads.phone is dropped and leads.phone_number added"),
+        "{up}"
+    );
+    assert!(up.contains("ALTER TABLE leads DROP COLUMN phone;"), "{up}");
+    assert!(
+        down.contains("-- NOTE: leads.phone come(s) back as the last column(s) of leads"),
+        "{down}"
+    );
+}
+
+#[test]
+fn a_new_column_declared_among_existing_ones_is_refused_with_the_fix() {
+    let ws = Workspace::new();
+    ws.edit(
+        "leads.sql",
+        "    notes             text,",
+        "    notes             text,\n    source            text,",
+    );
+    let run = ws.autogenerate(&[]);
+    let err = run.failure().stderr();
+    assert!(
+        err.contains(
+            "table leads: column(s) source are declared before columns the table already has"
+        ),
+        "{err}"
+    );
+    assert!(
+        err.contains("move them to the end of its CREATE TABLE"),
+        "{err}"
+    );
+}

@@ -1,0 +1,132 @@
+//! `migrate check` and `migrate revision --autogenerate`: the migration chain against the
+//! declarative schema in `backend-schema/schema/`.
+
+use std::path::Path;
+
+use anyhow::{bail, Context as _};
+use backend_schema::declarative::{self, plan, ProofError};
+use backend_schema::RevisionGraph;
+
+/// Fails, with the catalog difference and the SQL that would close it, when the
+/// chain's head and the declarative schema differ.
+pub(crate) fn check(graph: &RevisionGraph, migrations: &Path, schema: &Path) -> anyhow::Result<()> {
+    let files = declarative::read_schema(schema)?;
+    eprintln!(
+        "building the migrations' head and {} in a throwaway cluster...",
+        schema.display()
+    );
+    let pair = declarative::build_pair(graph, migrations, &files).with_context(|| {
+        format!(
+            "cannot build the declarative schema in {}",
+            schema.display()
+        )
+    })?;
+    let Some(diff) = pair.head.diff(&pair.declared) else {
+        eprintln!(
+            "the declarative schema matches the migrations' head ({})",
+            graph.heads().join(", ")
+        );
+        return Ok(());
+    };
+    let sql = match plan::plan(&pair.head_catalog, &pair.declared_catalog) {
+        Ok(plan) if !plan.is_empty() => format!(
+            "\nthe SQL that brings the migrations to the schema:\n{}",
+            indent(&plan.to_sql())
+        ),
+        Ok(_) => String::new(),
+        Err(err) => format!("\n{err}\n"),
+    };
+    bail!(
+        "the migrations' head and the declarative schema in {} differ \
+         (- only in the migrations, + only in the schema files):\n{diff}{sql}\n\
+         write the migration with `cargo xtask migrate revision --autogenerate -m \"...\"`, or fix the schema files",
+        schema.display()
+    )
+}
+
+/// Writes the migration from head to the declarative schema and proves it both ways;
+/// writes nothing when there is no difference, or when the proof fails.
+pub(crate) fn autogenerate(
+    graph: &RevisionGraph,
+    migrations: &Path,
+    schema: &Path,
+    parents: &[String],
+    message: &str,
+    allow_drop: bool,
+) -> anyhow::Result<()> {
+    let files = declarative::read_schema(schema)?;
+    eprintln!(
+        "comparing the migrations' head with {} in a throwaway cluster...",
+        schema.display()
+    );
+    let pair = declarative::build_pair(graph, migrations, &files).with_context(|| {
+        format!(
+            "cannot build the declarative schema in {}",
+            schema.display()
+        )
+    })?;
+    let up = plan::plan(&pair.head_catalog, &pair.declared_catalog)
+        .with_context(|| format!("cannot write a migration to {}", schema.display()))?;
+    if up.is_empty() {
+        if let Some(diff) = pair.head.diff(&pair.declared) {
+            bail!("the schemas differ in ways autogenerate does not cover (functions, triggers, views, sequences or grants); write this migration by hand:\n{diff}");
+        }
+        eprintln!(
+            "no difference between the migrations' head and {}: nothing written",
+            schema.display()
+        );
+        return Ok(());
+    }
+    if !up.drops.is_empty() && !allow_drop {
+        let mut text = format!(
+            "this change drops data: {}; nothing was written. If that is intended, run again with --allow-drop",
+            up.drops.join(", ")
+        );
+        for note in &up.notes {
+            text.push_str(&format!("\n  note: {note}"));
+        }
+        bail!(text);
+    }
+    let down = plan::plan_downgrade(&pair.declared_catalog, &pair.head_catalog);
+    let transactional = up.transactional() && down.transactional();
+    let (path, revision) = crate::migrate::write_revision_with(
+        migrations,
+        parents,
+        message,
+        transactional,
+        Some((&up.to_sql(), &down.to_sql())),
+    )?;
+    eprintln!("proving {revision}: upgrade, downgrade, upgrade on a copy of head...");
+    let proof = RevisionGraph::load(migrations)
+        .map_err(anyhow::Error::from)
+        .and_then(|graph| {
+            declarative::prove(&pair, &graph, migrations).map_err(|err| match err {
+                ProofError::Mismatch { .. } => anyhow::Error::from(err),
+                ProofError::Setup(err) => anyhow::Error::from(err),
+            })
+        });
+    if let Err(err) = proof {
+        let _ = std::fs::remove_dir_all(&path);
+        return Err(err.context(format!(
+            "the generated migration {revision} failed its proof and was removed; please report this with the schema change"
+        )));
+    }
+    for note in &up.notes {
+        eprintln!("note: {note}");
+    }
+    if !transactional {
+        eprintln!("note: it builds or drops indexes CONCURRENTLY, so it runs outside a transaction (transactional = false)");
+    }
+    eprintln!(
+        "created {} ({} statement(s) up, {} down); proven: upgrade gives the declared schema, downgrade gives head again",
+        path.display(),
+        up.steps.len(),
+        down.steps.len()
+    );
+    println!("{revision}");
+    Ok(())
+}
+
+fn indent(text: &str) -> String {
+    text.lines().map(|l| format!("    {l}\n")).collect()
+}
