@@ -157,6 +157,26 @@ fn start_slow_migration(db: &TestDb) -> Child {
     child
 }
 
+/// After an interruption: nothing partial, and a fresh run finishes the chain.
+#[track_caller]
+fn the_next_run_completes(db: &TestDb) {
+    at_first_revision_with_nothing_partial(db);
+    let output = spawn(
+        db,
+        &[
+            "migrate",
+            "upgrade",
+            "head",
+            "--migrations",
+            "tests/fixtures/slow_migration",
+        ],
+    )
+    .wait_with_output()
+    .unwrap();
+    assert!(output.status.success(), "{}", stderr(&output));
+    assert_eq!(db.heads(), ["c0c0000000a2"]);
+}
+
 /// The state the slow fixture must be in after an interrupted second migration.
 #[track_caller]
 fn at_first_revision_with_nothing_partial(db: &TestDb) {
@@ -189,21 +209,7 @@ fn a_sigkilled_migrator_leaves_the_previous_revision_and_frees_the_lock() {
         killed.elapsed()
     );
     assert!(migration_lock_is_free(&db));
-    at_first_revision_with_nothing_partial(&db);
-    let output = spawn(
-        &db,
-        &[
-            "migrate",
-            "upgrade",
-            "head",
-            "--migrations",
-            "tests/fixtures/slow_migration",
-        ],
-    )
-    .wait_with_output()
-    .unwrap();
-    assert!(output.status.success(), "{}", stderr(&output));
-    assert_eq!(db.heads(), ["c0c0000000a2"]);
+    the_next_run_completes(&db);
 }
 
 #[test]
@@ -217,21 +223,7 @@ fn losing_the_server_mid_run_leaves_the_previous_revision() {
     assert!(err.contains("c0c0000000a2"), "names the revision: {err}");
     assert!(!err.contains("panicked"), "{err}");
     db.cluster.start_server().unwrap();
-    at_first_revision_with_nothing_partial(&db);
-    let output = spawn(
-        &db,
-        &[
-            "migrate",
-            "upgrade",
-            "head",
-            "--migrations",
-            "tests/fixtures/slow_migration",
-        ],
-    )
-    .wait_with_output()
-    .unwrap();
-    assert!(output.status.success(), "{}", stderr(&output));
-    assert_eq!(db.heads(), ["c0c0000000a2"]);
+    the_next_run_completes(&db);
 }
 
 #[test]

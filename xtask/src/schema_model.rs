@@ -4,23 +4,13 @@
 use std::path::Path;
 
 use anyhow::{bail, Context as _};
-use backend_schema::declarative::{self, plan, ProofError};
+use backend_schema::declarative::{self, plan};
 use backend_schema::RevisionGraph;
 
 /// Fails, with the catalog difference and the SQL that would close it, when the
 /// chain's head and the declarative schema differ.
 pub(crate) fn check(graph: &RevisionGraph, migrations: &Path, schema: &Path) -> anyhow::Result<()> {
-    let files = declarative::read_schema(schema)?;
-    eprintln!(
-        "building the migrations' head and {} in a throwaway cluster...",
-        schema.display()
-    );
-    let pair = declarative::build_pair(graph, migrations, &files).with_context(|| {
-        format!(
-            "cannot build the declarative schema in {}",
-            schema.display()
-        )
-    })?;
+    let pair = build_pair(graph, migrations, schema)?;
     let Some(diff) = pair.head.diff(&pair.declared) else {
         eprintln!(
             "the declarative schema matches the migrations' head ({})",
@@ -54,17 +44,7 @@ pub(crate) fn autogenerate(
     message: &str,
     allow_drop: bool,
 ) -> anyhow::Result<()> {
-    let files = declarative::read_schema(schema)?;
-    eprintln!(
-        "comparing the migrations' head with {} in a throwaway cluster...",
-        schema.display()
-    );
-    let pair = declarative::build_pair(graph, migrations, &files).with_context(|| {
-        format!(
-            "cannot build the declarative schema in {}",
-            schema.display()
-        )
-    })?;
+    let pair = build_pair(graph, migrations, schema)?;
     let up = plan::plan(&pair.head_catalog, &pair.declared_catalog)
         .with_context(|| format!("cannot write a migration to {}", schema.display()))?;
     if up.is_empty() {
@@ -99,12 +79,7 @@ pub(crate) fn autogenerate(
     eprintln!("proving {revision}: upgrade, downgrade, upgrade on a copy of head...");
     let proof = RevisionGraph::load(migrations)
         .map_err(anyhow::Error::from)
-        .and_then(|graph| {
-            declarative::prove(&pair, &graph, migrations).map_err(|err| match err {
-                ProofError::Mismatch { .. } => anyhow::Error::from(err),
-                ProofError::Setup(err) => anyhow::Error::from(err),
-            })
-        });
+        .and_then(|graph| Ok(declarative::prove(&pair, &graph, migrations)?));
     if let Err(err) = proof {
         let _ = std::fs::remove_dir_all(&path);
         return Err(err.context(format!(
@@ -125,6 +100,24 @@ pub(crate) fn autogenerate(
     );
     println!("{revision}");
     Ok(())
+}
+
+fn build_pair(
+    graph: &RevisionGraph,
+    migrations: &Path,
+    schema: &Path,
+) -> anyhow::Result<declarative::SchemaPair> {
+    let files = declarative::read_schema(schema)?;
+    eprintln!(
+        "building the migrations' head and {} in a throwaway cluster...",
+        schema.display()
+    );
+    declarative::build_pair(graph, migrations, &files).with_context(|| {
+        format!(
+            "cannot build the declarative schema in {}",
+            schema.display()
+        )
+    })
 }
 
 fn indent(text: &str) -> String {

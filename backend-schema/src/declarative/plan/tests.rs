@@ -1,3 +1,5 @@
+//! Unit tests of the planner: hand-built catalogs in, SQL out.
+
 use super::*;
 use crate::declarative::catalog::{Catalog, Column, Constraint, Table};
 
