@@ -40,6 +40,7 @@ impl Target {
                     format!("{} (SQLSTATE {})", db.message(), db.code().code()),
                     match db.code().code() {
                         "3D000" => "create the database (or `cargo xtask restore --create`), or fix its name in the URL".to_string(),
+                        "28000" if db.message().contains("no encryption") => "the server accepts only TLS connections, which this tool does not support yet: reach it through an SSH tunnel (ssh -L 5433:db-host:5432 ...) or run the command where a unix socket or plain connection is allowed".to_string(),
                         "28P01" | "28000" => "check the user and password in the URL (special characters must be percent-encoded)".to_string(),
                         _ => "check the URL".to_string(),
                     },
