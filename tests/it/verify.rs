@@ -207,6 +207,19 @@ fn merged_branches_converge_in_every_order() {
 }
 
 #[test]
+fn a_downgrade_that_can_only_append_a_column_is_a_warning_not_a_failure() {
+    let run = xtask(&["verify", "--migrations", "tests/fixtures/drop_column"]);
+    let report = run.success().stdout();
+    assert!(
+        report
+            .contains("at d0d0000000a2: the downgrade re-adds column(s) at the end of their table"),
+        "{report}"
+    );
+    assert!(report.contains("~ table people"), "{report}");
+    assert!(report.contains("verify PASSED"), "{report}");
+}
+
+#[test]
 fn stamp_detect_refuses_a_schema_that_matches_no_revision() {
     let db = crate::support::TestDb::new();
     db.xtask(&["migrate", "upgrade", "d724"]).success();

@@ -213,10 +213,19 @@ fn stairway(
                 rev.locks_down = down.iter().flat_map(|s| s.locks.clone()).collect();
                 let after_down = SchemaSnapshot::capture(client)?;
                 if let Some(diff) = previous.diff(&after_down) {
-                    rev.schema_roundtrip = Some(format!(
-                        "downgrade of {revision} ({}) does not restore the previous schema:\n{diff}",
-                        migration.path(crate::Direction::Down).display()
-                    ));
+                    if previous.with_columns_sorted() == after_down.with_columns_sorted() {
+                        // PostgreSQL can only append a column: a downgrade that re-adds
+                        // a dropped one cannot put it back in place. Worth knowing
+                        // (SELECT * and COPY see the new order), not a broken downgrade.
+                        report.warnings.push(format!(
+                            "at {revision}: the downgrade re-adds column(s) at the end of their table, not in their old place:\n{diff}"
+                        ));
+                    } else {
+                        rev.schema_roundtrip = Some(format!(
+                            "downgrade of {revision} ({}) does not restore the previous schema:\n{diff}",
+                            migration.path(crate::Direction::Down).display()
+                        ));
+                    }
                 }
                 let diff = seeded.compare(&TableData::capture(client)?);
                 rev.data_changed
