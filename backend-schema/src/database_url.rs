@@ -21,11 +21,9 @@ pub enum UrlError {
     #[error("malformed database URL from {source_name}: it must start with postgresql:// or postgres:// (e.g. postgresql://user:password@host:5432/diagnoleads)")]
     Scheme { source_name: String },
     #[error(
-        "the database URL from {source_name} asks for sslmode={mode}, but TLS is not supported yet \
-         (nothing is sent unencrypted instead); reach the server over a unix socket or an SSH tunnel \
-         (ssh -L 5433:db-host:5432 ...) and use sslmode=disable on that URL"
+        "the database URL from {source_name} has sslmode={mode}; use disable, allow, prefer, require, verify-ca or verify-full"
     )]
-    TlsUnsupported { source_name: String, mode: String },
+    SslMode { source_name: String, mode: String },
     #[error("malformed database URL from {source_name}: {problem}")]
     Malformed {
         source_name: String,
@@ -68,13 +66,13 @@ impl DatabaseUrl {
             raw: raw.to_string(),
             password,
         };
-        if let Some(mode) =
-            query_value(raw, "sslmode").filter(|m| m.starts_with("verify") || m == "require")
-        {
-            return Err(UrlError::TlsUnsupported {
-                source_name: source_name.into(),
-                mode,
-            });
+        if let Some(mode) = query_value(raw, "sslmode") {
+            if SslMode::parse(&mode).is_none() {
+                return Err(UrlError::SslMode {
+                    source_name: source_name.into(),
+                    mode,
+                });
+            }
         }
         // Let the driver validate the rest (ports, options) now, with a safe message.
         url.config().map_err(|err| UrlError::Malformed {
@@ -84,9 +82,40 @@ impl DatabaseUrl {
         Ok(url)
     }
 
-    /// The driver configuration (its `Debug` hides the password too).
+    /// The driver configuration (its `Debug` hides the password too). The driver knows
+    /// only disable/prefer/require; the certificate checks libpq's other modes ask for
+    /// are made by [`crate::tls`], so here they become `require`.
     pub fn config(&self) -> Result<postgres::Config, postgres::Error> {
-        self.raw.parse()
+        let Some((base, query)) = self.raw.split_once('?') else {
+            return self.raw.parse();
+        };
+        let kept: Vec<String> = query
+            .split('&')
+            .filter(|pair| !LIBPQ_ONLY.contains(&pair.split('=').next().unwrap_or("")))
+            .map(|pair| match pair.split_once('=') {
+                Some(("sslmode", mode)) => format!(
+                    "sslmode={}",
+                    SslMode::parse(mode).map_or("prefer", SslMode::driver_mode)
+                ),
+                _ => pair.to_string(),
+            })
+            .collect();
+        if kept.is_empty() {
+            return base.parse();
+        }
+        format!("{base}?{}", kept.join("&")).parse()
+    }
+
+    /// The URL's `sslmode` (libpq's default is `prefer`).
+    pub fn ssl_mode(&self) -> SslMode {
+        query_value(&self.raw, "sslmode")
+            .and_then(|m| SslMode::parse(&m))
+            .unwrap_or(SslMode::Prefer)
+    }
+
+    /// The URL's `sslrootcert`: a PEM file of trusted roots, or `system`.
+    pub fn ssl_root_cert(&self) -> Option<String> {
+        query_value(&self.raw, "sslrootcert")
     }
 
     /// The full URL, password included: only for in-process drivers, never for output.
@@ -148,6 +177,42 @@ impl DatabaseUrl {
         match self.password {
             Some((from, to)) => format!("{}***{}", &self.raw[..from], &self.raw[to..]),
             None => self.raw.clone(),
+        }
+    }
+}
+
+/// URL parameters libpq (and so pg_dump and psql) reads but the driver does not.
+const LIBPQ_ONLY: &[&str] = &["sslrootcert", "sslcert", "sslkey", "sslcrl", "sslpassword"];
+
+/// libpq's `sslmode`: how much TLS, and how much checking of the server's certificate.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SslMode {
+    Disable,
+    Allow,
+    Prefer,
+    Require,
+    VerifyCa,
+    VerifyFull,
+}
+
+impl SslMode {
+    pub fn parse(text: &str) -> Option<SslMode> {
+        Some(match text {
+            "disable" => SslMode::Disable,
+            "allow" => SslMode::Allow,
+            "prefer" => SslMode::Prefer,
+            "require" => SslMode::Require,
+            "verify-ca" => SslMode::VerifyCa,
+            "verify-full" => SslMode::VerifyFull,
+            _ => return None,
+        })
+    }
+
+    fn driver_mode(self) -> &'static str {
+        match self {
+            SslMode::Disable => "disable",
+            SslMode::Allow | SslMode::Prefer => "prefer",
+            SslMode::Require | SslMode::VerifyCa | SslMode::VerifyFull => "require",
         }
     }
 }
@@ -312,20 +377,29 @@ mod tests {
     }
 
     #[test]
-    fn tls_modes_that_cannot_be_honoured_are_refused() {
-        for mode in ["require", "verify-ca", "verify-full"] {
-            let err = DatabaseUrl::parse(
-                &format!("postgresql://u:pw@db/app?sslmode={mode}"),
-                "DATABASE_URL",
-            )
+    fn libpq_tls_parameters_are_understood_and_kept_from_the_driver() {
+        let url = DatabaseUrl::parse(
+            "postgresql://u:pw@db/app?sslmode=verify-full&sslrootcert=/etc/ca.pem&application_name=x",
+            "DATABASE_URL",
+        )
+        .unwrap();
+        assert_eq!(url.ssl_mode(), SslMode::VerifyFull);
+        assert_eq!(url.ssl_root_cert().as_deref(), Some("/etc/ca.pem"));
+        let config = url.config().unwrap();
+        assert_eq!(config.get_ssl_mode(), postgres::config::SslMode::Require);
+        assert_eq!(config.get_application_name(), Some("x"));
+        // Children (pg_dump, psql) get libpq's own parameters untouched.
+        assert!(url
+            .without_password()
+            .contains("sslmode=verify-full&sslrootcert=/etc/ca.pem"));
+        let plain = DatabaseUrl::parse("postgresql://db/app", "x").unwrap();
+        assert_eq!(plain.ssl_mode(), SslMode::Prefer);
+        let err = DatabaseUrl::parse("postgresql://u:pw@db/app?sslmode=strict", "DATABASE_URL")
             .unwrap_err();
-            assert!(
-                err.to_string().contains(&format!("sslmode={mode}")),
-                "{err}"
-            );
-            assert!(!err.to_string().contains("pw"), "{err}");
-        }
-        assert!(DatabaseUrl::parse("postgresql://u@db/app?sslmode=disable", "x").is_ok());
+        assert!(
+            err.to_string().contains("sslmode=strict; use disable"),
+            "{err}"
+        );
     }
 
     #[test]

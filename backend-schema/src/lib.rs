@@ -17,6 +17,7 @@ pub mod runner;
 pub mod snapshot;
 pub mod source;
 pub mod sql_split;
+pub mod tls;
 pub mod verify;
 pub mod version_table;
 

@@ -350,18 +350,18 @@ const CASES: &[Case] = &[
         needles: &["postgresql://"],
     },
     Case {
-        name: "a TLS mode that cannot be honoured",
+        name: "an sslmode libpq does not have",
         prepare: nothing,
-        args: &[
-            "migrate",
-            "current",
-            "--migrations",
-            "{M}",
-            "--database-url",
-            "postgresql://app@db.example.com/app?sslmode=verify-full",
-        ],
+        args: &["migrate", "current", "--migrations", "{M}", "--database-url", "postgresql://app@db.example.com/app?sslmode=strict"],
         exit_code: 1,
-        needles: &["sslmode=verify-full", "TLS is not supported"],
+        needles: &["sslmode=strict; use disable, allow, prefer, require, verify-ca or verify-full"],
+    },
+    Case {
+        name: "verify-full without a root certificate",
+        prepare: nothing,
+        args: &["migrate", "current", "--migrations", "{M}", "--database-url", "postgresql://app@db.example.com/app?sslmode=verify-full"],
+        exit_code: 1,
+        needles: &["sslmode=verify-full checks the server's certificate, but no root certificate was given", "sslrootcert="],
     },
     Case {
         name: "an unreachable host",

@@ -11,4 +11,5 @@ mod migrate;
 mod reliability;
 mod secrets;
 mod support;
+mod tls;
 mod verify;

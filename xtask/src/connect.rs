@@ -31,7 +31,17 @@ impl Target {
         if config.get_connect_timeout().is_none() {
             config.connect_timeout(Duration::from_secs(10));
         }
-        config.connect(postgres::NoTls).map_err(|err| {
+        backend_schema::tls::connect(&self.url, &config).map_err(|err| {
+            let err = match err {
+                backend_schema::tls::ConnectError::Db(err) => err,
+                other => {
+                    return anyhow::format_err!(
+                        "could not connect to server at {} (from {}): {other}",
+                        self.url,
+                        self.source
+                    )
+                }
+            };
             // postgres::Error's Display is just "db error"; the server's words are in the source.
             let (reason, next) = match err.as_db_error() {
                 // The server answered: the URL's host is right, its user, password or
@@ -40,7 +50,7 @@ impl Target {
                     format!("{} (SQLSTATE {})", db.message(), db.code().code()),
                     match db.code().code() {
                         "3D000" => "create the database (or `cargo xtask restore --create`), or fix its name in the URL".to_string(),
-                        "28000" if db.message().contains("no encryption") => "the server accepts only TLS connections, which this tool does not support yet: reach it through an SSH tunnel (ssh -L 5433:db-host:5432 ...) or run the command where a unix socket or plain connection is allowed".to_string(),
+                        "28000" if db.message().contains("no encryption") => "the server accepts only TLS connections: use sslmode=require (or verify-full with sslrootcert) in the URL".to_string(),
                         "28P01" | "28000" => "check the user and password in the URL (special characters must be percent-encoded)".to_string(),
                         _ => "check the URL".to_string(),
                     },

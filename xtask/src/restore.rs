@@ -239,8 +239,7 @@ fn maintenance(target: &crate::connect::Target) -> anyhow::Result<(postgres::Cli
     let mut admin = config.clone();
     admin.dbname("postgres");
     admin.application_name("cargo xtask restore");
-    let client = admin
-        .connect(postgres::NoTls)
+    let client = backend_schema::tls::connect(&target.url, &admin)
         .context("cannot connect to the maintenance database `postgres`")?;
     Ok((client, name))
 }

@@ -89,6 +89,7 @@ pub struct TempCluster {
     pid: u32,
     warm_start: bool,
     run_as: RunAs,
+    localhost_port: Option<u16>,
 }
 
 impl TempCluster {
@@ -99,6 +100,24 @@ impl TempCluster {
     }
 
     pub fn start_with(binaries: PgBinaries) -> Result<TempCluster, ClusterError> {
+        TempCluster::start_inner(binaries, None)
+    }
+
+    /// A cluster that also listens on 127.0.0.1, on a free port: for what a unix socket
+    /// cannot carry, such as TLS.
+    pub fn start_on_localhost() -> Result<TempCluster, ClusterError> {
+        let binaries = PgBinaries::locate()?;
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|listener| listener.local_addr())
+            .map_err(|source| io_err("find a free port on 127.0.0.1".into(), source))?
+            .port();
+        TempCluster::start_inner(binaries, Some(port))
+    }
+
+    fn start_inner(
+        binaries: PgBinaries,
+        localhost_port: Option<u16>,
+    ) -> Result<TempCluster, ClusterError> {
         let run_as = RunAs::for_server()?;
         let root = temp_root(run_as);
         reaper::sweep_once(&root);
@@ -116,7 +135,7 @@ impl TempCluster {
                 source,
             )
         })?;
-        let socket = base.join(format!(".s.PGSQL.{PORT}"));
+        let socket = base.join(format!(".s.PGSQL.{}", localhost_port.unwrap_or(PORT)));
         if socket.as_os_str().len() > MAX_SOCKET_PATH {
             return Err(ClusterError::SocketPathTooLong { path: socket });
         }
@@ -132,6 +151,7 @@ impl TempCluster {
             pid: 0,
             warm_start,
             run_as,
+            localhost_port,
         };
         cluster.spawn_server()?;
         cluster.wait_until_ready(Duration::from_secs(60))?;
@@ -147,9 +167,13 @@ impl TempCluster {
             "-c".into(),
             format!("unix_socket_directories={}", base.display()),
         ]);
-        args.extend(["-c".into(), format!("port={PORT}")]);
+        args.extend(["-c".into(), format!("port={}", self.port())]);
         for (name, value) in SERVER_SETTINGS {
             args.extend(["-c".into(), format!("{name}={value}")]);
+        }
+        if self.localhost_port.is_some() {
+            // The last -c of a setting wins.
+            args.extend(["-c".into(), "listen_addresses=127.0.0.1".into()]);
         }
         let run_as = self.run_as;
         let expression = duct::cmd(self.binaries.tool("postgres"), args)
@@ -251,9 +275,19 @@ impl TempCluster {
     /// A libpq URL for `database` as the superuser `postgres`.
     pub fn url(&self, database: &str) -> String {
         format!(
-            "postgresql://postgres@/{database}?host={}&port={PORT}",
-            self.dir().display()
+            "postgresql://postgres@/{database}?host={}&port={}",
+            self.dir().display(),
+            self.port()
         )
+    }
+
+    /// The TCP port of a cluster started with [`TempCluster::start_on_localhost`].
+    pub fn localhost_port(&self) -> Option<u16> {
+        self.localhost_port
+    }
+
+    fn port(&self) -> u16 {
+        self.localhost_port.unwrap_or(PORT)
     }
 
     pub fn client(&self, database: &str) -> Result<postgres::Client, ClusterError> {
