@@ -307,3 +307,25 @@ fn a_statement_timeout_is_reported_apart_from_a_lock_timeout() {
     assert!(err.contains("c0c0000000a2_slow_gadgets/up.sql:3"), "{err}");
     at_first_revision_with_nothing_partial(&db);
 }
+
+#[test]
+fn a_version_table_moved_under_us_aborts_the_migration() {
+    // The second migration rewrites alembic_version itself, as a migrator that ignored
+    // the lock would: the bookkeeping update finds no row to move, and the whole
+    // migration rolls back instead of recording a version twice or losing one.
+    let db = TestDb::new();
+    let run = db.xtask(&[
+        "migrate",
+        "upgrade",
+        "head",
+        "--migrations",
+        "tests/fixtures/version_race",
+    ]);
+    let err = run.failure().stderr();
+    assert!(
+        err.contains("alembic_version did not hold e0e0000000a1 when e0e0000000a2 was recorded"),
+        "{err}"
+    );
+    assert_eq!(db.heads(), ["e0e0000000a1"]);
+    assert!(!db.snapshot().objects.contains_key("table second_table"));
+}
