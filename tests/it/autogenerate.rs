@@ -467,3 +467,25 @@ fn a_new_column_declared_among_existing_ones_is_refused_with_the_fix() {
         "{err}"
     );
 }
+
+#[test]
+fn a_new_enum_value_used_as_a_default_is_committed_before_its_use() {
+    let ws = Workspace::new();
+    ws.edit(
+        "types.sql",
+        "'failed', 'undelivered'",
+        "'failed', 'undelivered', 'queued'",
+    );
+    ws.edit(
+        "sms_messages.sql",
+        "status        smsstatus DEFAULT 'pending'::smsstatus NOT NULL",
+        "status        smsstatus DEFAULT 'queued'::smsstatus NOT NULL",
+    );
+    // Proven on PostgreSQL: in one transaction this would fail with "unsafe use of new value".
+    let (up, _, metadata) = ws.generate_and_check(&[]);
+    assert!(
+        up.contains("ALTER TYPE smsstatus ADD VALUE 'queued' AFTER 'undelivered';"),
+        "{up}"
+    );
+    assert!(metadata.contains("transactional = false"), "{metadata}");
+}

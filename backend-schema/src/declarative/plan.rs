@@ -142,6 +142,7 @@ fn plan_with(from: &Catalog, to: &Catalog, strict_order: bool) -> Result<Plan, P
 
     // Types first: new enums, and values appended in place.
     let mut rebuilt = Vec::new();
+    let mut added_values = Vec::new();
     for (name, values) in &to.enums {
         match from.enums.get(name) {
             None => plan.push(format!(
@@ -159,6 +160,10 @@ fn plan_with(from: &Catalog, to: &Catalog, strict_order: bool) -> Result<Plan, P
                         0 => format!("BEFORE {}", literal(&values[1])),
                         _ => format!("AFTER {}", literal(&values[i - 1])),
                     };
+                    added_values.push((
+                        plan.steps.len(),
+                        format!("{}::{}", literal(value), ident(name)),
+                    ));
                     plan.push(format!(
                         "ALTER TYPE {} ADD VALUE {} {position}",
                         ident(name),
@@ -342,6 +347,20 @@ fn plan_with(from: &Catalog, to: &Catalog, strict_order: bool) -> Result<Plan, P
     for name in from.enums.keys() {
         if !to.enums.contains_key(name) {
             plan.push(format!("DROP TYPE {}", ident(name)));
+        }
+    }
+    // PostgreSQL refuses a new enum value in the transaction that added it: if a later
+    // statement uses one (a default, say), the value must be committed first.
+    for (index, used_as) in added_values {
+        if plan.steps[index + 1..]
+            .iter()
+            .any(|s| s.sql.contains(&used_as))
+        {
+            let step = &mut plan.steps[index];
+            step.concurrent = true;
+            step.why = Some(format!(
+                "{used_as} is used below, and PostgreSQL only allows a new enum value once it is committed: this migration runs outside a transaction"
+            ));
         }
     }
     Ok(plan)

@@ -185,3 +185,22 @@ fn identifiers_are_quoted_only_when_needed() {
     assert_eq!(ident("a b"), "\"a b\"");
     assert_eq!(literal("it's"), "'it''s'");
 }
+
+#[test]
+fn a_new_enum_value_used_in_the_same_migration_is_committed_first() {
+    let mut to = base();
+    to.enums.insert(
+        "leadstatus".into(),
+        vec!["new".into(), "won".into(), "lost".into()],
+    );
+    let leads = to.tables.get_mut("leads").unwrap();
+    leads.columns[2].default = Some("'lost'::leadstatus".into());
+    let plan = plan(&base(), &to).unwrap();
+    assert!(!plan.transactional());
+    let text = sql(&plan);
+    assert!(
+        text.starts_with("-- 'lost'::leadstatus is used below"),
+        "{text}"
+    );
+    assert!(text.contains("ALTER TYPE leadstatus ADD VALUE 'lost' AFTER 'won';\nALTER TABLE leads ALTER COLUMN status SET DEFAULT 'lost'::leadstatus;"), "{text}");
+}
