@@ -168,6 +168,60 @@ pub fn row_counts(
     Ok(counts)
 }
 
+/// Splits a `pg_restore -l` listing into `parts` list files whose table data weighs
+/// about the same (by row count), so the archive can be read back by several
+/// `pg_restore -L` at once. Everything that is not table data goes in the first part.
+/// `None` when there are too few data entries to share out.
+pub fn split_listing(
+    listing: &str,
+    rows: &BTreeMap<String, i64>,
+    parts: usize,
+) -> Option<Vec<String>> {
+    let mut data: Vec<(i64, &str)> = Vec::new();
+    let mut rest = Vec::new();
+    for line in listing.lines() {
+        if line.starts_with(';') || line.trim().is_empty() {
+            continue;
+        }
+        let tokens: Vec<&str> = line.split_whitespace().collect();
+        match tokens.iter().position(|t| *t == "DATA") {
+            Some(at) if at > 0 && tokens[at - 1] == "TABLE" => {
+                let (schema, table) = (
+                    tokens.get(at + 1).copied().unwrap_or(""),
+                    tokens.get(at + 2).copied().unwrap_or(""),
+                );
+                let key = if schema == "public" {
+                    table.to_string()
+                } else {
+                    format!("{schema}.{table}")
+                };
+                data.push((rows.get(&key).copied().unwrap_or(0), line));
+            }
+            _ => rest.push(line),
+        }
+    }
+    if parts < 2 || data.len() < 2 {
+        return None;
+    }
+    data.sort_by_key(|(weight, _)| std::cmp::Reverse(*weight));
+    let mut lists: Vec<(i64, Vec<&str>)> = vec![(0, Vec::new()); parts];
+    lists[0].1.extend(rest);
+    for (weight, line) in data {
+        let lightest = lists
+            .iter_mut()
+            .min_by_key(|(w, _)| *w)
+            .expect("parts >= 2");
+        lightest.0 += weight.max(1);
+        lightest.1.push(line);
+    }
+    Some(
+        lists
+            .into_iter()
+            .map(|(_, lines)| lines.join("\n") + "\n")
+            .collect(),
+    )
+}
+
 /// Roles a SQL script (plain dump, or `pg_restore -f -` output) needs: owners and grantees.
 pub fn roles_in_script(sql: &str) -> Vec<String> {
     let mut roles = std::collections::BTreeSet::new();
@@ -218,6 +272,21 @@ mod tests {
         let sql = "CREATE EXTENSION IF NOT EXISTS pgcrypto WITH SCHEMA public;\nALTER TABLE public.leads OWNER TO app_owner;\nGRANT SELECT ON TABLE public.leads TO reporting;\nGRANT ALL ON SCHEMA public TO PUBLIC;\nREVOKE ALL ON TABLE public.users FROM auditor;\n";
         assert_eq!(roles_in_script(sql), ["app_owner", "auditor", "reporting"]);
         assert_eq!(extensions_in_script(sql), ["pgcrypto"]);
+    }
+
+    #[test]
+    fn the_listing_is_shared_out_by_rows() {
+        let listing = ";\n; Archive created at ...\n;\n215; 1259 16390 TABLE public leads postgres\n3350; 0 16390 TABLE DATA public leads postgres\n3351; 0 16400 TABLE DATA public sms_messages postgres\n3352; 0 16410 TABLE DATA public tenants postgres\n";
+        let rows = BTreeMap::from([
+            ("leads".to_string(), 1000),
+            ("sms_messages".to_string(), 900),
+            ("tenants".to_string(), 2),
+        ]);
+        let parts = split_listing(listing, &rows, 2).unwrap();
+        assert_eq!(parts[0], "215; 1259 16390 TABLE public leads postgres\n3350; 0 16390 TABLE DATA public leads postgres\n");
+        assert_eq!(parts[1], "3351; 0 16400 TABLE DATA public sms_messages postgres\n3352; 0 16410 TABLE DATA public tenants postgres\n");
+        let one_table = "3350; 0 16390 TABLE DATA public leads postgres\n";
+        assert_eq!(split_listing(one_table, &rows, 2), None);
     }
 
     #[test]

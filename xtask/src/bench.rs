@@ -220,12 +220,20 @@ fn backup_rows(
         .run()?;
     let mut client = cluster.client("source")?;
     backend_schema::verify::seed::seed_empty_tables(&mut client)?;
-    eprintln!("seeding {leads} leads...");
+    eprintln!("seeding {leads} leads and as many SMS messages...");
     client.execute(
         "INSERT INTO leads (id, tenant_id, name, email, company, status, score, tags, custom_fields, created_by, notes)
          SELECT gen_random_uuid(), u.tenant_id, 'Lead ' || g, 'lead' || g || '@example.com', 'Company ' || (g % 997),
                 'new', (g % 100)::int, '[\"b2b\"]'::json, '{\"source\": \"bench\"}'::json, u.id, repeat('note ', 10)
            FROM generate_series(1, $1::bigint) AS g, (SELECT id, tenant_id FROM users ORDER BY id LIMIT 1) AS u",
+        &[&(leads as i64)],
+    )?;
+    // Real databases spread their rows: one SMS message per lead, so a parallel dump
+    // has more than one big table to share out.
+    client.execute(
+        "INSERT INTO sms_messages (id, campaign_id, tenant_id, phone_number, message_text, status)
+         SELECT gen_random_uuid(), c.id, c.tenant_id, '+81' || (900000000 + g), 'Your diagnosis result is ready: https://example.com/r/' || g, 'delivered'
+           FROM generate_series(1, $1::bigint) AS g, (SELECT id, tenant_id FROM sms_campaigns ORDER BY id LIMIT 1) AS c",
         &[&(leads as i64)],
     )?;
     client.batch_execute("VACUUM ANALYZE")?;
@@ -312,7 +320,7 @@ fn backup_rows(
         ratio(restore, restore_direct),
         ratio(backup_dir, backup)
     );
-    let label = |what: &str| format!("{what}, {leads} leads");
+    let label = |what: &str| format!("{what}, {leads} leads + {leads} SMS");
     Ok(vec![
         (label("pg_dump --format=custom (baseline)"), dump, "-"),
         (

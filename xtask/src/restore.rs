@@ -25,28 +25,36 @@ impl Restore {
         eprintln!("archive: {} ({} format)", path.display(), format.flag());
 
         // 1. The archive itself: hash against the manifest, then a full read.
-        let (hash, complete) = crate::backup::hash_and_read(&binaries, format, &path);
         let manifest_path = Manifest::path_for(&path);
-        let manifest = if manifest_path.exists() {
-            let manifest = Manifest::read(&manifest_path)
-                .with_context(|| format!("cannot read {}", manifest_path.display()))?;
-            let (sha256, _) = hash?;
-            if sha256 != manifest.sha256 {
-                bail!(
-                    "{} does not match its manifest: sha256 {sha256}, manifest says {}; the file was changed or damaged, nothing was restored",
-                    path.display(),
-                    manifest.sha256
-                );
+        let manifest = match manifest_path.exists() {
+            true => Some(
+                Manifest::read(&manifest_path)
+                    .with_context(|| format!("cannot read {}", manifest_path.display()))?,
+            ),
+            false => None,
+        };
+        let rows = manifest
+            .as_ref()
+            .map(|m| m.tables.clone())
+            .unwrap_or_default();
+        let (hash, complete) = crate::backup::hash_and_read(&binaries, format, &path, &rows);
+        match &manifest {
+            Some(manifest) => {
+                let (sha256, _) = hash?;
+                if sha256 != manifest.sha256 {
+                    bail!(
+                        "{} does not match its manifest: sha256 {sha256}, manifest says {}; the file was changed or damaged, nothing was restored",
+                        path.display(),
+                        manifest.sha256
+                    );
+                }
+                eprintln!("sha256 matches {}", manifest_path.display());
             }
-            eprintln!("sha256 matches {}", manifest_path.display());
-            Some(manifest)
-        } else {
-            eprintln!(
+            None => eprintln!(
                 "warning: no manifest at {}; the archive cannot be checked against a hash",
                 manifest_path.display()
-            );
-            None
-        };
+            ),
+        }
         complete.context("the archive is damaged; nothing was restored")?;
 
         // 2. The target.
@@ -129,7 +137,23 @@ impl Restore {
 
         // 4. What the guide checks afterwards.
         let mut client = target.connect("cargo xtask restore")?;
-        client.batch_execute("ANALYZE")?;
+        // ANALYZE and the row counts each read every table: on two connections at once.
+        let counts = std::thread::scope(|scope| -> anyhow::Result<_> {
+            let analyze = scope.spawn(|| -> anyhow::Result<()> {
+                let mut other = target.connect("cargo xtask restore (analyze)")?;
+                other.batch_execute("ANALYZE")?;
+                Ok(())
+            });
+            let counts = match manifest {
+                Some(_) => Some(dump::row_counts(&mut client)?),
+                None => None,
+            };
+            analyze
+                .join()
+                .map_err(|_| anyhow::anyhow!("ANALYZE panicked"))?
+                .context("ANALYZE after the restore failed")?;
+            Ok(counts)
+        })?;
         let heads = version_table::read_heads(&mut client)?;
         println!(
             "{}",
@@ -139,8 +163,7 @@ impl Restore {
                 heads.join("\n")
             }
         );
-        if let Some(manifest) = manifest {
-            let counts = dump::row_counts(&mut client)?;
+        if let (Some(manifest), Some(counts)) = (&manifest, counts) {
             if counts != manifest.tables {
                 bail!("restored row counts differ from the manifest: restored {counts:?}, manifest {:?}", manifest.tables);
             }
