@@ -39,7 +39,12 @@ pub fn connect(
     config: &postgres::Config,
 ) -> Result<postgres::Client, ConnectError> {
     let mode = url.ssl_mode();
-    if mode == SslMode::Disable {
+    // PostgreSQL never speaks TLS on a unix socket; libpq skips it there too.
+    let only_sockets = config
+        .get_hosts()
+        .iter()
+        .all(|host| matches!(host, postgres::config::Host::Unix(_)));
+    if mode == SslMode::Disable || (only_sockets && !config.get_hosts().is_empty()) {
         return Ok(config.connect(postgres::NoTls)?);
     }
     let provider = Arc::new(rustls::crypto::ring::default_provider());

@@ -37,7 +37,12 @@ impl Restore {
             .as_ref()
             .map(|m| m.tables.clone())
             .unwrap_or_default();
+        let phase = std::time::Instant::now();
         let (hash, complete) = crate::backup::hash_and_read(&binaries, format, &path, &rows);
+        eprintln!(
+            "read back and hashed in {:.1}s",
+            phase.elapsed().as_secs_f64()
+        );
         match &manifest {
             Some(manifest) => {
                 let (sha256, _) = hash?;
@@ -121,6 +126,7 @@ impl Restore {
 
         // 3. The restore, in one transaction (or a staging database with --jobs).
         eprintln!("restoring...");
+        let phase = std::time::Instant::now();
         if self.jobs > 1 && format != DumpFormat::Plain {
             restore_via_staging(&binaries, format, &path, &target, self.no_owner, self.jobs)?;
         } else {
@@ -135,7 +141,10 @@ impl Restore {
             )?;
         }
 
+        eprintln!("restored in {:.1}s", phase.elapsed().as_secs_f64());
+
         // 4. What the guide checks afterwards.
+        let phase = std::time::Instant::now();
         let mut client = target.connect("cargo xtask restore")?;
         // ANALYZE and the row counts each read every table: on two connections at once.
         let counts = std::thread::scope(|scope| -> anyhow::Result<_> {
@@ -154,6 +163,10 @@ impl Restore {
                 .context("ANALYZE after the restore failed")?;
             Ok(counts)
         })?;
+        eprintln!(
+            "ANALYZE and row counts in {:.1}s",
+            phase.elapsed().as_secs_f64()
+        );
         let heads = version_table::read_heads(&mut client)?;
         println!(
             "{}",
