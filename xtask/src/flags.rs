@@ -39,7 +39,7 @@ pub enum Command {
         after_help = "Examples:\n  cargo xtask schema-dump\n  cargo xtask schema-dump --check\n  cargo xtask schema-dump --erd docs/erd.mmd"
     )]
     SchemaDump(SchemaDump),
-    /// Measure cluster, migrate and verify timings (the README's table)
+    /// Measure cluster, migrate, verify and (with --backup-leads) backup timings: the README table
     #[command(after_help = "Example:\n  cargo xtask bench --runs 20")]
     Bench(Bench),
     /// Test helper: start a throwaway cluster, print its dir and pid, wait to be killed
