@@ -67,26 +67,47 @@ impl Workspace {
         fs::read_dir(self.path("m")).unwrap().count()
     }
 
-    /// Generates, then checks the chain's head equals the schema; returns (up, down, metadata).
+    /// Generates, then checks the chain's head equals the schema; returns the up, down
+    /// and metadata files of the new migration(s), one after the other.
     #[track_caller]
     fn generate_and_check(&self, extra: &[&str]) -> (String, String, String) {
+        let generated = self.generate_and_check_each(extra);
+        let join = |pick: fn(&(String, String, String)) -> &String| {
+            generated
+                .iter()
+                .map(pick)
+                .cloned()
+                .collect::<Vec<_>>()
+                .join("\n")
+        };
+        (join(|g| &g.0), join(|g| &g.1), join(|g| &g.2))
+    }
+
+    /// Like `generate_and_check`, per new migration.
+    #[track_caller]
+    fn generate_and_check_each(&self, extra: &[&str]) -> Vec<(String, String, String)> {
         let run = self.autogenerate(extra);
-        let revision = run.success().stdout().trim().to_string();
+        let revisions: Vec<String> = run.success().stdout().lines().map(str::to_string).collect();
         assert!(run.stderr().contains("proven"), "{}", run.text());
         let check = self.run(&["migrate", "check"]);
         check.success();
-        let folder = fs::read_dir(self.path("m"))
-            .unwrap()
-            .map(|e| e.unwrap().path())
-            .find(|p| {
-                p.file_name()
+        revisions
+            .iter()
+            .map(|revision| {
+                let folder = fs::read_dir(self.path("m"))
                     .unwrap()
-                    .to_string_lossy()
-                    .starts_with(&revision)
+                    .map(|e| e.unwrap().path())
+                    .find(|p| {
+                        p.file_name()
+                            .unwrap()
+                            .to_string_lossy()
+                            .starts_with(revision.as_str())
+                    })
+                    .expect("the new migration's folder");
+                let read = |f: &str| fs::read_to_string(folder.join(f)).unwrap();
+                (read("up.sql"), read("down.sql"), read("migration.toml"))
             })
-            .expect("the new migration's folder");
-        let read = |f: &str| fs::read_to_string(folder.join(f)).unwrap();
-        (read("up.sql"), read("down.sql"), read("migration.toml"))
+            .collect()
     }
 }
 
@@ -488,4 +509,44 @@ fn a_new_enum_value_used_as_a_default_is_committed_before_its_use() {
         "{up}"
     );
     assert!(metadata.contains("transactional = false"), "{metadata}");
+}
+
+#[test]
+fn ordinary_changes_and_concurrent_index_builds_become_two_migrations() {
+    let ws = Workspace::new();
+    ws.edit(
+        "leads.sql",
+        "    updated_at        timestamp with time zone DEFAULT now() NOT NULL,",
+        "    updated_at        timestamp with time zone DEFAULT now() NOT NULL,\n    source            text,",
+    );
+    ws.append(
+        "leads.sql",
+        "\nCREATE INDEX idx_leads_tenant_source ON leads (tenant_id, source);\n",
+    );
+    let generated = ws.generate_and_check_each(&[]);
+    assert_eq!(generated.len(), 2, "{generated:?}");
+    let (first_up, _, first_meta) = &generated[0];
+    assert!(
+        first_up.contains("ALTER TABLE leads ADD COLUMN source text;"),
+        "{first_up}"
+    );
+    assert!(!first_up.contains("CONCURRENTLY"), "{first_up}");
+    assert!(first_meta.contains("transactional = true"), "{first_meta}");
+    let (second_up, second_down, second_meta) = &generated[1];
+    assert!(
+        second_up.contains("CREATE INDEX CONCURRENTLY idx_leads_tenant_source"),
+        "{second_up}"
+    );
+    assert!(
+        second_down.contains("DROP INDEX CONCURRENTLY idx_leads_tenant_source;"),
+        "{second_down}"
+    );
+    assert!(
+        second_meta.contains("transactional = false"),
+        "{second_meta}"
+    );
+    assert!(
+        second_meta.contains("(concurrent indexes)"),
+        "{second_meta}"
+    );
 }

@@ -67,38 +67,93 @@ pub(crate) fn autogenerate(
         }
         bail!(text);
     }
-    let down = plan::plan_downgrade(&pair.declared_catalog, &pair.head_catalog);
-    let transactional = up.transactional() && down.transactional();
-    let (path, revision) = crate::migrate::write_revision_with(
-        migrations,
-        parents,
-        message,
-        transactional,
-        Some((&up.to_sql(), &down.to_sql())),
-    )?;
-    eprintln!("proving {revision}: upgrade, downgrade, upgrade on a copy of head...");
+    // Ordinary DDL in one all-or-nothing migration, index builds in a second one that
+    // must run outside a transaction; or everything in one when that is as good.
+    let (head, declared) = (&pair.head_catalog, &pair.declared_catalog);
+    let parts: Vec<(plan::Plan, plan::Plan, String)> = match plan::intermediate(head, declared) {
+        Some(middle) => vec![
+            (
+                plan::plan(head, &middle)?,
+                plan::plan_downgrade(&middle, head),
+                message.to_string(),
+            ),
+            (
+                plan::plan(&middle, declared)?,
+                plan::plan_downgrade(declared, &middle),
+                format!("{message} (concurrent indexes)"),
+            ),
+        ],
+        None => vec![(
+            up.clone(),
+            plan::plan_downgrade(declared, head),
+            message.to_string(),
+        )],
+    };
+    let mut written = Vec::new();
+    let mut parent = parents.to_vec();
+    for (up, down, message) in &parts {
+        let transactional = up.transactional() && down.transactional();
+        let written_now = crate::migrate::write_revision_with(
+            migrations,
+            &parent,
+            message,
+            transactional,
+            Some((&up.to_sql(), &down.to_sql())),
+        );
+        let (path, revision) = match written_now {
+            Ok(done) => done,
+            Err(err) => {
+                for (path, _, _) in &written {
+                    let _ = std::fs::remove_dir_all(path);
+                }
+                return Err(err);
+            }
+        };
+        parent = vec![revision.clone()];
+        written.push((path, revision, transactional));
+    }
+    let revisions: Vec<&str> = written.iter().map(|(_, r, _)| r.as_str()).collect();
+    eprintln!(
+        "proving {}: upgrade, downgrade, upgrade on a copy of head...",
+        revisions.join(" + ")
+    );
     let proof = RevisionGraph::load(migrations)
         .map_err(anyhow::Error::from)
-        .and_then(|graph| Ok(declarative::prove(&pair, &graph, migrations)?));
+        .and_then(|graph| {
+            Ok(declarative::prove(
+                &pair,
+                &graph,
+                migrations,
+                written.len(),
+            )?)
+        });
     if let Err(err) = proof {
-        let _ = std::fs::remove_dir_all(&path);
+        for (path, _, _) in &written {
+            let _ = std::fs::remove_dir_all(path);
+        }
         return Err(err.context(format!(
-            "the generated migration {revision} failed its proof and was removed; please report this with the schema change"
+            "the generated migration(s) {} failed their proof and were removed; please report this with the schema change",
+            revisions.join(", ")
         )));
     }
     for note in &up.notes {
         eprintln!("note: {note}");
     }
-    if !transactional {
-        eprintln!("note: it builds or drops indexes CONCURRENTLY, so it runs outside a transaction (transactional = false)");
+    for ((path, revision, transactional), (up, down, _)) in written.iter().zip(&parts) {
+        eprintln!(
+            "created {} ({} statement(s) up, {} down{})",
+            path.display(),
+            up.steps.len(),
+            down.steps.len(),
+            if *transactional {
+                ""
+            } else {
+                "; it builds or drops indexes CONCURRENTLY, so it runs outside a transaction"
+            }
+        );
+        println!("{revision}");
     }
-    eprintln!(
-        "created {} ({} statement(s) up, {} down); proven: upgrade gives the declared schema, downgrade gives head again",
-        path.display(),
-        up.steps.len(),
-        down.steps.len()
-    );
-    println!("{revision}");
+    eprintln!("proven: upgrading gives the declared schema, downgrading gives head again");
     Ok(())
 }
 

@@ -184,12 +184,14 @@ pub enum ProofError {
     Setup(#[from] DeclarativeError),
 }
 
-/// Applies the chain's new head to a copy of the old head: it must give the declared
-/// schema, its downgrade the old head again, and a second upgrade the declared schema.
+/// Applies the chain's `new_revisions` new migrations to a copy of the old head: they
+/// must give the declared schema, their downgrades the old head again, and a second
+/// upgrade the declared schema.
 pub fn prove(
     pair: &SchemaPair,
     graph: &RevisionGraph,
     migrations: &Path,
+    new_revisions: usize,
 ) -> Result<(), ProofError> {
     let setup = |err: MigrateError| ProofError::Setup(err.into());
     let db = |err: postgres::Error| ProofError::Setup(err.into());
@@ -220,7 +222,7 @@ pub fn prove(
         "after the upgrade the schema is not the declared one",
     )?;
     Migrator::new(&mut client, graph, migrations, RunOptions::default())
-        .downgrade("-1", true)
+        .downgrade(&format!("-{new_revisions}"), true)
         .map_err(setup)?;
     expect(
         &mut client,

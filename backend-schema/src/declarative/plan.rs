@@ -117,6 +117,69 @@ pub fn plan_downgrade(from: &Catalog, to: &Catalog) -> Plan {
     plan
 }
 
+/// When turning `from` into `to` needs both ordinary DDL and `CONCURRENTLY` work, the
+/// schema between them: the ordinary part then runs in its own transactional migration
+/// (all or nothing), and only the index builds, with the keys and foreign keys that
+/// need them, run outside a transaction. `None` when one migration is as good.
+pub fn intermediate(from: &Catalog, to: &Catalog) -> Option<Catalog> {
+    if plan(from, to).ok()?.transactional() {
+        return None;
+    }
+    let mut middle = to.clone();
+    let mut deferred_keys = false;
+    for (name, table) in middle.tables.iter_mut() {
+        let Some(old) = from.tables.get(name) else {
+            continue;
+        };
+        let dropped: Vec<&str> = old
+            .columns
+            .iter()
+            .filter(|c| table.column(&c.name).is_none())
+            .map(|c| c.name.as_str())
+            .collect();
+        // Indexes stay as they were (an index on a dropped column goes with it).
+        table.indexes = old
+            .indexes
+            .iter()
+            .filter(|(_, definition)| !dropped.iter().any(|c| mentions(definition, c)))
+            .map(|(n, d)| (n.clone(), d.clone()))
+            .collect();
+        // Keys that need a concurrently built index wait for the second migration.
+        let new_keys: Vec<String> = table
+            .constraints
+            .iter()
+            .filter(|(n, c)| "pu".contains(c.kind) && old.constraints.get(*n) != Some(*c))
+            .map(|(n, _)| n.clone())
+            .collect();
+        for key in new_keys {
+            deferred_keys = true;
+            table.constraints.remove(&key);
+            if let Some(before) = old.constraints.get(&key) {
+                table.constraints.insert(key, before.clone());
+            }
+        }
+    }
+    if deferred_keys {
+        // A new foreign key may reference one of those keys: they wait too.
+        for (name, table) in middle.tables.iter_mut() {
+            let old = from.tables.get(name);
+            table
+                .constraints
+                .retain(|n, c| c.kind != 'f' || old.and_then(|o| o.constraints.get(n)) == Some(c));
+        }
+    }
+    let first = plan(from, &middle).ok()?;
+    let second = plan(&middle, to).ok()?;
+    (!first.is_empty() && !second.is_empty() && first.transactional()).then_some(middle)
+}
+
+/// Whether `name` appears in `definition` as a whole word.
+fn mentions(definition: &str, name: &str) -> bool {
+    definition
+        .split(|c: char| !(c.is_alphanumeric() || c == '_'))
+        .any(|word| word == name)
+}
+
 fn plan_with(from: &Catalog, to: &Catalog, strict_order: bool) -> Result<Plan, PlanError> {
     let mut plan = Plan::default();
     let kept: Vec<(&String, &Table, &Table)> = to

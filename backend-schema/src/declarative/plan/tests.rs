@@ -204,3 +204,51 @@ fn a_new_enum_value_used_in_the_same_migration_is_committed_first() {
     );
     assert!(text.contains("ALTER TYPE leadstatus ADD VALUE 'lost' AFTER 'won';\nALTER TABLE leads ALTER COLUMN status SET DEFAULT 'lost'::leadstatus;"), "{text}");
 }
+
+#[test]
+fn ordinary_ddl_and_concurrent_index_builds_go_in_separate_migrations() {
+    let mut to = base();
+    let leads = to.tables.get_mut("leads").unwrap();
+    leads.columns.push(column("score", "integer", false, None));
+    leads.indexes.insert(
+        "ix_leads_score".into(),
+        "CREATE INDEX ix_leads_score ON public.leads USING btree (score)".into(),
+    );
+    leads.constraints.insert(
+        "uq_leads_email".into(),
+        Constraint {
+            kind: 'u',
+            definition: "UNIQUE (email)".into(),
+            index: Some(
+                "CREATE UNIQUE INDEX uq_leads_email ON public.leads USING btree (email)".into(),
+            ),
+        },
+    );
+    let middle = intermediate(&base(), &to).expect("a split");
+    let first = plan(&base(), &middle).unwrap();
+    assert!(first.transactional());
+    assert_eq!(sql(&first), "ALTER TABLE leads ADD COLUMN score integer;\n");
+    let second = plan(&middle, &to).unwrap();
+    assert!(!second.transactional());
+    let text = sql(&second);
+    assert!(
+        text.contains("CREATE UNIQUE INDEX CONCURRENTLY uq_leads_email"),
+        "{text}"
+    );
+    assert!(
+        text.contains("ADD CONSTRAINT uq_leads_email UNIQUE USING INDEX uq_leads_email"),
+        "{text}"
+    );
+    assert!(
+        text.contains("CREATE INDEX CONCURRENTLY ix_leads_score"),
+        "{text}"
+    );
+
+    // Only index work, or only ordinary DDL: one migration is enough.
+    let mut only_index = base();
+    only_index.tables.get_mut("leads").unwrap().indexes.insert(
+        "ix_leads_email".into(),
+        "CREATE INDEX ix_leads_email ON public.leads USING btree (email)".into(),
+    );
+    assert_eq!(intermediate(&base(), &only_index), None);
+}
