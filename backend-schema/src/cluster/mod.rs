@@ -154,7 +154,6 @@ impl TempCluster {
             localhost_port,
         };
         cluster.spawn_server()?;
-        cluster.wait_until_ready(Duration::from_secs(60))?;
         Ok(cluster)
     }
 
@@ -203,12 +202,24 @@ impl TempCluster {
     /// Stops the server with a fast shutdown (sessions are terminated, open
     /// transactions roll back) and keeps the data: a server lost in the middle of a run.
     pub fn stop_server(&mut self) {
-        // SAFETY: plain signal delivery to our own child.
-        unsafe { libc::kill(self.pid as libc::pid_t, libc::SIGINT) };
-        reaper::wait_until_gone(self.pid, Duration::from_secs(10));
-        if let Some(server) = self.server.take() {
-            let _ = server.wait_timeout(Duration::from_millis(100));
+        self.halt_server(true);
+    }
+
+    /// Stops the running `postgres`, if any, and reaps it: a fast shutdown leaves a
+    /// data dir that can be started again, an immediate one does not bother.
+    fn halt_server(&mut self, fast: bool) {
+        let Some(server) = self.server.take() else {
+            return;
+        };
+        if fast {
+            // SAFETY: plain signal delivery to our own child.
+            unsafe { libc::kill(self.pid as libc::pid_t, libc::SIGINT) };
+            reaper::wait_until_gone(self.pid, Duration::from_secs(10));
+        } else {
+            reaper::stop_process(self.pid, Duration::from_secs(5));
         }
+        // Reap it; the exit status of a signalled server is not interesting.
+        let _ = server.wait_timeout(Duration::from_millis(100));
         reaper::unregister(self.pid);
     }
 
@@ -325,19 +336,8 @@ impl TempCluster {
         };
         let keep = std::thread::panicking()
             && std::env::var_os("BACKEND_SCHEMA_KEEP_CLUSTER").is_some_and(|v| v != "0");
-        if keep {
-            // A fast shutdown leaves a consistent data dir that can be started again.
-            // SAFETY: plain signal delivery to our own child.
-            unsafe { libc::kill(self.pid as libc::pid_t, libc::SIGINT) };
-            reaper::wait_until_gone(self.pid, Duration::from_secs(10));
-        } else {
-            reaper::stop_process(self.pid, Duration::from_secs(5));
-        }
-        if let Some(server) = self.server.take() {
-            // Reap it; the exit status of a signalled server is not interesting.
-            let _ = server.wait_timeout(Duration::from_millis(100));
-        }
-        reaper::unregister(self.pid);
+        // A kept cluster must be startable again, so it gets a fast shutdown.
+        self.halt_server(keep);
         if keep {
             let path = dir.keep();
             let _ = fs::File::create(path.join(reaper::KEEP_FILE))
