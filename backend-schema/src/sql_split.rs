@@ -9,6 +9,20 @@ pub struct Statement {
     pub line: usize,
 }
 
+/// Where in `sql` (the text that was sent) PostgreSQL's error points: lines below the
+/// first, and the 1-based column. The server counts characters from 1.
+pub fn error_location(sql: &str, error: &postgres::error::DbError) -> Option<(usize, usize)> {
+    let postgres::error::ErrorPosition::Original(position) = error.position()? else {
+        return None;
+    };
+    let before: String = sql
+        .chars()
+        .take((*position as usize).saturating_sub(1))
+        .collect();
+    let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+    Some((before.matches('\n').count(), column))
+}
+
 /// Splits on `;` outside quotes, dollar quotes and comments. Statements holding only
 /// whitespace and comments are dropped.
 pub fn split_statements(sql: &str) -> Vec<Statement> {

@@ -9,6 +9,7 @@ use std::time::Instant;
 
 use anyhow::{bail, Context as _};
 use backend_schema::dump::{self, DumpFormat, Manifest};
+use backend_schema::runner::heads_text;
 use backend_schema::snapshot::SchemaSnapshot;
 use backend_schema::{version_table, PgBinaries, TempCluster};
 use xshell::Shell;
@@ -84,11 +85,7 @@ impl Backup {
             manifest.size_bytes,
             &manifest.sha256[..16],
             started.elapsed().as_secs_f64(),
-            if manifest.revision.is_empty() {
-                "base".to_string()
-            } else {
-                manifest.revision.join(", ")
-            },
+            heads_text(&manifest.revision),
             manifest.tables.len(),
             manifest.tables.values().sum::<i64>()
         );

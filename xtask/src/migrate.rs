@@ -8,7 +8,7 @@ use std::time::Duration;
 use anyhow::{bail, Context as _};
 use backend_schema::graph::{RevisionGraph, Step};
 use backend_schema::migration::{self, Direction, Migration};
-use backend_schema::runner::{Event, Integrity, Migrator, RunOptions};
+use backend_schema::runner::{heads_text, Event, Integrity, Migrator, RunOptions};
 use backend_schema::version_table;
 use xshell::Shell;
 
@@ -305,14 +305,6 @@ fn head_label(graph: &RevisionGraph, revision: &str) -> String {
         format!("{revision} (head)")
     } else {
         revision.to_string()
-    }
-}
-
-fn heads_text(heads: &[String]) -> String {
-    if heads.is_empty() {
-        "base".into()
-    } else {
-        heads.join(", ")
     }
 }
 

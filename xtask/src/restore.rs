@@ -7,6 +7,7 @@ use anyhow::{bail, Context as _};
 use backend_schema::cluster::quote_ident;
 use backend_schema::database_url::DatabaseUrl;
 use backend_schema::dump::{self, DumpFormat, Manifest};
+use backend_schema::runner::heads_text;
 use backend_schema::{version_table, PgBinaries};
 use xshell::Shell;
 
@@ -182,14 +183,7 @@ impl Restore {
             }
             eprintln!("row counts match the manifest ({} tables)", counts.len());
         }
-        eprintln!(
-            "restore complete; revision {}",
-            if heads.is_empty() {
-                "base".to_string()
-            } else {
-                heads.join(", ")
-            }
-        );
+        eprintln!("restore complete; revision {}", heads_text(&heads));
         Ok(())
     }
 }

@@ -57,8 +57,8 @@ impl SchemaDump {
         }
         if self.check {
             let committed = std::fs::read_to_string(&output)
-                .unwrap_or_default()
-                .replace("\r\n", "\n");
+                .map(|text| backend_schema::migration::normalise_text(&text))
+                .unwrap_or_default();
             if committed != schema {
                 let diff = similar::TextDiff::from_lines(&committed, &schema)
                     .unified_diff()

@@ -49,10 +49,7 @@ pub fn read_schema(dir: &Path) -> Result<Vec<(PathBuf, String)>, DeclarativeErro
         let path = entry.map_err(read)?.path();
         if path.extension().is_some_and(|e| e == "sql") {
             let text = std::fs::read_to_string(&path).map_err(read)?;
-            files.push((
-                path,
-                text.trim_start_matches('\u{feff}').replace("\r\n", "\n"),
-            ));
+            files.push((path, crate::migration::normalise_text(&text)));
         }
     }
     if files.is_empty() {
@@ -113,14 +110,9 @@ fn describe(err: &postgres::Error, text: &str) -> String {
     let Some(db) = err.as_db_error() else {
         return err.to_string();
     };
-    let line = match db.position() {
-        Some(postgres::error::ErrorPosition::Original(at)) => {
-            let at = (*at as usize).saturating_sub(1);
-            let line = text.chars().take(at).filter(|c| *c == '\n').count() + 1;
-            format!("line {line}: ")
-        }
-        _ => String::new(),
-    };
+    let line = crate::sql_split::error_location(text, db)
+        .map(|(lines_down, _)| format!("line {}: ", lines_down + 1))
+        .unwrap_or_default();
     let hint = db
         .hint()
         .map(|h| format!(" (hint: {h})"))

@@ -795,15 +795,9 @@ fn statement_failure(
         };
     };
     let (mut line, mut column) = (statement.line, None);
-    if let Some(postgres::error::ErrorPosition::Original(position)) = db_error.position() {
-        // The position counts characters from 1 within the statement we sent.
-        let before: String = statement
-            .sql
-            .chars()
-            .take((*position as usize).saturating_sub(1))
-            .collect();
-        line += before.matches('\n').count();
-        column = Some(before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1);
+    if let Some((lines_down, at)) = crate::sql_split::error_location(&statement.sql, db_error) {
+        line += lines_down;
+        column = Some(at);
     }
     MigrateError::Statement(Box::new(StatementFailure {
         revision: step.revision.clone(),
@@ -835,7 +829,8 @@ fn apply_change(
     })
 }
 
-pub(crate) fn heads_text(heads: &[String]) -> String {
+/// Heads as Alembic shows them: `base` when there are none.
+pub fn heads_text(heads: &[String]) -> String {
     if heads.is_empty() {
         "base".into()
     } else {
