@@ -133,9 +133,13 @@ pub fn sha256_path(path: &Path) -> io::Result<(String, u64)> {
 
 /// Whether a plain dump ends with pg_dump's completion comment (a truncated one does not).
 pub fn plain_dump_is_complete(path: &Path) -> io::Result<bool> {
-    let text = fs::read(path)?;
-    let tail = &text[text.len().saturating_sub(4096)..];
-    Ok(String::from_utf8_lossy(tail).contains("-- PostgreSQL database dump complete"))
+    use std::io::{Seek as _, SeekFrom};
+    let mut file = fs::File::open(path)?;
+    let length = file.metadata()?.len();
+    file.seek(SeekFrom::Start(length.saturating_sub(4096)))?;
+    let mut tail = Vec::new();
+    file.read_to_end(&mut tail)?;
+    Ok(String::from_utf8_lossy(&tail).contains("-- PostgreSQL database dump complete"))
 }
 
 /// Exact row counts of every user table (schema-qualified unless `public`).
@@ -287,6 +291,23 @@ mod tests {
         assert_eq!(parts[1], "3351; 0 16400 TABLE DATA public sms_messages postgres\n3352; 0 16410 TABLE DATA public tenants postgres\n");
         let one_table = "3350; 0 16390 TABLE DATA public leads postgres\n";
         assert_eq!(split_listing(one_table, &rows, 2), None);
+    }
+
+    #[test]
+    fn only_a_plain_dump_with_its_last_line_is_complete() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("b.sql");
+        let body = "INSERT INTO t VALUES (1);\n".repeat(1000);
+        fs::write(
+            &path,
+            format!("{body}--\n-- PostgreSQL database dump complete\n--\n"),
+        )
+        .unwrap();
+        assert!(plain_dump_is_complete(&path).unwrap());
+        fs::write(&path, &body).unwrap();
+        assert!(!plain_dump_is_complete(&path).unwrap());
+        fs::write(&path, "").unwrap();
+        assert!(!plain_dump_is_complete(&path).unwrap());
     }
 
     #[test]

@@ -313,6 +313,29 @@ fn a_target_lacking_a_role_is_refused_before_any_change() {
     );
     assert!(err.contains("--no-owner"), "{err}");
     assert!(target.snapshot().is_empty());
+    // With --create, the database made for the refused restore does not stay behind.
+    let fresh = target.cluster.url("fresh");
+    let run = crate::support::xtask(&[
+        "restore",
+        path.to_str().unwrap(),
+        "--create",
+        "--database-url",
+        &fresh,
+    ]);
+    assert!(
+        run.failure().stderr().contains("was dropped again"),
+        "{}",
+        run.text()
+    );
+    let exists: bool = target
+        .client()
+        .query_one(
+            "SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = 'fresh')",
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    assert!(!exists);
     target
         .xtask(&["restore", path.to_str().unwrap(), "--no-owner"])
         .success();

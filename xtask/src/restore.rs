@@ -34,18 +34,11 @@ impl Restore {
             ),
             false => None,
         };
-        let rows = manifest
-            .as_ref()
-            .map(|m| m.tables.clone())
-            .unwrap_or_default();
         let phase = std::time::Instant::now();
-        let (hash, complete) = crate::backup::hash_and_read(&binaries, format, &path, &rows);
-        eprintln!(
-            "read back and hashed in {:.1}s",
-            phase.elapsed().as_secs_f64()
-        );
-        match &manifest {
+        let complete = match &manifest {
             Some(manifest) => {
+                let (hash, complete) =
+                    crate::backup::hash_and_read(&binaries, format, &path, &manifest.tables);
                 let (sha256, _) = hash?;
                 if sha256 != manifest.sha256 {
                     bail!(
@@ -55,22 +48,94 @@ impl Restore {
                     );
                 }
                 eprintln!("sha256 matches {}", manifest_path.display());
+                complete
             }
-            None => eprintln!(
-                "warning: no manifest at {}; the archive cannot be checked against a hash",
-                manifest_path.display()
-            ),
-        }
+            None => {
+                eprintln!(
+                    "warning: no manifest at {}; the archive cannot be checked against a hash",
+                    manifest_path.display()
+                );
+                crate::backup::check_complete(&binaries, format, &path, &Default::default())
+            }
+        };
         complete.context("the archive is damaged; nothing was restored")?;
+        eprintln!("read back in full in {:.1}s", phase.elapsed().as_secs_f64());
 
-        // 2. The target.
+        // 2. The target, and 3. the restore. A database created for it goes again if
+        // either fails, so a refused restore leaves nothing behind.
         let target = self.connect.resolve()?;
         eprintln!("target: {}", target.describe());
         if self.create {
             create_database(&target)?;
         }
+        let phase = std::time::Instant::now();
+        if let Err(err) = self.check_target_and_restore(&binaries, format, &path, &target) {
+            if !self.create {
+                return Err(err);
+            }
+            return Err(match drop_database(&target) {
+                Ok(()) => err.context("the database created for the restore was dropped again"),
+                Err(drop_err) => err.context(format!(
+                    "the database created for the restore could not be dropped: {drop_err:#}"
+                )),
+            });
+        }
+        eprintln!("restored in {:.1}s", phase.elapsed().as_secs_f64());
+
+        // 4. What the guide checks afterwards.
+        let phase = std::time::Instant::now();
         let mut client = target.connect("cargo xtask restore")?;
-        let script = script_of(&binaries, format, &path)?;
+        // ANALYZE and the row counts each read every table: on two connections at once.
+        let counts = std::thread::scope(|scope| -> anyhow::Result<_> {
+            let analyze = scope.spawn(|| -> anyhow::Result<()> {
+                let mut other = target.connect("cargo xtask restore (analyze)")?;
+                other.batch_execute("ANALYZE")?;
+                Ok(())
+            });
+            let counts = match manifest {
+                Some(_) => Some(dump::row_counts(&mut client)?),
+                None => None,
+            };
+            analyze
+                .join()
+                .map_err(|_| anyhow::anyhow!("ANALYZE panicked"))?
+                .context("ANALYZE after the restore failed")?;
+            Ok(counts)
+        })?;
+        eprintln!(
+            "ANALYZE and row counts in {:.1}s",
+            phase.elapsed().as_secs_f64()
+        );
+        let heads = version_table::read_heads(&mut client)?;
+        println!(
+            "{}",
+            if heads.is_empty() {
+                "base".to_string()
+            } else {
+                heads.join("\n")
+            }
+        );
+        if let (Some(manifest), Some(counts)) = (&manifest, counts) {
+            if counts != manifest.tables {
+                bail!("restored row counts differ from the manifest: restored {counts:?}, manifest {:?}", manifest.tables);
+            }
+            eprintln!("row counts match the manifest ({} tables)", counts.len());
+        }
+        eprintln!("restore complete; revision {}", heads_text(&heads));
+        Ok(())
+    }
+
+    /// The pre-flight (roles, extensions, a non-empty target), then the restore itself.
+    fn check_target_and_restore(
+        &self,
+        binaries: &PgBinaries,
+        format: DumpFormat,
+        path: &Path,
+        target: &crate::connect::Target,
+    ) -> anyhow::Result<()> {
+        // 2. The target.
+        let mut client = target.connect("cargo xtask restore")?;
+        let script = script_of(binaries, format, path)?;
         if !self.no_owner {
             let needed = dump::roles_in_script(&script);
             let missing: Vec<String> = needed
@@ -127,14 +192,13 @@ impl Restore {
 
         // 3. The restore, in one transaction (or a staging database with --jobs).
         eprintln!("restoring...");
-        let phase = std::time::Instant::now();
         if self.jobs > 1 && format != DumpFormat::Plain {
-            restore_via_staging(&binaries, format, &path, &target, self.no_owner, self.jobs)?;
+            restore_via_staging(binaries, format, path, target, self.no_owner, self.jobs)?;
         } else {
             run_restore(
-                &binaries,
+                binaries,
                 format,
-                &path,
+                path,
                 &target.url,
                 self.no_owner,
                 self.clean && !existing.is_empty(),
@@ -142,48 +206,6 @@ impl Restore {
             )?;
         }
 
-        eprintln!("restored in {:.1}s", phase.elapsed().as_secs_f64());
-
-        // 4. What the guide checks afterwards.
-        let phase = std::time::Instant::now();
-        let mut client = target.connect("cargo xtask restore")?;
-        // ANALYZE and the row counts each read every table: on two connections at once.
-        let counts = std::thread::scope(|scope| -> anyhow::Result<_> {
-            let analyze = scope.spawn(|| -> anyhow::Result<()> {
-                let mut other = target.connect("cargo xtask restore (analyze)")?;
-                other.batch_execute("ANALYZE")?;
-                Ok(())
-            });
-            let counts = match manifest {
-                Some(_) => Some(dump::row_counts(&mut client)?),
-                None => None,
-            };
-            analyze
-                .join()
-                .map_err(|_| anyhow::anyhow!("ANALYZE panicked"))?
-                .context("ANALYZE after the restore failed")?;
-            Ok(counts)
-        })?;
-        eprintln!(
-            "ANALYZE and row counts in {:.1}s",
-            phase.elapsed().as_secs_f64()
-        );
-        let heads = version_table::read_heads(&mut client)?;
-        println!(
-            "{}",
-            if heads.is_empty() {
-                "base".to_string()
-            } else {
-                heads.join("\n")
-            }
-        );
-        if let (Some(manifest), Some(counts)) = (&manifest, counts) {
-            if counts != manifest.tables {
-                bail!("restored row counts differ from the manifest: restored {counts:?}, manifest {:?}", manifest.tables);
-            }
-            eprintln!("row counts match the manifest ({} tables)", counts.len());
-        }
-        eprintln!("restore complete; revision {}", heads_text(&heads));
         Ok(())
     }
 }
@@ -287,6 +309,12 @@ fn create_database(target: &crate::connect::Target) -> anyhow::Result<()> {
         quote_ident(&name)
     ))?;
     eprintln!("created database {name}");
+    Ok(())
+}
+
+fn drop_database(target: &crate::connect::Target) -> anyhow::Result<()> {
+    let (mut admin, name) = maintenance(target)?;
+    admin.batch_execute(&format!("DROP DATABASE IF EXISTS {}", quote_ident(&name)))?;
     Ok(())
 }
 
