@@ -6,15 +6,18 @@ use std::fmt::Write as _;
 
 use postgres::GenericClient;
 
+use crate::declarative::catalog::Catalog;
+
 #[derive(Debug, Default)]
 pub struct Diagram {
     tables: BTreeMap<String, Table>,
-    /// (from table, column, to table)
+    /// (from table, its first key column, to table, whether that column is NOT NULL)
     relations: Vec<(String, String, String, bool)>,
 }
 
 #[derive(Debug, Default)]
 struct Table {
+    /// (name, short type, in the primary key, in a foreign key)
     columns: Vec<(String, String, bool, bool)>,
     rls: bool,
     policies: Vec<String>,
@@ -22,48 +25,49 @@ struct Table {
 
 impl Diagram {
     pub fn capture(client: &mut impl GenericClient) -> Result<Diagram, postgres::Error> {
+        Ok(Diagram::from_catalog(&Catalog::capture(client)?))
+    }
+
+    pub fn from_catalog(catalog: &Catalog) -> Diagram {
         let mut diagram = Diagram::default();
-        let rows = client.query(
-            "SELECT c.relname, c.relrowsecurity, a.attname, format_type(a.atttypid, a.atttypmod),
-                    EXISTS (SELECT 1 FROM pg_constraint k WHERE k.conrelid = c.oid AND k.contype = 'p' AND a.attnum = ANY (k.conkey)),
-                    EXISTS (SELECT 1 FROM pg_constraint k WHERE k.conrelid = c.oid AND k.contype = 'f' AND a.attnum = ANY (k.conkey))
-               FROM pg_class c JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped
-              WHERE c.relkind IN ('r', 'p') AND c.relnamespace = 'public'::regnamespace
-                AND c.relname NOT IN ('alembic_version', 'alembic_version_history')
-              ORDER BY c.relname, a.attnum",
-            &[],
-        )?;
-        for row in rows {
-            let table = diagram.tables.entry(row.get(0)).or_default();
-            table.rls = row.get(1);
-            table.columns.push((
-                row.get(2),
-                short_type(&row.get::<_, String>(3)),
-                row.get(4),
-                row.get(5),
-            ));
-        }
-        for row in client.query(
-            "SELECT tablename::text, policyname::text FROM pg_policies WHERE schemaname = 'public'",
-            &[],
-        )? {
-            if let Some(table) = diagram.tables.get_mut(&row.get::<_, String>(0)) {
-                table.policies.push(row.get(1));
+        for (name, table) in &catalog.tables {
+            let keyed = |kind: char, column: &str| {
+                table
+                    .constraints
+                    .values()
+                    .any(|c| c.kind == kind && c.columns.iter().any(|k| k == column))
+            };
+            diagram.tables.insert(
+                name.clone(),
+                Table {
+                    columns: table
+                        .columns
+                        .iter()
+                        .map(|c| {
+                            (
+                                c.name.clone(),
+                                short_type(&c.data_type),
+                                keyed('p', &c.name),
+                                keyed('f', &c.name),
+                            )
+                        })
+                        .collect(),
+                    rls: table.row_security,
+                    policies: table.policies.keys().cloned().collect(),
+                },
+            );
+            for key in table.constraints.values().filter(|c| c.kind == 'f') {
+                let (Some(column), Some(to)) = (key.columns.first(), &key.references) else {
+                    continue;
+                };
+                let required = table.column(column).is_some_and(|c| c.not_null);
+                diagram
+                    .relations
+                    .push((name.clone(), column.clone(), to.clone(), required));
             }
         }
-        let fks = client.query(
-            "SELECT c.relname, a.attname, r.relname, a.attnotnull
-               FROM pg_constraint k JOIN pg_class c ON c.oid = k.conrelid JOIN pg_class r ON r.oid = k.confrelid
-               JOIN pg_attribute a ON a.attrelid = k.conrelid AND a.attnum = k.conkey[1]
-              WHERE k.contype = 'f' AND c.relnamespace = 'public'::regnamespace
-              ORDER BY 1, 2",
-            &[],
-        )?;
-        diagram.relations = fks
-            .iter()
-            .map(|r| (r.get(0), r.get(1), r.get(2), r.get(3)))
-            .collect();
-        Ok(diagram)
+        diagram.relations.sort();
+        diagram
     }
 
     pub fn mermaid(&self) -> String {

@@ -41,7 +41,7 @@ pub struct Column {
     pub comment: Option<String>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Constraint {
     /// `p`rimary key, `u`nique, `f`oreign key, `c`heck, e`x`clusion.
     pub kind: char,
@@ -49,6 +49,10 @@ pub struct Constraint {
     pub definition: String,
     /// The backing index (`pg_get_indexdef`) of a primary key or unique constraint.
     pub index: Option<String>,
+    /// The constrained columns, in key order.
+    pub columns: Vec<String>,
+    /// The table a foreign key references.
+    pub references: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -121,7 +125,11 @@ impl Catalog {
         }
         for row in client.query(
             "SELECT c.relname::text, k.conname::text, k.contype::text, pg_get_constraintdef(k.oid),
-                    CASE WHEN k.contype IN ('p', 'u') THEN pg_get_indexdef(k.conindid) END
+                    CASE WHEN k.contype IN ('p', 'u') THEN pg_get_indexdef(k.conindid) END,
+                    ARRAY(SELECT a.attname::text FROM unnest(k.conkey) WITH ORDINALITY AS u(attnum, i)
+                            JOIN pg_attribute a ON a.attrelid = k.conrelid AND a.attnum = u.attnum
+                           ORDER BY u.i),
+                    (SELECT r.relname::text FROM pg_class r WHERE r.oid = k.confrelid)
                FROM pg_constraint k
                JOIN pg_class c ON c.oid = k.conrelid JOIN pg_namespace n ON n.oid = c.relnamespace
               WHERE n.nspname = 'public' AND k.contype IN ('p', 'u', 'f', 'c', 'x')",
@@ -135,6 +143,8 @@ impl Catalog {
                         kind: kind.chars().next().unwrap_or('c'),
                         definition: row.get(3),
                         index: row.get(4),
+                        columns: row.get(5),
+                        references: row.get(6),
                     },
                 );
             }

@@ -33,6 +33,7 @@ fn base() -> Catalog {
             kind: 'p',
             definition: "PRIMARY KEY (id)".into(),
             index: Some("CREATE UNIQUE INDEX leads_pkey ON public.leads USING btree (id)".into()),
+            ..Constraint::default()
         },
     );
     catalog.tables.insert("leads".into(), leads);
@@ -99,6 +100,7 @@ fn a_check_on_an_existing_table_is_added_not_valid_then_validated() {
             kind: 'c',
             definition: "CHECK ((email <> ''::text))".into(),
             index: None,
+            ..Constraint::default()
         },
     );
     let text = sql(&plan(&base(), &to).unwrap());
@@ -222,6 +224,7 @@ fn ordinary_ddl_and_concurrent_index_builds_go_in_separate_migrations() {
             index: Some(
                 "CREATE UNIQUE INDEX uq_leads_email ON public.leads USING btree (email)".into(),
             ),
+            ..Constraint::default()
         },
     );
     let middle = intermediate(&base(), &to).expect("a split");
