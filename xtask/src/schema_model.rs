@@ -69,26 +69,19 @@ pub(crate) fn autogenerate(
     }
     // Ordinary DDL in one all-or-nothing migration, index builds in a second one that
     // must run outside a transaction; or everything in one when that is as good.
-    let (head, declared) = (&pair.head_catalog, &pair.declared_catalog);
-    let parts: Vec<(plan::Plan, plan::Plan, String)> = match plan::intermediate(head, declared) {
-        Some(middle) => vec![
-            (
-                plan::plan(head, &middle)?,
-                plan::plan_downgrade(&middle, head),
-                message.to_string(),
-            ),
-            (
-                plan::plan(&middle, declared)?,
-                plan::plan_downgrade(declared, &middle),
-                format!("{message} (concurrent indexes)"),
-            ),
-        ],
-        None => vec![(
-            up.clone(),
-            plan::plan_downgrade(declared, head),
-            message.to_string(),
-        )],
-    };
+    let notes = up.notes.clone();
+    let parts: Vec<(plan::Plan, plan::Plan, String)> =
+        plan::into_migrations(&pair.head_catalog, &pair.declared_catalog, up)
+            .into_iter()
+            .enumerate()
+            .map(|(i, (up, down))| {
+                let message = match i {
+                    0 => message.to_string(),
+                    _ => format!("{message} (concurrent indexes)"),
+                };
+                (up, down, message)
+            })
+            .collect();
     let mut written = Vec::new();
     let mut parent = parents.to_vec();
     for (up, down, message) in &parts {
@@ -136,7 +129,7 @@ pub(crate) fn autogenerate(
             revisions.join(", ")
         )));
     }
-    for note in &up.notes {
+    for note in &notes {
         eprintln!("note: {note}");
     }
     for ((path, revision, transactional), (up, down, _)) in written.iter().zip(&parts) {

@@ -117,14 +117,26 @@ pub fn plan_downgrade(from: &Catalog, to: &Catalog) -> Plan {
     plan
 }
 
-/// When turning `from` into `to` needs both ordinary DDL and `CONCURRENTLY` work, the
-/// schema between them: the ordinary part then runs in its own transactional migration
-/// (all or nothing), and only the index builds, with the keys and foreign keys that
-/// need them, run outside a transaction. `None` when one migration is as good.
-pub fn intermediate(from: &Catalog, to: &Catalog) -> Option<Catalog> {
-    if plan(from, to).ok()?.transactional() {
-        return None;
+/// The migrations, each as (up, down), that carry out `whole` (the plan from `from` to
+/// `to`): one, or two when it mixes ordinary DDL with `CONCURRENTLY` work. Then the
+/// ordinary part runs in its own transactional migration (all or nothing), and only the
+/// index builds, with the keys and foreign keys that need them, run outside one.
+pub fn into_migrations(from: &Catalog, to: &Catalog, whole: Plan) -> Vec<(Plan, Plan)> {
+    if !whole.transactional() {
+        if let Some((middle, first, second)) = intermediate(from, to) {
+            return vec![
+                (first, plan_downgrade(&middle, from)),
+                (second, plan_downgrade(to, &middle)),
+            ];
+        }
     }
+    vec![(whole, plan_downgrade(to, from))]
+}
+
+/// The schema between `from` and `to` that holds everything but the concurrent work,
+/// with the plans to it and from it; `None` when one side would be empty or the first
+/// could not run in a transaction.
+fn intermediate(from: &Catalog, to: &Catalog) -> Option<(Catalog, Plan, Plan)> {
     let mut middle = to.clone();
     let mut deferred_keys = false;
     for (name, table) in middle.tables.iter_mut() {
@@ -170,7 +182,8 @@ pub fn intermediate(from: &Catalog, to: &Catalog) -> Option<Catalog> {
     }
     let first = plan(from, &middle).ok()?;
     let second = plan(&middle, to).ok()?;
-    (!first.is_empty() && !second.is_empty() && first.transactional()).then_some(middle)
+    (!first.is_empty() && !second.is_empty() && first.transactional())
+        .then_some((middle, first, second))
 }
 
 /// Whether `name` appears in `definition` as a whole word.

@@ -227,13 +227,15 @@ fn ordinary_ddl_and_concurrent_index_builds_go_in_separate_migrations() {
             ..Constraint::default()
         },
     );
-    let middle = intermediate(&base(), &to).expect("a split");
-    let first = plan(&base(), &middle).unwrap();
+    let whole = plan(&base(), &to).unwrap();
+    let migrations = into_migrations(&base(), &to, whole);
+    assert_eq!(migrations.len(), 2, "a split");
+    let (first, _) = &migrations[0];
     assert!(first.transactional());
-    assert_eq!(sql(&first), "ALTER TABLE leads ADD COLUMN score integer;\n");
-    let second = plan(&middle, &to).unwrap();
+    assert_eq!(sql(first), "ALTER TABLE leads ADD COLUMN score integer;\n");
+    let (second, _) = &migrations[1];
     assert!(!second.transactional());
-    let text = sql(&second);
+    let text = sql(second);
     assert!(
         text.contains("CREATE UNIQUE INDEX CONCURRENTLY uq_leads_email"),
         "{text}"
@@ -253,5 +255,6 @@ fn ordinary_ddl_and_concurrent_index_builds_go_in_separate_migrations() {
         "ix_leads_email".into(),
         "CREATE INDEX ix_leads_email ON public.leads USING btree (email)".into(),
     );
-    assert_eq!(intermediate(&base(), &only_index), None);
+    let whole = plan(&base(), &only_index).unwrap();
+    assert_eq!(into_migrations(&base(), &only_index, whole).len(), 1);
 }
