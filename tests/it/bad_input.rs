@@ -571,7 +571,10 @@ fn crlf_and_bom_files_work_and_keep_their_checksums() {
     db.xtask(&["migrate", "upgrade", "head", "--migrations", dir])
         .success();
     assert_eq!(db.heads(), ["b2c3d4e5f6a7"]);
-    db.xtask(&["migrate", "current", "--verbose"]).success();
+    let current = db.xtask(&["migrate", "current", "--verbose", "--migrations", dir]);
+    let out = current.success().stdout();
+    assert_eq!(out.matches("checksum ok").count(), 7, "{out}");
+    assert!(!out.contains("EDITED"), "{out}");
     let run = db.xtask(&["migrate", "downgrade", "base", "--yes", "--migrations", dir]);
     run.success();
     assert!(db.heads().is_empty());
