@@ -3,27 +3,14 @@
 
 use std::fmt::Write as _;
 use std::fs;
-use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::path::Path;
 
 use backend_schema::source::{parse_source, read_source};
 
+use crate::pinned_alembic::alembic_command;
 use crate::support::{root, TestDb};
 
 const HEAD: &str = "b2c3d4e5f6a7";
-
-fn alembic_bin() -> PathBuf {
-    let path = std::env::var_os("ALEMBIC")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| root().join("target/alembic-venv/bin/alembic"));
-    assert!(
-        path.is_file(),
-        "the interop test needs the real Alembic at {} (or $ALEMBIC): \
-         python3 -m venv target/alembic-venv && target/alembic-venv/bin/pip install -r tests/alembic/requirements.txt",
-        path.display()
-    );
-    path
-}
 
 /// An Alembic project whose revisions run our migrations' SQL files, with our IDs and
 /// parents: what the backend's `alembic/versions/` holds.
@@ -86,7 +73,7 @@ struct Alembic<'a> {
 impl Alembic<'_> {
     #[track_caller]
     fn run(&self, args: &[&str]) -> String {
-        let output = Command::new(alembic_bin())
+        let output = alembic_command()
             .arg("-c")
             .arg(self.project.join("alembic.ini"))
             .args(args)

@@ -3,7 +3,6 @@
 
 use std::fs;
 use std::os::unix::fs::PermissionsExt as _;
-use std::path::{Path, PathBuf};
 
 use crate::support::{xtask_command, Run, TestDb};
 
@@ -31,11 +30,16 @@ fn require_password(db: &TestDb) {
 }
 
 /// A directory of wrappers around the real PostgreSQL programs that append their
-/// command lines to `$ARGV_LOG`: what `ps` would show of every child we start.
-fn argv_recording_bin_dir(db: &TestDb) -> PathBuf {
-    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("argv-recording-bin");
-    fs::create_dir_all(&dir).unwrap();
-    fs::set_permissions(&dir, fs::Permissions::from_mode(0o755)).unwrap();
+/// command lines to `$ARGV_LOG`: what `ps` would show of every child we start. It lives
+/// in the system temp dir, not under the checkout: the server's OS account runs these
+/// wrappers, and the checkout may be in a directory it cannot enter.
+fn argv_recording_bin_dir(db: &TestDb) -> tempfile::TempDir {
+    let temp = tempfile::Builder::new()
+        .prefix("argv-recording-bin")
+        .tempdir_in("/tmp")
+        .unwrap();
+    let dir = temp.path();
+    fs::set_permissions(dir, fs::Permissions::from_mode(0o755)).unwrap();
     let real = db.cluster.binaries().bin_dir();
     for entry in fs::read_dir(real).unwrap() {
         let name = entry.unwrap().file_name();
@@ -47,7 +51,7 @@ fn argv_recording_bin_dir(db: &TestDb) -> PathBuf {
         fs::write(&wrapper, script).unwrap();
         fs::set_permissions(&wrapper, fs::Permissions::from_mode(0o755)).unwrap();
     }
-    dir
+    temp
 }
 
 fn leaks(text: &str) -> bool {
@@ -171,7 +175,9 @@ fn no_command_reveals_the_password() {
     };
     let command = |args: &[&str]| {
         let mut command = xtask_command(args);
-        command.env("PG_BIN_DIR", &bin).env("ARGV_LOG", &argv_log);
+        command
+            .env("PG_BIN_DIR", bin.path())
+            .env("ARGV_LOG", &argv_log);
         command
     };
     for (args, must_succeed) in &runs {

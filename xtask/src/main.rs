@@ -33,6 +33,9 @@ fn main() -> ExitCode {
 fn run(flags: flags::Xtask) -> anyhow::Result<()> {
     let sh = &Shell::new()?;
     sh.change_dir(project_root());
+    if starts_servers(&flags.command) {
+        note_server_account();
+    }
     match flags.command {
         flags::Command::Verify(cmd) => cmd.run(sh),
         flags::Command::Migrate(cmd) => cmd.run(sh),
@@ -42,6 +45,36 @@ fn run(flags: flags::Xtask) -> anyhow::Result<()> {
         flags::Command::Restore(cmd) => cmd.run(sh),
         flags::Command::SchemaDump(cmd) => cmd.run(sh),
         flags::Command::HoldCluster { panic } => hold_cluster(panic),
+    }
+}
+
+/// Whether the command may start a PostgreSQL server of ours (a throwaway cluster or the
+/// dev database): those say which OS account runs it when that is not the obvious one.
+fn starts_servers(command: &flags::Command) -> bool {
+    use flags::{Command, DbAction, MigrateAction};
+    match command {
+        Command::Verify(_) | Command::Bench(_) | Command::SchemaDump(_) => true,
+        Command::HoldCluster { .. } => true,
+        Command::Db(db) => matches!(db.action, DbAction::Start),
+        Command::Backup(backup) => backup.verify,
+        Command::Restore(_) => false,
+        Command::Migrate(migrate) => matches!(
+            migrate.action,
+            MigrateAction::Check { .. }
+                | MigrateAction::Revision { .. }
+                | MigrateAction::Stamp { .. }
+        ),
+    }
+}
+
+/// Prints, once, which OS account runs our servers when we are root without a `postgres`
+/// account. A failure to choose one is reported by the command itself, with its fix.
+fn note_server_account() {
+    if let Some(note) = backend_schema::cluster::ServerAccount::choose()
+        .ok()
+        .and_then(|account| account.note())
+    {
+        eprintln!("{note}");
     }
 }
 

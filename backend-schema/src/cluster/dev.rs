@@ -1,5 +1,7 @@
 //! The persistent local dev database under `target/dev-db`, for everyday work without
-//! any configuration. Unlike [`super::TempCluster`] it outlives the command that
+//! any configuration. When the server's OS account cannot enter the checkout (root's
+//! private home, a 0700 temp dir), it lives in `/var/tmp/backend-schema-dev-<hash>`
+//! instead, which survives reboots like `target/` does. Unlike [`super::TempCluster`] it outlives the command that
 //! started it, so it is run through `pg_ctl` (which daemonizes) and stopped explicitly.
 
 use std::fs;
@@ -7,7 +9,7 @@ use std::path::{Path, PathBuf};
 
 use sha2::{Digest, Sha256};
 
-use super::{reaper, template, ClusterError, PgBinaries, RunAs, PORT, SERVER_SETTINGS};
+use super::{reaper, template, Access, ClusterError, PgBinaries, RunAs, PORT, SERVER_SETTINGS};
 
 /// Name of the database the dev cluster serves.
 pub const DEV_DATABASE: &str = "diagnoleads";
@@ -27,9 +29,34 @@ pub enum DevStatus {
 impl DevDatabase {
     /// The dev database of the workspace at `workspace_root`.
     pub fn new(workspace_root: &Path) -> DevDatabase {
-        DevDatabase {
-            root: workspace_root.join("target").join("dev-db"),
-        }
+        let target = workspace_root.join("target");
+        let reachable = match RunAs::for_server() {
+            // A target/ that does not exist yet is judged by the directory it will be in.
+            Ok(run_as) => run_as
+                .check_reach(
+                    if target.exists() {
+                        &target
+                    } else {
+                        workspace_root
+                    },
+                    Access::Enter,
+                )
+                .is_ok(),
+            Err(_) => true,
+        };
+        let root = if reachable {
+            target.join("dev-db")
+        } else {
+            let digest = Sha256::digest(workspace_root.as_os_str().as_encoded_bytes());
+            let short: String = digest.iter().take(5).map(|b| format!("{b:02x}")).collect();
+            PathBuf::from(format!("/var/tmp/backend-schema-dev-{short}"))
+        };
+        DevDatabase { root }
+    }
+
+    /// Where the data directory and the log live.
+    pub fn root(&self) -> &Path {
+        &self.root
     }
 
     pub fn data_dir(&self) -> PathBuf {
@@ -76,6 +103,14 @@ impl DevDatabase {
         }
         let binaries = PgBinaries::locate()?;
         let run_as = RunAs::for_server()?;
+        for program in ["initdb", "postgres", "pg_ctl"] {
+            super::check_reach(
+                run_as,
+                &binaries.tool(program),
+                Access::Execute,
+                "set PG_BIN_DIR to an installation every account can run (e.g. /usr/lib/postgresql/15/bin)",
+            )?;
+        }
         let io = |action: String| move |source| ClusterError::Io { action, source };
         fs::create_dir_all(&self.root).map_err(io(format!("create {}", self.root.display())))?;
         run_as.chown(&self.root).map_err(io(format!(

@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 pub use binaries::PgBinaries;
-pub use os_user::RunAs;
+pub use os_user::{account_name, Access, AccountChoice, RunAs, ServerAccount};
 pub use template::cache_root;
 
 /// Server settings of every throwaway cluster. Durability is off because the data is
@@ -48,6 +48,17 @@ pub enum ClusterError {
          BACKEND_SCHEMA_PG_USER to an existing account"
     )]
     NoUnprivilegedUser { name: String },
+    #[error(
+        "the OS account `{account}` that runs PostgreSQL cannot reach {}: {} is closed to it; {fix}",
+        path.display(),
+        blocked.display()
+    )]
+    ServerCannotReach {
+        account: String,
+        path: PathBuf,
+        blocked: PathBuf,
+        fix: String,
+    },
     #[error("failed to {action}: {source}")]
     Io {
         action: String,
@@ -120,6 +131,20 @@ impl TempCluster {
     ) -> Result<TempCluster, ClusterError> {
         let run_as = RunAs::for_server()?;
         let root = temp_root(run_as);
+        for program in ["initdb", "postgres"] {
+            check_reach(
+                run_as,
+                &binaries.tool(program),
+                Access::Execute,
+                "set PG_BIN_DIR to an installation every account can run (e.g. /usr/lib/postgresql/15/bin)",
+            )?;
+        }
+        check_reach(
+            run_as,
+            &root,
+            Access::Enter,
+            "point BACKEND_SCHEMA_TEMP_ROOT at a directory it can enter, such as /tmp",
+        )?;
         reaper::sweep_once(&root);
 
         let dir = tempfile::Builder::new()
@@ -403,6 +428,24 @@ fn has_room(dir: &Path, bytes: u64) -> bool {
 /// Quotes an SQL identifier (`"` doubled), for names that cannot be bind parameters.
 pub fn quote_ident(name: &str) -> String {
     format!("\"{}\"", name.replace('"', "\"\""))
+}
+
+/// [`RunAs::check_reach`] as an error that names the account, the path and the fix: the
+/// server would otherwise fail later with a bare "Permission denied".
+pub(crate) fn check_reach(
+    run_as: RunAs,
+    path: &Path,
+    access: Access,
+    fix: &str,
+) -> Result<(), ClusterError> {
+    run_as
+        .check_reach(path, access)
+        .map_err(|blocked| ClusterError::ServerCannotReach {
+            account: account_name(run_as.uid),
+            path: path.to_path_buf(),
+            blocked,
+            fix: fix.to_string(),
+        })
 }
 
 fn io_err(action: String, source: std::io::Error) -> ClusterError {
