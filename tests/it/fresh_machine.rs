@@ -9,7 +9,7 @@ use std::process::Stdio;
 use backend_schema::cluster::dev::{DevDatabase, DevStatus};
 use backend_schema::cluster::RunAs;
 
-use crate::support::{copy_dir, root, xtask_command, Run};
+use crate::support::{copy_dir, root, xtask_command, DevGuard, Run};
 
 fn am_root() -> bool {
     // SAFETY: geteuid cannot fail.
@@ -110,18 +110,6 @@ fn a_temp_root_the_server_account_cannot_enter_is_refused_by_name() {
         stderr.contains("cannot reach") && stderr.contains("BACKEND_SCHEMA_TEMP_ROOT"),
         "{stderr}"
     );
-}
-
-/// Stops the dev database and removes its directory, even when the test fails.
-struct DevGuard(DevDatabase);
-
-impl Drop for DevGuard {
-    fn drop(&mut self) {
-        let _ = self.0.stop();
-        if !self.0.root().starts_with(root()) {
-            let _ = fs::remove_dir_all(self.0.root());
-        }
-    }
 }
 
 #[test]

@@ -12,6 +12,7 @@ mod migrate;
 mod pinned_alembic;
 mod reliability;
 mod secrets;
+mod server_access;
 mod support;
 mod tls;
 mod verify;

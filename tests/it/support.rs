@@ -161,3 +161,15 @@ pub fn copy_dir(from: &Path, to: &Path) {
         }
     }
 }
+
+/// A dev database for a test: stopped, and its directory removed, even when the test fails.
+pub struct DevGuard(pub backend_schema::cluster::dev::DevDatabase);
+
+impl Drop for DevGuard {
+    fn drop(&mut self) {
+        let _ = self.0.stop();
+        if !self.0.root().starts_with(root()) {
+            let _ = std::fs::remove_dir_all(self.0.root());
+        }
+    }
+}

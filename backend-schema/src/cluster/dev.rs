@@ -113,6 +113,7 @@ impl DevDatabase {
         }
         let io = |action: String| move |source| ClusterError::Io { action, source };
         fs::create_dir_all(&self.root).map_err(io(format!("create {}", self.root.display())))?;
+        private(&self.root).map_err(io(format!("make {} private", self.root.display())))?;
         run_as.chown(&self.root).map_err(io(format!(
             "give {} to the server user",
             self.root.display()
@@ -123,6 +124,7 @@ impl DevDatabase {
         }
         let socket_dir = self.socket_dir();
         fs::create_dir_all(&socket_dir).map_err(io(format!("create {}", socket_dir.display())))?;
+        private(&socket_dir).map_err(io(format!("make {} private", socket_dir.display())))?;
         run_as.chown(&socket_dir).map_err(io(format!(
             "give {} to the server user",
             socket_dir.display()
@@ -221,4 +223,11 @@ impl DevDatabase {
             ),
         })
     }
+}
+
+/// Mode 0700: the dev database trusts whoever reaches its socket, and its log can quote
+/// rows, so only the server's account (and root) may enter.
+fn private(dir: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::PermissionsExt as _;
+    fs::set_permissions(dir, fs::Permissions::from_mode(0o700))
 }

@@ -9,6 +9,7 @@ mod template;
 
 use std::fs;
 use std::io::Write as _;
+use std::os::unix::fs::{OpenOptionsExt as _, PermissionsExt as _};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -19,7 +20,10 @@ pub use template::cache_root;
 /// Server settings of every throwaway cluster. Durability is off because the data is
 /// disposable; only a unix socket is opened, so parallel clusters never collide on a port.
 pub(crate) const SERVER_SETTINGS: &[(&str, &str)] = &[
+    // No TCP, and a socket only the server's account (and root) may use: trust
+    // authentication is then no wider than the private directory the socket is in.
     ("listen_addresses", ""),
+    ("unix_socket_permissions", "0700"),
     ("fsync", "off"),
     ("synchronous_commit", "off"),
     ("full_page_writes", "off"),
@@ -149,6 +153,7 @@ impl TempCluster {
 
         let dir = tempfile::Builder::new()
             .prefix(reaper::DIR_PREFIX)
+            .permissions(fs::Permissions::from_mode(0o700))
             .tempdir_in(&root)
             .map_err(|source| io_err(format!("create a temp dir in {}", root.display()), source))?;
         let base = dir.path().to_path_buf();
@@ -212,6 +217,8 @@ impl TempCluster {
                 fs::OpenOptions::new()
                     .create(true)
                     .append(true)
+                    // Error lines can quote row values.
+                    .mode(0o600)
                     .open(&log)
                     .map_err(|source| io_err(format!("open {}", log.display()), source))?,
             )

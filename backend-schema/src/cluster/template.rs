@@ -16,7 +16,10 @@ use super::{ClusterError, PgBinaries};
 /// Arguments every cluster is initialised with. Part of the cache key.
 pub(crate) const INITDB_ARGS: &[&str] = &[
     "--username=postgres",
-    "--auth=trust",
+    // Local connections only reach a socket in a 0700 directory (see SERVER_SETTINGS);
+    // TCP, which every local account can reach, is refused unless a caller opens it.
+    "--auth-local=trust",
+    "--auth-host=reject",
     "--encoding=UTF8",
     "--no-locale",
     "--no-sync",
