@@ -8,17 +8,18 @@ use percent_encoding::percent_decode_str;
 
 use crate::cluster::dev::{DevDatabase, DevStatus};
 
-/// A `postgres://` or `postgresql://` URL. `Display` and `Debug` hide the password.
+/// A `postgres://` or `postgresql://` URL. `Display` and `Debug` hide the password,
+/// whether it is in the userinfo (`user:secret@`) or a `password=` parameter.
 #[derive(Clone, PartialEq, Eq)]
 pub struct DatabaseUrl {
     raw: String,
-    /// Byte range of the password within `raw`, if any.
+    /// Byte range of the userinfo password within `raw`, if any.
     password: Option<(usize, usize)>,
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum UrlError {
-    #[error("malformed database URL from {source_name}: it must start with postgresql:// or postgres:// (e.g. postgresql://user:password@host:5432/diagnoleads)")]
+    #[error("malformed database URL from {source_name}: it must start with postgresql:// or postgres:// (e.g. postgresql://user:password@host:5432/diagnoleads); key=value connection strings are not accepted, write them as a URL")]
     Scheme { source_name: String },
     #[error(
         "the database URL from {source_name} has sslmode={mode}; use disable, allow, prefer, require, verify-ca or verify-full"
@@ -36,6 +37,10 @@ impl DatabaseUrl {
     /// URL itself is never echoed, as it may hold a password).
     pub fn parse(raw: &str, source_name: &str) -> Result<DatabaseUrl, UrlError> {
         let raw = raw.trim();
+        let malformed = |problem: &str| UrlError::Malformed {
+            source_name: source_name.into(),
+            problem: problem.into(),
+        };
         let rest = ["postgresql://", "postgres://"]
             .iter()
             .find_map(|scheme| raw.strip_prefix(scheme))
@@ -43,6 +48,18 @@ impl DatabaseUrl {
                 source_name: source_name.into(),
             })?;
         let start = raw.len() - rest.len();
+        // libpq ends the userinfo at the first `@` or `/`: a password holding an unencoded
+        // `@ / ? #` would be split there and its tail shown as a host or database name in
+        // every error. Refuse it before anything can echo it.
+        if let Some(last_at) = rest.rfind('@') {
+            let credentials = &rest[..last_at];
+            if credentials.contains(':') && credentials.contains(['@', '/', '?', '#']) {
+                return Err(malformed(
+                    "the user or password holds an unencoded `@`, `/`, `?` or `#`; \
+                     percent-encode them (@ is %40, / is %2F, ? is %3F, # is %23, % is %25, : is %3A)",
+                ));
+            }
+        }
         let authority_len = rest.find(['/', '?', '#']).unwrap_or(rest.len());
         let authority = &rest[..authority_len];
         let password = match authority.rfind('@') {
@@ -57,15 +74,17 @@ impl DatabaseUrl {
         if let Some((from, to)) = password {
             percent_decode_str(&raw[from..to])
                 .decode_utf8()
-                .map_err(|_| UrlError::Malformed {
-                    source_name: source_name.into(),
-                    problem: "the password is not valid percent-encoded UTF-8".into(),
-                })?;
+                .map_err(|_| malformed("the password is not valid percent-encoded UTF-8"))?;
         }
         let url = DatabaseUrl {
             raw: raw.to_string(),
             password,
         };
+        if password.is_some() && url.query_password().is_some() {
+            return Err(malformed(
+                "it has a password in the userinfo and a password= parameter; keep one",
+            ));
+        }
         if let Some(mode) = query_value(raw, "sslmode") {
             if SslMode::parse(&mode).is_none() {
                 return Err(UrlError::SslMode {
@@ -125,7 +144,7 @@ impl DatabaseUrl {
 
     /// The decoded password, for a child's `PGPASSWORD`.
     pub fn password(&self) -> Option<String> {
-        let (from, to) = self.password?;
+        let (from, to) = self.password.or_else(|| self.query_password())?;
         Some(
             percent_decode_str(&self.raw[from..to])
                 .decode_utf8_lossy()
@@ -133,12 +152,47 @@ impl DatabaseUrl {
         )
     }
 
+    /// The byte range of a `password=` query parameter's value.
+    fn query_password(&self) -> Option<(usize, usize)> {
+        let (pair_from, pair_to) = self.query_pair("password")?;
+        Some((pair_from + "password=".len(), pair_to))
+    }
+
+    /// The byte range of the `key=value` pair named `key` in the query string.
+    fn query_pair(&self, key: &str) -> Option<(usize, usize)> {
+        let query_from = self.raw.find('?')? + 1;
+        let query_to = self.raw[query_from..]
+            .find('#')
+            .map_or(self.raw.len(), |i| query_from + i);
+        let mut from = query_from;
+        for pair in self.raw[query_from..query_to].split('&') {
+            if pair.split_once('=').is_some_and(|(k, _)| k == key) {
+                return Some((from, from + pair.len()));
+            }
+            from += pair.len() + 1;
+        }
+        None
+    }
+
     /// The URL without its password, safe for a child's argv (pair with `PGPASSWORD`).
     pub fn without_password(&self) -> String {
-        match self.password {
-            Some((from, to)) => format!("{}{}", &self.raw[..from - 1], &self.raw[to..]),
-            None => self.raw.clone(),
+        if let Some((from, to)) = self.password {
+            return format!("{}{}", &self.raw[..from - 1], &self.raw[to..]);
         }
+        let Some((from, to)) = self.query_pair("password") else {
+            return self.raw.clone();
+        };
+        // Drop the pair with one of the separators around it.
+        let (from, to) = if self.raw[to..].starts_with('&') {
+            (from, to + 1)
+        } else {
+            (from - 1, to)
+        };
+        let mut kept = format!("{}{}", &self.raw[..from], &self.raw[to..]);
+        if kept.ends_with('?') {
+            kept.pop();
+        }
+        kept.replace("?#", "#")
     }
 
     /// The same server and credentials, another database (for staging and maintenance).
@@ -174,7 +228,7 @@ impl DatabaseUrl {
 
     /// The URL with its password shown as `***`.
     pub fn redacted(&self) -> String {
-        match self.password {
+        match self.password.or_else(|| self.query_password()) {
             Some((from, to)) => format!("{}***{}", &self.raw[..from], &self.raw[to..]),
             None => self.raw.clone(),
         }
@@ -419,6 +473,63 @@ mod tests {
         let err =
             DatabaseUrl::parse("postgresql://u:hunter2@host:notaport/db", "flag").unwrap_err();
         assert!(!err.to_string().contains("hunter2"), "{err}");
+    }
+
+    #[test]
+    fn a_password_parameter_is_hidden_and_moved_out_of_the_url_too() {
+        let url = DatabaseUrl::parse(
+            "postgresql://mig@db/app?sslmode=require&password=s%40cret&application_name=x",
+            "test",
+        )
+        .unwrap();
+        assert_eq!(
+            url.redacted(),
+            "postgresql://mig@db/app?sslmode=require&password=***&application_name=x"
+        );
+        assert_eq!(url.password().as_deref(), Some("s@cret"));
+        assert_eq!(
+            url.without_password(),
+            "postgresql://mig@db/app?sslmode=require&application_name=x"
+        );
+        for (raw, argv) in [
+            (
+                "postgresql://mig@db/app?password=pw",
+                "postgresql://mig@db/app",
+            ),
+            (
+                "postgresql://mig@db/app?password=pw&port=5433",
+                "postgresql://mig@db/app?port=5433",
+            ),
+            (
+                "postgresql://mig@db/app?port=5433&password=pw",
+                "postgresql://mig@db/app?port=5433",
+            ),
+        ] {
+            let url = DatabaseUrl::parse(raw, "test").unwrap();
+            assert_eq!(url.without_password(), argv);
+            assert!(!url.to_string().contains("pw"), "{url}");
+            assert_eq!(url.child_env(), [("PGPASSWORD", "pw".to_string())]);
+        }
+        let err = DatabaseUrl::parse("postgresql://u:uno@db/app?password=dos", "t").unwrap_err();
+        assert!(!err.to_string().contains("uno") && !err.to_string().contains("dos"));
+    }
+
+    #[test]
+    fn an_unencoded_special_character_in_the_password_is_refused_without_echoing_it() {
+        for raw in [
+            "postgresql://mig:p#ss@db/app",
+            "postgresql://mig:p?ss@db/app",
+            "postgresql://mig:p/ss@db/app",
+            "postgresql://mig:p@ss@db/app",
+            "postgresql://mig:hunter2@x:5432/app@",
+        ] {
+            let err = DatabaseUrl::parse(raw, "--database-url").unwrap_err();
+            let message = err.to_string();
+            assert!(message.contains("percent-encode"), "{raw}: {message}");
+            for secret in ["p#ss", "p?ss", "p/ss", "ss@db", "hunter2"] {
+                assert!(!message.contains(secret), "{raw}: {message}");
+            }
+        }
     }
 
     #[test]

@@ -223,6 +223,40 @@ fn no_command_reveals_the_password() {
         );
         record(run, false, &args.join(" "));
     }
+    // libpq's other spelling, a `password=` parameter: shown as ***, kept off argv.
+    let as_parameter = format!(
+        "{}&password={ENCODED}",
+        db.cluster
+            .url("app")
+            .replace("postgres@", &format!("{ROLE}@"))
+    );
+    for (args, what) in [
+        (
+            vec!["migrate", "current", "--verbose"],
+            "current (password=)",
+        ),
+        (
+            vec!["backup", "--output", &out("p.dump")],
+            "backup (password=)",
+        ),
+    ] {
+        let mut all = args.clone();
+        all.extend(["--database-url", &as_parameter]);
+        let run = Run {
+            output: command(&all).output().unwrap(),
+        };
+        assert!(run.stderr().contains("password=***"), "{}", run.text());
+        record(run, true, what);
+    }
+    // The raw password, unencoded: refused without echoing any part of it.
+    let raw = url("app", PASSWORD);
+    let run = Run {
+        output: command(&["migrate", "current", "--database-url", &raw])
+            .output()
+            .unwrap(),
+    };
+    assert!(run.stderr().contains("percent-encode"), "{}", run.text());
+    record(run, false, "migrate current (unencoded password)");
     let unreachable = format!("postgresql://{ROLE}:{ENCODED}@127.0.0.1:1/app");
     let run = Run {
         output: command(&["migrate", "upgrade", "head", "--database-url", &unreachable])
