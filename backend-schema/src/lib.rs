@@ -16,6 +16,7 @@ pub mod migration;
 pub mod runner;
 pub mod snapshot;
 pub mod source;
+pub mod sql;
 pub mod sql_split;
 pub mod tls;
 pub mod verify;

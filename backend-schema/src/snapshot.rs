@@ -8,6 +8,8 @@ use std::fmt;
 
 use postgres::GenericClient;
 
+use crate::sql::display_name;
+
 /// Objects that are bookkeeping, not schema.
 const IGNORED_RELATIONS: &[&str] = &[
     "alembic_version",
@@ -495,11 +497,7 @@ fn section_rank(line: &str) -> u8 {
 }
 
 fn qualified(schema: String, name: impl AsRef<str>) -> String {
-    if schema == "public" {
-        name.as_ref().to_string()
-    } else {
-        format!("{schema}.{}", name.as_ref())
-    }
+    display_name(&schema, name.as_ref())
 }
 
 /// Collapses whitespace runs, so definitions fit on one line.

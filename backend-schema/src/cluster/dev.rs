@@ -130,7 +130,7 @@ impl DevDatabase {
             client
                 .batch_execute(&format!(
                     "CREATE DATABASE {}",
-                    super::quote_ident(DEV_DATABASE)
+                    crate::sql::quote_ident(DEV_DATABASE)
                 ))
                 .map_err(sql_err("creating the dev database"))?;
         }

@@ -12,6 +12,8 @@ use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+/// Re-exported for `dump.rs` and the xtask's `restore.rs`, which import it from here.
+pub use crate::sql::quote_ident;
 pub use binaries::PgBinaries;
 pub use os_user::RunAs;
 pub use template::cache_root;
@@ -398,11 +400,6 @@ fn has_room(dir: &Path, bytes: u64) -> bool {
     }
     let writable = unsafe { libc::access(path.as_ptr(), libc::W_OK) } == 0;
     writable && (stat.f_bavail as u64).saturating_mul(stat.f_frsize as u64) >= bytes
-}
-
-/// Quotes an SQL identifier (`"` doubled), for names that cannot be bind parameters.
-pub fn quote_ident(name: &str) -> String {
-    format!("\"{}\"", name.replace('"', "\"\""))
 }
 
 fn io_err(action: String, source: std::io::Error) -> ClusterError {

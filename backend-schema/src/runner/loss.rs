@@ -7,8 +7,8 @@ use postgres::{Client, GenericClient};
 
 use super::error::{Loss, MigrateError};
 use super::{db, execute_file, set_timeouts, RunOptions};
-use crate::cluster::quote_ident;
 use crate::graph::{RevisionGraph, Step};
+use crate::sql::{display_name, quote_ident, quote_qualified};
 
 /// Columns of every ordinary table outside the system schemas, but our version tables.
 fn columns(
@@ -58,12 +58,8 @@ pub(crate) fn data_loss(
 
     let mut losses = Vec::new();
     for ((schema, table), cols) in &before {
-        let qualified = format!("{}.{}", quote_ident(schema), quote_ident(table));
-        let name = if schema == "public" {
-            table.clone()
-        } else {
-            format!("{schema}.{table}")
-        };
+        let qualified = quote_qualified(schema, table);
+        let name = display_name(schema, table);
         match after.get(&(schema.clone(), table.clone())) {
             None => {
                 let sql = format!("SELECT count(*) FROM {qualified}");

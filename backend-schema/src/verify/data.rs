@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use postgres::GenericClient;
 use serde_json::Value;
 
-use crate::cluster::quote_ident;
+use crate::sql::quote_ident;
 
 /// One row, as column -> value.
 pub type Row = BTreeMap<String, Value>;

@@ -5,7 +5,7 @@
 use postgres::Client;
 
 use super::seed::tenant_uuid;
-use crate::cluster::quote_ident;
+use crate::sql::quote_ident;
 
 const APP_ROLE: &str = "verify_tenant_app";
 

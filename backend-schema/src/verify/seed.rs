@@ -6,7 +6,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use postgres::GenericClient;
 use sha2::{Digest, Sha256};
 
-use crate::cluster::quote_ident;
+use crate::sql::quote_ident;
 
 /// Tenants seeded: rows belong to tenant 0 ("A") or 1 ("B").
 pub const TENANTS: usize = 2;

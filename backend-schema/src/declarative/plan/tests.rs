@@ -180,15 +180,6 @@ fn a_new_column_declared_before_existing_ones_is_refused() {
 }
 
 #[test]
-fn identifiers_are_quoted_only_when_needed() {
-    assert_eq!(ident("leads"), "leads");
-    assert_eq!(ident("user"), "\"user\"");
-    assert_eq!(ident("Leads"), "\"Leads\"");
-    assert_eq!(ident("a b"), "\"a b\"");
-    assert_eq!(literal("it's"), "'it''s'");
-}
-
-#[test]
 fn a_new_enum_value_used_in_the_same_migration_is_committed_first() {
     let mut to = base();
     to.enums.insert(
