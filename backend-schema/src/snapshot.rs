@@ -8,6 +8,7 @@ use std::fmt;
 
 use postgres::GenericClient;
 
+use crate::catalog::USER_SCHEMAS;
 use crate::sql::display_name;
 
 /// Objects that are bookkeeping, not schema.
@@ -16,9 +17,6 @@ const IGNORED_RELATIONS: &[&str] = &[
     "alembic_version_history",
     "alembic_version_history_id_seq",
 ];
-
-const USER_SCHEMAS: &str =
-    "n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname NOT LIKE 'pg_toast%' AND n.nspname NOT LIKE 'pg_temp%'";
 
 /// A schema, as object name -> its normalised description lines.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]

@@ -2,16 +2,15 @@
 //! should be. Loading them, comparing them with the head of the migration chain, and
 //! computing the migration between the two (`plan`) live here.
 
-pub mod catalog;
 pub mod plan;
 
 use std::path::{Path, PathBuf};
 
+use crate::catalog::Catalog;
 use crate::cluster::TempCluster;
 use crate::runner::{MigrateError, Migrator, RunOptions};
 use crate::snapshot::SchemaSnapshot;
 use crate::RevisionGraph;
-use catalog::Catalog;
 
 /// The declarative schema's directory, relative to the workspace root.
 pub const SCHEMA_DIR: &str = "backend-schema/schema";

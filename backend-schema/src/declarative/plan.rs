@@ -5,7 +5,7 @@
 
 use std::collections::BTreeSet;
 
-use super::catalog::{Catalog, Column, Constraint, Policy, Table};
+use crate::catalog::{Catalog, Column, Constraint, Policy, Table};
 use crate::sql::{ident, literal};
 
 /// The statements that turn one schema into another, in a safe order.

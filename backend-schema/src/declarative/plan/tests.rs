@@ -1,7 +1,7 @@
 //! Unit tests of the planner: hand-built catalogs in, SQL out.
 
 use super::*;
-use crate::declarative::catalog::{Catalog, Column, Constraint, Table};
+use crate::catalog::{Catalog, Column, Constraint, Table};
 
 fn column(name: &str, data_type: &str, not_null: bool, default: Option<&str>) -> Column {
     Column {
