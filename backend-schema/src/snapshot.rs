@@ -78,14 +78,6 @@ impl SchemaSnapshot {
         self.objects.is_empty()
     }
 
-    /// Names of the tables in the snapshot (schema-qualified unless `public`).
-    pub fn tables(&self) -> Vec<String> {
-        self.objects
-            .keys()
-            .filter_map(|k| k.strip_prefix("table ").map(str::to_string))
-            .collect()
-    }
-
     fn push(&mut self, object: String, line: String) {
         self.objects.entry(object).or_default().push(line);
     }

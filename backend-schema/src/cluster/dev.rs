@@ -102,6 +102,7 @@ impl DevDatabase {
             &binaries,
             run_as,
             &["start", "-w", "-t", "60", "-o", &options],
+            |log, log_tail| ClusterError::StartFailed { log, log_tail },
         )?;
 
         let mut client = postgres::Client::connect(
@@ -144,7 +145,12 @@ impl DevDatabase {
         }
         let binaries = PgBinaries::locate()?;
         let run_as = RunAs::for_server()?;
-        self.pg_ctl(&binaries, run_as, &["stop", "-w", "-m", "fast"])?;
+        self.pg_ctl(
+            &binaries,
+            run_as,
+            &["stop", "-w", "-m", "fast"],
+            |log, log_tail| ClusterError::StopFailed { log, log_tail },
+        )?;
         let _ = fs::remove_dir_all(self.socket_dir());
         Ok(true)
     }
@@ -154,6 +160,7 @@ impl DevDatabase {
         binaries: &PgBinaries,
         run_as: RunAs,
         args: &[&str],
+        failed: fn(PathBuf, String) -> ClusterError,
     ) -> Result<(), ClusterError> {
         let mut all: Vec<std::ffi::OsString> = vec!["-D".into(), self.data_dir().into()];
         all.extend(["-l".into(), self.log_path().into()]);
@@ -177,13 +184,13 @@ impl DevDatabase {
         }
         let log = fs::read_to_string(self.log_path()).unwrap_or_default();
         let tail: Vec<&str> = log.lines().rev().take(10).collect();
-        Err(ClusterError::StartFailed {
-            log: self.log_path(),
-            log_tail: format!(
+        Err(failed(
+            self.log_path(),
+            format!(
                 "{}{}",
                 String::from_utf8_lossy(&output.stderr),
                 tail.into_iter().rev().collect::<Vec<_>>().join("\n")
             ),
-        })
+        ))
     }
 }

@@ -62,6 +62,8 @@ pub enum ClusterError {
     SocketPathTooLong { path: PathBuf },
     #[error("PostgreSQL server did not start (log {}):\n{log_tail}", log.display())]
     StartFailed { log: PathBuf, log_tail: String },
+    #[error("PostgreSQL server did not stop (log {}):\n{log_tail}", log.display())]
+    StopFailed { log: PathBuf, log_tail: String },
     #[error("cannot connect to throwaway database `{database}`: {source}")]
     Connect {
         database: String,
