@@ -8,15 +8,8 @@ use std::fmt;
 
 use postgres::GenericClient;
 
-use crate::catalog::USER_SCHEMAS;
+use crate::catalog::{is_bookkeeping, USER_SCHEMAS};
 use crate::sql::display_name;
-
-/// Objects that are bookkeeping, not schema.
-const IGNORED_RELATIONS: &[&str] = &[
-    "alembic_version",
-    "alembic_version_history",
-    "alembic_version_history_id_seq",
-];
 
 /// A schema, as object name -> its normalised description lines.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -111,7 +104,7 @@ impl SchemaSnapshot {
         );
         for row in client.query(&sql, &[])? {
             let relname: String = row.get(1);
-            if IGNORED_RELATIONS.contains(&relname.as_str()) {
+            if is_bookkeeping(&relname) {
                 continue;
             }
             let name = qualified(row.get(0), &relname);
@@ -154,7 +147,7 @@ impl SchemaSnapshot {
         );
         for row in client.query(&sql, &[])? {
             let relname: String = row.get(1);
-            if IGNORED_RELATIONS.contains(&relname.as_str()) {
+            if is_bookkeeping(&relname) {
                 continue;
             }
             let kind: String = row.get(2);
@@ -201,7 +194,7 @@ impl SchemaSnapshot {
         );
         for row in client.query(&sql, &[])? {
             let relname: String = row.get(1);
-            if IGNORED_RELATIONS.contains(&relname.as_str()) {
+            if is_bookkeeping(&relname) {
                 continue;
             }
             let line = format!(
@@ -223,7 +216,7 @@ impl SchemaSnapshot {
         );
         for row in client.query(&sql, &[])? {
             let relname: String = row.get(1);
-            if IGNORED_RELATIONS.contains(&relname.as_str()) {
+            if is_bookkeeping(&relname) {
                 continue;
             }
             let definition: String = row.get(3);
@@ -277,7 +270,7 @@ impl SchemaSnapshot {
         )?;
         for row in rows {
             let name: String = row.get(1);
-            if IGNORED_RELATIONS.contains(&name.as_str()) {
+            if is_bookkeeping(&name) {
                 continue;
             }
             let line = format!(
@@ -342,7 +335,7 @@ impl SchemaSnapshot {
         );
         for row in client.query(&sql, &[])? {
             let relname: String = row.get(1);
-            if IGNORED_RELATIONS.contains(&relname.as_str()) {
+            if is_bookkeeping(&relname) {
                 continue;
             }
             let object = match row.get::<_, String>(2).as_str() {
@@ -452,7 +445,7 @@ impl SchemaSnapshot {
         );
         for row in client.query(&sql, &[])? {
             let relname: String = row.get(1);
-            if IGNORED_RELATIONS.contains(&relname.as_str()) {
+            if is_bookkeeping(&relname) {
                 continue;
             }
             let on = match row.get::<_, Option<String>>(2) {

@@ -10,7 +10,7 @@ use postgres::GenericClient;
 mod tables;
 
 pub(crate) use tables::USER_SCHEMAS;
-pub use tables::{column_names, tables_in_current_schema, user_tables, UserTable, VERSION_TABLES};
+pub use tables::{column_names, is_bookkeeping, tables_in_current_schema, user_tables, UserTable};
 
 /// The `public` schema of one database: the planner writes unqualified names, so it
 /// sees only the schema those resolve to.

@@ -6,11 +6,19 @@ use std::collections::{BTreeMap, BTreeSet};
 use postgres::GenericClient;
 
 use crate::sql::{display_name, quote_qualified};
+use crate::version_table::{HISTORY_TABLE, VERSION_TABLE};
 
-/// Our bookkeeping tables (`version_table.rs`): in the database, not in the schema.
-pub const VERSION_TABLES: &[&str] = &["alembic_version", "alembic_version_history"];
+/// The sequence behind `alembic_version_history.id`.
+const HISTORY_SEQUENCE: &str = "alembic_version_history_id_seq";
 
-/// The schemas PostgreSQL owns, as an SQL condition on `n.nspname`.
+/// Whether a relation (table or sequence) is our bookkeeping (`version_table.rs`):
+/// in the database, not in the schema. The one ignore list of every catalog reader.
+pub fn is_bookkeeping(relname: &str) -> bool {
+    [VERSION_TABLE, HISTORY_TABLE, HISTORY_SEQUENCE].contains(&relname)
+}
+
+/// `user_tables`' scope as a condition on `n.nspname` (not a schema PostgreSQL owns),
+/// for readers that join other catalogs.
 pub(crate) const USER_SCHEMAS: &str =
     "n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname NOT LIKE 'pg_toast%' AND n.nspname NOT LIKE 'pg_temp%'";
 
@@ -35,7 +43,7 @@ impl UserTable {
 
     /// `alembic_version` or its history, in whichever schema.
     pub fn is_version_table(&self) -> bool {
-        VERSION_TABLES.contains(&self.name.as_str())
+        is_bookkeeping(&self.name)
     }
 }
 
