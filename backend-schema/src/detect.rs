@@ -3,23 +3,8 @@
 
 use std::collections::BTreeSet;
 
-use postgres::GenericClient;
-
 use crate::graph::RevisionGraph;
 use crate::migration::Direction;
-
-/// Tables (in the search path's first schema) other than the version tables.
-pub fn existing_tables(
-    client: &mut impl GenericClient,
-) -> Result<BTreeSet<String>, postgres::Error> {
-    let rows = client.query(
-        "SELECT c.relname FROM pg_class c
-          WHERE c.relkind IN ('r', 'p') AND c.relnamespace = current_schema()::regnamespace
-            AND c.relname NOT IN ('alembic_version', 'alembic_version_history')",
-        &[],
-    )?;
-    Ok(rows.iter().map(|r| r.get(0)).collect())
-}
 
 /// The revisions (oldest first) after which exactly `tables` exist, by table names.
 pub fn revisions_with_tables(graph: &RevisionGraph, tables: &BTreeSet<String>) -> Vec<String> {

@@ -6,7 +6,7 @@ use std::fmt::Write as _;
 
 use postgres::GenericClient;
 
-use crate::declarative::catalog::Catalog;
+use crate::catalog::Catalog;
 
 #[derive(Debug, Default)]
 pub struct Diagram {

@@ -3,6 +3,7 @@
 //!
 //! `xtask` is a thin command-line shell around this crate; the backend can use it too.
 
+pub mod catalog;
 pub mod cluster;
 pub mod database_url;
 
@@ -16,6 +17,7 @@ pub mod migration;
 pub mod runner;
 pub mod snapshot;
 pub mod source;
+pub mod sql;
 pub mod sql_split;
 pub mod tls;
 pub mod verify;

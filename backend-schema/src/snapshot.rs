@@ -8,15 +8,8 @@ use std::fmt;
 
 use postgres::GenericClient;
 
-/// Objects that are bookkeeping, not schema.
-const IGNORED_RELATIONS: &[&str] = &[
-    "alembic_version",
-    "alembic_version_history",
-    "alembic_version_history_id_seq",
-];
-
-const USER_SCHEMAS: &str =
-    "n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname NOT LIKE 'pg_toast%' AND n.nspname NOT LIKE 'pg_temp%'";
+use crate::catalog::{is_bookkeeping, USER_SCHEMAS};
+use crate::sql::display_name;
 
 /// A schema, as object name -> its normalised description lines.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -78,14 +71,6 @@ impl SchemaSnapshot {
         self.objects.is_empty()
     }
 
-    /// Names of the tables in the snapshot (schema-qualified unless `public`).
-    pub fn tables(&self) -> Vec<String> {
-        self.objects
-            .keys()
-            .filter_map(|k| k.strip_prefix("table ").map(str::to_string))
-            .collect()
-    }
-
     fn push(&mut self, object: String, line: String) {
         self.objects.entry(object).or_default().push(line);
     }
@@ -119,7 +104,7 @@ impl SchemaSnapshot {
         );
         for row in client.query(&sql, &[])? {
             let relname: String = row.get(1);
-            if IGNORED_RELATIONS.contains(&relname.as_str()) {
+            if is_bookkeeping(&relname) {
                 continue;
             }
             let name = qualified(row.get(0), &relname);
@@ -162,7 +147,7 @@ impl SchemaSnapshot {
         );
         for row in client.query(&sql, &[])? {
             let relname: String = row.get(1);
-            if IGNORED_RELATIONS.contains(&relname.as_str()) {
+            if is_bookkeeping(&relname) {
                 continue;
             }
             let kind: String = row.get(2);
@@ -209,7 +194,7 @@ impl SchemaSnapshot {
         );
         for row in client.query(&sql, &[])? {
             let relname: String = row.get(1);
-            if IGNORED_RELATIONS.contains(&relname.as_str()) {
+            if is_bookkeeping(&relname) {
                 continue;
             }
             let line = format!(
@@ -231,7 +216,7 @@ impl SchemaSnapshot {
         );
         for row in client.query(&sql, &[])? {
             let relname: String = row.get(1);
-            if IGNORED_RELATIONS.contains(&relname.as_str()) {
+            if is_bookkeeping(&relname) {
                 continue;
             }
             let definition: String = row.get(3);
@@ -285,7 +270,7 @@ impl SchemaSnapshot {
         )?;
         for row in rows {
             let name: String = row.get(1);
-            if IGNORED_RELATIONS.contains(&name.as_str()) {
+            if is_bookkeeping(&name) {
                 continue;
             }
             let line = format!(
@@ -350,7 +335,7 @@ impl SchemaSnapshot {
         );
         for row in client.query(&sql, &[])? {
             let relname: String = row.get(1);
-            if IGNORED_RELATIONS.contains(&relname.as_str()) {
+            if is_bookkeeping(&relname) {
                 continue;
             }
             let object = match row.get::<_, String>(2).as_str() {
@@ -460,7 +445,7 @@ impl SchemaSnapshot {
         );
         for row in client.query(&sql, &[])? {
             let relname: String = row.get(1);
-            if IGNORED_RELATIONS.contains(&relname.as_str()) {
+            if is_bookkeeping(&relname) {
                 continue;
             }
             let on = match row.get::<_, Option<String>>(2) {
@@ -495,11 +480,7 @@ fn section_rank(line: &str) -> u8 {
 }
 
 fn qualified(schema: String, name: impl AsRef<str>) -> String {
-    if schema == "public" {
-        name.as_ref().to_string()
-    } else {
-        format!("{schema}.{}", name.as_ref())
-    }
+    display_name(&schema, name.as_ref())
 }
 
 /// Collapses whitespace runs, so definitions fit on one line.

@@ -3,7 +3,7 @@
 
 use std::fs;
 
-use crate::support::{copy_migrations, filter, TestDb};
+use crate::support::{copy_migrations, filtered_snapshot, TestDb};
 
 const HEAD: &str = "b2c3d4e5f6a7";
 
@@ -12,7 +12,7 @@ fn upgrade_head_then_current_prints_the_head_like_alembic() {
     let db = TestDb::new();
     let run = db.xtask(&["migrate", "upgrade", "head"]);
     run.success();
-    insta::assert_snapshot!("upgrade_head", run.filtered());
+    filtered_snapshot!("upgrade_head", run.text());
     let current = db.xtask(&["migrate", "current"]);
     assert_eq!(current.success().stdout(), format!("{HEAD} (head)\n"));
     assert_eq!(db.heads(), [HEAD]);
@@ -40,11 +40,11 @@ fn history_heads_and_show_follow_alembic_wording() {
     let db = TestDb::new();
     db.xtask(&["migrate", "upgrade", "e335"]).success();
     let history = db.xtask(&["migrate", "history", "--indicate-current"]);
-    insta::assert_snapshot!("history_indicate_current", history.success().stdout());
+    filtered_snapshot!("history_indicate_current", history.success().stdout());
     let heads = db.xtask(&["migrate", "heads"]);
     assert_eq!(heads.success().stdout(), format!("{HEAD} (head)\n"));
     let show = db.xtask(&["migrate", "show", "f5a2"]);
-    insta::assert_snapshot!("show_f5a2", filter(&show.success().stdout()));
+    filtered_snapshot!("show_f5a2", show.success().stdout());
     let range = db.xtask(&["migrate", "history", "-r", "f5a2:a1b2"]);
     assert_eq!(
         range.success().stdout().lines().count(),
@@ -345,7 +345,7 @@ fn a_destructive_downgrade_lists_the_loss_and_needs_yes() {
         .unwrap();
     let before = db.snapshot();
     let run = db.xtask(&["migrate", "downgrade", "f5a2"]);
-    insta::assert_snapshot!("destructive_downgrade_refused", run.failure().filtered());
+    filtered_snapshot!("destructive_downgrade_refused", run.failure().text());
     assert_eq!(db.snapshot(), before);
     assert_eq!(db.heads(), [HEAD]);
     db.xtask(&["migrate", "downgrade", "f5a2", "--yes"])

@@ -98,9 +98,6 @@ impl Run {
             self.stderr()
         )
     }
-    pub fn filtered(&self) -> String {
-        filter(&self.text())
-    }
 }
 
 /// Runs the real binary with a clean environment (no DATABASE_URL).
@@ -118,6 +115,16 @@ pub fn xtask_command(args: &[&str]) -> Command {
         .current_dir(root());
     command
 }
+
+/// The one way to assert a snapshot (uv's `uv_snapshot!` is the model): the text goes
+/// through every filter of [`FILTERS`] first, so no test filters by hand and a new
+/// filter reaches every snapshot at once.
+macro_rules! filtered_snapshot {
+    ($name:expr, $text:expr) => {
+        insta::assert_snapshot!($name, $crate::support::filter(&$text))
+    };
+}
+pub(crate) use filtered_snapshot;
 
 /// The one list of volatile text to normalise in snapshots.
 pub const FILTERS: &[(&str, &str)] = &[

@@ -139,6 +139,7 @@ impl DevDatabase {
             &binaries,
             run_as,
             &["start", "-w", "-t", "60", "-o", &options],
+            |log, log_tail| ClusterError::StartFailed { log, log_tail },
         )?;
 
         let mut client = postgres::Client::connect(
@@ -167,7 +168,7 @@ impl DevDatabase {
             client
                 .batch_execute(&format!(
                     "CREATE DATABASE {}",
-                    super::quote_ident(DEV_DATABASE)
+                    crate::sql::quote_ident(DEV_DATABASE)
                 ))
                 .map_err(sql_err("creating the dev database"))?;
         }
@@ -181,7 +182,12 @@ impl DevDatabase {
         }
         let binaries = PgBinaries::locate()?;
         let run_as = RunAs::for_server()?;
-        self.pg_ctl(&binaries, run_as, &["stop", "-w", "-m", "fast"])?;
+        self.pg_ctl(
+            &binaries,
+            run_as,
+            &["stop", "-w", "-m", "fast"],
+            |log, log_tail| ClusterError::StopFailed { log, log_tail },
+        )?;
         let _ = fs::remove_dir_all(self.socket_dir());
         Ok(true)
     }
@@ -191,6 +197,7 @@ impl DevDatabase {
         binaries: &PgBinaries,
         run_as: RunAs,
         args: &[&str],
+        failed: fn(PathBuf, String) -> ClusterError,
     ) -> Result<(), ClusterError> {
         let mut all: Vec<std::ffi::OsString> = vec!["-D".into(), self.data_dir().into()];
         all.extend(["-l".into(), self.log_path().into()]);
@@ -214,14 +221,14 @@ impl DevDatabase {
         }
         let log = fs::read_to_string(self.log_path()).unwrap_or_default();
         let tail: Vec<&str> = log.lines().rev().take(10).collect();
-        Err(ClusterError::StartFailed {
-            log: self.log_path(),
-            log_tail: format!(
+        Err(failed(
+            self.log_path(),
+            format!(
                 "{}{}",
                 String::from_utf8_lossy(&output.stderr),
                 tail.into_iter().rev().collect::<Vec<_>>().join("\n")
             ),
-        })
+        ))
     }
 }
 

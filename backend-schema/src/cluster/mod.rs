@@ -13,6 +13,8 @@ use std::os::unix::fs::{OpenOptionsExt as _, PermissionsExt as _};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+/// Re-exported for `dump.rs` and the xtask's `restore.rs`, which import it from here.
+pub use crate::sql::quote_ident;
 pub use binaries::PgBinaries;
 pub use os_user::{account_name, Access, AccountChoice, RunAs, ServerAccount};
 pub use template::cache_root;
@@ -75,6 +77,8 @@ pub enum ClusterError {
     SocketPathTooLong { path: PathBuf },
     #[error("PostgreSQL server did not start (log {}):\n{log_tail}", log.display())]
     StartFailed { log: PathBuf, log_tail: String },
+    #[error("PostgreSQL server did not stop (log {}):\n{log_tail}", log.display())]
+    StopFailed { log: PathBuf, log_tail: String },
     #[error("cannot connect to throwaway database `{database}`: {source}")]
     Connect {
         database: String,
@@ -430,11 +434,6 @@ fn has_room(dir: &Path, bytes: u64) -> bool {
     }
     let writable = unsafe { libc::access(path.as_ptr(), libc::W_OK) } == 0;
     writable && (stat.f_bavail as u64).saturating_mul(stat.f_frsize as u64) >= bytes
-}
-
-/// Quotes an SQL identifier (`"` doubled), for names that cannot be bind parameters.
-pub fn quote_ident(name: &str) -> String {
-    format!("\"{}\"", name.replace('"', "\"\""))
 }
 
 /// [`RunAs::check_reach`] as an error that names the account, the path and the fix: the

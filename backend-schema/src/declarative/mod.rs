@@ -2,16 +2,15 @@
 //! should be. Loading them, comparing them with the head of the migration chain, and
 //! computing the migration between the two (`plan`) live here.
 
-pub mod catalog;
 pub mod plan;
 
 use std::path::{Path, PathBuf};
 
+use crate::catalog::Catalog;
 use crate::cluster::TempCluster;
 use crate::runner::{MigrateError, Migrator, RunOptions};
 use crate::snapshot::SchemaSnapshot;
 use crate::RevisionGraph;
-use catalog::Catalog;
 
 /// The declarative schema's directory, relative to the workspace root.
 pub const SCHEMA_DIR: &str = "backend-schema/schema";
@@ -33,7 +32,14 @@ pub enum DeclarativeError {
     #[error(transparent)]
     Migrate(#[from] MigrateError),
     #[error("reading the catalogs failed: {0}")]
-    Db(#[from] postgres::Error),
+    Catalog(#[source] postgres::Error),
+    #[error("{action} for {} failed: {source}", path.display())]
+    Transaction {
+        action: &'static str,
+        path: PathBuf,
+        #[source]
+        source: postgres::Error,
+    },
     #[error(transparent)]
     Plan(#[from] plan::PlanError),
 }
@@ -73,9 +79,20 @@ pub fn load(
         let before = pending.len();
         let mut waiting = Vec::new();
         for file in pending {
-            let mut tx = client.transaction()?;
+            let transaction = |action| {
+                move |source| DeclarativeError::Transaction {
+                    action,
+                    path: file.0.clone(),
+                    source,
+                }
+            };
+            let mut tx = client
+                .transaction()
+                .map_err(transaction("beginning the transaction"))?;
             match tx.batch_execute(&file.1) {
-                Ok(()) => tx.commit()?,
+                Ok(()) => tx
+                    .commit()
+                    .map_err(transaction("committing the transaction"))?,
                 Err(err) => {
                     drop(tx);
                     let waits_for_another_file = err.code().is_some_and(|code| {
@@ -146,16 +163,16 @@ pub fn build_pair(
         let mut client = cluster.client(HEAD_DB)?;
         Migrator::new(&mut client, graph, migrations, RunOptions::default()).upgrade("heads")?;
         (
-            SchemaSnapshot::capture(&mut client)?,
-            Catalog::capture(&mut client)?,
+            SchemaSnapshot::capture(&mut client).map_err(DeclarativeError::Catalog)?,
+            Catalog::capture(&mut client).map_err(DeclarativeError::Catalog)?,
         )
     };
     let (declared, declared_catalog) = {
         let mut client = cluster.client(DECLARED_DB)?;
         load(schema, &mut client)?;
         (
-            SchemaSnapshot::capture(&mut client)?,
-            Catalog::capture(&mut client)?,
+            SchemaSnapshot::capture(&mut client).map_err(DeclarativeError::Catalog)?,
+            Catalog::capture(&mut client).map_err(DeclarativeError::Catalog)?,
         )
     };
     Ok(SchemaPair {
@@ -186,7 +203,7 @@ pub fn prove(
     new_revisions: usize,
 ) -> Result<(), ProofError> {
     let setup = |err: MigrateError| ProofError::Setup(err.into());
-    let db = |err: postgres::Error| ProofError::Setup(err.into());
+    let db = |err: postgres::Error| ProofError::Setup(DeclarativeError::Catalog(err));
     pair.cluster
         .create_database("proof", Some(HEAD_DB))
         .map_err(|e| ProofError::Setup(e.into()))?;

@@ -5,7 +5,8 @@
 
 use std::collections::BTreeSet;
 
-use super::catalog::{Catalog, Column, Constraint, Policy, Table};
+use crate::catalog::{Catalog, Column, Constraint, Policy, Table};
+use crate::sql::{ident, literal};
 
 /// The statements that turn one schema into another, in a safe order.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -741,113 +742,12 @@ fn truncate_name(name: &str) -> String {
     name[..end].to_string()
 }
 
-pub(crate) fn literal(text: &str) -> String {
-    format!("'{}'", text.replace('\'', "''"))
-}
-
 fn literals(values: &[String]) -> String {
     values
         .iter()
         .map(|v| literal(v))
         .collect::<Vec<_>>()
         .join(", ")
-}
-
-/// An identifier, quoted only when it has to be (reserved word, capitals, symbols).
-pub(crate) fn ident(name: &str) -> String {
-    const RESERVED: &[&str] = &[
-        "all",
-        "analyse",
-        "analyze",
-        "and",
-        "any",
-        "array",
-        "as",
-        "asc",
-        "asymmetric",
-        "both",
-        "case",
-        "cast",
-        "check",
-        "collate",
-        "column",
-        "constraint",
-        "create",
-        "current_catalog",
-        "current_date",
-        "current_role",
-        "current_time",
-        "current_timestamp",
-        "current_user",
-        "default",
-        "deferrable",
-        "desc",
-        "distinct",
-        "do",
-        "else",
-        "end",
-        "except",
-        "false",
-        "fetch",
-        "for",
-        "foreign",
-        "from",
-        "grant",
-        "group",
-        "having",
-        "in",
-        "initially",
-        "intersect",
-        "into",
-        "lateral",
-        "leading",
-        "limit",
-        "localtime",
-        "localtimestamp",
-        "not",
-        "null",
-        "offset",
-        "on",
-        "only",
-        "or",
-        "order",
-        "placing",
-        "primary",
-        "references",
-        "returning",
-        "select",
-        "session_user",
-        "some",
-        "symmetric",
-        "system_user",
-        "table",
-        "then",
-        "to",
-        "trailing",
-        "true",
-        "union",
-        "unique",
-        "user",
-        "using",
-        "variadic",
-        "when",
-        "where",
-        "window",
-        "with",
-    ];
-    let plain = name
-        .chars()
-        .next()
-        .is_some_and(|c| c.is_ascii_lowercase() || c == '_')
-        && name
-            .chars()
-            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
-        && !RESERVED.contains(&name);
-    if plain {
-        name.to_string()
-    } else {
-        crate::cluster::quote_ident(name)
-    }
 }
 
 #[cfg(test)]

@@ -7,32 +7,23 @@ use postgres::{Client, GenericClient};
 
 use super::error::{Loss, MigrateError};
 use super::{db, execute_file, set_timeouts, RunOptions};
-use crate::cluster::quote_ident;
+use crate::catalog::{column_names, user_tables, UserTable};
 use crate::graph::{RevisionGraph, Step};
+use crate::sql::{display_name, quote_ident, quote_qualified};
 
-/// Columns of every ordinary table outside the system schemas, but our version tables.
+/// Columns of every user table but our version tables, by schema and table.
 fn columns(
     client: &mut impl GenericClient,
 ) -> Result<BTreeMap<(String, String), Vec<String>>, postgres::Error> {
-    let rows = client.query(
-        "SELECT n.nspname, c.relname, a.attname
-           FROM pg_class c
-           JOIN pg_namespace n ON n.oid = c.relnamespace
-           JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped
-          WHERE c.relkind IN ('r', 'p')
-            AND n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname NOT LIKE 'pg_toast%'
-            AND c.relname NOT IN ('alembic_version', 'alembic_version_history')
-          ORDER BY 1, 2, a.attnum",
-        &[],
-    )?;
-    let mut tables: BTreeMap<(String, String), Vec<String>> = BTreeMap::new();
-    for row in rows {
-        tables
-            .entry((row.get(0), row.get(1)))
-            .or_default()
-            .push(row.get(2));
-    }
-    Ok(tables)
+    let tables: Vec<UserTable> = user_tables(client)?
+        .into_iter()
+        .filter(|t| !t.is_version_table())
+        .collect();
+    let mut columns = column_names(client, &tables)?;
+    Ok(tables
+        .into_iter()
+        .filter_map(|t| Some(((t.schema, t.name), columns.remove(&t.oid)?)))
+        .collect())
 }
 
 pub(crate) fn data_loss(
@@ -58,12 +49,8 @@ pub(crate) fn data_loss(
 
     let mut losses = Vec::new();
     for ((schema, table), cols) in &before {
-        let qualified = format!("{}.{}", quote_ident(schema), quote_ident(table));
-        let name = if schema == "public" {
-            table.clone()
-        } else {
-            format!("{schema}.{table}")
-        };
+        let qualified = quote_qualified(schema, table);
+        let name = display_name(schema, table);
         match after.get(&(schema.clone(), table.clone())) {
             None => {
                 let sql = format!("SELECT count(*) FROM {qualified}");

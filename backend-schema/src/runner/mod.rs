@@ -238,7 +238,7 @@ impl<'a> Migrator<'a> {
         if !matches!(failure.code.as_deref(), Some("42P07" | "42710")) {
             return MigrateError::Statement(failure);
         }
-        let tables = crate::detect::existing_tables(self.client).unwrap_or_default();
+        let tables = crate::catalog::tables_in_current_schema(self.client).unwrap_or_default();
         let matches = crate::detect::revisions_with_tables(self.graph, &tables);
         failure.advice = Some(match matches.last() {
             Some(revision) => format!(
@@ -378,7 +378,14 @@ impl<'a> Migrator<'a> {
             .map_err(db("beginning a transaction"))?;
         set_timeouts(&mut tx, &self.options, true).map_err(db("setting lock_timeout"))?;
         let existing = match self.options.capture_locks {
-            true => Some(existing_tables(&mut tx).map_err(db("listing tables"))?),
+            true => Some(
+                crate::catalog::user_tables(&mut tx)
+                    .map_err(db("listing tables"))?
+                    .into_iter()
+                    .filter(|t| !t.is_version_table())
+                    .map(|t| t.oid)
+                    .collect::<Vec<_>>(),
+            ),
             false => None,
         };
         execute_file(&mut tx, step, migration, &outcome)?;
@@ -672,17 +679,6 @@ fn integrity_of(migration: &Migration, record: Option<&HistoryRecord>) -> Integr
         Some(_) => Integrity::Verified(record.clone()),
         None => Integrity::NoRecord,
     }
-}
-
-/// Oids of the user tables that exist now.
-fn existing_tables(client: &mut impl GenericClient) -> Result<Vec<u32>, postgres::Error> {
-    let rows = client.query(
-        "SELECT c.oid FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
-          WHERE c.relkind IN ('r', 'p') AND n.nspname NOT IN ('pg_catalog', 'information_schema')
-            AND c.relname NOT IN ('alembic_version', 'alembic_version_history')",
-        &[],
-    )?;
-    Ok(rows.iter().map(|r| r.get(0)).collect())
 }
 
 /// Our backend's strongest lock on each of the given tables, as "Mode on table".

@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use postgres::GenericClient;
 use serde_json::Value;
 
-use crate::cluster::quote_ident;
+use crate::catalog::{column_names, user_tables, UserTable};
 
 /// One row, as column -> value.
 pub type Row = BTreeMap<String, Value>;
@@ -20,18 +20,17 @@ pub struct TableData {
 impl TableData {
     pub fn capture(client: &mut impl GenericClient) -> Result<TableData, postgres::Error> {
         let mut data = TableData::default();
-        let tables = client.query(
-            "SELECT c.relname, array_agg(a.attname::text ORDER BY a.attnum)
-               FROM pg_class c JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped
-              WHERE c.relkind IN ('r', 'p') AND c.relnamespace = 'public'::regnamespace
-                AND c.relname NOT IN ('alembic_version', 'alembic_version_history')
-              GROUP BY c.relname",
-            &[],
-        )?;
+        // Only `public`: the rows compared are the seeded ones, and seeding fills `public`.
+        let tables: Vec<UserTable> = user_tables(client)?
+            .into_iter()
+            .filter(|t| t.schema == "public" && !t.is_version_table())
+            .collect();
+        let mut columns_of = column_names(client, &tables)?;
         for table in tables {
-            let name: String = table.get(0);
-            let columns: Vec<String> = table.get(1);
-            let sql = format!("SELECT to_jsonb(t)::text FROM {} t", quote_ident(&name));
+            let Some(columns) = columns_of.remove(&table.oid) else {
+                continue;
+            };
+            let sql = format!("SELECT to_jsonb(t)::text FROM {} t", table.quoted());
             let rows = client
                 .query(&sql, &[])?
                 .iter()
@@ -40,7 +39,7 @@ impl TableData {
                         .unwrap_or_default()
                 })
                 .collect();
-            data.tables.insert(name, (columns, rows));
+            data.tables.insert(table.name, (columns, rows));
         }
         Ok(data)
     }

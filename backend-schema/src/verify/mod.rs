@@ -1,7 +1,8 @@
 //! `verify`: proves every migration on a throwaway cluster. A stairway (up, snapshot,
 //! down, compare, up again) with seeded data and tenant-isolation checks at every
 //! revision, base -> head in one go against the stairway's head, head -> base leaving
-//! nothing behind, and every order of applying merged branches converging.
+//! nothing behind, and the orders of applying merged branches converging (up to
+//! `MERGE_ORDERS` of them).
 
 pub mod data;
 pub mod isolation;
@@ -280,7 +281,12 @@ fn one_go(
     Ok((head, (!left.is_empty()).then(|| left.to_string())))
 }
 
-/// Every order of applying the branches that a merge joins must converge.
+/// How many orders of applying merged branches are tried: their number grows
+/// factorially with the branches, and each one is a full upgrade on its own database.
+const MERGE_ORDERS: usize = 12;
+
+/// The first `MERGE_ORDERS` orders of applying the branches that a merge joins must
+/// converge.
 fn merges(
     graph: &RevisionGraph,
     dir: &Path,
@@ -292,7 +298,7 @@ fn merges(
     if !has_merge {
         return Ok(());
     }
-    let orders = topological_orders(graph, 12);
+    let orders = topological_orders(graph, MERGE_ORDERS);
     let mut results: BTreeMap<Vec<String>, SchemaSnapshot> = BTreeMap::new();
     for (n, order) in orders.iter().enumerate() {
         progress(&format!("merge order {}/{}", n + 1, orders.len()));

@@ -6,7 +6,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use postgres::GenericClient;
 use sha2::{Digest, Sha256};
 
-use crate::cluster::quote_ident;
+use crate::catalog::user_tables;
+use crate::sql::quote_ident;
 
 /// Tenants seeded: rows belong to tenant 0 ("A") or 1 ("B").
 pub const TENANTS: usize = 2;
@@ -152,15 +153,14 @@ fn value_for(
     }))
 }
 
+/// The tables of `public`, by name: the migrations under test put theirs there, and
+/// the seeds refer to tables by unqualified name.
 fn tables(client: &mut impl GenericClient) -> Result<Vec<String>, postgres::Error> {
-    let rows = client.query(
-        "SELECT c.relname FROM pg_class c
-          WHERE c.relkind IN ('r', 'p') AND c.relnamespace = 'public'::regnamespace
-            AND c.relname NOT IN ('alembic_version', 'alembic_version_history')
-          ORDER BY 1",
-        &[],
-    )?;
-    Ok(rows.iter().map(|r| r.get(0)).collect())
+    Ok(user_tables(client)?
+        .into_iter()
+        .filter(|t| t.schema == "public" && !t.is_version_table())
+        .map(|t| t.name)
+        .collect())
 }
 
 fn columns(client: &mut impl GenericClient, table: &str) -> Result<Vec<Column>, postgres::Error> {

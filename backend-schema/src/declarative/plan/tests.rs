@@ -1,7 +1,7 @@
 //! Unit tests of the planner: hand-built catalogs in, SQL out.
 
 use super::*;
-use crate::declarative::catalog::{Catalog, Column, Constraint, Table};
+use crate::catalog::{Catalog, Column, Constraint, Table};
 
 fn column(name: &str, data_type: &str, not_null: bool, default: Option<&str>) -> Column {
     Column {
@@ -177,15 +177,6 @@ fn a_new_column_declared_before_existing_ones_is_refused() {
             columns: "score".into()
         })
     );
-}
-
-#[test]
-fn identifiers_are_quoted_only_when_needed() {
-    assert_eq!(ident("leads"), "leads");
-    assert_eq!(ident("user"), "\"user\"");
-    assert_eq!(ident("Leads"), "\"Leads\"");
-    assert_eq!(ident("a b"), "\"a b\"");
-    assert_eq!(literal("it's"), "'it''s'");
 }
 
 #[test]

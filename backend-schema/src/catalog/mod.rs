@@ -1,15 +1,19 @@
-//! The catalog as structured data (tables, columns, constraints, indexes, enums, RLS,
-//! policies, comments) for computing migrations; `SchemaSnapshot` is the flat,
-//! comparable view of the same catalogs.
+//! The one reader of PostgreSQL's catalogs: which tables a database holds
+//! (`user_tables`), and `Catalog`, the structured view (tables, columns, constraints,
+//! indexes, enums, RLS, policies, comments) the declarative planner and the ER diagram
+//! work from; `SchemaSnapshot` is the flat, comparable view of the same catalogs.
 
 use std::collections::BTreeMap;
 
 use postgres::GenericClient;
 
-/// Bookkeeping tables that are not part of the declared schema.
-const IGNORED: &[&str] = &["alembic_version", "alembic_version_history"];
+mod tables;
 
-/// The `public` schema of one database.
+pub(crate) use tables::USER_SCHEMAS;
+pub use tables::{column_names, is_bookkeeping, tables_in_current_schema, user_tables, UserTable};
+
+/// The `public` schema of one database: the planner writes unqualified names, so it
+/// sees only the schema those resolve to.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Catalog {
     /// Enum type -> its values in order.
@@ -83,16 +87,17 @@ impl Catalog {
         )? {
             catalog.enums.insert(row.get(0), row.get(1));
         }
+        let oids: Vec<u32> = user_tables(client)?
+            .into_iter()
+            .filter(|t| t.schema == "public" && !t.is_version_table())
+            .map(|t| t.oid)
+            .collect();
         for row in client.query(
             "SELECT c.relname::text, c.relrowsecurity, c.relforcerowsecurity, obj_description(c.oid, 'pg_class')
-               FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
-              WHERE n.nspname = 'public' AND c.relkind IN ('r', 'p')",
-            &[],
+               FROM pg_class c WHERE c.oid = ANY($1)",
+            &[&oids],
         )? {
             let name: String = row.get(0);
-            if IGNORED.contains(&name.as_str()) {
-                continue;
-            }
             catalog.tables.insert(
                 name,
                 Table {
