@@ -44,7 +44,7 @@ impl DevDatabase {
     /// under a deep `target/` could exceed the 107-byte limit.
     pub fn socket_dir(&self) -> PathBuf {
         let digest = Sha256::digest(self.root.as_os_str().as_encoded_bytes());
-        let short: String = digest.iter().take(5).map(|b| format!("{b:02x}")).collect();
+        let short = crate::text::hex(&digest[..5]);
         PathBuf::from(format!("/tmp/bs-dev-{short}"))
     }
 
@@ -176,13 +176,12 @@ impl DevDatabase {
             return Ok(());
         }
         let log = fs::read_to_string(self.log_path()).unwrap_or_default();
-        let tail: Vec<&str> = log.lines().rev().take(10).collect();
         Err(ClusterError::StartFailed {
             log: self.log_path(),
             log_tail: format!(
                 "{}{}",
                 String::from_utf8_lossy(&output.stderr),
-                tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+                crate::text::tail(&log, 10).join("\n")
             ),
         })
     }

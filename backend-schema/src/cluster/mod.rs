@@ -245,9 +245,8 @@ impl TempCluster {
             );
             if exited || Instant::now() >= deadline {
                 let log = self.log_path();
-                let log_tail = fs::read_to_string(&log).unwrap_or_default();
-                let log_tail = log_tail.lines().rev().take(20).collect::<Vec<_>>();
-                let log_tail = log_tail.into_iter().rev().collect::<Vec<_>>().join("\n");
+                let text = fs::read_to_string(&log).unwrap_or_default();
+                let log_tail = crate::text::tail(&text, 20).join("\n");
                 return Err(ClusterError::StartFailed { log, log_tail });
             }
             std::thread::sleep(Duration::from_millis(2));

@@ -1,5 +1,12 @@
 //! Backups as files: the manifest written beside a dump, format detection, hashing,
 //! row counts, and the checks that tell a complete dump from a truncated one.
+//! `backup` writes one, `archive` reads one back, `restore` restores one, and `schema`
+//! turns a schema-only dump into `schema.sql`.
+
+pub mod archive;
+pub mod backup;
+pub mod restore;
+pub mod schema;
 
 use std::collections::BTreeMap;
 use std::fs;
@@ -121,14 +128,7 @@ pub fn sha256_path(path: &Path) -> io::Result<(String, u64)> {
             hasher.update(&buffer[..n]);
         }
     }
-    Ok((
-        hasher
-            .finalize()
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect(),
-        size,
-    ))
+    Ok((crate::text::hex(&hasher.finalize()), size))
 }
 
 /// Whether a plain dump ends with pg_dump's completion comment (a truncated one does not).
