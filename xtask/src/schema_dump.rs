@@ -1,14 +1,12 @@
 //! `cargo xtask schema-dump`: a deterministic `schema.sql` and an ER diagram.
 
-use std::path::Path;
-
 use anyhow::{bail, Context as _};
 use backend_schema::database_url::DatabaseUrl;
 use backend_schema::dump::schema;
-use backend_schema::erd::Diagram;
+use backend_schema::erd::{self, Diagram};
 use backend_schema::runner::{Migrator, RunOptions};
 use backend_schema::{PgBinaries, TempCluster};
-use xshell::{cmd, Shell};
+use xshell::Shell;
 
 use crate::flags::SchemaDump;
 
@@ -41,7 +39,12 @@ impl SchemaDump {
 
         if let Some(erd) = &self.erd {
             let diagram = Diagram::capture(&mut client)?;
-            write_erd(sh, &sh.current_dir().join(erd), &diagram)?;
+            let (mermaid, dot) = diagram.write_files(&sh.current_dir().join(erd))?;
+            eprintln!("wrote {} and {}", mermaid.display(), dot.display());
+            match erd::render_svg(&dot)? {
+                Some(svg) => eprintln!("wrote {}", svg.display()),
+                None => eprintln!("Graphviz is not installed: no .svg (apt-get install graphviz)"),
+            }
         }
         if self.check {
             let label = self.output.display().to_string();
@@ -59,24 +62,4 @@ impl SchemaDump {
         eprintln!("wrote {}", output.display());
         Ok(())
     }
-}
-
-fn write_erd(sh: &Shell, path: &Path, diagram: &Diagram) -> anyhow::Result<()> {
-    if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
-    }
-    let stem = path.with_extension("");
-    let mermaid = stem.with_extension("mmd");
-    std::fs::write(&mermaid, diagram.mermaid())?;
-    let dot = stem.with_extension("dot");
-    std::fs::write(&dot, diagram.dot())?;
-    eprintln!("wrote {} and {}", mermaid.display(), dot.display());
-    if cmd!(sh, "dot -V").quiet().ignore_stderr().run().is_ok() {
-        let svg = stem.with_extension("svg");
-        cmd!(sh, "dot -Tsvg {dot} -o {svg}").quiet().run()?;
-        eprintln!("wrote {}", svg.display());
-    } else {
-        eprintln!("Graphviz is not installed: no .svg (apt-get install graphviz)");
-    }
-    Ok(())
 }
