@@ -2,7 +2,9 @@
 //! dot: tables, columns with types, primary and foreign keys, and RLS.
 
 use std::collections::BTreeMap;
+use std::ffi::OsStr;
 use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
 
 use postgres::GenericClient;
 
@@ -148,4 +150,55 @@ fn short_type(ty: &str) -> String {
         .replace("timestamp without time zone", "timestamp")
         .replace("double precision", "float8");
     ty.replace(' ', "_")
+}
+
+impl Diagram {
+    /// Writes `stem.mmd` and `stem.dot` for `path` (whatever its extension), creating
+    /// its directory.
+    pub fn write_files(&self, path: &Path) -> Result<(PathBuf, PathBuf), ErdWriteError> {
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir).map_err(|source| ErdWriteError::CreateDir {
+                path: dir.to_path_buf(),
+                source,
+            })?;
+        }
+        let stem = path.with_extension("");
+        let mermaid = stem.with_extension("mmd");
+        std::fs::write(&mermaid, self.mermaid())?;
+        let dot = stem.with_extension("dot");
+        std::fs::write(&dot, self.dot())?;
+        Ok((mermaid, dot))
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ErdWriteError {
+    #[error("cannot create {}", path.display())]
+    CreateDir {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Io(#[from] std::io::Error),
+}
+
+/// Renders a `.dot` file as the `.svg` beside it with Graphviz; `None` when Graphviz
+/// is not installed (the SVG is optional, the text formats are what is committed).
+pub fn render_svg(dot: &Path) -> Result<Option<PathBuf>, ErdWriteError> {
+    if duct::cmd("dot", ["-V"]).stderr_null().run().is_err() {
+        return Ok(None);
+    }
+    let svg = dot.with_extension("svg");
+    duct::cmd(
+        "dot",
+        [
+            OsStr::new("-Tsvg"),
+            dot.as_os_str(),
+            OsStr::new("-o"),
+            svg.as_os_str(),
+        ],
+    )
+    .run()?;
+    Ok(Some(svg))
 }

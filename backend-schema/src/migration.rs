@@ -93,11 +93,7 @@ pub fn checksum(up: &str, down: &str) -> String {
     hasher.update(up.as_bytes());
     hasher.update(b"\0down\0");
     hasher.update(down.as_bytes());
-    hasher
-        .finalize()
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
+    crate::text::hex(&hasher.finalize())
 }
 
 /// The slug of a message for a directory name: `Add lead model` -> `add_lead_model`.

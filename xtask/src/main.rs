@@ -7,7 +7,6 @@ mod connect;
 mod db;
 mod flags;
 mod migrate;
-mod pgtool;
 mod restore;
 mod schema_dump;
 mod schema_model;

@@ -48,7 +48,7 @@ impl DevDatabase {
             target.join("dev-db")
         } else {
             let digest = Sha256::digest(workspace_root.as_os_str().as_encoded_bytes());
-            let short: String = digest.iter().take(5).map(|b| format!("{b:02x}")).collect();
+            let short = crate::text::hex(&digest[..5]);
             PathBuf::from(format!("/var/tmp/backend-schema-dev-{short}"))
         };
         DevDatabase { root }
@@ -71,7 +71,7 @@ impl DevDatabase {
     /// under a deep `target/` could exceed the 107-byte limit.
     pub fn socket_dir(&self) -> PathBuf {
         let digest = Sha256::digest(self.root.as_os_str().as_encoded_bytes());
-        let short: String = digest.iter().take(5).map(|b| format!("{b:02x}")).collect();
+        let short = crate::text::hex(&digest[..5]);
         PathBuf::from(format!("/tmp/bs-dev-{short}"))
     }
 
@@ -220,13 +220,12 @@ impl DevDatabase {
             return Ok(());
         }
         let log = fs::read_to_string(self.log_path()).unwrap_or_default();
-        let tail: Vec<&str> = log.lines().rev().take(10).collect();
         Err(failed(
             self.log_path(),
             format!(
                 "{}{}",
                 String::from_utf8_lossy(&output.stderr),
-                tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+                crate::text::tail(&log, 10).join("\n")
             ),
         ))
     }

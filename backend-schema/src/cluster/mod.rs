@@ -13,8 +13,8 @@ use std::os::unix::fs::{OpenOptionsExt as _, PermissionsExt as _};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-/// Re-exported for `dump.rs` and the xtask's `restore.rs`, which import it from here.
-pub use crate::sql::quote_ident;
+use crate::sql::quote_ident;
+
 pub use binaries::PgBinaries;
 pub use os_user::{account_name, Access, AccountChoice, RunAs, ServerAccount};
 pub use template::cache_root;
@@ -281,9 +281,8 @@ impl TempCluster {
             );
             if exited || Instant::now() >= deadline {
                 let log = self.log_path();
-                let log_tail = fs::read_to_string(&log).unwrap_or_default();
-                let log_tail = log_tail.lines().rev().take(20).collect::<Vec<_>>();
-                let log_tail = log_tail.into_iter().rev().collect::<Vec<_>>().join("\n");
+                let text = fs::read_to_string(&log).unwrap_or_default();
+                let log_tail = crate::text::tail(&text, 20).join("\n");
                 return Err(ClusterError::StartFailed { log, log_tail });
             }
             std::thread::sleep(Duration::from_millis(2));

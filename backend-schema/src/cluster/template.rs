@@ -50,7 +50,7 @@ pub(crate) fn cache_key(binaries: &PgBinaries, server_settings: &[(&str, &str)])
         hasher.update(format!("{name}={value}\0").as_bytes());
     }
     let digest = hasher.finalize();
-    let short: String = digest.iter().take(6).map(|b| format!("{b:02x}")).collect();
+    let short = crate::text::hex(&digest[..6]);
     format!("pg{}-{short}", binaries.version())
 }
 

@@ -25,7 +25,7 @@ struct Column {
 /// A deterministic UUID for row `index` of `tenant` in `table`.
 pub fn row_uuid(table: &str, tenant: usize, index: usize) -> String {
     let digest = Sha256::digest(format!("{table}/{tenant}/{index}").as_bytes());
-    let hex: String = digest.iter().take(16).map(|b| format!("{b:02x}")).collect();
+    let hex = crate::text::hex(&digest[..16]);
     format!(
         "{}-{}-4{}-8{}-{}",
         &hex[0..8],

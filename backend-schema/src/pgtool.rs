@@ -4,12 +4,12 @@
 use std::ffi::OsString;
 use std::os::unix::process::CommandExt as _;
 
-use backend_schema::database_url::DatabaseUrl;
-use backend_schema::PgBinaries;
+use crate::database_url::DatabaseUrl;
+use crate::PgBinaries;
 
 /// `program args... -d URL-without-password`, with `PGPASSWORD` set, no prompt, and a
 /// umask of 077 so every file it writes is readable by its owner only.
-pub(crate) fn libpq(
+pub fn libpq(
     binaries: &PgBinaries,
     program: &str,
     mut args: Vec<OsString>,
@@ -35,9 +35,7 @@ pub(crate) fn libpq(
     })
 }
 
-/// The last lines of a program's stderr, for an error message.
-pub(crate) fn tail(bytes: &[u8]) -> String {
-    let text = String::from_utf8_lossy(bytes);
-    let lines: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
-    lines[lines.len().saturating_sub(8)..].join("\n  ")
+/// The last lines of a program's stderr, indented under the error message they end.
+pub fn stderr_tail(bytes: &[u8]) -> String {
+    crate::text::tail(&String::from_utf8_lossy(bytes), 8).join("\n  ")
 }

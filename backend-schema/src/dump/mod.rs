@@ -1,5 +1,12 @@
 //! Backups as files: the manifest written beside a dump, format detection, hashing,
 //! row counts, and the checks that tell a complete dump from a truncated one.
+//! `backup` writes one, `archive` reads one back, `restore` restores one, and `schema`
+//! turns a schema-only dump into `schema.sql`.
+
+pub mod archive;
+pub mod backup;
+pub mod restore;
+pub mod schema;
 
 use std::collections::BTreeMap;
 use std::fs;
@@ -9,8 +16,6 @@ use std::path::{Path, PathBuf};
 use postgres::GenericClient;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
-
-use crate::cluster::quote_ident;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -121,14 +126,7 @@ pub fn sha256_path(path: &Path) -> io::Result<(String, u64)> {
             hasher.update(&buffer[..n]);
         }
     }
-    Ok((
-        hasher
-            .finalize()
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect(),
-        size,
-    ))
+    Ok((crate::text::hex(&hasher.finalize()), size))
 }
 
 /// Whether a plain dump ends with pg_dump's completion comment (a truncated one does not).
@@ -146,27 +144,11 @@ pub fn plain_dump_is_complete(path: &Path) -> io::Result<bool> {
 pub fn row_counts(
     client: &mut impl GenericClient,
 ) -> Result<BTreeMap<String, i64>, postgres::Error> {
-    let tables = client.query(
-        "SELECT n.nspname, c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
-          WHERE c.relkind IN ('r', 'p') AND n.nspname NOT IN ('pg_catalog', 'information_schema')
-            AND n.nspname NOT LIKE 'pg_toast%'
-          ORDER BY 1, 2",
-        &[],
-    )?;
     let mut counts = BTreeMap::new();
-    for table in tables {
-        let (schema, name): (String, String) = (table.get(0), table.get(1));
-        let sql = format!(
-            "SELECT count(*) FROM {}.{}",
-            quote_ident(&schema),
-            quote_ident(&name)
-        );
+    for table in crate::catalog::user_tables(client)? {
+        let sql = format!("SELECT count(*) FROM {}", table.quoted());
         let rows: i64 = client.query_one(&sql, &[])?.get(0);
-        let key = if schema == "public" {
-            name
-        } else {
-            format!("{schema}.{name}")
-        };
+        let key = table.display_name();
         counts.insert(key, rows);
     }
     Ok(counts)

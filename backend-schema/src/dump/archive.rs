@@ -1,0 +1,148 @@
+//! Reading an archive back before it is trusted: its hash, a full read by pg_restore
+//! (or the plain dump's completion line), and the SQL its restore would run.
+
+use std::collections::BTreeMap;
+use std::ffi::{OsStr, OsString};
+use std::fs;
+use std::io;
+use std::path::{Path, PathBuf};
+
+use super::{plain_dump_is_complete, sha256_path, split_listing, DumpFormat};
+use crate::pgtool::stderr_tail;
+use crate::PgBinaries;
+
+/// Why an archive cannot be trusted; callers say what that means for their command.
+#[derive(Debug, thiserror::Error)]
+pub enum ArchiveError {
+    #[error("cannot read {}", path.display())]
+    Unreadable {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("hashing {} panicked", path.display())]
+    HashPanicked { path: PathBuf },
+    #[error("{} does not end with pg_dump's completion line (truncated?)", path.display())]
+    Truncated { path: PathBuf },
+    #[error("pg_restore cannot read all of {}:\n  {stderr_tail}", path.display())]
+    Damaged { path: PathBuf, stderr_tail: String },
+    /// Running pg_restore, or its list files, failed.
+    #[error(transparent)]
+    Io(#[from] io::Error),
+}
+
+/// The archive's SHA-256 and size, and whether `check_complete` could read it all,
+/// computed side by side on two cores: both read every byte.
+pub fn hash_and_read(
+    binaries: &PgBinaries,
+    format: DumpFormat,
+    path: &Path,
+    rows: &BTreeMap<String, i64>,
+) -> (
+    Result<(String, u64), ArchiveError>,
+    Result<(), ArchiveError>,
+) {
+    std::thread::scope(|scope| {
+        let hash = scope.spawn(|| sha256_path(path));
+        let complete = check_complete(binaries, format, path, rows);
+        let hash = match hash.join() {
+            Ok(hash) => hash.map_err(|source| ArchiveError::Unreadable {
+                path: path.to_path_buf(),
+                source,
+            }),
+            Err(_) => Err(ArchiveError::HashPanicked {
+                path: path.to_path_buf(),
+            }),
+        };
+        (hash, complete)
+    })
+}
+
+/// A full read of the archive: `pg_restore -l` alone accepts a truncated file. With
+/// several tables' data, two `pg_restore -L` read halves of it at once (weighed by
+/// `rows`, when known): inflating the data is what the read-back spends its time on.
+pub fn check_complete(
+    binaries: &PgBinaries,
+    format: DumpFormat,
+    path: &Path,
+    rows: &BTreeMap<String, i64>,
+) -> Result<(), ArchiveError> {
+    match format {
+        DumpFormat::Plain => {
+            if !plain_dump_is_complete(path)? {
+                return Err(ArchiveError::Truncated {
+                    path: path.to_path_buf(),
+                });
+            }
+        }
+        DumpFormat::Custom | DumpFormat::Directory => {
+            let read = |list: Option<&Path>| {
+                let mut args = vec![OsString::from("--file=/dev/null")];
+                if let Some(list) = list {
+                    args.push(format!("--use-list={}", list.display()).into());
+                }
+                args.push(path.into());
+                duct::cmd(binaries.tool("pg_restore"), args)
+                    .stdout_null()
+                    .stderr_capture()
+                    .unchecked()
+            };
+            let listing = duct::cmd(
+                binaries.tool("pg_restore"),
+                [OsStr::new("--list"), path.as_os_str()],
+            )
+            .stderr_capture()
+            .unchecked()
+            .stdout_capture()
+            .run()?;
+            let parts = listing
+                .status
+                .success()
+                .then(|| split_listing(&String::from_utf8_lossy(&listing.stdout), rows, 2))
+                .flatten();
+            let outputs = match parts {
+                None => vec![read(None).run()?],
+                Some(parts) => {
+                    let lists = tempfile::tempdir()?;
+                    let mut running = Vec::new();
+                    for (i, part) in parts.iter().enumerate() {
+                        let list = lists.path().join(format!("part{i}.list"));
+                        fs::write(&list, part)?;
+                        running.push(read(Some(&list)).start()?);
+                    }
+                    running
+                        .iter()
+                        .map(|handle| handle.wait().cloned())
+                        .collect::<Result<Vec<_>, _>>()?
+                }
+            };
+            for output in outputs {
+                if !output.status.success() {
+                    return Err(ArchiveError::Damaged {
+                        path: path.to_path_buf(),
+                        stderr_tail: stderr_tail(&output.stderr),
+                    });
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The SQL a restore of the archive would run (the schema part): what the pre-flight
+/// reads the roles and extensions from.
+pub fn script_of(binaries: &PgBinaries, format: DumpFormat, path: &Path) -> io::Result<String> {
+    match format {
+        DumpFormat::Plain => fs::read_to_string(path),
+        _ => duct::cmd(
+            binaries.tool("pg_restore"),
+            [
+                OsStr::new("--schema-only"),
+                OsStr::new("--file=-"),
+                path.as_os_str(),
+            ],
+        )
+        .stderr_capture()
+        .read(),
+    }
+}

@@ -1,0 +1,395 @@
+//! Restoring an archive all or nothing: the archive check against its manifest, the
+//! pre-flight on the target, the restore in one transaction or in a staging database
+//! renamed in, and the maintenance-database work around it (create, drop, swap).
+
+use std::collections::BTreeMap;
+use std::ffi::OsString;
+use std::path::{Path, PathBuf};
+
+use postgres::Client;
+
+use super::archive::{check_complete, hash_and_read, ArchiveError};
+use super::{extensions_in_script, roles_in_script, row_counts, DumpFormat, Manifest};
+use crate::database_url::DatabaseUrl;
+use crate::pgtool::{libpq, stderr_tail};
+use crate::sql::quote_ident;
+use crate::PgBinaries;
+
+/// How to run pg_restore (or psql, for a plain dump).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RestoreOptions {
+    /// Leave out owners and grants (`--no-owner --no-privileges`), for a target without
+    /// the source's roles.
+    pub no_owner: bool,
+    /// Drop what the archive creates before creating it (`--clean --if-exists`).
+    pub clean: bool,
+    /// Parallel pg_restore jobs; above 1 the restore is no longer one transaction, so
+    /// `restore` runs it in a staging database.
+    pub jobs: usize,
+}
+
+impl Default for RestoreOptions {
+    fn default() -> Self {
+        RestoreOptions {
+            no_owner: false,
+            clean: false,
+            jobs: 1,
+        }
+    }
+}
+
+/// What the archive check found before its verdict, for the caller to report.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ArchiveCheck {
+    /// The archive's SHA-256 equals its manifest's.
+    HashMatches,
+    /// There is no manifest: only the full read can be done.
+    NoManifest,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum CheckError {
+    #[error(transparent)]
+    Hash(ArchiveError),
+    #[error("{} does not match its manifest: sha256 {sha256}, manifest says {expected}; the file was changed or damaged, nothing was restored", path.display())]
+    HashMismatch {
+        path: PathBuf,
+        sha256: String,
+        expected: String,
+    },
+    #[error("the archive is damaged; nothing was restored")]
+    Damaged(#[source] ArchiveError),
+}
+
+/// The archive before anything is touched: its hash against the manifest (when there is
+/// one), then a full read. `progress` hears about the hash before the read's verdict.
+pub fn check_archive(
+    binaries: &PgBinaries,
+    format: DumpFormat,
+    path: &Path,
+    manifest: Option<&Manifest>,
+    progress: &mut dyn FnMut(ArchiveCheck),
+) -> Result<(), CheckError> {
+    let complete = match manifest {
+        Some(manifest) => {
+            let (hash, complete) = hash_and_read(binaries, format, path, &manifest.tables);
+            let (sha256, _) = hash.map_err(CheckError::Hash)?;
+            if sha256 != manifest.sha256 {
+                return Err(CheckError::HashMismatch {
+                    path: path.to_path_buf(),
+                    sha256,
+                    expected: manifest.sha256.clone(),
+                });
+            }
+            progress(ArchiveCheck::HashMatches);
+            complete
+        }
+        None => {
+            progress(ArchiveCheck::NoManifest);
+            check_complete(binaries, format, path, &Default::default())
+        }
+    };
+    complete.map_err(CheckError::Damaged)
+}
+
+/// Why the target refuses the archive; nothing was changed.
+#[derive(Debug, thiserror::Error)]
+pub enum PreflightError {
+    #[error("the archive needs roles the target lacks: {}; nothing was changed. Create them, or restore without owners and grants with --no-owner", .0.join(", "))]
+    MissingRoles(Vec<String>),
+    #[error("the archive needs extensions the target server does not have: {}; nothing was changed", .0.join(", "))]
+    MissingExtensions(Vec<String>),
+    #[error(
+        "the target database already holds {} table(s) ({}{}); nothing was changed. To replace them, pass --clean --yes (take a backup first)",
+        .0.len(),
+        .0.iter().take(10).map(String::as_str).collect::<Vec<_>>().join(", "),
+        if .0.len() > 10 { ", ..." } else { "" }
+    )]
+    NotEmpty(Vec<String>),
+    #[error(transparent)]
+    Db(#[from] postgres::Error),
+}
+
+/// The pre-flight on the target: the roles (unless `no_owner`) and extensions `script`
+/// needs, and an empty target unless `replace` allows replacing what is there. Returns
+/// the tables the target holds.
+pub fn preflight(
+    client: &mut Client,
+    script: &str,
+    no_owner: bool,
+    replace: bool,
+) -> Result<Vec<String>, PreflightError> {
+    if !no_owner {
+        let needed = roles_in_script(script);
+        let missing: Vec<String> = needed
+            .into_iter()
+            .filter(|role| {
+                client
+                    .query_opt("SELECT 1 FROM pg_roles WHERE rolname = $1", &[role])
+                    .map(|r| r.is_none())
+                    .unwrap_or(true)
+            })
+            .collect();
+        if !missing.is_empty() {
+            return Err(PreflightError::MissingRoles(missing));
+        }
+    }
+    let extensions: Vec<String> = extensions_in_script(script)
+        .into_iter()
+        .filter(|e| {
+            client
+                .query_opt(
+                    "SELECT 1 FROM pg_available_extensions WHERE name = $1",
+                    &[e],
+                )
+                .map(|r| r.is_none())
+                .unwrap_or(true)
+        })
+        .collect();
+    if !extensions.is_empty() {
+        return Err(PreflightError::MissingExtensions(extensions));
+    }
+    let existing: Vec<String> = crate::catalog::user_tables(client)?
+        .into_iter()
+        .map(|t| format!("{}.{}", t.schema, t.name))
+        .collect();
+    if !existing.is_empty() && !replace {
+        return Err(PreflightError::NotEmpty(existing));
+    }
+    Ok(existing)
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum RestoreError {
+    #[error("{program} failed; the target was left as it was:\n  {stderr_tail}")]
+    Failed {
+        program: &'static str,
+        stderr_tail: String,
+    },
+    #[error("the URL names no database")]
+    NoDatabase,
+    #[error("cannot connect to the maintenance database `postgres`")]
+    Maintenance(#[source] crate::tls::ConnectError),
+    #[error("database {0} already exists; drop --create to restore into it")]
+    Exists(String),
+    #[error("cannot swap the restored copy in: database {name} is in use (close its sessions and retry); the target was left as it was")]
+    Swap {
+        name: String,
+        #[source]
+        source: postgres::Error,
+    },
+    #[error(transparent)]
+    Db(#[from] postgres::Error),
+    #[error(transparent)]
+    Io(#[from] std::io::Error),
+}
+
+/// The restore after the pre-flight: with several `jobs` (and an archive pg_restore can
+/// parallelise) into a staging database swapped in by rename, else in one transaction.
+pub fn restore(
+    binaries: &PgBinaries,
+    format: DumpFormat,
+    path: &Path,
+    url: &DatabaseUrl,
+    options: &RestoreOptions,
+) -> Result<(), RestoreError> {
+    if options.jobs > 1 && format != DumpFormat::Plain {
+        restore_via_staging(binaries, format, path, url, options)
+    } else {
+        run_restore(
+            binaries,
+            format,
+            path,
+            url,
+            &RestoreOptions {
+                jobs: 1,
+                ..*options
+            },
+        )
+    }
+}
+
+/// Restores `path` into `url` atomically: `pg_restore --single-transaction` or
+/// `psql -X -1 -v ON_ERROR_STOP=1`.
+pub fn run_restore(
+    binaries: &PgBinaries,
+    format: DumpFormat,
+    path: &Path,
+    url: &DatabaseUrl,
+    options: &RestoreOptions,
+) -> Result<(), RestoreError> {
+    let mut args: Vec<OsString> = Vec::new();
+    let program = match format {
+        DumpFormat::Plain => {
+            args.extend([
+                "-X".into(),
+                "-q".into(),
+                "-1".into(),
+                "-v".into(),
+                "ON_ERROR_STOP=1".into(),
+            ]);
+            args.push(format!("--file={}", path.display()).into());
+            "psql"
+        }
+        DumpFormat::Custom | DumpFormat::Directory => {
+            args.push("--exit-on-error".into());
+            if options.jobs > 1 {
+                args.push(format!("--jobs={}", options.jobs).into());
+            } else {
+                args.push("--single-transaction".into());
+            }
+            if options.no_owner {
+                args.extend(["--no-owner".into(), "--no-privileges".into()]);
+            }
+            if options.clean {
+                args.extend(["--clean".into(), "--if-exists".into()]);
+            }
+            args.push(path.into());
+            "pg_restore"
+        }
+    };
+    let output = libpq(binaries, program, args, url)
+        .stdout_null()
+        .stderr_capture()
+        .unchecked()
+        .run()?;
+    if !output.status.success() {
+        return Err(RestoreError::Failed {
+            program,
+            stderr_tail: stderr_tail(&output.stderr),
+        });
+    }
+    Ok(())
+}
+
+/// The maintenance database of the same server, for CREATE/ALTER DATABASE, and the name
+/// of the database `url` points at.
+fn maintenance(url: &DatabaseUrl) -> Result<(Client, String), RestoreError> {
+    let config = url.config()?;
+    let name = config
+        .get_dbname()
+        .ok_or(RestoreError::NoDatabase)?
+        .to_string();
+    let mut admin = config.clone();
+    admin.dbname("postgres");
+    admin.application_name("cargo xtask restore");
+    let client = crate::tls::connect(url, &admin).map_err(RestoreError::Maintenance)?;
+    Ok((client, name))
+}
+
+/// Creates the database `url` names (from template0); refuses one that exists. Returns
+/// its name.
+pub fn create_database(url: &DatabaseUrl) -> Result<String, RestoreError> {
+    let (mut admin, name) = maintenance(url)?;
+    if admin
+        .query_opt("SELECT 1 FROM pg_database WHERE datname = $1", &[&name])?
+        .is_some()
+    {
+        return Err(RestoreError::Exists(name));
+    }
+    admin.batch_execute(&format!(
+        "CREATE DATABASE {} TEMPLATE template0",
+        quote_ident(&name)
+    ))?;
+    Ok(name)
+}
+
+/// Drops the database `url` names, if it exists: what `create_database` made for a
+/// restore that then failed.
+pub fn drop_database(url: &DatabaseUrl) -> Result<(), RestoreError> {
+    let (mut admin, name) = maintenance(url)?;
+    admin.batch_execute(&format!("DROP DATABASE IF EXISTS {}", quote_ident(&name)))?;
+    Ok(())
+}
+
+/// Parallel restore into a staging database, swapped in by rename only when complete.
+pub fn restore_via_staging(
+    binaries: &PgBinaries,
+    format: DumpFormat,
+    path: &Path,
+    url: &DatabaseUrl,
+    options: &RestoreOptions,
+) -> Result<(), RestoreError> {
+    let (mut admin, name) = maintenance(url)?;
+    let staging = format!("{name}__restore_{}", std::process::id());
+    admin.batch_execute(&format!(
+        "CREATE DATABASE {} TEMPLATE template0",
+        quote_ident(&staging)
+    ))?;
+    let staging_url = url.with_database(&staging);
+    // The staging database is empty: nothing to clean.
+    let into_staging = RestoreOptions {
+        clean: false,
+        ..*options
+    };
+    if let Err(err) = run_restore(binaries, format, path, &staging_url, &into_staging) {
+        let _ = admin.batch_execute(&format!("DROP DATABASE {}", quote_ident(&staging)));
+        return Err(err);
+    }
+    let old = format!("{name}__replaced_{}", std::process::id());
+    // Both renames in one transaction: the target name always points at a whole database.
+    let swap = admin.batch_execute(&format!(
+        "BEGIN; ALTER DATABASE {} RENAME TO {}; ALTER DATABASE {} RENAME TO {}; COMMIT",
+        quote_ident(&name),
+        quote_ident(&old),
+        quote_ident(&staging),
+        quote_ident(&name)
+    ));
+    if let Err(source) = swap {
+        let _ = admin.batch_execute("ROLLBACK");
+        let _ = admin.batch_execute(&format!("DROP DATABASE {}", quote_ident(&staging)));
+        return Err(RestoreError::Swap { name, source });
+    }
+    admin.batch_execute(&format!("DROP DATABASE {}", quote_ident(&old)))?;
+    Ok(())
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum AfterRestoreError {
+    #[error("ANALYZE panicked")]
+    AnalyzePanicked,
+    #[error("ANALYZE after the restore failed")]
+    Analyze(#[source] postgres::Error),
+    #[error(transparent)]
+    Counts(#[from] postgres::Error),
+    #[error("restored row counts differ from the manifest: restored {restored:?}, manifest {manifest:?}")]
+    CountsDiffer {
+        restored: BTreeMap<String, i64>,
+        manifest: BTreeMap<String, i64>,
+    },
+}
+
+/// ANALYZE (on `analyze_on`) and, when `count` is set, the exact row counts (on
+/// `client`): both read every table, so they run on two connections at once.
+pub fn analyze_and_count(
+    client: &mut Client,
+    mut analyze_on: Client,
+    count: bool,
+) -> Result<Option<BTreeMap<String, i64>>, AfterRestoreError> {
+    std::thread::scope(|scope| {
+        let analyze = scope.spawn(move || analyze_on.batch_execute("ANALYZE"));
+        let counts = match count {
+            true => Some(row_counts(client)?),
+            false => None,
+        };
+        analyze
+            .join()
+            .map_err(|_| AfterRestoreError::AnalyzePanicked)?
+            .map_err(AfterRestoreError::Analyze)?;
+        Ok(counts)
+    })
+}
+
+/// The restored row counts against the manifest's.
+pub fn compare_counts(
+    restored: &BTreeMap<String, i64>,
+    manifest: &Manifest,
+) -> Result<(), AfterRestoreError> {
+    if *restored != manifest.tables {
+        return Err(AfterRestoreError::CountsDiffer {
+            restored: restored.clone(),
+            manifest: manifest.tables.clone(),
+        });
+    }
+    Ok(())
+}
