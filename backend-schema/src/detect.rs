@@ -74,19 +74,14 @@ pub fn detect_revision(
     let cluster = crate::cluster::TempCluster::start()?;
     cluster.create_database("detect", None)?;
     let mut client = cluster.client("detect")?;
-    let dir = std::path::Path::new("migrations");
     let mut best: Option<(usize, String, String)> = None;
     let base = crate::snapshot::SchemaSnapshot::capture(&mut client)?;
     if &base == live {
         return Ok(Detection::Exact("base".into()));
     }
     for migration in graph.migrations() {
-        let mut migrator = crate::runner::Migrator::new(
-            &mut client,
-            graph,
-            dir,
-            crate::runner::RunOptions::default(),
-        );
+        let mut migrator =
+            crate::runner::Migrator::new(&mut client, graph, crate::runner::RunOptions::default());
         migrator.upgrade(&migration.revision)?;
         drop(migrator);
         let snapshot = crate::snapshot::SchemaSnapshot::capture(&mut client)?;

@@ -42,8 +42,8 @@ impl Migrate {
                 {
                     let target = self.connect.resolve()?;
                     let mut client = target.connect(APPLICATION_NAME)?;
-                    let heads = Migrator::new(&mut client, &graph, &dir, RunOptions::default())
-                        .current()?;
+                    let heads =
+                        Migrator::new(&mut client, &graph, RunOptions::default()).current()?;
                     heads
                 } else {
                     Vec::new()
@@ -66,7 +66,7 @@ impl Migrate {
                 let graph = graph()?;
                 let target = self.connect.resolve()?;
                 let mut client = target.connect(APPLICATION_NAME)?;
-                let mut migrator = Migrator::new(&mut client, &graph, &dir, RunOptions::default());
+                let mut migrator = Migrator::new(&mut client, &graph, RunOptions::default());
                 let heads = migrator.current()?;
                 if verbose {
                     eprintln!("database: {}", target.describe());
@@ -93,7 +93,7 @@ impl Migrate {
                 }
             }
             MigrateAction::Check { schema } => {
-                crate::schema_model::check(&graph()?, &dir, &sh.current_dir().join(schema.schema))?;
+                crate::schema_model::check(&graph()?, &sh.current_dir().join(schema.schema))?;
             }
             MigrateAction::Upgrade { target, sql, run } => {
                 let graph = graph()?;
@@ -105,7 +105,7 @@ impl Migrate {
                 let mut client = db.connect(APPLICATION_NAME)?;
                 eprintln!("database: {}", db.describe());
                 let mut migrator =
-                    Migrator::new(&mut client, &graph, &dir, run.options()).on_event(print_event);
+                    Migrator::new(&mut client, &graph, run.options()).on_event(print_event);
                 let reports = migrator.upgrade(&target)?;
                 finish(&graph, &mut migrator, reports.len(), &target)?;
             }
@@ -124,7 +124,7 @@ impl Migrate {
                 let mut client = db.connect(APPLICATION_NAME)?;
                 eprintln!("database: {}", db.describe());
                 let mut migrator =
-                    Migrator::new(&mut client, &graph, &dir, run.options()).on_event(print_event);
+                    Migrator::new(&mut client, &graph, run.options()).on_event(print_event);
                 let reports = migrator.downgrade(&target, yes)?;
                 finish(&graph, &mut migrator, reports.len(), &target)?;
             }
@@ -143,7 +143,7 @@ impl Migrate {
                     (None, _) => crate::verify::detect_revision(&graph, &mut client)?,
                 };
                 let mut migrator =
-                    Migrator::new(&mut client, &graph, &dir, run.options()).on_event(print_event);
+                    Migrator::new(&mut client, &graph, run.options()).on_event(print_event);
                 let heads = migrator.stamp(&target, purge)?;
                 eprintln!("stamped: database is now at {}", heads_text(&heads));
             }
@@ -151,7 +151,7 @@ impl Migrate {
                 let graph = graph()?;
                 let db = self.connect.resolve()?;
                 let mut client = db.connect(APPLICATION_NAME)?;
-                let mut migrator = Migrator::new(&mut client, &graph, &dir, run.options());
+                let mut migrator = Migrator::new(&mut client, &graph, run.options());
                 let (new, old) = migrator.rehash(&revision)?;
                 let old = old.unwrap_or_else(|| "none (applied by Alembic)".into());
                 eprintln!("accepted the current file of {revision}: sha256 {new} (was {old})");
@@ -179,7 +179,7 @@ impl Migrate {
                 if autogenerate {
                     let schema = sh.current_dir().join(schema.schema);
                     crate::schema_model::autogenerate(
-                        &graph, &dir, &schema, &parent, &message, allow_drop,
+                        &graph, &schema, &parent, &message, allow_drop,
                     )?;
                     return Ok(());
                 }

@@ -32,7 +32,7 @@ impl SchemaDump {
                 let mut client = cluster.client("head")?;
                 let dir = sh.current_dir().join("migrations");
                 let graph = crate::migrate::load_graph(&dir)?;
-                Migrator::new(&mut client, &graph, &dir, RunOptions::default()).upgrade("heads")?;
+                Migrator::new(&mut client, &graph, RunOptions::default()).upgrade("heads")?;
                 (
                     DatabaseUrl::parse(&cluster.url("head"), "the throwaway cluster")?,
                     client,

@@ -42,7 +42,7 @@ impl Verify {
             dir.display()
         );
         let mut progress = |step: &str| eprintln!("  {step}");
-        let report = backend_schema::verify::verify(&graph, &dir, &mut progress)
+        let report = backend_schema::verify::verify(&graph, &mut progress)
             .context("verify could not run")?;
         if let Some(path) = &self.json {
             let json = serde_json::to_string_pretty(&report)?;

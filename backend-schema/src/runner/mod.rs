@@ -7,7 +7,6 @@ pub mod lock;
 mod loss;
 
 use std::collections::BTreeSet;
-use std::path::Path;
 use std::time::{Duration, Instant};
 
 use postgres::{Client, GenericClient};
@@ -91,7 +90,6 @@ pub enum Integrity {
 pub struct Migrator<'a> {
     client: &'a mut Client,
     graph: &'a RevisionGraph,
-    dir: &'a Path,
     options: RunOptions,
     on_event: Box<dyn FnMut(Event<'_>) + 'a>,
 }
@@ -110,13 +108,11 @@ impl<'a> Migrator<'a> {
     pub fn new(
         client: &'a mut Client,
         graph: &'a RevisionGraph,
-        dir: &'a Path,
         options: RunOptions,
     ) -> Migrator<'a> {
         Migrator {
             client,
             graph,
-            dir,
             options,
             on_event: Box::new(|_| {}),
         }
@@ -125,10 +121,6 @@ impl<'a> Migrator<'a> {
     pub fn on_event(mut self, f: impl FnMut(Event<'_>) + 'a) -> Migrator<'a> {
         self.on_event = Box::new(f);
         self
-    }
-
-    pub fn client(&mut self) -> &mut Client {
-        self.client
     }
 
     /// The heads in `alembic_version`, checked against the migration files.
@@ -147,7 +139,7 @@ impl<'a> Migrator<'a> {
         match heads.iter().find(|h| self.graph.get(h).is_none()) {
             Some(unknown) => Err(MigrateError::UnknownRevision {
                 revision: unknown.clone(),
-                dir: self.dir.to_path_buf(),
+                dir: self.graph.dir().to_path_buf(),
                 known: self
                     .graph
                     .migrations()
@@ -190,7 +182,7 @@ impl<'a> Migrator<'a> {
                     .graph
                     .get(&record.revision)
                     .map(|m| m.dir.clone())
-                    .unwrap_or_else(|| self.dir.join(&record.revision)),
+                    .unwrap_or_else(|| self.graph.dir().join(&record.revision)),
                 status: record.status.clone(),
                 error: record.error.clone(),
                 invalid_indexes,
