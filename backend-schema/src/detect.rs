@@ -1,61 +1,7 @@
-//! Which revision an existing schema looks like, for "relation already exists" and
-//! `stamp` advice: replays the table names each revision creates and drops.
-
-use std::collections::BTreeSet;
-
-use postgres::GenericClient;
+//! Which revision a live schema equals (`migrate stamp --detect`): every revision is
+//! built in a throwaway cluster and its catalogs compared with the live ones.
 
 use crate::graph::RevisionGraph;
-use crate::migration::Direction;
-
-/// Tables (in the search path's first schema) other than the version tables.
-pub fn existing_tables(
-    client: &mut impl GenericClient,
-) -> Result<BTreeSet<String>, postgres::Error> {
-    let rows = client.query(
-        "SELECT c.relname FROM pg_class c
-          WHERE c.relkind IN ('r', 'p') AND c.relnamespace = current_schema()::regnamespace
-            AND c.relname NOT IN ('alembic_version', 'alembic_version_history')",
-        &[],
-    )?;
-    Ok(rows.iter().map(|r| r.get(0)).collect())
-}
-
-/// The revisions (oldest first) after which exactly `tables` exist, by table names.
-pub fn revisions_with_tables(graph: &RevisionGraph, tables: &BTreeSet<String>) -> Vec<String> {
-    let mut present = BTreeSet::new();
-    let mut matches = Vec::new();
-    for migration in graph.migrations() {
-        for statement in migration.statements(Direction::Up) {
-            let words: Vec<String> = statement
-                .sql
-                .lines()
-                .filter(|l| !l.trim_start().starts_with("--"))
-                .flat_map(|l| l.split_whitespace())
-                .take(6)
-                .map(|w| {
-                    w.trim_matches(|c| c == '"' || c == '(' || c == ';')
-                        .to_lowercase()
-                })
-                .collect();
-            let words: Vec<&str> = words.iter().map(String::as_str).collect();
-            match words.as_slice() {
-                ["create", "table", "if", "not", "exists", name, ..]
-                | ["create", "table", name, ..] => {
-                    present.insert(name.to_string());
-                }
-                ["drop", "table", "if", "exists", name, ..] | ["drop", "table", name, ..] => {
-                    present.remove(*name);
-                }
-                _ => {}
-            }
-        }
-        if &present == tables {
-            matches.push(migration.revision.clone());
-        }
-    }
-    matches
-}
 
 /// The outcome of comparing a live schema with every revision's schema.
 #[derive(Debug)]

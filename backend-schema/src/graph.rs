@@ -44,7 +44,7 @@ pub enum TargetError {
     OutOfRange { target: String, end: &'static str },
     #[error("malformed relative target '{target}'; use +N, -N or REV+N / REV-N")]
     Malformed { target: String },
-    #[error("revision {revision} is not applied (database at {}); `downgrade` only goes back to applied revisions, use `upgrade` to go forward", current_display(current))]
+    #[error("revision {revision} is not applied (database at {}); `downgrade` only goes back to applied revisions, use `upgrade` to go forward", heads_text(current))]
     NotApplied {
         revision: String,
         current: Vec<String>,
@@ -55,11 +55,12 @@ pub enum TargetError {
     NotAnUpgrade { target: String },
 }
 
-fn current_display(current: &[String]) -> String {
-    if current.is_empty() {
+/// Heads as Alembic shows them: `base` when there are none.
+pub fn heads_text(heads: &[String]) -> String {
+    if heads.is_empty() {
         "base".into()
     } else {
-        current.join(", ")
+        heads.join(", ")
     }
 }
 
