@@ -10,7 +10,6 @@ mod migrate;
 mod pgtool;
 mod restore;
 mod schema_dump;
-mod schema_model;
 mod verify;
 
 use std::path::{Path, PathBuf};

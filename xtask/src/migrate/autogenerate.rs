@@ -1,15 +1,16 @@
 //! `migrate check` and `migrate revision --autogenerate`: the migration chain against the
-//! declarative schema in `backend-schema/schema/`.
+//! declarative schema in `backend-schema/schema/`, and the migration that closes the gap.
 
 use std::path::Path;
 
 use anyhow::{bail, Context as _};
 use backend_schema::declarative::{self, plan};
+use backend_schema::source::{write_migration, NewMigration};
 use backend_schema::RevisionGraph;
 
 /// Fails, with the catalog difference and the SQL that would close it, when the
 /// chain's head and the declarative schema differ.
-pub(crate) fn check(graph: &RevisionGraph, schema: &Path) -> anyhow::Result<()> {
+pub(super) fn check(graph: &RevisionGraph, schema: &Path) -> anyhow::Result<()> {
     let pair = build_pair(graph, schema)?;
     let Some(diff) = pair.head.diff(&pair.declared) else {
         eprintln!(
@@ -36,7 +37,7 @@ pub(crate) fn check(graph: &RevisionGraph, schema: &Path) -> anyhow::Result<()> 
 
 /// Writes the migration from head to the declarative schema and proves it both ways;
 /// writes nothing when there is no difference, or when the proof fails.
-pub(crate) fn autogenerate(
+pub(super) fn autogenerate(
     graph: &RevisionGraph,
     schema: &Path,
     parents: &[String],
@@ -85,12 +86,14 @@ pub(crate) fn autogenerate(
     let mut parent = parents.to_vec();
     for (up, down, message) in &parts {
         let transactional = up.transactional() && down.transactional();
-        let written_now = crate::migrate::write_revision_with(
+        let written_now = write_migration(
             graph.dir(),
-            &parent,
-            message,
-            transactional,
-            Some((&up.to_sql(), &down.to_sql())),
+            &NewMigration {
+                parents: &parent,
+                message,
+                transactional,
+                sql: Some((&up.to_sql(), &down.to_sql())),
+            },
         );
         let (path, revision) = match written_now {
             Ok(done) => done,
@@ -98,7 +101,7 @@ pub(crate) fn autogenerate(
                 for (path, _, _) in &written {
                     let _ = std::fs::remove_dir_all(path);
                 }
-                return Err(err);
+                return Err(err.into());
             }
         };
         parent = vec![revision.clone()];
