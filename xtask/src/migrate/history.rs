@@ -88,8 +88,32 @@ fn print_integrity(graph: &RevisionGraph, migrator: &mut Migrator<'_>) -> anyhow
     Ok(())
 }
 
-/// Alembic's `history` lines, newest first.
+/// `history`: the revisions in `range`, marking the database's current ones with
+/// `indicate_current` (a range naming `current` reads them too).
 pub(super) fn history(
+    graph: &RevisionGraph,
+    connect: &ConnectOpts,
+    verbose: bool,
+    indicate_current: bool,
+    range: Option<&str>,
+) -> anyhow::Result<()> {
+    let current = if indicate_current || range.is_some_and(|r| r.contains("current")) {
+        let target = connect.resolve()?;
+        let mut client = target.connect(APPLICATION_NAME)?;
+        let heads = Migrator::new(&mut client, graph, RunOptions::default()).current()?;
+        heads
+    } else {
+        Vec::new()
+    };
+    print!(
+        "{}",
+        history_lines(graph, &current, indicate_current, verbose, range)?
+    );
+    Ok(())
+}
+
+/// Alembic's `history` lines, newest first.
+fn history_lines(
     graph: &RevisionGraph,
     current: &[String],
     indicate_current: bool,

@@ -12,7 +12,7 @@ mod stamp;
 use anyhow::bail;
 use backend_schema::graph::RevisionGraph;
 use backend_schema::migration::Direction;
-use backend_schema::runner::{Migrator, RunOptions};
+use backend_schema::runner::RunOptions;
 use xshell::Shell;
 
 use crate::flags::{Migrate, MigrateAction, MigrationsOpts, RunOpts};
@@ -33,30 +33,13 @@ impl Migrate {
                 verbose,
                 indicate_current,
                 rev_range,
-            } => {
-                let graph = graph()?;
-                let current = if indicate_current
-                    || rev_range.as_deref().is_some_and(|r| r.contains("current"))
-                {
-                    let target = self.connect.resolve()?;
-                    let mut client = target.connect(APPLICATION_NAME)?;
-                    let heads =
-                        Migrator::new(&mut client, &graph, RunOptions::default()).current()?;
-                    heads
-                } else {
-                    Vec::new()
-                };
-                print!(
-                    "{}",
-                    history::history(
-                        &graph,
-                        &current,
-                        indicate_current,
-                        verbose,
-                        rev_range.as_deref()
-                    )?
-                );
-            }
+            } => history::history(
+                &graph()?,
+                &self.connect,
+                verbose,
+                indicate_current,
+                rev_range.as_deref(),
+            )?,
             MigrateAction::Current {
                 verbose,
                 check_heads,
@@ -64,29 +47,27 @@ impl Migrate {
             MigrateAction::Check { schema } => {
                 autogenerate::check(&graph()?, &sh.current_dir().join(schema.schema))?;
             }
-            MigrateAction::Upgrade { target, sql, run } => run::apply(
-                &graph()?,
-                &self.connect,
-                Direction::Up,
-                &target,
-                sql,
-                &run,
-                false,
-            )?,
+            MigrateAction::Upgrade {
+                target,
+                sql: true,
+                run,
+            } => run::print_sql(&graph()?, Direction::Up, &target, &run)?,
+            MigrateAction::Upgrade { target, run, .. } => {
+                run::live(&graph()?, &self.connect, &run, &target, |m| {
+                    m.upgrade(&target)
+                })?
+            }
             MigrateAction::Downgrade {
                 target,
-                yes,
-                sql,
+                sql: true,
                 run,
-            } => run::apply(
-                &graph()?,
-                &self.connect,
-                Direction::Down,
-                &target,
-                sql,
-                &run,
-                yes,
-            )?,
+                ..
+            } => run::print_sql(&graph()?, Direction::Down, &target, &run)?,
+            MigrateAction::Downgrade {
+                target, yes, run, ..
+            } => run::live(&graph()?, &self.connect, &run, &target, |m| {
+                m.downgrade(&target, yes)
+            })?,
             MigrateAction::Stamp {
                 target,
                 purge,

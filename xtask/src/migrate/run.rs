@@ -6,43 +6,47 @@ use std::time::Duration;
 use backend_schema::graph::RevisionGraph;
 use backend_schema::migration::Direction;
 use backend_schema::runner::offline::offline_sql;
-use backend_schema::runner::{heads_text, holders_text, running_line, Event, Migrator};
+use backend_schema::runner::{
+    heads_text, holders_text, running_line, Event, MigrateError, Migrator, StepReport,
+};
 
 use super::history::head_label;
 use super::APPLICATION_NAME;
 use crate::flags::{ConnectOpts, RunOpts};
 
-/// Moves the database to `target` in `direction`, or with `sql` prints the script that
-/// would (`target` is then `FROM:TO`). `allow_data_loss` is `downgrade --yes`.
-pub(super) fn apply(
+/// Prints the script that moves a database across `range` (`FROM:TO`) in `direction`.
+pub(super) fn print_sql(
     graph: &RevisionGraph,
-    connect: &ConnectOpts,
     direction: Direction,
-    target: &str,
-    sql: bool,
+    range: &str,
     run: &RunOpts,
-    allow_data_loss: bool,
 ) -> anyhow::Result<()> {
     let verb = match direction {
         Direction::Up => "upgrade",
         Direction::Down => "downgrade",
     };
-    if sql {
-        let command = format!("cargo xtask migrate {verb} {target} --sql");
-        print!(
-            "{}",
-            offline_sql(graph, target, direction, &run.options(), &command)?
-        );
-        return Ok(());
-    }
+    let command = format!("cargo xtask migrate {verb} {range} --sql");
+    print!(
+        "{}",
+        offline_sql(graph, range, direction, &run.options(), &command)?
+    );
+    Ok(())
+}
+
+/// Runs `apply` (an upgrade or downgrade to `target`) on the database, printing its
+/// progress and where the database ends up.
+pub(super) fn live(
+    graph: &RevisionGraph,
+    connect: &ConnectOpts,
+    run: &RunOpts,
+    target: &str,
+    apply: impl FnOnce(&mut Migrator<'_>) -> Result<Vec<StepReport>, MigrateError>,
+) -> anyhow::Result<()> {
     let db = connect.resolve()?;
     let mut client = db.connect(APPLICATION_NAME)?;
     eprintln!("database: {}", db.describe());
     let mut migrator = Migrator::new(&mut client, graph, run.options()).on_event(print_event);
-    let reports = match direction {
-        Direction::Up => migrator.upgrade(target)?,
-        Direction::Down => migrator.downgrade(target, allow_data_loss)?,
-    };
+    let reports = apply(&mut migrator)?;
     let heads = migrator.current()?;
     let at: Vec<String> = heads.iter().map(|h| head_label(graph, h)).collect();
     let at = heads_text(&at);
