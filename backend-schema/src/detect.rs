@@ -1,46 +1,7 @@
-//! Which revision an existing schema looks like, for "relation already exists" and
-//! `stamp` advice: replays the table names each revision creates and drops.
-
-use std::collections::BTreeSet;
+//! Which revision a live schema equals (`migrate stamp --detect`): every revision is
+//! built in a throwaway cluster and its catalogs compared with the live ones.
 
 use crate::graph::RevisionGraph;
-use crate::migration::Direction;
-
-/// The revisions (oldest first) after which exactly `tables` exist, by table names.
-pub fn revisions_with_tables(graph: &RevisionGraph, tables: &BTreeSet<String>) -> Vec<String> {
-    let mut present = BTreeSet::new();
-    let mut matches = Vec::new();
-    for migration in graph.migrations() {
-        for statement in migration.statements(Direction::Up) {
-            let words: Vec<String> = statement
-                .sql
-                .lines()
-                .filter(|l| !l.trim_start().starts_with("--"))
-                .flat_map(|l| l.split_whitespace())
-                .take(6)
-                .map(|w| {
-                    w.trim_matches(|c| c == '"' || c == '(' || c == ';')
-                        .to_lowercase()
-                })
-                .collect();
-            let words: Vec<&str> = words.iter().map(String::as_str).collect();
-            match words.as_slice() {
-                ["create", "table", "if", "not", "exists", name, ..]
-                | ["create", "table", name, ..] => {
-                    present.insert(name.to_string());
-                }
-                ["drop", "table", "if", "exists", name, ..] | ["drop", "table", name, ..] => {
-                    present.remove(*name);
-                }
-                _ => {}
-            }
-        }
-        if &present == tables {
-            matches.push(migration.revision.clone());
-        }
-    }
-    matches
-}
 
 /// The outcome of comparing a live schema with every revision's schema.
 #[derive(Debug)]
@@ -59,19 +20,14 @@ pub fn detect_revision(
     let cluster = crate::cluster::TempCluster::start()?;
     cluster.create_database("detect", None)?;
     let mut client = cluster.client("detect")?;
-    let dir = std::path::Path::new("migrations");
     let mut best: Option<(usize, String, String)> = None;
     let base = crate::snapshot::SchemaSnapshot::capture(&mut client)?;
     if &base == live {
         return Ok(Detection::Exact("base".into()));
     }
     for migration in graph.migrations() {
-        let mut migrator = crate::runner::Migrator::new(
-            &mut client,
-            graph,
-            dir,
-            crate::runner::RunOptions::default(),
-        );
+        let mut migrator =
+            crate::runner::Migrator::new(&mut client, graph, crate::runner::RunOptions::default());
         migrator.upgrade(&migration.revision)?;
         drop(migrator);
         let snapshot = crate::snapshot::SchemaSnapshot::capture(&mut client)?;

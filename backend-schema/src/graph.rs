@@ -4,13 +4,16 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fmt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use crate::migration::{Direction, Migration, METADATA_FILE};
 use crate::source::{parse_source, read_source, SourceError, SourceProblem};
 
 #[derive(Debug, Clone)]
 pub struct RevisionGraph {
+    /// The migrations directory: error messages name it, and every `Migration::dir` is
+    /// inside it.
+    dir: PathBuf,
     /// In topological order: every parent before its children.
     migrations: Vec<Migration>,
     index: HashMap<String, usize>,
@@ -41,7 +44,7 @@ pub enum TargetError {
     OutOfRange { target: String, end: &'static str },
     #[error("malformed relative target '{target}'; use +N, -N or REV+N / REV-N")]
     Malformed { target: String },
-    #[error("revision {revision} is not applied (database at {}); `downgrade` only goes back to applied revisions, use `upgrade` to go forward", current_display(current))]
+    #[error("revision {revision} is not applied (database at {}); `downgrade` only goes back to applied revisions, use `upgrade` to go forward", heads_text(current))]
     NotApplied {
         revision: String,
         current: Vec<String>,
@@ -52,11 +55,12 @@ pub enum TargetError {
     NotAnUpgrade { target: String },
 }
 
-fn current_display(current: &[String]) -> String {
-    if current.is_empty() {
+/// Heads as Alembic shows them: `base` when there are none.
+pub fn heads_text(heads: &[String]) -> String {
+    if heads.is_empty() {
         "base".into()
     } else {
-        current.join(", ")
+        heads.join(", ")
     }
 }
 
@@ -73,11 +77,15 @@ impl RevisionGraph {
     /// Loads and checks every migration under `dir`.
     pub fn load(dir: &Path) -> Result<RevisionGraph, SourceError> {
         let tree = read_source(dir)?;
-        RevisionGraph::new(parse_source(&tree)?)
+        RevisionGraph::new(dir, parse_source(&tree)?)
     }
 
-    /// Checks the graph: duplicate revision IDs, missing parents, cycles.
-    pub fn new(migrations: Vec<Migration>) -> Result<RevisionGraph, SourceError> {
+    /// Checks the graph of the migrations read from `dir`: duplicate revision IDs,
+    /// missing parents, cycles.
+    pub fn new(
+        dir: impl Into<PathBuf>,
+        migrations: Vec<Migration>,
+    ) -> Result<RevisionGraph, SourceError> {
         let mut problems = Vec::new();
         let mut by_revision: BTreeMap<&str, Vec<&Migration>> = BTreeMap::new();
         for migration in &migrations {
@@ -120,40 +128,40 @@ impl RevisionGraph {
             return Err(SourceError { problems });
         }
 
-        // Kahn's algorithm; ties broken by directory name so the order is stable.
-        let index: HashMap<String, usize> = migrations
+        // Kahn's algorithm over revision IDs; ties broken by directory name so the order
+        // is stable. The index and children are built once, on the sorted order.
+        let mut pending_parents: HashMap<&str, usize> = migrations
             .iter()
-            .enumerate()
-            .map(|(i, m)| (m.revision.clone(), i))
+            .map(|m| (m.revision.as_str(), m.parents.len()))
             .collect();
-        let mut pending_parents: Vec<usize> = migrations.iter().map(|m| m.parents.len()).collect();
-        let mut children: Vec<Vec<usize>> = vec![Vec::new(); migrations.len()];
-        for (i, m) in migrations.iter().enumerate() {
+        let mut children_of: HashMap<&str, Vec<&Migration>> = HashMap::new();
+        for m in &migrations {
             for parent in &m.parents {
-                children[index[parent]].push(i);
+                children_of.entry(parent.as_str()).or_default().push(m);
             }
         }
-        let mut ready: BTreeSet<(std::path::PathBuf, usize)> = migrations
+        let mut ready: BTreeSet<(&Path, &str)> = migrations
             .iter()
-            .enumerate()
-            .filter(|(i, _)| pending_parents[*i] == 0)
-            .map(|(i, m)| (m.dir.clone(), i))
+            .filter(|m| m.parents.is_empty())
+            .map(|m| (m.dir.as_path(), m.revision.as_str()))
             .collect();
-        let mut order = Vec::new();
-        while let Some(first) = ready.pop_first() {
-            let i = first.1;
-            order.push(i);
-            for &child in &children[i] {
-                pending_parents[child] -= 1;
-                if pending_parents[child] == 0 {
-                    ready.insert((migrations[child].dir.clone(), child));
+        let mut order: HashMap<&str, usize> = HashMap::new();
+        while let Some((_, revision)) = ready.pop_first() {
+            order.insert(revision, order.len());
+            for child in children_of.get(revision).into_iter().flatten() {
+                let pending = pending_parents
+                    .get_mut(child.revision.as_str())
+                    .expect("every revision counted");
+                *pending -= 1;
+                if *pending == 0 {
+                    ready.insert((child.dir.as_path(), child.revision.as_str()));
                 }
             }
         }
         if order.len() < migrations.len() {
-            let in_cycle: Vec<&Migration> = (0..migrations.len())
-                .filter(|i| !order.contains(i))
-                .map(|i| &migrations[i])
+            let in_cycle: Vec<&Migration> = migrations
+                .iter()
+                .filter(|m| !order.contains_key(m.revision.as_str()))
                 .collect();
             let names: Vec<&str> = in_cycle.iter().map(|m| m.revision.as_str()).collect();
             return Err(SourceError {
@@ -167,10 +175,17 @@ impl RevisionGraph {
             });
         }
 
-        let mut slots: Vec<Option<Migration>> = migrations.into_iter().map(Some).collect();
-        let migrations: Vec<Migration> = order
+        let position: Vec<usize> = migrations
             .iter()
-            .map(|&i| slots[i].take().expect("each once"))
+            .map(|m| order[m.revision.as_str()])
+            .collect();
+        let mut slots: Vec<Option<Migration>> = vec![None; migrations.len()];
+        for (migration, at) in migrations.into_iter().zip(position) {
+            slots[at] = Some(migration);
+        }
+        let migrations: Vec<Migration> = slots
+            .into_iter()
+            .map(|m| m.expect("each position once"))
             .collect();
         let index: HashMap<String, usize> = migrations
             .iter()
@@ -184,10 +199,16 @@ impl RevisionGraph {
             }
         }
         Ok(RevisionGraph {
+            dir: dir.into(),
             migrations,
             index,
             children,
         })
+    }
+
+    /// The migrations directory the graph was read from.
+    pub fn dir(&self) -> &Path {
+        &self.dir
     }
 
     /// Every migration, parents before children.

@@ -2,7 +2,12 @@
 //! and our side table `alembic_version_history` (checksums, timings, status), which
 //! Alembic ignores.
 
+use std::fmt;
+
+use postgres::types::{FromSql, Type};
 use postgres::GenericClient;
+
+use crate::migration::Direction;
 
 pub const VERSION_TABLE: &str = "alembic_version";
 pub const HISTORY_TABLE: &str = "alembic_version_history";
@@ -143,13 +148,118 @@ pub enum ApplyError {
     Race(VersionRace),
 }
 
+/// What a side-table row records: the `operation` column.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Operation {
+    Upgrade,
+    Downgrade,
+    Stamp,
+    Rehash,
+}
+
+impl Operation {
+    /// The operation that runs a migration in `direction`.
+    pub fn of(direction: Direction) -> Operation {
+        match direction {
+            Direction::Up => Operation::Upgrade,
+            Direction::Down => Operation::Downgrade,
+        }
+    }
+
+    /// The column's value (its CHECK constraint lists the same words).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Operation::Upgrade => "upgrade",
+            Operation::Downgrade => "downgrade",
+            Operation::Stamp => "stamp",
+            Operation::Rehash => "rehash",
+        }
+    }
+}
+
+/// How far a side-table row got: the `status` column.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Status {
+    Completed,
+    /// A non-transactional migration's marker, committed before its first statement.
+    InProgress,
+    Failed,
+}
+
+impl Status {
+    /// The column's value (its CHECK constraint lists the same words).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Status::Completed => "completed",
+            Status::InProgress => "in_progress",
+            Status::Failed => "failed",
+        }
+    }
+}
+
+impl fmt::Display for Operation {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl fmt::Display for Status {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A column value outside the CHECK constraint's list (a table someone else altered).
+#[derive(Debug, thiserror::Error)]
+#[error("alembic_version_history holds an unknown value `{0}`")]
+struct UnknownValue(String);
+
+impl<'a> FromSql<'a> for Operation {
+    fn from_sql(
+        ty: &Type,
+        raw: &'a [u8],
+    ) -> Result<Self, Box<dyn std::error::Error + Sync + Send>> {
+        let text = <&str as FromSql>::from_sql(ty, raw)?;
+        [
+            Operation::Upgrade,
+            Operation::Downgrade,
+            Operation::Stamp,
+            Operation::Rehash,
+        ]
+        .into_iter()
+        .find(|o| o.as_str() == text)
+        .ok_or_else(|| UnknownValue(text.into()).into())
+    }
+
+    fn accepts(ty: &Type) -> bool {
+        <&str as FromSql>::accepts(ty)
+    }
+}
+
+impl<'a> FromSql<'a> for Status {
+    fn from_sql(
+        ty: &Type,
+        raw: &'a [u8],
+    ) -> Result<Self, Box<dyn std::error::Error + Sync + Send>> {
+        let text = <&str as FromSql>::from_sql(ty, raw)?;
+        [Status::Completed, Status::InProgress, Status::Failed]
+            .into_iter()
+            .find(|s| s.as_str() == text)
+            .ok_or_else(|| UnknownValue(text.into()).into())
+    }
+
+    fn accepts(ty: &Type) -> bool {
+        <&str as FromSql>::accepts(ty)
+    }
+}
+
 /// What the side table knows about one revision.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HistoryRecord {
     pub revision: String,
-    pub operation: String,
+    pub operation: Operation,
     pub checksum: Option<String>,
-    pub status: String,
+    pub status: Status,
     pub started_at: String,
     pub duration_ms: Option<i64>,
     pub tool_version: String,
@@ -186,11 +296,13 @@ pub fn latest_records(
         .collect())
 }
 
+/// A side-table row to write.
+#[derive(Debug, Clone)]
 pub struct NewRecord<'a> {
     pub revision: &'a str,
-    pub operation: &'a str,
+    pub operation: Operation,
     pub checksum: Option<&'a str>,
-    pub status: &'a str,
+    pub status: Status,
     pub duration_ms: Option<i64>,
     pub tool_version: &'a str,
     pub error: Option<&'a str>,
@@ -203,21 +315,40 @@ pub fn record(
     let row = client.query_one(
         "INSERT INTO alembic_version_history (revision, operation, checksum, status, duration_ms, tool_version, error)
          VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING id",
-        &[&new.revision, &new.operation, &new.checksum, &new.status, &new.duration_ms, &new.tool_version, &new.error],
+        &[&new.revision, &new.operation.as_str(), &new.checksum, &new.status.as_str(), &new.duration_ms, &new.tool_version, &new.error],
     )?;
     Ok(row.get(0))
+}
+
+impl NewRecord<'_> {
+    /// The row as a literal INSERT, for `--sql` scripts (no duration: nothing is timed).
+    pub fn to_sql(&self) -> String {
+        let checksum = self.checksum.map_or_else(|| "NULL".to_string(), literal);
+        format!(
+            "INSERT INTO alembic_version_history (revision, operation, checksum, status, tool_version) VALUES ({}, {}, {checksum}, {}, {});",
+            literal(self.revision),
+            literal(self.operation.as_str()),
+            literal(self.status.as_str()),
+            literal(self.tool_version),
+        )
+    }
+}
+
+/// A SQL string literal.
+fn literal(text: &str) -> String {
+    format!("'{}'", text.replace('\'', "''"))
 }
 
 pub fn finish_record(
     client: &mut impl GenericClient,
     id: i64,
-    status: &str,
+    status: Status,
     duration_ms: i64,
     error: Option<&str>,
 ) -> Result<(), postgres::Error> {
     client.execute(
         "UPDATE alembic_version_history SET status = $2, duration_ms = $3, error = $4 WHERE id = $1",
-        &[&id, &status, &duration_ms, &error],
+        &[&id, &status.as_str(), &duration_ms, &error],
     )?;
     Ok(())
 }

@@ -13,7 +13,7 @@ use crate::support::{filter, filtered_snapshot, root, xtask};
 fn the_chain_verifies_with_a_schema_snapshot_per_revision() {
     let dir = root().join("migrations");
     let graph = RevisionGraph::load(&dir).unwrap();
-    let report = backend_schema::verify::verify(&graph, &dir, &mut |_: &str| {}).unwrap();
+    let report = backend_schema::verify::verify(&graph, &mut |_: &str| {}).unwrap();
     assert!(report.passed(), "verify failed: {report:#?}");
     assert_eq!(report.revisions.len(), 7);
     for rev in &report.revisions {

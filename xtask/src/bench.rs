@@ -56,8 +56,8 @@ impl Bench {
         let psql = cluster.binaries().tool("psql");
         let mut psql_times = Vec::new();
         let mut upgrade_times = Vec::new();
-        let migrations = sh.current_dir().join("migrations");
-        let graph = crate::migrate::load_graph(&migrations)?;
+        let graph = self.source.load(sh)?;
+        let migrations = graph.dir();
         let mut sql = String::new();
         for migration in graph.migrations() {
             sql.push_str(&migration.up);
@@ -81,10 +81,13 @@ impl Bench {
             .run()?;
             psql_times.push(began.elapsed());
             let began = Instant::now();
-            cmd!(sh, "{xtask} migrate upgrade head --database-url {url_b}")
-                .quiet()
-                .ignore_stderr()
-                .run()?;
+            cmd!(
+                sh,
+                "{xtask} migrate upgrade head --migrations {migrations} --database-url {url_b}"
+            )
+            .quiet()
+            .ignore_stderr()
+            .run()?;
             upgrade_times.push(began.elapsed());
         }
         let (psql_median, upgrade_median) = (median(psql_times), median(upgrade_times));
@@ -103,10 +106,13 @@ impl Bench {
         let mut current = Vec::new();
         for _ in 0..runs {
             let began = Instant::now();
-            cmd!(sh, "{xtask} migrate current --database-url {url}")
-                .quiet()
-                .ignore_stdout()
-                .run()?;
+            cmd!(
+                sh,
+                "{xtask} migrate current --migrations {migrations} --database-url {url}"
+            )
+            .quiet()
+            .ignore_stdout()
+            .run()?;
             current.push(began.elapsed());
         }
         rows.push((
@@ -119,7 +125,7 @@ impl Bench {
         let mut verify = Vec::new();
         for _ in 0..runs.min(7) {
             let began = Instant::now();
-            cmd!(sh, "{xtask} verify")
+            cmd!(sh, "{xtask} verify --migrations {migrations}")
                 .quiet()
                 .ignore_stdout()
                 .ignore_stderr()
@@ -151,7 +157,7 @@ impl Bench {
         ));
 
         if let Some(leads) = self.backup_leads {
-            rows.extend(backup_rows(sh, leads, runs.min(5))?);
+            rows.extend(backup_rows(sh, migrations, leads, runs.min(5))?);
         }
 
         println!("| measurement (median of up to {runs} runs) | time | target |");
@@ -207,6 +213,7 @@ fn generated_chain(n: usize) -> anyhow::Result<tempfile::TempDir> {
 /// Our backup and restore against the bare tools on a database of `leads` leads.
 fn backup_rows(
     sh: &Shell,
+    migrations: &std::path::Path,
     leads: u64,
     runs: usize,
 ) -> anyhow::Result<Vec<(String, Duration, &'static str)>> {
@@ -214,10 +221,13 @@ fn backup_rows(
     let cluster = TempCluster::start()?;
     cluster.create_database("source", None)?;
     let source = cluster.url("source");
-    cmd!(sh, "{xtask} migrate upgrade head --database-url {source}")
-        .quiet()
-        .ignore_stderr()
-        .run()?;
+    cmd!(
+        sh,
+        "{xtask} migrate upgrade head --migrations {migrations} --database-url {source}"
+    )
+    .quiet()
+    .ignore_stderr()
+    .run()?;
     let mut client = cluster.client("source")?;
     backend_schema::verify::seed::seed_empty_tables(&mut client)?;
     eprintln!("seeding {leads} leads and as many SMS messages...");

@@ -151,6 +151,8 @@ pub struct Restore {
 pub struct SchemaDump {
     #[command(flatten)]
     pub connect: ConnectOpts,
+    #[command(flatten)]
+    pub source: MigrationsOpts,
     #[arg(long, short, default_value = "schema.sql")]
     pub output: PathBuf,
     /// Also write an ER diagram: PATH.mmd (Mermaid), PATH.dot, and PATH.svg with Graphviz
@@ -163,6 +165,8 @@ pub struct SchemaDump {
 
 #[derive(Debug, Args)]
 pub struct Bench {
+    #[command(flatten)]
+    pub source: MigrationsOpts,
     /// Runs per measurement (the median is reported)
     #[arg(long, default_value_t = 15)]
     pub runs: usize,

@@ -9,7 +9,6 @@ mod flags;
 mod migrate;
 mod restore;
 mod schema_dump;
-mod schema_model;
 mod verify;
 
 use std::path::{Path, PathBuf};

@@ -26,9 +26,8 @@ impl SchemaDump {
                 cluster = TempCluster::start()?;
                 cluster.create_database("head", None)?;
                 let mut client = cluster.client("head")?;
-                let dir = sh.current_dir().join("migrations");
-                let graph = crate::migrate::load_graph(&dir)?;
-                Migrator::new(&mut client, &graph, &dir, RunOptions::default()).upgrade("heads")?;
+                let graph = self.source.load(sh)?;
+                Migrator::new(&mut client, &graph, RunOptions::default()).upgrade("heads")?;
                 (
                     DatabaseUrl::parse(&cluster.url("head"), "the throwaway cluster")?,
                     client,

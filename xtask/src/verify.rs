@@ -3,46 +3,21 @@
 use std::fmt::Write as _;
 
 use anyhow::{bail, Context as _};
-use backend_schema::detect::{self, Detection};
-use backend_schema::graph::RevisionGraph;
-use backend_schema::snapshot::SchemaSnapshot;
 use backend_schema::verify::VerifyReport;
 use xshell::Shell;
 
 use crate::flags::Verify;
 
-/// For `migrate stamp --detect`: the revision the live schema equals, or an error with
-/// the closest revision and the difference.
-pub(crate) fn detect_revision(
-    graph: &RevisionGraph,
-    client: &mut postgres::Client,
-) -> anyhow::Result<String> {
-    let live = SchemaSnapshot::capture(client)?;
-    eprintln!(
-        "comparing the live schema with every revision (building each in a throwaway cluster)..."
-    );
-    match detect::detect_revision(graph, &live)? {
-        Detection::Exact(revision) => {
-            eprintln!("the live schema equals revision {revision}");
-            Ok(revision)
-        }
-        Detection::Closest { revision, diff } => bail!(
-            "the live schema matches no revision; refusing to stamp. Closest is {revision}; it differs in:\n{diff}"
-        ),
-    }
-}
-
 impl Verify {
     pub(crate) fn run(self, sh: &Shell) -> anyhow::Result<()> {
-        let dir = sh.current_dir().join(&self.source.migrations);
-        let graph = crate::migrate::load_graph(&dir)?;
+        let graph = self.source.load(sh)?;
         eprintln!(
             "verifying {} migration(s) in {} on a throwaway PostgreSQL",
             graph.migrations().len(),
-            dir.display()
+            graph.dir().display()
         );
         let mut progress = |step: &str| eprintln!("  {step}");
-        let report = backend_schema::verify::verify(&graph, &dir, &mut progress)
+        let report = backend_schema::verify::verify(&graph, &mut progress)
             .context("verify could not run")?;
         if let Some(path) = &self.json {
             let json = serde_json::to_string_pretty(&report)?;

@@ -153,7 +153,6 @@ pub const DECLARED_DB: &str = "declared";
 
 pub fn build_pair(
     graph: &RevisionGraph,
-    migrations: &Path,
     schema: &[(PathBuf, String)],
 ) -> Result<SchemaPair, DeclarativeError> {
     let cluster = TempCluster::start()?;
@@ -161,7 +160,7 @@ pub fn build_pair(
     cluster.create_database(DECLARED_DB, None)?;
     let (head, head_catalog) = {
         let mut client = cluster.client(HEAD_DB)?;
-        Migrator::new(&mut client, graph, migrations, RunOptions::default()).upgrade("heads")?;
+        Migrator::new(&mut client, graph, RunOptions::default()).upgrade("heads")?;
         (
             SchemaSnapshot::capture(&mut client).map_err(DeclarativeError::Catalog)?,
             Catalog::capture(&mut client).map_err(DeclarativeError::Catalog)?,
@@ -199,7 +198,6 @@ pub enum ProofError {
 pub fn prove(
     pair: &SchemaPair,
     graph: &RevisionGraph,
-    migrations: &Path,
     new_revisions: usize,
 ) -> Result<(), ProofError> {
     let setup = |err: MigrateError| ProofError::Setup(err.into());
@@ -221,7 +219,7 @@ pub fn prove(
         };
         diff.map_or(Ok(()), |diff| Err(ProofError::Mismatch { step, diff }))
     };
-    Migrator::new(&mut client, graph, migrations, RunOptions::default())
+    Migrator::new(&mut client, graph, RunOptions::default())
         .upgrade("heads")
         .map_err(setup)?;
     expect(
@@ -230,7 +228,7 @@ pub fn prove(
         false,
         "after the upgrade the schema is not the declared one",
     )?;
-    Migrator::new(&mut client, graph, migrations, RunOptions::default())
+    Migrator::new(&mut client, graph, RunOptions::default())
         .downgrade(&format!("-{new_revisions}"), true)
         .map_err(setup)?;
     expect(
@@ -239,7 +237,7 @@ pub fn prove(
         true,
         "after the downgrade the schema is not the old head",
     )?;
-    Migrator::new(&mut client, graph, migrations, RunOptions::default())
+    Migrator::new(&mut client, graph, RunOptions::default())
         .upgrade("heads")
         .map_err(setup)?;
     expect(

@@ -21,11 +21,14 @@ fn migration(revision: &str, parents: &[&str]) -> Migration {
 }
 
 fn chain() -> RevisionGraph {
-    RevisionGraph::new(vec![
-        migration("c3", &["b2"]),
-        migration("a1", &[]),
-        migration("b2", &["a1"]),
-    ])
+    RevisionGraph::new(
+        "migrations",
+        vec![
+            migration("c3", &["b2"]),
+            migration("a1", &[]),
+            migration("b2", &["a1"]),
+        ],
+    )
     .unwrap()
 }
 
@@ -47,11 +50,14 @@ fn a_chain_is_sorted_parents_first() {
 
 #[test]
 fn duplicates_missing_parents_and_cycles_are_reported_with_paths() {
-    let err = RevisionGraph::new(vec![
-        migration("a1", &[]),
-        migration("a1", &[]),
-        migration("b2", &["zz"]),
-    ])
+    let err = RevisionGraph::new(
+        "migrations",
+        vec![
+            migration("a1", &[]),
+            migration("a1", &[]),
+            migration("b2", &["zz"]),
+        ],
+    )
     .unwrap_err()
     .to_string();
     assert!(err.contains("duplicate revision ID a1"), "{err}");
@@ -59,9 +65,12 @@ fn duplicates_missing_parents_and_cycles_are_reported_with_paths() {
         err.contains("migrations/b2_x/migration.toml: revision b2 revises zz"),
         "{err}"
     );
-    let err = RevisionGraph::new(vec![migration("a1", &["b2"]), migration("b2", &["a1"])])
-        .unwrap_err()
-        .to_string();
+    let err = RevisionGraph::new(
+        "migrations",
+        vec![migration("a1", &["b2"]), migration("b2", &["a1"])],
+    )
+    .unwrap_err()
+    .to_string();
     assert!(err.contains("part of a cycle"), "{err}");
 }
 
@@ -116,8 +125,11 @@ fn targets_resolve_like_alembic() {
 
 #[test]
 fn unknown_and_ambiguous_targets_name_the_candidates() {
-    let graph =
-        RevisionGraph::new(vec![migration("ab1", &[]), migration("ab2", &["ab1"])]).unwrap();
+    let graph = RevisionGraph::new(
+        "migrations",
+        vec![migration("ab1", &[]), migration("ab2", &["ab1"])],
+    )
+    .unwrap();
     let err = graph.upgrade_plan(&[], "ab").unwrap_err().to_string();
     assert!(err.contains("ab1, ab2"), "{err}");
     let err = graph.upgrade_plan(&[], "zz").unwrap_err().to_string();
@@ -131,12 +143,15 @@ fn unknown_and_ambiguous_targets_name_the_candidates() {
 #[test]
 fn branches_and_merges_track_every_head() {
     // a -> b1 -> m, a -> b2 -> m
-    let graph = RevisionGraph::new(vec![
-        migration("a", &[]),
-        migration("b1", &["a"]),
-        migration("b2", &["a"]),
-        migration("m", &["b1", "b2"]),
-    ])
+    let graph = RevisionGraph::new(
+        "migrations",
+        vec![
+            migration("a", &[]),
+            migration("b1", &["a"]),
+            migration("b2", &["a"]),
+            migration("m", &["b1", "b2"]),
+        ],
+    )
     .unwrap();
     let up = graph.upgrade_plan(&[], "head").unwrap();
     assert_eq!(revisions(&up), ["a", "b1", "b2", "m"]);
@@ -151,11 +166,14 @@ fn branches_and_merges_track_every_head() {
         Err(TargetError::AmbiguousStep { .. })
     ));
 
-    let two_heads = RevisionGraph::new(vec![
-        migration("a", &[]),
-        migration("b1", &["a"]),
-        migration("b2", &["a"]),
-    ])
+    let two_heads = RevisionGraph::new(
+        "migrations",
+        vec![
+            migration("a", &[]),
+            migration("b1", &["a"]),
+            migration("b2", &["a"]),
+        ],
+    )
     .unwrap();
     assert!(matches!(
         two_heads.upgrade_plan(&[], "head"),

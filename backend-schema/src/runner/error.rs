@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::graph::TargetError;
-use crate::version_table::VersionRace;
+use crate::version_table::{Status, VersionRace};
 
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -43,7 +43,7 @@ pub enum MigrateError {
     Unfinished {
         revision: String,
         path: PathBuf,
-        status: String,
+        status: Status,
         error: Option<String>,
         invalid_indexes: Vec<String>,
     },
@@ -52,7 +52,7 @@ pub enum MigrateError {
     #[error(
         "gave up waiting {:.0?} for the migration lock (--lock-wait); held by {}",
         waited,
-        holders_text(holders)
+        holders_text(holders, "an unknown session")
     )]
     LockWait {
         waited: Duration,
@@ -148,9 +148,11 @@ impl fmt::Display for LockHolder {
     }
 }
 
-pub(crate) fn holders_text(holders: &[LockHolder]) -> String {
+/// The sessions holding the migration lock, or `nobody` when none is known (the holder
+/// may have released it between the failed try and the look).
+pub fn holders_text(holders: &[LockHolder], nobody: &str) -> String {
     if holders.is_empty() {
-        return "an unknown session".into();
+        return nobody.into();
     }
     holders
         .iter()
@@ -197,7 +199,7 @@ fn data_loss_message(losses: &[Loss]) -> String {
 fn unfinished_message(
     revision: &str,
     path: &std::path::Path,
-    status: &str,
+    status: &Status,
     error: Option<&str>,
     invalid: &[String],
 ) -> String {

@@ -3,21 +3,25 @@
 //! retries, non-transactional migrations, stamps and checksums.
 
 mod error;
+mod existing;
 pub mod lock;
 mod loss;
+pub mod offline;
 
 use std::collections::BTreeSet;
-use std::path::Path;
 use std::time::{Duration, Instant};
 
 use postgres::{Client, GenericClient};
 
-pub use error::{LockHolder, Loss, MigrateError, StatementFailure};
+pub use error::{holders_text, LockHolder, Loss, MigrateError, StatementFailure};
 pub use lock::LOCK_KEY;
 
+pub use crate::graph::heads_text;
 use crate::graph::{RevisionGraph, Step, TargetError};
 use crate::migration::{Direction, Migration};
-use crate::version_table::{self as vt, ApplyError, HeadChange, HistoryRecord, NewRecord};
+use crate::version_table::{
+    self as vt, ApplyError, HeadChange, HistoryRecord, NewRecord, Operation, Status,
+};
 
 /// How a run behaves; the defaults suit production.
 #[derive(Debug, Clone)]
@@ -91,7 +95,6 @@ pub enum Integrity {
 pub struct Migrator<'a> {
     client: &'a mut Client,
     graph: &'a RevisionGraph,
-    dir: &'a Path,
     options: RunOptions,
     on_event: Box<dyn FnMut(Event<'_>) + 'a>,
 }
@@ -110,13 +113,11 @@ impl<'a> Migrator<'a> {
     pub fn new(
         client: &'a mut Client,
         graph: &'a RevisionGraph,
-        dir: &'a Path,
         options: RunOptions,
     ) -> Migrator<'a> {
         Migrator {
             client,
             graph,
-            dir,
             options,
             on_event: Box::new(|_| {}),
         }
@@ -125,10 +126,6 @@ impl<'a> Migrator<'a> {
     pub fn on_event(mut self, f: impl FnMut(Event<'_>) + 'a) -> Migrator<'a> {
         self.on_event = Box::new(f);
         self
-    }
-
-    pub fn client(&mut self) -> &mut Client {
-        self.client
     }
 
     /// The heads in `alembic_version`, checked against the migration files.
@@ -147,7 +144,7 @@ impl<'a> Migrator<'a> {
         match heads.iter().find(|h| self.graph.get(h).is_none()) {
             Some(unknown) => Err(MigrateError::UnknownRevision {
                 revision: unknown.clone(),
-                dir: self.dir.to_path_buf(),
+                dir: self.graph.dir().to_path_buf(),
                 known: self
                     .graph
                     .migrations()
@@ -181,7 +178,7 @@ impl<'a> Migrator<'a> {
     fn check_integrity(&mut self) -> Result<(), MigrateError> {
         let records =
             vt::latest_records(self.client).map_err(db("reading alembic_version_history"))?;
-        if let Some(record) = records.iter().find(|r| r.status != "completed") {
+        if let Some(record) = records.iter().find(|r| r.status != Status::Completed) {
             let invalid_indexes =
                 loss::invalid_indexes(self.client).map_err(db("listing INVALID indexes"))?;
             return Err(MigrateError::Unfinished {
@@ -190,8 +187,8 @@ impl<'a> Migrator<'a> {
                     .graph
                     .get(&record.revision)
                     .map(|m| m.dir.clone())
-                    .unwrap_or_else(|| self.dir.join(&record.revision)),
-                status: record.status.clone(),
+                    .unwrap_or_else(|| self.graph.dir().join(&record.revision)),
+                status: record.status,
                 error: record.error.clone(),
                 invalid_indexes,
             });
@@ -225,35 +222,8 @@ impl<'a> Migrator<'a> {
             m.check_integrity()?;
             vt::ensure_tables(m.client).map_err(db("creating the version tables"))?;
             m.run_steps(&plan)
-                .map_err(|err| m.explain_existing_objects(err))
+                .map_err(|err| existing::explain(m.client, m.graph, err))
         })
-    }
-
-    /// Adds advice to "already exists" failures: which revision the existing tables
-    /// match, and the `stamp` that would record it.
-    fn explain_existing_objects(&mut self, err: MigrateError) -> MigrateError {
-        let MigrateError::Statement(mut failure) = err else {
-            return err;
-        };
-        if !matches!(failure.code.as_deref(), Some("42P07" | "42710")) {
-            return MigrateError::Statement(failure);
-        }
-        let tables = crate::catalog::tables_in_current_schema(self.client).unwrap_or_default();
-        let matches = crate::detect::revisions_with_tables(self.graph, &tables);
-        failure.advice = Some(match matches.last() {
-            Some(revision) => format!(
-                "the database already holds the tables of revision {revision} ({}) without alembic_version saying so; \
-                 if it was built by hand or by another tool, compare with `cargo xtask migrate stamp --detect` and record it with \
-                 `cargo xtask migrate stamp {revision}` (never drop tables in production)",
-                tables.iter().cloned().collect::<Vec<_>>().join(", ")
-            ),
-            None => format!(
-                "the existing tables ({}) match no revision of the chain: the schema was changed outside migrations; \
-                 inspect it before stamping anything",
-                tables.iter().cloned().collect::<Vec<_>>().join(", ")
-            ),
-        });
-        MigrateError::Statement(failure)
     }
 
     /// Downgrades to `target`. Unless `allow_data_loss`, first proves (in a transaction
@@ -330,25 +300,32 @@ impl<'a> Migrator<'a> {
         step: &Step,
         migration: &Migration,
     ) -> Result<Vec<String>, MigrateError> {
+        self.retrying_lock_timeouts(&step.revision, |m| m.try_transactional(step, migration))
+    }
+
+    /// Runs `attempt_once` (one transaction under `lock_timeout`) again with backoff while it
+    /// gives up on a table lock, up to `retries` times.
+    fn retrying_lock_timeouts<T>(
+        &mut self,
+        revision: &str,
+        mut attempt_once: impl FnMut(&mut Self) -> Result<T, MigrateError>,
+    ) -> Result<T, MigrateError> {
         let mut attempt = 0;
         loop {
-            match self.try_transactional(step, migration) {
-                Err(MigrateError::Statement(failure))
-                    if failure.code.as_deref() == Some("55P03")
-                        && attempt < self.options.retries =>
-                {
+            match attempt_once(self) {
+                Err(err) if lock_timed_out(&err) && attempt < self.options.retries => {
                     attempt += 1;
                     let after = Duration::from_millis(500 * 2u64.pow(attempt - 1))
                         .min(Duration::from_secs(30));
                     (self.on_event)(Event::Retrying {
-                        revision: &step.revision,
+                        revision,
                         attempt,
                         after,
                     });
                     std::thread::sleep(after);
                 }
                 Err(MigrateError::Statement(mut failure))
-                    if failure.code.as_deref() == Some("55P03") =>
+                    if failure.code.as_deref() == Some(LOCK_NOT_AVAILABLE) =>
                 {
                     failure.advice = Some(format!(
                         "another session held a lock this migration needs for longer than lock_timeout ({:?}) on {} attempts; retry when it is quiet, or raise --lock-timeout / --retries",
@@ -393,26 +370,21 @@ impl<'a> Migrator<'a> {
             Some(existing) => held_locks(&mut tx, &existing).map_err(db("reading pg_locks"))?,
             None => Vec::new(),
         };
-        for change in vt::head_changes(&step.heads_before, &step.heads_after) {
-            apply_change(&mut tx, &change, &step.revision)?;
+        let book = bookkeeping(
+            step,
+            migration,
+            Status::Completed,
+            &self.options.tool_version,
+        );
+        for change in &book.head_changes {
+            apply_change(&mut tx, change, &step.revision)?;
         }
-        let (operation, checksum) = match step.direction {
-            Direction::Up => ("upgrade", Some(migration.checksum.as_str())),
-            Direction::Down => ("downgrade", None),
+        let record = NewRecord {
+            duration_ms: Some(started.elapsed().as_millis() as i64),
+            ..book.record
         };
-        vt::record(
-            &mut tx,
-            &NewRecord {
-                revision: &step.revision,
-                operation,
-                checksum,
-                status: "completed",
-                duration_ms: Some(started.elapsed().as_millis() as i64),
-                tool_version: &self.options.tool_version,
-                error: None,
-            },
-        )
-        .map_err(db("recording the migration in alembic_version_history"))?;
+        vt::record(&mut tx, &record)
+            .map_err(db("recording the migration in alembic_version_history"))?;
         tx.commit()
             .map_err(db(&format!("committing migration {}", step.revision)))?;
         Ok(locks)
@@ -427,23 +399,14 @@ impl<'a> Migrator<'a> {
         migration: &Migration,
     ) -> Result<(), MigrateError> {
         let started = Instant::now();
-        let (operation, checksum) = match step.direction {
-            Direction::Up => ("upgrade", Some(migration.checksum.as_str())),
-            Direction::Down => ("downgrade", None),
-        };
-        let marker = vt::record(
-            self.client,
-            &NewRecord {
-                revision: &step.revision,
-                operation,
-                checksum,
-                status: "in_progress",
-                duration_ms: None,
-                tool_version: &self.options.tool_version,
-                error: None,
-            },
-        )
-        .map_err(db("recording the in-progress marker"))?;
+        let book = bookkeeping(
+            step,
+            migration,
+            Status::InProgress,
+            &self.options.tool_version,
+        );
+        let marker = vt::record(self.client, &book.record)
+            .map_err(db("recording the in-progress marker"))?;
         set_timeouts(self.client, &self.options, false).map_err(db("setting lock_timeout"))?;
         let outcome = format!(
             "this migration runs outside a transaction: statements before this one stay applied; alembic_version still says {}, and the next run will refuse until you resolve it",
@@ -457,7 +420,7 @@ impl<'a> Migrator<'a> {
                 false => Err(MigrateError::Unfinished {
                     revision: step.revision.clone(),
                     path: migration.dir.clone(),
-                    status: "failed".into(),
+                    status: Status::Failed,
                     error: Some("INVALID indexes after the migration".into()),
                     invalid_indexes: invalid,
                 }),
@@ -471,17 +434,17 @@ impl<'a> Migrator<'a> {
             let text = err.to_string();
             // Best effort: if the connection is gone the marker stays `in_progress`,
             // which the next run treats the same way.
-            let _ = vt::finish_record(self.client, marker, "failed", elapsed, Some(&text));
+            let _ = vt::finish_record(self.client, marker, Status::Failed, elapsed, Some(&text));
             return Err(err);
         }
         let mut tx = self
             .client
             .transaction()
             .map_err(db("beginning a transaction"))?;
-        for change in vt::head_changes(&step.heads_before, &step.heads_after) {
-            apply_change(&mut tx, &change, &step.revision)?;
+        for change in &book.head_changes {
+            apply_change(&mut tx, change, &step.revision)?;
         }
-        vt::finish_record(&mut tx, marker, "completed", elapsed, None)
+        vt::finish_record(&mut tx, marker, Status::Completed, elapsed, None)
             .map_err(db("completing the marker"))?;
         tx.commit()
             .map_err(db(&format!("committing migration {}", step.revision)))
@@ -490,71 +453,74 @@ impl<'a> Migrator<'a> {
     /// Records `target` as the database's revision without running any migration.
     /// `purge` first empties `alembic_version` (also of revisions no file knows).
     pub fn stamp(&mut self, target: &str, purge: bool) -> Result<Vec<String>, MigrateError> {
-        self.with_lock(|m| {
-            let before = m.raw_heads()?;
-            if !purge {
-                m.check_known(&before)?;
-            }
-            let after = m.stamp_heads(if purge { &[] } else { &before }, target)?;
-            let applied_before: BTreeSet<String> = if purge {
-                BTreeSet::new()
-            } else {
-                m.graph
-                    .applied(&before)?
-                    .iter()
-                    .map(|mig| mig.revision.clone())
-                    .collect()
-            };
-            let applied_after: Vec<&Migration> = m.graph.applied(&after)?;
-            let records =
-                vt::latest_records(m.client).map_err(db("reading alembic_version_history"))?;
+        self.with_lock(|m| m.retrying_lock_timeouts(target, |m| m.try_stamp(target, purge)))
+    }
 
-            vt::ensure_tables(m.client).map_err(db("creating the version tables"))?;
-            let mut tx = m
-                .client
-                .transaction()
-                .map_err(db("beginning a transaction"))?;
-            if purge {
-                tx.execute("DELETE FROM alembic_version", &[])
-                    .map_err(db("purging alembic_version"))?;
-            }
-            let from = if purge { Vec::new() } else { before.clone() };
-            for change in vt::head_changes(&from, &after) {
-                apply_change(&mut tx, &change, target)?;
-            }
-            let after_set: BTreeSet<&str> = applied_after
+    fn try_stamp(&mut self, target: &str, purge: bool) -> Result<Vec<String>, MigrateError> {
+        let before = self.raw_heads()?;
+        if !purge {
+            self.check_known(&before)?;
+        }
+        let after = self.stamp_heads(if purge { &[] } else { &before }, target)?;
+        let applied_before: BTreeSet<String> = if purge {
+            BTreeSet::new()
+        } else {
+            self.graph
+                .applied(&before)?
                 .iter()
-                .map(|mig| mig.revision.as_str())
-                .collect();
-            for migration in m.graph.migrations() {
-                let rev = migration.revision.as_str();
-                let newly = after_set.contains(rev) && !applied_before.contains(rev);
-                let removed = !after_set.contains(rev) && applied_before.contains(rev);
-                let unfinished = records
-                    .iter()
-                    .any(|r| r.revision == rev && r.status != "completed");
-                if newly || removed || unfinished {
-                    let checksum = after_set
-                        .contains(rev)
-                        .then_some(migration.checksum.as_str());
-                    vt::record(
-                        &mut tx,
-                        &NewRecord {
-                            revision: rev,
-                            operation: "stamp",
-                            checksum,
-                            status: "completed",
-                            duration_ms: Some(0),
-                            tool_version: &m.options.tool_version,
-                            error: None,
-                        },
-                    )
-                    .map_err(db("recording the stamp"))?;
-                }
+                .map(|mig| mig.revision.clone())
+                .collect()
+        };
+        let applied_after: Vec<&Migration> = self.graph.applied(&after)?;
+        let records =
+            vt::latest_records(self.client).map_err(db("reading alembic_version_history"))?;
+
+        vt::ensure_tables(self.client).map_err(db("creating the version tables"))?;
+        let mut tx = self
+            .client
+            .transaction()
+            .map_err(db("beginning a transaction"))?;
+        set_timeouts(&mut tx, &self.options, true).map_err(db("setting lock_timeout"))?;
+        if purge {
+            tx.execute("DELETE FROM alembic_version", &[])
+                .map_err(db("purging alembic_version"))?;
+        }
+        let from = if purge { Vec::new() } else { before.clone() };
+        for change in vt::head_changes(&from, &after) {
+            apply_change(&mut tx, &change, target)?;
+        }
+        let after_set: BTreeSet<&str> = applied_after
+            .iter()
+            .map(|mig| mig.revision.as_str())
+            .collect();
+        for migration in self.graph.migrations() {
+            let rev = migration.revision.as_str();
+            let newly = after_set.contains(rev) && !applied_before.contains(rev);
+            let removed = !after_set.contains(rev) && applied_before.contains(rev);
+            let unfinished = records
+                .iter()
+                .any(|r| r.revision == rev && r.status != Status::Completed);
+            if newly || removed || unfinished {
+                let checksum = after_set
+                    .contains(rev)
+                    .then_some(migration.checksum.as_str());
+                vt::record(
+                    &mut tx,
+                    &NewRecord {
+                        revision: rev,
+                        operation: Operation::Stamp,
+                        checksum,
+                        status: Status::Completed,
+                        duration_ms: Some(0),
+                        tool_version: &self.options.tool_version,
+                        error: None,
+                    },
+                )
+                .map_err(db("recording the stamp"))?;
             }
-            tx.commit().map_err(db("committing the stamp"))?;
-            Ok(after)
-        })
+        }
+        tx.commit().map_err(db("committing the stamp"))?;
+        Ok(after)
     }
 
     fn stamp_heads(&self, before: &[String], target: &str) -> Result<Vec<String>, MigrateError> {
@@ -622,19 +588,27 @@ impl<'a> Migrator<'a> {
                 .find(|r| r.revision == migration.revision)
                 .and_then(|r| r.checksum.clone());
             vt::ensure_tables(m.client).map_err(db("creating the version tables"))?;
-            vt::record(
-                m.client,
-                &NewRecord {
-                    revision: &migration.revision,
-                    operation: "rehash",
-                    checksum: Some(&migration.checksum),
-                    status: "completed",
-                    duration_ms: Some(0),
-                    tool_version: &m.options.tool_version,
-                    error: None,
-                },
-            )
-            .map_err(db("recording the new checksum"))?;
+            m.retrying_lock_timeouts(&migration.revision, |m| {
+                let mut tx = m
+                    .client
+                    .transaction()
+                    .map_err(db("beginning a transaction"))?;
+                set_timeouts(&mut tx, &m.options, true).map_err(db("setting lock_timeout"))?;
+                vt::record(
+                    &mut tx,
+                    &NewRecord {
+                        revision: &migration.revision,
+                        operation: Operation::Rehash,
+                        checksum: Some(&migration.checksum),
+                        status: Status::Completed,
+                        duration_ms: Some(0),
+                        tool_version: &m.options.tool_version,
+                        error: None,
+                    },
+                )
+                .map_err(db("recording the new checksum"))?;
+                tx.commit().map_err(db("committing the new checksum"))
+            })?;
             Ok((migration.checksum.clone(), old))
         })
     }
@@ -665,11 +639,39 @@ impl<'a> Migrator<'a> {
     }
 }
 
+/// What a step writes besides its own SQL, the same live and in `--sql` scripts: how
+/// `alembic_version` moves, and the side-table row (its duration is the caller's).
+pub(crate) struct Bookkeeping<'a> {
+    pub head_changes: Vec<HeadChange>,
+    pub record: NewRecord<'a>,
+}
+
+pub(crate) fn bookkeeping<'a>(
+    step: &'a Step,
+    migration: &'a Migration,
+    status: Status,
+    tool_version: &'a str,
+) -> Bookkeeping<'a> {
+    Bookkeeping {
+        head_changes: vt::head_changes(&step.heads_before, &step.heads_after),
+        record: NewRecord {
+            revision: &step.revision,
+            operation: Operation::of(step.direction),
+            // Only an applied revision has a file to compare later; a downgrade records none.
+            checksum: (step.direction == Direction::Up).then_some(migration.checksum.as_str()),
+            status,
+            duration_ms: None,
+            tool_version,
+            error: None,
+        },
+    }
+}
+
 fn integrity_of(migration: &Migration, record: Option<&HistoryRecord>) -> Integrity {
     let Some(record) = record else {
         return Integrity::NoRecord;
     };
-    if record.status != "completed" {
+    if record.status != Status::Completed {
         return Integrity::Unfinished(record.clone());
     }
     match &record.checksum {
@@ -730,6 +732,23 @@ fn watch_for_a_vanished_client(client: &mut Client) -> Result<(), postgres::Erro
     Ok(())
 }
 
+/// SQLSTATE 55P03: `lock_timeout` ran out waiting for a lock.
+const LOCK_NOT_AVAILABLE: &str = "55P03";
+
+/// Whether `err` is a statement (of a migration or of our bookkeeping) that gave up
+/// waiting for a lock.
+fn lock_timed_out(err: &MigrateError) -> bool {
+    match err {
+        MigrateError::Statement(failure) => failure.code.as_deref() == Some(LOCK_NOT_AVAILABLE),
+        MigrateError::Db { source, .. } => {
+            source.code() == Some(&postgres::error::SqlState::LOCK_NOT_AVAILABLE)
+        }
+        _ => false,
+    }
+}
+
+/// Sets `lock_timeout` and `statement_timeout` (when given) for the transaction
+/// (`local`) or the session.
 fn set_timeouts(
     client: &mut impl GenericClient,
     options: &RunOptions,
@@ -825,12 +844,21 @@ fn apply_change(
     })
 }
 
-/// Heads as Alembic shows them: `base` when there are none.
-pub fn heads_text(heads: &[String]) -> String {
-    if heads.is_empty() {
-        "base".into()
-    } else {
-        heads.join(", ")
+/// Alembic's line for a step: `Running upgrade a1b2 -> b2c3, A/B test tables`.
+pub fn running_line(step: &Step, migration: &Migration) -> String {
+    match step.direction {
+        Direction::Up => format!(
+            "Running upgrade {} -> {}, {}",
+            migration.parents.join(", "),
+            migration.revision,
+            migration.message
+        ),
+        Direction::Down => format!(
+            "Running downgrade {} -> {}, {}",
+            migration.revision,
+            migration.parents.join(", "),
+            migration.message
+        ),
     }
 }
 

@@ -9,7 +9,6 @@ pub mod isolation;
 pub mod seed;
 
 use std::collections::BTreeMap;
-use std::path::Path;
 use std::time::Instant;
 
 use postgres::Client;
@@ -82,11 +81,7 @@ pub enum VerifyError {
 }
 
 /// Runs every check of `graph` on a new throwaway cluster.
-pub fn verify(
-    graph: &RevisionGraph,
-    dir: &Path,
-    progress: Progress<'_>,
-) -> Result<VerifyReport, VerifyError> {
+pub fn verify(graph: &RevisionGraph, progress: Progress<'_>) -> Result<VerifyReport, VerifyError> {
     let started = Instant::now();
     let cluster = TempCluster::start()?;
     let mut report = VerifyReport {
@@ -115,11 +110,11 @@ pub fn verify(
     cluster.create_database("verify_chain", None)?;
 
     // base -> head -> base in one go runs on the second core while the stairway runs.
-    let chain_url = cluster.client("verify_chain")?;
+    let chain_client = cluster.client("verify_chain")?;
     let chain = std::thread::scope(|scope| {
-        let chain = scope.spawn(|| one_go(graph, dir, chain_url));
+        let chain = scope.spawn(|| one_go(graph, chain_client));
         let mut client = cluster.client("verify_stairway")?;
-        stairway(graph, dir, &mut client, &mut report, progress)?;
+        stairway(graph, &mut client, &mut report, progress)?;
         Ok::<_, VerifyError>(chain.join().expect("the one-go thread does not panic"))
     })?;
     let (head_snapshot, teardown) = chain?;
@@ -138,7 +133,7 @@ pub fn verify(
             .failures
             .push(format!("head -> base left objects behind:\n{left}"));
     }
-    merges(graph, dir, &cluster, &mut report, progress)?;
+    merges(graph, &cluster, &mut report, progress)?;
     report.total_ms = started.elapsed().as_millis() as u64;
     Ok(report)
 }
@@ -152,7 +147,6 @@ fn options() -> RunOptions {
 
 fn stairway(
     graph: &RevisionGraph,
-    dir: &Path,
     client: &mut Client,
     report: &mut VerifyReport,
     progress: Progress<'_>,
@@ -170,7 +164,7 @@ fn stairway(
         let before_data = TableData::capture(client)?;
 
         progress(&format!("{revision} up"));
-        let up = run(client, graph, dir, |m| m.upgrade(&revision));
+        let up = run(client, graph, |m| m.upgrade(&revision));
         let up = match up {
             Ok(up) => up,
             Err(err) => {
@@ -208,7 +202,7 @@ fn stairway(
         let seeded = TableData::capture(client)?;
 
         progress(&format!("{revision} down"));
-        match run(client, graph, dir, |m| m.unapply(&revision)) {
+        match run(client, graph, |m| m.unapply(&revision)) {
             Ok(down) => {
                 rev.down_ms = total_ms(&down);
                 rev.locks_down = down.iter().flat_map(|s| s.locks.clone()).collect();
@@ -241,7 +235,7 @@ fn stairway(
         }
 
         progress(&format!("{revision} up again"));
-        if let Err(err) = run(client, graph, dir, |m| m.upgrade(&revision)) {
+        if let Err(err) = run(client, graph, |m| m.upgrade(&revision)) {
             rev.error = Some(format!("upgrading again after the downgrade failed: {err}"));
             report.revisions.push(rev);
             return Ok(());
@@ -264,17 +258,16 @@ fn stairway(
 /// base -> head, then head -> base: the head's schema, and what the teardown left.
 fn one_go(
     graph: &RevisionGraph,
-    dir: &Path,
     mut client: Client,
 ) -> Result<(SchemaSnapshot, Option<String>), VerifyError> {
-    if let Err(err) = run(&mut client, graph, dir, |m| m.upgrade("heads")) {
+    if let Err(err) = run(&mut client, graph, |m| m.upgrade("heads")) {
         return Ok((
             SchemaSnapshot::default(),
             Some(format!("base -> head failed: {err}")),
         ));
     }
     let head = SchemaSnapshot::capture(&mut client)?;
-    if let Err(err) = run(&mut client, graph, dir, |m| m.downgrade("base", true)) {
+    if let Err(err) = run(&mut client, graph, |m| m.downgrade("base", true)) {
         return Ok((head, Some(format!("head -> base failed: {err}"))));
     }
     let left = SchemaSnapshot::capture(&mut client)?;
@@ -289,7 +282,6 @@ const MERGE_ORDERS: usize = 12;
 /// converge.
 fn merges(
     graph: &RevisionGraph,
-    dir: &Path,
     cluster: &TempCluster,
     report: &mut VerifyReport,
     progress: Progress<'_>,
@@ -306,7 +298,7 @@ fn merges(
         cluster.create_database(&name, None)?;
         let mut client = cluster.client(&name)?;
         for revision in order {
-            if let Err(err) = run(&mut client, graph, dir, |m| m.upgrade(revision)) {
+            if let Err(err) = run(&mut client, graph, |m| m.upgrade(revision)) {
                 report.failures.push(format!(
                     "applying in the order {} failed: {err}",
                     order.join(" -> ")
@@ -362,10 +354,9 @@ fn topological_orders(graph: &RevisionGraph, limit: usize) -> Vec<Vec<String>> {
 fn run(
     client: &mut Client,
     graph: &RevisionGraph,
-    dir: &Path,
     f: impl FnOnce(&mut Migrator<'_>) -> Result<Vec<StepReport>, crate::runner::MigrateError>,
 ) -> Result<Vec<StepReport>, String> {
-    let mut migrator = Migrator::new(client, graph, dir, options());
+    let mut migrator = Migrator::new(client, graph, options());
     f(&mut migrator).map_err(|e| e.to_string())
 }
 

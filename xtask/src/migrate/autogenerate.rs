@@ -1,16 +1,17 @@
 //! `migrate check` and `migrate revision --autogenerate`: the migration chain against the
-//! declarative schema in `backend-schema/schema/`.
+//! declarative schema in `backend-schema/schema/`, and the migration that closes the gap.
 
 use std::path::Path;
 
 use anyhow::{bail, Context as _};
 use backend_schema::declarative::{self, plan};
+use backend_schema::source::{write_migration, NewMigration};
 use backend_schema::RevisionGraph;
 
 /// Fails, with the catalog difference and the SQL that would close it, when the
 /// chain's head and the declarative schema differ.
-pub(crate) fn check(graph: &RevisionGraph, migrations: &Path, schema: &Path) -> anyhow::Result<()> {
-    let pair = build_pair(graph, migrations, schema)?;
+pub(super) fn check(graph: &RevisionGraph, schema: &Path) -> anyhow::Result<()> {
+    let pair = build_pair(graph, schema)?;
     let Some(diff) = pair.head.diff(&pair.declared) else {
         eprintln!(
             "the declarative schema matches the migrations' head ({})",
@@ -36,15 +37,14 @@ pub(crate) fn check(graph: &RevisionGraph, migrations: &Path, schema: &Path) -> 
 
 /// Writes the migration from head to the declarative schema and proves it both ways;
 /// writes nothing when there is no difference, or when the proof fails.
-pub(crate) fn autogenerate(
+pub(super) fn autogenerate(
     graph: &RevisionGraph,
-    migrations: &Path,
     schema: &Path,
     parents: &[String],
     message: &str,
     allow_drop: bool,
 ) -> anyhow::Result<()> {
-    let pair = build_pair(graph, migrations, schema)?;
+    let pair = build_pair(graph, schema)?;
     let up = plan::plan(&pair.head_catalog, &pair.declared_catalog)
         .with_context(|| format!("cannot write a migration to {}", schema.display()))?;
     if up.is_empty() {
@@ -86,12 +86,14 @@ pub(crate) fn autogenerate(
     let mut parent = parents.to_vec();
     for (up, down, message) in &parts {
         let transactional = up.transactional() && down.transactional();
-        let written_now = crate::migrate::write_revision_with(
-            migrations,
-            &parent,
-            message,
-            transactional,
-            Some((&up.to_sql(), &down.to_sql())),
+        let written_now = write_migration(
+            graph.dir(),
+            &NewMigration {
+                parents: &parent,
+                message,
+                transactional,
+                sql: Some((&up.to_sql(), &down.to_sql())),
+            },
         );
         let (path, revision) = match written_now {
             Ok(done) => done,
@@ -99,7 +101,7 @@ pub(crate) fn autogenerate(
                 for (path, _, _) in &written {
                     let _ = std::fs::remove_dir_all(path);
                 }
-                return Err(err);
+                return Err(err.into());
             }
         };
         parent = vec![revision.clone()];
@@ -110,16 +112,9 @@ pub(crate) fn autogenerate(
         "proving {}: upgrade, downgrade, upgrade on a copy of head...",
         revisions.join(" + ")
     );
-    let proof = RevisionGraph::load(migrations)
+    let proof = RevisionGraph::load(graph.dir())
         .map_err(anyhow::Error::from)
-        .and_then(|graph| {
-            Ok(declarative::prove(
-                &pair,
-                &graph,
-                migrations,
-                written.len(),
-            )?)
-        });
+        .and_then(|graph| Ok(declarative::prove(&pair, &graph, written.len())?));
     if let Err(err) = proof {
         for (path, _, _) in &written {
             let _ = std::fs::remove_dir_all(path);
@@ -150,17 +145,13 @@ pub(crate) fn autogenerate(
     Ok(())
 }
 
-fn build_pair(
-    graph: &RevisionGraph,
-    migrations: &Path,
-    schema: &Path,
-) -> anyhow::Result<declarative::SchemaPair> {
+fn build_pair(graph: &RevisionGraph, schema: &Path) -> anyhow::Result<declarative::SchemaPair> {
     let files = declarative::read_schema(schema)?;
     eprintln!(
         "building the migrations' head and {} in a throwaway cluster...",
         schema.display()
     );
-    declarative::build_pair(graph, migrations, &files).with_context(|| {
+    declarative::build_pair(graph, &files).with_context(|| {
         format!(
             "cannot build the declarative schema in {}",
             schema.display()

@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use crate::migration::{
     checksum, normalise_text, Migration, DOWN_FILE, MAX_REVISION_LEN, METADATA_FILE, UP_FILE,
@@ -68,17 +68,23 @@ impl fmt::Display for SourceError {
     }
 }
 
-#[derive(Debug, Deserialize)]
+mod write;
+
+pub use write::{write_migration, NewMigration, WriteError};
+
+/// `migration.toml`, read by [`parse_source`] and written by [`write_migration`].
+#[derive(Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 struct Metadata {
     revision: String,
     #[serde(default)]
     revises: Vec<String>,
     message: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
     create_date: Option<String>,
     #[serde(default = "default_true")]
     transactional: bool,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     branch_labels: Vec<String>,
 }
 
@@ -202,7 +208,7 @@ fn parse_dir(
             let at = line.map(|l| format!(" (line {l})")).unwrap_or_default();
             problems.push(problem(
                 METADATA_FILE,
-                format!("unreadable metadata{at}: {message}; expected revision, revises, message, create_date, transactional"),
+                format!("unreadable metadata{at}: {message}; expected revision, revises, message, create_date, transactional, branch_labels"),
             ));
             None
         }
@@ -247,18 +253,9 @@ fn parse_dir(
             up,
             down,
         }),
+        // Each file that did not parse pushed its problem, so the list is never empty here.
         _ => Err(problems),
     }
-    .map_err(|problems: Vec<SourceProblem>| {
-        if problems.is_empty() {
-            vec![SourceProblem {
-                path: dir.to_path_buf(),
-                message: "invalid migration".into(),
-            }]
-        } else {
-            problems
-        }
-    })
 }
 
 #[cfg(test)]
