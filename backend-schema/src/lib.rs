@@ -5,6 +5,7 @@
 
 pub mod catalog;
 pub mod cluster;
+pub mod connection;
 pub mod database_url;
 
 pub use cluster::{ClusterError, PgBinaries, TempCluster};
@@ -20,6 +21,7 @@ pub mod snapshot;
 pub mod source;
 pub mod sql;
 pub mod sql_split;
+pub mod synthetic;
 pub mod text;
 pub mod tls;
 pub mod verify;
@@ -39,3 +41,6 @@ pub fn parse_duration(text: &str) -> Result<std::time::Duration, String> {
 pub fn utc_timestamp() -> String {
     humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string()
 }
+
+/// A connection to a database, as [`connection::Target::connect`] returns it.
+pub use postgres::Client;

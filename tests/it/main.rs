@@ -2,6 +2,7 @@
 //! real `xtask` binary. One binary, one module per area.
 
 mod alembic_interop;
+mod architecture;
 mod autogenerate;
 mod backup;
 mod bad_input;

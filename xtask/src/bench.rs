@@ -20,7 +20,7 @@ impl Bench {
         for _ in 0..runs {
             let began = Instant::now();
             let cluster = TempCluster::start()?;
-            cluster.client("postgres")?.query_one("SELECT 1", &[])?;
+            cluster.ping("postgres")?;
             start.push(began.elapsed());
             let began = Instant::now();
             cluster.stop()?;
@@ -40,7 +40,7 @@ impl Bench {
             std::env::set_var("BACKEND_SCHEMA_CACHE_DIR", cache.path());
             let began = Instant::now();
             let cluster = TempCluster::start()?;
-            cluster.client("postgres")?.query_one("SELECT 1", &[])?;
+            cluster.ping("postgres")?;
             cold.push(began.elapsed());
             cluster.stop()?;
             std::env::remove_var("BACKEND_SCHEMA_CACHE_DIR");
@@ -172,41 +172,10 @@ impl Bench {
     }
 }
 
-/// A linear chain of `n` small migrations (a table, then columns, indexes and a
-/// policy-free tenant table by turns), to show `verify` scales with the chain.
+/// A generated chain of `n` small migrations in a temp dir.
 fn generated_chain(n: usize) -> anyhow::Result<tempfile::TempDir> {
     let dir = tempfile::tempdir()?;
-    let mut parent: Option<String> = None;
-    for i in 0..n {
-        let revision = format!("{:012x}", 0xbe_0000_0000u64 + i as u64);
-        let (up, down) = match i % 3 {
-            0 => (
-                format!("CREATE TABLE t{i} (id bigint PRIMARY KEY, tenant_id uuid NOT NULL, name text NOT NULL DEFAULT '');\n"),
-                format!("DROP TABLE t{i};\n"),
-            ),
-            1 => (
-                format!("ALTER TABLE t{} ADD COLUMN c{i} integer NOT NULL DEFAULT 0;\n", i - 1),
-                format!("ALTER TABLE t{} DROP COLUMN c{i};\n", i - 1),
-            ),
-            _ => (
-                format!("CREATE INDEX ix{i} ON t{} (tenant_id, name);\n", i - 2),
-                format!("DROP INDEX ix{i};\n"),
-            ),
-        };
-        let folder = dir.path().join(format!("{revision}_step_{i}"));
-        std::fs::create_dir(&folder)?;
-        let revises = parent
-            .as_ref()
-            .map(|p| format!("\"{p}\""))
-            .unwrap_or_default();
-        std::fs::write(
-            folder.join("migration.toml"),
-            format!("revision = \"{revision}\"\nrevises = [{revises}]\nmessage = \"step {i}\"\ntransactional = true\n"),
-        )?;
-        std::fs::write(folder.join("up.sql"), up)?;
-        std::fs::write(folder.join("down.sql"), down)?;
-        parent = Some(revision);
-    }
+    backend_schema::synthetic::write_chain(dir.path(), n).context("writing the generated chain")?;
     Ok(dir)
 }
 
@@ -231,22 +200,7 @@ fn backup_rows(
     let mut client = cluster.client("source")?;
     backend_schema::verify::seed::seed_empty_tables(&mut client)?;
     eprintln!("seeding {leads} leads and as many SMS messages...");
-    client.execute(
-        "INSERT INTO leads (id, tenant_id, name, email, company, status, score, tags, custom_fields, created_by, notes)
-         SELECT gen_random_uuid(), u.tenant_id, 'Lead ' || g, 'lead' || g || '@example.com', 'Company ' || (g % 997),
-                'new', (g % 100)::int, '[\"b2b\"]'::json, '{\"source\": \"bench\"}'::json, u.id, repeat('note ', 10)
-           FROM generate_series(1, $1::bigint) AS g, (SELECT id, tenant_id FROM users ORDER BY id LIMIT 1) AS u",
-        &[&(leads as i64)],
-    )?;
-    // Real databases spread their rows: one SMS message per lead, so a parallel dump
-    // has more than one big table to share out.
-    client.execute(
-        "INSERT INTO sms_messages (id, campaign_id, tenant_id, phone_number, message_text, status)
-         SELECT gen_random_uuid(), c.id, c.tenant_id, '+81' || (900000000 + g), 'Your diagnosis result is ready: https://example.com/r/' || g, 'delivered'
-           FROM generate_series(1, $1::bigint) AS g, (SELECT id, tenant_id FROM sms_campaigns ORDER BY id LIMIT 1) AS c",
-        &[&(leads as i64)],
-    )?;
-    client.batch_execute("VACUUM ANALYZE")?;
+    backend_schema::synthetic::seed_leads_and_messages(&mut client, leads)?;
     drop(client);
 
     let binaries = cluster.binaries();

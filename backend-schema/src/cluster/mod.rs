@@ -345,6 +345,17 @@ impl TempCluster {
         })
     }
 
+    /// Connects to `database` and runs one query: the moment the cluster is usable.
+    pub fn ping(&self, database: &str) -> Result<(), ClusterError> {
+        self.client(database)?
+            .query_one("SELECT 1", &[])
+            .map_err(|source| ClusterError::Sql {
+                action: "SELECT 1".into(),
+                source,
+            })?;
+        Ok(())
+    }
+
     /// Creates database `name`, as a copy of `template` when given (cheap: a file copy).
     pub fn create_database(&self, name: &str, template: Option<&str>) -> Result<(), ClusterError> {
         let mut client = self.client("postgres")?;

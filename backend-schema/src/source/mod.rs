@@ -70,7 +70,7 @@ impl fmt::Display for SourceError {
 
 mod write;
 
-pub use write::{write_migration, NewMigration, WriteError};
+pub use write::{write_migration, write_migration_as, NewMigration, WriteError};
 
 /// `migration.toml`, read by [`parse_source`] and written by [`write_migration`].
 #[derive(Debug, Deserialize, Serialize)]

@@ -40,15 +40,23 @@ pub enum WriteError {
     Serialise(#[from] toml::ser::Error),
 }
 
-/// Writes `<id>_<slug>/` under `dir`; returns its path and the new revision ID.
+/// Writes `<id>_<slug>/` under `dir` with a fresh revision ID; returns its path and the ID.
 pub fn write_migration(
     dir: &Path,
+    new: &NewMigration<'_>,
+) -> Result<(PathBuf, String), WriteError> {
+    write_migration_as(dir, new_revision_id()?, new)
+}
+
+/// [`write_migration`] with a revision ID chosen by the caller (generated chains).
+pub fn write_migration_as(
+    dir: &Path,
+    revision: String,
     new: &NewMigration<'_>,
 ) -> Result<(PathBuf, String), WriteError> {
     if new.message.trim().is_empty() {
         return Err(WriteError::EmptyMessage);
     }
-    let revision = new_revision_id()?;
     let slug = slug(new.message);
     let name = if slug.is_empty() {
         revision.clone()

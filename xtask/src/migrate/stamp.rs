@@ -38,7 +38,7 @@ pub(super) fn stamp(
 /// difference.
 fn detected_revision(
     graph: &RevisionGraph,
-    client: &mut postgres::Client,
+    client: &mut backend_schema::Client,
 ) -> anyhow::Result<String> {
     let live = SchemaSnapshot::capture(client)?;
     eprintln!(
