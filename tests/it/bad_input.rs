@@ -453,6 +453,29 @@ const CASES: &[Case] = &[
         needles: &["notes.dump"],
     },
     Case {
+        name: "a COMMIT inside a transactional migration",
+        prepare: |m, _| {
+            edit(
+                m,
+                &format!("{NEXT}/up.sql"),
+                "\nALTER TABLE users ADD COLUMN locked_until",
+                "\nCOMMIT;\nALTER TABLE users ADD COLUMN locked_until",
+            )
+        },
+        args: UPGRADE,
+        exit_code: 1,
+        needles: &[
+            "f7e1c2d9b3a4_authentication_enhancements/up.sql: line 7: transaction control",
+        ],
+    },
+    Case {
+        name: "a psql meta-command in a migration",
+        prepare: |m, _| write(m, &format!("{NEXT}/down.sql"), "SELECT 1;\n\\! id\n"),
+        args: UPGRADE,
+        exit_code: 1,
+        needles: &["down.sql: line 2: psql meta-command `\\!`"],
+    },
+    Case {
         name: "a backup over an existing file",
         prepare: |m, _| write(m.parent().unwrap(), "scratch/taken.dump", "precious\n"),
         args: &[
@@ -490,6 +513,12 @@ fn fingerprint(client: &mut postgres::Client) -> String {
 
 #[test]
 fn bad_input_gets_a_clear_message_a_non_zero_exit_and_changes_nothing() {
+    let readme = fs::read_to_string(root().join("README.md")).unwrap();
+    assert!(
+        readme.contains(&format!("bad input corpus, {} cases", CASES.len())),
+        "README.md's \"What we test\" must count {} bad-input cases",
+        CASES.len()
+    );
     assert!(CASES.len() >= 25);
     let db = TestDb::new();
     db.xtask(&["migrate", "upgrade", "f5a2"]).success();

@@ -811,7 +811,7 @@ fn statement_failure(
     };
     let (mut line, mut column) = (statement.line, None);
     if let Some((lines_down, at)) = crate::sql_split::error_location(&statement.sql, db_error) {
-        line += lines_down;
+        line = statement.text_line + lines_down;
         column = Some(at);
     }
     MigrateError::Statement(Box::new(StatementFailure {

@@ -199,6 +199,15 @@ fn parse_dir(
     let metadata_text = text(METADATA_FILE, "metadata");
     let up = text(UP_FILE, "upgrade");
     let down = text(DOWN_FILE, "downgrade");
+    for (file, sql) in [(UP_FILE, &up), (DOWN_FILE, &down)] {
+        for (line, message) in sql
+            .as_deref()
+            .map(crate::sql_split::forbidden_statements)
+            .unwrap_or_default()
+        {
+            problems.push(problem(file, format!("line {line}: {message}")));
+        }
+    }
 
     let metadata = metadata_text.and_then(|text| match toml::from_str::<Metadata>(&text) {
         Ok(metadata) => Some(metadata),
