@@ -354,7 +354,14 @@ pub fn resolve(
             Err(err) if err.kind() == std::io::ErrorKind::NotFound => continue,
             Err(source) => return Err(ResolveError::ReadDotEnv { path, source }),
         };
-        if let Some(raw) = dotenv_value(&text, "DATABASE_URL") {
+        let value = dotenv_value(&text, "DATABASE_URL").map_err(|line| UrlError::Malformed {
+            source_name: format!("DATABASE_URL in {}", path.display()),
+            problem: format!(
+                "line {line} cannot be read as a .env assignment (check its quotes: \
+                 KEY=\"value\" or KEY='value')"
+            ),
+        })?;
+        if let Some(raw) = value {
             let url = DatabaseUrl::parse(&raw, &format!("DATABASE_URL in {}", path.display()))?;
             return Ok((url, UrlSource::DotEnv(path)));
         }
@@ -367,23 +374,41 @@ pub fn resolve(
     Err(ResolveError::NoDatabase)
 }
 
-/// The value of `key` in a `.env` file (`KEY=value`, optional `export` and quotes).
-fn dotenv_value(text: &str, key: &str) -> Option<String> {
-    text.lines().rev().find_map(|line| {
-        let line = line.trim();
-        let line = line.strip_prefix("export ").unwrap_or(line);
-        let (name, value) = line.split_once('=')?;
-        if name.trim() != key {
-            return None;
+/// The value of `key` in a `.env` file, read by dotenvy (quotes, `export`, comments
+/// after values, escapes); the last assignment wins, as in python-dotenv. A line that
+/// cannot be parsed is an error only when it assigns `key`, and is named by its number,
+/// never its text (it may hold the password).
+fn dotenv_value(text: &str, key: &str) -> Result<Option<String>, usize> {
+    let mut value = None;
+    let mut unparsable = None;
+    for item in dotenvy::from_read_iter(text.as_bytes()) {
+        match item {
+            Ok((name, found)) if name == key => {
+                value = Some(found);
+                unparsable = None;
+            }
+            Ok(_) => {}
+            Err(dotenvy::Error::LineParse(line, _)) => {
+                let assigns_key = line
+                    .trim_start()
+                    .trim_start_matches("export ")
+                    .trim_start()
+                    .strip_prefix(key)
+                    .is_some_and(|rest| rest.trim_start().starts_with('='));
+                if assigns_key {
+                    let number = text
+                        .find(line.trim_end_matches(['\r', '\n']))
+                        .map_or(0, |at| text[..at].matches('\n').count() + 1);
+                    unparsable = Some(number);
+                }
+            }
+            Err(_) => {}
         }
-        let value = value.trim();
-        let unquoted = value
-            .strip_prefix('"')
-            .and_then(|v| v.strip_suffix('"'))
-            .or_else(|| value.strip_prefix('\'').and_then(|v| v.strip_suffix('\'')))
-            .unwrap_or(value);
-        Some(unquoted.to_string())
-    })
+    }
+    match unparsable {
+        Some(line) => Err(line),
+        None => Ok(value),
+    }
 }
 
 #[cfg(test)]
@@ -533,12 +558,28 @@ mod tests {
     }
 
     #[test]
-    fn dotenv_values_are_unquoted() {
+    fn dotenv_values_are_read_as_dotenv_reads_them() {
         let text = "# comment\nOTHER=1\nexport DATABASE_URL=\"postgresql://a@b/c\"\n";
         assert_eq!(
-            dotenv_value(text, "DATABASE_URL").as_deref(),
-            Some("postgresql://a@b/c")
+            dotenv_value(text, "DATABASE_URL"),
+            Ok(Some("postgresql://a@b/c".into()))
         );
-        assert_eq!(dotenv_value("X=1", "DATABASE_URL"), None);
+        assert_eq!(dotenv_value("X=1", "DATABASE_URL"), Ok(None));
+        // A comment after a quoted value, single quotes kept literal, the last one wins.
+        let text =
+            "DATABASE_URL=\"postgresql://a@b/old\"\nDATABASE_URL='postgresql://a:p$w@b/c' # prod\n";
+        assert_eq!(
+            dotenv_value(text, "DATABASE_URL"),
+            Ok(Some("postgresql://a:p$w@b/c".into()))
+        );
+        // An unreadable assignment is named by its line, never shown.
+        let text = "A=1\nDATABASE_URL=\"postgresql://u:hunter2@b/c\n";
+        assert_eq!(dotenv_value(text, "DATABASE_URL"), Err(2));
+        // Other tools' lines that dotenvy cannot read do not stop ours.
+        let text = "not an assignment\nDATABASE_URL=postgresql://a@b/c\n";
+        assert_eq!(
+            dotenv_value(text, "DATABASE_URL"),
+            Ok(Some("postgresql://a@b/c".into()))
+        );
     }
 }

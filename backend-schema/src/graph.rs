@@ -255,6 +255,32 @@ impl RevisionGraph {
             .unwrap_or_default()
     }
 
+    /// What `show` takes: `head` (the one head), `heads` (each), or a revision ID or
+    /// unique prefix.
+    pub fn resolve_shown(&self, name: &str) -> Result<Vec<&Migration>, TargetError> {
+        let heads = || -> Result<Vec<&Migration>, TargetError> {
+            let heads: Vec<&Migration> = self
+                .heads()
+                .into_iter()
+                .filter_map(|h| self.get(h))
+                .collect();
+            if heads.is_empty() {
+                return Err(TargetError::Empty);
+            }
+            Ok(heads)
+        };
+        match name {
+            "heads" => heads(),
+            "head" => match heads()? {
+                one if one.len() == 1 => Ok(one),
+                many => Err(TargetError::MultipleHeads {
+                    heads: many.iter().map(|m| m.revision.clone()).collect(),
+                }),
+            },
+            _ => Ok(vec![self.resolve_revision(name)?]),
+        }
+    }
+
     /// A full revision ID or a unique prefix of one.
     pub fn resolve_revision(&self, partial: &str) -> Result<&Migration, TargetError> {
         if let Some(m) = self.get(partial) {

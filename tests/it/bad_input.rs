@@ -476,6 +476,23 @@ const CASES: &[Case] = &[
         needles: &["down.sql: line 2: psql meta-command `\\!`"],
     },
     Case {
+        name: "a migration folder whose name is not UTF-8",
+        prepare: |m, _| {
+            use std::os::unix::ffi::OsStrExt as _;
+            fs::create_dir(m.join(std::ffi::OsStr::from_bytes(b"c0ffee_caf\xe9"))).unwrap();
+        },
+        args: UPGRADE,
+        exit_code: 1,
+        needles: &["the name is not valid UTF-8; rename it"],
+    },
+    Case {
+        name: "a symbolic link to nothing among the migrations",
+        prepare: |m, _| std::os::unix::fs::symlink(m.join("gone"), m.join("c0ffee_link")).unwrap(),
+        args: UPGRADE,
+        exit_code: 1,
+        needles: &["c0ffee_link: a symbolic link to nothing"],
+    },
+    Case {
         name: "a backup over an existing file",
         prepare: |m, _| write(m.parent().unwrap(), "scratch/taken.dump", "precious\n"),
         args: &[

@@ -55,6 +55,32 @@ fn history_heads_and_show_follow_alembic_wording() {
 }
 
 #[test]
+fn show_takes_head_and_heads_and_a_linked_folder_is_followed() {
+    let show = crate::support::xtask(&["migrate", "show", "head"]);
+    assert!(
+        show.success()
+            .stdout()
+            .starts_with(&format!("Rev: {HEAD} (head)\n")),
+        "{}",
+        show.text()
+    );
+    let heads = crate::support::xtask(&["migrate", "show", "heads"]);
+    assert_eq!(heads.success().stdout(), show.stdout());
+
+    // The newest migration lives elsewhere and is linked in.
+    let migrations = copy_migrations();
+    let elsewhere = tempfile::tempdir().unwrap();
+    let name = "b2c3d4e5f6a7_ab_test_tables";
+    fs::rename(migrations.path().join(name), elsewhere.path().join(name)).unwrap();
+    std::os::unix::fs::symlink(elsewhere.path().join(name), migrations.path().join(name)).unwrap();
+    let db = TestDb::new();
+    let dir = migrations.path().to_str().unwrap();
+    db.xtask(&["migrate", "upgrade", "head", "--migrations", dir])
+        .success();
+    assert_eq!(db.heads(), [HEAD]);
+}
+
+#[test]
 fn relative_and_prefix_targets_walk_the_chain() {
     let db = TestDb::new();
     db.xtask(&["migrate", "upgrade", "+2"]).success();

@@ -262,8 +262,13 @@ pub enum MigrateAction {
     #[command(after_help = "Example:\n  cargo xtask migrate heads")]
     Heads,
     /// Show one revision in detail
-    #[command(after_help = "Example:\n  cargo xtask migrate show b2c3")]
-    Show { revision: String },
+    #[command(
+        after_help = "Examples:\n  cargo xtask migrate show b2c3\n  cargo xtask migrate show head"
+    )]
+    Show {
+        /// A revision ID or unique prefix, `head` (the one head) or `heads` (each)
+        revision: String,
+    },
     /// Upgrade to a target: head, heads, a revision (or unique prefix), +N, REV+N
     #[command(
         after_help = "Examples:\n  cargo xtask migrate upgrade head\n  cargo xtask migrate upgrade a1b2c3d4e5f6\n  cargo xtask migrate upgrade +1\n  cargo xtask migrate upgrade base:head --sql > upgrade.sql"

@@ -101,29 +101,65 @@ pub fn read_source(root: &Path) -> Result<SourceTree, SourceError> {
         }],
     };
     let mut entries = Vec::new();
+    let mut problems = Vec::new();
     for entry in std::fs::read_dir(root).map_err(|e| fail(root, e))? {
         let entry = entry.map_err(|e| fail(root, e))?;
-        let name = entry.file_name().to_string_lossy().into_owned();
-        if entry
-            .file_type()
-            .map_err(|e| fail(&entry.path(), e))?
-            .is_dir()
-        {
+        let Some(name) = utf8_name(&entry.path(), &mut problems) else {
+            continue;
+        };
+        // Follows symbolic links: a migration folder linked in from elsewhere is read
+        // like any other; a link to nothing is a problem.
+        let is_dir = match std::fs::metadata(entry.path()) {
+            Ok(metadata) => metadata.is_dir(),
+            Err(err) if err.kind() == std::io::ErrorKind::NotFound => {
+                problems.push(SourceProblem {
+                    path: entry.path(),
+                    message:
+                        "a symbolic link to nothing: point it at a migration folder or remove it"
+                            .into(),
+                });
+                continue;
+            }
+            Err(err) => return Err(fail(&entry.path(), err)),
+        };
+        if is_dir {
             let mut files = BTreeMap::new();
             for file in std::fs::read_dir(entry.path()).map_err(|e| fail(&entry.path(), e))? {
                 let file = file.map_err(|e| fail(&entry.path(), e))?;
+                let Some(file_name) = utf8_name(&file.path(), &mut problems) else {
+                    continue;
+                };
                 let bytes = std::fs::read(file.path()).map_err(|e| fail(&file.path(), e))?;
-                files.insert(file.file_name().to_string_lossy().into_owned(), bytes);
+                files.insert(file_name, bytes);
             }
             entries.push(SourceEntry::Dir { name, files });
         } else {
             entries.push(SourceEntry::File { name });
         }
     }
+    if !problems.is_empty() {
+        return Err(SourceError { problems });
+    }
     Ok(SourceTree {
         root: root.to_path_buf(),
         entries,
     })
+}
+
+/// The file name of `path` when it is UTF-8; otherwise a problem (names are revision IDs
+/// and slugs, and shown to people: replacement characters would name another file).
+fn utf8_name(path: &Path, problems: &mut Vec<SourceProblem>) -> Option<String> {
+    let name = path.file_name()?;
+    match name.to_str() {
+        Some(name) => Some(name.to_string()),
+        None => {
+            problems.push(SourceProblem {
+                path: path.to_path_buf(),
+                message: "the name is not valid UTF-8; rename it (migration folders are `<revision>_<slug>`)".into(),
+            });
+            None
+        }
+    }
 }
 
 /// Interprets a migrations directory. Returns the migrations sorted by directory name,

@@ -14,8 +14,9 @@ use crate::flags::ConnectOpts;
 
 /// `show REV`: one revision in detail.
 pub(super) fn show(graph: &RevisionGraph, revision: &str) -> anyhow::Result<()> {
-    let migration = graph.resolve_revision(revision)?;
-    print!("{}", verbose_entry(graph, migration, &[]));
+    for migration in graph.resolve_shown(revision)? {
+        print!("{}", verbose_entry(graph, migration, &[]));
+    }
     Ok(())
 }
 
