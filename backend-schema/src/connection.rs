@@ -58,7 +58,7 @@ impl Target {
         if config.get_connect_timeout().is_none() {
             config.connect_timeout(Duration::from_secs(10));
         }
-        crate::tls::connect(&self.url, &config).map_err(|err| {
+        let mut client = crate::tls::connect(&self.url, &config).map_err(|err| {
             let err = match err {
                 ConnectError::Db(err) => err,
                 other => return fail(other.to_string(), None, None),
@@ -93,9 +93,22 @@ impl Target {
                     None,
                 ),
             }
-        })
+        })?;
+        // Every statement we run gets a lock timeout: a session holding a lock on
+        // alembic_version must not make `current` (or anything) hang. A timeout the
+        // URL's options or PGOPTIONS already set is kept; migrations set their own.
+        client
+            .execute(
+                "SELECT set_config('lock_timeout', $1, false) WHERE current_setting('lock_timeout') = '0'",
+                &[&DEFAULT_LOCK_TIMEOUT],
+            )
+            .map_err(|err| fail(format!("setting lock_timeout failed: {err}"), None, None))?;
+        Ok(client)
     }
 }
+
+/// The lock timeout of every session we open to a user's database, unless it has one.
+pub const DEFAULT_LOCK_TIMEOUT: &str = "5s";
 
 /// Whether anything accepts connections at the configured host(s).
 fn probe(config: &postgres::Config) -> String {

@@ -81,6 +81,41 @@ fn show_takes_head_and_heads_and_a_linked_folder_is_followed() {
 }
 
 #[test]
+fn a_session_holding_the_version_table_makes_current_and_upgrade_give_up_naming_it() {
+    let db = TestDb::new();
+    db.xtask(&["migrate", "upgrade", "e335"]).success();
+    let mut holder = db.client();
+    holder
+        .batch_execute(
+            "SET application_name = 'hand-held lock'; BEGIN; LOCK TABLE alembic_version IN ACCESS EXCLUSIVE MODE",
+        )
+        .unwrap();
+    let pid: i32 = holder
+        .query_one("SELECT pg_backend_pid()", &[])
+        .unwrap()
+        .get(0);
+    for args in [
+        &["migrate", "current"][..],
+        &["migrate", "upgrade", "head", "--lock-wait", "3s"][..],
+    ] {
+        let began = std::time::Instant::now();
+        let run = db.xtask(args);
+        run.failure();
+        let stderr = run.stderr();
+        assert!(
+            stderr.contains("gave up at the lock timeout")
+                && stderr.contains(&format!("pid {pid} (hand-held lock")),
+            "{args:?}: {}",
+            run.text()
+        );
+        // Bounded by the 5 s lock timeout, not by the holder.
+        assert!(began.elapsed() < std::time::Duration::from_secs(30));
+    }
+    holder.batch_execute("ROLLBACK").unwrap();
+    assert_eq!(db.heads(), ["e33568d0d2e9"]);
+}
+
+#[test]
 fn relative_and_prefix_targets_walk_the_chain() {
     let db = TestDb::new();
     db.xtask(&["migrate", "upgrade", "+2"]).success();

@@ -58,6 +58,15 @@ pub enum MigrateError {
         waited: Duration,
         holders: Vec<LockHolder>,
     },
+    #[error(
+        "{action} gave up at the lock timeout: another session holds a lock on the version tables: {}; \
+         end that session or its transaction (SELECT pg_terminate_backend(PID)), or wait for it, and run the command again",
+        holders_text(holders, "a session that has since let go")
+    )]
+    VersionTableLocked {
+        action: String,
+        holders: Vec<LockHolder>,
+    },
     #[error("the migration lock was not held at release; another session may have migrated concurrently; check `cargo xtask migrate current`")]
     LockNotReleased,
     #[error("{}", data_loss_message(.0))]

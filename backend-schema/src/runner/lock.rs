@@ -88,3 +88,32 @@ pub fn holders(client: &mut Client) -> Result<Vec<LockHolder>, postgres::Error> 
         })
         .collect())
 }
+
+/// Other sessions holding a granted lock on our version tables (in the search path's
+/// first schema): who to name when reading them ran into the lock timeout.
+pub fn version_table_holders(client: &mut Client) -> Result<Vec<LockHolder>, postgres::Error> {
+    let rows = client.query(
+        "SELECT DISTINCT a.pid, coalesce(a.application_name, ''),
+                coalesce(to_char(a.backend_start AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS') || ' UTC', '?'),
+                coalesce(a.state, '?') || coalesce(', in a transaction since ' || to_char(a.xact_start AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS') || ' UTC', '')
+           FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid
+          WHERE l.locktype = 'relation' AND l.granted AND l.pid <> pg_backend_pid()
+            AND l.relation IN (SELECT c.oid FROM pg_class c
+                                WHERE c.relnamespace = current_schema()::regnamespace
+                                  AND c.relname IN ($1, $2))
+          ORDER BY 1",
+        &[
+            &crate::version_table::VERSION_TABLE,
+            &crate::version_table::HISTORY_TABLE,
+        ],
+    )?;
+    Ok(rows
+        .iter()
+        .map(|r| LockHolder {
+            pid: r.get(0),
+            application_name: r.get(1),
+            backend_start: r.get(2),
+            state: r.get(3),
+        })
+        .collect())
+}

@@ -130,14 +130,27 @@ impl<'a> Migrator<'a> {
 
     /// The heads in `alembic_version`, checked against the migration files.
     pub fn current(&mut self) -> Result<Vec<String>, MigrateError> {
-        let heads = vt::read_heads(self.client).map_err(db("reading alembic_version"))?;
+        let heads = self.raw_heads()?;
         self.check_known(&heads)?;
         Ok(heads)
     }
 
     /// The heads in `alembic_version`, whether or not a file knows them.
     pub fn raw_heads(&mut self) -> Result<Vec<String>, MigrateError> {
-        vt::read_heads(self.client).map_err(db("reading alembic_version"))
+        let read = vt::read_heads(self.client);
+        read.map_err(|err| self.locked_or(err, "reading alembic_version"))
+    }
+
+    /// A lock timeout on the version tables, named with the sessions holding them;
+    /// any other error as it is.
+    fn locked_or(&mut self, err: postgres::Error, action: &str) -> MigrateError {
+        if err.code() == Some(&postgres::error::SqlState::LOCK_NOT_AVAILABLE) {
+            return MigrateError::VersionTableLocked {
+                action: action.to_string(),
+                holders: lock::version_table_holders(self.client).unwrap_or_default(),
+            };
+        }
+        db(action)(err)
     }
 
     fn check_known(&self, heads: &[String]) -> Result<(), MigrateError> {
@@ -159,8 +172,8 @@ impl<'a> Migrator<'a> {
     /// Integrity of every applied revision, oldest first.
     pub fn integrity(&mut self) -> Result<Vec<(String, Integrity)>, MigrateError> {
         let heads = self.current()?;
-        let records =
-            vt::latest_records(self.client).map_err(db("reading alembic_version_history"))?;
+        let read = vt::latest_records(self.client);
+        let records = read.map_err(|err| self.locked_or(err, "reading alembic_version_history"))?;
         let applied = self.graph.applied(&heads)?;
         Ok(applied
             .iter()
@@ -176,8 +189,8 @@ impl<'a> Migrator<'a> {
     /// Refuses when an applied file was edited or a non-transactional migration did not
     /// complete. Called before any write.
     fn check_integrity(&mut self) -> Result<(), MigrateError> {
-        let records =
-            vt::latest_records(self.client).map_err(db("reading alembic_version_history"))?;
+        let read = vt::latest_records(self.client);
+        let records = read.map_err(|err| self.locked_or(err, "reading alembic_version_history"))?;
         if let Some(record) = records.iter().find(|r| r.status != Status::Completed) {
             let invalid_indexes =
                 loss::invalid_indexes(self.client).map_err(db("listing INVALID indexes"))?;
