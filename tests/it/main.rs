@@ -4,6 +4,7 @@
 mod alembic_interop;
 mod autogenerate;
 mod backup;
+mod backup_safety;
 mod bad_input;
 mod cluster;
 mod docs;
