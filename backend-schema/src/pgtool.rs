@@ -1,5 +1,6 @@
-//! Running the real libpq programs (pg_dump, pg_restore, psql): the password travels in
-//! the child's environment, never on its command line, and files it creates are private.
+//! Running the real PostgreSQL programs (pg_dump, pg_restore, psql): the password travels
+//! in the child's environment, never on its command line; files they create are private;
+//! and they die with the thread that started them.
 
 use std::ffi::OsString;
 use std::os::unix::process::CommandExt as _;
@@ -7,8 +8,8 @@ use std::os::unix::process::CommandExt as _;
 use crate::database_url::DatabaseUrl;
 use crate::PgBinaries;
 
-/// `program args... -d URL-without-password`, with `PGPASSWORD` set, no prompt, and a
-/// umask of 077 so every file it writes is readable by its owner only.
+/// `program args... -d URL-without-password`, with `PGPASSWORD` set, no prompt, and
+/// the guarantees of [`tool`].
 pub fn libpq(
     binaries: &PgBinaries,
     program: &str,
@@ -17,17 +18,30 @@ pub fn libpq(
 ) -> duct::Expression {
     args.push("--no-password".into());
     args.push(format!("--dbname={}", url.without_password()).into());
-    let mut expression = duct::cmd(binaries.tool(program), args).env("PGCONNECT_TIMEOUT", "10");
+    let mut expression = tool(binaries, program, args).env("PGCONNECT_TIMEOUT", "10");
     for (key, value) in url.child_env() {
         expression = expression.env(key, value);
     }
-    expression.before_spawn(|command| {
-        // SAFETY: umask and prctl are async-signal-safe.
+    expression
+}
+
+/// `program args...` of this installation with a umask of 077, so every file it writes
+/// is readable by its owner only, and a parent-death signal: a killed xtask must not
+/// leave pg_dump writing or pg_restore reading or restoring.
+pub fn tool(binaries: &PgBinaries, program: &str, args: Vec<OsString>) -> duct::Expression {
+    duct::cmd(binaries.tool(program), args).before_spawn(|command| {
+        let parent = std::process::id() as libc::pid_t;
+        // SAFETY: umask, prctl, getppid and _exit are async-signal-safe.
         unsafe {
-            command.pre_exec(|| {
+            command.pre_exec(move || {
                 libc::umask(0o077);
-                // A killed xtask must not leave pg_dump writing or pg_restore restoring.
-                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM);
+                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                // The parent may have died between fork and prctl.
+                if libc::getppid() != parent {
+                    libc::_exit(1);
+                }
                 Ok(())
             });
         }

@@ -9,7 +9,7 @@ use backend_schema::verify::data::TableData;
 use crate::support::{filtered_snapshot, xtask, TestDb};
 
 /// A database at head with rows for two tenants in every table.
-fn seeded() -> TestDb {
+pub(crate) fn seeded() -> TestDb {
     let db = TestDb::new();
     db.xtask(&["migrate", "upgrade", "head"]).success();
     backend_schema::verify::seed::seed_empty_tables(&mut db.client()).unwrap();

@@ -5,6 +5,7 @@ mod alembic_interop;
 mod architecture;
 mod autogenerate;
 mod backup;
+mod backup_safety;
 mod bad_input;
 mod cluster;
 mod docs;

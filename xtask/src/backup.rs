@@ -1,8 +1,10 @@
-//! `cargo xtask backup`: pg_dump that cannot leave a bad or world-readable file behind.
+//! `cargo xtask backup`: pg_dump that cannot leave a bad or world-readable file behind,
+//! nor replace one.
 
 use std::time::Instant;
 
-use backend_schema::dump::backup::{self, BackupOptions, BackupProgress};
+use backend_schema::dump::backup::{self, BackupOptions, BackupProgress, WrittenBackup};
+use backend_schema::dump::destination::Output;
 use backend_schema::runner::heads_text;
 use backend_schema::PgBinaries;
 use xshell::Shell;
@@ -21,19 +23,26 @@ impl Backup {
         let format = self.format.format();
         let options = BackupOptions {
             output: match &self.output {
-                Some(path) => sh.current_dir().join(path),
-                None => backup::default_output(&sh.current_dir().join("backups"), format),
+                Some(path) => Output::Exact(sh.current_dir().join(path)),
+                None => Output::Named {
+                    dir: sh.current_dir().join(&self.output_dir),
+                    started: std::time::SystemTime::now(),
+                },
             },
             format,
             jobs: self.jobs,
             lock_wait_timeout: self.lock_wait_timeout,
         };
-        let manifest = backup::write_backup(
+        let WrittenBackup { path, manifest } = backup::write_backup(
             &binaries,
             &target.url,
             &mut client,
             &options,
             &|step| match step {
+                BackupProgress::MadePrivate { dir, was } => eprintln!(
+                    "{} was mode {was:04o}; made it 0700 (backups hold every tenant's data)",
+                    dir.display()
+                ),
                 BackupProgress::Dumping => {
                     eprintln!("dumping with pg_dump ({} format)...", format.flag())
                 }
@@ -51,7 +60,7 @@ impl Backup {
         )?;
         eprintln!(
             "backup written: {} ({} bytes, sha256 {}) in {:.1}s; revision {}; {} tables, {} rows",
-            options.output.display(),
+            path.display(),
             manifest.size_bytes,
             &manifest.sha256[..16],
             started.elapsed().as_secs_f64(),
@@ -61,7 +70,7 @@ impl Backup {
         );
         if self.verify {
             eprintln!("verifying: restoring into a throwaway cluster...");
-            backup::verify_backup(&binaries, &options.output, &manifest, &mut client)?;
+            backup::verify_backup(&binaries, &path, &manifest, &mut client)?;
             eprintln!("verified: the dump restores, with the same schema and row counts");
         }
         Ok(())

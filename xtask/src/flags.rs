@@ -101,9 +101,12 @@ pub struct Verify {
 pub struct Backup {
     #[command(flatten)]
     pub connect: ConnectOpts,
-    /// Where to write (default backups/backup_YYYYMMDD_HHMMSS.<ext>, UTC)
+    /// Where to write (default backups/backup_YYYYMMDD_HHMMSS.<ext>, UTC); never replaced
     #[arg(long, short)]
     pub output: Option<PathBuf>,
+    /// The directory for a default-named backup, kept 0700
+    #[arg(long, default_value = "backups", conflicts_with = "output")]
+    pub output_dir: PathBuf,
     #[arg(long, value_enum, default_value = "custom")]
     pub format: FormatArg,
     /// Parallel dump jobs (directory format)

@@ -2,13 +2,13 @@
 //! (or the plain dump's completion line), and the SQL its restore would run.
 
 use std::collections::BTreeMap;
-use std::ffi::{OsStr, OsString};
+use std::ffi::OsString;
 use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
 
 use super::{plain_dump_is_complete, sha256_path, split_listing, DumpFormat};
-use crate::pgtool::stderr_tail;
+use crate::pgtool::{stderr_tail, tool};
 use crate::PgBinaries;
 
 /// Why an archive cannot be trusted; callers say what that means for their command.
@@ -76,25 +76,28 @@ pub fn check_complete(
             }
         }
         DumpFormat::Custom | DumpFormat::Directory => {
-            let read = |list: Option<&Path>| {
+            // A list reaches pg_restore on its stdin: no temp file to leave behind.
+            let read = |list: Option<&str>| {
                 let mut args = vec![OsString::from("--file=/dev/null")];
-                if let Some(list) = list {
-                    args.push(format!("--use-list={}", list.display()).into());
+                if list.is_some() {
+                    args.push("--use-list=/dev/stdin".into());
                 }
                 args.push(path.into());
-                duct::cmd(binaries.tool("pg_restore"), args)
+                let expression = tool(binaries, "pg_restore", args)
                     .stdout_null()
                     .stderr_capture()
-                    .unchecked()
+                    .unchecked();
+                match list {
+                    Some(list) => expression.stdin_bytes(list.as_bytes().to_vec()),
+                    None => expression.stdin_null(),
+                }
             };
-            let listing = duct::cmd(
-                binaries.tool("pg_restore"),
-                [OsStr::new("--list"), path.as_os_str()],
-            )
-            .stderr_capture()
-            .unchecked()
-            .stdout_capture()
-            .run()?;
+            let listing = tool(binaries, "pg_restore", vec!["--list".into(), path.into()])
+                .stdin_null()
+                .stderr_capture()
+                .unchecked()
+                .stdout_capture()
+                .run()?;
             let parts = listing
                 .status
                 .success()
@@ -103,13 +106,10 @@ pub fn check_complete(
             let outputs = match parts {
                 None => vec![read(None).run()?],
                 Some(parts) => {
-                    let lists = tempfile::tempdir()?;
-                    let mut running = Vec::new();
-                    for (i, part) in parts.iter().enumerate() {
-                        let list = lists.path().join(format!("part{i}.list"));
-                        fs::write(&list, part)?;
-                        running.push(read(Some(&list)).start()?);
-                    }
+                    let running = parts
+                        .iter()
+                        .map(|part| read(Some(part)).start())
+                        .collect::<Result<Vec<_>, _>>()?;
                     running
                         .iter()
                         .map(|handle| handle.wait().cloned())
@@ -134,14 +134,12 @@ pub fn check_complete(
 pub fn script_of(binaries: &PgBinaries, format: DumpFormat, path: &Path) -> io::Result<String> {
     match format {
         DumpFormat::Plain => fs::read_to_string(path),
-        _ => duct::cmd(
-            binaries.tool("pg_restore"),
-            [
-                OsStr::new("--schema-only"),
-                OsStr::new("--file=-"),
-                path.as_os_str(),
-            ],
+        _ => tool(
+            binaries,
+            "pg_restore",
+            vec!["--schema-only".into(), "--file=-".into(), path.into()],
         )
+        .stdin_null()
         .stderr_capture()
         .read(),
     }

@@ -1,29 +1,31 @@
-//! Writing a backup that cannot leave a bad or world-readable file behind: pg_dump into
-//! a private partial file, the row counts from the same snapshot, a full read-back and
-//! hash, then the manifest, and only then the rename to the final name.
+//! Writing a backup that cannot leave a bad or world-readable file behind, nor replace
+//! one: pg_dump into a private partial file, the row counts from the same snapshot, a
+//! full read-back and hash, then the manifest, and only then the renames to the final
+//! names, which fail rather than replace anything.
 
 use std::ffi::OsString;
 use std::fs;
 use std::io::{self, BufRead as _, BufReader};
-use std::os::unix::fs::{DirBuilderExt as _, PermissionsExt as _};
+use std::os::unix::fs::PermissionsExt as _;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use postgres::Client;
 
 use super::archive::{hash_and_read, ArchiveError};
+use super::destination::{is_taken, prepare_dir, rename_no_replace, DirError, DirState, Output};
 use super::restore::{run_restore, RestoreError, RestoreOptions};
 use super::{row_counts, DumpFormat, Manifest};
 use crate::database_url::{DatabaseUrl, UrlError};
-use crate::pgtool::{libpq, stderr_tail};
+use crate::pgtool::{libpq, stderr_tail, tool};
 use crate::snapshot::SchemaSnapshot;
 use crate::{version_table, ClusterError, PgBinaries, TempCluster};
 
 /// What to dump, and where.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BackupOptions {
-    /// The final path; nothing is ever written over an existing file.
-    pub output: PathBuf,
+    /// Where it goes; nothing that already exists is ever replaced.
+    pub output: Output,
     pub format: DumpFormat,
     /// Parallel pg_dump jobs (directory format only).
     pub jobs: usize,
@@ -34,6 +36,12 @@ pub struct BackupOptions {
 /// How far the backup got, for the caller to report.
 #[derive(Debug, Clone, Copy)]
 pub enum BackupProgress<'a> {
+    /// The directory of default-named backups was ours and others could reach it:
+    /// it is 0700 now.
+    MadePrivate {
+        dir: &'a Path,
+        was: u32,
+    },
     /// pg_dump is starting.
     Dumping,
     /// pg_dump is writing this table's rows.
@@ -54,14 +62,16 @@ pub enum BackupError {
          run the backup as a superuser or a role with BYPASSRLS (ALTER ROLE ... BYPASSRLS)"
     )]
     CannotSeeEveryRow { role: String },
-    #[error("{} already exists; backups never overwrite (choose another --output)", .0.display())]
+    #[error("{} already exists; backups never overwrite (choose another --output); no backup was written", .0.display())]
     Exists(PathBuf),
-    #[error("{} already exists; backups never overwrite", .0.display())]
-    ManifestExists(PathBuf),
+    #[error("every default name from {} on is taken; no backup was written (choose --output)", .0.display())]
+    NoFreeName(PathBuf),
     #[error("the output path has no directory")]
     NoDirectory,
-    #[error("cannot create {}", path.display())]
-    Create {
+    #[error(transparent)]
+    Directory(#[from] DirError),
+    #[error("cannot write {}; no backup was written", path.display())]
+    Write {
         path: PathBuf,
         #[source]
         source: io::Error,
@@ -76,7 +86,7 @@ pub enum BackupError {
     PgDump { stderr_tail: String },
     #[error("the dump is incomplete; no backup was written")]
     Incomplete(#[source] ArchiveError),
-    #[error("cannot move the dump to {}", path.display())]
+    #[error("cannot move the dump to {}; no backup was written", path.display())]
     Move {
         path: PathBuf,
         #[source]
@@ -112,14 +122,11 @@ pub enum VerifyBackupError {
     Db(#[from] postgres::Error),
 }
 
-/// `dir/backup_YYYYMMDD_HHMMSS.<ext>` (UTC): the name a backup gets without `--output`.
-pub fn default_output(dir: &Path, format: DumpFormat) -> PathBuf {
-    let stamp = crate::utc_timestamp()
-        .replace(['-', ':'], "")
-        .replace('T', "_")
-        .trim_end_matches('Z')
-        .to_string();
-    dir.join(format!("backup_{stamp}.{}", format.extension()))
+/// A written backup: where it is, and what its manifest says.
+#[derive(Debug, Clone)]
+pub struct WrittenBackup {
+    pub path: PathBuf,
+    pub manifest: Manifest,
 }
 
 /// Refuses a role that row-level security would hide rows from.
@@ -134,44 +141,115 @@ pub fn check_role_sees_all(client: &mut Client) -> Result<(), BackupError> {
 
 /// Dumps the database `client` and `url` reach to `options.output`, with its manifest
 /// beside it. The file appears at its final name only once it is complete, read back
-/// in full and hashed; on failure no partial file is left.
+/// in full and hashed; on failure no partial file is left. Nothing that holds a name
+/// is replaced: a taken `--output` is an error, a taken default name the next suffix.
 pub fn write_backup(
     binaries: &PgBinaries,
     url: &DatabaseUrl,
     client: &mut Client,
     options: &BackupOptions,
     progress: &(dyn Fn(BackupProgress<'_>) + Sync),
-) -> Result<Manifest, BackupError> {
-    let final_path = &options.output;
-    if final_path.exists() {
-        return Err(BackupError::Exists(final_path.clone()));
+) -> Result<WrittenBackup, BackupError> {
+    let candidates = options.output.candidates(options.format);
+    if let Output::Exact(path) = &options.output {
+        // Refused before the dump, not after it: the renames check again.
+        for taken in [path.clone(), Manifest::path_for(path)] {
+            if is_taken(&taken) {
+                return Err(BackupError::Exists(taken));
+            }
+        }
     }
-    let dir = final_path
-        .parent()
-        .ok_or(BackupError::NoDirectory)?
-        .to_path_buf();
-    if !dir.exists() {
-        fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o700)
-            .create(&dir)
-            .map_err(|source| BackupError::Create {
-                path: dir.clone(),
-                source,
-            })?;
-        fs::set_permissions(&dir, fs::Permissions::from_mode(0o700))?;
+    let dir = options.output.dir().ok_or(BackupError::NoDirectory)?;
+    let keep_private = matches!(options.output, Output::Named { .. });
+    if let DirState::MadePrivate { was } = prepare_dir(dir, keep_private)? {
+        progress(BackupProgress::MadePrivate { dir, was });
     }
-    sweep_partials(&dir);
+    sweep_partials(dir);
+    let first = candidates[0].file_name().unwrap_or_default();
     let partial = dir.join(format!(
         ".{}.partial-{}",
-        final_path.file_name().unwrap_or_default().to_string_lossy(),
+        first.to_string_lossy(),
         std::process::id()
     ));
-    let result = dump(binaries, url, client, options, &partial, progress);
+    let manifest_partial = PathBuf::from(format!("{}.manifest", partial.display()));
+    let result = dump(binaries, url, client, options, &partial, progress)
+        .and_then(|manifest| publish(&partial, &manifest_partial, manifest, &candidates));
     if result.is_err() {
-        let _ = fs::remove_dir_all(&partial).or_else(|_| fs::remove_file(&partial));
+        remove_any(&partial);
+        remove_any(&manifest_partial);
     }
     result
+}
+
+/// Moves the dump and its manifest to the first free name of `candidates`, or fails
+/// naming the taken one. The dump's rename claims the name; the manifest follows it,
+/// and if its name was taken meanwhile the dump goes back to its partial name.
+fn publish(
+    partial: &Path,
+    manifest_partial: &Path,
+    mut manifest: Manifest,
+    candidates: &[PathBuf],
+) -> Result<WrittenBackup, BackupError> {
+    private_tree(partial).map_err(|source| BackupError::Write {
+        path: partial.to_path_buf(),
+        source,
+    })?;
+    let exact = candidates.len() == 1;
+    for path in candidates {
+        let manifest_path = Manifest::path_for(path);
+        if !exact && (is_taken(path) || is_taken(&manifest_path)) {
+            continue;
+        }
+        manifest.file = path
+            .file_name()
+            .unwrap_or_default()
+            .to_string_lossy()
+            .into_owned();
+        remove_any(manifest_partial);
+        let text = serde_json::to_string_pretty(&manifest)? + "\n";
+        write_private(manifest_partial, &text).map_err(|source| BackupError::Write {
+            path: manifest_path.clone(),
+            source,
+        })?;
+        match rename_no_replace(partial, path) {
+            Ok(()) => {}
+            Err(err) if err.kind() == io::ErrorKind::AlreadyExists && !exact => continue,
+            Err(err) if err.kind() == io::ErrorKind::AlreadyExists => {
+                return Err(BackupError::Exists(path.clone()))
+            }
+            Err(source) => {
+                return Err(BackupError::Move {
+                    path: path.clone(),
+                    source,
+                })
+            }
+        }
+        if let Err(err) = rename_no_replace(manifest_partial, &manifest_path) {
+            // The name is ours since the rename above: nobody else's file is moved.
+            rename_no_replace(path, partial).map_err(|source| BackupError::Move {
+                path: partial.to_path_buf(),
+                source,
+            })?;
+            match err.kind() {
+                io::ErrorKind::AlreadyExists if !exact => continue,
+                io::ErrorKind::AlreadyExists => return Err(BackupError::Exists(manifest_path)),
+                _ => {
+                    return Err(BackupError::Write {
+                        path: manifest_path,
+                        source: err,
+                    })
+                }
+            }
+        }
+        if let Some(dir) = path.parent() {
+            let _ = fs::File::open(dir).and_then(|d| d.sync_all());
+        }
+        return Ok(WrittenBackup {
+            path: path.clone(),
+            manifest,
+        });
+    }
+    Err(BackupError::NoFreeName(candidates[0].clone()))
 }
 
 fn dump(
@@ -182,7 +260,6 @@ fn dump(
     partial: &Path,
     progress: &(dyn Fn(BackupProgress<'_>) + Sync),
 ) -> Result<Manifest, BackupError> {
-    let final_path = options.output.as_path();
     // Row counts and pg_dump share one snapshot, so the manifest describes the dump.
     let mut tx = client
         .build_transaction()
@@ -261,13 +338,10 @@ fn dump(
     progress(BackupProgress::ReadBack {
         elapsed: checked_in,
     });
-    let pg_dump_version = duct::cmd(binaries.tool("pg_dump"), ["--version"]).read()?;
+    let pg_dump_version = tool(binaries, "pg_dump", vec!["--version".into()]).read()?;
     let manifest = Manifest {
-        file: final_path
-            .file_name()
-            .unwrap_or_default()
-            .to_string_lossy()
-            .into_owned(),
+        // Set to the final name when it is chosen.
+        file: String::new(),
         format: options.format,
         created_at: crate::utc_timestamp(),
         database,
@@ -278,24 +352,6 @@ fn dump(
         sha256,
         tables,
     };
-    let manifest_path = Manifest::path_for(final_path);
-    if manifest_path.exists() {
-        return Err(BackupError::ManifestExists(manifest_path));
-    }
-    let manifest_partial = PathBuf::from(format!("{}.manifest", partial.display()));
-    write_private(
-        &manifest_partial,
-        &(serde_json::to_string_pretty(&manifest)? + "\n"),
-    )?;
-    private_tree(partial)?;
-    fs::rename(partial, final_path).map_err(|source| BackupError::Move {
-        path: final_path.to_path_buf(),
-        source,
-    })?;
-    fs::rename(&manifest_partial, &manifest_path)?;
-    if let Some(dir) = final_path.parent() {
-        let _ = fs::File::open(dir).and_then(|d| d.sync_all());
-    }
     Ok(manifest)
 }
 
@@ -346,18 +402,14 @@ pub fn verify_backup(
 }
 
 /// A new file, 0600 from the start, synced.
-fn write_private(path: &Path, text: &str) -> Result<(), BackupError> {
+fn write_private(path: &Path, text: &str) -> io::Result<()> {
     use std::io::Write as _;
     use std::os::unix::fs::OpenOptionsExt as _;
     let mut file = fs::OpenOptions::new()
         .write(true)
         .create_new(true)
         .mode(0o600)
-        .open(path)
-        .map_err(|source| BackupError::Create {
-            path: path.to_path_buf(),
-            source,
-        })?;
+        .open(path)?;
     file.write_all(text.as_bytes())?;
     file.sync_all()?;
     Ok(())
@@ -375,6 +427,11 @@ fn private_tree(path: &Path) -> io::Result<()> {
         fs::File::open(path)?.sync_all()?;
     }
     Ok(())
+}
+
+/// Removes a file or a directory tree, if there is one.
+fn remove_any(path: &Path) {
+    let _ = fs::remove_dir_all(path).or_else(|_| fs::remove_file(path));
 }
 
 /// Removes partial dumps whose writer process is gone (killed mid-dump).
@@ -396,8 +453,7 @@ fn sweep_partials(dir: &Path) {
             .parse::<u32>()
             .is_ok_and(|pid| !Path::new(&format!("/proc/{pid}")).exists())
         {
-            let path: PathBuf = entry.path();
-            let _ = fs::remove_dir_all(&path).or_else(|_| fs::remove_file(&path));
+            remove_any(&entry.path());
         }
     }
 }

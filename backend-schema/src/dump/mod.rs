@@ -1,10 +1,12 @@
 //! Backups as files: the manifest written beside a dump, format detection, hashing,
 //! row counts, and the checks that tell a complete dump from a truncated one.
-//! `backup` writes one, `archive` reads one back, `restore` restores one, and `schema`
-//! turns a schema-only dump into `schema.sql`.
+//! `backup` writes one, `destination` puts it in place without replacing anything,
+//! `archive` reads one back, `restore` restores one, and `schema` turns a schema-only
+//! dump into `schema.sql`.
 
 pub mod archive;
 pub mod backup;
+pub mod destination;
 pub mod restore;
 pub mod schema;
 

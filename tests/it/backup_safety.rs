@@ -1,0 +1,429 @@
+//! `backup` against races and faults: two backups at one name, names already taken
+//! (dangling symlinks included), a backups directory others can write, a full disk while
+//! the manifest is written, and a SIGKILL while the dump is read back.
+
+use std::fs;
+use std::os::unix::fs::PermissionsExt as _;
+use std::os::unix::process::CommandExt as _;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use backend_schema::dump::Manifest;
+
+use crate::backup::seeded;
+use crate::support::{xtask_command, TestDb};
+
+fn mode(path: &Path) -> u32 {
+    fs::symlink_metadata(path).unwrap().permissions().mode() & 0o7777
+}
+
+fn names_in(dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> = fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    names
+}
+
+/// The dump at `path` is the one its manifest describes.
+fn assert_matches_its_manifest(path: &Path) {
+    let manifest = Manifest::read(&Manifest::path_for(path)).unwrap();
+    let (sha256, size) = backend_schema::dump::sha256_path(path).unwrap();
+    assert_eq!(
+        manifest.file,
+        path.file_name().unwrap().to_string_lossy(),
+        "{}",
+        path.display()
+    );
+    assert_eq!((manifest.sha256, manifest.size_bytes), (sha256, size));
+}
+
+/// Backups started while `leads` is locked: their pg_dumps all park on the lock, so
+/// they reach the final rename together once it is released.
+fn racing_backups(db: &TestDb, runs: &[Vec<String>]) -> Vec<Output> {
+    let mut holder = db.client();
+    let mut tx = holder.transaction().unwrap();
+    tx.batch_execute("LOCK TABLE leads IN ACCESS EXCLUSIVE MODE")
+        .unwrap();
+    let url = db.url();
+    let mut children: Vec<Child> = runs
+        .iter()
+        .map(|args| {
+            let mut all: Vec<&str> = args.iter().map(String::as_str).collect();
+            all.extend(["--database-url", &url, "--lock-wait-timeout", "60s"]);
+            xtask_command(&all)
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    let mut monitor = db.client();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let waiting: i64 = monitor
+            .query_one("SELECT count(*) FROM pg_stat_activity WHERE application_name = 'pg_dump' AND wait_event_type = 'Lock'", &[])
+            .unwrap()
+            .get(0);
+        if waiting as usize == runs.len() {
+            break;
+        }
+        for child in &mut children {
+            if child.try_wait().unwrap().is_some() {
+                let mut err = String::new();
+                std::io::Read::read_to_string(child.stderr.as_mut().unwrap(), &mut err).unwrap();
+                panic!("a backup ended before its pg_dump parked: {err}");
+            }
+        }
+        assert!(Instant::now() < deadline, "the pg_dumps never all parked");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    tx.rollback().unwrap();
+    children
+        .into_iter()
+        .map(|c| c.wait_with_output().unwrap())
+        .collect()
+}
+
+#[test]
+fn two_backups_to_the_same_output_one_wins_and_the_other_names_the_file() {
+    let db = seeded();
+    let out = tempfile::tempdir().unwrap();
+    let path = out.path().join("b.dump");
+    let args = vec![
+        "backup".to_string(),
+        "--output".to_string(),
+        path.display().to_string(),
+    ];
+    let outputs = racing_backups(&db, &[args.clone(), args]);
+    let (won, lost): (Vec<_>, Vec<_>) = outputs.iter().partition(|o| o.status.success());
+    let text = |o: &Output| String::from_utf8_lossy(&o.stderr).into_owned();
+    assert_eq!(
+        (won.len(), lost.len()),
+        (1, 1),
+        "{:?}",
+        outputs.iter().map(text).collect::<Vec<_>>()
+    );
+    let loser = text(lost[0]);
+    assert!(
+        loser.contains(&format!("{} already exists", path.display())),
+        "{loser}"
+    );
+    assert!(loser.contains("no backup was written"), "{loser}");
+    assert!(!loser.contains("backup written:"), "{loser}");
+    assert_eq!(names_in(out.path()), ["b.dump", "b.dump.manifest.json"]);
+    assert_matches_its_manifest(&path);
+}
+
+#[test]
+fn two_default_named_backups_at_once_both_succeed_with_different_files() {
+    let db = seeded();
+    let out = tempfile::tempdir().unwrap();
+    let dir = out.path().join("backups");
+    fs::create_dir(&dir).unwrap();
+    fs::set_permissions(&dir, fs::Permissions::from_mode(0o700)).unwrap();
+    // Someone else's files under every default name of the next minute: taken names are
+    // never replaced, whoever took them.
+    let now = std::time::SystemTime::now();
+    let mut taken = Vec::new();
+    for second in 0..60 {
+        let at = humantime::format_rfc3339_seconds(now + Duration::from_secs(second)).to_string();
+        let stamp = at.replace(['-', ':'], "").replace('T', "_");
+        let name = format!("backup_{}.dump", stamp.trim_end_matches('Z'));
+        fs::write(dir.join(&name), "someone else's").unwrap();
+        taken.push(name);
+    }
+    let args = vec![
+        "backup".to_string(),
+        "--output-dir".to_string(),
+        dir.display().to_string(),
+    ];
+    let outputs = racing_backups(&db, &[args.clone(), args]);
+    for output in &outputs {
+        assert!(
+            output.status.success(),
+            "{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+    for name in &taken {
+        assert_eq!(
+            fs::read_to_string(dir.join(name)).unwrap(),
+            "someone else's"
+        );
+    }
+    let written: Vec<String> = names_in(&dir)
+        .into_iter()
+        .filter(|n| !taken.contains(n) && !n.ends_with(".manifest.json"))
+        .collect();
+    assert_eq!(written.len(), 2, "{written:?}");
+    for name in &written {
+        assert!(
+            outputs
+                .iter()
+                .any(|o| String::from_utf8_lossy(&o.stderr).contains(name.as_str())),
+            "{name} is the name a run reports"
+        );
+        assert_matches_its_manifest(&dir.join(name));
+    }
+    let manifests = names_in(&dir)
+        .into_iter()
+        .filter(|n| n.ends_with(".manifest.json"))
+        .count();
+    assert_eq!(manifests, 2);
+}
+
+#[test]
+fn a_dangling_symlink_at_the_output_or_manifest_name_is_refused_and_kept() {
+    let db = seeded();
+    let out = tempfile::tempdir().unwrap();
+    let nowhere = out.path().join("nowhere");
+    for (format, name) in [
+        ("custom", "b.dump"),
+        ("plain", "b.sql"),
+        ("directory", "b.dir"),
+    ] {
+        let path = out.path().join(name);
+        for link in [path.clone(), Manifest::path_for(&path)] {
+            std::os::unix::fs::symlink(&nowhere, &link).unwrap();
+            let run = db.xtask(&[
+                "backup",
+                "--format",
+                format,
+                "--output",
+                path.to_str().unwrap(),
+            ]);
+            assert!(
+                run.failure()
+                    .stderr()
+                    .contains(&format!("{} already exists", link.display())),
+                "{}",
+                run.text()
+            );
+            assert_eq!(fs::read_link(&link).unwrap(), nowhere);
+            assert!(!nowhere.exists());
+            fs::remove_file(&link).unwrap();
+            assert!(
+                names_in(out.path()).is_empty(),
+                "{:?}",
+                names_in(out.path())
+            );
+        }
+    }
+}
+
+#[test]
+fn a_backups_directory_others_can_write_is_made_private_or_refused() {
+    let db = seeded();
+    let out = tempfile::tempdir().unwrap();
+    let ours = out.path().join("ours");
+    fs::create_dir(&ours).unwrap();
+    fs::set_permissions(&ours, fs::Permissions::from_mode(0o777)).unwrap();
+    let run = db.xtask(&["backup", "--output-dir", ours.to_str().unwrap()]);
+    assert!(
+        run.success().stderr().contains(&format!(
+            "{} was mode 0777; made it 0700 (backups hold every tenant's data)",
+            ours.display()
+        )),
+        "{}",
+        run.text()
+    );
+    assert_eq!(mode(&ours), 0o700);
+    assert_eq!(names_in(&ours).len(), 2);
+
+    // Not ours to change (another owner, or a shared sticky directory like /tmp): refused.
+    let theirs = out.path().join("theirs");
+    fs::create_dir(&theirs).unwrap();
+    fs::set_permissions(&theirs, fs::Permissions::from_mode(0o777)).unwrap();
+    std::os::unix::fs::chown(&theirs, Some(65534), Some(65534)).unwrap();
+    let shared = out.path().join("shared");
+    fs::create_dir(&shared).unwrap();
+    fs::set_permissions(&shared, fs::Permissions::from_mode(0o1777)).unwrap();
+    let fix_theirs = format!("run `chmod 700 {}` as its owner", theirs.display());
+    let fix_shared = format!(
+        "choose another --output-dir (e.g. {}/backups",
+        shared.display()
+    );
+    for (dir, was, fix) in [(&theirs, 0o777, fix_theirs), (&shared, 0o1777, fix_shared)] {
+        let run = db.xtask(&["backup", "--output-dir", dir.to_str().unwrap()]);
+        let err = run.failure().stderr();
+        assert!(
+            err.contains(&format!("{} is mode {was:04o}", dir.display())),
+            "{err}"
+        );
+        assert!(err.contains(&fix), "{err}");
+        assert_eq!(mode(dir), was);
+        assert!(names_in(dir).is_empty(), "{:?}", names_in(dir));
+    }
+}
+
+/// Wrappers around the real PostgreSQL programs, in a directory every account can
+/// read; `prelude` maps a program to shell lines run before it `exec`s the real one.
+fn wrapped_bin_dir(db: &TestDb, prelude: &[(&str, &str)]) -> tempfile::TempDir {
+    let temp = tempfile::Builder::new()
+        .prefix("wrapped-bin")
+        .tempdir_in("/tmp")
+        .unwrap();
+    fs::set_permissions(temp.path(), fs::Permissions::from_mode(0o755)).unwrap();
+    let real = db.cluster.binaries().bin_dir();
+    for entry in fs::read_dir(real).unwrap() {
+        let name = entry.unwrap().file_name();
+        let before = prelude
+            .iter()
+            .find(|(program, _)| name == *program)
+            .map_or("", |(_, lines)| lines);
+        let script = format!(
+            "#!/bin/sh\n{before}\nexec {} \"$@\"\n",
+            real.join(&name).display()
+        );
+        let wrapper = temp.path().join(&name);
+        fs::write(&wrapper, script).unwrap();
+        fs::set_permissions(&wrapper, fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    temp
+}
+
+#[test]
+fn a_full_disk_while_writing_the_manifest_names_it_and_leaves_nothing() {
+    let db = seeded();
+    // Only xtask's own files are limited (pg_dump lifts its soft limit): the manifest is
+    // the first file xtask writes itself in the plain format.
+    let bin = wrapped_bin_dir(&db, &[("pg_dump", "ulimit -f unlimited")]);
+    let out = tempfile::tempdir().unwrap();
+    let path = out.path().join("b.sql");
+    let mut command = xtask_command(&[
+        "backup",
+        "--format",
+        "plain",
+        "--output",
+        path.to_str().unwrap(),
+        "--database-url",
+        &db.url(),
+    ]);
+    command.env("PG_BIN_DIR", bin.path());
+    // SAFETY: setrlimit and signal are async-signal-safe.
+    unsafe {
+        command.pre_exec(|| {
+            // A write past the limit then fails with EFBIG, as a full disk fails with
+            // ENOSPC, instead of killing the process.
+            libc::signal(libc::SIGXFSZ, libc::SIG_IGN);
+            let limit = libc::rlimit {
+                rlim_cur: 200,
+                rlim_max: libc::RLIM_INFINITY,
+            };
+            if libc::setrlimit(libc::RLIMIT_FSIZE, &limit) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let output = command.output().unwrap();
+    let err = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success(), "{err}");
+    assert!(
+        err.contains(&format!(
+            "cannot write {}",
+            Manifest::path_for(&path).display()
+        )),
+        "{err}"
+    );
+    assert!(err.contains("no backup was written"), "{err}");
+    assert!(err.contains("File too large"), "{err}");
+    assert!(
+        names_in(out.path()).is_empty(),
+        "{:?}",
+        names_in(out.path())
+    );
+}
+
+/// Whether a process is gone (or a zombie nobody has reaped yet).
+fn is_dead(pid: u32) -> bool {
+    match fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Err(_) => true,
+        Ok(stat) => stat
+            .rsplit(") ")
+            .next()
+            .is_some_and(|rest| rest.starts_with('Z') || rest.starts_with('X')),
+    }
+}
+
+#[test]
+fn a_backup_killed_during_the_read_back_leaves_no_reader_and_no_readable_temp_file() {
+    let db = seeded();
+    let work = tempfile::tempdir().unwrap();
+    let readers = work.path().join("readers");
+    fs::write(&readers, "").unwrap();
+    // The read-back's pg_restore parks (it records its pid and sleeps) so the kill lands
+    // while it runs; the parent-death signal reaches whatever it has exec'd.
+    let park = format!(
+        "case \"$*\" in *--file=/dev/null*) echo $$ >> {}; exec sleep 120;; esac",
+        readers.display()
+    );
+    let bin = wrapped_bin_dir(&db, &[("pg_restore", &park)]);
+    let tmp = work.path().join("tmp");
+    fs::create_dir(&tmp).unwrap();
+    let out = work.path().join("out");
+    let path = out.join("b.dump");
+    let mut child = xtask_command(&[
+        "backup",
+        "--output",
+        path.to_str().unwrap(),
+        "--database-url",
+        &db.url(),
+    ])
+    .env("PG_BIN_DIR", bin.path())
+    .env("TMPDIR", &tmp)
+    .stderr(Stdio::null())
+    .spawn()
+    .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let pids = loop {
+        let pids: Vec<u32> = fs::read_to_string(&readers)
+            .unwrap()
+            .lines()
+            .map(|l| l.parse().unwrap())
+            .collect();
+        // Two readers when the listing is shared out; give the second a moment.
+        if !pids.is_empty() {
+            std::thread::sleep(Duration::from_millis(300));
+            break fs::read_to_string(&readers)
+                .unwrap()
+                .lines()
+                .map(|l| l.parse().unwrap())
+                .collect::<Vec<u32>>();
+        }
+        assert!(Instant::now() < deadline, "the read-back never started");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !pids.iter().all(|&pid| is_dead(pid)) {
+        assert!(
+            Instant::now() < deadline,
+            "the read-back's pg_restore outlived the killed backup: {pids:?}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(!path.exists());
+    let mut loose = Vec::new();
+    let mut stack: Vec<PathBuf> = vec![tmp.clone(), out.clone()];
+    while let Some(dir) = stack.pop() {
+        for entry in fs::read_dir(&dir).unwrap() {
+            let entry = entry.unwrap().path();
+            let mode = mode(&entry);
+            if entry.is_dir() {
+                stack.push(entry.clone());
+                if mode & 0o077 != 0 {
+                    loose.push((entry, mode));
+                }
+            } else if mode & 0o077 != 0 {
+                loose.push((entry, mode));
+            }
+        }
+    }
+    assert!(loose.is_empty(), "readable by others: {loose:?}");
+    assert!(names_in(&tmp).is_empty(), "{:?}", names_in(&tmp));
+}
