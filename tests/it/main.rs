@@ -5,6 +5,7 @@ mod alembic_interop;
 mod autogenerate;
 mod backup;
 mod bad_input;
+mod catalog;
 mod cluster;
 mod docs;
 mod fresh_machine;
