@@ -82,3 +82,23 @@ fn the_snapshot_renders_every_kind_of_object() {
     let catalog = Catalog::capture(&mut client).unwrap();
     filtered_snapshot!("catalog_every_kind_public", format!("{catalog:#?}"));
 }
+
+/// The one ignore list reaches every kind of object: a trigger or a policy on our
+/// bookkeeping is bookkeeping too, for the snapshot as for the planner.
+#[test]
+fn our_bookkeeping_is_left_out_whatever_hangs_on_it() {
+    let db = TestDb::new();
+    let mut client = db.client();
+    client
+        .batch_execute(
+            "CREATE TABLE alembic_version (version_num varchar(32) PRIMARY KEY);
+             CREATE FUNCTION stamp_seen() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN RETURN NEW; END $$;
+             CREATE TRIGGER seen AFTER INSERT ON alembic_version FOR EACH ROW EXECUTE FUNCTION stamp_seen();
+             CREATE POLICY own_rows ON alembic_version USING (true);",
+        )
+        .unwrap();
+    let snapshot = SchemaSnapshot::capture(&mut client).unwrap();
+    let keys: Vec<&String> = snapshot.objects.keys().collect();
+    assert_eq!(keys, ["function stamp_seen()"], "{snapshot}");
+    assert!(Catalog::capture(&mut client).unwrap().tables.is_empty());
+}
