@@ -1,14 +1,14 @@
-//! Normalised schema snapshots built from the catalogs: every table (columns in order,
-//! types, defaults, nullability), constraint, index, enum (values in order), RLS flag,
-//! policy, sequence, function, trigger, view and grant, sorted so that equal schemas
-//! render identically, whatever the attnum holes left by dropped columns.
+//! Normalised schema snapshots rendered from the catalog's `Objects`: every table
+//! (columns in order, types, defaults, nullability), constraint, index, enum (values in
+//! order), RLS flag, policy, sequence, function, trigger, view and grant, sorted so that
+//! equal schemas render identically, whatever the attnum holes left by dropped columns.
 
 use std::collections::BTreeMap;
 use std::fmt;
 
 use postgres::GenericClient;
 
-use crate::catalog::{is_bookkeeping, USER_SCHEMAS};
+use crate::catalog::objects::{Identity, Objects, RelKind};
 use crate::sql::display_name;
 
 /// A schema, as object name -> its normalised description lines.
@@ -20,19 +20,22 @@ pub struct SchemaSnapshot {
 impl SchemaSnapshot {
     /// Reads the schema of the database `client` is connected to.
     pub fn capture(client: &mut impl GenericClient) -> Result<SchemaSnapshot, postgres::Error> {
+        Ok(SchemaSnapshot::render(&Objects::read(client)?))
+    }
+
+    /// The snapshot of what `objects` holds.
+    pub fn render(objects: &Objects) -> SchemaSnapshot {
         let mut snapshot = SchemaSnapshot::default();
-        snapshot.enums(client)?;
-        snapshot.relations(client)?;
-        snapshot.columns(client)?;
-        snapshot.constraints(client)?;
-        snapshot.indexes(client)?;
-        snapshot.policies(client)?;
-        snapshot.sequences(client)?;
-        snapshot.functions(client)?;
-        snapshot.triggers(client)?;
-        snapshot.grants(client)?;
-        snapshot.extensions(client)?;
-        snapshot.comments(client)?;
+        snapshot.enums(objects);
+        snapshot.relations(objects);
+        snapshot.constraints(objects);
+        snapshot.indexes(objects);
+        snapshot.policies(objects);
+        snapshot.sequences(objects);
+        snapshot.functions(objects);
+        snapshot.triggers(objects);
+        snapshot.grants(objects);
+        snapshot.extensions(objects);
         for lines in snapshot.objects.values_mut() {
             // Stable sort by section; columns keep their order, the rest is sorted by text.
             lines.sort_by(|a, b| {
@@ -45,7 +48,7 @@ impl SchemaSnapshot {
                 })
             });
         }
-        Ok(snapshot)
+        snapshot
     }
 
     /// The same snapshot with each table's columns sorted by name, for comparisons
@@ -75,299 +78,177 @@ impl SchemaSnapshot {
         self.objects.entry(object).or_default().push(line);
     }
 
-    fn header(&mut self, object: String, line: String) {
-        self.objects.entry(object).or_default().insert(0, line);
-    }
-
-    fn enums(&mut self, client: &mut impl GenericClient) -> Result<(), postgres::Error> {
-        let sql = format!(
-            "SELECT n.nspname, t.typname, string_agg(quote_literal(e.enumlabel), ', ' ORDER BY e.enumsortorder)
-               FROM pg_type t JOIN pg_namespace n ON n.oid = t.typnamespace JOIN pg_enum e ON e.enumtypid = t.oid
-              WHERE {USER_SCHEMAS} GROUP BY 1, 2"
-        );
-        for row in client.query(&sql, &[])? {
-            let name = qualified(row.get(0), row.get::<_, String>(1));
-            self.header(
-                format!("type {name}"),
-                format!("enum ({})", row.get::<_, String>(2)),
-            );
-        }
-        Ok(())
-    }
-
-    fn relations(&mut self, client: &mut impl GenericClient) -> Result<(), postgres::Error> {
-        let sql = format!(
-            "SELECT n.nspname, c.relname, c.relkind::text, c.relrowsecurity, c.relforcerowsecurity,
-                    CASE WHEN c.relkind IN ('v', 'm') THEN pg_get_viewdef(c.oid) END
-               FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
-              WHERE {USER_SCHEMAS} AND c.relkind IN ('r', 'p', 'v', 'm')"
-        );
-        for row in client.query(&sql, &[])? {
-            let relname: String = row.get(1);
-            if is_bookkeeping(&relname) {
-                continue;
-            }
-            let name = qualified(row.get(0), &relname);
-            let kind: String = row.get(2);
-            match kind.as_str() {
-                "r" | "p" => {
-                    let rls = if row.get(3) { "enabled" } else { "disabled" };
-                    let force = if row.get(4) { ", forced" } else { "" };
-                    self.header(
-                        format!("table {name}"),
-                        format!("row level security {rls}{force}"),
-                    );
-                }
-                _ => {
-                    let definition: String = row.get(5);
-                    let what = if kind == "m" {
-                        "materialized view"
-                    } else {
-                        "view"
-                    };
-                    self.header(
-                        format!("{what} {name}"),
-                        format!("as {}", squash(&definition)),
-                    );
-                }
-            }
-        }
-        Ok(())
-    }
-
-    fn columns(&mut self, client: &mut impl GenericClient) -> Result<(), postgres::Error> {
-        let sql = format!(
-            "SELECT n.nspname, c.relname, c.relkind::text, a.attname, format_type(a.atttypid, a.atttypmod), a.attnotnull,
-                    pg_get_expr(d.adbin, d.adrelid), a.attidentity::text, a.attgenerated::text
-               FROM pg_attribute a
-               JOIN pg_class c ON c.oid = a.attrelid JOIN pg_namespace n ON n.oid = c.relnamespace
-               LEFT JOIN pg_attrdef d ON d.adrelid = a.attrelid AND d.adnum = a.attnum
-              WHERE {USER_SCHEMAS} AND c.relkind IN ('r', 'p', 'v', 'm') AND a.attnum > 0 AND NOT a.attisdropped
-              ORDER BY n.nspname, c.relname, a.attnum"
-        );
-        for row in client.query(&sql, &[])? {
-            let relname: String = row.get(1);
-            if is_bookkeeping(&relname) {
-                continue;
-            }
-            let kind: String = row.get(2);
-            let object = match kind.as_str() {
-                "r" | "p" => "table",
-                "m" => "materialized view",
-                _ => "view",
-            };
-            let mut line = format!(
-                "column {} {}",
-                row.get::<_, String>(3),
-                row.get::<_, String>(4)
-            );
-            if row.get(5) {
-                line.push_str(" not null");
-            }
-            if let Some(default) = row.get::<_, Option<String>>(6) {
-                let generated: String = row.get(8);
-                let word = if generated == "s" {
-                    "generated always as"
-                } else {
-                    "default"
-                };
-                line.push_str(&format!(" {word} {default}"));
-            }
-            match row.get::<_, String>(7).as_str() {
-                "a" => line.push_str(" generated always as identity"),
-                "d" => line.push_str(" generated by default as identity"),
-                _ => {}
-            }
+    fn enums(&mut self, objects: &Objects) {
+        for e in &objects.enums {
+            let labels: Vec<String> = e.labels.iter().map(|l| quote_literal(l)).collect();
             self.push(
-                format!("{object} {}", qualified(row.get(0), &relname)),
-                line,
+                format!("type {}", display_name(&e.schema, &e.name)),
+                format!("enum ({})", labels.join(", ")),
             );
         }
-        Ok(())
     }
 
-    fn constraints(&mut self, client: &mut impl GenericClient) -> Result<(), postgres::Error> {
-        let sql = format!(
-            "SELECT n.nspname, c.relname, k.conname, pg_get_constraintdef(k.oid)
-               FROM pg_constraint k JOIN pg_class c ON c.oid = k.conrelid JOIN pg_namespace n ON n.oid = c.relnamespace
-              WHERE {USER_SCHEMAS}"
-        );
-        for row in client.query(&sql, &[])? {
-            let relname: String = row.get(1);
-            if is_bookkeeping(&relname) {
-                continue;
+    /// Tables and views with their columns and, for tables, RLS and comments (`COMMENT
+    /// ON`, which a reviewer reads as documentation of the schema).
+    fn relations(&mut self, objects: &Objects) {
+        for relation in &objects.relations {
+            let name = display_name(&relation.schema, &relation.name);
+            let object = format!("{} {name}", object_word(relation.kind));
+            let table = relation.kind == RelKind::Table;
+            let first = match (table, &relation.view_definition) {
+                (true, _) => {
+                    let rls = if relation.row_security {
+                        "enabled"
+                    } else {
+                        "disabled"
+                    };
+                    let force = if relation.force_row_security {
+                        ", forced"
+                    } else {
+                        ""
+                    };
+                    format!("row level security {rls}{force}")
+                }
+                (false, definition) => {
+                    format!("as {}", squash(definition.as_deref().unwrap_or_default()))
+                }
+            };
+            self.push(object.clone(), first);
+            if let (true, Some(text)) = (table, &relation.comment) {
+                self.push(
+                    object.clone(),
+                    format!("comment on table: {}", squash(text)),
+                );
             }
-            let line = format!(
-                "constraint {} {}",
-                row.get::<_, String>(2),
-                row.get::<_, String>(3)
-            );
-            self.push(format!("table {}", qualified(row.get(0), &relname)), line);
+            for column in &relation.columns {
+                let mut line = format!("column {} {}", column.name, column.data_type);
+                if column.not_null {
+                    line.push_str(" not null");
+                }
+                if let Some(default) = &column.default {
+                    let word = match column.generated {
+                        true => "generated always as",
+                        false => "default",
+                    };
+                    line.push_str(&format!(" {word} {default}"));
+                }
+                match column.identity {
+                    Some(Identity::Always) => line.push_str(" generated always as identity"),
+                    Some(Identity::ByDefault) => line.push_str(" generated by default as identity"),
+                    None => {}
+                }
+                self.push(object.clone(), line);
+                if let (true, Some(text)) = (table, &column.comment) {
+                    self.push(
+                        object.clone(),
+                        format!("comment on column {}: {}", column.name, squash(text)),
+                    );
+                }
+            }
         }
-        Ok(())
     }
 
-    fn indexes(&mut self, client: &mut impl GenericClient) -> Result<(), postgres::Error> {
-        let sql = format!(
-            "SELECT n.nspname, t.relname, ic.relname, pg_get_indexdef(i.indexrelid), i.indisvalid
-               FROM pg_index i JOIN pg_class ic ON ic.oid = i.indexrelid JOIN pg_class t ON t.oid = i.indrelid
-               JOIN pg_namespace n ON n.oid = t.relnamespace
-              WHERE {USER_SCHEMAS}"
-        );
-        for row in client.query(&sql, &[])? {
-            let relname: String = row.get(1);
-            if is_bookkeeping(&relname) {
-                continue;
-            }
-            let definition: String = row.get(3);
+    fn constraints(&mut self, objects: &Objects) {
+        for k in &objects.constraints {
+            self.push(
+                format!("table {}", display_name(&k.schema, &k.table)),
+                format!("constraint {} {}", k.name, k.definition),
+            );
+        }
+    }
+
+    fn indexes(&mut self, objects: &Objects) {
+        for index in &objects.indexes {
+            let definition = &index.definition;
             // "CREATE INDEX name ON public.t USING btree (c)" -> "btree (c)" plus uniqueness.
             let unique = if definition.starts_with("CREATE UNIQUE") {
                 "unique "
             } else {
                 ""
             };
-            let method = definition.split(" USING ").nth(1).unwrap_or(&definition);
-            let invalid = if row.get(4) { "" } else { " INVALID" };
-            let line = format!(
-                "index {} {unique}{method}{invalid}",
-                row.get::<_, String>(2)
-            );
-            self.push(format!("table {}", qualified(row.get(0), &relname)), line);
-        }
-        Ok(())
-    }
-
-    fn policies(&mut self, client: &mut impl GenericClient) -> Result<(), postgres::Error> {
-        let rows = client.query(
-            "SELECT schemaname::text, tablename::text, policyname::text, permissive, array_to_string(roles, ','), cmd,
-                    coalesce(qual, ''), coalesce(with_check, '')
-               FROM pg_policies",
-            &[],
-        )?;
-        for row in rows {
-            let line = format!(
-                "policy {} {} for {} to {} using ({}) with check ({})",
-                row.get::<_, String>(2),
-                row.get::<_, String>(3).to_lowercase(),
-                row.get::<_, String>(5).to_lowercase(),
-                row.get::<_, String>(4),
-                row.get::<_, String>(6),
-                row.get::<_, String>(7)
-            );
+            let method = definition.split(" USING ").nth(1).unwrap_or(definition);
+            let invalid = if index.valid { "" } else { " INVALID" };
             self.push(
-                format!("table {}", qualified(row.get(0), row.get::<_, String>(1))),
-                line,
+                format!("table {}", display_name(&index.schema, &index.table)),
+                format!("index {} {unique}{method}{invalid}", index.name),
             );
         }
-        Ok(())
     }
 
-    fn sequences(&mut self, client: &mut impl GenericClient) -> Result<(), postgres::Error> {
-        let rows = client.query(
-            "SELECT schemaname::text, sequencename::text, data_type::text, start_value, increment_by, min_value, max_value, cycle
-               FROM pg_sequences",
-            &[],
-        )?;
-        for row in rows {
-            let name: String = row.get(1);
-            if is_bookkeeping(&name) {
-                continue;
-            }
-            let line = format!(
-                "{} start {} increment {} min {} max {}{}",
-                row.get::<_, String>(2),
-                row.get::<_, i64>(3),
-                row.get::<_, i64>(4),
-                row.get::<_, i64>(5),
-                row.get::<_, i64>(6),
-                if row.get(7) { " cycle" } else { "" }
-            );
-            self.header(format!("sequence {}", qualified(row.get(0), &name)), line);
-        }
-        Ok(())
-    }
-
-    fn functions(&mut self, client: &mut impl GenericClient) -> Result<(), postgres::Error> {
-        let sql = format!(
-            "SELECT n.nspname, p.proname || '(' || pg_get_function_identity_arguments(p.oid) || ')', pg_get_functiondef(p.oid)
-               FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace
-              WHERE {USER_SCHEMAS} AND p.prokind IN ('f', 'p')
-                AND NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.objid = p.oid AND d.deptype = 'e')"
-        );
-        for row in client.query(&sql, &[])? {
-            let line = squash(&row.get::<_, String>(2));
-            self.header(
-                format!(
-                    "function {}",
-                    qualified(row.get(0), row.get::<_, String>(1))
-                ),
-                line,
-            );
-        }
-        Ok(())
-    }
-
-    fn triggers(&mut self, client: &mut impl GenericClient) -> Result<(), postgres::Error> {
-        let sql = format!(
-            "SELECT n.nspname, c.relname, t.tgname, pg_get_triggerdef(t.oid)
-               FROM pg_trigger t JOIN pg_class c ON c.oid = t.tgrelid JOIN pg_namespace n ON n.oid = c.relnamespace
-              WHERE {USER_SCHEMAS} AND NOT t.tgisinternal"
-        );
-        for row in client.query(&sql, &[])? {
-            let line = format!("trigger {}", row.get::<_, String>(3));
-            self.push(
-                format!("table {}", qualified(row.get(0), row.get::<_, String>(1))),
-                line,
-            );
-        }
-        Ok(())
-    }
-
-    /// Grants to roles other than the owner (the owner differs between servers).
-    fn grants(&mut self, client: &mut impl GenericClient) -> Result<(), postgres::Error> {
-        let sql = format!(
-            "SELECT n.nspname, c.relname, c.relkind::text,
-                    CASE WHEN g.grantee = 0 THEN 'PUBLIC' ELSE pg_get_userbyid(g.grantee) END,
-                    string_agg(g.privilege_type, ', ' ORDER BY g.privilege_type)
-               FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace, aclexplode(c.relacl) g
-              WHERE {USER_SCHEMAS} AND c.relkind IN ('r', 'p', 'v', 'm', 'S') AND g.grantee <> c.relowner
-              GROUP BY 1, 2, 3, 4"
-        );
-        for row in client.query(&sql, &[])? {
-            let relname: String = row.get(1);
-            if is_bookkeeping(&relname) {
-                continue;
-            }
-            let object = match row.get::<_, String>(2).as_str() {
-                "r" | "p" => "table",
-                "S" => "sequence",
-                "m" => "materialized view",
-                _ => "view",
+    fn policies(&mut self, objects: &Objects) {
+        for p in &objects.policies {
+            let permissive = if p.permissive {
+                "permissive"
+            } else {
+                "restrictive"
             };
-            let line = format!(
-                "grant {} to {}",
-                row.get::<_, String>(4),
-                row.get::<_, String>(3)
-            );
             self.push(
-                format!("{object} {}", qualified(row.get(0), &relname)),
-                line,
+                format!("table {}", display_name(&p.schema, &p.table)),
+                format!(
+                    "policy {} {permissive} for {} to {} using ({}) with check ({})",
+                    p.name,
+                    p.command.to_lowercase(),
+                    p.roles.join(","),
+                    p.using.as_deref().unwrap_or(""),
+                    p.with_check.as_deref().unwrap_or("")
+                ),
             );
         }
-        Ok(())
     }
 
-    fn extensions(&mut self, client: &mut impl GenericClient) -> Result<(), postgres::Error> {
-        for row in client.query(
-            "SELECT extname FROM pg_extension WHERE extname <> 'plpgsql'",
-            &[],
-        )? {
-            self.header(
-                format!("extension {}", row.get::<_, String>(0)),
-                "installed".into(),
+    fn sequences(&mut self, objects: &Objects) {
+        for s in &objects.sequences {
+            self.push(
+                format!("sequence {}", display_name(&s.schema, &s.name)),
+                format!(
+                    "{} start {} increment {} min {} max {}{}",
+                    s.data_type,
+                    s.start,
+                    s.increment,
+                    s.min,
+                    s.max,
+                    if s.cycle { " cycle" } else { "" }
+                ),
             );
         }
-        Ok(())
+    }
+
+    fn functions(&mut self, objects: &Objects) {
+        for f in &objects.functions {
+            self.push(
+                format!("function {}", display_name(&f.schema, &f.signature)),
+                squash(&f.definition),
+            );
+        }
+    }
+
+    /// Under `table`, whatever the relation is (a view's `INSTEAD OF` trigger too).
+    fn triggers(&mut self, objects: &Objects) {
+        for t in &objects.triggers {
+            self.push(
+                format!("table {}", display_name(&t.schema, &t.table)),
+                format!("trigger {}", t.definition),
+            );
+        }
+    }
+
+    fn grants(&mut self, objects: &Objects) {
+        for g in &objects.grants {
+            self.push(
+                format!(
+                    "{} {}",
+                    object_word(g.kind),
+                    display_name(&g.schema, &g.relation)
+                ),
+                format!("grant {} to {}", g.privileges.join(", "), g.grantee),
+            );
+        }
+    }
+
+    fn extensions(&mut self, objects: &Objects) {
+        for name in &objects.extensions {
+            self.push(format!("extension {name}"), "installed".into());
+        }
     }
 
     /// Object names that differ between `self` (expected) and `other` (actual), with a
@@ -431,37 +312,6 @@ impl fmt::Display for SchemaSnapshot {
     }
 }
 
-impl SchemaSnapshot {
-    /// Comments on tables and their columns (`COMMENT ON`), which a reviewer reads as
-    /// documentation of the schema.
-    fn comments(&mut self, client: &mut impl GenericClient) -> Result<(), postgres::Error> {
-        let sql = format!(
-            "SELECT n.nspname, c.relname, a.attname, d.description
-               FROM pg_description d
-               JOIN pg_class c ON c.oid = d.objoid AND d.classoid = 'pg_class'::regclass
-               JOIN pg_namespace n ON n.oid = c.relnamespace
-               LEFT JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum = d.objsubid AND d.objsubid > 0
-              WHERE {USER_SCHEMAS} AND c.relkind IN ('r', 'p')"
-        );
-        for row in client.query(&sql, &[])? {
-            let relname: String = row.get(1);
-            if is_bookkeeping(&relname) {
-                continue;
-            }
-            let on = match row.get::<_, Option<String>>(2) {
-                Some(column) => format!("column {column}"),
-                None => "table".to_string(),
-            };
-            let text: String = row.get(3);
-            self.push(
-                format!("table {}", qualified(row.get(0), &relname)),
-                format!("comment on {on}: {}", squash(&text)),
-            );
-        }
-        Ok(())
-    }
-}
-
 /// Sort rank of a line within an object: columns, constraints, indexes, policies, ...
 fn section_rank(line: &str) -> u8 {
     const ORDER: &[&str] = &[
@@ -479,8 +329,24 @@ fn section_rank(line: &str) -> u8 {
     ORDER.iter().position(|p| line.starts_with(p)).unwrap_or(0) as u8
 }
 
-fn qualified(schema: String, name: impl AsRef<str>) -> String {
-    display_name(&schema, name.as_ref())
+/// The word a relation's snapshot key starts with.
+fn object_word(kind: RelKind) -> &'static str {
+    match kind {
+        RelKind::Table => "table",
+        RelKind::View => "view",
+        RelKind::MaterializedView => "materialized view",
+        RelKind::Sequence => "sequence",
+    }
+}
+
+/// PostgreSQL's `quote_literal`: quotes doubled, and with a backslash in the text,
+/// backslashes doubled and an `E` prefix.
+fn quote_literal(text: &str) -> String {
+    let escaped = text.replace('\'', "''");
+    match text.contains('\\') {
+        true => format!("E'{}'", escaped.replace('\\', "\\\\")),
+        false => format!("'{escaped}'"),
+    }
 }
 
 /// Collapses whitespace runs, so definitions fit on one line.

@@ -7,6 +7,7 @@ mod autogenerate;
 mod backup;
 mod backup_safety;
 mod bad_input;
+mod catalog;
 mod cluster;
 mod docs;
 mod fresh_machine;

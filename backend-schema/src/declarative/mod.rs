@@ -6,7 +6,7 @@ pub mod plan;
 
 use std::path::{Path, PathBuf};
 
-use crate::catalog::Catalog;
+use crate::catalog::{Catalog, Objects};
 use crate::cluster::TempCluster;
 use crate::runner::{MigrateError, Migrator, RunOptions};
 use crate::snapshot::SchemaSnapshot;
@@ -161,18 +161,12 @@ pub fn build_pair(
     let (head, head_catalog) = {
         let mut client = cluster.client(HEAD_DB)?;
         Migrator::new(&mut client, graph, RunOptions::default()).upgrade("heads")?;
-        (
-            SchemaSnapshot::capture(&mut client).map_err(DeclarativeError::Catalog)?,
-            Catalog::capture(&mut client).map_err(DeclarativeError::Catalog)?,
-        )
+        read_both(&mut client)?
     };
     let (declared, declared_catalog) = {
         let mut client = cluster.client(DECLARED_DB)?;
         load(schema, &mut client)?;
-        (
-            SchemaSnapshot::capture(&mut client).map_err(DeclarativeError::Catalog)?,
-            Catalog::capture(&mut client).map_err(DeclarativeError::Catalog)?,
-        )
+        read_both(&mut client)?
     };
     Ok(SchemaPair {
         cluster,
@@ -181,6 +175,12 @@ pub fn build_pair(
         head_catalog,
         declared_catalog,
     })
+}
+
+/// The snapshot and the planner's catalog of one database, from one read.
+fn read_both(client: &mut postgres::Client) -> Result<(SchemaSnapshot, Catalog), DeclarativeError> {
+    let objects = Objects::read(client).map_err(DeclarativeError::Catalog)?;
+    Ok((SchemaSnapshot::render(&objects), Catalog::public(&objects)))
 }
 
 /// Where a proof of a new migration went wrong.

@@ -1,0 +1,161 @@
+//! `Catalog`, the view of `public` the declarative planner and the ER diagram work
+//! from: tables keyed by their unqualified names, narrowed from `Objects`.
+
+use std::collections::BTreeMap;
+
+use postgres::GenericClient;
+
+use super::objects::{self, Objects, RelKind};
+
+/// The `public` schema of one database: the planner writes unqualified names, so it
+/// sees only the schema those resolve to.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Catalog {
+    /// Enum type -> its values in order.
+    pub enums: BTreeMap<String, Vec<String>>,
+    pub tables: BTreeMap<String, Table>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Table {
+    /// In attnum order.
+    pub columns: Vec<Column>,
+    /// Name -> constraint.
+    pub constraints: BTreeMap<String, Constraint>,
+    /// Name -> `pg_get_indexdef`, for indexes that do not back a constraint.
+    pub indexes: BTreeMap<String, String>,
+    pub row_security: bool,
+    pub force_row_security: bool,
+    pub policies: BTreeMap<String, Policy>,
+    pub comment: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Column {
+    pub name: String,
+    /// `format_type`, e.g. `character varying(255)`.
+    pub data_type: String,
+    pub not_null: bool,
+    pub default: Option<String>,
+    pub comment: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Constraint {
+    /// `p`rimary key, `u`nique, `f`oreign key, `c`heck, e`x`clusion.
+    pub kind: char,
+    /// `pg_get_constraintdef`, e.g. `FOREIGN KEY (tenant_id) REFERENCES tenants(id)`.
+    pub definition: String,
+    /// The backing index (`pg_get_indexdef`) of a primary key or unique constraint.
+    pub index: Option<String>,
+    /// The constrained columns, in key order.
+    pub columns: Vec<String>,
+    /// The table a foreign key references.
+    pub references: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Policy {
+    pub permissive: bool,
+    /// `ALL`, `SELECT`, `INSERT`, `UPDATE` or `DELETE`.
+    pub command: String,
+    pub roles: Vec<String>,
+    pub using: Option<String>,
+    pub with_check: Option<String>,
+}
+
+impl Table {
+    pub fn column(&self, name: &str) -> Option<&Column> {
+        self.columns.iter().find(|c| c.name == name)
+    }
+}
+
+impl Catalog {
+    /// Reads the database `client` is connected to.
+    pub fn capture(client: &mut impl GenericClient) -> Result<Catalog, postgres::Error> {
+        Ok(Catalog::public(&Objects::read(client)?))
+    }
+
+    /// The tables of `public` in `objects` (views, sequences, functions and triggers are
+    /// not the planner's), with their enums.
+    pub fn public(objects: &Objects) -> Catalog {
+        let in_public = |schema: &str| schema == "public";
+        let mut catalog = Catalog::default();
+        for e in objects.enums.iter().filter(|e| in_public(&e.schema)) {
+            catalog.enums.insert(e.name.clone(), e.labels.clone());
+        }
+        for relation in &objects.relations {
+            if !in_public(&relation.schema) || relation.kind != RelKind::Table {
+                continue;
+            }
+            catalog.tables.insert(
+                relation.name.clone(),
+                Table {
+                    columns: relation.columns.iter().map(Column::from).collect(),
+                    row_security: relation.row_security,
+                    force_row_security: relation.force_row_security,
+                    comment: relation.comment.clone(),
+                    ..Table::default()
+                },
+            );
+        }
+        for k in &objects.constraints {
+            if !['p', 'u', 'f', 'c', 'x'].contains(&k.kind) {
+                continue;
+            }
+            if let Some(table) = catalog.public_table(&k.schema, &k.table) {
+                table.constraints.insert(
+                    k.name.clone(),
+                    Constraint {
+                        kind: k.kind,
+                        definition: k.definition.clone(),
+                        index: k.index.clone(),
+                        columns: k.columns.clone(),
+                        references: k.references.clone(),
+                    },
+                );
+            }
+        }
+        for index in objects.indexes.iter().filter(|i| !i.backs_constraint) {
+            if let Some(table) = catalog.public_table(&index.schema, &index.table) {
+                table
+                    .indexes
+                    .insert(index.name.clone(), index.definition.clone());
+            }
+        }
+        for p in &objects.policies {
+            if let Some(table) = catalog.public_table(&p.schema, &p.table) {
+                table.policies.insert(
+                    p.name.clone(),
+                    Policy {
+                        permissive: p.permissive,
+                        command: p.command.clone(),
+                        roles: p.roles.clone(),
+                        using: p.using.clone(),
+                        with_check: p.with_check.clone(),
+                    },
+                );
+            }
+        }
+        catalog
+    }
+
+    fn public_table(&mut self, schema: &str, name: &str) -> Option<&mut Table> {
+        match schema {
+            "public" => self.tables.get_mut(name),
+            _ => None,
+        }
+    }
+}
+
+impl From<&objects::Column> for Column {
+    fn from(column: &objects::Column) -> Column {
+        Column {
+            name: column.name.clone(),
+            data_type: column.data_type.clone(),
+            not_null: column.not_null,
+            default: column.default.clone(),
+            comment: column.comment.clone(),
+        }
+    }
+}
