@@ -5,6 +5,8 @@
 
 pub mod archive;
 pub mod backup;
+pub mod meta_commands;
+pub mod psql_restore;
 pub mod restore;
 pub mod schema;
 

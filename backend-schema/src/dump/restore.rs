@@ -9,6 +9,8 @@ use std::path::{Path, PathBuf};
 use postgres::Client;
 
 use super::archive::{check_complete, hash_and_read, ArchiveError};
+use super::meta_commands::{check_plain_dump, MetaCommandError};
+use super::psql_restore::{restore_plain, PsqlRestoreError};
 use super::{extensions_in_script, roles_in_script, row_counts, DumpFormat, Manifest};
 use crate::database_url::DatabaseUrl;
 use crate::pgtool::{libpq, stderr_tail};
@@ -59,6 +61,8 @@ pub enum CheckError {
     },
     #[error("the archive is damaged; nothing was restored")]
     Damaged(#[source] ArchiveError),
+    #[error(transparent)]
+    MetaCommand(#[from] MetaCommandError),
 }
 
 /// The archive before anything is touched: its hash against the manifest (when there is
@@ -89,7 +93,17 @@ pub fn check_archive(
             check_complete(binaries, format, path, &Default::default())
         }
     };
-    complete.map_err(CheckError::Damaged)
+    complete.map_err(CheckError::Damaged)?;
+    if format == DumpFormat::Plain {
+        let script = std::fs::read_to_string(path).map_err(|source| {
+            CheckError::Hash(ArchiveError::Unreadable {
+                path: path.to_path_buf(),
+                source,
+            })
+        })?;
+        check_plain_dump(path, &script)?;
+    }
+    Ok(())
 }
 
 /// Why the target refuses the archive; nothing was changed.
@@ -179,6 +193,8 @@ pub enum RestoreError {
         source: postgres::Error,
     },
     #[error(transparent)]
+    Plain(#[from] PsqlRestoreError),
+    #[error(transparent)]
     Db(#[from] postgres::Error),
     #[error(transparent)]
     Io(#[from] std::io::Error),
@@ -209,8 +225,8 @@ pub fn restore(
     }
 }
 
-/// Restores `path` into `url` atomically: `pg_restore --single-transaction` or
-/// `psql -X -1 -v ON_ERROR_STOP=1`.
+/// Restores `path` into `url` atomically: `pg_restore --single-transaction`, or a plain
+/// dump through `psql_restore` (checked for meta-commands, one transaction).
 pub fn run_restore(
     binaries: &PgBinaries,
     format: DumpFormat,
@@ -218,44 +234,30 @@ pub fn run_restore(
     url: &DatabaseUrl,
     options: &RestoreOptions,
 ) -> Result<(), RestoreError> {
-    let mut args: Vec<OsString> = Vec::new();
-    let program = match format {
-        DumpFormat::Plain => {
-            args.extend([
-                "-X".into(),
-                "-q".into(),
-                "-1".into(),
-                "-v".into(),
-                "ON_ERROR_STOP=1".into(),
-            ]);
-            args.push(format!("--file={}", path.display()).into());
-            "psql"
-        }
-        DumpFormat::Custom | DumpFormat::Directory => {
-            args.push("--exit-on-error".into());
-            if options.jobs > 1 {
-                args.push(format!("--jobs={}", options.jobs).into());
-            } else {
-                args.push("--single-transaction".into());
-            }
-            if options.no_owner {
-                args.extend(["--no-owner".into(), "--no-privileges".into()]);
-            }
-            if options.clean {
-                args.extend(["--clean".into(), "--if-exists".into()]);
-            }
-            args.push(path.into());
-            "pg_restore"
-        }
-    };
-    let output = libpq(binaries, program, args, url)
+    if format == DumpFormat::Plain {
+        return Ok(restore_plain(binaries, path, url)?);
+    }
+    let mut args: Vec<OsString> = vec!["--exit-on-error".into()];
+    if options.jobs > 1 {
+        args.push(format!("--jobs={}", options.jobs).into());
+    } else {
+        args.push("--single-transaction".into());
+    }
+    if options.no_owner {
+        args.extend(["--no-owner".into(), "--no-privileges".into()]);
+    }
+    if options.clean {
+        args.extend(["--clean".into(), "--if-exists".into()]);
+    }
+    args.push(path.into());
+    let output = libpq(binaries, "pg_restore", args, url)
         .stdout_null()
         .stderr_capture()
         .unchecked()
         .run()?;
     if !output.status.success() {
         return Err(RestoreError::Failed {
-            program,
+            program: "pg_restore",
             stderr_tail: stderr_tail(&output.stderr),
         });
     }
