@@ -5,6 +5,8 @@
 
 pub mod archive;
 pub mod backup;
+pub mod database_settings;
+pub mod leftovers;
 pub mod meta_commands;
 pub mod psql_restore;
 pub mod restore;
