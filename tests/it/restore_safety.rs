@@ -355,12 +355,32 @@ fn a_killed_restore_leaves_leftovers_the_next_run_recognises_and_removes() {
         "start": start.parse::<u64>().unwrap(),
         "since": "now",
     });
-    monitor
-        .batch_execute(&format!(
-            "COMMENT ON DATABASE fresh_other IS {}",
-            backend_schema::sql::literal(&format!("cargo xtask restore in progress: {alive}"))
-        ))
+    // A --create database of the killed restore that someone has written tables to
+    // since, and a staging copy of a restore on another host: both stay too.
+    db.cluster.create_database("fresh_written", None).unwrap();
+    db.cluster
+        .client("fresh_written")
+        .unwrap()
+        .batch_execute("CREATE TABLE notes (x int)")
         .unwrap();
+    db.cluster.create_database("fresh_remote", None).unwrap();
+    let mut written = alive.clone();
+    written["kind"] = "create".into();
+    written["pid"] = child.id().into();
+    let mut remote = alive.clone();
+    remote["host"] = "another-host.example".into();
+    for (database, maker) in [
+        ("fresh_other", &alive),
+        ("fresh_written", &written),
+        ("fresh_remote", &remote),
+    ] {
+        monitor
+            .batch_execute(&format!(
+                "COMMENT ON DATABASE {database} IS {}",
+                backend_schema::sql::literal(&format!("cargo xtask restore in progress: {maker}"))
+            ))
+            .unwrap();
+    }
 
     let run = crate::support::xtask(&args);
     let err = run.success().stderr();
@@ -375,7 +395,21 @@ fn a_killed_restore_leaves_leftovers_the_next_run_recognises_and_removes() {
         err.contains("removed database fresh (created by restore --create"),
         "{err}"
     );
-    assert_eq!(databases(&mut monitor), ["fresh", "fresh_other"]);
+    assert!(
+        err.contains("left database fresh_written (created by restore --create")
+            && err.contains("it holds tables now"),
+        "{err}"
+    );
+    assert!(
+        err.contains("left database fresh_remote (the staging copy of a restore")
+            && err.contains("this machine cannot tell whether it still runs"),
+        "{err}"
+    );
+    assert!(!err.contains("fresh_other"), "{err}");
+    assert_eq!(
+        databases(&mut monitor),
+        ["fresh", "fresh_other", "fresh_remote", "fresh_written"]
+    );
     let comment: Option<String> = monitor
         .query_one(
             "SELECT shobj_description(oid, 'pg_database') FROM pg_database WHERE datname = 'fresh'",
