@@ -14,6 +14,7 @@ mod fresh_machine;
 mod migrate;
 mod pinned_alembic;
 mod reliability;
+mod restore_safety;
 mod secrets;
 mod server_access;
 mod support;

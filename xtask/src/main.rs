@@ -23,7 +23,11 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
             eprintln!("error: {err:#}");
-            ExitCode::FAILURE
+            // A restore's exit status says what state its target is in.
+            match err.downcast_ref::<restore::Outcome>() {
+                Some(outcome) => ExitCode::from(outcome.code),
+                None => ExitCode::FAILURE,
+            }
         }
     }
 }

@@ -5,7 +5,8 @@ use std::time::Instant;
 
 use anyhow::{bail, Context as _};
 use backend_schema::dump::archive::script_of;
-use backend_schema::dump::restore::{self, ArchiveCheck, RestoreOptions};
+use backend_schema::dump::leftovers::{self, Swept};
+use backend_schema::dump::restore::{self, ArchiveCheck, RestoreOptions, Restored};
 use backend_schema::dump::{DumpFormat, Manifest};
 use backend_schema::runner::heads_text;
 use backend_schema::{version_table, PgBinaries};
@@ -15,19 +16,123 @@ use xshell::Shell;
 use crate::connect::Target;
 use crate::flags::Restore;
 
+/// How a restore ended, when not in full success: the cause, a last line saying what
+/// state the target is in, and the exit status that says the same to a script.
+#[derive(Debug)]
+pub(crate) struct Outcome {
+    cause: anyhow::Error,
+    state: String,
+    pub(crate) code: u8,
+}
+
+/// Exit status of a restore that committed but whose checks afterwards failed.
+pub(crate) const RESTORED_BUT: u8 = 3;
+
+impl Outcome {
+    fn unchanged(cause: anyhow::Error) -> Outcome {
+        Outcome {
+            cause,
+            state: "restore failed; the target is unchanged".into(),
+            code: 1,
+        }
+    }
+}
+
+impl std::fmt::Display for Outcome {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{:#}\n{}", self.cause, self.state)
+    }
+}
+
+impl std::error::Error for Outcome {}
+
 impl Restore {
     pub(crate) fn run(self, sh: &Shell) -> anyhow::Result<()> {
+        let binaries = PgBinaries::locate().map_err(|e| Outcome::unchanged(e.into()))?;
         let path = sh.current_dir().join(&self.path);
+        let (format, manifest) = self
+            .check_archive(&binaries, &path)
+            .map_err(Outcome::unchanged)?;
+
+        // 2. The target, and 3. the restore. A database created for it goes again if
+        // either fails, so a refused restore leaves nothing behind.
+        let target = self.connect.resolve().map_err(Outcome::unchanged)?;
+        eprintln!("target: {}", target.describe());
+        // Without access to the maintenance database there is nothing to sweep with, and
+        // a plain restore does not need it: not a reason to refuse.
+        if let Err(err) = sweep_leftovers(&target) {
+            eprintln!("warning: {err:#}");
+        }
+        if self.create {
+            let name =
+                restore::create_database(&target.url).map_err(|e| Outcome::unchanged(e.into()))?;
+            eprintln!("created database {name}");
+        }
+        let phase = Instant::now();
+        let restored = match self.check_target_and_restore(&binaries, format, &path, &target) {
+            Ok(restored) => restored,
+            Err(cause) if !self.create => return Err(Outcome::unchanged(cause).into()),
+            Err(cause) => {
+                let state = match restore::drop_database(&target.url) {
+                    Ok(()) => "restore failed; the database created for it was dropped again".to_string(),
+                    Err(drop_err) => format!(
+                        "restore failed; the database created for it is left empty and could not be dropped ({:#}); the next restore removes it",
+                        anyhow::Error::new(drop_err)
+                    ),
+                };
+                return Err(Outcome {
+                    cause,
+                    state,
+                    code: 1,
+                }
+                .into());
+            }
+        };
+        eprintln!("restored in {:.1}s", phase.elapsed().as_secs_f64());
+
+        // 4. What the guide checks afterwards: the target now holds the restored data,
+        // whatever fails from here on.
+        let mut notes = Vec::new();
+        if let Some((old, err)) = &restored.replaced_copy_left {
+            notes.push(format!(
+                "the replaced database, renamed {old}, could not be dropped ({err}); drop it when no longer needed"
+            ));
+        }
+        match self.after_restore(&target, manifest.as_ref(), &mut notes) {
+            Ok(heads) => {
+                for note in &notes {
+                    eprintln!("warning: {note}");
+                }
+                eprintln!("restore complete; revision {}", heads_text(&heads));
+                Ok(())
+            }
+            Err(cause) => {
+                for note in &notes {
+                    eprintln!("warning: {note}");
+                }
+                Err(Outcome {
+                    cause,
+                    state: "restored, but a check afterwards failed; the target now holds the restored data".into(),
+                    code: RESTORED_BUT,
+                }
+                .into())
+            }
+        }
+    }
+
+    /// 1. The archive itself: hash against the manifest, then a full read.
+    fn check_archive(
+        &self,
+        binaries: &PgBinaries,
+        path: &Path,
+    ) -> anyhow::Result<(DumpFormat, Option<Manifest>)> {
         if !path.exists() {
             bail!("{} does not exist", path.display());
         }
-        let binaries = PgBinaries::locate()?;
         let format =
-            DumpFormat::detect(&path).with_context(|| format!("cannot read {}", path.display()))?;
+            DumpFormat::detect(path).with_context(|| format!("cannot read {}", path.display()))?;
         eprintln!("archive: {} ({} format)", path.display(), format.flag());
-
-        // 1. The archive itself: hash against the manifest, then a full read.
-        let manifest_path = Manifest::path_for(&path);
+        let manifest_path = Manifest::path_for(path);
         let manifest = match manifest_path.exists() {
             true => Some(
                 Manifest::read(&manifest_path)
@@ -37,9 +142,9 @@ impl Restore {
         };
         let phase = Instant::now();
         restore::check_archive(
-            &binaries,
+            binaries,
             format,
-            &path,
+            path,
             manifest.as_ref(),
             &mut |check| match check {
                 ArchiveCheck::HashMatches => {
@@ -52,31 +157,25 @@ impl Restore {
             },
         )?;
         eprintln!("read back in full in {:.1}s", phase.elapsed().as_secs_f64());
+        Ok((format, manifest))
+    }
 
-        // 2. The target, and 3. the restore. A database created for it goes again if
-        // either fails, so a refused restore leaves nothing behind.
-        let target = self.connect.resolve()?;
-        eprintln!("target: {}", target.describe());
+    /// After the commit: the `--create` mark comes off, then ANALYZE, the revision and
+    /// the row counts against the manifest. Returns the heads.
+    fn after_restore(
+        &self,
+        target: &Target,
+        manifest: Option<&Manifest>,
+        notes: &mut Vec<String>,
+    ) -> anyhow::Result<Vec<String>> {
         if self.create {
-            let name = restore::create_database(&target.url)?;
-            eprintln!("created database {name}");
-        }
-        let phase = Instant::now();
-        if let Err(err) = self.check_target_and_restore(&binaries, format, &path, &target) {
-            if !self.create {
-                return Err(err);
+            if let Err(err) = restore::finish_create(&target.url) {
+                notes.push(format!(
+                    "the restored database still carries the restore's in-progress comment: {:#}",
+                    anyhow::Error::new(err)
+                ));
             }
-            return Err(match restore::drop_database(&target.url) {
-                Ok(()) => err.context("the database created for the restore was dropped again"),
-                Err(drop_err) => err.context(format!(
-                    "the database created for the restore could not be dropped: {:#}",
-                    anyhow::Error::new(drop_err)
-                )),
-            });
         }
-        eprintln!("restored in {:.1}s", phase.elapsed().as_secs_f64());
-
-        // 4. What the guide checks afterwards.
         let phase = Instant::now();
         let mut client = target.connect("cargo xtask restore")?;
         let analyze_on = target
@@ -96,12 +195,11 @@ impl Restore {
                 heads.join("\n")
             }
         );
-        if let (Some(manifest), Some(counts)) = (&manifest, counts) {
+        if let (Some(manifest), Some(counts)) = (manifest, counts) {
             restore::compare_counts(&counts, manifest)?;
             eprintln!("row counts match the manifest ({} tables)", counts.len());
         }
-        eprintln!("restore complete; revision {}", heads_text(&heads));
-        Ok(())
+        Ok(heads)
     }
 
     /// The pre-flight (roles, extensions, a non-empty target), then the restore itself.
@@ -111,7 +209,7 @@ impl Restore {
         format: DumpFormat,
         path: &Path,
         target: &Target,
-    ) -> anyhow::Result<()> {
+    ) -> anyhow::Result<Restored> {
         // 2. The target.
         let mut client = target.connect("cargo xtask restore")?;
         let script = script_of(binaries, format, path)?;
@@ -126,7 +224,48 @@ impl Restore {
             clean: self.clean && !existing.is_empty(),
             jobs: self.jobs,
         };
-        restore::restore(binaries, format, path, &target.url, &options)?;
-        Ok(())
+        Ok(restore::restore(
+            binaries,
+            format,
+            path,
+            &target.url,
+            &options,
+        )?)
     }
+}
+
+/// Drops what killed restores left on the target's server, saying so for each.
+fn sweep_leftovers(target: &Target) -> anyhow::Result<()> {
+    let swept = restore::sweep_leftovers(&target.url)
+        .context("cannot look for the leftovers of killed restores")?;
+    for swept in swept {
+        let said = |l: &leftovers::Leftover| {
+            format!(
+                "database {} ({}, made by pid {} on {} at {})",
+                l.name,
+                match l.maker.kind {
+                    leftovers::Kind::Staging => "the staging copy of a restore",
+                    leftovers::Kind::Create => "created by restore --create",
+                },
+                l.maker.pid,
+                l.maker.host,
+                l.maker.since
+            )
+        };
+        match swept {
+            Swept::Dropped(l) => eprintln!("removed {}: that restore was killed", said(&l)),
+            Swept::OtherHost(l) => eprintln!(
+                "note: left {} alone: this machine cannot tell whether it still runs",
+                said(&l)
+            ),
+            Swept::HoldsTables(l) => eprintln!(
+                "note: left {} alone: its restore was killed, but it holds tables now",
+                said(&l)
+            ),
+            Swept::DropFailed(l, err) => {
+                eprintln!("warning: cannot remove {}: {err}", said(&l))
+            }
+        }
+    }
+    Ok(())
 }

@@ -1,12 +1,17 @@
 //! Backups as files: the manifest written beside a dump, format detection, hashing,
 //! row counts, and the checks that tell a complete dump from a truncated one.
 //! `backup` writes one, `destination` puts it in place without replacing anything,
-//! `archive` reads one back, `restore` restores one, and `schema` turns a schema-only
-//! dump into `schema.sql`.
+//! `archive` reads one back, `restore` restores one (a plain one through
+//! `psql_restore`, after `meta_commands`; via staging with `database_settings` and
+//! `leftovers`), and `schema` turns a schema-only dump into `schema.sql`.
 
 pub mod archive;
 pub mod backup;
+pub mod database_settings;
 pub mod destination;
+pub mod leftovers;
+pub mod meta_commands;
+pub mod psql_restore;
 pub mod restore;
 pub mod schema;
 

@@ -1,6 +1,7 @@
 //! Restoring an archive all or nothing: the archive check against its manifest, the
 //! pre-flight on the target, the restore in one transaction or in a staging database
-//! renamed in, and the maintenance-database work around it (create, drop, swap).
+//! renamed in, and the maintenance-database work around it (create, drop, swap, and the
+//! sweep of what killed restores left).
 
 use std::collections::BTreeMap;
 use std::ffi::OsString;
@@ -9,6 +10,10 @@ use std::path::{Path, PathBuf};
 use postgres::Client;
 
 use super::archive::{check_complete, hash_and_read, ArchiveError};
+use super::database_settings::DatabaseSettings;
+use super::leftovers::{self, Kind, Swept};
+use super::meta_commands::{check_plain_dump, MetaCommandError};
+use super::psql_restore::{restore_plain, PsqlRestoreError};
 use super::{extensions_in_script, roles_in_script, row_counts, DumpFormat, Manifest};
 use crate::database_url::DatabaseUrl;
 use crate::pgtool::{libpq, stderr_tail};
@@ -59,6 +64,8 @@ pub enum CheckError {
     },
     #[error("the archive is damaged; nothing was restored")]
     Damaged(#[source] ArchiveError),
+    #[error(transparent)]
+    MetaCommand(#[from] MetaCommandError),
 }
 
 /// The archive before anything is touched: its hash against the manifest (when there is
@@ -89,7 +96,17 @@ pub fn check_archive(
             check_complete(binaries, format, path, &Default::default())
         }
     };
-    complete.map_err(CheckError::Damaged)
+    complete.map_err(CheckError::Damaged)?;
+    if format == DumpFormat::Plain {
+        let script = std::fs::read_to_string(path).map_err(|source| {
+            CheckError::Hash(ArchiveError::Unreadable {
+                path: path.to_path_buf(),
+                source,
+            })
+        })?;
+        check_plain_dump(path, &script)?;
+    }
+    Ok(())
 }
 
 /// Why the target refuses the archive; nothing was changed.
@@ -172,12 +189,14 @@ pub enum RestoreError {
     Maintenance(#[source] crate::tls::ConnectError),
     #[error("database {0} already exists; drop --create to restore into it")]
     Exists(String),
-    #[error("cannot swap the restored copy in: database {name} is in use (close its sessions and retry); the target was left as it was")]
+    #[error("cannot swap the restored copy in for database {name} (in use? close its sessions and retry), or give it the database's owner, grants and settings; the target was left as it was")]
     Swap {
         name: String,
         #[source]
         source: postgres::Error,
     },
+    #[error(transparent)]
+    Plain(#[from] PsqlRestoreError),
     #[error(transparent)]
     Db(#[from] postgres::Error),
     #[error(transparent)]
@@ -192,7 +211,7 @@ pub fn restore(
     path: &Path,
     url: &DatabaseUrl,
     options: &RestoreOptions,
-) -> Result<(), RestoreError> {
+) -> Result<Restored, RestoreError> {
     if options.jobs > 1 && format != DumpFormat::Plain {
         restore_via_staging(binaries, format, path, url, options)
     } else {
@@ -206,11 +225,12 @@ pub fn restore(
                 ..*options
             },
         )
+        .map(|()| Restored::default())
     }
 }
 
-/// Restores `path` into `url` atomically: `pg_restore --single-transaction` or
-/// `psql -X -1 -v ON_ERROR_STOP=1`.
+/// Restores `path` into `url` atomically: `pg_restore --single-transaction`, or a plain
+/// dump through `psql_restore` (checked for meta-commands, one transaction).
 pub fn run_restore(
     binaries: &PgBinaries,
     format: DumpFormat,
@@ -218,44 +238,30 @@ pub fn run_restore(
     url: &DatabaseUrl,
     options: &RestoreOptions,
 ) -> Result<(), RestoreError> {
-    let mut args: Vec<OsString> = Vec::new();
-    let program = match format {
-        DumpFormat::Plain => {
-            args.extend([
-                "-X".into(),
-                "-q".into(),
-                "-1".into(),
-                "-v".into(),
-                "ON_ERROR_STOP=1".into(),
-            ]);
-            args.push(format!("--file={}", path.display()).into());
-            "psql"
-        }
-        DumpFormat::Custom | DumpFormat::Directory => {
-            args.push("--exit-on-error".into());
-            if options.jobs > 1 {
-                args.push(format!("--jobs={}", options.jobs).into());
-            } else {
-                args.push("--single-transaction".into());
-            }
-            if options.no_owner {
-                args.extend(["--no-owner".into(), "--no-privileges".into()]);
-            }
-            if options.clean {
-                args.extend(["--clean".into(), "--if-exists".into()]);
-            }
-            args.push(path.into());
-            "pg_restore"
-        }
-    };
-    let output = libpq(binaries, program, args, url)
+    if format == DumpFormat::Plain {
+        return Ok(restore_plain(binaries, path, url)?);
+    }
+    let mut args: Vec<OsString> = vec!["--exit-on-error".into()];
+    if options.jobs > 1 {
+        args.push(format!("--jobs={}", options.jobs).into());
+    } else {
+        args.push("--single-transaction".into());
+    }
+    if options.no_owner {
+        args.extend(["--no-owner".into(), "--no-privileges".into()]);
+    }
+    if options.clean {
+        args.extend(["--clean".into(), "--if-exists".into()]);
+    }
+    args.push(path.into());
+    let output = libpq(binaries, "pg_restore", args, url)
         .stdout_null()
         .stderr_capture()
         .unchecked()
         .run()?;
     if !output.status.success() {
         return Err(RestoreError::Failed {
-            program,
+            program: "pg_restore",
             stderr_tail: stderr_tail(&output.stderr),
         });
     }
@@ -277,8 +283,24 @@ fn maintenance(url: &DatabaseUrl) -> Result<(Client, String), RestoreError> {
     Ok((client, name))
 }
 
-/// Creates the database `url` names (from template0); refuses one that exists. Returns
-/// its name.
+/// Drops the leftovers of killed restores on `url`'s server whose makers are provably
+/// gone (`leftovers::sweep`), and says what it did with each marked database.
+pub fn sweep_leftovers(url: &DatabaseUrl) -> Result<Vec<Swept>, RestoreError> {
+    let (mut admin, _) = maintenance(url)?;
+    let mut holds_tables = |database: &str| {
+        let Ok(config) = url.with_database(database).config() else {
+            return true;
+        };
+        crate::tls::connect(url, &config)
+            .ok()
+            .and_then(|mut client| crate::catalog::user_tables(&mut client).ok())
+            .is_none_or(|tables| !tables.is_empty())
+    };
+    Ok(leftovers::sweep(&mut admin, &mut holds_tables)?)
+}
+
+/// Creates the database `url` names (from template0), marked as ours until
+/// `finish_create`; refuses one that exists. Returns its name.
 pub fn create_database(url: &DatabaseUrl) -> Result<String, RestoreError> {
     let (mut admin, name) = maintenance(url)?;
     if admin
@@ -291,7 +313,19 @@ pub fn create_database(url: &DatabaseUrl) -> Result<String, RestoreError> {
         "CREATE DATABASE {} TEMPLATE template0",
         quote_ident(&name)
     ))?;
+    if let Err(err) = leftovers::mark(&mut admin, &name, Kind::Create) {
+        let _ = admin.batch_execute(&format!("DROP DATABASE {}", quote_ident(&name)));
+        return Err(err.into());
+    }
     Ok(name)
+}
+
+/// The restore into the database `create_database` made is done: it is no longer a
+/// leftover to sweep.
+pub fn finish_create(url: &DatabaseUrl) -> Result<(), RestoreError> {
+    let (mut admin, name) = maintenance(url)?;
+    leftovers::unmark(&mut admin, &name)?;
+    Ok(())
 }
 
 /// Drops the database `url` names, if it exists: what `create_database` made for a
@@ -302,20 +336,34 @@ pub fn drop_database(url: &DatabaseUrl) -> Result<(), RestoreError> {
     Ok(())
 }
 
-/// Parallel restore into a staging database, swapped in by rename only when complete.
+/// What a committed restore left to say.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Restored {
+    /// The replaced database, renamed aside, that could not be dropped afterwards.
+    pub replaced_copy_left: Option<(String, String)>,
+}
+
+/// Parallel restore into a staging database (marked as ours, with the target's encoding
+/// and locale), swapped in by rename only when complete; the target's owner, grants,
+/// settings and comment move to it in the transaction of the renames.
 pub fn restore_via_staging(
     binaries: &PgBinaries,
     format: DumpFormat,
     path: &Path,
     url: &DatabaseUrl,
     options: &RestoreOptions,
-) -> Result<(), RestoreError> {
+) -> Result<Restored, RestoreError> {
     let (mut admin, name) = maintenance(url)?;
+    let settings = DatabaseSettings::read(&mut admin, &name)?;
     let staging = format!("{name}__restore_{}", std::process::id());
-    admin.batch_execute(&format!(
-        "CREATE DATABASE {} TEMPLATE template0",
-        quote_ident(&staging)
-    ))?;
+    admin.batch_execute(&settings.create_sql(&staging))?;
+    let drop_staging = |admin: &mut Client| {
+        let _ = admin.batch_execute(&format!("DROP DATABASE {}", quote_ident(&staging)));
+    };
+    if let Err(err) = leftovers::mark(&mut admin, &staging, Kind::Staging) {
+        drop_staging(&mut admin);
+        return Err(err.into());
+    }
     let staging_url = url.with_database(&staging);
     // The staging database is empty: nothing to clean.
     let into_staging = RestoreOptions {
@@ -323,25 +371,40 @@ pub fn restore_via_staging(
         ..*options
     };
     if let Err(err) = run_restore(binaries, format, path, &staging_url, &into_staging) {
-        let _ = admin.batch_execute(&format!("DROP DATABASE {}", quote_ident(&staging)));
+        drop_staging(&mut admin);
         return Err(err);
     }
     let old = format!("{name}__replaced_{}", std::process::id());
-    // Both renames in one transaction: the target name always points at a whole database.
-    let swap = admin.batch_execute(&format!(
-        "BEGIN; ALTER DATABASE {} RENAME TO {}; ALTER DATABASE {} RENAME TO {}; COMMIT",
-        quote_ident(&name),
-        quote_ident(&old),
-        quote_ident(&staging),
-        quote_ident(&name)
-    ));
-    if let Err(source) = swap {
+    // One transaction: the target name always points at a whole database, and the
+    // database it points at always has the target's settings.
+    let mut swap = vec![
+        "BEGIN".to_string(),
+        format!(
+            "ALTER DATABASE {} RENAME TO {}",
+            quote_ident(&name),
+            quote_ident(&old)
+        ),
+        format!(
+            "ALTER DATABASE {} RENAME TO {}",
+            quote_ident(&staging),
+            quote_ident(&name)
+        ),
+    ];
+    swap.extend(settings.apply_sql(&name));
+    swap.push("COMMIT".to_string());
+    if let Err(source) = admin.batch_execute(&swap.join(";\n")) {
         let _ = admin.batch_execute("ROLLBACK");
-        let _ = admin.batch_execute(&format!("DROP DATABASE {}", quote_ident(&staging)));
+        drop_staging(&mut admin);
         return Err(RestoreError::Swap { name, source });
     }
-    admin.batch_execute(&format!("DROP DATABASE {}", quote_ident(&old)))?;
-    Ok(())
+    Ok(
+        match admin.batch_execute(&format!("DROP DATABASE {}", quote_ident(&old))) {
+            Ok(()) => Restored::default(),
+            Err(err) => Restored {
+                replaced_copy_left: Some((old, err.to_string())),
+            },
+        },
+    )
 }
 
 #[derive(Debug, thiserror::Error)]

@@ -1,0 +1,468 @@
+//! `restore` against hostile files and faults: psql meta-commands in a plain dump,
+//! database-level settings kept through the staging swap, leftovers of a killed restore,
+//! and a final line and exit status that say what state the target is in.
+
+use std::path::Path;
+
+use crate::support::TestDb;
+
+/// A database at head with rows for two tenants in every table.
+fn seeded() -> TestDb {
+    let db = TestDb::new();
+    db.xtask(&["migrate", "upgrade", "head"]).success();
+    backend_schema::verify::seed::seed_empty_tables(&mut db.client()).unwrap();
+    db
+}
+
+fn plain_backup(db: &TestDb, dir: &Path) -> String {
+    let path = dir.join("b.sql");
+    db.xtask(&[
+        "backup",
+        "--format",
+        "plain",
+        "--output",
+        path.to_str().unwrap(),
+    ])
+    .success();
+    std::fs::read_to_string(path).unwrap()
+}
+
+/// `text` with `insert` placed as the line after the first line `after` matches.
+fn with_line_after(text: &str, after: impl Fn(&str) -> bool, insert: &str) -> String {
+    let mut out = String::new();
+    let mut done = false;
+    for line in text.split_inclusive('\n') {
+        out.push_str(line);
+        if !done && after(line.trim_end()) {
+            out.push_str(insert);
+            out.push('\n');
+            done = true;
+        }
+    }
+    assert!(done, "no line to insert after");
+    out
+}
+
+fn line_of(text: &str, needle: &str) -> usize {
+    text.lines().position(|l| l.contains(needle)).unwrap() + 1
+}
+
+#[test]
+fn a_plain_dump_with_psql_meta_commands_is_refused_before_anything_runs() {
+    let db = seeded();
+    let out = tempfile::tempdir().unwrap();
+    let dump = plain_backup(&db, out.path());
+    let mark = out.path().join("pwned");
+    let shell = format!("\\! touch {}", mark.display());
+    let first_copy_end = |l: &str| l == "\\.";
+    let after_restrict = |l: &str| l.starts_with("\\restrict ");
+    let after_unrestrict = |l: &str| l.starts_with("\\unrestrict ");
+    let unrestricted: String = dump
+        .lines()
+        .filter(|l| !l.starts_with("\\restrict ") && !l.starts_with("\\unrestrict "))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    // (file, its text, the text of the line the refusal must name)
+    let cases: Vec<(&str, String, String)> = vec![
+        (
+            "shell-without-restrict.sql",
+            with_line_after(&unrestricted, first_copy_end, &shell),
+            shell.clone(),
+        ),
+        (
+            "shell-after-unrestrict.sql",
+            with_line_after(&dump, after_unrestrict, &shell),
+            shell.clone(),
+        ),
+        (
+            "mid-line.sql",
+            with_line_after(&unrestricted, first_copy_end, &format!("SELECT 1; {shell}")),
+            shell.clone(),
+        ),
+        (
+            "pipe.sql",
+            with_line_after(
+                &unrestricted,
+                |l: &str| l.starts_with("SET row_security"),
+                &format!("\\o |touch {}", mark.display()),
+            ),
+            "\\o |touch".to_string(),
+        ),
+        (
+            "copy-program.sql",
+            with_line_after(
+                &dump,
+                after_unrestrict,
+                &format!("\\copy (select 1) to program 'touch {}'", mark.display()),
+            ),
+            "\\copy".to_string(),
+        ),
+        (
+            "include.sql",
+            with_line_after(&dump, after_restrict, "\\i /etc/hostname"),
+            "\\i /etc/hostname".to_string(),
+        ),
+        (
+            "setenv.sql",
+            with_line_after(&dump, after_restrict, "\\setenv PAGER 'sh -c id'"),
+            "\\setenv".to_string(),
+        ),
+        (
+            "unrestrict-then-shell.sql",
+            with_line_after(
+                &dump,
+                after_restrict,
+                &format!("\\unrestrict guess\n{shell}"),
+            ),
+            "\\unrestrict guess".to_string(),
+        ),
+    ];
+    let target = TestDb::new();
+    for (name, text, bad) in cases {
+        let path = out.path().join(name);
+        std::fs::write(&path, &text).unwrap();
+        let run = target.xtask(&["restore", path.to_str().unwrap()]);
+        let err = run.failure().stderr();
+        assert!(
+            err.contains(&format!(
+                "{}:{}: psql meta-command",
+                path.display(),
+                line_of(&text, &bad)
+            )),
+            "{name}: {err}"
+        );
+        assert!(err.contains("nothing was restored"), "{name}: {err}");
+        assert!(!mark.exists(), "{name}: the shell command ran");
+        assert!(target.snapshot().is_empty(), "{name}");
+    }
+    // A backslash inside a dollar-quoted body, a string, a comment or COPY data is no
+    // meta-command: that dump restores.
+    db.client()
+        .batch_execute(
+            "CREATE FUNCTION public.odd() RETURNS text LANGUAGE plpgsql AS $body$\nBEGIN RETURN 'a\\\n\\! not a command'; END\n$body$;\n\
+             COMMENT ON FUNCTION public.odd() IS '\\i not a command either';\n\
+             INSERT INTO leads (id, tenant_id, name, email, status, score, tags, custom_fields, created_by)\n\
+             SELECT gen_random_uuid(), tenant_id, E'\\\\! id\\n\\\\.', 'x@example.com', 'new', 1, '[]', '{}', created_by FROM leads LIMIT 1",
+        )
+        .unwrap();
+    let dump = plain_backup(&db, &out.path().join("odd"));
+    assert!(dump.contains("\n\\! not a command'; END\n"));
+    let odd = out.path().join("odd.sql");
+    std::fs::write(&odd, &dump).unwrap();
+    target.xtask(&["restore", odd.to_str().unwrap()]).success();
+    let body: String = target
+        .client()
+        .query_one("SELECT odd()", &[])
+        .unwrap()
+        .get(0);
+    assert_eq!(body, "a\\\n\\! not a command");
+    let name: String = target
+        .client()
+        .query_one("SELECT name FROM leads WHERE name LIKE '\\\\%'", &[])
+        .unwrap()
+        .get(0);
+    assert_eq!(name, "\\! id\n\\.");
+    // A dump made with --create switches databases with `\connect`: refused by name.
+    let created = out.path().join("created.sql");
+    let text = format!("{}\n\\connect app\nSELECT 1;\n", dump);
+    std::fs::write(&created, &text).unwrap();
+    let fresh = TestDb::new();
+    let run = fresh.xtask(&["restore", created.to_str().unwrap()]);
+    assert!(
+        run.failure().stderr().contains(&format!(
+            "{}:{}: `\\connect` is in a dump made with pg_dump --create",
+            created.display(),
+            line_of(&text, "\\connect app")
+        )),
+        "{}",
+        run.text()
+    );
+}
+
+fn directory_backup(db: &TestDb, dir: &Path) -> std::path::PathBuf {
+    let path = dir.join("b.dir");
+    db.xtask(&[
+        "backup",
+        "--format",
+        "directory",
+        "--jobs",
+        "2",
+        "--output",
+        path.to_str().unwrap(),
+    ])
+    .success();
+    path
+}
+
+/// The database-level state `restore --clean` must keep: grants, settings (for every
+/// role and for one role), connection limit and comment, in a comparable form.
+fn database_level(db: &TestDb, database: &str) -> Vec<Option<String>> {
+    let row = db
+        .client()
+        .query_one(
+            "SELECT (SELECT string_agg(a::text, ' ' ORDER BY a::text) FROM unnest(d.datacl) a),
+                    (SELECT string_agg(coalesce(r.rolname, '*') || ':' || array_to_string(s.setconfig, ','), ' ' ORDER BY r.rolname NULLS FIRST)
+                       FROM pg_db_role_setting s LEFT JOIN pg_roles r ON r.oid = s.setrole
+                      WHERE s.setdatabase = d.oid),
+                    d.datconnlimit::text, shobj_description(d.oid, 'pg_database')
+               FROM pg_database d WHERE d.datname = $1",
+            &[&database],
+        )
+        .unwrap();
+    (0..4).map(|i| row.get(i)).collect()
+}
+
+#[test]
+fn a_clean_restore_through_staging_keeps_the_databases_grants_and_settings() {
+    let db = seeded();
+    let out = tempfile::tempdir().unwrap();
+    let path = directory_backup(&db, out.path());
+    db.cluster.create_database("target", None).unwrap();
+    db.client()
+        .batch_execute(
+            "CREATE ROLE reader LOGIN;
+             REVOKE CONNECT ON DATABASE target FROM PUBLIC;
+             GRANT CONNECT ON DATABASE target TO reader;
+             ALTER DATABASE target SET statement_timeout = '5min';
+             ALTER ROLE reader IN DATABASE target SET search_path = \"$user\", public;
+             ALTER DATABASE target CONNECTION LIMIT 50;
+             COMMENT ON DATABASE target IS 'the reporting copy'",
+        )
+        .unwrap();
+    db.cluster
+        .client("target")
+        .unwrap()
+        .batch_execute("CREATE TABLE old_stuff (x int)")
+        .unwrap();
+    let before = database_level(&db, "target");
+    assert!(
+        before[0].as_deref().unwrap().contains("reader=c/"),
+        "{before:?}"
+    );
+    // PUBLIC keeps TEMPORARY only: CONNECT was revoked.
+    assert!(
+        before[0].as_deref().unwrap().starts_with("=T/"),
+        "{before:?}"
+    );
+    let run = crate::support::xtask(&[
+        "restore",
+        path.to_str().unwrap(),
+        "--jobs",
+        "2",
+        "--clean",
+        "--yes",
+        "--database-url",
+        &db.cluster.url("target"),
+    ]);
+    run.success();
+    assert_eq!(database_level(&db, "target"), before, "{}", run.text());
+    let timeout: String = db
+        .cluster
+        .client("target")
+        .unwrap()
+        .query_one("SHOW statement_timeout", &[])
+        .unwrap()
+        .get(0);
+    assert_eq!(timeout, "5min");
+}
+
+#[test]
+fn a_killed_restore_leaves_leftovers_the_next_run_recognises_and_removes() {
+    let db = seeded();
+    // Enough rows that pg_restore takes a moment.
+    db.client()
+        .batch_execute(
+            "INSERT INTO leads (id, tenant_id, name, email, status, score, tags, custom_fields, created_by)
+             SELECT gen_random_uuid(), tenant_id, md5(g::text), md5(g::text) || '@example.com', 'new', 1, '[]', '{}', created_by
+               FROM generate_series(1, 100000) AS g, (SELECT tenant_id, created_by FROM leads LIMIT 1) AS l",
+        )
+        .unwrap();
+    let out = tempfile::tempdir().unwrap();
+    let path = directory_backup(&db, out.path());
+    let url = db.cluster.url("fresh");
+    let args = [
+        "restore",
+        path.to_str().unwrap(),
+        "--create",
+        "--jobs",
+        "2",
+        "--database-url",
+        &url,
+    ];
+    let mut child = crate::support::xtask_command(&args)
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut monitor = db.client();
+    let in_staging = "SELECT EXISTS (SELECT 1 FROM pg_stat_activity WHERE datname LIKE 'fresh\\_\\_restore\\_%' AND application_name = 'pg_restore')";
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while !monitor
+        .query_one(in_staging, &[])
+        .unwrap()
+        .get::<_, bool>(0)
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "pg_restore never started on a staging database"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while monitor
+        .query_one(in_staging, &[])
+        .unwrap()
+        .get::<_, bool>(0)
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "pg_restore outlived the killed restore"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let databases = |monitor: &mut postgres::Client| -> Vec<String> {
+        monitor
+            .query(
+                "SELECT datname::text FROM pg_database WHERE datname LIKE 'fresh%' ORDER BY 1",
+                &[],
+            )
+            .unwrap()
+            .iter()
+            .map(|r| r.get(0))
+            .collect()
+    };
+    let left = databases(&mut monitor);
+    assert_eq!(
+        left.len(),
+        2,
+        "the empty target and the staging copy: {left:?}"
+    );
+
+    // A running restore's staging copy (this test process stands in for it) stays.
+    db.cluster.create_database("fresh_other", None).unwrap();
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap();
+    let start = stat[stat.rfind(')').unwrap() + 1..]
+        .split_whitespace()
+        .nth(19)
+        .unwrap()
+        .to_string();
+    let alive = serde_json::json!({
+        "kind": "staging",
+        "pid": std::process::id(),
+        "host": std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap().trim(),
+        "boot": std::fs::read_to_string("/proc/sys/kernel/random/boot_id").unwrap().trim(),
+        "start": start.parse::<u64>().unwrap(),
+        "since": "now",
+    });
+    // A --create database of the killed restore that someone has written tables to
+    // since, and a staging copy of a restore on another host: both stay too.
+    db.cluster.create_database("fresh_written", None).unwrap();
+    db.cluster
+        .client("fresh_written")
+        .unwrap()
+        .batch_execute("CREATE TABLE notes (x int)")
+        .unwrap();
+    db.cluster.create_database("fresh_remote", None).unwrap();
+    let mut written = alive.clone();
+    written["kind"] = "create".into();
+    written["pid"] = child.id().into();
+    let mut remote = alive.clone();
+    remote["host"] = "another-host.example".into();
+    for (database, maker) in [
+        ("fresh_other", &alive),
+        ("fresh_written", &written),
+        ("fresh_remote", &remote),
+    ] {
+        monitor
+            .batch_execute(&format!(
+                "COMMENT ON DATABASE {database} IS {}",
+                backend_schema::sql::literal(&format!("cargo xtask restore in progress: {maker}"))
+            ))
+            .unwrap();
+    }
+
+    let run = crate::support::xtask(&args);
+    let err = run.success().stderr();
+    assert!(
+        err.contains(&format!(
+            "removed database {} (the staging copy of a restore",
+            left[1]
+        )),
+        "{err}"
+    );
+    assert!(
+        err.contains("removed database fresh (created by restore --create"),
+        "{err}"
+    );
+    assert!(
+        err.contains("left database fresh_written (created by restore --create")
+            && err.contains("it holds tables now"),
+        "{err}"
+    );
+    assert!(
+        err.contains("left database fresh_remote (the staging copy of a restore")
+            && err.contains("this machine cannot tell whether it still runs"),
+        "{err}"
+    );
+    assert!(!err.contains("fresh_other"), "{err}");
+    assert_eq!(
+        databases(&mut monitor),
+        ["fresh", "fresh_other", "fresh_remote", "fresh_written"]
+    );
+    let comment: Option<String> = monitor
+        .query_one(
+            "SELECT shobj_description(oid, 'pg_database') FROM pg_database WHERE datname = 'fresh'",
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    assert_eq!(comment, None, "the finished restore's mark is gone");
+    let leads: i64 = db
+        .cluster
+        .client("fresh")
+        .unwrap()
+        .query_one("SELECT count(*) FROM leads", &[])
+        .unwrap()
+        .get(0);
+    assert!(leads > 100000);
+}
+
+#[test]
+fn the_last_line_and_the_exit_status_say_what_state_the_target_is_in() {
+    let db = seeded();
+    let out = tempfile::tempdir().unwrap();
+    let path = out.path().join("b.dump");
+    db.xtask(&["backup", "--output", path.to_str().unwrap()])
+        .success();
+    // A check after the commit fails: the manifest's row count for leads is off by one
+    // (its hash is of the dump, so the archive check passes).
+    let manifest_path = backend_schema::dump::Manifest::path_for(&path);
+    let mut manifest = backend_schema::dump::Manifest::read(&manifest_path).unwrap();
+    *manifest.tables.get_mut("leads").unwrap() += 1;
+    std::fs::write(&manifest_path, serde_json::to_string(&manifest).unwrap()).unwrap();
+
+    let target = TestDb::new();
+    let run = target.xtask(&["restore", path.to_str().unwrap()]);
+    assert_eq!(run.code(), 3, "{}", run.text());
+    let err = run.stderr();
+    assert!(err.contains("row counts differ from the manifest"), "{err}");
+    assert_eq!(
+        err.trim_end().lines().last().unwrap(),
+        "restored, but a check afterwards failed; the target now holds the restored data",
+        "{err}"
+    );
+    assert!(target.snapshot().objects.contains_key("table leads"));
+
+    // Refused before the commit: exit 1, and the last line says the target is unchanged.
+    let before = target.snapshot();
+    let run = target.xtask(&["restore", path.to_str().unwrap()]);
+    assert_eq!(run.code(), 1, "{}", run.text());
+    assert_eq!(
+        run.stderr().trim_end().lines().last().unwrap(),
+        "restore failed; the target is unchanged",
+        "{}",
+        run.text()
+    );
+    assert_eq!(target.snapshot(), before);
+}
