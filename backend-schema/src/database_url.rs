@@ -80,6 +80,13 @@ impl DatabaseUrl {
             raw: raw.to_string(),
             password,
         };
+        if query_value(raw, "service").is_some() {
+            return Err(malformed(
+                "service= names an entry of a libpq service file, which only libpq reads; \
+                 write the host, port, user and database in the URL (and keep the password in \
+                 PGPASSWORD or ~/.pgpass)",
+            ));
+        }
         if password.is_some() && url.query_password().is_some() {
             return Err(malformed(
                 "it has a password in the userinfo and a password= parameter; keep one",
@@ -105,6 +112,45 @@ impl DatabaseUrl {
     /// only disable/prefer/require; the certificate checks libpq's other modes ask for
     /// are made by [`crate::tls`], so here they become `require`.
     pub fn config(&self) -> Result<postgres::Config, postgres::Error> {
+        let mut config = self.driver_config()?;
+        if config.get_password().is_none() {
+            if let Some(password) = self.ambient_password(&config) {
+                config.password(password);
+            }
+        }
+        Ok(config)
+    }
+
+    /// What libpq would log in with when the URL has no password (`PGPASSWORD`, the
+    /// password file), for the connection `config` describes.
+    fn ambient_password(&self, config: &postgres::Config) -> Option<String> {
+        let os_user = crate::cluster::account_name(
+            // SAFETY: geteuid cannot fail.
+            unsafe { libc::geteuid() },
+        );
+        let user = config
+            .get_user()
+            .map(str::to_string)
+            .or_else(|| std::env::var("PGUSER").ok())
+            .unwrap_or(os_user);
+        let database = config.get_dbname().unwrap_or(&user).to_string();
+        let port = config.get_ports().first().copied().unwrap_or(5432);
+        let (host, unix_socket) = match config.get_hosts().first() {
+            Some(postgres::config::Host::Tcp(name)) => (name.clone(), false),
+            Some(postgres::config::Host::Unix(dir)) => (dir.display().to_string(), true),
+            None => ("localhost".to_string(), true),
+        };
+        crate::pgpass::ambient_password(&crate::pgpass::Login {
+            host: &host,
+            unix_socket,
+            port,
+            database: &database,
+            user: &user,
+        })
+    }
+
+    /// The URL as the driver reads it, libpq-only parameters left out.
+    fn driver_config(&self) -> Result<postgres::Config, postgres::Error> {
         let Some((base, query)) = self.raw.split_once('?') else {
             return self.raw.parse();
         };

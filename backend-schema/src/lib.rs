@@ -15,6 +15,7 @@ pub mod dump;
 pub mod erd;
 pub mod graph;
 pub mod migration;
+pub mod pgpass;
 pub mod pgtool;
 pub mod runner;
 pub mod snapshot;

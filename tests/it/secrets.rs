@@ -248,6 +248,57 @@ fn no_command_reveals_the_password() {
         assert!(run.stderr().contains("password=***"), "{}", run.text());
         record(run, true, what);
     }
+    // No password in the URL: PGPASSWORD, then a password file, as libpq finds them, for
+    // our own connections and for pg_dump alike.
+    let bare = db
+        .cluster
+        .url("app")
+        .replace("postgres@", &format!("{ROLE}@"));
+    let passfile = work.path().join("pgpass");
+    let socket_dir = db.cluster.dir().display().to_string();
+    fs::write(
+        &passfile,
+        format!(
+            "{}:*:app:{ROLE}:{}\n",
+            socket_dir.replace(':', "\\:"),
+            PASSWORD.replace('\\', "\\\\").replace(':', "\\:")
+        ),
+    )
+    .unwrap();
+    fs::set_permissions(&passfile, fs::Permissions::from_mode(0o600)).unwrap();
+    for (variable, value, what) in [
+        ("PGPASSWORD", PASSWORD.to_string(), "PGPASSWORD"),
+        ("PGPASSFILE", passfile.display().to_string(), "PGPASSFILE"),
+    ] {
+        for args in [
+            vec!["migrate", "current"],
+            vec!["backup", "--output", &out(&format!("{what}.dump"))],
+        ] {
+            let mut all = args.clone();
+            all.extend(["--database-url", &bare]);
+            let run = Run {
+                output: command(&all)
+                    .env_remove("PGPASSWORD")
+                    .env(variable, &value)
+                    .output()
+                    .unwrap(),
+            };
+            record(run, true, &format!("{} ({what})", args.join(" ")));
+        }
+    }
+    // A service file entry: libpq only, refused by name.
+    let run = Run {
+        output: command(&[
+            "migrate",
+            "current",
+            "--database-url",
+            &format!("{bare}&service=prod"),
+        ])
+        .output()
+        .unwrap(),
+    };
+    assert!(run.stderr().contains("service="), "{}", run.text());
+    record(run, false, "migrate current (service=)");
     // The raw password, unencoded: refused without echoing any part of it.
     let raw = url("app", PASSWORD);
     let run = Run {
