@@ -80,6 +80,31 @@ impl DatabaseUrl {
             raw: raw.to_string(),
             password,
         };
+        // One spelling per parameter: libpq takes the last of two `password=`, a
+        // percent-encoded name, or `sslpassword=`; a redaction that knows one spelling
+        // would show the other.
+        if let Some((_, query)) = raw.split_once('?') {
+            let mut seen = std::collections::BTreeSet::new();
+            for pair in query.split('#').next().unwrap_or("").split('&') {
+                let key = pair.split('=').next().unwrap_or("");
+                if key.contains('%') {
+                    return Err(malformed(
+                        "a parameter name is percent-encoded; write parameter names plainly",
+                    ));
+                }
+                if !key.is_empty() && !seen.insert(key.to_string()) {
+                    return Err(malformed(&format!(
+                        "the parameter `{key}` is given twice; keep one"
+                    )));
+                }
+            }
+        }
+        if query_value(raw, "sslpassword").is_some() {
+            return Err(malformed(
+                "sslpassword= (the passphrase of a client key) is not supported: client \
+                 certificates are not used for our own connections",
+            ));
+        }
         if query_value(raw, "service").is_some() {
             return Err(malformed(
                 "service= names an entry of a libpq service file, which only libpq reads; \
@@ -427,6 +452,9 @@ pub fn resolve(
 fn dotenv_value(text: &str, key: &str) -> Result<Option<String>, usize> {
     let mut value = None;
     let mut unparsable = None;
+    // Editors on Windows start files with a byte-order mark; dotenvy would read it as
+    // part of the first name.
+    let text = text.strip_prefix('\u{feff}').unwrap_or(text);
     for item in dotenvy::from_read_iter(text.as_bytes()) {
         match item {
             Ok((name, found)) if name == key => {
@@ -586,6 +614,18 @@ mod tests {
     }
 
     #[test]
+    fn a_second_spelling_of_a_secret_is_refused_without_echoing_it() {
+        for raw in [
+            "postgresql://app@/db?host=/tmp&password=decoy&password=hunter2",
+            "postgresql://app@/db?host=/tmp&pass%77ord=hunter2",
+            "postgresql://app@/db?host=/tmp&sslpassword=hunter2",
+        ] {
+            let err = DatabaseUrl::parse(raw, "--database-url").unwrap_err();
+            assert!(!err.to_string().contains("hunter2"), "{raw}: {err}");
+        }
+    }
+
+    #[test]
     fn an_unencoded_special_character_in_the_password_is_refused_without_echoing_it() {
         for raw in [
             "postgresql://mig:p#ss@db/app",
@@ -621,6 +661,11 @@ mod tests {
         // An unreadable assignment is named by its line, never shown.
         let text = "A=1\nDATABASE_URL=\"postgresql://u:hunter2@b/c\n";
         assert_eq!(dotenv_value(text, "DATABASE_URL"), Err(2));
+        // A byte-order mark does not hide the first line.
+        assert_eq!(
+            dotenv_value("\u{feff}DATABASE_URL=postgresql://a@b/c\n", "DATABASE_URL"),
+            Ok(Some("postgresql://a@b/c".into()))
+        );
         // Other tools' lines that dotenvy cannot read do not stop ours.
         let text = "not an assignment\nDATABASE_URL=postgresql://a@b/c\n";
         assert_eq!(

@@ -37,9 +37,10 @@ pub fn split_statements(sql: &str) -> Vec<Statement> {
     let mut statements = Vec::new();
     let mut start = 0;
     let mut parens = 0usize;
-    // Depth inside SQL-standard function bodies; CASE ... END nests there too.
-    let mut atomic = 0usize;
-    let mut previous_word = String::new();
+    // As psql: inside `CREATE [OR REPLACE] FUNCTION|PROCEDURE`, BEGIN and CASE at
+    // parenthesis depth 0 open a block that END closes (SQL-standard bodies).
+    let mut begin_depth = 0usize;
+    let mut first_words: Vec<String> = Vec::new();
     for (offset, token) in tokens(sql) {
         let text = &sql[offset..offset + token.len as usize];
         match token.kind {
@@ -47,24 +48,37 @@ pub fn split_statements(sql: &str) -> Vec<Statement> {
             TokenKind::CloseParen => parens = parens.saturating_sub(1),
             TokenKind::Ident => {
                 let word = text.to_ascii_uppercase();
+                if first_words.len() < 4 {
+                    first_words.push(word.clone());
+                }
                 match word.as_str() {
-                    "ATOMIC" if previous_word == "BEGIN" && atomic == 0 => atomic = 1,
-                    "CASE" | "BEGIN" if atomic > 0 => atomic += 1,
-                    "END" if atomic > 0 => atomic -= 1,
+                    "BEGIN" | "CASE" if parens == 0 && defines_routine(&first_words) => {
+                        begin_depth += 1
+                    }
+                    "END" => begin_depth = begin_depth.saturating_sub(1),
                     _ => {}
                 }
-                previous_word = word;
             }
-            TokenKind::Semi if parens == 0 && atomic == 0 => {
+            TokenKind::Semi if parens == 0 && begin_depth == 0 => {
                 push(&mut statements, sql, start, offset);
                 start = offset + 1;
-                previous_word.clear();
+                first_words.clear();
             }
             _ => {}
         }
     }
     push(&mut statements, sql, start, sql.len());
     statements
+}
+
+/// Whether a statement's first words are `CREATE [OR REPLACE] FUNCTION|PROCEDURE`.
+fn defines_routine(words: &[String]) -> bool {
+    let words: Vec<&str> = words.iter().map(String::as_str).collect();
+    matches!(
+        words.as_slice(),
+        ["CREATE", "FUNCTION" | "PROCEDURE", ..]
+            | ["CREATE", "OR", "REPLACE", "FUNCTION" | "PROCEDURE", ..]
+    )
 }
 
 /// The tokens of `sql` with their byte offsets.
@@ -111,6 +125,13 @@ pub fn leading_words(sql: &str, n: usize) -> Vec<String> {
         .collect()
 }
 
+/// A savepoint name as written, `"a"` and `a` alike (the words are upper-cased already).
+fn unquoted(word: &str) -> String {
+    word.strip_prefix('"')
+        .and_then(|w| w.strip_suffix('"'))
+        .map_or_else(|| word.to_string(), |w| w.replace("\"\"", "\""))
+}
+
 /// Statements a migration file must not hold, each with its 1-based line and what to do
 /// instead: psql meta-commands and `COPY ... stdin` (no psql runs the file), and
 /// transaction control, which would commit or abandon part of a migration behind the
@@ -151,7 +172,7 @@ pub fn forbidden_statements(sql: &str) -> Vec<(usize, String)> {
             | ["ABORT", ..]
             | ["PREPARE", "TRANSACTION", ..] => Some(transaction.to_string()),
             ["ROLLBACK", "TO", ..] | ["RELEASE", ..] => {
-                let name = words.last().unwrap_or(&"").to_string();
+                let name = unquoted(words.last().unwrap_or(&""));
                 (!savepoints.contains(&name)).then(|| {
                     format!(
                         "`{}` names no SAVEPOINT made earlier in this file: it would reach \
@@ -162,10 +183,12 @@ pub fn forbidden_statements(sql: &str) -> Vec<(usize, String)> {
             }
             ["ROLLBACK", ..] => Some(transaction.to_string()),
             ["SAVEPOINT", name, ..] => {
-                savepoints.push(name.to_string());
+                savepoints.push(unquoted(name));
                 None
             }
-            ["SET", "TRANSACTION", ..] | ["SET", "SESSION", "CHARACTERISTICS", ..] => Some(
+            ["SET", "TRANSACTION", ..]
+            | ["SET", "LOCAL" | "SESSION", "TRANSACTION", ..]
+            | ["SET", "SESSION", "CHARACTERISTICS", ..] => Some(
                 "SET TRANSACTION must be the first statement of a transaction, and the runner \
                  starts it; set what you need with SET LOCAL"
                     .to_string(),
@@ -284,6 +307,23 @@ mod tests {
             forbidden_statements(sql)
         );
         assert_eq!(forbidden_statements("SELECT 1;\n  BEGIN ;").len(), 1);
+        // Words that only look like a routine body cannot hide what follows.
+        let dodge = "CREATE TABLE ev (begin int, atomic int);\nINSERT INTO ev (begin, atomic) VALUES (1, 2);\nCOMMIT;\n";
+        assert_eq!(forbidden_statements(dodge).first().map(|f| f.0), Some(3));
+        let dodge = "SELECT t.begin, atomic FROM (SELECT 1 AS begin, 2 AS atomic) t;\nBEGIN;\n";
+        assert_eq!(forbidden_statements(dodge).first().map(|f| f.0), Some(2));
+        assert_eq!(
+            forbidden_statements("SET LOCAL TRANSACTION READ ONLY;").len(),
+            1
+        );
+        assert_eq!(
+            forbidden_statements("SET SESSION TRANSACTION READ ONLY;").len(),
+            1
+        );
+        assert_eq!(
+            forbidden_statements("SAVEPOINT a; ROLLBACK TO SAVEPOINT \"a\";"),
+            []
+        );
         let messages = forbidden_statements(sql);
         assert!(messages[0].1.contains("transaction control"));
         assert!(messages.iter().any(|(_, m)| m.contains("`\\!`")));

@@ -64,12 +64,23 @@ fn the_servers_run_as_the_account_the_variable_names() {
 
 #[test]
 fn binaries_the_server_account_cannot_reach_are_refused_by_name() {
+    for linked in [false, true] {
+        refuse_binaries_in_a_private_dir(linked);
+    }
+}
+
+/// Copies of the programs, or links to the real ones, in a directory only root enters.
+fn refuse_binaries_in_a_private_dir(linked: bool) {
     let private = private_dir();
     let bin = private.path().join("bin");
     fs::create_dir(&bin).unwrap();
     let real = backend_schema::PgBinaries::locate().unwrap();
     for program in ["initdb", "postgres", "pg_ctl"] {
-        fs::copy(real.tool(program), bin.join(program)).unwrap();
+        if linked {
+            std::os::unix::fs::symlink(real.tool(program), bin.join(program)).unwrap();
+        } else {
+            fs::copy(real.tool(program), bin.join(program)).unwrap();
+        }
     }
     let run = Run {
         output: xtask_command(&["verify"])

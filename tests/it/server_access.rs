@@ -105,3 +105,21 @@ fn another_os_account_cannot_connect_to_the_dev_database() {
     assert_eq!(mode(dev.0.root()), 0o700);
     assert_eq!(psql_as_owner(&psql, &dev.0.socket_dir()), "postgres");
 }
+
+#[test]
+fn a_link_planted_at_the_dev_databases_socket_directory_is_refused_and_its_target_untouched() {
+    let workspace = tempfile::tempdir().unwrap();
+    fs::set_permissions(workspace.path(), fs::Permissions::from_mode(0o755)).unwrap();
+    let dev = DevGuard(DevDatabase::new(workspace.path()));
+    let victim = tempfile::tempdir().unwrap();
+    fs::set_permissions(victim.path(), fs::Permissions::from_mode(0o755)).unwrap();
+    let planted = dev.0.socket_dir();
+    std::os::unix::fs::symlink(victim.path(), &planted).unwrap();
+    let err = dev.0.start().expect_err("started through a planted link");
+    fs::remove_file(&planted).unwrap();
+    assert!(err.to_string().contains("is not ours"), "{err}");
+    let victim_meta = fs::metadata(victim.path()).unwrap();
+    assert_eq!(mode(victim.path()), 0o755, "the link's target was changed");
+    // SAFETY: geteuid cannot fail.
+    assert_eq!(victim_meta.uid(), unsafe { libc::geteuid() });
+}

@@ -112,23 +112,16 @@ impl DevDatabase {
             )?;
         }
         let io = |action: String| move |source| ClusterError::Io { action, source };
-        fs::create_dir_all(&self.root).map_err(io(format!("create {}", self.root.display())))?;
-        private(&self.root).map_err(io(format!("make {} private", self.root.display())))?;
-        run_as.chown(&self.root).map_err(io(format!(
-            "give {} to the server user",
-            self.root.display()
-        )))?;
+        if let Some(parent) = self.root.parent() {
+            fs::create_dir_all(parent).map_err(io(format!("create {}", parent.display())))?;
+        }
+        private_dir(&self.root, run_as)?;
         if self.status() == DevStatus::NotCreated {
             let key = template::cache_key(&binaries, SERVER_SETTINGS);
             template::provision(&binaries, run_as, &key, &self.data_dir())?;
         }
         let socket_dir = self.socket_dir();
-        fs::create_dir_all(&socket_dir).map_err(io(format!("create {}", socket_dir.display())))?;
-        private(&socket_dir).map_err(io(format!("make {} private", socket_dir.display())))?;
-        run_as.chown(&socket_dir).map_err(io(format!(
-            "give {} to the server user",
-            socket_dir.display()
-        )))?;
+        private_dir(&socket_dir, run_as)?;
 
         // pg_ctl passes -o through /bin/sh; every value here is ours and has no spaces.
         let mut options = format!("-k {} -p {PORT}", socket_dir.display());
@@ -231,9 +224,32 @@ impl DevDatabase {
     }
 }
 
-/// Mode 0700: the dev database trusts whoever reaches its socket, and its log can quote
-/// rows, so only the server's account (and root) may enter.
-fn private(dir: &Path) -> std::io::Result<()> {
-    use std::os::unix::fs::PermissionsExt as _;
+/// Makes `dir` a 0700 directory of the server's account. The dev database trusts whoever
+/// reaches its socket, and its log can quote rows, so only that account (and root) may
+/// enter. Its names are predictable (`/tmp/bs-dev-<hash>`): what another account put
+/// there first (a directory, or a link to one of root's) is refused, never adopted.
+fn private_dir(dir: &Path, run_as: RunAs) -> Result<(), ClusterError> {
+    use std::os::unix::fs::{DirBuilderExt as _, MetadataExt as _, PermissionsExt as _};
+    let io = |action: String| move |source| ClusterError::Io { action, source };
+    match fs::DirBuilder::new().mode(0o700).create(dir) {
+        Ok(()) => {}
+        Err(err) if err.kind() == std::io::ErrorKind::AlreadyExists => {
+            let found =
+                fs::symlink_metadata(dir).map_err(io(format!("inspect {}", dir.display())))?;
+            // SAFETY: geteuid cannot fail.
+            let me = unsafe { libc::geteuid() };
+            if !found.file_type().is_dir() || (found.uid() != me && found.uid() != run_as.uid) {
+                return Err(ClusterError::NotOurs {
+                    path: dir.to_path_buf(),
+                    owner: super::account_name(found.uid()),
+                });
+            }
+        }
+        Err(err) => return Err(io(format!("create {}", dir.display()))(err)),
+    }
     fs::set_permissions(dir, fs::Permissions::from_mode(0o700))
+        .map_err(io(format!("make {} private", dir.display())))?;
+    run_as
+        .chown(dir)
+        .map_err(io(format!("give {} to the server user", dir.display())))
 }

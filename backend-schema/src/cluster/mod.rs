@@ -49,11 +49,20 @@ pub enum ClusterError {
     )]
     BinariesNotFound,
     #[error(
-        "running as root, but there is no unprivileged OS user `{name}` to run PostgreSQL \
-         (it refuses root); create one with `useradd --system --user-group {name}` or set \
-         BACKEND_SCHEMA_PG_USER to an existing account"
+        "running as root, but `{name}` is not an unprivileged OS account that can run \
+         PostgreSQL (it refuses root; neither `postgres` nor `nobody` was found when no \
+         account is named); set BACKEND_SCHEMA_PG_USER to an existing account other than \
+         root, or create one with `useradd --system --user-group pgrunner`"
     )]
     NoUnprivilegedUser { name: String },
+    #[error("{} does not exist; {fix}", path.display())]
+    Missing { path: PathBuf, fix: String },
+    #[error(
+        "{} already exists and is not ours (a link, a file, or a directory of `{owner}`): \
+         another account may have put it there; remove it and run the command again",
+        path.display()
+    )]
+    NotOurs { path: PathBuf, owner: String },
     #[error(
         "the OS account `{account}` that runs PostgreSQL cannot reach {}: {} is closed to it; {fix}",
         path.display(),
@@ -454,6 +463,12 @@ pub(crate) fn check_reach(
     access: Access,
     fix: &str,
 ) -> Result<(), ClusterError> {
+    if !path.exists() {
+        return Err(ClusterError::Missing {
+            path: path.to_path_buf(),
+            fix: fix.to_string(),
+        });
+    }
     run_as
         .check_reach(path, access)
         .map_err(|blocked| ClusterError::ServerCannotReach {

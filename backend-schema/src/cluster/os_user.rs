@@ -144,6 +144,7 @@ fn choose_account(
         })
     };
     if let Some(name) = variable.filter(|name| !name.is_empty()) {
+        // `lookup` finds only unprivileged accounts: root is never one.
         return found(name, AccountChoice::Variable).ok_or(ClusterError::NoUnprivilegedUser {
             name: name.to_string(),
         });
@@ -185,12 +186,21 @@ impl RunAs {
         if self.is_current_user() {
             return Ok(());
         }
-        let path = path.canonicalize().map_err(|_| path.to_path_buf())?;
-        for dir in path.ancestors().skip(1) {
+        // The directories of the path as given are searched first (a link inside a
+        // private directory is out of reach however open its target is), then those of
+        // the file it leads to.
+        let given = std::path::absolute(path).map_err(|_| path.to_path_buf())?;
+        let resolved = path.canonicalize().map_err(|_| path.to_path_buf())?;
+        for dir in given
+            .ancestors()
+            .skip(1)
+            .chain(resolved.ancestors().skip(1))
+        {
             if !self.may(dir, 0o1) {
                 return Err(dir.to_path_buf());
             }
         }
+        let path = resolved;
         let bits = match access {
             Access::Execute => 0o5,
             Access::Enter => 0o1,
