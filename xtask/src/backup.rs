@@ -23,9 +23,12 @@ impl Backup {
         let format = self.format.format();
         let options = BackupOptions {
             output: match &self.output {
-                Some(path) => Output::Exact(sh.current_dir().join(path)),
+                Some(path) => Output::Exact(path.clone()),
                 None => Output::Named {
-                    dir: sh.current_dir().join(&self.output_dir),
+                    dir: self
+                        .output_dir
+                        .clone()
+                        .unwrap_or_else(|| sh.current_dir().join("backups")),
                     started: std::time::SystemTime::now(),
                 },
             },

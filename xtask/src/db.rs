@@ -47,6 +47,9 @@ impl Db {
                 }
                 let psql = PgBinaries::locate()?.tool("psql");
                 let url = dev.url();
+                // psql's own file arguments (-f FILE) are the caller's, relative to where the
+                // command was run.
+                sh.change_dir(std::env::current_dir()?);
                 cmd!(sh, "{psql} -X {url} {args...}")
                     .quiet()
                     .run()

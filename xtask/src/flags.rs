@@ -92,8 +92,8 @@ pub enum DbAction {
 pub struct Verify {
     #[command(flatten)]
     pub source: MigrationsOpts,
-    /// Also write the report as JSON (for CI)
-    #[arg(long, value_name = "PATH")]
+    /// Also write the report as JSON (for CI), relative to the current directory
+    #[arg(long, value_name = "PATH", value_parser = from_caller)]
     pub json: Option<PathBuf>,
 }
 
@@ -101,12 +101,13 @@ pub struct Verify {
 pub struct Backup {
     #[command(flatten)]
     pub connect: ConnectOpts,
-    /// Where to write (default backups/backup_YYYYMMDD_HHMMSS.<ext>, UTC); never replaced
-    #[arg(long, short)]
+    /// Where to write, relative to the current directory (default: the checkout's
+    /// backups/backup_YYYYMMDD_HHMMSS.<ext>, UTC); never replaced
+    #[arg(long, short, value_name = "PATH", value_parser = from_caller)]
     pub output: Option<PathBuf>,
-    /// The directory for a default-named backup, kept 0700
-    #[arg(long, default_value = "backups", conflicts_with = "output")]
-    pub output_dir: PathBuf,
+    /// The directory for a default-named backup, kept 0700 [default: the checkout's backups/]
+    #[arg(long, value_name = "DIR", value_parser = from_caller, conflicts_with = "output")]
+    pub output_dir: Option<PathBuf>,
     #[arg(long, value_enum, default_value = "custom")]
     pub format: FormatArg,
     /// Parallel dump jobs (directory format)
@@ -129,7 +130,8 @@ pub enum FormatArg {
 
 #[derive(Debug, Args)]
 pub struct Restore {
-    /// The dump file or directory
+    /// The dump file or directory, relative to the current directory
+    #[arg(value_parser = from_caller)]
     pub path: PathBuf,
     #[command(flatten)]
     pub connect: ConnectOpts,
@@ -156,10 +158,12 @@ pub struct SchemaDump {
     pub connect: ConnectOpts,
     #[command(flatten)]
     pub source: MigrationsOpts,
-    #[arg(long, short, default_value = "schema.sql")]
-    pub output: PathBuf,
+    /// The file to write (or --check), relative to the current directory [default: the
+    /// checkout's schema.sql]
+    #[arg(long, short, value_name = "PATH", value_parser = from_caller)]
+    pub output: Option<PathBuf>,
     /// Also write an ER diagram: PATH.mmd (Mermaid), PATH.dot, and PATH.svg with Graphviz
-    #[arg(long, value_name = "PATH")]
+    #[arg(long, value_name = "PATH", value_parser = from_caller)]
     pub erd: Option<PathBuf>,
     /// Fail with a diff when the file is stale instead of writing it
     #[arg(long)]
@@ -181,17 +185,59 @@ pub struct Bench {
 /// Where the declarative schema is.
 #[derive(Debug, Args, Clone)]
 pub struct SchemaOpts {
-    /// Directory of the declarative schema (relative to the workspace root)
-    #[arg(long, value_name = "DIR", default_value = backend_schema::declarative::SCHEMA_DIR)]
-    pub schema: PathBuf,
+    /// Directory of the declarative schema, relative to the current directory [default:
+    /// the checkout's backend-schema/schema]
+    #[arg(long, value_name = "DIR", value_parser = from_caller)]
+    pub schema: Option<PathBuf>,
+}
+
+impl SchemaOpts {
+    /// `--schema`, or the checkout's declarative schema.
+    pub fn dir(&self) -> PathBuf {
+        self.schema
+            .clone()
+            .unwrap_or_else(|| crate::project_root().join(backend_schema::declarative::SCHEMA_DIR))
+    }
 }
 
 /// Where the migrations are.
 #[derive(Debug, Args, Clone)]
 pub struct MigrationsOpts {
-    /// Directory of migrations (relative to the workspace root)
-    #[arg(long, value_name = "DIR", default_value = "migrations", global = true)]
-    pub migrations: PathBuf,
+    /// Directory of migrations, relative to the current directory [default: the checkout's
+    /// migrations/]
+    #[arg(long, value_name = "DIR", value_parser = from_caller, global = true)]
+    pub migrations: Option<PathBuf>,
+}
+
+/// A path from the command line, taken relative to the directory the command was run
+/// from (as every command-line tool does); the workspace root only locates the project.
+/// Called while parsing, before anything changes directory.
+fn from_caller(text: &str) -> Result<PathBuf, String> {
+    if text.is_empty() {
+        return Err("an empty path".into());
+    }
+    let cwd = std::env::current_dir()
+        .map_err(|err| format!("cannot read the current directory: {err}"))?;
+    Ok(lexically_normal(&cwd.join(text)))
+}
+
+/// `a/b/../c` as `a/c`, the way a shell's `cd` and messages read it (no symlinks
+/// resolved, so the names printed are the ones the caller typed).
+fn lexically_normal(path: &std::path::Path) -> PathBuf {
+    use std::path::Component;
+    let mut normal = PathBuf::new();
+    for part in path.components() {
+        match part {
+            Component::CurDir => {}
+            Component::ParentDir => {
+                if !normal.pop() {
+                    normal.push(part);
+                }
+            }
+            other => normal.push(other),
+        }
+    }
+    normal
 }
 
 /// Production safety knobs of a run.

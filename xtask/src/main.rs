@@ -44,7 +44,7 @@ fn run(flags: flags::Xtask) -> anyhow::Result<()> {
         flags::Command::Db(cmd) => cmd.run(sh),
         flags::Command::Bench(cmd) => cmd.run(sh),
         flags::Command::Backup(cmd) => cmd.run(sh),
-        flags::Command::Restore(cmd) => cmd.run(sh),
+        flags::Command::Restore(cmd) => cmd.run(),
         flags::Command::SchemaDump(cmd) => cmd.run(sh),
         flags::Command::HoldCluster { panic } => hold_cluster(panic),
     }

@@ -11,7 +11,6 @@ use backend_schema::dump::{DumpFormat, Manifest};
 use backend_schema::runner::heads_text;
 use backend_schema::{version_table, PgBinaries};
 use std::path::Path;
-use xshell::Shell;
 
 use crate::connect::Target;
 use crate::flags::Restore;
@@ -47,9 +46,9 @@ impl std::fmt::Display for Outcome {
 impl std::error::Error for Outcome {}
 
 impl Restore {
-    pub(crate) fn run(self, sh: &Shell) -> anyhow::Result<()> {
+    pub(crate) fn run(self) -> anyhow::Result<()> {
         let binaries = PgBinaries::locate().map_err(|e| Outcome::unchanged(e.into()))?;
-        let path = sh.current_dir().join(&self.path);
+        let path = self.path.clone();
         let (format, manifest) = self
             .check_archive(&binaries, &path)
             .map_err(Outcome::unchanged)?;

@@ -45,7 +45,7 @@ impl Migrate {
                 check_heads,
             } => history::current(&graph()?, &self.connect, verbose, check_heads)?,
             MigrateAction::Check { schema } => {
-                autogenerate::check(&graph()?, &sh.current_dir().join(schema.schema))?;
+                autogenerate::check(&graph()?, &schema.dir())?;
             }
             MigrateAction::Upgrade {
                 target,
@@ -88,7 +88,7 @@ impl Migrate {
                 let graph = self.source.load_allow_empty(sh)?;
                 let parents = revision::parents(&graph, head.as_deref())?;
                 if autogenerate {
-                    let schema = sh.current_dir().join(schema.schema);
+                    let schema = schema.dir();
                     autogenerate::autogenerate(&graph, &schema, &parents, &message, allow_drop)?;
                 } else {
                     revision::revision(&graph, &parents, &message, !non_transactional)?;
@@ -130,7 +130,11 @@ impl MigrationsOpts {
 
     /// The chain under `--migrations`, possibly empty (for the first `revision`).
     pub(crate) fn load_allow_empty(&self, sh: &Shell) -> anyhow::Result<RevisionGraph> {
-        let dir = sh.current_dir().join(&self.migrations);
+        // The shell's directory is the workspace root: the default is the checkout's.
+        let dir = self
+            .migrations
+            .clone()
+            .unwrap_or_else(|| sh.current_dir().join("migrations"));
         if !dir.is_dir() {
             bail!(
                 "migrations directory {} does not exist (pass --migrations DIR)",
