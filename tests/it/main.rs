@@ -12,6 +12,7 @@ mod cluster;
 mod docs;
 mod fresh_machine;
 mod migrate;
+mod ordinary_role;
 mod pinned_alembic;
 mod reliability;
 mod restore_safety;

@@ -135,9 +135,13 @@ pub struct Restore {
     pub path: PathBuf,
     #[command(flatten)]
     pub connect: ConnectOpts,
-    /// Create the target database first
+    /// Create the target database first, owned by the dump's database owner (from the
+    /// manifest, else the one role owning the dump's objects) or --owner
     #[arg(long)]
     pub create: bool,
+    /// With --create: the new database's owner
+    #[arg(long, value_name = "ROLE", requires = "create")]
+    pub owner: Option<String>,
     /// Replace what the target holds (needs --yes)
     #[arg(long)]
     pub clean: bool,

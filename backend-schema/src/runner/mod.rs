@@ -839,7 +839,7 @@ fn statement_failure(
         detail: db_error.detail().map(str::to_string),
         hint: db_error.hint().map(str::to_string),
         outcome: outcome.to_string(),
-        advice: None,
+        advice: crate::sqlstate::hint(db_error.code().code(), db_error.message()),
     }))
 }
 
