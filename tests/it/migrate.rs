@@ -256,6 +256,79 @@ fn an_edited_applied_migration_is_refused_until_rehashed() {
 }
 
 #[test]
+fn an_edited_applied_migration_is_reported_by_current_and_refused_at_head() {
+    let db = TestDb::new();
+    let dir = copy_migrations();
+    let dir_arg = dir.path().to_str().unwrap();
+    db.xtask(&["migrate", "upgrade", "head", "--migrations", dir_arg])
+        .success();
+    let current = db.xtask(&["migrate", "current", "--migrations", dir_arg]);
+    let err = current.success().stderr();
+    assert!(err.contains("database: postgresql://"), "{err}");
+    assert!(err.contains("up to date: no migration pending"), "{err}");
+    let edited = dir
+        .path()
+        .join("e33568d0d2e9_add_lead_model")
+        .join("up.sql");
+    let text = fs::read_to_string(&edited).unwrap();
+    fs::write(
+        &edited,
+        format!(
+            "{text}
+-- a comment is an edit too
+"
+        ),
+    )
+    .unwrap();
+
+    // `current` says so, naming the file and both checksums; it still exits 0.
+    let current = db.xtask(&["migrate", "current", "--migrations", dir_arg]);
+    let err = current.success().stderr();
+    assert!(
+        err.contains("migration e33568d0d2e9")
+            && err.contains("e33568d0d2e9_add_lead_model")
+            && err.contains("was edited after it was applied: recorded sha256 ")
+            && err.contains(", file now "),
+        "{err}"
+    );
+    // At head, `upgrade` refuses instead of "nothing to do", and writes nothing.
+    let before = db.snapshot();
+    let run = db.xtask(&["migrate", "upgrade", "head", "--migrations", dir_arg]);
+    assert_eq!(run.code(), 1, "{}", run.text());
+    let err = run.stderr();
+    assert!(
+        err.contains("was edited after it was applied: recorded sha256")
+            && err.contains("cargo xtask migrate rehash e33568d0d2e9")
+            && !err.contains("nothing to do"),
+        "{err}"
+    );
+    assert_eq!(db.snapshot(), before);
+    db.xtask(&["migrate", "rehash", "e335", "--migrations", dir_arg])
+        .success();
+    db.xtask(&["migrate", "upgrade", "head", "--migrations", dir_arg])
+        .success();
+    // Behind head, `current` counts what is pending.
+    db.xtask(&[
+        "migrate",
+        "downgrade",
+        "-2",
+        "--yes",
+        "--migrations",
+        dir_arg,
+    ])
+    .success();
+    let current = db.xtask(&["migrate", "current", "--migrations", dir_arg]);
+    assert!(
+        current
+            .success()
+            .stderr()
+            .contains("2 migration(s) pending"),
+        "{}",
+        current.text()
+    );
+}
+
+#[test]
 fn a_failing_migration_leaves_the_previous_revision_and_names_file_and_line() {
     let db = TestDb::new();
     let dir = copy_migrations();

@@ -9,6 +9,7 @@ mod flags;
 mod migrate;
 mod restore;
 mod schema_dump;
+mod style;
 mod verify;
 
 use std::path::{Path, PathBuf};
@@ -22,7 +23,7 @@ fn main() -> ExitCode {
     match run(flags) {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
-            eprintln!("error: {err:#}");
+            eprintln!("{}: {err:#}", style::error("error"));
             // A restore's exit status says what state its target is in.
             match err.downcast_ref::<restore::Outcome>() {
                 Some(outcome) => ExitCode::from(outcome.code),

@@ -60,7 +60,7 @@ impl Restore {
         // Without access to the maintenance database there is nothing to sweep with, and
         // a plain restore does not need it: not a reason to refuse.
         if let Err(err) = sweep_leftovers(&target) {
-            eprintln!("warning: {err:#}");
+            eprintln!("{}: {err:#}", crate::style::warning("warning"));
         }
         let script =
             script_of(&binaries, format, &path).map_err(|e| Outcome::unchanged(e.into()))?;
@@ -109,14 +109,14 @@ impl Restore {
         match self.after_restore(&target, manifest.as_ref(), has_history, &mut notes) {
             Ok(heads) => {
                 for note in &notes {
-                    eprintln!("warning: {note}");
+                    eprintln!("{}: {note}", crate::style::warning("warning"));
                 }
                 eprintln!("restore complete; revision {}", heads_text(&heads));
                 Ok(())
             }
             Err(cause) => {
                 for note in &notes {
-                    eprintln!("warning: {note}");
+                    eprintln!("{}: {note}", crate::style::warning("warning"));
                 }
                 Err(Outcome {
                     cause,
@@ -159,7 +159,8 @@ impl Restore {
                     eprintln!("sha256 matches {}", manifest_path.display())
                 }
                 ArchiveCheck::NoManifest => eprintln!(
-                    "warning: no manifest at {}; the archive cannot be checked against a hash",
+                    "{}: no manifest at {}; the archive cannot be checked against a hash",
+                    crate::style::warning("warning"),
                     manifest_path.display()
                 ),
             },
@@ -292,7 +293,11 @@ fn sweep_leftovers(target: &Target) -> anyhow::Result<()> {
                 said(&l)
             ),
             Swept::DropFailed(l, err) => {
-                eprintln!("warning: cannot remove {}: {err}", said(&l))
+                eprintln!(
+                    "{}: cannot remove {}: {err}",
+                    crate::style::warning("warning"),
+                    said(&l)
+                )
             }
         }
     }

@@ -1,9 +1,10 @@
 //! `cargo xtask migrate`: the guide's `alembic` verbs on the backend-schema runner. This
-//! module dispatches; `history` reads the chain, `run` applies it, `stamp` records
+//! module dispatches; `history` reads the chain, `current` the database's place in it, `run` applies it, `stamp` records
 //! revisions, `revision` writes new ones and `autogenerate` compares the chain with the
 //! declarative schema.
 
 mod autogenerate;
+mod current;
 mod history;
 mod revision;
 mod run;
@@ -43,7 +44,7 @@ impl Migrate {
             MigrateAction::Current {
                 verbose,
                 check_heads,
-            } => history::current(&graph()?, &self.connect, verbose, check_heads)?,
+            } => current::current(&graph()?, &self.connect, verbose, check_heads)?,
             MigrateAction::Check { schema } => {
                 autogenerate::check(&graph()?, &schema.dir())?;
             }
