@@ -11,6 +11,7 @@ mod catalog;
 mod cluster;
 mod docs;
 mod fresh_machine;
+mod hints;
 mod migrate;
 mod ordinary_role;
 mod pinned_alembic;

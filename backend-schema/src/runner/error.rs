@@ -10,7 +10,7 @@ use crate::version_table::{Status, VersionRace};
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum MigrateError {
-    #[error("{action} failed: {source}")]
+    #[error("{action} failed: {}", crate::sqlstate::explain(.source))]
     Db {
         action: String,
         #[source]
