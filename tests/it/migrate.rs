@@ -523,6 +523,13 @@ fn a_lock_timeout_gives_up_retries_and_leaves_the_revision() {
     let db = TestDb::new();
     db.xtask(&["migrate", "upgrade", "f5a2"]).success();
     let mut reader = db.client();
+    reader
+        .batch_execute("SET application_name = 'long report'")
+        .unwrap();
+    let reader_pid: i32 = reader
+        .query_one("SELECT pg_backend_pid()", &[])
+        .unwrap()
+        .get(0);
     let mut tx = reader.transaction().unwrap();
     tx.batch_execute("LOCK TABLE users IN ACCESS SHARE MODE")
         .unwrap();
@@ -565,6 +572,14 @@ fn a_lock_timeout_gives_up_retries_and_leaves_the_revision() {
     );
     assert!(err.contains("retry 1 in"), "{err}");
     assert!(err.contains("raise --lock-timeout"), "{err}");
+    // Both the retry and the final failure name the session that held the lock.
+    let blocker = format!("pid {reader_pid} (long report, connected ");
+    assert!(
+        err.contains(&format!("lock_timeout reached, blocked by {blocker}"))
+            && err.contains(&format!("(held by {blocker}"))
+            && err.contains("idle in transaction, holding its locks for "),
+        "{err}"
+    );
     assert!(started.elapsed() < std::time::Duration::from_secs(10));
     tx.rollback().unwrap();
     assert_eq!(db.heads(), ["f5a2c3d8e9b1"]);
