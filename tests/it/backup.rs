@@ -251,7 +251,7 @@ fn a_failed_dump_leaves_no_file() {
         "backup",
         "--output",
         path.to_str().unwrap(),
-        "--lock-wait-timeout",
+        "--table-lock-timeout",
         "300ms",
     ]);
     assert!(

@@ -8,6 +8,7 @@ mod backup;
 mod backup_safety;
 mod bad_input;
 mod catalog;
+mod cli;
 mod cluster;
 mod docs;
 mod fresh_machine;

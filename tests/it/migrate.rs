@@ -41,9 +41,10 @@ fn history_heads_and_show_follow_alembic_wording() {
     db.xtask(&["migrate", "upgrade", "e335"]).success();
     let history = db.xtask(&["migrate", "history", "--indicate-current"]);
     filtered_snapshot!("history_indicate_current", history.success().stdout());
-    let heads = db.xtask(&["migrate", "heads"]);
+    // heads and show read only the files: they refuse a --database-url.
+    let heads = crate::support::xtask(&["migrate", "heads"]);
     assert_eq!(heads.success().stdout(), format!("{HEAD} (head)\n"));
-    let show = db.xtask(&["migrate", "show", "f5a2"]);
+    let show = crate::support::xtask(&["migrate", "show", "f5a2"]);
     filtered_snapshot!("show_f5a2", show.success().stdout());
     let range = db.xtask(&["migrate", "history", "-r", "f5a2:a1b2"]);
     assert_eq!(
@@ -96,6 +97,7 @@ fn a_session_holding_the_version_table_makes_current_and_upgrade_give_up_naming_
         .get(0);
     for args in [
         &["migrate", "current"][..],
+        // The old name of --migrator-wait, kept as a hidden alias.
         &["migrate", "upgrade", "head", "--lock-wait", "3s"][..],
     ] {
         let began = std::time::Instant::now();
@@ -500,7 +502,7 @@ fn a_held_migration_lock_is_waited_for_then_reported_with_its_holder() {
             &[&backend_schema::runner::LOCK_KEY],
         )
         .unwrap();
-    let run = db.xtask(&["migrate", "upgrade", "head", "--lock-wait", "1s"]);
+    let run = db.xtask(&["migrate", "upgrade", "head", "--migrator-wait", "1s"]);
     let err = run.failure().stderr();
     assert!(
         err.contains("waiting for the migration lock, held by pid"),

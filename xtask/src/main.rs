@@ -23,6 +23,9 @@ fn main() -> ExitCode {
     match run(flags) {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
+            if let Some(Quiet(code)) = err.downcast_ref::<Quiet>() {
+                return ExitCode::from(*code);
+            }
             eprintln!("{}: {err:#}", style::error("error"));
             // A restore's exit status says what state its target is in.
             match err.downcast_ref::<restore::Outcome>() {
@@ -32,6 +35,19 @@ fn main() -> ExitCode {
         }
     }
 }
+
+/// An exit status that is the answer, not a failure to report (`db status` of a stopped
+/// database): the command has printed what there is to say.
+#[derive(Debug)]
+pub(crate) struct Quiet(pub(crate) u8);
+
+impl std::fmt::Display for Quiet {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "exit status {}", self.0)
+    }
+}
+
+impl std::error::Error for Quiet {}
 
 fn run(flags: flags::Xtask) -> anyhow::Result<()> {
     let sh = &Shell::new()?;

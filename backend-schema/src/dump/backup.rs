@@ -77,7 +77,7 @@ pub enum BackupError {
         #[source]
         source: io::Error,
     },
-    #[error("could not read the tables within --lock-wait-timeout ({timeout:?}); no backup was written (another session holds a lock: see pg_locks)")]
+    #[error("could not read the tables within --table-lock-timeout ({timeout:?}); no backup was written (another session holds a lock: see pg_locks)")]
     LockTimeout {
         timeout: Duration,
         #[source]

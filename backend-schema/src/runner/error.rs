@@ -50,7 +50,7 @@ pub enum MigrateError {
     #[error("{0}")]
     Statement(Box<StatementFailure>),
     #[error(
-        "gave up waiting {:.0?} for the migration lock (--lock-wait); held by {}",
+        "gave up waiting {:.0?} for the migration lock (--migrator-wait); held by {}",
         waited,
         holders_text(holders, "an unknown session")
     )]

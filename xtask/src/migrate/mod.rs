@@ -22,6 +22,7 @@ const APPLICATION_NAME: &str = "cargo xtask migrate";
 
 impl Migrate {
     pub(crate) fn run(self, sh: &Shell) -> anyhow::Result<()> {
+        refuse_unused_database_url(&self.action, &self.connect);
         let graph = || self.source.load(sh);
         match self.action {
             MigrateAction::Heads => {
@@ -100,6 +101,28 @@ impl Migrate {
             }
         }
         Ok(())
+    }
+}
+
+/// `--database-url` is accepted by every `migrate` verb (it may come before the verb);
+/// one that reads no database refuses it as a usage error (exit 2) rather than ignore it.
+fn refuse_unused_database_url(action: &MigrateAction, connect: &crate::flags::ConnectOpts) {
+    let verb = match action {
+        MigrateAction::Heads => "heads",
+        MigrateAction::Show { .. } => "show",
+        MigrateAction::Check { .. } => "check",
+        MigrateAction::Revision { .. } => "revision",
+        MigrateAction::Merge { .. } => "merge",
+        MigrateAction::Upgrade { sql: true, .. } => "upgrade --sql",
+        MigrateAction::Downgrade { sql: true, .. } => "downgrade --sql",
+        _ => return,
+    };
+    if connect.database_url.is_some() {
+        clap::Error::raw(
+            clap::error::ErrorKind::ArgumentConflict,
+            format!("`cargo xtask migrate {verb}` uses no database (it reads the migration files, or builds what it needs in a throwaway cluster); drop --database-url\n"),
+        )
+        .exit();
     }
 }
 
