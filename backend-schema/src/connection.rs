@@ -80,6 +80,15 @@ impl Target {
                     ),
                     Some(db.code().code().to_string()),
                 ),
+                // sslmode=require (or verify-*) against a server without TLS: it
+                // answered, so "is it running?" would send the user the wrong way.
+                None if format!("{err:?}").contains("server does not support TLS") => fail(
+                    "the server does not accept TLS connections".into(),
+                    Some(
+                        "the URL's sslmode (require, verify-ca or verify-full) demands TLS: turn it on at the server (ssl = on, with a certificate), or use sslmode=prefer (TLS when offered) on a network you trust".into(),
+                    ),
+                    None,
+                ),
                 None => fail(
                     std::error::Error::source(&err)
                         .map_or_else(|| err.to_string(), |source| format!("{err}: {source}")),

@@ -22,6 +22,7 @@ pub mod snapshot;
 pub mod source;
 pub mod sql;
 pub mod sql_split;
+pub mod sqlstate;
 pub mod synthetic;
 pub mod text;
 pub mod tls;

@@ -251,7 +251,7 @@ fn a_failed_dump_leaves_no_file() {
         "backup",
         "--output",
         path.to_str().unwrap(),
-        "--lock-wait-timeout",
+        "--table-lock-timeout",
         "300ms",
     ]);
     assert!(
@@ -270,8 +270,12 @@ fn a_failed_dump_leaves_no_file() {
 #[test]
 fn a_role_that_row_level_security_filters_cannot_back_up() {
     let db = seeded();
+    // A reader with every privilege but the policies apply to it: pg_dump refuses.
     db.client()
-        .batch_execute("CREATE ROLE app_user LOGIN NOSUPERUSER NOBYPASSRLS")
+        .batch_execute(
+            "CREATE ROLE app_user LOGIN NOSUPERUSER NOBYPASSRLS;
+             GRANT SELECT ON ALL TABLES IN SCHEMA public TO app_user",
+        )
         .unwrap();
     let url = db.url().replace("postgres@", "app_user@");
     let out = tempfile::tempdir().unwrap();
@@ -286,7 +290,35 @@ fn a_role_that_row_level_security_filters_cannot_back_up() {
     assert!(
         run.failure()
             .stderr()
-            .contains("role app_user cannot see every row"),
+            .contains("role app_user cannot see every row of table "),
+        "{}",
+        run.text()
+    );
+    assert!(run.stderr().contains("BYPASSRLS"), "{}", run.text());
+    assert!(!path.exists());
+
+    // The owner of the tables is not subject to their policies, unless they are FORCEd.
+    db.client()
+        .batch_execute(
+            "CREATE ROLE owner_role LOGIN NOSUPERUSER NOBYPASSRLS;
+             ALTER TABLE leads OWNER TO owner_role;
+             ALTER TABLE assessments OWNER TO owner_role;
+             ALTER TABLE leads FORCE ROW LEVEL SECURITY;
+             GRANT SELECT ON ALL TABLES IN SCHEMA public TO owner_role",
+        )
+        .unwrap();
+    let owner_url = db.url().replace("postgres@", "owner_role@");
+    let run = xtask(&[
+        "backup",
+        "--output",
+        path.to_str().unwrap(),
+        "--database-url",
+        &owner_url,
+    ]);
+    assert!(
+        run.failure()
+            .stderr()
+            .contains("role owner_role cannot see every row of table leads"),
         "{}",
         run.text()
     );

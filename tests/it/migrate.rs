@@ -5,7 +5,9 @@ use std::fs;
 
 use crate::support::{copy_migrations, filtered_snapshot, TestDb};
 
-const HEAD: &str = "b2c3d4e5f6a7";
+/// The chain's head, read from the migrations: a new migration moves it, not the tests.
+static HEAD: std::sync::LazyLock<&'static str> =
+    std::sync::LazyLock::new(crate::support::chain_head);
 
 #[test]
 fn upgrade_head_then_current_prints_the_head_like_alembic() {
@@ -14,8 +16,8 @@ fn upgrade_head_then_current_prints_the_head_like_alembic() {
     run.success();
     filtered_snapshot!("upgrade_head", run.text());
     let current = db.xtask(&["migrate", "current"]);
-    assert_eq!(current.success().stdout(), format!("{HEAD} (head)\n"));
-    assert_eq!(db.heads(), [HEAD]);
+    assert_eq!(current.success().stdout(), format!("{} (head)\n", *HEAD));
+    assert_eq!(db.heads(), [*HEAD]);
 
     // Again: nothing to do, and no lock taken (nothing is written either).
     let again = db.xtask(&["migrate", "upgrade", "head"]);
@@ -41,9 +43,10 @@ fn history_heads_and_show_follow_alembic_wording() {
     db.xtask(&["migrate", "upgrade", "e335"]).success();
     let history = db.xtask(&["migrate", "history", "--indicate-current"]);
     filtered_snapshot!("history_indicate_current", history.success().stdout());
-    let heads = db.xtask(&["migrate", "heads"]);
-    assert_eq!(heads.success().stdout(), format!("{HEAD} (head)\n"));
-    let show = db.xtask(&["migrate", "show", "f5a2"]);
+    // heads and show read only the files: they refuse a --database-url.
+    let heads = crate::support::xtask(&["migrate", "heads"]);
+    assert_eq!(heads.success().stdout(), format!("{} (head)\n", *HEAD));
+    let show = crate::support::xtask(&["migrate", "show", "f5a2"]);
     filtered_snapshot!("show_f5a2", show.success().stdout());
     let range = db.xtask(&["migrate", "history", "-r", "f5a2:a1b2"]);
     assert_eq!(
@@ -60,7 +63,7 @@ fn show_takes_head_and_heads_and_a_linked_folder_is_followed() {
     assert!(
         show.success()
             .stdout()
-            .starts_with(&format!("Rev: {HEAD} (head)\n")),
+            .starts_with(&format!("Rev: {} (head)\n", *HEAD)),
         "{}",
         show.text()
     );
@@ -77,7 +80,7 @@ fn show_takes_head_and_heads_and_a_linked_folder_is_followed() {
     let dir = migrations.path().to_str().unwrap();
     db.xtask(&["migrate", "upgrade", "head", "--migrations", dir])
         .success();
-    assert_eq!(db.heads(), [HEAD]);
+    assert_eq!(db.heads(), [*HEAD]);
 }
 
 #[test]
@@ -96,6 +99,7 @@ fn a_session_holding_the_version_table_makes_current_and_upgrade_give_up_naming_
         .get(0);
     for args in [
         &["migrate", "current"][..],
+        // The old name of --migrator-wait, kept as a hidden alias.
         &["migrate", "upgrade", "head", "--lock-wait", "3s"][..],
     ] {
         let began = std::time::Instant::now();
@@ -211,7 +215,7 @@ fn a_database_alembic_migrated_halfway_is_continued() {
         .iter()
         .map(|r| r.get(0))
         .collect();
-    assert_eq!(rows, [HEAD]);
+    assert_eq!(rows, [*HEAD]);
 }
 
 #[test]
@@ -252,7 +256,80 @@ fn an_edited_applied_migration_is_refused_until_rehashed() {
         .success();
     db.xtask(&["migrate", "upgrade", "head", "--migrations", dir_arg])
         .success();
-    assert_eq!(db.heads(), [HEAD]);
+    assert_eq!(db.heads(), [*HEAD]);
+}
+
+#[test]
+fn an_edited_applied_migration_is_reported_by_current_and_refused_at_head() {
+    let db = TestDb::new();
+    let dir = copy_migrations();
+    let dir_arg = dir.path().to_str().unwrap();
+    db.xtask(&["migrate", "upgrade", "head", "--migrations", dir_arg])
+        .success();
+    let current = db.xtask(&["migrate", "current", "--migrations", dir_arg]);
+    let err = current.success().stderr();
+    assert!(err.contains("database: postgresql://"), "{err}");
+    assert!(err.contains("up to date: no migration pending"), "{err}");
+    let edited = dir
+        .path()
+        .join("e33568d0d2e9_add_lead_model")
+        .join("up.sql");
+    let text = fs::read_to_string(&edited).unwrap();
+    fs::write(
+        &edited,
+        format!(
+            "{text}
+-- a comment is an edit too
+"
+        ),
+    )
+    .unwrap();
+
+    // `current` says so, naming the file and both checksums; it still exits 0.
+    let current = db.xtask(&["migrate", "current", "--migrations", dir_arg]);
+    let err = current.success().stderr();
+    assert!(
+        err.contains("migration e33568d0d2e9")
+            && err.contains("e33568d0d2e9_add_lead_model")
+            && err.contains("was edited after it was applied: recorded sha256 ")
+            && err.contains(", file now "),
+        "{err}"
+    );
+    // At head, `upgrade` refuses instead of "nothing to do", and writes nothing.
+    let before = db.snapshot();
+    let run = db.xtask(&["migrate", "upgrade", "head", "--migrations", dir_arg]);
+    assert_eq!(run.code(), 1, "{}", run.text());
+    let err = run.stderr();
+    assert!(
+        err.contains("was edited after it was applied: recorded sha256")
+            && err.contains("cargo xtask migrate rehash e33568d0d2e9")
+            && !err.contains("nothing to do"),
+        "{err}"
+    );
+    assert_eq!(db.snapshot(), before);
+    db.xtask(&["migrate", "rehash", "e335", "--migrations", dir_arg])
+        .success();
+    db.xtask(&["migrate", "upgrade", "head", "--migrations", dir_arg])
+        .success();
+    // Behind head, `current` counts what is pending.
+    db.xtask(&[
+        "migrate",
+        "downgrade",
+        "-2",
+        "--yes",
+        "--migrations",
+        dir_arg,
+    ])
+    .success();
+    let current = db.xtask(&["migrate", "current", "--migrations", dir_arg]);
+    assert!(
+        current
+            .success()
+            .stderr()
+            .contains("2 migration(s) pending"),
+        "{}",
+        current.text()
+    );
 }
 
 #[test]
@@ -317,7 +394,7 @@ fn a_revision_no_file_knows_is_named_with_the_known_files() {
     // The way out: stamp --purge to the revision the schema really is at.
     db.xtask(&["migrate", "stamp", "--purge", "d724"]).success();
     db.xtask(&["migrate", "upgrade", "head"]).success();
-    assert_eq!(db.heads(), [HEAD]);
+    assert_eq!(db.heads(), [*HEAD]);
 }
 
 #[test]
@@ -408,7 +485,7 @@ fn a_destructive_downgrade_lists_the_loss_and_needs_yes() {
     let run = db.xtask(&["migrate", "downgrade", "f5a2"]);
     filtered_snapshot!("destructive_downgrade_refused", run.failure().text());
     assert_eq!(db.snapshot(), before);
-    assert_eq!(db.heads(), [HEAD]);
+    assert_eq!(db.heads(), [*HEAD]);
     db.xtask(&["migrate", "downgrade", "f5a2", "--yes"])
         .success();
     assert_eq!(db.heads(), ["f5a2c3d8e9b1"]);
@@ -427,7 +504,7 @@ fn a_held_migration_lock_is_waited_for_then_reported_with_its_holder() {
             &[&backend_schema::runner::LOCK_KEY],
         )
         .unwrap();
-    let run = db.xtask(&["migrate", "upgrade", "head", "--lock-wait", "1s"]);
+    let run = db.xtask(&["migrate", "upgrade", "head", "--migrator-wait", "1s"]);
     let err = run.failure().stderr();
     assert!(
         err.contains("waiting for the migration lock, held by pid"),
@@ -450,6 +527,13 @@ fn a_lock_timeout_gives_up_retries_and_leaves_the_revision() {
     let db = TestDb::new();
     db.xtask(&["migrate", "upgrade", "f5a2"]).success();
     let mut reader = db.client();
+    reader
+        .batch_execute("SET application_name = 'long report'")
+        .unwrap();
+    let reader_pid: i32 = reader
+        .query_one("SELECT pg_backend_pid()", &[])
+        .unwrap()
+        .get(0);
     let mut tx = reader.transaction().unwrap();
     tx.batch_execute("LOCK TABLE users IN ACCESS SHARE MODE")
         .unwrap();
@@ -492,6 +576,14 @@ fn a_lock_timeout_gives_up_retries_and_leaves_the_revision() {
     );
     assert!(err.contains("retry 1 in"), "{err}");
     assert!(err.contains("raise --lock-timeout"), "{err}");
+    // Both the retry and the final failure name the session that held the lock.
+    let blocker = format!("pid {reader_pid} (long report, connected ");
+    assert!(
+        err.contains(&format!("lock_timeout reached, blocked by {blocker}"))
+            && err.contains(&format!("(held by {blocker}"))
+            && err.contains("idle in transaction, holding its locks for "),
+        "{err}"
+    );
     assert!(started.elapsed() < std::time::Duration::from_secs(10));
     tx.rollback().unwrap();
     assert_eq!(db.heads(), ["f5a2c3d8e9b1"]);
@@ -506,7 +598,7 @@ fn offline_sql_builds_the_same_schema_as_online() {
     let offline = TestDb::new();
     offline.client().batch_execute(&sql).unwrap();
     assert_eq!(offline.snapshot(), online.snapshot());
-    assert_eq!(offline.heads(), [HEAD]);
+    assert_eq!(offline.heads(), [*HEAD]);
 }
 
 #[test]
@@ -528,7 +620,7 @@ fn revision_and_merge_write_new_files_with_fresh_ids() {
         "-m",
         "Add billing",
         "--head",
-        HEAD,
+        *HEAD,
         "--migrations",
         dir_arg,
     ])
@@ -574,7 +666,7 @@ fn revision_and_merge_write_new_files_with_fresh_ids() {
     db.xtask(&["migrate", "upgrade", "head", "--migrations", dir_arg])
         .success();
     assert_eq!(db.heads().len(), 1);
-    db.xtask(&["migrate", "downgrade", HEAD, "--migrations", dir_arg])
+    db.xtask(&["migrate", "downgrade", *HEAD, "--migrations", dir_arg])
         .success();
-    assert_eq!(db.heads(), [HEAD]);
+    assert_eq!(db.heads(), [*HEAD]);
 }

@@ -14,6 +14,20 @@ pub fn root() -> PathBuf {
         .to_path_buf()
 }
 
+/// The one head of the repository's chain, read from `migrations/` (once): tests of
+/// this chain derive it instead of naming a revision that the next migration replaces.
+pub fn chain_head() -> &'static str {
+    static HEAD: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    HEAD.get_or_init(|| {
+        let graph = backend_schema::graph::RevisionGraph::load(&root().join("migrations"))
+            .expect("the repository's migrations load");
+        match graph.heads().as_slice() {
+            [one] => one.to_string(),
+            many => panic!("the repository's chain has {} heads: {many:?}", many.len()),
+        }
+    })
+}
+
 /// A throwaway cluster with one empty database, `app`.
 pub struct TestDb {
     pub cluster: TempCluster,

@@ -18,14 +18,16 @@ impl Backup {
         eprintln!("database: {}", target.describe());
         let binaries = PgBinaries::locate()?;
         let mut client = target.connect("cargo xtask backup")?;
-        backup::check_role_sees_all(&mut client)?;
 
         let format = self.format.format();
         let options = BackupOptions {
             output: match &self.output {
-                Some(path) => Output::Exact(sh.current_dir().join(path)),
+                Some(path) => Output::Exact(path.clone()),
                 None => Output::Named {
-                    dir: sh.current_dir().join(&self.output_dir),
+                    dir: self
+                        .output_dir
+                        .clone()
+                        .unwrap_or_else(|| sh.current_dir().join("backups")),
                     started: std::time::SystemTime::now(),
                 },
             },

@@ -7,6 +7,9 @@ use xshell::{cmd, Shell};
 
 use crate::flags::{Db, DbAction};
 
+/// `db status` of a dev database that is not running (pg_ctl's status for it).
+const NOT_RUNNING: u8 = 3;
+
 impl Db {
     pub(crate) fn run(self, sh: &Shell) -> anyhow::Result<()> {
         let dev = DevDatabase::new(&crate::project_root());
@@ -31,11 +34,17 @@ impl Db {
                     }
                 );
             }
+            // Like `pg_ctl status` and `systemctl status`: 3 when it is not running, so
+            // `cargo xtask db status || cargo xtask db start` does what it says.
             DbAction::Status => match dev.status() {
                 DevStatus::Running { pid } => println!("running (pid {pid}): {}", dev.url()),
-                DevStatus::Stopped => println!("stopped; start it with `cargo xtask db start`"),
+                DevStatus::Stopped => {
+                    println!("stopped; start it with `cargo xtask db start`");
+                    return Err(crate::Quiet(NOT_RUNNING).into());
+                }
                 DevStatus::NotCreated => {
-                    println!("not created; create it with `cargo xtask db start`")
+                    println!("not created; create it with `cargo xtask db start`");
+                    return Err(crate::Quiet(NOT_RUNNING).into());
                 }
             },
             DbAction::Url => println!("{}", dev.url()),
@@ -47,6 +56,9 @@ impl Db {
                 }
                 let psql = PgBinaries::locate()?.tool("psql");
                 let url = dev.url();
+                // psql's own file arguments (-f FILE) are the caller's, relative to where the
+                // command was run.
+                sh.change_dir(std::env::current_dir()?);
                 cmd!(sh, "{psql} -X {url} {args...}")
                     .quiet()
                     .run()

@@ -73,17 +73,28 @@ pub struct Db {
 #[derive(Debug, Subcommand)]
 pub enum DbAction {
     /// Start the dev database (created on first use under target/dev-db)
+    #[command(after_help = "Example:\n  cargo xtask db start")]
     Start,
     /// Stop the dev database
+    #[command(after_help = "Example:\n  cargo xtask db stop")]
     Stop,
-    /// Say whether the dev database is running
+    /// Say whether the dev database is running (exit 0 running, 3 stopped or not created)
+    #[command(after_help = "Example:\n  cargo xtask db status || cargo xtask db start")]
     Status,
     /// Print the dev database's URL
+    #[command(after_help = "Example:\n  DATABASE_URL=$(cargo xtask db url) alembic current")]
     Url,
     /// Open psql on the dev database; extra arguments go to psql
-    #[command(after_help = "Example:\n  cargo xtask db psql -c 'select version()'")]
+    #[command(
+        after_help = "Examples:\n  cargo xtask db psql -c 'select version()'\n  cargo xtask db psql -f ../queries/report.sql"
+    )]
     Psql {
-        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        /// Arguments for psql (-c SQL, -f FILE relative to the current directory, ...)
+        #[arg(
+            trailing_var_arg = true,
+            allow_hyphen_values = true,
+            value_name = "PSQL ARGS"
+        )]
         args: Vec<String>,
     },
 }
@@ -92,8 +103,8 @@ pub enum DbAction {
 pub struct Verify {
     #[command(flatten)]
     pub source: MigrationsOpts,
-    /// Also write the report as JSON (for CI)
-    #[arg(long, value_name = "PATH")]
+    /// Also write the report as JSON (for CI), relative to the current directory
+    #[arg(long, value_name = "PATH", value_parser = from_caller)]
     pub json: Option<PathBuf>,
 }
 
@@ -101,12 +112,14 @@ pub struct Verify {
 pub struct Backup {
     #[command(flatten)]
     pub connect: ConnectOpts,
-    /// Where to write (default backups/backup_YYYYMMDD_HHMMSS.<ext>, UTC); never replaced
-    #[arg(long, short)]
+    /// Where to write, relative to the current directory (default: the checkout's
+    /// backups/backup_YYYYMMDD_HHMMSS.<ext>, UTC); never replaced
+    #[arg(long, short, value_name = "PATH", value_parser = from_caller)]
     pub output: Option<PathBuf>,
-    /// The directory for a default-named backup, kept 0700
-    #[arg(long, default_value = "backups", conflicts_with = "output")]
-    pub output_dir: PathBuf,
+    /// The directory for a default-named backup, kept 0700 [default: the checkout's backups/]
+    #[arg(long, value_name = "DIR", value_parser = from_caller, conflicts_with = "output")]
+    pub output_dir: Option<PathBuf>,
+    /// custom (pg_restore, one file), plain (SQL, the guide's .sql) or directory (parallel)
     #[arg(long, value_enum, default_value = "custom")]
     pub format: FormatArg,
     /// Parallel dump jobs (directory format)
@@ -115,8 +128,8 @@ pub struct Backup {
     /// Restore the dump into a throwaway cluster and compare schema and row counts
     #[arg(long)]
     pub verify: bool,
-    /// Give up when a table lock is not granted within this time
-    #[arg(long, default_value = "30s", value_parser = humantime_duration)]
+    /// How long pg_dump (and the row counts) wait for each table's lock before giving up
+    #[arg(long = "table-lock-timeout", alias = "lock-wait-timeout", value_name = "DURATION", default_value = "30s", value_parser = humantime_duration)]
     pub lock_wait_timeout: std::time::Duration,
 }
 
@@ -129,13 +142,18 @@ pub enum FormatArg {
 
 #[derive(Debug, Args)]
 pub struct Restore {
-    /// The dump file or directory
+    /// The dump file or directory, relative to the current directory
+    #[arg(value_parser = from_caller)]
     pub path: PathBuf,
     #[command(flatten)]
     pub connect: ConnectOpts,
-    /// Create the target database first
+    /// Create the target database first, owned by the dump's database owner (from the
+    /// manifest, else the one role owning the dump's objects) or --owner
     #[arg(long)]
     pub create: bool,
+    /// With --create: the new database's owner
+    #[arg(long, value_name = "ROLE", requires = "create")]
+    pub owner: Option<String>,
     /// Replace what the target holds (needs --yes)
     #[arg(long)]
     pub clean: bool,
@@ -156,10 +174,12 @@ pub struct SchemaDump {
     pub connect: ConnectOpts,
     #[command(flatten)]
     pub source: MigrationsOpts,
-    #[arg(long, short, default_value = "schema.sql")]
-    pub output: PathBuf,
+    /// The file to write (or --check), relative to the current directory [default: the
+    /// checkout's schema.sql]
+    #[arg(long, short, value_name = "PATH", value_parser = from_caller)]
+    pub output: Option<PathBuf>,
     /// Also write an ER diagram: PATH.mmd (Mermaid), PATH.dot, and PATH.svg with Graphviz
-    #[arg(long, value_name = "PATH")]
+    #[arg(long, value_name = "PATH", value_parser = from_caller)]
     pub erd: Option<PathBuf>,
     /// Fail with a diff when the file is stale instead of writing it
     #[arg(long)]
@@ -181,23 +201,66 @@ pub struct Bench {
 /// Where the declarative schema is.
 #[derive(Debug, Args, Clone)]
 pub struct SchemaOpts {
-    /// Directory of the declarative schema (relative to the workspace root)
-    #[arg(long, value_name = "DIR", default_value = backend_schema::declarative::SCHEMA_DIR)]
-    pub schema: PathBuf,
+    /// Directory of the declarative schema, relative to the current directory [default:
+    /// the checkout's backend-schema/schema]
+    #[arg(long, value_name = "DIR", value_parser = from_caller)]
+    pub schema: Option<PathBuf>,
+}
+
+impl SchemaOpts {
+    /// `--schema`, or the checkout's declarative schema.
+    pub fn dir(&self) -> PathBuf {
+        self.schema
+            .clone()
+            .unwrap_or_else(|| crate::project_root().join(backend_schema::declarative::SCHEMA_DIR))
+    }
 }
 
 /// Where the migrations are.
 #[derive(Debug, Args, Clone)]
 pub struct MigrationsOpts {
-    /// Directory of migrations (relative to the workspace root)
-    #[arg(long, value_name = "DIR", default_value = "migrations", global = true)]
-    pub migrations: PathBuf,
+    /// Directory of migrations, relative to the current directory [default: the checkout's
+    /// migrations/]
+    #[arg(long, value_name = "DIR", value_parser = from_caller, global = true)]
+    pub migrations: Option<PathBuf>,
+}
+
+/// A path from the command line, taken relative to the directory the command was run
+/// from (as every command-line tool does); the workspace root only locates the project.
+/// Called while parsing, before anything changes directory.
+fn from_caller(text: &str) -> Result<PathBuf, String> {
+    if text.is_empty() {
+        return Err("an empty path".into());
+    }
+    let cwd = std::env::current_dir()
+        .map_err(|err| format!("cannot read the current directory: {err}"))?;
+    Ok(lexically_normal(&cwd.join(text)))
+}
+
+/// `a/b/../c` as `a/c`, the way a shell's `cd` and messages read it (no symlinks
+/// resolved, so the names printed are the ones the caller typed).
+fn lexically_normal(path: &std::path::Path) -> PathBuf {
+    use std::path::Component;
+    let mut normal = PathBuf::new();
+    for part in path.components() {
+        match part {
+            Component::CurDir => {}
+            Component::ParentDir => {
+                if !normal.pop() {
+                    normal.push(part);
+                }
+            }
+            other => normal.push(other),
+        }
+    }
+    normal
 }
 
 /// Production safety knobs of a run.
 #[derive(Debug, Args, Clone)]
 pub struct RunOpts {
-    /// lock_timeout of each migration (e.g. 5s, 500ms)
+    /// PostgreSQL's lock_timeout for each migration's statements: how long one waits for
+    /// a table lock before the attempt gives up (e.g. 5s, 500ms)
     #[arg(long, value_name = "DURATION", default_value = "5s", value_parser = humantime_duration)]
     pub lock_timeout: std::time::Duration,
     /// statement_timeout of each migration (default: the server's)
@@ -206,8 +269,8 @@ pub struct RunOpts {
     /// Retries of a migration that hit lock_timeout
     #[arg(long, value_name = "N", default_value_t = 3)]
     pub retries: u32,
-    /// How long to wait for another migrator to finish
-    #[arg(long, value_name = "DURATION", default_value = "5m", value_parser = humantime_duration)]
+    /// How long to wait for another migrator (holding the migration lock) to finish
+    #[arg(long = "migrator-wait", alias = "lock-wait", value_name = "DURATION", default_value = "5m", value_parser = humantime_duration)]
     pub lock_wait: std::time::Duration,
 }
 
@@ -277,7 +340,8 @@ pub enum MigrateAction {
         after_help = "Examples:\n  cargo xtask migrate upgrade head\n  cargo xtask migrate upgrade a1b2c3d4e5f6\n  cargo xtask migrate upgrade +1\n  cargo xtask migrate upgrade base:head --sql > upgrade.sql"
     )]
     Upgrade {
-        #[arg(allow_hyphen_values = true)]
+        /// Where to go: head, heads, a revision ID or unique prefix, +N, REV+N (FROM:TO with --sql)
+        #[arg(allow_hyphen_values = true, value_name = "TARGET")]
         target: String,
         /// Print the SQL instead of running it (TARGET may be FROM:TO); no database needed
         #[arg(long)]
@@ -290,7 +354,8 @@ pub enum MigrateAction {
         after_help = "Examples:\n  cargo xtask migrate downgrade -1\n  cargo xtask migrate downgrade f7e1c2d9b3a4 --yes\n  cargo xtask migrate downgrade head:f7e1 --sql"
     )]
     Downgrade {
-        #[arg(allow_hyphen_values = true)]
+        /// Where to go: base, a revision ID or unique prefix, -N, REV-N (FROM:TO with --sql)
+        #[arg(allow_hyphen_values = true, value_name = "TARGET")]
         target: String,
         /// Accept data loss (tables or columns that hold rows are dropped)
         #[arg(long, short)]
@@ -323,6 +388,7 @@ pub enum MigrateAction {
         after_help = "Examples:\n  cargo xtask migrate revision -m \"add lead source column\"\n  cargo xtask migrate revision --autogenerate -m \"add lead source column\""
     )]
     Revision {
+        /// The revision's message (also the folder's slug)
         #[arg(short, long)]
         message: String,
         /// Parent revision (default: the single head)
@@ -353,6 +419,7 @@ pub enum MigrateAction {
     /// Accept an intended edit of an applied migration (records its new checksum)
     #[command(after_help = "Example:\n  cargo xtask migrate rehash f7e1c2d9b3a4")]
     Rehash {
+        /// The applied revision (ID or unique prefix) whose edited file to accept
         revision: String,
         #[command(flatten)]
         run: RunOpts,

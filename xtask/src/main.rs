@@ -9,6 +9,7 @@ mod flags;
 mod migrate;
 mod restore;
 mod schema_dump;
+mod style;
 mod verify;
 
 use std::path::{Path, PathBuf};
@@ -22,7 +23,10 @@ fn main() -> ExitCode {
     match run(flags) {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
-            eprintln!("error: {err:#}");
+            if let Some(Quiet(code)) = err.downcast_ref::<Quiet>() {
+                return ExitCode::from(*code);
+            }
+            eprintln!("{}: {err:#}", style::error("error"));
             // A restore's exit status says what state its target is in.
             match err.downcast_ref::<restore::Outcome>() {
                 Some(outcome) => ExitCode::from(outcome.code),
@@ -31,6 +35,19 @@ fn main() -> ExitCode {
         }
     }
 }
+
+/// An exit status that is the answer, not a failure to report (`db status` of a stopped
+/// database): the command has printed what there is to say.
+#[derive(Debug)]
+pub(crate) struct Quiet(pub(crate) u8);
+
+impl std::fmt::Display for Quiet {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "exit status {}", self.0)
+    }
+}
+
+impl std::error::Error for Quiet {}
 
 fn run(flags: flags::Xtask) -> anyhow::Result<()> {
     let sh = &Shell::new()?;
@@ -44,7 +61,7 @@ fn run(flags: flags::Xtask) -> anyhow::Result<()> {
         flags::Command::Db(cmd) => cmd.run(sh),
         flags::Command::Bench(cmd) => cmd.run(sh),
         flags::Command::Backup(cmd) => cmd.run(sh),
-        flags::Command::Restore(cmd) => cmd.run(sh),
+        flags::Command::Restore(cmd) => cmd.run(),
         flags::Command::SchemaDump(cmd) => cmd.run(sh),
         flags::Command::HoldCluster { panic } => hold_cluster(panic),
     }

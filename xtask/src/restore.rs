@@ -7,11 +7,10 @@ use anyhow::{bail, Context as _};
 use backend_schema::dump::archive::script_of;
 use backend_schema::dump::leftovers::{self, Swept};
 use backend_schema::dump::restore::{self, ArchiveCheck, RestoreOptions, Restored};
-use backend_schema::dump::{DumpFormat, Manifest};
+use backend_schema::dump::{owner_in_script, script_has_history_table, DumpFormat, Manifest};
 use backend_schema::runner::heads_text;
 use backend_schema::{version_table, PgBinaries};
 use std::path::Path;
-use xshell::Shell;
 
 use crate::connect::Target;
 use crate::flags::Restore;
@@ -47,9 +46,9 @@ impl std::fmt::Display for Outcome {
 impl std::error::Error for Outcome {}
 
 impl Restore {
-    pub(crate) fn run(self, sh: &Shell) -> anyhow::Result<()> {
+    pub(crate) fn run(self) -> anyhow::Result<()> {
         let binaries = PgBinaries::locate().map_err(|e| Outcome::unchanged(e.into()))?;
-        let path = sh.current_dir().join(&self.path);
+        let path = self.path.clone();
         let (format, manifest) = self
             .check_archive(&binaries, &path)
             .map_err(Outcome::unchanged)?;
@@ -61,15 +60,23 @@ impl Restore {
         // Without access to the maintenance database there is nothing to sweep with, and
         // a plain restore does not need it: not a reason to refuse.
         if let Err(err) = sweep_leftovers(&target) {
-            eprintln!("warning: {err:#}");
+            eprintln!("{}: {err:#}", crate::style::warning("warning"));
         }
+        let script =
+            script_of(&binaries, format, &path).map_err(|e| Outcome::unchanged(e.into()))?;
         if self.create {
-            let name =
-                restore::create_database(&target.url).map_err(|e| Outcome::unchanged(e.into()))?;
-            eprintln!("created database {name}");
+            let owner = self.new_database_owner(manifest.as_ref(), &script);
+            let name = restore::create_database(&target.url, owner.as_deref())
+                .map_err(|e| Outcome::unchanged(e.into()))?;
+            match owner {
+                Some(owner) => eprintln!("created database {name}, owned by {owner}"),
+                None => eprintln!("created database {name}, owned by the connecting role"),
+            }
         }
         let phase = Instant::now();
-        let restored = match self.check_target_and_restore(&binaries, format, &path, &target) {
+        let restored = match self
+            .check_target_and_restore(&binaries, &script, format, &path, &target)
+        {
             Ok(restored) => restored,
             Err(cause) if !self.create => return Err(Outcome::unchanged(cause).into()),
             Err(cause) => {
@@ -98,17 +105,18 @@ impl Restore {
                 "the replaced database, renamed {old}, could not be dropped ({err}); drop it when no longer needed"
             ));
         }
-        match self.after_restore(&target, manifest.as_ref(), &mut notes) {
+        let has_history = script_has_history_table(&script);
+        match self.after_restore(&target, manifest.as_ref(), has_history, &mut notes) {
             Ok(heads) => {
                 for note in &notes {
-                    eprintln!("warning: {note}");
+                    eprintln!("{}: {note}", crate::style::warning("warning"));
                 }
                 eprintln!("restore complete; revision {}", heads_text(&heads));
                 Ok(())
             }
             Err(cause) => {
                 for note in &notes {
-                    eprintln!("warning: {note}");
+                    eprintln!("{}: {note}", crate::style::warning("warning"));
                 }
                 Err(Outcome {
                     cause,
@@ -151,7 +159,8 @@ impl Restore {
                     eprintln!("sha256 matches {}", manifest_path.display())
                 }
                 ArchiveCheck::NoManifest => eprintln!(
-                    "warning: no manifest at {}; the archive cannot be checked against a hash",
+                    "{}: no manifest at {}; the archive cannot be checked against a hash",
+                    crate::style::warning("warning"),
                     manifest_path.display()
                 ),
             },
@@ -160,12 +169,25 @@ impl Restore {
         Ok((format, manifest))
     }
 
+    /// Who owns a database `--create` makes: `--owner`, else (restoring owners) the
+    /// dump's database owner, from the manifest or the one role owning its objects;
+    /// `None` leaves it to the connecting role.
+    fn new_database_owner(&self, manifest: Option<&Manifest>, script: &str) -> Option<String> {
+        if self.owner.is_some() || self.no_owner {
+            return self.owner.clone();
+        }
+        manifest
+            .and_then(|m| m.database_owner.clone())
+            .or_else(|| owner_in_script(script))
+    }
+
     /// After the commit: the `--create` mark comes off, then ANALYZE, the revision and
     /// the row counts against the manifest. Returns the heads.
     fn after_restore(
         &self,
         target: &Target,
         manifest: Option<&Manifest>,
+        has_history: bool,
         notes: &mut Vec<String>,
     ) -> anyhow::Result<Vec<String>> {
         if self.create {
@@ -178,6 +200,14 @@ impl Restore {
         }
         let phase = Instant::now();
         let mut client = target.connect("cargo xtask restore")?;
+        if !has_history
+            && restore::drop_replaced_history(&mut client)
+                .context("dropping the replaced database's alembic_version_history")?
+        {
+            eprintln!(
+                "the dump has no alembic_version_history (taken before the xtask recorded history): dropped the target's, which described the replaced data; `migrate current --verbose` shows the restored revisions as applied without a recorded checksum"
+            );
+        }
         let analyze_on = target
             .connect("cargo xtask restore (analyze)")
             .context("ANALYZE after the restore failed")?;
@@ -206,15 +236,15 @@ impl Restore {
     fn check_target_and_restore(
         &self,
         binaries: &PgBinaries,
+        script: &str,
         format: DumpFormat,
         path: &Path,
         target: &Target,
     ) -> anyhow::Result<Restored> {
         // 2. The target.
         let mut client = target.connect("cargo xtask restore")?;
-        let script = script_of(binaries, format, path)?;
         let existing =
-            restore::preflight(&mut client, &script, self.no_owner, self.clean && self.yes)?;
+            restore::preflight(&mut client, script, self.no_owner, self.clean && self.yes)?;
         drop(client);
 
         // 3. The restore, in one transaction (or a staging database with --jobs).
@@ -263,7 +293,11 @@ fn sweep_leftovers(target: &Target) -> anyhow::Result<()> {
                 said(&l)
             ),
             Swept::DropFailed(l, err) => {
-                eprintln!("warning: cannot remove {}: {err}", said(&l))
+                eprintln!(
+                    "{}: cannot remove {}: {err}",
+                    crate::style::warning("warning"),
+                    said(&l)
+                )
             }
         }
     }

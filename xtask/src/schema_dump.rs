@@ -13,7 +13,10 @@ use crate::flags::SchemaDump;
 impl SchemaDump {
     pub(crate) fn run(self, sh: &Shell) -> anyhow::Result<()> {
         let binaries = PgBinaries::locate()?;
-        let output = sh.current_dir().join(&self.output);
+        let output = self
+            .output
+            .clone()
+            .unwrap_or_else(|| sh.current_dir().join("schema.sql"));
         // Without a URL: head, built in a throwaway cluster.
         let cluster;
         let (url, mut client) = match &self.connect.database_url {
@@ -38,7 +41,7 @@ impl SchemaDump {
 
         if let Some(erd) = &self.erd {
             let diagram = Diagram::capture(&mut client)?;
-            let (mermaid, dot) = diagram.write_files(&sh.current_dir().join(erd))?;
+            let (mermaid, dot) = diagram.write_files(erd)?;
             eprintln!("wrote {} and {}", mermaid.display(), dot.display());
             match erd::render_svg(&dot)? {
                 Some(svg) => eprintln!("wrote {}", svg.display()),
@@ -46,14 +49,14 @@ impl SchemaDump {
             }
         }
         if self.check {
-            let label = self.output.display().to_string();
+            let label = output.display().to_string();
             if let Some(diff) = schema::stale_diff(&output, &label, &schema) {
                 bail!(
                     "{} is stale:\n{diff}\nrun `cargo xtask schema-dump` and commit the result",
-                    self.output.display()
+                    output.display()
                 );
             }
-            eprintln!("{} is up to date", self.output.display());
+            eprintln!("{} is up to date", output.display());
             return Ok(());
         }
         std::fs::write(&output, &schema)

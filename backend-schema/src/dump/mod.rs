@@ -88,6 +88,10 @@ pub struct Manifest {
     pub sha256: String,
     /// Exact row counts, from the same snapshot pg_dump used.
     pub tables: BTreeMap<String, i64>,
+    /// The owner of the dumped database, which `restore --create` gives the new one
+    /// (absent in manifests written before it was recorded).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub database_owner: Option<String>,
 }
 
 impl Manifest {
@@ -241,6 +245,29 @@ pub fn roles_in_script(sql: &str) -> Vec<String> {
         }
     }
     roles.into_iter().collect()
+}
+
+/// The one role that owns the objects of a SQL script (`ALTER ... OWNER TO`), if exactly
+/// one does: the owner a database made for it should have when no manifest says.
+pub fn owner_in_script(sql: &str) -> Option<String> {
+    let owners: std::collections::BTreeSet<&str> = sql
+        .lines()
+        .filter_map(|line| line.trim().rsplit_once(" OWNER TO "))
+        .map(|(_, role)| role.trim_end_matches(';').trim().trim_matches('"'))
+        .filter(|role| !role.is_empty())
+        .collect();
+    match owners.len() {
+        1 => owners.into_iter().next().map(str::to_string),
+        _ => None,
+    }
+}
+
+/// Whether a SQL script creates the side table `alembic_version_history` (dumps taken
+/// before the xtask recorded history do not).
+pub fn script_has_history_table(sql: &str) -> bool {
+    let table = format!(".{} (", crate::version_table::HISTORY_TABLE);
+    sql.lines()
+        .any(|line| line.starts_with("CREATE TABLE ") && line.contains(&table))
 }
 
 /// Extensions a SQL script creates.

@@ -187,6 +187,17 @@ pub enum RestoreError {
     NoDatabase,
     #[error("cannot connect to the maintenance database `postgres`")]
     Maintenance(#[source] crate::tls::ConnectError),
+    #[error(
+        "cannot create database {name}{}: {}",
+        owner.as_ref().map(|o| format!(" owned by {o}")).unwrap_or_default(),
+        crate::sqlstate::explain(source)
+    )]
+    Create {
+        name: String,
+        owner: Option<String>,
+        #[source]
+        source: postgres::Error,
+    },
     #[error("database {0} already exists; drop --create to restore into it")]
     Exists(String),
     #[error("cannot swap the restored copy in for database {name} (in use? close its sessions and retry), or give it the database's owner, grants and settings; the target was left as it was")]
@@ -301,7 +312,7 @@ pub fn sweep_leftovers(url: &DatabaseUrl) -> Result<Vec<Swept>, RestoreError> {
 
 /// Creates the database `url` names (from template0), marked as ours until
 /// `finish_create`; refuses one that exists. Returns its name.
-pub fn create_database(url: &DatabaseUrl) -> Result<String, RestoreError> {
+pub fn create_database(url: &DatabaseUrl, owner: Option<&str>) -> Result<String, RestoreError> {
     let (mut admin, name) = maintenance(url)?;
     if admin
         .query_opt("SELECT 1 FROM pg_database WHERE datname = $1", &[&name])?
@@ -309,10 +320,21 @@ pub fn create_database(url: &DatabaseUrl) -> Result<String, RestoreError> {
     {
         return Err(RestoreError::Exists(name));
     }
-    admin.batch_execute(&format!(
-        "CREATE DATABASE {} TEMPLATE template0",
-        quote_ident(&name)
-    ))?;
+    // The owner gets what owning gives: from PostgreSQL 15, CREATE in `public` (owned by
+    // pg_database_owner), which the application's next migration needs.
+    let owner_clause = owner
+        .map(|owner| format!(" OWNER {}", quote_ident(owner)))
+        .unwrap_or_default();
+    admin
+        .batch_execute(&format!(
+            "CREATE DATABASE {}{owner_clause} TEMPLATE template0",
+            quote_ident(&name)
+        ))
+        .map_err(|source| RestoreError::Create {
+            name: name.clone(),
+            owner: owner.map(str::to_string),
+            source,
+        })?;
     if let Err(err) = leftovers::mark(&mut admin, &name, Kind::Create) {
         let _ = admin.batch_execute(&format!("DROP DATABASE {}", quote_ident(&name)));
         return Err(err.into());
@@ -441,6 +463,21 @@ pub fn analyze_and_count(
             .map_err(AfterRestoreError::Analyze)?;
         Ok(counts)
     })
+}
+
+/// After a `--clean` restore of a dump that has no `alembic_version_history` (taken
+/// before the xtask recorded history), the target's own side table is still there,
+/// describing the replaced database: its checksums and times are not this data's. Drops
+/// it; returns whether there was one.
+pub fn drop_replaced_history(client: &mut Client) -> Result<bool, postgres::Error> {
+    let table = crate::version_table::HISTORY_TABLE;
+    let exists: bool = client
+        .query_one("SELECT to_regclass($1) IS NOT NULL", &[&table])?
+        .get(0);
+    if exists {
+        client.batch_execute(&format!("DROP TABLE {}", quote_ident(table)))?;
+    }
+    Ok(exists)
 }
 
 /// The restored row counts against the manifest's.

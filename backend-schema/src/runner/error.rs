@@ -10,7 +10,7 @@ use crate::version_table::{Status, VersionRace};
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum MigrateError {
-    #[error("{action} failed: {source}")]
+    #[error("{action} failed: {}", crate::sqlstate::explain(.source))]
     Db {
         action: String,
         #[source]
@@ -50,7 +50,7 @@ pub enum MigrateError {
     #[error("{0}")]
     Statement(Box<StatementFailure>),
     #[error(
-        "gave up waiting {:.0?} for the migration lock (--lock-wait); held by {}",
+        "gave up waiting {:.0?} for the migration lock (--migrator-wait); held by {}",
         waited,
         holders_text(holders, "an unknown session")
     )]

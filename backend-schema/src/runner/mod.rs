@@ -2,6 +2,7 @@
 //! write, one transaction per migration with its bookkeeping, lock timeouts with
 //! retries, non-transactional migrations, stamps and checksums.
 
+pub mod blockers;
 mod error;
 mod existing;
 pub mod lock;
@@ -72,6 +73,8 @@ pub enum Event<'a> {
         revision: &'a str,
         attempt: u32,
         after: Duration,
+        /// The sessions that held the lock it waited for, when watched.
+        blockers: &'a [LockHolder],
     },
     Finished {
         step: &'a Step,
@@ -97,6 +100,7 @@ pub struct Migrator<'a> {
     graph: &'a RevisionGraph,
     options: RunOptions,
     on_event: Box<dyn FnMut(Event<'_>) + 'a>,
+    blockers: Option<blockers::BlockerWatch>,
 }
 
 /// One migration applied.
@@ -120,7 +124,30 @@ impl<'a> Migrator<'a> {
             graph,
             options,
             on_event: Box::new(|_| {}),
+            blockers: None,
         }
+    }
+
+    /// Names the sessions blocking a migration when it hits `lock_timeout`, watched
+    /// from a second session that `connect` opens (see `blockers.rs`).
+    pub fn watch_blockers(
+        mut self,
+        connect: impl FnOnce() -> Option<Client> + Send + 'static,
+    ) -> Result<Migrator<'a>, MigrateError> {
+        let pid: i32 = self
+            .client
+            .query_one("SELECT pg_backend_pid()", &[])
+            .map_err(db("reading our backend pid"))?
+            .get(0);
+        self.blockers = Some(blockers::BlockerWatch::start(pid, connect));
+        Ok(self)
+    }
+
+    fn take_blockers(&self) -> Vec<LockHolder> {
+        self.blockers
+            .as_ref()
+            .map(blockers::BlockerWatch::take)
+            .unwrap_or_default()
     }
 
     pub fn on_event(mut self, f: impl FnMut(Event<'_>) + 'a) -> Migrator<'a> {
@@ -227,6 +254,9 @@ impl<'a> Migrator<'a> {
     pub fn upgrade(&mut self, target: &str) -> Result<Vec<StepReport>, MigrateError> {
         let heads = self.current()?;
         if self.graph.upgrade_plan(&heads, target)?.is_empty() {
+            // Nothing to run, but an edited applied file is still refused: "nothing to
+            // do" would say the files describe the database when they do not.
+            self.check_integrity()?;
             return Ok(Vec::new());
         }
         self.with_lock(|m| {
@@ -248,6 +278,7 @@ impl<'a> Migrator<'a> {
     ) -> Result<Vec<StepReport>, MigrateError> {
         let heads = self.current()?;
         if self.graph.downgrade_plan(&heads, target)?.is_empty() {
+            self.check_integrity()?;
             return Ok(Vec::new());
         }
         self.with_lock(|m| {
@@ -324,24 +355,32 @@ impl<'a> Migrator<'a> {
         mut attempt_once: impl FnMut(&mut Self) -> Result<T, MigrateError>,
     ) -> Result<T, MigrateError> {
         let mut attempt = 0;
+        let _ = self.take_blockers();
         loop {
             match attempt_once(self) {
                 Err(err) if lock_timed_out(&err) && attempt < self.options.retries => {
                     attempt += 1;
                     let after = Duration::from_millis(500 * 2u64.pow(attempt - 1))
                         .min(Duration::from_secs(30));
+                    let blockers = self.take_blockers();
                     (self.on_event)(Event::Retrying {
                         revision,
                         attempt,
                         after,
+                        blockers: &blockers,
                     });
                     std::thread::sleep(after);
                 }
                 Err(MigrateError::Statement(mut failure))
                     if failure.code.as_deref() == Some(LOCK_NOT_AVAILABLE) =>
                 {
+                    let blockers = self.take_blockers();
+                    let by = match blockers.is_empty() {
+                        true => String::new(),
+                        false => format!(" (held by {})", holders_text(&blockers, "")),
+                    };
                     failure.advice = Some(format!(
-                        "another session held a lock this migration needs for longer than lock_timeout ({:?}) on {} attempts; retry when it is quiet, or raise --lock-timeout / --retries",
+                        "another session held a lock this migration needs{by} for longer than lock_timeout ({:?}) on {} attempts; end that session or its transaction (SELECT pg_terminate_backend(PID)), retry when it is quiet, or raise --lock-timeout / --retries",
                         self.options.lock_timeout,
                         attempt + 1
                     ));
@@ -839,7 +878,7 @@ fn statement_failure(
         detail: db_error.detail().map(str::to_string),
         hint: db_error.hint().map(str::to_string),
         outcome: outcome.to_string(),
-        advice: None,
+        advice: crate::sqlstate::hint(db_error.code().code(), db_error.message()),
     }))
 }
 

@@ -1,13 +1,13 @@
-//! `heads`, `show`, `history` and `current`: the chain and the database's place in it,
+//! `heads`, `show` and `history`: the chain and the database's place in it,
 //! in Alembic's wording.
 
 use std::collections::BTreeSet;
 use std::fmt::Write as _;
 
-use anyhow::{bail, Context as _};
+use anyhow::Context as _;
 use backend_schema::graph::RevisionGraph;
 use backend_schema::migration::Migration;
-use backend_schema::runner::{heads_text, Integrity, Migrator, RunOptions};
+use backend_schema::runner::{Migrator, RunOptions};
 
 use super::APPLICATION_NAME;
 use crate::flags::ConnectOpts;
@@ -20,44 +20,6 @@ pub(super) fn show(graph: &RevisionGraph, revision: &str) -> anyhow::Result<()> 
     Ok(())
 }
 
-/// `current`: the database's heads; with `verbose` the integrity of every applied
-/// revision; with `check_heads` an error unless it is at head.
-pub(super) fn current(
-    graph: &RevisionGraph,
-    connect: &ConnectOpts,
-    verbose: bool,
-    check_heads: bool,
-) -> anyhow::Result<()> {
-    let target = connect.resolve()?;
-    let mut client = target.connect(APPLICATION_NAME)?;
-    let mut migrator = Migrator::new(&mut client, graph, RunOptions::default());
-    let heads = migrator.current()?;
-    if verbose {
-        eprintln!("database: {}", target.describe());
-    }
-    if heads.is_empty() {
-        eprintln!("database is at base (no revision applied)");
-    }
-    for head in &heads {
-        println!("{}", head_label(graph, head));
-    }
-    if verbose {
-        print_integrity(graph, &mut migrator)?;
-    }
-    if check_heads {
-        let pending = graph.upgrade_plan(&heads, "heads")?;
-        if !pending.is_empty() {
-            bail!(
-                "target database is not up to date: it is at {}, {} migration(s) pending ({}); run `cargo xtask migrate upgrade head`",
-                heads_text(&heads),
-                pending.len(),
-                pending.iter().map(|s| s.revision.as_str()).collect::<Vec<_>>().join(", ")
-            );
-        }
-    }
-    Ok(())
-}
-
 /// A revision, marked `(head)` when it is one.
 pub(super) fn head_label(graph: &RevisionGraph, revision: &str) -> String {
     if graph.is_head(revision) {
@@ -65,28 +27,6 @@ pub(super) fn head_label(graph: &RevisionGraph, revision: &str) -> String {
     } else {
         revision.to_string()
     }
-}
-
-fn print_integrity(graph: &RevisionGraph, migrator: &mut Migrator<'_>) -> anyhow::Result<()> {
-    println!();
-    println!("applied revisions:");
-    for (revision, integrity) in migrator.integrity()? {
-        let migration = graph.get(&revision).expect("applied revisions are known");
-        let status = match integrity {
-            Integrity::Verified(record) => format!(
-                "checksum ok ({} {} by {})",
-                record.operation, record.started_at, record.tool_version
-            ),
-            Integrity::NoRecord => "applied by Alembic (no checksum recorded)".into(),
-            Integrity::Edited { recorded } => format!(
-                "EDITED since applied (recorded {recorded}, file {}); revert or `cargo xtask migrate rehash {revision}`",
-                migration.checksum
-            ),
-            Integrity::Unfinished(record) => format!("UNFINISHED ({}): {}", record.status, record.error.unwrap_or_default()),
-        };
-        println!("  {revision}  {}  {status}", migration.dir.display());
-    }
-    Ok(())
 }
 
 /// `history`: the revisions in `range`, marking the database's current ones with

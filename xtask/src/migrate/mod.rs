@@ -1,9 +1,10 @@
 //! `cargo xtask migrate`: the guide's `alembic` verbs on the backend-schema runner. This
-//! module dispatches; `history` reads the chain, `run` applies it, `stamp` records
+//! module dispatches; `history` reads the chain, `current` the database's place in it, `run` applies it, `stamp` records
 //! revisions, `revision` writes new ones and `autogenerate` compares the chain with the
 //! declarative schema.
 
 mod autogenerate;
+mod current;
 mod history;
 mod revision;
 mod run;
@@ -21,6 +22,7 @@ const APPLICATION_NAME: &str = "cargo xtask migrate";
 
 impl Migrate {
     pub(crate) fn run(self, sh: &Shell) -> anyhow::Result<()> {
+        refuse_unused_database_url(&self.action, &self.connect);
         let graph = || self.source.load(sh);
         match self.action {
             MigrateAction::Heads => {
@@ -43,9 +45,9 @@ impl Migrate {
             MigrateAction::Current {
                 verbose,
                 check_heads,
-            } => history::current(&graph()?, &self.connect, verbose, check_heads)?,
+            } => current::current(&graph()?, &self.connect, verbose, check_heads)?,
             MigrateAction::Check { schema } => {
-                autogenerate::check(&graph()?, &sh.current_dir().join(schema.schema))?;
+                autogenerate::check(&graph()?, &schema.dir())?;
             }
             MigrateAction::Upgrade {
                 target,
@@ -88,7 +90,7 @@ impl Migrate {
                 let graph = self.source.load_allow_empty(sh)?;
                 let parents = revision::parents(&graph, head.as_deref())?;
                 if autogenerate {
-                    let schema = sh.current_dir().join(schema.schema);
+                    let schema = schema.dir();
                     autogenerate::autogenerate(&graph, &schema, &parents, &message, allow_drop)?;
                 } else {
                     revision::revision(&graph, &parents, &message, !non_transactional)?;
@@ -99,6 +101,28 @@ impl Migrate {
             }
         }
         Ok(())
+    }
+}
+
+/// `--database-url` is accepted by every `migrate` verb (it may come before the verb);
+/// one that reads no database refuses it as a usage error (exit 2) rather than ignore it.
+fn refuse_unused_database_url(action: &MigrateAction, connect: &crate::flags::ConnectOpts) {
+    let verb = match action {
+        MigrateAction::Heads => "heads",
+        MigrateAction::Show { .. } => "show",
+        MigrateAction::Check { .. } => "check",
+        MigrateAction::Revision { .. } => "revision",
+        MigrateAction::Merge { .. } => "merge",
+        MigrateAction::Upgrade { sql: true, .. } => "upgrade --sql",
+        MigrateAction::Downgrade { sql: true, .. } => "downgrade --sql",
+        _ => return,
+    };
+    if connect.database_url.is_some() {
+        clap::Error::raw(
+            clap::error::ErrorKind::ArgumentConflict,
+            format!("`cargo xtask migrate {verb}` uses no database (it reads the migration files, or builds what it needs in a throwaway cluster); drop --database-url\n"),
+        )
+        .exit();
     }
 }
 
@@ -130,7 +154,11 @@ impl MigrationsOpts {
 
     /// The chain under `--migrations`, possibly empty (for the first `revision`).
     pub(crate) fn load_allow_empty(&self, sh: &Shell) -> anyhow::Result<RevisionGraph> {
-        let dir = sh.current_dir().join(&self.migrations);
+        // The shell's directory is the workspace root: the default is the checkout's.
+        let dir = self
+            .migrations
+            .clone()
+            .unwrap_or_else(|| sh.current_dir().join("migrations"));
         if !dir.is_dir() {
             bail!(
                 "migrations directory {} does not exist (pass --migrations DIR)",

@@ -45,7 +45,10 @@ pub(super) fn live(
     let db = connect.resolve()?;
     let mut client = db.connect(APPLICATION_NAME)?;
     eprintln!("database: {}", db.describe());
-    let mut migrator = Migrator::new(&mut client, graph, run.options()).on_event(print_event);
+    let watcher = db.clone();
+    let mut migrator = Migrator::new(&mut client, graph, run.options())
+        .on_event(print_event)
+        .watch_blockers(move || watcher.connect("cargo xtask migrate (lock watch)").ok())?;
     let reports = apply(&mut migrator)?;
     let heads = migrator.current()?;
     let at: Vec<String> = heads.iter().map(|h| head_label(graph, h)).collect();
@@ -71,8 +74,13 @@ pub(super) fn print_event(event: Event<'_>) {
             revision,
             attempt,
             after,
+            blockers,
         } => eprintln!(
-            "{revision}: lock_timeout reached; retry {attempt} in {:.1}s",
+            "{revision}: lock_timeout reached{}; retry {attempt} in {:.1}s",
+            match blockers.is_empty() {
+                true => String::new(),
+                false => format!(", blocked by {}", holders_text(blockers, "")),
+            },
             after.as_secs_f64()
         ),
         Event::Finished { elapsed, .. } => eprintln!("  done in {}", millis(elapsed)),

@@ -1,0 +1,93 @@
+//! `current`: which database, its revision(s), how many migrations are pending, and any
+//! applied file edited since (which `upgrade` will refuse).
+
+use anyhow::bail;
+use backend_schema::graph::RevisionGraph;
+use backend_schema::runner::{heads_text, Integrity, Migrator, RunOptions};
+
+use super::history::head_label;
+use super::APPLICATION_NAME;
+use crate::flags::ConnectOpts;
+
+/// The database's heads on stdout; on stderr the database, the pending count and a
+/// warning per edited or unfinished applied revision; with `verbose` the integrity of
+/// every applied revision; with `check_heads` an error unless it is at head.
+pub(super) fn current(
+    graph: &RevisionGraph,
+    connect: &ConnectOpts,
+    verbose: bool,
+    check_heads: bool,
+) -> anyhow::Result<()> {
+    let target = connect.resolve()?;
+    let mut client = target.connect(APPLICATION_NAME)?;
+    eprintln!("database: {}", target.describe());
+    let mut migrator = Migrator::new(&mut client, graph, RunOptions::default());
+    let heads = migrator.current()?;
+    if heads.is_empty() {
+        eprintln!("database is at base (no revision applied)");
+    }
+    for head in &heads {
+        println!("{}", head_label(graph, head));
+    }
+    let integrity = migrator.integrity()?;
+    let pending = graph.upgrade_plan(&heads, "heads")?;
+    match pending.len() {
+        0 => eprintln!("up to date: no migration pending"),
+        n => eprintln!("{n} migration(s) pending; apply with `cargo xtask migrate upgrade head`"),
+    }
+    for (revision, state) in &integrity {
+        let migration = graph.get(revision).expect("applied revisions are known");
+        match state {
+            Integrity::Edited { recorded } => eprintln!(
+                "{}: migration {revision} ({}) was edited after it was applied: recorded sha256 {recorded}, file now {}; `upgrade` refuses until you revert the edit or accept it with `cargo xtask migrate rehash {revision}`",
+                crate::style::warning("warning"),
+                migration.dir.display(),
+                migration.checksum
+            ),
+            Integrity::Unfinished(record) => eprintln!(
+                "{}: migration {revision} ({}) is marked {} (it runs outside a transaction and did not complete); `upgrade` refuses until it is resolved",
+                crate::style::warning("warning"),
+                migration.dir.display(),
+                record.status
+            ),
+            Integrity::Verified(_) | Integrity::NoRecord => {}
+        }
+    }
+    if verbose {
+        print_integrity(graph, &integrity);
+    }
+    if check_heads && !pending.is_empty() {
+        bail!(
+            "target database is not up to date: it is at {}, {} migration(s) pending ({}); run `cargo xtask migrate upgrade head`",
+            heads_text(&heads),
+            pending.len(),
+            pending.iter().map(|s| s.revision.as_str()).collect::<Vec<_>>().join(", ")
+        );
+    }
+    Ok(())
+}
+
+fn print_integrity(graph: &RevisionGraph, integrity: &[(String, Integrity)]) {
+    println!();
+    println!("applied revisions:");
+    for (revision, integrity) in integrity {
+        let migration = graph.get(revision).expect("applied revisions are known");
+        let status = match integrity {
+            Integrity::Verified(record) => format!(
+                "checksum ok ({} {} by {})",
+                record.operation, record.started_at, record.tool_version
+            ),
+            Integrity::NoRecord => "applied by Alembic (no checksum recorded)".into(),
+            Integrity::Edited { recorded } => format!(
+                "EDITED since applied (recorded {recorded}, file {}); revert or `cargo xtask migrate rehash {revision}`",
+                migration.checksum
+            ),
+            Integrity::Unfinished(record) => format!(
+                "UNFINISHED ({}): {}",
+                record.status,
+                record.error.clone().unwrap_or_default()
+            ),
+        };
+        println!("  {revision}  {}  {status}", migration.dir.display());
+    }
+}
