@@ -5,6 +5,7 @@
 
 mod autogenerate;
 mod history;
+mod import_alembic;
 mod revision;
 mod run;
 mod stamp;
@@ -94,6 +95,11 @@ impl Migrate {
                     revision::revision(&graph, &parents, &message, !non_transactional)?;
                 }
             }
+            MigrateAction::ImportAlembic {
+                alembic_dir,
+                into,
+                alembic,
+            } => import_alembic::import(sh, &alembic_dir, &into, alembic.as_deref())?,
             MigrateAction::Merge { revisions, message } => {
                 revision::merge(&graph()?, &revisions, &message)?
             }
