@@ -71,7 +71,10 @@ pub enum ImportError {
         needs_hand: Vec<NeedsHand>,
         graph: Vec<SourceProblem>,
     },
-    #[error("the imported chain is not what Alembic builds; nothing was written\n{}", proof_text(verdicts))]
+    #[error(
+        "the imported chain is not what Alembic builds; nothing was written\n{}",
+        proof_text(verdicts)
+    )]
     Proof { verdicts: Vec<Verdict> },
     #[error("{}", path.display())]
     Io {
@@ -165,10 +168,7 @@ pub fn import_alembic(request: &ImportRequest<'_>) -> Result<ImportReport, Impor
     }
     let graph = graph_problems(&versions, &imported);
     if !needs_hand.is_empty() || !graph.is_empty() {
-        return Err(ImportError::Refused {
-            needs_hand,
-            graph,
-        });
+        return Err(ImportError::Refused { needs_hand, graph });
     }
 
     let staging = Staging::new(request.into)?;

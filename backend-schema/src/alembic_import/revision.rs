@@ -88,7 +88,8 @@ impl std::fmt::Display for NeedsHand {
 }
 
 fn at(line: Option<u32>) -> String {
-    line.map(|l| format!("line {l}")).unwrap_or_else(|| "somewhere".into())
+    line.map(|l| format!("line {l}"))
+        .unwrap_or_else(|| "somewhere".into())
 }
 
 /// Converts what env.py rendered for `file` (its JSON), or says why it cannot be.
@@ -165,7 +166,9 @@ pub fn convert(file: &Path, json: &str) -> Result<Imported, NeedsHand> {
         }
         let cleaned = clean_sql(&function.sql);
         for (line, problem) in crate::sql_split::forbidden_statements(&cleaned) {
-            reasons.push(format!("{name}() renders SQL that line {line} of our file would refuse: {problem}"));
+            reasons.push(format!(
+                "{name}() renders SQL that line {line} of our file would refuse: {problem}"
+            ));
         }
         if function.autocommit {
             transactional = false;

@@ -30,9 +30,7 @@ pub(crate) fn import(
         Err(err @ (ImportError::Refused { .. } | ImportError::Proof { .. })) => {
             return Err(err.into())
         }
-        Err(err) => {
-            return Err(err).with_context(|| format!("importing {}", source.display()))
-        }
+        Err(err) => return Err(err).with_context(|| format!("importing {}", source.display())),
     };
     println!("{}", Table(&report.verdicts));
     eprintln!("alembic: {}", report.alembic);
