@@ -65,12 +65,7 @@ fn a_real_style_project_becomes_our_chain_proven_revision_by_revision() {
     let bin = project.path().join(".venv/bin");
     fs::create_dir_all(&bin).unwrap();
     let wrapper = bin.join("alembic");
-    let pinned = alembic_command();
-    let mut line = format!("'{}'", pinned.get_program().to_string_lossy());
-    for arg in pinned.get_args() {
-        line.push_str(&format!(" '{}'", arg.to_string_lossy()));
-    }
-    fs::write(&wrapper, format!("#!/bin/sh\nexec {line} \"$@\"\n")).unwrap();
+    fs::write(&wrapper, wrapper_script()).unwrap();
     use std::os::unix::fs::PermissionsExt as _;
     fs::set_permissions(&wrapper, fs::Permissions::from_mode(0o755)).unwrap();
 
@@ -201,6 +196,16 @@ fn a_real_style_project_becomes_our_chain_proven_revision_by_revision() {
     assert_eq!(db.heads(), ["5e6f7a8b9c0d"]);
 }
 
+/// An `alembic` script that runs the pinned Alembic, as a virtualenv's would.
+fn wrapper_script() -> String {
+    let pinned = alembic_command();
+    let mut line = format!("'{}'", pinned.get_program().to_string_lossy());
+    for arg in pinned.get_args() {
+        line.push_str(&format!(" '{}'", arg.to_string_lossy()));
+    }
+    format!("#!/bin/sh\nexec {line} \"$@\"\n")
+}
+
 /// PATH without any directory holding an `alembic`.
 fn path_without_alembic() -> std::ffi::OsString {
     let path = std::env::var_os("PATH").unwrap_or_default();
@@ -211,11 +216,77 @@ fn path_without_alembic() -> std::ffi::OsString {
 #[test]
 fn a_revision_reading_rows_through_get_bind_is_named_and_nothing_is_written() {
     let project = fixture_copy(false);
+    let versions = project.path().join("versions");
+    revision_file_with(
+        &versions,
+        "9c0d1e2f3a4b_offline_aware",
+        "9c0d1e2f3a4b",
+        "\"5e6f7a8b9c0d\"",
+        "from alembic import context\n",
+        "if not context.is_offline_mode():\n        op.execute(\"SELECT 1\")",
+    );
+    revision_file_with(
+        &versions,
+        "1e2f3a4b5c6d_uses_app",
+        "1e2f3a4b5c6d",
+        "\"5e6f7a8b9c0d\"",
+        "from app.models import Lead  # noqa\n",
+        "pass",
+    );
+    revision_file(
+        &versions,
+        "0d1e2f3a4b5c_depends",
+        "0d1e2f3a4b5c",
+        "\"5e6f7a8b9c0d\"",
+    );
+    edit(
+        &versions.join("0d1e2f3a4b5c_depends.py"),
+        "depends_on = None",
+        "depends_on = \"3c4d5e6f7a8b\"",
+    );
+    // Alembic found on PATH this time.
+    let bin = tempfile::tempdir().unwrap();
+    fs::write(bin.path().join("alembic"), wrapper_script()).unwrap();
+    use std::os::unix::fs::PermissionsExt as _;
+    fs::set_permissions(
+        bin.path().join("alembic"),
+        fs::Permissions::from_mode(0o755),
+    )
+    .unwrap();
+    let mut path = vec![bin.path().to_path_buf()];
+    path.extend(std::env::split_paths(&path_without_alembic()));
+
     let out = tempfile::tempdir().unwrap();
     let into = out.path().join("migrations");
-    let run = import(&[project.path(), &into], Some(&pinned_alembic()));
+    let mut command = xtask_command(&["migrate", "import-alembic"]);
+    command
+        .arg(project.path())
+        .arg("--into")
+        .arg(&into)
+        .env("PATH", std::env::join_paths(path).unwrap());
+    let run = Run {
+        output: command.output().unwrap(),
+    };
     run.failure();
     let stderr = run.stderr();
+    assert!(
+        stderr.contains("4 revision file(s) need a hand"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("upgrade() asks context.is_offline_mode() at line 18"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("1e2f3a4b5c6d_uses_app.py")
+            && stderr
+                .contains("cannot be loaded (line 9: ModuleNotFoundError: No module named 'app')"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("depends_on = 3c4d5e6f7a8b: our migrations have no depends_on"),
+        "{stderr}"
+    );
     assert!(stderr.contains(GET_BIND), "{stderr}");
     assert!(
         stderr.contains("upgrade() calls op.get_bind() at line 22"),
@@ -223,10 +294,6 @@ fn a_revision_reading_rows_through_get_bind_is_named_and_nothing_is_written() {
     );
     assert!(
         stderr.contains("fails offline at line 23: AttributeError"),
-        "{stderr}"
-    );
-    assert!(
-        stderr.contains("1 revision file(s) need a hand"),
         "{stderr}"
     );
     assert!(listing(out.path()).is_empty(), "{:?}", listing(out.path()));
@@ -295,10 +362,28 @@ fn an_upgrade_whose_offline_sql_is_not_what_it_runs_online_fails_the_proof() {
 
 /// A minimal revision file as `alembic revision` writes it.
 fn revision_file(versions: &Path, name: &str, revision: &str, down: &str) {
+    revision_file_with(
+        versions,
+        name,
+        revision,
+        down,
+        "",
+        "op.execute(\"SELECT 1\")",
+    );
+}
+
+fn revision_file_with(
+    versions: &Path,
+    name: &str,
+    revision: &str,
+    down: &str,
+    imports: &str,
+    upgrade: &str,
+) {
     fs::write(
         versions.join(format!("{name}.py")),
         format!(
-            "\"\"\"{name}\n\nRevision ID: {revision}\nRevises: {down}\nCreate Date: 2025-04-01 10:00:00\n\n\"\"\"\nfrom alembic import op\n\nrevision = \"{revision}\"\ndown_revision = {down}\nbranch_labels = None\ndepends_on = None\n\n\ndef upgrade():\n    op.execute(\"SELECT 1\")\n\n\ndef downgrade():\n    pass\n"
+            "\"\"\"{name}\n\nRevision ID: {revision}\nRevises: {down}\nCreate Date: 2025-04-01 10:00:00\n\n\"\"\"\nfrom alembic import op\n{imports}\nrevision = \"{revision}\"\ndown_revision = {down}\nbranch_labels = None\ndepends_on = None\n\n\ndef upgrade():\n    {upgrade}\n\n\ndef downgrade():\n    pass\n"
         ),
     )
     .unwrap();

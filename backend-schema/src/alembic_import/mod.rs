@@ -9,7 +9,6 @@ mod alembic;
 mod prove;
 mod revision;
 
-use std::fmt;
 use std::path::{Path, PathBuf};
 
 pub use alembic::{Alembic, Origin};
@@ -127,9 +126,12 @@ fn proof_text(verdicts: &[Verdict]) -> String {
                     "\n{} {what}: {}:\n{diff}",
                     verdict.revision,
                     if what == "upgrade" {
-                        "alembic's schema (-) against the imported one (+)"
+                        "alembic's schema (-) against the imported one (+); its offline SQL is not what it runs \
+                         online (does it look at op.get_context().as_sql, or at the database?): make upgrade() \
+                         render what it runs, then import again"
                     } else {
-                        "the schema before the upgrade (-) against the one after the imported downgrade (+)"
+                        "the schema before the upgrade (-) against the one after the imported downgrade (+); \
+                         write the downgrade that undoes it in the Alembic revision, then import again"
                     }
                 )),
                 Outcome::Failed(err) => {
@@ -386,11 +388,5 @@ impl Staging {
         } else {
             crate::dump::destination::rename_no_replace(&self.chain, into).map_err(io)
         }
-    }
-}
-
-impl fmt::Display for ImportReport {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}", Table(&self.verdicts))
     }
 }
