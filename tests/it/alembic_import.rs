@@ -127,6 +127,13 @@ fn a_real_style_project_becomes_our_chain_proven_revision_by_revision() {
     );
     let concurrently = graph.get("5e6f7a8b9c0d").unwrap();
     assert!(!concurrently.transactional);
+    assert!(
+        concurrently.up.contains(
+            "-- Imported from Alembic: versions/5e6f7a8b9c0d_index_lead_emails_concurrently.py"
+        ),
+        "{}",
+        concurrently.up
+    );
     assert!(concurrently
         .up
         .contains("CREATE INDEX CONCURRENTLY ix_leads_email"));
