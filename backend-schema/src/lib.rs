@@ -3,6 +3,7 @@
 //!
 //! `xtask` is a thin command-line shell around this crate; the backend can use it too.
 
+pub mod alembic_import;
 pub mod catalog;
 pub mod cluster;
 pub mod connection;

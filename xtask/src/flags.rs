@@ -416,6 +416,21 @@ pub enum MigrateAction {
         #[arg(short, long)]
         message: String,
     },
+    /// Turn an Alembic project into migration folders, proven equal revision by revision
+    #[command(
+        after_help = "Each revision is rendered by the real Alembic in offline mode (through our own env.py, so\nthe application need not be importable), then proven on a throwaway PostgreSQL: the\nimported upgrade of every revision builds the schema Alembic's `upgrade REV` builds, and\nits downgrade returns to the schema before it. Nothing is written unless all of it holds.\n\nExamples:\n  cargo xtask migrate import-alembic ../backend/alembic --into migrations\n  cargo xtask migrate import-alembic ../backend/alembic/versions --into migrations --alembic ../backend/.venv/bin/python"
+    )]
+    ImportAlembic {
+        /// The Alembic project directory (holding versions/) or its versions directory
+        alembic_dir: PathBuf,
+        /// Where the migration folders go: a new or empty directory (relative to the workspace root)
+        #[arg(long, value_name = "DIR", default_value = "migrations")]
+        into: PathBuf,
+        /// The Alembic to run: an alembic executable or a python with alembic installed
+        /// [default: alembic on PATH, then .venv/ or venv/ beside the project]
+        #[arg(long, value_name = "PATH")]
+        alembic: Option<PathBuf>,
+    },
     /// Accept an intended edit of an applied migration (records its new checksum)
     #[command(after_help = "Example:\n  cargo xtask migrate rehash f7e1c2d9b3a4")]
     Rehash {

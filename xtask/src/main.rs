@@ -80,6 +80,7 @@ fn starts_servers(command: &flags::Command) -> bool {
         Command::Migrate(migrate) => matches!(
             migrate.action,
             MigrateAction::Check { .. }
+                | MigrateAction::ImportAlembic { .. }
                 | MigrateAction::Revision { .. }
                 | MigrateAction::Stamp { .. }
         ),

@@ -70,7 +70,9 @@ impl fmt::Display for SourceError {
 
 mod write;
 
-pub use write::{write_migration, write_migration_as, NewMigration, WriteError};
+pub use write::{
+    write_imported_migration, write_migration, write_migration_as, Kept, NewMigration, WriteError,
+};
 
 /// `migration.toml`, read by [`parse_source`] and written by [`write_migration`].
 #[derive(Debug, Deserialize, Serialize)]

@@ -6,6 +6,7 @@
 mod autogenerate;
 mod current;
 mod history;
+mod import_alembic;
 mod revision;
 mod run;
 mod stamp;
@@ -96,6 +97,11 @@ impl Migrate {
                     revision::revision(&graph, &parents, &message, !non_transactional)?;
                 }
             }
+            MigrateAction::ImportAlembic {
+                alembic_dir,
+                into,
+                alembic,
+            } => import_alembic::import(sh, &alembic_dir, &into, alembic.as_deref())?,
             MigrateAction::Merge { revisions, message } => {
                 revision::merge(&graph()?, &revisions, &message)?
             }
