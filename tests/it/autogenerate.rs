@@ -198,7 +198,7 @@ fn columns_added_retyped_defaulted_and_made_not_null() {
     ws.edit(
         "leads.sql",
         "    updated_at        timestamp with time zone DEFAULT now() NOT NULL,",
-        "    updated_at        timestamp with time zone DEFAULT now() NOT NULL,\n    source            character varying(50) DEFAULT 'web'::character varying NOT NULL,\n    rating            integer NOT NULL,",
+        "    updated_at        timestamp with time zone DEFAULT now() NOT NULL,\n    source            character varying(50) DEFAULT 'web'::character varying NOT NULL,",
     );
     ws.edit(
         "leads.sql",
@@ -220,12 +220,14 @@ fn columns_added_retyped_defaulted_and_made_not_null() {
         "tags              json NOT NULL,",
         "tags              json,",
     );
-    let (up, down, _) = ws.generate_and_check(&[]);
-    assert!(up.contains("ALTER TABLE leads ADD COLUMN source character varying(50) DEFAULT 'web'::character varying NOT NULL;"), "{up}");
-    assert!(
-        up.contains("-- NOT NULL without a default fails on a table that has rows"),
-        "{up}"
+    let generated = ws.generate_and_check_each(&[]);
+    assert_eq!(
+        generated.len(),
+        2,
+        "schema changes, then validation: {generated:?}"
     );
+    let (up, down, _) = &generated[0];
+    assert!(up.contains("ALTER TABLE leads ADD COLUMN source character varying(50) DEFAULT 'web'::character varying NOT NULL; -- AccessExclusiveLock on leads; catalog only"), "{up}");
     assert!(
         up.contains("ALTER TABLE leads ALTER COLUMN email TYPE character varying(320)"),
         "{up}"
@@ -239,17 +241,68 @@ fn columns_added_retyped_defaulted_and_made_not_null() {
         "{up}"
     );
     assert!(
-        up.contains("ALTER TABLE leads ALTER COLUMN company SET NOT NULL;"),
-        "{up}"
-    );
-    assert!(
         up.contains("ALTER TABLE leads ALTER COLUMN tags DROP NOT NULL;"),
         "{up}"
     );
     assert!(
-        down.contains("ALTER TABLE leads DROP COLUMN rating;"),
+        !up.contains("VALIDATE"),
+        "validation waits for its own migration: {up}"
+    );
+    assert!(
+        down.contains("ALTER TABLE leads DROP COLUMN source;"),
         "{down}"
     );
+    let (validate, _, metadata) = &generated[1];
+    assert!(metadata.contains("(validate constraints)"), "{metadata}");
+    assert!(metadata.contains("transactional = true"), "{metadata}");
+    assert!(
+        validate.contains("ALTER TABLE leads VALIDATE CONSTRAINT leads_company_not_null; -- ShareUpdateExclusiveLock on leads; scans the table\n-- no scan: the validated leads_company_not_null already proves it\nALTER TABLE leads ALTER COLUMN company SET NOT NULL;"),
+        "{validate}"
+    );
+}
+
+#[test]
+fn a_not_null_column_without_default_is_refused_with_the_expand_backfill_contract_steps() {
+    let ws = Workspace::new();
+    ws.edit(
+        "leads.sql",
+        "    updated_at        timestamp with time zone DEFAULT now() NOT NULL,",
+        "    updated_at        timestamp with time zone DEFAULT now() NOT NULL,\n    rating            integer NOT NULL,",
+    );
+    let before = ws.migration_count();
+    let run = ws.autogenerate(&[]);
+    let err = run.failure().stderr();
+    assert!(
+        err.contains("table leads: new column rating is NOT NULL without a default, which cannot be added to a table that has rows"),
+        "{err}"
+    );
+    assert!(err.contains("give it a default"), "{err}");
+    assert!(err.contains("1. expand"), "{err}");
+    assert!(err.contains("UPDATE leads SET rating = ..."), "{err}");
+    assert!(err.contains("3. contract"), "{err}");
+    assert_eq!(ws.migration_count(), before, "nothing written");
+}
+
+#[test]
+fn a_new_check_that_existing_rows_break_fails_at_generation_time() {
+    let ws = Workspace::new();
+    // The seeded leads have small scores: this check fails on them, as it would on
+    // production rows.
+    ws.edit(
+        "leads.sql",
+        "    CONSTRAINT leads_pkey",
+        "    CONSTRAINT leads_score_huge CHECK (score > 1000000),\n    CONSTRAINT leads_pkey",
+    );
+    let before = ws.migration_count();
+    let run = ws.autogenerate(&[]);
+    let err = run.failure().stderr();
+    assert!(
+        err.contains("fails on a copy of head with rows in every table"),
+        "{err}"
+    );
+    assert!(err.contains("leads_score_huge"), "{err}");
+    assert!(!err.contains("please report"), "{err}");
+    assert_eq!(ws.migration_count(), before, "nothing kept");
 }
 
 #[test]
@@ -281,13 +334,80 @@ fn keys_checks_and_foreign_keys_on_existing_tables_are_added_without_long_locks(
         "sms_messages.sql",
         "\nALTER TABLE sms_messages ADD CONSTRAINT sms_messages_campaign_tenant_fkey FOREIGN KEY (tenant_id) REFERENCES tenants(id);\n",
     );
-    let (up, _, metadata) = ws.generate_and_check(&[]);
-    assert!(up.contains("ADD CONSTRAINT users_attempts_non_negative CHECK ((failed_login_attempts >= 0)) NOT VALID;\nALTER TABLE users VALIDATE CONSTRAINT users_attempts_non_negative;"), "{up}");
-    assert!(up.contains("CREATE UNIQUE INDEX CONCURRENTLY uq_users_reset_token ON public.users USING btree (password_reset_token);"), "{up}");
-    assert!(up.contains("ALTER TABLE users ADD CONSTRAINT uq_users_reset_token UNIQUE USING INDEX uq_users_reset_token;"), "{up}");
-    assert!(up.contains("FOREIGN KEY (tenant_id) REFERENCES tenants(id) NOT VALID;\nALTER TABLE sms_messages VALIDATE CONSTRAINT sms_messages_campaign_tenant_fkey;"), "{up}");
-    assert!(metadata.contains("transactional = false"), "{metadata}");
+    let generated = ws.generate_and_check_each(&[]);
+    let phases: Vec<&str> = generated.iter().map(|(_, _, meta)| meta.as_str()).collect();
+    assert_eq!(generated.len(), 4, "{phases:?}");
+    let (ddl, concurrent, attach, validate) = (
+        &generated[0].0,
+        &generated[1].0,
+        &generated[2].0,
+        &generated[3].0,
+    );
+    assert!(ddl.contains("ADD CONSTRAINT users_attempts_non_negative CHECK ((failed_login_attempts >= 0)) NOT VALID; -- AccessExclusiveLock on users; catalog only"), "{ddl}");
+    assert!(ddl.contains("FOREIGN KEY (tenant_id) REFERENCES tenants(id) NOT VALID; -- ShareRowExclusiveLock on sms_messages, ShareRowExclusiveLock on tenants; catalog only"), "{ddl}");
+    assert!(generated[0].2.contains("transactional = true"));
+    assert!(
+        concurrent.contains("DROP INDEX CONCURRENTLY IF EXISTS uq_users_reset_token;"),
+        "{concurrent}"
+    );
+    assert!(concurrent.contains("\nCREATE UNIQUE INDEX CONCURRENTLY uq_users_reset_token ON public.users USING btree (password_reset_token);"), "{concurrent}");
+    assert!(generated[1].2.contains("transactional = false"));
+    assert!(attach.contains("ALTER TABLE users ADD CONSTRAINT uq_users_reset_token UNIQUE USING INDEX uq_users_reset_token;"), "{attach}");
+    assert!(validate.contains("ALTER TABLE users VALIDATE CONSTRAINT users_attempts_non_negative; -- ShareUpdateExclusiveLock on users; scans the table"), "{validate}");
+    assert!(validate.contains("ALTER TABLE sms_messages VALIDATE CONSTRAINT sms_messages_campaign_tenant_fkey; -- ShareUpdateExclusiveLock on sms_messages, RowShareLock on tenants; scans the table"), "{validate}");
+    assert!(generated[3].2.contains("transactional = true"));
+    assert_locks_as_planned(&ws, &generated);
 }
+
+/// The strongest lock per table each new transactional migration's comments claim,
+/// against what `verify` saw in pg_locks while it ran each of them on seeded tables.
+#[track_caller]
+fn assert_locks_as_planned(ws: &Workspace, generated: &[(String, String, String)]) {
+    let graph = backend_schema::RevisionGraph::load(&ws.path("m")).unwrap();
+    let report = backend_schema::verify::verify(&graph, &mut |_| {}).unwrap();
+    assert!(report.passed(), "{report:#?}");
+    let new = &report.revisions[report.revisions.len() - generated.len()..];
+    for ((up, _, metadata), revision) in generated.iter().zip(new) {
+        if metadata.contains("transactional = false") {
+            continue;
+        }
+        let mut claimed: std::collections::BTreeMap<String, (usize, String)> = Default::default();
+        for line in up.lines() {
+            let Some((_, comment)) = line.split_once("; -- ") else {
+                continue;
+            };
+            let locks = comment.split(';').next().unwrap();
+            for lock in locks.split(", ") {
+                let (mode, table) = lock.split_once(" on ").unwrap();
+                let rank = LOCK_ORDER.iter().position(|m| *m == mode).unwrap();
+                let entry = claimed
+                    .entry(table.to_string())
+                    .or_insert((rank, mode.to_string()));
+                if rank > entry.0 {
+                    *entry = (rank, mode.to_string());
+                }
+            }
+        }
+        let claimed: Vec<String> = claimed
+            .iter()
+            .map(|(table, (_, mode))| format!("{mode} on {table}"))
+            .collect();
+        let mut observed = revision.locks_up.clone();
+        observed.sort_by_key(|l| l.rsplit(" on ").next().unwrap().to_string());
+        assert_eq!(observed, claimed, "{}:\n{up}", revision.revision);
+    }
+}
+
+const LOCK_ORDER: [&str; 8] = [
+    "AccessShareLock",
+    "RowShareLock",
+    "RowExclusiveLock",
+    "ShareUpdateExclusiveLock",
+    "ShareLock",
+    "ShareRowExclusiveLock",
+    "ExclusiveLock",
+    "AccessExclusiveLock",
+];
 
 #[test]
 fn an_index_on_an_existing_table_is_built_concurrently_outside_a_transaction() {
@@ -307,7 +427,7 @@ fn an_index_on_an_existing_table_is_built_concurrently_outside_a_transaction() {
         "{up}"
     );
     assert!(
-        up.contains("DROP INDEX CONCURRENTLY idx_leads_tenant_score;"),
+        up.contains("DROP INDEX CONCURRENTLY IF EXISTS idx_leads_tenant_score;"),
         "{up}"
     );
     assert!(
@@ -315,6 +435,14 @@ fn an_index_on_an_existing_table_is_built_concurrently_outside_a_transaction() {
         "{down}"
     );
     assert!(metadata.contains("transactional = false"), "{metadata}");
+    // Only statements that cannot run in a transaction, each safe to run again.
+    for statement in up.lines().filter(|l| !l.starts_with("--") && !l.is_empty()) {
+        assert!(
+            statement.starts_with("DROP INDEX CONCURRENTLY IF EXISTS ")
+                || statement.starts_with("CREATE INDEX CONCURRENTLY "),
+            "{up}"
+        );
+    }
 }
 
 #[test]
@@ -443,7 +571,7 @@ fn dropping_a_column_needs_allow_drop_and_suggests_a_rename() {
         "{err}"
     );
     assert!(
-        err.contains("ALTER TABLE leads RENAME COLUMN phone TO phone_number;"),
+        err.contains("if this is a rename, run again with --rename leads.phone=phone_number"),
         "{err}"
     );
     assert_eq!(ws.migration_count(), before);
@@ -468,24 +596,84 @@ fn dropping_a_column_needs_allow_drop_and_suggests_a_rename() {
 }
 
 #[test]
-fn a_new_column_declared_among_existing_ones_is_refused_with_the_fix() {
+fn a_new_column_declared_among_existing_ones_is_appended_and_check_says_once_that_order_is_not_compared(
+) {
     let ws = Workspace::new();
     ws.edit(
         "leads.sql",
         "    notes             text,",
         "    notes             text,\n    source            text,",
     );
-    let run = ws.autogenerate(&[]);
-    let err = run.failure().stderr();
+    let (up, _, _) = ws.generate_and_check(&[]);
     assert!(
-        err.contains(
-            "table leads: column(s) source are declared before columns the table already has"
-        ),
+        up.contains("ALTER TABLE leads ADD COLUMN source text;"),
+        "{up}"
+    );
+    let run = ws.run(&["migrate", "check"]);
+    let err = run.success().stderr();
+    assert_eq!(
+        err.matches("PostgreSQL cannot reorder columns").count(),
+        1,
         "{err}"
     );
     assert!(
-        err.contains("move them to the end of its CREATE TABLE"),
+        err.contains("the columns of leads are in another order"),
         "{err}"
+    );
+
+    // Swapping two declarations is no difference at all.
+    let ws = Workspace::new();
+    ws.edit("leads.sql", "    notes             text,\n", "");
+    ws.edit(
+        "leads.sql",
+        "    phone             character varying(20),",
+        "    notes             text,\n    phone             character varying(20),",
+    );
+    let run = ws.run(&["migrate", "check"]);
+    assert!(
+        run.success()
+            .stderr()
+            .contains("PostgreSQL cannot reorder columns"),
+        "{}",
+        run.text()
+    );
+    let run = ws.autogenerate(&[]);
+    assert!(
+        run.success().stderr().contains("no difference"),
+        "{}",
+        run.text()
+    );
+}
+
+#[test]
+fn rename_turns_a_drop_and_an_add_into_a_rename() {
+    let ws = Workspace::new();
+    ws.edit(
+        "leads.sql",
+        "    phone             character varying(20),",
+        "    phone_number      character varying(20),",
+    );
+    let run = ws.autogenerate(&["--rename", "leads.nope=phone_number"]);
+    assert!(
+        run.failure().stderr().contains(
+            "--rename leads.nope=phone_number: the migrations' head has no column leads.nope"
+        ),
+        "{}",
+        run.text()
+    );
+    let (up, down, _) = ws.generate_and_check(&["--rename", "leads.phone=phone_number"]);
+    assert!(
+        up.contains("ALTER TABLE leads RENAME COLUMN phone TO phone_number;"),
+        "{up}"
+    );
+    assert!(!up.contains("DROP COLUMN"), "{up}");
+    assert!(
+        up.contains("application code still running that uses phone fails"),
+        "{up}"
+    );
+    assert!(
+        down.contains("ALTER TABLE leads RENAME COLUMN phone_number TO phone;"),
+        "{down}"
     );
 }
 
@@ -503,12 +691,29 @@ fn a_new_enum_value_used_as_a_default_is_committed_before_its_use() {
         "status        smsstatus DEFAULT 'queued'::smsstatus NOT NULL",
     );
     // Proven on PostgreSQL: in one transaction this would fail with "unsafe use of new value".
-    let (up, _, metadata) = ws.generate_and_check(&[]);
+    let generated = ws.generate_and_check_each(&[]);
+    assert_eq!(generated.len(), 2, "{generated:?}");
+    let (first, _, first_meta) = &generated[0];
     assert!(
-        up.contains("ALTER TYPE smsstatus ADD VALUE 'queued' AFTER 'undelivered';"),
-        "{up}"
+        first.contains("ALTER TYPE smsstatus ADD VALUE 'queued' AFTER 'undelivered';"),
+        "{first}"
     );
-    assert!(metadata.contains("transactional = false"), "{metadata}");
+    assert!(!first.contains("ALTER TABLE"), "{first}");
+    assert!(
+        first_meta.contains("(new enum values, committed before their use)"),
+        "{first_meta}"
+    );
+    let (second, _, second_meta) = &generated[1];
+    assert!(
+        second.contains("SET DEFAULT 'queued'::smsstatus"),
+        "{second}"
+    );
+    // Both transactional: nothing of either is left half-applied.
+    assert!(first_meta.contains("transactional = true"), "{first_meta}");
+    assert!(
+        second_meta.contains("transactional = true"),
+        "{second_meta}"
+    );
 }
 
 #[test]
@@ -538,7 +743,7 @@ fn ordinary_changes_and_concurrent_index_builds_become_two_migrations() {
         "{second_up}"
     );
     assert!(
-        second_down.contains("DROP INDEX CONCURRENTLY idx_leads_tenant_source;"),
+        second_down.contains("DROP INDEX CONCURRENTLY IF EXISTS idx_leads_tenant_source;"),
         "{second_down}"
     );
     assert!(
