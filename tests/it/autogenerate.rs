@@ -755,3 +755,206 @@ fn ordinary_changes_and_concurrent_index_builds_become_two_migrations() {
         "{second_meta}"
     );
 }
+
+#[test]
+fn a_failed_concurrent_index_migration_runs_again_after_the_rows_are_fixed() {
+    let ws = Workspace::new();
+    let m = ws.path("m");
+    let m = m.to_str().unwrap();
+    let old_head = xtask(&["migrate", "heads", "--migrations", m])
+        .success()
+        .stdout()
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .to_string();
+    ws.append(
+        "users.sql",
+        "\nCREATE UNIQUE INDEX ix_users_reset_token ON users (password_reset_token);\n",
+    );
+    let generated = ws.generate_and_check_each(&[]);
+    assert_eq!(generated.len(), 1);
+    assert!(generated[0].2.contains("transactional = false"));
+
+    let db = crate::support::TestDb::new();
+    db.xtask(&["migrate", "upgrade", &old_head, "--migrations", m])
+        .success();
+    let mut client = db.client();
+    backend_schema::verify::seed::seed_empty_tables(&mut client).unwrap();
+    client
+        .batch_execute("UPDATE users SET password_reset_token = 'same'")
+        .unwrap();
+    let run = db.xtask(&["migrate", "upgrade", "heads", "--migrations", m]);
+    assert!(
+        run.failure()
+            .stderr()
+            .contains("could not create unique index"),
+        "{}",
+        run.text()
+    );
+    let invalid = "SELECT count(*) FROM pg_index WHERE NOT indisvalid";
+    let count: i64 = client.query_one(invalid, &[]).unwrap().get(0);
+    assert_eq!(count, 1, "the failed build left an INVALID index");
+
+    // Fix the rows, record that nothing of the migration counts, run it again: it drops
+    // the INVALID leftover itself.
+    client
+        .batch_execute("UPDATE users SET password_reset_token = NULL")
+        .unwrap();
+    db.xtask(&["migrate", "stamp", &old_head, "--migrations", m])
+        .success();
+    db.xtask(&["migrate", "upgrade", "heads", "--migrations", m])
+        .success();
+    let count: i64 = client.query_one(invalid, &[]).unwrap().get(0);
+    assert_eq!(count, 0);
+}
+
+#[test]
+fn circular_foreign_keys_across_files_load_in_any_order() {
+    let ws = Workspace::new();
+    // `a_members.sql` sorts first and needs `teams`; `teams.sql` needs `members`.
+    fs::write(
+        ws.path("s").join("a_members.sql"),
+        "CREATE TABLE members (
+    id      uuid NOT NULL PRIMARY KEY,
+    team_id uuid REFERENCES teams(id)
+);
+",
+    )
+    .unwrap();
+    fs::write(
+        ws.path("s").join("teams.sql"),
+        "CREATE TABLE teams (
+    id         uuid NOT NULL PRIMARY KEY,
+    captain_id uuid
+);
+ALTER TABLE teams ADD CONSTRAINT teams_captain_id_fkey FOREIGN KEY (captain_id) REFERENCES members(id);
+",
+    )
+    .unwrap();
+    let (up, _, _) = ws.generate_and_check(&[]);
+    assert!(up.contains("CREATE TABLE members ("), "{up}");
+    assert!(
+        up.contains(
+            "ADD CONSTRAINT teams_captain_id_fkey FOREIGN KEY (captain_id) REFERENCES members(id)"
+        ),
+        "{up}"
+    );
+}
+
+#[test]
+fn schema_file_errors_name_file_and_line_without_a_cascade() {
+    let ws = Workspace::new();
+    ws.edit(
+        "tenants.sql",
+        "settings   json NOT NULL",
+        "settings   jsn NOT NULL",
+    );
+    let run = ws.run(&["migrate", "check"]);
+    let err = run.failure().stderr();
+    assert!(
+        err.contains("tenants.sql: line 6: type \"jsn\" does not exist"),
+        "{err}"
+    );
+    // The tables that need tenants are counted, not reported one by one.
+    assert!(
+        !err.contains("relation \"tenants\" does not exist"),
+        "{err}"
+    );
+    assert!(
+        err.contains(
+            "other statement(s) did not run because they need what the statement(s) above create"
+        ),
+        "{err}"
+    );
+
+    let ws = Workspace::new();
+    ws.append(
+        "leads.sql",
+        "\nCREATE INDEX idx_leads_nope ON leads (nope);\n",
+    );
+    let run = ws.run(&["migrate", "check"]);
+    let err = run.failure().stderr();
+    assert!(
+        err.contains("leads.sql: line 39: column \"nope\" does not exist"),
+        "{err}"
+    );
+}
+
+#[test]
+fn views_functions_and_triggers_are_refused_by_name_before_anything_is_written() {
+    let ws = Workspace::new();
+    ws.append(
+        "leads.sql",
+        "\nCOMMENT ON TABLE leads IS 'people who may buy';\n\
+         CREATE VIEW hot_leads AS SELECT id, score FROM leads WHERE score > 50;\n\
+         CREATE FUNCTION touch() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN NEW.updated_at := now(); RETURN NEW; END $$;\n\
+         CREATE TRIGGER leads_touch BEFORE UPDATE ON leads FOR EACH ROW EXECUTE FUNCTION touch();\n",
+    );
+    let before = ws.migration_count();
+    let run = ws.autogenerate(&[]);
+    let err = run.failure().stderr();
+    assert!(
+        err.contains("autogenerate does not write these differences"),
+        "{err}"
+    );
+    for name in [
+        "view hot_leads",
+        "function touch()",
+        "trigger CREATE TRIGGER leads_touch",
+    ] {
+        assert!(err.contains(name), "names {name}: {err}");
+    }
+    assert!(!err.contains("please report"), "{err}");
+    assert!(
+        !err.contains("COMMENT ON TABLE leads"),
+        "the supported part is not the problem: {err}"
+    );
+    assert_eq!(ws.migration_count(), before, "nothing written");
+}
+
+#[test]
+fn identity_serial_and_generated_columns_and_partial_expression_and_include_indexes() {
+    let ws = Workspace::new();
+    fs::write(
+        ws.path("s").join("lead_events.sql"),
+        "CREATE TABLE lead_events (
+    id         bigserial NOT NULL PRIMARY KEY,
+    seq        integer GENERATED ALWAYS AS IDENTITY,
+    lead_id    uuid NOT NULL REFERENCES leads(id) ON DELETE CASCADE,
+    kind       text NOT NULL,
+    kind_upper text GENERATED ALWAYS AS (upper(kind)) STORED
+);
+COMMENT ON TABLE lead_events IS 'what happened to a lead';
+COMMENT ON COLUMN lead_events.kind IS 'call, mail, meeting';
+",
+    )
+    .unwrap();
+    ws.append(
+        "leads.sql",
+        "\nCREATE INDEX idx_leads_open ON leads USING btree (tenant_id) INCLUDE (score) WHERE ((status)::text <> 'closed'::text);\n\
+         CREATE INDEX idx_leads_email_lower ON leads USING btree (lower((email)::text));\n",
+    );
+    let (up, _, _) = ws.generate_and_check(&[]);
+    assert!(up.contains("    id bigserial NOT NULL,"), "{up}");
+    assert!(
+        up.contains("    seq integer GENERATED ALWAYS AS IDENTITY,"),
+        "{up}"
+    );
+    assert!(
+        up.contains("    kind_upper text GENERATED ALWAYS AS (upper(kind)) STORED"),
+        "{up}"
+    );
+    assert!(
+        up.contains("CREATE INDEX CONCURRENTLY idx_leads_open ON public.leads USING btree (tenant_id) INCLUDE (score) WHERE"),
+        "{up}"
+    );
+    assert!(
+        up.contains("CREATE INDEX CONCURRENTLY idx_leads_email_lower ON public.leads USING btree (lower((email)::text))"),
+        "{up}"
+    );
+    assert!(
+        up.contains("COMMENT ON COLUMN lead_events.kind IS 'call, mail, meeting';"),
+        "{up}"
+    );
+}
