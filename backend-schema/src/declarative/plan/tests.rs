@@ -476,3 +476,118 @@ fn ordinary_ddl_concurrent_builds_key_attachment_and_validation_are_separate_pha
         "{by_phase}"
     );
 }
+
+/// One example of every kind of change, as README.md's lock table shows it: the
+/// statements, their migration, lock and work come from the planner, so the table
+/// cannot say what the planner does not do.
+#[test]
+fn the_readme_lock_table_is_the_planners() {
+    let from = with_tenants(base());
+    let mut cases: Vec<(&str, Catalog)> = Vec::new();
+    let mut add = |label, change: &dyn Fn(&mut Table)| {
+        let mut to = from.clone();
+        change(to.tables.get_mut("leads").unwrap());
+        cases.push((label, to));
+    };
+    add("new nullable column, or with a constant default", &|t| {
+        t.columns
+            .push(column("source", "text", false, Some("'web'::text")))
+    });
+    add("new column with a volatile default", &|t| {
+        t.columns
+            .push(column("token", "uuid", false, Some("gen_random_uuid()")))
+    });
+    add("column type", &|t| {
+        t.columns[1].data_type = "character varying(320)".into()
+    });
+    add("column default", &|t| {
+        t.columns[1].default = Some("''::text".into())
+    });
+    add("existing column made NOT NULL", &|t| {
+        t.columns[1].not_null = true
+    });
+    add("check on an existing table", &|t| {
+        t.constraints.insert(
+            "leads_email_check".into(),
+            Constraint {
+                kind: 'c',
+                definition: "CHECK ((email <> ''::text))".into(),
+                ..Constraint::default()
+            },
+        );
+    });
+    add("foreign key on an existing table", &|t| {
+        t.constraints.insert(
+            "leads_tenant_id_fkey".into(),
+            Constraint {
+                kind: 'f',
+                definition: "FOREIGN KEY (tenant_id) REFERENCES tenants(id)".into(),
+                references: Some("tenants".into()),
+                ..Constraint::default()
+            },
+        );
+    });
+    add("unique key on an existing table", &|t| {
+        t.constraints.insert(
+            "uq_leads_email".into(),
+            Constraint {
+                kind: 'u',
+                definition: "UNIQUE (email)".into(),
+                index: Some(
+                    "CREATE UNIQUE INDEX uq_leads_email ON public.leads USING btree (email)".into(),
+                ),
+                ..Constraint::default()
+            },
+        );
+    });
+    add("index on an existing table", &|t| {
+        t.indexes.insert(
+            "ix_leads_email".into(),
+            "CREATE INDEX ix_leads_email ON public.leads USING btree (email)".into(),
+        );
+    });
+    add("row-level security", &|t| t.row_security = true);
+    add("comment", &|t| {
+        t.comment = Some("people who may buy".into())
+    });
+    let mut with_value = from.clone();
+    with_value.enums.insert(
+        "leadstatus".into(),
+        vec!["new".into(), "won".into(), "lost".into()],
+    );
+    cases.push(("enum value", with_value));
+    let mut rows = Vec::new();
+    for (label, to) in &cases {
+        let plan = plan(&from, to, &none()).unwrap();
+        for step in &plan.steps {
+            let locks = step
+                .locks
+                .iter()
+                .map(|(table, mode)| format!("{mode} on {table}"))
+                .collect::<Vec<_>>()
+                .join(", ");
+            rows.push(format!(
+                "| {label} | `{}` | {} | {} | {} |",
+                step.sql,
+                step.phase.title(),
+                if locks.is_empty() {
+                    "none on tables".to_string()
+                } else {
+                    locks
+                },
+                step.work
+            ));
+        }
+    }
+    let readme =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../README.md")).unwrap();
+    let missing: Vec<&String> = rows
+        .iter()
+        .filter(|r| !readme.contains(r.as_str()))
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "README.md's lock table differs from the planner; the table should read:\n{}",
+        rows.join("\n")
+    );
+}
