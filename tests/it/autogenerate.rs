@@ -596,8 +596,7 @@ fn dropping_a_column_needs_allow_drop_and_suggests_a_rename() {
 }
 
 #[test]
-fn a_new_column_declared_among_existing_ones_is_appended_and_check_says_once_that_order_is_not_compared(
-) {
+fn a_new_column_among_existing_ones_is_appended_and_order_is_not_compared() {
     let ws = Workspace::new();
     ws.edit(
         "leads.sql",
