@@ -198,7 +198,7 @@ fn columns_added_retyped_defaulted_and_made_not_null() {
     ws.edit(
         "leads.sql",
         "    updated_at        timestamp with time zone DEFAULT now() NOT NULL,",
-        "    updated_at        timestamp with time zone DEFAULT now() NOT NULL,\n    source            character varying(50) DEFAULT 'web'::character varying NOT NULL,\n    rating            integer NOT NULL,",
+        "    updated_at        timestamp with time zone DEFAULT now() NOT NULL,\n    source            character varying(50) DEFAULT 'web'::character varying NOT NULL,",
     );
     ws.edit(
         "leads.sql",
@@ -220,12 +220,14 @@ fn columns_added_retyped_defaulted_and_made_not_null() {
         "tags              json NOT NULL,",
         "tags              json,",
     );
-    let (up, down, _) = ws.generate_and_check(&[]);
-    assert!(up.contains("ALTER TABLE leads ADD COLUMN source character varying(50) DEFAULT 'web'::character varying NOT NULL;"), "{up}");
-    assert!(
-        up.contains("-- NOT NULL without a default fails on a table that has rows"),
-        "{up}"
+    let generated = ws.generate_and_check_each(&[]);
+    assert_eq!(
+        generated.len(),
+        2,
+        "schema changes, then validation: {generated:?}"
     );
+    let (up, down, _) = &generated[0];
+    assert!(up.contains("ALTER TABLE leads ADD COLUMN source character varying(50) DEFAULT 'web'::character varying NOT NULL; -- AccessExclusiveLock on leads; catalog only"), "{up}");
     assert!(
         up.contains("ALTER TABLE leads ALTER COLUMN email TYPE character varying(320)"),
         "{up}"
@@ -239,17 +241,68 @@ fn columns_added_retyped_defaulted_and_made_not_null() {
         "{up}"
     );
     assert!(
-        up.contains("ALTER TABLE leads ALTER COLUMN company SET NOT NULL;"),
-        "{up}"
-    );
-    assert!(
         up.contains("ALTER TABLE leads ALTER COLUMN tags DROP NOT NULL;"),
         "{up}"
     );
     assert!(
-        down.contains("ALTER TABLE leads DROP COLUMN rating;"),
+        !up.contains("VALIDATE"),
+        "validation waits for its own migration: {up}"
+    );
+    assert!(
+        down.contains("ALTER TABLE leads DROP COLUMN source;"),
         "{down}"
     );
+    let (validate, _, metadata) = &generated[1];
+    assert!(metadata.contains("(validate constraints)"), "{metadata}");
+    assert!(metadata.contains("transactional = true"), "{metadata}");
+    assert!(
+        validate.contains("ALTER TABLE leads VALIDATE CONSTRAINT leads_company_not_null; -- ShareUpdateExclusiveLock on leads; scans the table\n-- no scan: the validated leads_company_not_null already proves it\nALTER TABLE leads ALTER COLUMN company SET NOT NULL;"),
+        "{validate}"
+    );
+}
+
+#[test]
+fn a_not_null_column_without_default_is_refused_with_the_expand_backfill_contract_steps() {
+    let ws = Workspace::new();
+    ws.edit(
+        "leads.sql",
+        "    updated_at        timestamp with time zone DEFAULT now() NOT NULL,",
+        "    updated_at        timestamp with time zone DEFAULT now() NOT NULL,\n    rating            integer NOT NULL,",
+    );
+    let before = ws.migration_count();
+    let run = ws.autogenerate(&[]);
+    let err = run.failure().stderr();
+    assert!(
+        err.contains("table leads: new column rating is NOT NULL without a default, which cannot be added to a table that has rows"),
+        "{err}"
+    );
+    assert!(err.contains("give it a default"), "{err}");
+    assert!(err.contains("1. expand"), "{err}");
+    assert!(err.contains("UPDATE leads SET rating = ..."), "{err}");
+    assert!(err.contains("3. contract"), "{err}");
+    assert_eq!(ws.migration_count(), before, "nothing written");
+}
+
+#[test]
+fn a_new_check_that_existing_rows_break_fails_at_generation_time() {
+    let ws = Workspace::new();
+    // The seeded leads have small scores: this check fails on them, as it would on
+    // production rows.
+    ws.edit(
+        "leads.sql",
+        "    CONSTRAINT leads_pkey",
+        "    CONSTRAINT leads_score_huge CHECK (score > 1000000),\n    CONSTRAINT leads_pkey",
+    );
+    let before = ws.migration_count();
+    let run = ws.autogenerate(&[]);
+    let err = run.failure().stderr();
+    assert!(
+        err.contains("fails on a copy of head with rows in every table"),
+        "{err}"
+    );
+    assert!(err.contains("leads_score_huge"), "{err}");
+    assert!(!err.contains("please report"), "{err}");
+    assert_eq!(ws.migration_count(), before, "nothing kept");
 }
 
 #[test]
@@ -281,13 +334,80 @@ fn keys_checks_and_foreign_keys_on_existing_tables_are_added_without_long_locks(
         "sms_messages.sql",
         "\nALTER TABLE sms_messages ADD CONSTRAINT sms_messages_campaign_tenant_fkey FOREIGN KEY (tenant_id) REFERENCES tenants(id);\n",
     );
-    let (up, _, metadata) = ws.generate_and_check(&[]);
-    assert!(up.contains("ADD CONSTRAINT users_attempts_non_negative CHECK ((failed_login_attempts >= 0)) NOT VALID;\nALTER TABLE users VALIDATE CONSTRAINT users_attempts_non_negative;"), "{up}");
-    assert!(up.contains("CREATE UNIQUE INDEX CONCURRENTLY uq_users_reset_token ON public.users USING btree (password_reset_token);"), "{up}");
-    assert!(up.contains("ALTER TABLE users ADD CONSTRAINT uq_users_reset_token UNIQUE USING INDEX uq_users_reset_token;"), "{up}");
-    assert!(up.contains("FOREIGN KEY (tenant_id) REFERENCES tenants(id) NOT VALID;\nALTER TABLE sms_messages VALIDATE CONSTRAINT sms_messages_campaign_tenant_fkey;"), "{up}");
-    assert!(metadata.contains("transactional = false"), "{metadata}");
+    let generated = ws.generate_and_check_each(&[]);
+    let phases: Vec<&str> = generated.iter().map(|(_, _, meta)| meta.as_str()).collect();
+    assert_eq!(generated.len(), 4, "{phases:?}");
+    let (ddl, concurrent, attach, validate) = (
+        &generated[0].0,
+        &generated[1].0,
+        &generated[2].0,
+        &generated[3].0,
+    );
+    assert!(ddl.contains("ADD CONSTRAINT users_attempts_non_negative CHECK ((failed_login_attempts >= 0)) NOT VALID; -- AccessExclusiveLock on users; catalog only"), "{ddl}");
+    assert!(ddl.contains("FOREIGN KEY (tenant_id) REFERENCES tenants(id) NOT VALID; -- ShareRowExclusiveLock on sms_messages, ShareRowExclusiveLock on tenants; catalog only"), "{ddl}");
+    assert!(generated[0].2.contains("transactional = true"));
+    assert!(
+        concurrent.contains("DROP INDEX CONCURRENTLY IF EXISTS uq_users_reset_token;"),
+        "{concurrent}"
+    );
+    assert!(concurrent.contains("\nCREATE UNIQUE INDEX CONCURRENTLY uq_users_reset_token ON public.users USING btree (password_reset_token);"), "{concurrent}");
+    assert!(generated[1].2.contains("transactional = false"));
+    assert!(attach.contains("ALTER TABLE users ADD CONSTRAINT uq_users_reset_token UNIQUE USING INDEX uq_users_reset_token;"), "{attach}");
+    assert!(validate.contains("ALTER TABLE users VALIDATE CONSTRAINT users_attempts_non_negative; -- ShareUpdateExclusiveLock on users; scans the table"), "{validate}");
+    assert!(validate.contains("ALTER TABLE sms_messages VALIDATE CONSTRAINT sms_messages_campaign_tenant_fkey; -- ShareUpdateExclusiveLock on sms_messages, RowShareLock on tenants; scans the table"), "{validate}");
+    assert!(generated[3].2.contains("transactional = true"));
+    assert_locks_as_planned(&ws, &generated);
 }
+
+/// The strongest lock per table each new transactional migration's comments claim,
+/// against what `verify` saw in pg_locks while it ran each of them on seeded tables.
+#[track_caller]
+fn assert_locks_as_planned(ws: &Workspace, generated: &[(String, String, String)]) {
+    let graph = backend_schema::RevisionGraph::load(&ws.path("m")).unwrap();
+    let report = backend_schema::verify::verify(&graph, &mut |_| {}).unwrap();
+    assert!(report.passed(), "{report:#?}");
+    let new = &report.revisions[report.revisions.len() - generated.len()..];
+    for ((up, _, metadata), revision) in generated.iter().zip(new) {
+        if metadata.contains("transactional = false") {
+            continue;
+        }
+        let mut claimed: std::collections::BTreeMap<String, (usize, String)> = Default::default();
+        for line in up.lines() {
+            let Some((_, comment)) = line.split_once("; -- ") else {
+                continue;
+            };
+            let locks = comment.split(';').next().unwrap();
+            for lock in locks.split(", ") {
+                let (mode, table) = lock.split_once(" on ").unwrap();
+                let rank = LOCK_ORDER.iter().position(|m| *m == mode).unwrap();
+                let entry = claimed
+                    .entry(table.to_string())
+                    .or_insert((rank, mode.to_string()));
+                if rank > entry.0 {
+                    *entry = (rank, mode.to_string());
+                }
+            }
+        }
+        let claimed: Vec<String> = claimed
+            .iter()
+            .map(|(table, (_, mode))| format!("{mode} on {table}"))
+            .collect();
+        let mut observed = revision.locks_up.clone();
+        observed.sort_by_key(|l| l.rsplit(" on ").next().unwrap().to_string());
+        assert_eq!(observed, claimed, "{}:\n{up}", revision.revision);
+    }
+}
+
+const LOCK_ORDER: [&str; 8] = [
+    "AccessShareLock",
+    "RowShareLock",
+    "RowExclusiveLock",
+    "ShareUpdateExclusiveLock",
+    "ShareLock",
+    "ShareRowExclusiveLock",
+    "ExclusiveLock",
+    "AccessExclusiveLock",
+];
 
 #[test]
 fn an_index_on_an_existing_table_is_built_concurrently_outside_a_transaction() {
@@ -307,7 +427,7 @@ fn an_index_on_an_existing_table_is_built_concurrently_outside_a_transaction() {
         "{up}"
     );
     assert!(
-        up.contains("DROP INDEX CONCURRENTLY idx_leads_tenant_score;"),
+        up.contains("DROP INDEX CONCURRENTLY IF EXISTS idx_leads_tenant_score;"),
         "{up}"
     );
     assert!(
@@ -315,6 +435,14 @@ fn an_index_on_an_existing_table_is_built_concurrently_outside_a_transaction() {
         "{down}"
     );
     assert!(metadata.contains("transactional = false"), "{metadata}");
+    // Only statements that cannot run in a transaction, each safe to run again.
+    for statement in up.lines().filter(|l| !l.starts_with("--") && !l.is_empty()) {
+        assert!(
+            statement.starts_with("DROP INDEX CONCURRENTLY IF EXISTS ")
+                || statement.starts_with("CREATE INDEX CONCURRENTLY "),
+            "{up}"
+        );
+    }
 }
 
 #[test]
@@ -443,7 +571,7 @@ fn dropping_a_column_needs_allow_drop_and_suggests_a_rename() {
         "{err}"
     );
     assert!(
-        err.contains("ALTER TABLE leads RENAME COLUMN phone TO phone_number;"),
+        err.contains("if this is a rename, run again with --rename leads.phone=phone_number"),
         "{err}"
     );
     assert_eq!(ws.migration_count(), before);
@@ -468,24 +596,83 @@ fn dropping_a_column_needs_allow_drop_and_suggests_a_rename() {
 }
 
 #[test]
-fn a_new_column_declared_among_existing_ones_is_refused_with_the_fix() {
+fn a_new_column_among_existing_ones_is_appended_and_order_is_not_compared() {
     let ws = Workspace::new();
     ws.edit(
         "leads.sql",
         "    notes             text,",
         "    notes             text,\n    source            text,",
     );
-    let run = ws.autogenerate(&[]);
-    let err = run.failure().stderr();
+    let (up, _, _) = ws.generate_and_check(&[]);
     assert!(
-        err.contains(
-            "table leads: column(s) source are declared before columns the table already has"
-        ),
+        up.contains("ALTER TABLE leads ADD COLUMN source text;"),
+        "{up}"
+    );
+    let run = ws.run(&["migrate", "check"]);
+    let err = run.success().stderr();
+    assert_eq!(
+        err.matches("PostgreSQL cannot reorder columns").count(),
+        1,
         "{err}"
     );
     assert!(
-        err.contains("move them to the end of its CREATE TABLE"),
+        err.contains("the columns of leads are in another order"),
         "{err}"
+    );
+
+    // Swapping two declarations is no difference at all.
+    let ws = Workspace::new();
+    ws.edit("leads.sql", "    notes             text,\n", "");
+    ws.edit(
+        "leads.sql",
+        "    phone             character varying(20),",
+        "    notes             text,\n    phone             character varying(20),",
+    );
+    let run = ws.run(&["migrate", "check"]);
+    assert!(
+        run.success()
+            .stderr()
+            .contains("PostgreSQL cannot reorder columns"),
+        "{}",
+        run.text()
+    );
+    let run = ws.autogenerate(&[]);
+    assert!(
+        run.success().stderr().contains("no difference"),
+        "{}",
+        run.text()
+    );
+}
+
+#[test]
+fn rename_turns_a_drop_and_an_add_into_a_rename() {
+    let ws = Workspace::new();
+    ws.edit(
+        "leads.sql",
+        "    phone             character varying(20),",
+        "    phone_number      character varying(20),",
+    );
+    let run = ws.autogenerate(&["--rename", "leads.nope=phone_number"]);
+    assert!(
+        run.failure().stderr().contains(
+            "--rename leads.nope=phone_number: the migrations' head has no column leads.nope"
+        ),
+        "{}",
+        run.text()
+    );
+    let (up, down, _) = ws.generate_and_check(&["--rename", "leads.phone=phone_number"]);
+    assert!(
+        up.contains("ALTER TABLE leads RENAME COLUMN phone TO phone_number;"),
+        "{up}"
+    );
+    assert!(!up.contains("DROP COLUMN"), "{up}");
+    assert!(
+        up.contains("application code still running that uses phone fails"),
+        "{up}"
+    );
+    assert!(
+        down.contains("ALTER TABLE leads RENAME COLUMN phone_number TO phone;"),
+        "{down}"
     );
 }
 
@@ -503,12 +690,29 @@ fn a_new_enum_value_used_as_a_default_is_committed_before_its_use() {
         "status        smsstatus DEFAULT 'queued'::smsstatus NOT NULL",
     );
     // Proven on PostgreSQL: in one transaction this would fail with "unsafe use of new value".
-    let (up, _, metadata) = ws.generate_and_check(&[]);
+    let generated = ws.generate_and_check_each(&[]);
+    assert_eq!(generated.len(), 2, "{generated:?}");
+    let (first, _, first_meta) = &generated[0];
     assert!(
-        up.contains("ALTER TYPE smsstatus ADD VALUE 'queued' AFTER 'undelivered';"),
-        "{up}"
+        first.contains("ALTER TYPE smsstatus ADD VALUE 'queued' AFTER 'undelivered';"),
+        "{first}"
     );
-    assert!(metadata.contains("transactional = false"), "{metadata}");
+    assert!(!first.contains("ALTER TABLE"), "{first}");
+    assert!(
+        first_meta.contains("(new enum values, committed before their use)"),
+        "{first_meta}"
+    );
+    let (second, _, second_meta) = &generated[1];
+    assert!(
+        second.contains("SET DEFAULT 'queued'::smsstatus"),
+        "{second}"
+    );
+    // Both transactional: nothing of either is left half-applied.
+    assert!(first_meta.contains("transactional = true"), "{first_meta}");
+    assert!(
+        second_meta.contains("transactional = true"),
+        "{second_meta}"
+    );
 }
 
 #[test]
@@ -538,7 +742,7 @@ fn ordinary_changes_and_concurrent_index_builds_become_two_migrations() {
         "{second_up}"
     );
     assert!(
-        second_down.contains("DROP INDEX CONCURRENTLY idx_leads_tenant_source;"),
+        second_down.contains("DROP INDEX CONCURRENTLY IF EXISTS idx_leads_tenant_source;"),
         "{second_down}"
     );
     assert!(
@@ -548,5 +752,208 @@ fn ordinary_changes_and_concurrent_index_builds_become_two_migrations() {
     assert!(
         second_meta.contains("(concurrent indexes)"),
         "{second_meta}"
+    );
+}
+
+#[test]
+fn a_failed_concurrent_index_migration_runs_again_after_the_rows_are_fixed() {
+    let ws = Workspace::new();
+    let m = ws.path("m");
+    let m = m.to_str().unwrap();
+    let old_head = xtask(&["migrate", "heads", "--migrations", m])
+        .success()
+        .stdout()
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .to_string();
+    ws.append(
+        "users.sql",
+        "\nCREATE UNIQUE INDEX ix_users_reset_token ON users (password_reset_token);\n",
+    );
+    let generated = ws.generate_and_check_each(&[]);
+    assert_eq!(generated.len(), 1);
+    assert!(generated[0].2.contains("transactional = false"));
+
+    let db = crate::support::TestDb::new();
+    db.xtask(&["migrate", "upgrade", &old_head, "--migrations", m])
+        .success();
+    let mut client = db.client();
+    backend_schema::verify::seed::seed_empty_tables(&mut client).unwrap();
+    client
+        .batch_execute("UPDATE users SET password_reset_token = 'same'")
+        .unwrap();
+    let run = db.xtask(&["migrate", "upgrade", "heads", "--migrations", m]);
+    assert!(
+        run.failure()
+            .stderr()
+            .contains("could not create unique index"),
+        "{}",
+        run.text()
+    );
+    let invalid = "SELECT count(*) FROM pg_index WHERE NOT indisvalid";
+    let count: i64 = client.query_one(invalid, &[]).unwrap().get(0);
+    assert_eq!(count, 1, "the failed build left an INVALID index");
+
+    // Fix the rows, record that nothing of the migration counts, run it again: it drops
+    // the INVALID leftover itself.
+    client
+        .batch_execute("UPDATE users SET password_reset_token = NULL")
+        .unwrap();
+    db.xtask(&["migrate", "stamp", &old_head, "--migrations", m])
+        .success();
+    db.xtask(&["migrate", "upgrade", "heads", "--migrations", m])
+        .success();
+    let count: i64 = client.query_one(invalid, &[]).unwrap().get(0);
+    assert_eq!(count, 0);
+}
+
+#[test]
+fn circular_foreign_keys_across_files_load_in_any_order() {
+    let ws = Workspace::new();
+    // `a_members.sql` sorts first and needs `teams`; `teams.sql` needs `members`.
+    fs::write(
+        ws.path("s").join("a_members.sql"),
+        "CREATE TABLE members (
+    id      uuid NOT NULL PRIMARY KEY,
+    team_id uuid REFERENCES teams(id)
+);
+",
+    )
+    .unwrap();
+    fs::write(
+        ws.path("s").join("teams.sql"),
+        "CREATE TABLE teams (
+    id         uuid NOT NULL PRIMARY KEY,
+    captain_id uuid
+);
+ALTER TABLE teams ADD CONSTRAINT teams_captain_id_fkey FOREIGN KEY (captain_id) REFERENCES members(id);
+",
+    )
+    .unwrap();
+    let (up, _, _) = ws.generate_and_check(&[]);
+    assert!(up.contains("CREATE TABLE members ("), "{up}");
+    assert!(
+        up.contains(
+            "ADD CONSTRAINT teams_captain_id_fkey FOREIGN KEY (captain_id) REFERENCES members(id)"
+        ),
+        "{up}"
+    );
+}
+
+#[test]
+fn schema_file_errors_name_file_and_line_without_a_cascade() {
+    let ws = Workspace::new();
+    ws.edit(
+        "tenants.sql",
+        "settings   json NOT NULL",
+        "settings   jsn NOT NULL",
+    );
+    let run = ws.run(&["migrate", "check"]);
+    let err = run.failure().stderr();
+    assert!(
+        err.contains("tenants.sql: line 6: type \"jsn\" does not exist"),
+        "{err}"
+    );
+    // The tables that need tenants are counted, not reported one by one.
+    assert!(
+        !err.contains("relation \"tenants\" does not exist"),
+        "{err}"
+    );
+    assert!(
+        err.contains(
+            "other statement(s) did not run because they need what the statement(s) above create"
+        ),
+        "{err}"
+    );
+
+    let ws = Workspace::new();
+    ws.append(
+        "leads.sql",
+        "\nCREATE INDEX idx_leads_nope ON leads (nope);\n",
+    );
+    let run = ws.run(&["migrate", "check"]);
+    let err = run.failure().stderr();
+    assert!(
+        err.contains("leads.sql: line 39: column \"nope\" does not exist"),
+        "{err}"
+    );
+}
+
+#[test]
+fn views_functions_and_triggers_are_refused_by_name_before_anything_is_written() {
+    let ws = Workspace::new();
+    ws.append(
+        "leads.sql",
+        "\nCOMMENT ON TABLE leads IS 'people who may buy';\n\
+         CREATE VIEW hot_leads AS SELECT id, score FROM leads WHERE score > 50;\n\
+         CREATE FUNCTION touch() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN NEW.updated_at := now(); RETURN NEW; END $$;\n\
+         CREATE TRIGGER leads_touch BEFORE UPDATE ON leads FOR EACH ROW EXECUTE FUNCTION touch();\n",
+    );
+    let before = ws.migration_count();
+    let run = ws.autogenerate(&[]);
+    let err = run.failure().stderr();
+    assert!(
+        err.contains("autogenerate does not write these differences"),
+        "{err}"
+    );
+    for name in [
+        "view hot_leads",
+        "function touch()",
+        "trigger CREATE TRIGGER leads_touch",
+    ] {
+        assert!(err.contains(name), "names {name}: {err}");
+    }
+    assert!(!err.contains("please report"), "{err}");
+    assert!(
+        !err.contains("COMMENT ON TABLE leads"),
+        "the supported part is not the problem: {err}"
+    );
+    assert_eq!(ws.migration_count(), before, "nothing written");
+}
+
+#[test]
+fn identity_serial_and_generated_columns_and_partial_expression_and_include_indexes() {
+    let ws = Workspace::new();
+    fs::write(
+        ws.path("s").join("lead_events.sql"),
+        "CREATE TABLE lead_events (
+    id         bigserial NOT NULL PRIMARY KEY,
+    seq        integer GENERATED ALWAYS AS IDENTITY,
+    lead_id    uuid NOT NULL REFERENCES leads(id) ON DELETE CASCADE,
+    kind       text NOT NULL,
+    kind_upper text GENERATED ALWAYS AS (upper(kind)) STORED
+);
+COMMENT ON TABLE lead_events IS 'what happened to a lead';
+COMMENT ON COLUMN lead_events.kind IS 'call, mail, meeting';
+",
+    )
+    .unwrap();
+    ws.append(
+        "leads.sql",
+        "\nCREATE INDEX idx_leads_open ON leads USING btree (tenant_id) INCLUDE (score) WHERE ((status)::text <> 'closed'::text);\n\
+         CREATE INDEX idx_leads_email_lower ON leads USING btree (lower((email)::text));\n",
+    );
+    let (up, _, _) = ws.generate_and_check(&[]);
+    assert!(up.contains("    id bigserial NOT NULL,"), "{up}");
+    assert!(
+        up.contains("    seq integer GENERATED ALWAYS AS IDENTITY,"),
+        "{up}"
+    );
+    assert!(
+        up.contains("    kind_upper text GENERATED ALWAYS AS (upper(kind)) STORED"),
+        "{up}"
+    );
+    assert!(
+        up.contains("CREATE INDEX CONCURRENTLY idx_leads_open ON public.leads USING btree (tenant_id) INCLUDE (score) WHERE"),
+        "{up}"
+    );
+    assert!(
+        up.contains("CREATE INDEX CONCURRENTLY idx_leads_email_lower ON public.leads USING btree (lower((email)::text))"),
+        "{up}"
+    );
+    assert!(
+        up.contains("COMMENT ON COLUMN lead_events.kind IS 'call, mail, meeting';"),
+        "{up}"
     );
 }

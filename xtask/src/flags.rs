@@ -403,6 +403,10 @@ pub enum MigrateAction {
         /// With --autogenerate: accept dropping tables, columns or enum values
         #[arg(long, requires = "autogenerate")]
         allow_drop: bool,
+        /// With --autogenerate: a rename, not a drop and an add: TABLE.OLD=NEW for a
+        /// column, OLD=NEW for a table (repeatable)
+        #[arg(long, requires = "autogenerate", value_name = "[TABLE.]OLD=NEW")]
+        rename: Vec<String>,
         #[command(flatten)]
         schema: SchemaOpts,
     },

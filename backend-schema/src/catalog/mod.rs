@@ -7,6 +7,6 @@ pub mod objects;
 mod public;
 mod tables;
 
-pub use objects::Objects;
+pub use objects::{Identity, Objects};
 pub use public::{Catalog, Column, Constraint, Policy, Table};
 pub use tables::{column_names, is_bookkeeping, tables_in_current_schema, user_tables, UserTable};

@@ -141,6 +141,8 @@ pub struct Sequence {
     pub min: i64,
     pub max: i64,
     pub cycle: bool,
+    /// The column that owns it (`serial`, `bigserial`, identity), as (table, column).
+    pub owned_by: Option<(String, String)>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -345,7 +347,13 @@ fn policies(client: &mut impl GenericClient) -> Result<Vec<Policy>, postgres::Er
 fn sequences(client: &mut impl GenericClient) -> Result<Vec<Sequence>, postgres::Error> {
     let sql = format!(
         "SELECT s.schemaname::text, s.sequencename::text, s.data_type::text, s.start_value, s.increment_by,
-                s.min_value, s.max_value, s.cycle
+                s.min_value, s.max_value, s.cycle,
+                (SELECT t.relname::text FROM pg_depend d JOIN pg_class t ON t.oid = d.refobjid
+                  WHERE d.classid = 'pg_class'::regclass AND d.objid = format('%I.%I', s.schemaname, s.sequencename)::regclass
+                    AND d.refclassid = 'pg_class'::regclass AND d.deptype IN ('a', 'i') AND d.refobjsubid > 0),
+                (SELECT a.attname::text FROM pg_depend d JOIN pg_attribute a ON a.attrelid = d.refobjid AND a.attnum = d.refobjsubid
+                  WHERE d.classid = 'pg_class'::regclass AND d.objid = format('%I.%I', s.schemaname, s.sequencename)::regclass
+                    AND d.refclassid = 'pg_class'::regclass AND d.deptype IN ('a', 'i') AND d.refobjsubid > 0)
            FROM pg_sequences s JOIN pg_namespace n ON n.nspname = s.schemaname
           WHERE {USER_SCHEMAS}"
     );
@@ -362,6 +370,9 @@ fn sequences(client: &mut impl GenericClient) -> Result<Vec<Sequence>, postgres:
             min: row.get(5),
             max: row.get(6),
             cycle: row.get(7),
+            owned_by: row
+                .get::<_, Option<String>>(8)
+                .zip(row.get::<_, Option<String>>(9)),
         })
         .collect())
 }

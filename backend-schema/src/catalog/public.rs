@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 
 use postgres::GenericClient;
 
-use super::objects::{self, Objects, RelKind};
+use super::objects::{self, Identity, Objects, RelKind};
 
 /// The `public` schema of one database: the planner writes unqualified names, so it
 /// sees only the schema those resolve to.
@@ -36,8 +36,14 @@ pub struct Column {
     /// `format_type`, e.g. `character varying(255)`.
     pub data_type: String,
     pub not_null: bool,
+    /// The default, or the expression of a generated column.
     pub default: Option<String>,
     pub comment: Option<String>,
+    pub identity: Option<Identity>,
+    /// `GENERATED ALWAYS AS (default) STORED`.
+    pub generated: bool,
+    /// The default is `nextval` of a sequence this column owns (`serial`, `bigserial`).
+    pub serial: bool,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -88,10 +94,29 @@ impl Catalog {
             if !in_public(&relation.schema) || relation.kind != RelKind::Table {
                 continue;
             }
+            let owns = |column: &objects::Column| {
+                let Some(default) = &column.default else {
+                    return false;
+                };
+                objects.sequences.iter().any(|s| {
+                    in_public(&s.schema)
+                        && s.owned_by.as_ref()
+                            == Some(&(relation.name.clone(), column.name.clone()))
+                        && *default
+                            == format!("nextval('{}'::regclass)", crate::sql::ident(&s.name))
+                })
+            };
             catalog.tables.insert(
                 relation.name.clone(),
                 Table {
-                    columns: relation.columns.iter().map(Column::from).collect(),
+                    columns: relation
+                        .columns
+                        .iter()
+                        .map(|c| Column {
+                            serial: owns(c),
+                            ..Column::from(c)
+                        })
+                        .collect(),
                     row_security: relation.row_security,
                     force_row_security: relation.force_row_security,
                     comment: relation.comment.clone(),
@@ -156,6 +181,9 @@ impl From<&objects::Column> for Column {
             not_null: column.not_null,
             default: column.default.clone(),
             comment: column.comment.clone(),
+            identity: column.identity,
+            generated: column.generated,
+            serial: false,
         }
     }
 }

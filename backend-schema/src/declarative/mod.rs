@@ -1,8 +1,15 @@
 //! The declarative schema: `backend-schema/schema/*.sql` describe the database as it
 //! should be. Loading them, comparing them with the head of the migration chain, and
-//! computing the migration between the two (`plan`) live here.
+//! computing the migration between the two (`plan`), split into migrations (`phases`)
+//! and proven on rows (`prove`), live here.
 
+mod load;
+pub mod phases;
 pub mod plan;
+pub mod prove;
+
+pub use load::load;
+pub use prove::{prove, ProofError};
 
 use std::path::{Path, PathBuf};
 
@@ -67,76 +74,6 @@ pub fn read_schema(dir: &Path) -> Result<Vec<(PathBuf, String)>, DeclarativeErro
     Ok(files)
 }
 
-/// Runs the schema files into an empty database. Files may refer to each other in any
-/// order: a file that needs a table or type another file creates is retried after it.
-pub fn load(
-    files: &[(PathBuf, String)],
-    client: &mut postgres::Client,
-) -> Result<(), DeclarativeError> {
-    let mut pending: Vec<&(PathBuf, String)> = files.iter().collect();
-    loop {
-        let mut failures = Vec::new();
-        let before = pending.len();
-        let mut waiting = Vec::new();
-        for file in pending {
-            let transaction = |action| {
-                move |source| DeclarativeError::Transaction {
-                    action,
-                    path: file.0.clone(),
-                    source,
-                }
-            };
-            let mut tx = client
-                .transaction()
-                .map_err(transaction("beginning the transaction"))?;
-            match tx.batch_execute(&file.1) {
-                Ok(()) => tx
-                    .commit()
-                    .map_err(transaction("committing the transaction"))?,
-                Err(err) => {
-                    drop(tx);
-                    let waits_for_another_file = err.code().is_some_and(|code| {
-                        [
-                            postgres::error::SqlState::UNDEFINED_TABLE,
-                            postgres::error::SqlState::UNDEFINED_OBJECT,
-                        ]
-                        .contains(code)
-                    });
-                    if !waits_for_another_file {
-                        return Err(DeclarativeError::Load {
-                            failures: vec![(file.0.clone(), describe(&err, &file.1))],
-                        });
-                    }
-                    failures.push((file.0.clone(), describe(&err, &file.1)));
-                    waiting.push(file);
-                }
-            }
-        }
-        if waiting.is_empty() {
-            return Ok(());
-        }
-        if waiting.len() == before {
-            return Err(DeclarativeError::Load { failures });
-        }
-        pending = waiting;
-    }
-}
-
-/// PostgreSQL's message with the line it points at.
-fn describe(err: &postgres::Error, text: &str) -> String {
-    let Some(db) = err.as_db_error() else {
-        return err.to_string();
-    };
-    let line = crate::sql_split::error_location(text, db)
-        .map(|(lines_down, _)| format!("line {}: ", lines_down + 1))
-        .unwrap_or_default();
-    let hint = db
-        .hint()
-        .map(|h| format!(" (hint: {h})"))
-        .unwrap_or_default();
-    format!("{line}{}{hint}", db.message())
-}
-
 /// The chain's head and the declared schema, each built in a database of one
 /// throwaway cluster, with their snapshots and catalogs.
 pub struct SchemaPair {
@@ -183,68 +120,49 @@ fn read_both(client: &mut postgres::Client) -> Result<(SchemaSnapshot, Catalog),
     Ok((SchemaSnapshot::render(&objects), Catalog::public(&objects)))
 }
 
-/// Where a proof of a new migration went wrong.
-#[derive(Debug, thiserror::Error)]
-pub enum ProofError {
-    #[error("{step}:\n{diff}")]
-    Mismatch { step: &'static str, diff: String },
-    #[error(transparent)]
-    Setup(#[from] DeclarativeError),
+/// How the declared schema compares with the chain's head.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Comparison {
+    Equal,
+    /// Equal but for the order of columns in these tables, which PostgreSQL cannot
+    /// change: not part of the declared schema.
+    ColumnOrder {
+        tables: Vec<String>,
+    },
+    Differs {
+        diff: String,
+    },
 }
 
-/// Applies the chain's `new_revisions` new migrations to a copy of the old head: they
-/// must give the declared schema, their downgrades the old head again, and a second
-/// upgrade the declared schema.
-pub fn prove(
-    pair: &SchemaPair,
-    graph: &RevisionGraph,
-    new_revisions: usize,
-) -> Result<(), ProofError> {
-    let setup = |err: MigrateError| ProofError::Setup(err.into());
-    let db = |err: postgres::Error| ProofError::Setup(DeclarativeError::Catalog(err));
-    pair.cluster
-        .create_database("proof", Some(HEAD_DB))
-        .map_err(|e| ProofError::Setup(e.into()))?;
-    let mut client = pair
-        .cluster
-        .client("proof")
-        .map_err(|e| ProofError::Setup(e.into()))?;
-    // Columns a downgrade re-adds come back last (the file says so), so after it only
-    // the order of columns may differ from the old head.
-    let expect = |client: &mut postgres::Client, want: &SchemaSnapshot, any_order: bool, step| {
-        let got = SchemaSnapshot::capture(client).map_err(db)?;
-        let diff = match any_order {
-            true => got.with_columns_sorted().diff(&want.with_columns_sorted()),
-            false => got.diff(want),
-        };
-        diff.map_or(Ok(()), |diff| Err(ProofError::Mismatch { step, diff }))
-    };
-    Migrator::new(&mut client, graph, RunOptions::default())
-        .upgrade("heads")
-        .map_err(setup)?;
-    expect(
-        &mut client,
-        &pair.declared,
-        false,
-        "after the upgrade the schema is not the declared one",
-    )?;
-    Migrator::new(&mut client, graph, RunOptions::default())
-        .downgrade(&format!("-{new_revisions}"), true)
-        .map_err(setup)?;
-    expect(
-        &mut client,
-        &pair.head,
-        true,
-        "after the downgrade the schema is not the old head",
-    )?;
-    Migrator::new(&mut client, graph, RunOptions::default())
-        .upgrade("heads")
-        .map_err(setup)?;
-    expect(
-        &mut client,
-        &pair.declared,
-        false,
-        "after upgrading again the schema is not the declared one",
-    )?;
-    Ok(())
+impl SchemaPair {
+    pub fn compare(&self) -> Comparison {
+        if self.head.diff(&self.declared).is_none() {
+            return Comparison::Equal;
+        }
+        let (head, declared) = (
+            self.head.with_columns_sorted(),
+            self.declared.with_columns_sorted(),
+        );
+        match head.diff(&declared) {
+            Some(diff) => Comparison::Differs { diff },
+            None => Comparison::ColumnOrder {
+                tables: self
+                    .head
+                    .objects
+                    .iter()
+                    .filter(|(key, lines)| self.declared.objects.get(*key) != Some(lines))
+                    .map(|(key, _)| key.strip_prefix("table ").unwrap_or(key).to_string())
+                    .collect(),
+            },
+        }
+    }
+}
+
+/// The note `check` and autogenerate print, once, when only column order differs.
+pub fn column_order_note(tables: &[String]) -> String {
+    format!(
+        "the columns of {} are in another order in the schema files than in the database; \
+         PostgreSQL cannot reorder columns (it adds them at the end), so column order is not part of the declared schema",
+        tables.join(", ")
+    )
 }

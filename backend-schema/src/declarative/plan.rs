@@ -1,12 +1,18 @@
 //! Migration SQL from the difference between two catalogs, written to be safe on a busy
-//! production table: indexes built `CONCURRENTLY`, foreign keys and checks added
-//! `NOT VALID` then validated, `NOT NULL` through a validated check, and a comment on
-//! every statement that still takes a long strong lock, saying why.
+//! production table. Every statement knows its phase (which migration it belongs in),
+//! the lock it takes on each table and whether it scans or rewrites (`locks`): whatever
+//! reads every row runs in a later transaction than the strong lock that set it up
+//! (`NOT VALID` then `VALIDATE`, `NOT NULL` through a validated check, keys from an
+//! index built `CONCURRENTLY`), and a comment says why above every statement that
+//! still takes a long strong lock.
 
-use std::collections::BTreeSet;
+pub mod locks;
 
-use crate::catalog::{Catalog, Column, Constraint, Policy, Table};
+use std::collections::{BTreeMap, BTreeSet};
+
+use crate::catalog::{Catalog, Column, Constraint, Identity, Policy, Table};
 use crate::sql::{ident, literal};
+pub use locks::{LockMode, Work};
 
 /// The statements that turn one schema into another, in a safe order.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -14,7 +20,7 @@ pub struct Plan {
     pub steps: Vec<Step>,
     /// What the plan destroys (tables, columns, enum values), for `--allow-drop`.
     pub drops: Vec<String>,
-    /// Things a person must decide, such as a drop and an add that may be a rename.
+    /// Things a person must decide or know, such as a drop and an add that may be a rename.
     pub notes: Vec<String>,
 }
 
@@ -23,17 +29,156 @@ pub struct Step {
     pub sql: String,
     /// Why this statement is not lock-free, or what to check before running it.
     pub why: Option<String>,
-    /// Must run outside a transaction (`CREATE INDEX CONCURRENTLY` and friends).
-    pub concurrent: bool,
+    pub phase: Phase,
+    /// The lock it takes on each table it touches.
+    pub locks: Vec<(String, LockMode)>,
+    /// What it does to the rows while holding its strongest lock.
+    pub work: Work,
+}
+
+/// The migrations a change is split into, in the order they run. Each phase that has
+/// statements becomes one migration, so what scans a table commits separately from
+/// the strong lock that set it up.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Phase {
+    /// Enum values a later statement uses: PostgreSQL only allows a new value once it
+    /// is committed.
+    EnumValues,
+    /// Ordinary DDL, all or nothing in one transaction: catalog changes under brief locks.
+    Ddl,
+    /// `CREATE`/`DROP INDEX CONCURRENTLY`, which cannot run in a transaction.
+    Concurrent,
+    /// Primary and unique keys attached to the indexes built concurrently, and the
+    /// foreign keys that reference them.
+    Attach,
+    /// `VALIDATE CONSTRAINT` (reads and writes go on), then `SET NOT NULL` on columns a
+    /// validated check already proves, then those checks dropped.
+    Validate,
+}
+
+impl Phase {
+    pub const ALL: [Phase; 5] = [
+        Phase::EnumValues,
+        Phase::Ddl,
+        Phase::Concurrent,
+        Phase::Attach,
+        Phase::Validate,
+    ];
+
+    pub fn transactional(self) -> bool {
+        self != Phase::Concurrent
+    }
+
+    /// What the migration of this phase does, for its message and the SQL's headers.
+    pub fn title(self) -> &'static str {
+        match self {
+            Phase::EnumValues => "new enum values, committed before their use",
+            Phase::Ddl => "schema changes",
+            Phase::Concurrent => "concurrent indexes",
+            Phase::Attach => "keys from the new indexes",
+            Phase::Validate => "validate constraints",
+        }
+    }
+}
+
+/// Tables and columns the developer says were renamed (`--rename`), not dropped and added.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Renames {
+    /// Old table name -> new.
+    pub tables: BTreeMap<String, String>,
+    /// (table's new name, old column name) -> new column name.
+    pub columns: BTreeMap<(String, String), String>,
+}
+
+impl Renames {
+    /// The renames that undo these.
+    pub fn reversed(&self) -> Renames {
+        let back = |name: &String| {
+            self.tables
+                .iter()
+                .find(|(_, new)| *new == name)
+                .map_or(name.clone(), |(old, _)| old.clone())
+        };
+        Renames {
+            tables: self
+                .tables
+                .iter()
+                .map(|(old, new)| (new.clone(), old.clone()))
+                .collect(),
+            columns: self
+                .columns
+                .iter()
+                .map(|((table, old), new)| ((back(table), new.clone()), old.clone()))
+                .collect(),
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.tables.is_empty() && self.columns.is_empty()
+    }
+
+    /// Adds `TABLE.OLD=NEW` (a column) or `OLD=NEW` (a table).
+    pub fn add(&mut self, spec: &str) -> Result<(), PlanError> {
+        let problem = |problem: &str| PlanError::Rename {
+            what: spec.to_string(),
+            problem: problem.to_string(),
+        };
+        let (old, new) = spec
+            .split_once('=')
+            .ok_or_else(|| problem("write TABLE.OLD=NEW for a column, OLD=NEW for a table"))?;
+        let (old, new) = (old.trim(), new.trim());
+        let valid = |name: &str| !name.is_empty() && !name.contains('.');
+        match old.split_once('.') {
+            Some((table, column)) if valid(table) && valid(column) && valid(new) => {
+                self.columns
+                    .insert((table.to_string(), column.to_string()), new.to_string());
+            }
+            None if valid(old) && valid(new) => {
+                self.tables.insert(old.to_string(), new.to_string());
+            }
+            _ => {
+                return Err(problem(
+                    "write TABLE.OLD=NEW for a column, OLD=NEW for a table (NEW without a table)",
+                ))
+            }
+        }
+        Ok(())
+    }
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum PlanError {
     #[error(
-        "table {table}: column(s) {columns} are declared before columns the table already has, \
-         but PostgreSQL adds columns at the end; move them to the end of its CREATE TABLE"
+        "table {table}: new column {column} is NOT NULL without a default, which cannot be added to a table that has rows.\n\
+         Either give it a default (`{column} {data_type} DEFAULT ... NOT NULL`), or change the schema in three steps, each its own migration:\n\
+         1. expand: declare it without NOT NULL, run `cargo xtask migrate revision --autogenerate`:\n\
+         \x20   ALTER TABLE {t} ADD COLUMN {c} {data_type};\n\
+         2. backfill, in batches so no transaction holds row locks for long, until it updates 0 rows (a hand-written migration, or a job):\n\
+         \x20   UPDATE {t} SET {c} = ... WHERE ctid = ANY (ARRAY(SELECT ctid FROM {t} WHERE {c} IS NULL LIMIT 10000));\n\
+         3. contract: declare it NOT NULL again and autogenerate; that writes the NOT NULL through a validated check, without a long lock:\n\
+         \x20   ALTER TABLE {t} ADD CONSTRAINT {t}_{column}_not_null CHECK ({c} IS NOT NULL) NOT VALID;\n\
+         \x20   ALTER TABLE {t} VALIDATE CONSTRAINT {t}_{column}_not_null;  -- its own transaction\n\
+         \x20   ALTER TABLE {t} ALTER COLUMN {c} SET NOT NULL;\n\
+         \x20   ALTER TABLE {t} DROP CONSTRAINT {t}_{column}_not_null;",
+        t = ident(table),
+        c = ident(column)
     )]
-    ColumnOrder { table: String, columns: String },
+    NeedsBackfill {
+        table: String,
+        column: String,
+        data_type: String,
+    },
+    #[error("--rename {what}: {problem}")]
+    Rename { what: String, problem: String },
+    #[error(
+        "table {table}: column {column} {change}; autogenerate cannot write that change in place: \
+         write this migration by hand, or add a new column and drop the old one"
+    )]
+    Unsupported {
+        table: String,
+        column: String,
+        change: String,
+    },
 }
 
 impl Plan {
@@ -43,7 +188,37 @@ impl Plan {
 
     /// A plan with a concurrent statement runs outside a transaction, one statement at a time.
     pub fn transactional(&self) -> bool {
-        !self.steps.iter().any(|s| s.concurrent)
+        self.steps.iter().all(|s| s.phase.transactional())
+    }
+
+    /// The phases this plan has statements in, in order.
+    pub fn phases(&self) -> Vec<Phase> {
+        Phase::ALL
+            .into_iter()
+            .filter(|p| self.steps.iter().any(|s| s.phase == *p))
+            .collect()
+    }
+
+    /// The statements of one phase (the notes go with the first phase).
+    pub fn only(&self, phase: Phase) -> Plan {
+        Plan {
+            steps: self
+                .steps
+                .iter()
+                .filter(|s| s.phase == phase)
+                .cloned()
+                .collect(),
+            drops: Vec::new(),
+            notes: match self.phases().first() == Some(&phase) {
+                true => self.notes.clone(),
+                false => Vec::new(),
+            },
+        }
+    }
+
+    /// The strongest lock per table in `existing`, as `verify`'s lock profile says it.
+    pub fn lock_profile(&self, existing: &BTreeSet<String>) -> Vec<String> {
+        locks::profile(self.steps.iter().flat_map(|s| &s.locks), existing)
     }
 
     /// The plan as a migration file body.
@@ -60,44 +235,137 @@ impl Plan {
                 out.push_str(&format!("-- {why}\n"));
             }
             out.push_str(&step.sql);
-            out.push_str(";\n");
+            out.push(';');
+            if let Some(locks) = step.describe_locks() {
+                out.push_str(&format!(" -- {locks}"));
+            }
+            out.push('\n');
         }
         out
     }
 
-    fn push(&mut self, sql: String) {
+    /// The plan as the migrations it becomes, each under a header naming its phase.
+    pub fn to_sql_by_phase(&self) -> String {
+        let phases = self.phases();
+        if phases.len() < 2 {
+            return self.to_sql();
+        }
+        let mut out = String::new();
+        for (i, phase) in phases.iter().enumerate() {
+            out.push_str(&format!(
+                "-- migration {} of {}: {}{}\n",
+                i + 1,
+                phases.len(),
+                phase.title(),
+                if phase.transactional() {
+                    ""
+                } else {
+                    " (outside a transaction)"
+                }
+            ));
+            out.push_str(&self.only(*phase).to_sql());
+        }
+        out
+    }
+
+    /// The same statements for a migration that must run in one transaction (a
+    /// downgrade): indexes are built and dropped without `CONCURRENTLY`.
+    pub fn in_one_transaction(mut self) -> Plan {
+        self.steps
+            .retain(|s| s.why.as_deref() != Some(DROP_LEFTOVER));
+        for step in &mut self.steps {
+            if step.phase != Phase::Concurrent {
+                continue;
+            }
+            step.phase = Phase::Ddl;
+            if let Some(rest) = step.sql.strip_prefix("DROP INDEX CONCURRENTLY ") {
+                step.sql = format!("DROP INDEX {rest}");
+                for lock in &mut step.locks {
+                    lock.1 = LockMode::AccessExclusive;
+                }
+            } else {
+                step.sql = step.sql.replacen(" CONCURRENTLY", "", 1);
+                for lock in &mut step.locks {
+                    lock.1 = LockMode::Share;
+                }
+                step.why = Some(
+                    "a downgrade runs in one transaction, so this index is built without CONCURRENTLY: writes to its table wait while it builds".into(),
+                );
+            }
+        }
+        self
+    }
+
+    fn add(&mut self, phase: Phase, sql: String) -> &mut Step {
         self.steps.push(Step {
             sql,
             why: None,
-            concurrent: false,
+            phase,
+            locks: Vec::new(),
+            work: Work::Catalog,
         });
+        self.steps.last_mut().expect("just pushed")
     }
 
-    fn push_why(&mut self, sql: String, why: &str) {
-        self.steps.push(Step {
-            sql,
-            why: Some(why.to_string()),
-            concurrent: false,
-        });
+    /// A catalog-only statement under ACCESS EXCLUSIVE on `table`, the level of most
+    /// `ALTER TABLE` forms.
+    fn alter(&mut self, table: &str, sql: String) -> &mut Step {
+        self.add(Phase::Ddl, sql)
+            .lock(table, LockMode::AccessExclusive)
+    }
+}
+
+impl Step {
+    fn lock(&mut self, table: &str, mode: LockMode) -> &mut Step {
+        self.locks.push((table.to_string(), mode));
+        self
     }
 
-    fn push_concurrent(&mut self, sql: String) {
-        self.steps.push(Step {
-            sql,
-            why: None,
-            concurrent: true,
-        });
+    fn work(&mut self, work: Work) -> &mut Step {
+        self.work = work;
+        self
+    }
+
+    fn why(&mut self, why: impl Into<String>) -> &mut Step {
+        self.why = Some(why.into());
+        self
+    }
+
+    /// "AccessExclusiveLock on leads, catalog only": what it costs the tables it touches.
+    pub fn describe_locks(&self) -> Option<String> {
+        if self.locks.is_empty() {
+            return None;
+        }
+        let locks: Vec<String> = self
+            .locks
+            .iter()
+            .map(|(table, mode)| format!("{mode} on {table}"))
+            .collect();
+        Some(format!("{}; {}", locks.join(", "), self.work))
+    }
+
+    /// The strongest lock it takes.
+    pub fn strongest_lock(&self) -> Option<LockMode> {
+        self.locks.iter().map(|l| l.1).max()
     }
 }
 
 /// The statements that turn `from` into `to`.
-pub fn plan(from: &Catalog, to: &Catalog) -> Result<Plan, PlanError> {
-    plan_with(from, to, true)
+pub fn plan(from: &Catalog, to: &Catalog, renames: &Renames) -> Result<Plan, PlanError> {
+    plan_with(from, to, renames, false)
 }
 
-/// A downgrade cannot put a dropped column back in its old place: it comes back last.
-pub fn plan_downgrade(from: &Catalog, to: &Catalog) -> Plan {
-    let mut plan = plan_with(from, to, false).expect("column order is not checked");
+/// The statements that turn `from` back into `to` in a downgrade: a dropped column
+/// cannot come back in its old place (it comes back last), and a NOT NULL one comes
+/// back with a placeholder value, because its values are gone.
+pub fn plan_downgrade(from: &Catalog, to: &Catalog, renames: &Renames) -> Plan {
+    let mut plan = match plan_with(from, to, renames, true) {
+        Ok(plan) => plan,
+        Err(err) => Plan {
+            notes: vec![format!("cannot write this downgrade: {err}")],
+            ..Plan::default()
+        },
+    };
     for (table, new) in &to.tables {
         let Some(old) = from.tables.get(table) else {
             continue;
@@ -108,7 +376,11 @@ pub fn plan_downgrade(from: &Catalog, to: &Catalog) -> Plan {
             .filter(|c| old.column(&c.name).is_none())
             .map(|c| c.name.as_str())
             .collect();
-        if !moved.is_empty() && check_column_order(table, old, new).is_err() {
+        let at_the_end = new.columns.len() >= moved.len()
+            && new.columns[new.columns.len() - moved.len()..]
+                .iter()
+                .all(|c| moved.contains(&c.name.as_str()));
+        if !moved.is_empty() && !at_the_end {
             plan.notes.push(format!(
                 "{table}.{} come(s) back as the last column(s) of {table}, not in their old place",
                 moved.join(", ")
@@ -118,84 +390,142 @@ pub fn plan_downgrade(from: &Catalog, to: &Catalog) -> Plan {
     plan
 }
 
-/// The migrations, each as (up, down), that carry out `whole` (the plan from `from` to
-/// `to`): one, or two when it mixes ordinary DDL with `CONCURRENTLY` work. Then the
-/// ordinary part runs in its own transactional migration (all or nothing), and only the
-/// index builds, with the keys and foreign keys that need them, run outside one.
-pub fn into_migrations(from: &Catalog, to: &Catalog, whole: Plan) -> Vec<(Plan, Plan)> {
-    if !whole.transactional() {
-        if let Some((middle, first, second)) = intermediate(from, to) {
-            return vec![
-                (first, plan_downgrade(&middle, from)),
-                (second, plan_downgrade(to, &middle)),
-            ];
-        }
-    }
-    vec![(whole, plan_downgrade(to, from))]
-}
-
-/// The schema between `from` and `to` that holds everything but the concurrent work,
-/// with the plans to it and from it; `None` when one side would be empty or the first
-/// could not run in a transaction.
-fn intermediate(from: &Catalog, to: &Catalog) -> Option<(Catalog, Plan, Plan)> {
-    let mut middle = to.clone();
-    let mut deferred_keys = false;
-    for (name, table) in middle.tables.iter_mut() {
-        let Some(old) = from.tables.get(name) else {
-            continue;
+/// `from` with the renames applied, and the statements that apply them.
+fn apply_renames(
+    from: &Catalog,
+    renames: &Renames,
+    to: &Catalog,
+    plan: &mut Plan,
+) -> Result<Catalog, PlanError> {
+    let mut from = from.clone();
+    for (old, new) in &renames.tables {
+        let problem = |problem: &str| PlanError::Rename {
+            what: format!("{old}={new}"),
+            problem: problem.to_string(),
         };
-        let dropped: Vec<&str> = old
-            .columns
-            .iter()
-            .filter(|c| table.column(&c.name).is_none())
-            .map(|c| c.name.as_str())
-            .collect();
-        // Indexes stay as they were (an index on a dropped column goes with it).
-        table.indexes = old
-            .indexes
-            .iter()
-            .filter(|(_, definition)| !dropped.iter().any(|c| mentions(definition, c)))
-            .map(|(n, d)| (n.clone(), d.clone()))
-            .collect();
-        // Keys that need a concurrently built index wait for the second migration.
-        let new_keys: Vec<String> = table
-            .constraints
-            .iter()
-            .filter(|(n, c)| "pu".contains(c.kind) && old.constraints.get(*n) != Some(*c))
-            .map(|(n, _)| n.clone())
-            .collect();
-        for key in new_keys {
-            deferred_keys = true;
-            table.constraints.remove(&key);
-            if let Some(before) = old.constraints.get(&key) {
-                table.constraints.insert(key, before.clone());
+        if !to.tables.contains_key(new) {
+            return Err(problem(&format!("the schema files declare no table {new}")));
+        }
+        if from.tables.contains_key(new) {
+            return Err(problem(&format!("table {new} already exists")));
+        }
+        let Some(table) = from.tables.remove(old) else {
+            return Err(problem(&format!("the migrations' head has no table {old}")));
+        };
+        let table = rename_in_table(table, old, new);
+        plan.alter(
+            old,
+            format!("ALTER TABLE {} RENAME TO {}", ident(old), ident(new)),
+        );
+        plan.notes.push(format!(
+            "table {old} is renamed to {new}: application code still running that uses {old} fails from the moment this migration commits; deploy code that uses {new} with it"
+        ));
+        from.tables.insert(new.clone(), table);
+        for other in from.tables.values_mut() {
+            for constraint in other.constraints.values_mut() {
+                if constraint.references.as_deref() == Some(old.as_str()) {
+                    constraint.references = Some(new.clone());
+                    constraint.definition = replace_word(&constraint.definition, old, new);
+                }
             }
         }
     }
-    if deferred_keys {
-        // A new foreign key may reference one of those keys: they wait too.
-        for (name, table) in middle.tables.iter_mut() {
-            let old = from.tables.get(name);
-            table
-                .constraints
-                .retain(|n, c| c.kind != 'f' || old.and_then(|o| o.constraints.get(n)) == Some(c));
+    for ((table, old), new) in &renames.columns {
+        let what = format!("{table}.{old}={new}");
+        let problem = |problem: String| PlanError::Rename {
+            what: what.clone(),
+            problem,
+        };
+        let declared = to
+            .tables
+            .get(table)
+            .ok_or_else(|| problem(format!("the schema files declare no table {table}")))?;
+        if declared.column(new).is_none() {
+            return Err(problem(format!("table {table} declares no column {new}")));
+        }
+        let current = from
+            .tables
+            .get_mut(table)
+            .ok_or_else(|| problem(format!("the migrations' head has no table {table}")))?;
+        if current.column(new).is_some() {
+            return Err(problem(format!("{table}.{new} already exists")));
+        }
+        let Some(column) = current.columns.iter_mut().find(|c| c.name == *old) else {
+            return Err(problem(format!(
+                "the migrations' head has no column {table}.{old}"
+            )));
+        };
+        column.name = new.clone();
+        *current = rename_in_table(std::mem::take(current), old, new);
+        plan.alter(
+            table,
+            format!(
+                "ALTER TABLE {} RENAME COLUMN {} TO {}",
+                ident(table),
+                ident(old),
+                ident(new)
+            ),
+        );
+        plan.notes.push(format!(
+            "column {table}.{old} is renamed to {new}: application code still running that uses {old} fails from the moment this migration commits; deploy code that uses {new} with it"
+        ));
+    }
+    Ok(from)
+}
+
+/// A table's definitions with the word `old` (a column or table name) replaced, as
+/// PostgreSQL shows them after a rename.
+fn rename_in_table(mut table: Table, old: &str, new: &str) -> Table {
+    for constraint in table.constraints.values_mut() {
+        constraint.definition = replace_word(&constraint.definition, old, new);
+        constraint.index = constraint.index.as_ref().map(|i| replace_word(i, old, new));
+        for column in &mut constraint.columns {
+            if column == old {
+                *column = new.to_string();
+            }
         }
     }
-    let first = plan(from, &middle).ok()?;
-    let second = plan(&middle, to).ok()?;
-    (!first.is_empty() && !second.is_empty() && first.transactional())
-        .then_some((middle, first, second))
+    for definition in table.indexes.values_mut() {
+        *definition = replace_word(definition, old, new);
+    }
+    for policy in table.policies.values_mut() {
+        policy.using = policy.using.as_ref().map(|u| replace_word(u, old, new));
+        policy.with_check = policy
+            .with_check
+            .as_ref()
+            .map(|u| replace_word(u, old, new));
+    }
+    table
 }
 
-/// Whether `name` appears in `definition` as a whole word.
-fn mentions(definition: &str, name: &str) -> bool {
-    definition
-        .split(|c: char| !(c.is_alphanumeric() || c == '_'))
-        .any(|word| word == name)
+/// `text` with every whole-word `old` replaced by `new`.
+fn replace_word(text: &str, old: &str, new: &str) -> String {
+    let mut out = String::new();
+    let mut word = String::new();
+    let flush = |word: &mut String, out: &mut String| {
+        out.push_str(if word == old { new } else { word });
+        word.clear();
+    };
+    for c in text.chars() {
+        if c.is_alphanumeric() || c == '_' {
+            word.push(c);
+        } else {
+            flush(&mut word, &mut out);
+            out.push(c);
+        }
+    }
+    flush(&mut word, &mut out);
+    out
 }
 
-fn plan_with(from: &Catalog, to: &Catalog, strict_order: bool) -> Result<Plan, PlanError> {
+fn plan_with(
+    from: &Catalog,
+    to: &Catalog,
+    renames: &Renames,
+    downgrade: bool,
+) -> Result<Plan, PlanError> {
     let mut plan = Plan::default();
+    let from = &apply_renames(from, renames, to, &mut plan)?;
     let kept: Vec<(&String, &Table, &Table)> = to
         .tables
         .iter()
@@ -211,9 +541,11 @@ fn plan_with(from: &Catalog, to: &Catalog, strict_order: bool) -> Result<Plan, P
         .keys()
         .filter(|name| !to.tables.contains_key(*name))
         .collect();
-    if strict_order {
-        for (name, old, new) in &kept {
-            check_column_order(name, old, new)?;
+    for (table, old, new) in &kept {
+        for column in &new.columns {
+            if let Some(before) = old.column(&column.name) {
+                unsupported_change(table, before, column)?;
+            }
         }
     }
 
@@ -222,11 +554,12 @@ fn plan_with(from: &Catalog, to: &Catalog, strict_order: bool) -> Result<Plan, P
     let mut added_values = Vec::new();
     for (name, values) in &to.enums {
         match from.enums.get(name) {
-            None => plan.push(format!(
-                "CREATE TYPE {} AS ENUM ({})",
-                ident(name),
-                literals(values)
-            )),
+            None => {
+                plan.add(
+                    Phase::Ddl,
+                    format!("CREATE TYPE {} AS ENUM ({})", ident(name), literals(values)),
+                );
+            }
             Some(old) if old == values => {}
             Some(old) if is_subsequence(old, values) => {
                 for (i, value) in values.iter().enumerate() {
@@ -241,11 +574,14 @@ fn plan_with(from: &Catalog, to: &Catalog, strict_order: bool) -> Result<Plan, P
                         plan.steps.len(),
                         format!("{}::{}", literal(value), ident(name)),
                     ));
-                    plan.push(format!(
-                        "ALTER TYPE {} ADD VALUE {} {position}",
-                        ident(name),
-                        literal(value)
-                    ));
+                    plan.add(
+                        Phase::Ddl,
+                        format!(
+                            "ALTER TYPE {} ADD VALUE {} {position}",
+                            ident(name),
+                            literal(value)
+                        ),
+                    );
                 }
             }
             Some(old) => {
@@ -269,7 +605,10 @@ fn plan_with(from: &Catalog, to: &Catalog, strict_order: bool) -> Result<Plan, P
     for (table, old, new) in &kept {
         for (name, policy) in &old.policies {
             if new.policies.get(name) != Some(policy) {
-                plan.push(format!("DROP POLICY {} ON {}", ident(name), ident(table)));
+                plan.alter(
+                    table,
+                    format!("DROP POLICY {} ON {}", ident(name), ident(table)),
+                );
             }
         }
     }
@@ -278,19 +617,30 @@ fn plan_with(from: &Catalog, to: &Catalog, strict_order: bool) -> Result<Plan, P
             for (name, constraint) in &old.constraints {
                 if kinds.contains(constraint.kind) && new.constraints.get(name) != Some(constraint)
                 {
-                    plan.push(format!(
-                        "ALTER TABLE {} DROP CONSTRAINT {}",
-                        ident(table),
-                        ident(name)
-                    ));
+                    let step = plan.alter(
+                        table,
+                        format!(
+                            "ALTER TABLE {} DROP CONSTRAINT {}",
+                            ident(table),
+                            ident(name)
+                        ),
+                    );
+                    // Dropping a foreign key drops its triggers on the other table too.
+                    if let Some(other) = &constraint.references {
+                        step.lock(other, LockMode::AccessExclusive);
+                    }
                 }
             }
         }
     }
-    for (_, old, new) in &kept {
+    for (table, old, new) in &kept {
         for (name, definition) in &old.indexes {
             if new.indexes.get(name) != Some(definition) {
-                plan.push_concurrent(format!("DROP INDEX CONCURRENTLY {}", ident(name)));
+                plan.add(
+                    Phase::Concurrent,
+                    format!("DROP INDEX CONCURRENTLY IF EXISTS {}", ident(name)),
+                )
+                .lock(table, LockMode::ShareUpdateExclusive);
             }
         }
     }
@@ -299,13 +649,12 @@ fn plan_with(from: &Catalog, to: &Catalog, strict_order: bool) -> Result<Plan, P
         let columns: Vec<String> = table
             .columns
             .iter()
-            .map(|c| format!("    {}", column_definition(c)))
+            .map(|c| format!("    {}", column_definition(name, c)))
             .collect();
-        plan.push(format!(
-            "CREATE TABLE {} (\n{}\n)",
-            ident(name),
-            columns.join(",\n")
-        ));
+        plan.add(
+            Phase::Ddl,
+            format!("CREATE TABLE {} (\n{}\n)", ident(name), columns.join(",\n")),
+        );
     }
 
     for (table, old, new) in &kept {
@@ -320,20 +669,19 @@ fn plan_with(from: &Catalog, to: &Catalog, strict_order: bool) -> Result<Plan, P
             }
             if let Some(twin) = added.iter().find(|c| c.data_type == column.data_type) {
                 plan.notes.push(format!(
-                    "{table}.{} is dropped and {table}.{} added with the same type; if this is a rename, replace the DROP and ADD with: ALTER TABLE {} RENAME COLUMN {} TO {};",
-                    column.name,
-                    twin.name,
-                    ident(table),
-                    ident(&column.name),
-                    ident(&twin.name)
+                    "{table}.{} is dropped and {table}.{} added with the same type; if this is a rename, run again with --rename {table}.{}={}",
+                    column.name, twin.name, column.name, twin.name,
                 ));
             }
             plan.drops.push(format!("column {table}.{}", column.name));
-            plan.push(format!(
-                "ALTER TABLE {} DROP COLUMN {}",
-                ident(table),
-                ident(&column.name)
-            ));
+            plan.alter(
+                table,
+                format!(
+                    "ALTER TABLE {} DROP COLUMN {}",
+                    ident(table),
+                    ident(&column.name)
+                ),
+            );
         }
     }
 
@@ -344,18 +692,40 @@ fn plan_with(from: &Catalog, to: &Catalog, strict_order: bool) -> Result<Plan, P
     for (table, old, new) in &kept {
         for column in &new.columns {
             match old.column(&column.name) {
-                None => add_column(&mut plan, table, column),
+                None => add_column(&mut plan, table, column, downgrade)?,
                 Some(before) => alter_column(&mut plan, table, before, column, &rebuilt),
             }
         }
     }
 
-    // Constraints: keys and checks before the foreign keys that need them.
+    // Constraints: keys and checks before the foreign keys that need them. A foreign
+    // key to a table whose key is attached later waits for it.
+    let new_keys: BTreeSet<&String> = kept
+        .iter()
+        .filter(|(_, old, new)| {
+            new.constraints
+                .iter()
+                .any(|(n, c)| "pu".contains(c.kind) && old.constraints.get(n) != Some(c))
+        })
+        .map(|(name, _, _)| *name)
+        .collect();
     for kinds in ["pu", "cx", "f"] {
         for (table, t) in &created {
             for (name, constraint) in &t.constraints {
                 if kinds.contains(constraint.kind) {
-                    plan.push(add_constraint(table, name, &constraint.definition));
+                    let step = plan.add(
+                        Phase::Ddl,
+                        add_constraint(table, name, &constraint.definition),
+                    );
+                    constraint_locks(step, table, constraint, LockMode::AccessExclusive);
+                    if constraint.kind == 'f'
+                        && constraint
+                            .references
+                            .as_ref()
+                            .is_some_and(|r| new_keys.contains(r))
+                    {
+                        step.phase = Phase::Attach;
+                    }
                 }
             }
         }
@@ -363,21 +733,26 @@ fn plan_with(from: &Catalog, to: &Catalog, strict_order: bool) -> Result<Plan, P
             for (name, constraint) in &new.constraints {
                 if kinds.contains(constraint.kind) && old.constraints.get(name) != Some(constraint)
                 {
-                    add_constraint_safely(&mut plan, table, name, constraint);
+                    let waits = constraint
+                        .references
+                        .as_ref()
+                        .is_some_and(|r| new_keys.contains(r));
+                    add_constraint_safely(&mut plan, table, name, constraint, waits);
                 }
             }
         }
     }
 
-    for (_, table) in &created {
-        for definition in table.indexes.values() {
-            plan.push(definition.clone());
+    for (table, t) in &created {
+        for definition in t.indexes.values() {
+            plan.add(Phase::Ddl, definition.clone())
+                .lock(table, LockMode::Share);
         }
     }
-    for (_, old, new) in &kept {
+    for (table, old, new) in &kept {
         for (name, definition) in &new.indexes {
             if old.indexes.get(name) != Some(definition) {
-                plan.push_concurrent(concurrently(definition));
+                build_concurrently(&mut plan, table, name, definition);
             }
         }
     }
@@ -390,13 +765,13 @@ fn plan_with(from: &Catalog, to: &Catalog, strict_order: bool) -> Result<Plan, P
     }
     for (table, t) in &created {
         for (name, policy) in &t.policies {
-            plan.push(create_policy(table, name, policy));
+            plan.alter(table, create_policy(table, name, policy));
         }
     }
     for (table, old, new) in &kept {
         for (name, policy) in &new.policies {
             if old.policies.get(name) != Some(policy) {
-                plan.push(create_policy(table, name, policy));
+                plan.alter(table, create_policy(table, name, policy));
             }
         }
     }
@@ -412,94 +787,216 @@ fn plan_with(from: &Catalog, to: &Catalog, strict_order: bool) -> Result<Plan, P
         for name in &dropped {
             plan.drops.push(format!("table {name}"));
         }
-        plan.push(format!(
-            "DROP TABLE {}",
-            dropped
-                .iter()
-                .map(|n| ident(n))
-                .collect::<Vec<_>>()
-                .join(", ")
-        ));
+        let step = plan.add(
+            Phase::Ddl,
+            format!(
+                "DROP TABLE {}",
+                dropped
+                    .iter()
+                    .map(|n| ident(n))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+        );
+        for name in &dropped {
+            step.lock(name, LockMode::AccessExclusive);
+            for constraint in from.tables[*name].constraints.values() {
+                if let Some(other) = &constraint.references {
+                    step.lock(other, LockMode::AccessExclusive);
+                }
+            }
+        }
     }
     for name in from.enums.keys() {
         if !to.enums.contains_key(name) {
-            plan.push(format!("DROP TYPE {}", ident(name)));
+            plan.add(Phase::Ddl, format!("DROP TYPE {}", ident(name)));
         }
     }
     // PostgreSQL refuses a new enum value in the transaction that added it: if a later
-    // statement uses one (a default, say), the value must be committed first.
+    // statement uses one (a default, say), the value is committed by its own migration.
     for (index, used_as) in added_values {
         if plan.steps[index + 1..]
             .iter()
             .any(|s| s.sql.contains(&used_as))
         {
-            let step = &mut plan.steps[index];
-            step.concurrent = true;
-            step.why = Some(format!(
-                "{used_as} is used below, and PostgreSQL only allows a new enum value once it is committed: this migration runs outside a transaction"
-            ));
+            plan.steps[index].phase = Phase::EnumValues;
         }
     }
+    // The phases in order; within each, the order written above, but in the validation
+    // migration every scan first, so none runs while it holds a brief exclusive lock.
+    plan.steps
+        .sort_by_key(|s| (s.phase, s.phase == Phase::Validate && s.work != Work::Scan));
     Ok(plan)
 }
 
-fn check_column_order(name: &str, old: &Table, new: &Table) -> Result<(), PlanError> {
-    let existing: BTreeSet<&str> = old.columns.iter().map(|c| c.name.as_str()).collect();
-    let mut seen_new = Vec::new();
-    for column in &new.columns {
-        if existing.contains(column.name.as_str()) {
-            if !seen_new.is_empty() {
-                return Err(PlanError::ColumnOrder {
-                    table: name.to_string(),
-                    columns: seen_new.join(", "),
-                });
-            }
-        } else {
-            seen_new.push(column.name.clone());
+/// Changes to an existing column that autogenerate does not write in place.
+fn unsupported_change(table: &str, old: &Column, new: &Column) -> Result<(), PlanError> {
+    let change = if old.identity != new.identity && old.identity.is_some() != new.identity.is_some()
+    {
+        match new.identity {
+            Some(_) => "becomes an identity column",
+            None => "stops being an identity column",
         }
-    }
-    Ok(())
+    } else if old.generated != new.generated {
+        match new.generated {
+            true => "becomes a generated column",
+            false => "stops being a generated column",
+        }
+    } else if old.generated && old.default != new.default {
+        "has a new generation expression (PostgreSQL 15 cannot change one)"
+    } else if old.serial != new.serial {
+        match new.serial {
+            true => "becomes serial (a sequence it owns)",
+            false => "stops being serial",
+        }
+    } else {
+        return Ok(());
+    };
+    Err(PlanError::Unsupported {
+        table: table.to_string(),
+        column: new.name.clone(),
+        change: change.to_string(),
+    })
 }
 
-fn column_definition(column: &Column) -> String {
-    let mut text = format!("{} {}", ident(&column.name), column.data_type);
-    if let Some(default) = &column.default {
-        text.push_str(&format!(" DEFAULT {default}"));
+/// The locks `ALTER TABLE ... ADD CONSTRAINT` takes: a foreign key takes SHARE ROW
+/// EXCLUSIVE on both tables, everything else `strong` on its own table.
+fn constraint_locks(step: &mut Step, table: &str, constraint: &Constraint, strong: LockMode) {
+    match (&constraint.references, constraint.kind) {
+        (Some(other), 'f') => {
+            step.lock(table, LockMode::ShareRowExclusive)
+                .lock(other, LockMode::ShareRowExclusive);
+        }
+        _ => {
+            step.lock(table, strong);
+        }
     }
-    if column.not_null {
+}
+
+fn column_definition(table: &str, column: &Column) -> String {
+    let serial_type = match column.data_type.as_str() {
+        "integer" => Some("serial"),
+        "bigint" => Some("bigserial"),
+        "smallint" => Some("smallserial"),
+        _ => None,
+    };
+    let default_sequence = format!(
+        "nextval('{}'::regclass)",
+        ident(&truncate_name(&format!("{table}_{}_seq", column.name)))
+    );
+    let mut text = match serial_type {
+        Some(serial) if column.serial && column.default.as_deref() == Some(&default_sequence) => {
+            return format!(
+                "{} {serial}{}",
+                ident(&column.name),
+                if column.not_null { " NOT NULL" } else { "" }
+            );
+        }
+        _ => format!("{} {}", ident(&column.name), column.data_type),
+    };
+    match (&column.default, column.generated, column.identity) {
+        (Some(expression), true, _) => {
+            text.push_str(&format!(" GENERATED ALWAYS AS ({expression}) STORED"))
+        }
+        (_, _, Some(Identity::Always)) => text.push_str(" GENERATED ALWAYS AS IDENTITY"),
+        (_, _, Some(Identity::ByDefault)) => text.push_str(" GENERATED BY DEFAULT AS IDENTITY"),
+        (Some(default), false, None) => text.push_str(&format!(" DEFAULT {default}")),
+        (None, _, None) => {}
+    }
+    if column.not_null && column.identity.is_none() {
         text.push_str(" NOT NULL");
     }
     text
 }
 
-fn add_column(plan: &mut Plan, table: &str, column: &Column) {
+fn add_column(
+    plan: &mut Plan,
+    table: &str,
+    column: &Column,
+    downgrade: bool,
+) -> Result<(), PlanError> {
     let t = ident(table);
-    match (&column.default, column.not_null) {
-        (Some(default), _) if looks_volatile(default) => plan.push_why(
-            format!("ALTER TABLE {t} ADD COLUMN {}", column_definition(column)),
-            "a volatile default rewrites the whole table under an ACCESS EXCLUSIVE lock; on a big table add the column without it, backfill in batches, then set the default",
-        ),
-        (Some(_), _) | (None, false) => plan.push(format!(
-            "ALTER TABLE {t} ADD COLUMN {}",
-            column_definition(column)
-        )),
-        (None, true) => {
-            let nullable = Column {
-                not_null: false,
-                ..column.clone()
-            };
-            plan.push(format!(
+    let computed = column.identity.is_some() || column.generated || column.serial;
+    let add = |plan: &mut Plan, column: &Column| {
+        plan.alter(
+            table,
+            format!(
                 "ALTER TABLE {t} ADD COLUMN {}",
-                column_definition(&nullable)
-            ));
-            set_not_null(
-                plan,
-                table,
-                &column.name,
-                Some("NOT NULL without a default fails on a table that has rows: give the column a default, or backfill it before this runs"),
+                column_definition(table, column)
+            ),
+        );
+    };
+    match (&column.default, column.not_null) {
+        _ if computed => {
+            add(plan, column);
+            let step = plan.steps.last_mut().expect("just added");
+            step.work(Work::Rewrite).why(
+                "an identity, serial or generated column is filled in for every row: this rewrites the whole table under an ACCESS EXCLUSIVE lock",
             );
         }
+        (Some(default), _) if looks_volatile(default) => {
+            add(plan, column);
+            let step = plan.steps.last_mut().expect("just added");
+            step.work(Work::Rewrite).why(
+                "a volatile default rewrites the whole table under an ACCESS EXCLUSIVE lock; on a big table add the column without it, backfill in batches, then set the default",
+            );
+        }
+        (Some(_), _) | (None, false) => {
+            add(plan, column);
+        }
+        (None, true) if !downgrade => {
+            return Err(PlanError::NeedsBackfill {
+                table: table.to_string(),
+                column: column.name.clone(),
+                data_type: column.data_type.clone(),
+            })
+        }
+        (None, true) => match placeholder(&column.data_type) {
+            // The downgrade of a dropped NOT NULL column: its values are gone, so the
+            // rows get a placeholder and the column its old definition.
+            Some(value) => {
+                let with_placeholder = Column {
+                    default: Some(value),
+                    ..column.clone()
+                };
+                add(plan, &with_placeholder);
+                plan.steps
+                    .last_mut()
+                    .expect("just added")
+                    .why("the dropped values are gone: existing rows get a placeholder value");
+                plan.alter(
+                    table,
+                    format!(
+                        "ALTER TABLE {t} ALTER COLUMN {} DROP DEFAULT",
+                        ident(&column.name)
+                    ),
+                );
+            }
+            None => {
+                let nullable = Column {
+                    not_null: false,
+                    ..column.clone()
+                };
+                add(plan, &nullable);
+                set_not_null(plan, table, &column.name);
+            }
+        },
     }
+    Ok(())
+}
+
+/// A constant of `data_type` for rows whose value a downgrade cannot bring back.
+fn placeholder(data_type: &str) -> Option<String> {
+    let value = match data_type {
+        t if t.starts_with("character") || t == "text" => "''",
+        "integer" | "bigint" | "smallint" | "numeric" | "real" | "double precision" => "0",
+        "boolean" => "false",
+        "uuid" => "'00000000-0000-0000-0000-000000000000'",
+        t if t.starts_with("timestamp") || t == "date" => "'epoch'",
+        "json" | "jsonb" => "'{}'",
+        _ => return None,
+    };
+    Some(format!("{value}::{data_type}"))
 }
 
 fn alter_column(
@@ -512,49 +1009,88 @@ fn alter_column(
     let (t, c) = (ident(table), ident(&new.name));
     let retyped_by_rebuild = rebuilt.iter().any(|(name, _)| **name == new.data_type);
     if old.data_type != new.data_type {
-        plan.push_why(
+        plan.alter(
+            table,
             format!(
                 "ALTER TABLE {t} ALTER COLUMN {c} TYPE {} USING {c}::{}",
                 new.data_type, new.data_type
             ),
-            "changing a type rewrites the table and its indexes under an ACCESS EXCLUSIVE lock, unless the change is binary-coercible (varchar(n) to a longer varchar or text)",
+        )
+        .work(Work::Rewrite)
+        .why("changing a type rewrites the table and its indexes under an ACCESS EXCLUSIVE lock, unless the change is binary-coercible (varchar(n) to a longer varchar or text)");
+    }
+    if old.default != new.default && !retyped_by_rebuild && !new.generated && !new.serial {
+        match &new.default {
+            Some(default) => plan.alter(
+                table,
+                format!("ALTER TABLE {t} ALTER COLUMN {c} SET DEFAULT {default}"),
+            ),
+            None => plan.alter(
+                table,
+                format!("ALTER TABLE {t} ALTER COLUMN {c} DROP DEFAULT"),
+            ),
+        };
+    }
+    if old.identity.is_some() && new.identity.is_some() && old.identity != new.identity {
+        let kind = match new.identity {
+            Some(Identity::Always) => "ALWAYS",
+            _ => "BY DEFAULT",
+        };
+        plan.alter(
+            table,
+            format!("ALTER TABLE {t} ALTER COLUMN {c} SET GENERATED {kind}"),
         );
     }
-    if old.default != new.default && !retyped_by_rebuild {
-        match &new.default {
-            Some(default) => plan.push(format!(
-                "ALTER TABLE {t} ALTER COLUMN {c} SET DEFAULT {default}"
-            )),
-            None => plan.push(format!("ALTER TABLE {t} ALTER COLUMN {c} DROP DEFAULT")),
-        }
-    }
     match (old.not_null, new.not_null) {
-        (false, true) => set_not_null(plan, table, &new.name, None),
-        (true, false) => plan.push(format!("ALTER TABLE {t} ALTER COLUMN {c} DROP NOT NULL")),
+        (false, true) => set_not_null(plan, table, &new.name),
+        (true, false) => {
+            plan.alter(
+                table,
+                format!("ALTER TABLE {t} ALTER COLUMN {c} DROP NOT NULL"),
+            );
+        }
         _ => {}
     }
     if old.comment != new.comment {
-        plan.push(format!(
-            "COMMENT ON COLUMN {t}.{c} IS {}",
-            new.comment.as_deref().map_or("NULL".into(), literal)
-        ));
+        plan.add(
+            Phase::Ddl,
+            format!(
+                "COMMENT ON COLUMN {t}.{c} IS {}",
+                new.comment.as_deref().map_or("NULL".into(), literal)
+            ),
+        )
+        .lock(table, LockMode::ShareUpdateExclusive);
     }
 }
 
 /// `SET NOT NULL` scans the table under ACCESS EXCLUSIVE, unless a validated
-/// `CHECK (c IS NOT NULL)` already proves it; validating one only needs SHARE UPDATE
-/// EXCLUSIVE, which lets reads and writes go on.
-fn set_not_null(plan: &mut Plan, table: &str, column: &str, why: Option<&str>) {
+/// `CHECK (c IS NOT NULL)` already proves it. The check is added `NOT VALID` (brief),
+/// validated in a later transaction under SHARE UPDATE EXCLUSIVE (reads and writes go
+/// on), and only then is `SET NOT NULL` run, which then skips the scan.
+fn set_not_null(plan: &mut Plan, table: &str, column: &str) {
     let (t, c) = (ident(table), ident(column));
     let check = ident(&truncate_name(&format!("{table}_{column}_not_null")));
-    let add = format!("ALTER TABLE {t} ADD CONSTRAINT {check} CHECK ({c} IS NOT NULL) NOT VALID");
-    match why {
-        Some(why) => plan.push_why(add, why),
-        None => plan.push(add),
-    }
-    plan.push(format!("ALTER TABLE {t} VALIDATE CONSTRAINT {check}"));
-    plan.push(format!("ALTER TABLE {t} ALTER COLUMN {c} SET NOT NULL"));
-    plan.push(format!("ALTER TABLE {t} DROP CONSTRAINT {check}"));
+    plan.alter(
+        table,
+        format!("ALTER TABLE {t} ADD CONSTRAINT {check} CHECK ({c} IS NOT NULL) NOT VALID"),
+    );
+    plan.add(
+        Phase::Validate,
+        format!("ALTER TABLE {t} VALIDATE CONSTRAINT {check}"),
+    )
+    .lock(table, LockMode::ShareUpdateExclusive)
+    .work(Work::Scan);
+    plan.add(
+        Phase::Validate,
+        format!("ALTER TABLE {t} ALTER COLUMN {c} SET NOT NULL"),
+    )
+    .lock(table, LockMode::AccessExclusive)
+    .why(format!("no scan: the validated {check} already proves it"));
+    plan.add(
+        Phase::Validate,
+        format!("ALTER TABLE {t} DROP CONSTRAINT {check}"),
+    )
+    .lock(table, LockMode::AccessExclusive);
 }
 
 fn add_constraint(table: &str, name: &str, definition: &str) -> String {
@@ -565,34 +1101,90 @@ fn add_constraint(table: &str, name: &str, definition: &str) -> String {
     )
 }
 
-fn add_constraint_safely(plan: &mut Plan, table: &str, name: &str, constraint: &Constraint) {
+/// A constraint on a table that has rows. `waits`: it references a key attached in the
+/// same change, so it is added after that.
+fn add_constraint_safely(
+    plan: &mut Plan,
+    table: &str,
+    name: &str,
+    constraint: &Constraint,
+    waits: bool,
+) {
     let (t, n) = (ident(table), ident(name));
     match constraint.kind {
-        'f' | 'c' if !constraint.definition.ends_with("NOT VALID") => {
-            plan.push(format!(
-                "ALTER TABLE {t} ADD CONSTRAINT {n} {} NOT VALID",
-                constraint.definition
-            ));
-            plan.push(format!("ALTER TABLE {t} VALIDATE CONSTRAINT {n}"));
+        'f' | 'c' if constraint.definition.ends_with("NOT VALID") => {
+            let step = plan.add(
+                Phase::Ddl,
+                add_constraint(table, name, &constraint.definition),
+            );
+            constraint_locks(step, table, constraint, LockMode::AccessExclusive);
+        }
+        'f' | 'c' => {
+            let step = plan.add(
+                if waits { Phase::Attach } else { Phase::Ddl },
+                format!(
+                    "ALTER TABLE {t} ADD CONSTRAINT {n} {} NOT VALID",
+                    constraint.definition
+                ),
+            );
+            constraint_locks(step, table, constraint, LockMode::AccessExclusive);
+            let step = plan
+                .add(
+                    Phase::Validate,
+                    format!("ALTER TABLE {t} VALIDATE CONSTRAINT {n}"),
+                )
+                .lock(table, LockMode::ShareUpdateExclusive)
+                .work(Work::Scan);
+            // Validating a foreign key reads the referenced table under ROW SHARE.
+            if let Some(other) = &constraint.references {
+                step.lock(other, LockMode::RowShare);
+            }
         }
         'p' | 'u' if constraint.index.is_some() => {
             let index = constraint.index.as_deref().unwrap_or_default();
-            plan.push_concurrent(concurrently(index));
+            build_concurrently(plan, table, name, index);
             let kind = if constraint.kind == 'p' {
                 "PRIMARY KEY"
             } else {
                 "UNIQUE"
             };
-            plan.push_why(
-                format!("ALTER TABLE {t} ADD CONSTRAINT {n} {kind} USING INDEX {n}"),
-                "attaching the index is quick, but a primary key also sets NOT NULL on its columns, which scans the table",
-            );
+            let step = plan
+                .add(
+                    Phase::Attach,
+                    format!("ALTER TABLE {t} ADD CONSTRAINT {n} {kind} USING INDEX {n}"),
+                )
+                .lock(table, LockMode::AccessExclusive);
+            if constraint.kind == 'p' {
+                step.why("attaching the index is quick, but a primary key also sets NOT NULL on its columns, which scans the table unless they are NOT NULL already");
+            }
         }
-        _ => plan.push_why(
-            add_constraint(table, name, &constraint.definition),
-            "this constraint is built under a strong lock that blocks writes for as long as the table takes to check",
-        ),
+        _ => {
+            let step = plan.add(
+                Phase::Ddl,
+                add_constraint(table, name, &constraint.definition),
+            );
+            step.lock(table, LockMode::AccessExclusive)
+                .work(Work::IndexBuild)
+                .why("this constraint is built under a strong lock that blocks reads and writes for as long as the table takes to check");
+        }
     }
+}
+
+const DROP_LEFTOVER: &str = "a failed earlier run leaves an INVALID index behind: dropped first, so this migration can run again";
+
+/// An index on a table that has rows: built `CONCURRENTLY` outside a transaction, after
+/// dropping what a failed earlier attempt left (an INVALID index of the same name), so
+/// the migration can simply run again.
+fn build_concurrently(plan: &mut Plan, table: &str, name: &str, definition: &str) {
+    plan.add(
+        Phase::Concurrent,
+        format!("DROP INDEX CONCURRENTLY IF EXISTS {}", ident(name)),
+    )
+    .lock(table, LockMode::ShareUpdateExclusive)
+    .why(DROP_LEFTOVER);
+    plan.add(Phase::Concurrent, concurrently(definition))
+        .lock(table, LockMode::ShareUpdateExclusive)
+        .work(Work::IndexBuild);
 }
 
 fn rebuild_enum(
@@ -602,15 +1194,15 @@ fn rebuild_enum(
     kept: &[(&String, &Table, &Table)],
 ) {
     let old_name = truncate_name(&format!("{name}__old"));
-    plan.push_why(
+    plan.add(
+        Phase::Ddl,
         format!("ALTER TYPE {} RENAME TO {}", ident(name), ident(&old_name)),
-        "values are removed or reordered: the type is rebuilt and every column using it is rewritten under an ACCESS EXCLUSIVE lock; rows holding a removed value make this fail",
+    )
+    .why("values are removed or reordered: the type is rebuilt and every column using it is rewritten under an ACCESS EXCLUSIVE lock; rows holding a removed value make this fail");
+    plan.add(
+        Phase::Ddl,
+        format!("CREATE TYPE {} AS ENUM ({})", ident(name), literals(values)),
     );
-    plan.push(format!(
-        "CREATE TYPE {} AS ENUM ({})",
-        ident(name),
-        literals(values)
-    ));
     for (table, old, new) in kept {
         for column in &new.columns {
             let Some(before) = old.column(&column.name) else {
@@ -621,21 +1213,29 @@ fn rebuild_enum(
             }
             let (t, c) = (ident(table), ident(&column.name));
             if before.default.is_some() {
-                plan.push(format!("ALTER TABLE {t} ALTER COLUMN {c} DROP DEFAULT"));
+                plan.alter(
+                    table,
+                    format!("ALTER TABLE {t} ALTER COLUMN {c} DROP DEFAULT"),
+                );
             }
-            plan.push(format!(
-                "ALTER TABLE {t} ALTER COLUMN {c} TYPE {} USING {c}::text::{}",
-                ident(name),
-                ident(name)
-            ));
+            plan.alter(
+                table,
+                format!(
+                    "ALTER TABLE {t} ALTER COLUMN {c} TYPE {} USING {c}::text::{}",
+                    ident(name),
+                    ident(name)
+                ),
+            )
+            .work(Work::Rewrite);
             if let Some(default) = &column.default {
-                plan.push(format!(
-                    "ALTER TABLE {t} ALTER COLUMN {c} SET DEFAULT {default}"
-                ));
+                plan.alter(
+                    table,
+                    format!("ALTER TABLE {t} ALTER COLUMN {c} SET DEFAULT {default}"),
+                );
             }
         }
     }
-    plan.push(format!("DROP TYPE {}", ident(&old_name)));
+    plan.add(Phase::Ddl, format!("DROP TYPE {}", ident(&old_name)));
 }
 
 fn row_security(plan: &mut Plan, table: &str, old: &Table, new: &Table) {
@@ -646,7 +1246,7 @@ fn row_security(plan: &mut Plan, table: &str, old: &Table, new: &Table) {
         } else {
             "DISABLE"
         };
-        plan.push(format!("ALTER TABLE {t} {verb} ROW LEVEL SECURITY"));
+        plan.alter(table, format!("ALTER TABLE {t} {verb} ROW LEVEL SECURITY"));
     }
     if old.force_row_security != new.force_row_security {
         let verb = if new.force_row_security {
@@ -654,7 +1254,7 @@ fn row_security(plan: &mut Plan, table: &str, old: &Table, new: &Table) {
         } else {
             "NO FORCE"
         };
-        plan.push(format!("ALTER TABLE {t} {verb} ROW LEVEL SECURITY"));
+        plan.alter(table, format!("ALTER TABLE {t} {verb} ROW LEVEL SECURITY"));
     }
 }
 
@@ -691,22 +1291,30 @@ fn create_policy(table: &str, name: &str, policy: &Policy) -> String {
 
 fn comments(plan: &mut Plan, table: &str, old: &Table, new: &Table) {
     if old.comment != new.comment {
-        plan.push(format!(
-            "COMMENT ON TABLE {} IS {}",
-            ident(table),
-            new.comment.as_deref().map_or("NULL".into(), literal)
-        ));
+        plan.add(
+            Phase::Ddl,
+            format!(
+                "COMMENT ON TABLE {} IS {}",
+                ident(table),
+                new.comment.as_deref().map_or("NULL".into(), literal)
+            ),
+        )
+        .lock(table, LockMode::ShareUpdateExclusive);
     }
     // Column comments of kept columns are handled with the column; these are new ones.
     for column in &new.columns {
         if old.column(&column.name).is_none() {
             if let Some(comment) = &column.comment {
-                plan.push(format!(
-                    "COMMENT ON COLUMN {}.{} IS {}",
-                    ident(table),
-                    ident(&column.name),
-                    literal(comment)
-                ));
+                plan.add(
+                    Phase::Ddl,
+                    format!(
+                        "COMMENT ON COLUMN {}.{} IS {}",
+                        ident(table),
+                        ident(&column.name),
+                        literal(comment)
+                    ),
+                )
+                .lock(table, LockMode::ShareUpdateExclusive);
             }
         }
     }

@@ -86,13 +86,16 @@ impl Migrate {
                 non_transactional,
                 autogenerate,
                 allow_drop,
+                rename,
                 schema,
             } => {
                 let graph = self.source.load_allow_empty(sh)?;
                 let parents = revision::parents(&graph, head.as_deref())?;
                 if autogenerate {
                     let schema = schema.dir();
-                    autogenerate::autogenerate(&graph, &schema, &parents, &message, allow_drop)?;
+                    autogenerate::autogenerate(
+                        &graph, &schema, &parents, &message, allow_drop, &rename,
+                    )?;
                 } else {
                     revision::revision(&graph, &parents, &message, !non_transactional)?;
                 }
