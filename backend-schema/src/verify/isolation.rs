@@ -2,7 +2,10 @@
 //! owner, not superuser, no BYPASSRLS) with table privileges, and the tenant set per
 //! transaction with `set_config('app.current_tenant_id', ..., true)`.
 
+use std::fmt;
+
 use postgres::Client;
+use serde::Serialize;
 
 use super::seed::tenant_uuid;
 use crate::catalog::user_tables;
@@ -15,8 +18,54 @@ const APP_ROLE: &str = "verify_tenant_app";
 pub struct Isolation {
     /// Tables whose policies were exercised.
     pub checked: Vec<String>,
-    pub failures: Vec<String>,
+    pub failures: Vec<IsolationFailure>,
     pub warnings: Vec<String>,
+    /// Tables that refuse every row (an error, or none) when no tenant is set: the
+    /// safe way to fail, said once per run.
+    pub fail_closed: Vec<String>,
+}
+
+/// What went wrong with a table's policies.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Verdict {
+    /// A tenant sees or writes another tenant's rows.
+    Leak,
+    /// With no tenant set, rows are visible: the policy fails open.
+    FailOpen,
+    /// A tenant sees none of its own rows: the policy hides everything.
+    OwnRowsHidden,
+}
+
+impl Verdict {
+    /// The word of the verdict column.
+    pub fn label(self) -> &'static str {
+        match self {
+            Verdict::Leak => "LEAK",
+            Verdict::FailOpen => "FAIL-OPEN",
+            Verdict::OwnRowsHidden => "BROKEN",
+        }
+    }
+}
+
+/// One failed isolation check of one table.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct IsolationFailure {
+    pub table: String,
+    pub verdict: Verdict,
+    pub detail: String,
+}
+
+impl fmt::Display for IsolationFailure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{} in {}: {}",
+            self.verdict.label(),
+            self.table,
+            self.detail
+        )
+    }
 }
 
 /// Checks every table that has policies; warns about tenant tables without a policy
@@ -33,9 +82,10 @@ pub fn check(client: &mut Client) -> Result<Isolation, postgres::Error> {
     let tables = client.query(
         "SELECT c.relname, c.relrowsecurity, c.relforcerowsecurity,
                 EXISTS (SELECT 1 FROM pg_policy p WHERE p.polrelid = c.oid),
-                EXISTS (SELECT 1 FROM pg_attribute a WHERE a.attrelid = c.oid AND a.attname = 'tenant_id' AND NOT a.attisdropped)
+                (SELECT format_type(a.atttypid, a.atttypmod) FROM pg_attribute a
+                  WHERE a.attrelid = c.oid AND a.attname = 'tenant_id' AND NOT a.attisdropped)
            FROM pg_class c
-          WHERE c.oid = ANY($1)
+          WHERE c.oid = ANY($1) AND NOT c.relispartition
           ORDER BY 1",
         &[&oids],
     )?;
@@ -60,9 +110,10 @@ pub fn check(client: &mut Client) -> Result<Isolation, postgres::Error> {
     let (a, b) = (tenant_uuid(0), tenant_uuid(1));
     for table in &tables {
         let name: String = table.get(0);
-        let (rls, force, has_policy, tenant_column): (bool, bool, bool, bool) =
-            (table.get(1), table.get(2), table.get(3), table.get(4));
-        if tenant_column && !(rls && has_policy) {
+        let (rls, force, has_policy): (bool, bool, bool) =
+            (table.get(1), table.get(2), table.get(3));
+        let tenant_type: Option<String> = table.get(4);
+        if tenant_type.is_some() && !(rls && has_policy) {
             result.warnings.push(format!("table {name} has tenant_id but no row-level security policy: every tenant sees every row"));
             continue;
         }
@@ -74,58 +125,86 @@ pub fn check(client: &mut Client) -> Result<Isolation, postgres::Error> {
                 "table {name} has RLS without FORCE: its owner bypasses the policies"
             ));
         }
-        if !tenant_column {
+        let Some(tenant_type) = tenant_type else {
+            continue;
+        };
+        let quoted = quote_ident(&name);
+        // Only tables seeded for both tenants can be judged; one the seeder could not
+        // fill is named in its own warning.
+        let seeded = client.query_one(
+            &format!("SELECT count(*) FILTER (WHERE tenant_id::text = $1), count(*) FILTER (WHERE tenant_id::text = $2) FROM {quoted}"),
+            &[&a, &b],
+        )?;
+        if seeded.get::<_, i64>(0) == 0 || seeded.get::<_, i64>(1) == 0 {
             continue;
         }
         result.checked.push(name.clone());
-        let quoted = quote_ident(&name);
+        let mut fail = |verdict, detail: String| {
+            result.failures.push(IsolationFailure {
+                table: name.clone(),
+                verdict,
+                detail,
+            })
+        };
 
         // Positive control and isolation: tenant A sees its rows, and only those.
         let (mine, others) = as_tenant(client, Some(&a), |tx| {
             let row = tx.query_one(
-                &format!("SELECT count(*) FILTER (WHERE tenant_id = $1::text::uuid), count(*) FILTER (WHERE tenant_id <> $1::text::uuid) FROM {quoted}"),
+                &format!("SELECT count(*) FILTER (WHERE tenant_id::text = $1), count(*) FILTER (WHERE tenant_id::text <> $1) FROM {quoted}"),
                 &[&a],
             )?;
             Ok((row.get::<_, i64>(0), row.get::<_, i64>(1)))
         })?
-        .map_err(|e| e.to_string())
-        .unwrap_or((-1, -1));
-        if mine <= 0 {
-            result.failures.push(format!(
-                "{name}: tenant A sees none of its own rows (positive control failed)"
-            ));
+        .unwrap_or((0, 0));
+        if mine == 0 {
+            fail(
+                Verdict::OwnRowsHidden,
+                "tenant A sees none of its own rows (positive control failed)".into(),
+            );
         }
         if others != 0 {
-            result.failures.push(format!(
-                "{name}: tenant A sees {others} rows of other tenants"
-            ));
+            fail(
+                Verdict::Leak,
+                format!("tenant A sees {others} rows of other tenants"),
+            );
         }
 
         // Writes into tenant B must be refused.
         let moved = as_tenant(client, Some(&a), |tx| {
-            tx.execute(&format!("UPDATE {quoted} SET tenant_id = $1::text::uuid WHERE tenant_id = $2::text::uuid"), &[&b, &a])
+            tx.execute(&format!("UPDATE {quoted} SET tenant_id = $1::text::{tenant_type} WHERE tenant_id::text = $2"), &[&b, &a])
         })?;
         if moved.is_ok_and(|n| n > 0) {
-            result
-                .failures
-                .push(format!("{name}: tenant A could move its rows to tenant B"));
+            fail(
+                Verdict::Leak,
+                "tenant A could move its rows to tenant B".into(),
+            );
         }
-        let insert = insert_into_other_tenant(client, &name, &a, &b)?;
+        let insert = insert_into_other_tenant(client, &name, &tenant_type, &a, &b)?;
         if insert.is_ok_and(|n| n > 0) {
-            result
-                .failures
-                .push(format!("{name}: tenant A could insert a row for tenant B"));
+            fail(
+                Verdict::Leak,
+                "tenant A could insert a row for tenant B".into(),
+            );
         }
 
-        // Without a tenant (absent, or empty after a previous transaction) it fails closed.
+        // Without a tenant (absent, or empty after a previous transaction): an error or
+        // no rows is failing closed; rows are failing open.
+        let mut closed = true;
         for (label, setting) in [("absent", None), ("empty", Some(""))] {
             let seen = as_tenant(client, setting, |tx| {
                 tx.query_one(&format!("SELECT count(*) FROM {quoted}"), &[])
                     .map(|r| r.get::<_, i64>(0))
             })?;
-            if let Ok(rows) = seen {
-                result.failures.push(format!("{name}: with app.current_tenant_id {label} the query returned {rows} rows instead of an error"));
+            if let Ok(rows @ 1..) = seen {
+                closed = false;
+                fail(
+                    Verdict::FailOpen,
+                    format!("with app.current_tenant_id {label}, {rows} rows are visible"),
+                );
             }
+        }
+        if closed {
+            result.fail_closed.push(name.clone());
         }
     }
     outer.rollback()?;
@@ -155,12 +234,18 @@ fn as_tenant<T>(
 fn insert_into_other_tenant(
     client: &mut postgres::Transaction<'_>,
     table: &str,
+    tenant_type: &str,
     a: &str,
     b: &str,
 ) -> Result<Result<u64, postgres::Error>, postgres::Error> {
     let columns: Vec<String> = client
         .query(
-            "SELECT attname FROM pg_attribute WHERE attrelid = $1::text::regclass AND attnum > 0 AND NOT attisdropped ORDER BY attnum",
+            // Generated and identity columns are the server's to fill.
+            "SELECT attname::text FROM pg_attribute
+              WHERE attrelid = $1::text::regclass AND attnum > 0 AND NOT attisdropped
+                AND attgenerated = '' AND attidentity = ''
+                AND NOT (attname = 'id' AND atttypid <> 'uuid'::regtype)
+              ORDER BY attnum",
             &[&quote_ident(table)],
         )?
         .iter()
@@ -169,14 +254,14 @@ fn insert_into_other_tenant(
     let select: Vec<String> = columns
         .iter()
         .map(|c| match c.as_str() {
-            "tenant_id" => "$1::text::uuid".to_string(),
+            "tenant_id" => format!("$1::text::{tenant_type}"),
             "id" => "gen_random_uuid()".to_string(),
             other => quote_ident(other),
         })
         .collect();
     let names: Vec<String> = columns.iter().map(|c| quote_ident(c)).collect();
     let sql = format!(
-        "INSERT INTO {table} ({}) SELECT {} FROM {table} WHERE tenant_id = $2::text::uuid LIMIT 1",
+        "INSERT INTO {table} ({}) SELECT {} FROM {table} WHERE tenant_id::text = $2 LIMIT 1",
         names.join(", "),
         select.join(", "),
         table = quote_ident(table)
