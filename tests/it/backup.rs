@@ -4,6 +4,7 @@
 use std::os::unix::fs::PermissionsExt as _;
 use std::path::Path;
 
+use backend_schema::cluster::OWNER;
 use backend_schema::verify::data::TableData;
 
 use crate::support::{filtered_snapshot, xtask, TestDb};
@@ -273,7 +274,7 @@ fn a_role_that_row_level_security_filters_cannot_back_up() {
     db.client()
         .batch_execute("CREATE ROLE app_user LOGIN NOSUPERUSER NOBYPASSRLS")
         .unwrap();
-    let url = db.url().replace("postgres@", "app_user@");
+    let url = db.url().replace(&format!("{OWNER}@"), "app_user@");
     let out = tempfile::tempdir().unwrap();
     let path = out.path().join("b.dump");
     let run = xtask(&[

@@ -98,47 +98,57 @@ pub fn redundant_indexes(
     revision: &str,
 ) -> Result<Vec<Finding>, postgres::Error> {
     let indexes = indexes(client)?;
-    let mut findings = Vec::new();
-    for (i, a) in indexes.iter().enumerate() {
-        for b in &indexes[i + 1..] {
-            let (redundant, kept, how) = if a.same_as(b) {
-                // Keep the one that enforces something; else the first by name.
-                let (redundant, kept) = match (
-                    a.unique || a.constraint.is_some(),
-                    b.unique || b.constraint.is_some(),
-                ) {
-                    (false, true) => (a, b),
-                    _ => (b, a),
+    let mut findings: Vec<Finding> = Vec::new();
+    // Copies first, then prefixes of what is left: each redundant index is named once,
+    // beside the index that makes it so.
+    for prefixes in [false, true] {
+        for (i, a) in indexes.iter().enumerate() {
+            for b in &indexes[i + 1..] {
+                let (redundant, kept, how) = if !prefixes && a.same_as(b) {
+                    // Keep the one that enforces something; else the first by name.
+                    let enforces = |x: &Index| x.unique || x.constraint.is_some();
+                    if !enforces(a) && enforces(b) {
+                        (a, b, "has the same columns, method and predicate as")
+                    } else {
+                        (b, a, "has the same columns, method and predicate as")
+                    }
+                } else if prefixes && a.prefix_of(b) {
+                    (a, b, "is a btree prefix of")
+                } else if prefixes && b.prefix_of(a) {
+                    (b, a, "is a btree prefix of")
+                } else {
+                    continue;
                 };
-                (
-                    redundant,
-                    kept,
-                    "has the same columns, method and predicate as",
-                )
-            } else if a.prefix_of(b) {
-                (a, b, "is a btree prefix of")
-            } else if b.prefix_of(a) {
-                (b, a, "is a btree prefix of")
-            } else {
-                continue;
-            };
-            // An index that backs a constraint cannot be dropped on its own.
-            if redundant.constraint.is_some() && kept.constraint.is_none() {
-                continue;
+                // An index that backs a constraint cannot be dropped on its own.
+                if redundant.constraint.is_some() && kept.constraint.is_none() {
+                    continue;
+                }
+                let named = |name: &str| {
+                    findings
+                        .iter()
+                        .any(|f| f.table == redundant.table && f.index.as_deref() == Some(name))
+                };
+                if named(&redundant.name) {
+                    continue;
+                }
+                findings.push(Finding {
+                    kind: FindingKind::RedundantIndex,
+                    revision: revision.to_string(),
+                    table: redundant.table.clone(),
+                    index: Some(redundant.name.clone()),
+                    covered_by: Some(
+                        kept.constraint
+                            .as_ref()
+                            .map_or(kept.name.clone(), |c| c.0.clone()),
+                    ),
+                    message: format!(
+                        "index {} on {} {how} {}: it costs every write and serves no query the other does not; drop it",
+                        redundant.name,
+                        redundant.table,
+                        kept.describe()
+                    ),
+                });
             }
-            findings.push(Finding {
-                kind: FindingKind::RedundantIndex,
-                revision: revision.to_string(),
-                table: redundant.table.clone(),
-                index: Some(redundant.name.clone()),
-                covered_by: Some(kept.constraint.as_ref().map_or(kept.name.clone(), |c| c.0.clone())),
-                message: format!(
-                    "index {} on {} {how} {}: it costs every write and serves no query the other does not; drop it",
-                    redundant.name,
-                    redundant.table,
-                    kept.describe()
-                ),
-            });
         }
     }
     Ok(findings)

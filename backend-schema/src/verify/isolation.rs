@@ -126,6 +126,10 @@ pub fn check(client: &mut Client) -> Result<Isolation, postgres::Error> {
             ));
         }
         let Some(tenant_type) = tenant_type else {
+            // A policy through other tables (a join to a tenant's parent row): which
+            // tenant a row belongs to is the policy's to say, but no row may be visible
+            // to both tenants.
+            by_visibility(client, &name, &a, &b, &mut result)?;
             continue;
         };
         let quoted = quote_ident(&name);
@@ -209,6 +213,59 @@ pub fn check(client: &mut Client) -> Result<Isolation, postgres::Error> {
     }
     outer.rollback()?;
     Ok(result)
+}
+
+/// Checks a policy table without `tenant_id`: each tenant sees some rows, none of them
+/// the other's, and none without a tenant.
+fn by_visibility(
+    client: &mut postgres::Transaction<'_>,
+    name: &str,
+    a: &str,
+    b: &str,
+    result: &mut Isolation,
+) -> Result<(), postgres::Error> {
+    let quoted = quote_ident(name);
+    let rows_of = |client: &mut postgres::Transaction<'_>, tenant: Option<&str>| {
+        as_tenant(client, tenant, |tx| {
+            tx.query(&format!("SELECT ctid::text FROM {quoted}"), &[])
+                .map(|rows| {
+                    rows.iter()
+                        .map(|r| r.get::<_, String>(0))
+                        .collect::<Vec<_>>()
+                })
+        })
+        .map(|r| r.unwrap_or_default())
+    };
+    let seen_by_a = rows_of(client, Some(a))?;
+    let seen_by_b = rows_of(client, Some(b))?;
+    if seen_by_a.is_empty() || seen_by_b.is_empty() {
+        // Nothing of one tenant is visible: unseeded, or a policy that hides all; a
+        // table without tenant_id gives no way to tell which, so it is not judged.
+        return Ok(());
+    }
+    result.checked.push(name.to_string());
+    let both = seen_by_a.iter().filter(|r| seen_by_b.contains(r)).count();
+    if both > 0 {
+        result.failures.push(IsolationFailure {
+            table: name.to_string(),
+            verdict: Verdict::Leak,
+            detail: format!("{both} rows are visible to both tenant A and tenant B"),
+        });
+    }
+    let unset = rows_of(client, None)?;
+    if unset.is_empty() {
+        result.fail_closed.push(name.to_string());
+    } else {
+        result.failures.push(IsolationFailure {
+            table: name.to_string(),
+            verdict: Verdict::FailOpen,
+            detail: format!(
+                "with app.current_tenant_id absent, {} rows are visible",
+                unset.len()
+            ),
+        });
+    }
+    Ok(())
 }
 
 /// Runs `f` in a savepoint as the app role, with the tenant set (or not); rolls back.

@@ -332,15 +332,14 @@ fn referenced_row(
         .map(|c| format!("t.{}::text", quote_ident(c)))
         .collect();
     let not_null: Vec<String> = columns.iter().map(|c| format!("{c} IS NOT NULL")).collect();
+    // In insertion order: the seeder filled the referenced table tenant by tenant, so
+    // without a tenant column to go by, the row at our own position is our tenant's
+    // (and a join-based policy finds its tenant through it).
     let sql = format!(
-        "SELECT {mine}, {} FROM {} t WHERE {} ORDER BY 1 DESC, {} LIMIT 50",
+        "SELECT {mine}, {} FROM {} t WHERE {} ORDER BY 1 DESC, t.ctid LIMIT 50",
         columns.join(", "),
         quote_ident(&fk.target),
         not_null.join(" AND "),
-        (2..columns.len() + 2)
-            .map(|n| n.to_string())
-            .collect::<Vec<_>>()
-            .join(", ")
     );
     let rows = match tx.query(&sql, &[&tenant_key]) {
         Ok(rows) => rows,
@@ -348,10 +347,10 @@ fn referenced_row(
         Err(err) => return Err(err),
     };
     let same: Vec<&postgres::Row> = rows.iter().filter(|r| r.get::<_, bool>(0)).collect();
-    let pool: Vec<&postgres::Row> = if same.is_empty() {
-        rows.iter().collect()
+    let (pool, position): (Vec<&postgres::Row>, usize) = if same.is_empty() {
+        (rows.iter().collect(), tenant * ROWS_PER_TENANT + index)
     } else {
-        same
+        (same, index)
     };
     if pool.is_empty() {
         return Ok(if nullable {
@@ -363,7 +362,7 @@ fn referenced_row(
             ))
         });
     }
-    let chosen = pool[index % pool.len()];
+    let chosen = pool[position % pool.len()];
     Ok(Ok((1..=fk.columns.len())
         .map(|i| Value::Text(chosen.get::<_, String>(i)))
         .collect()))

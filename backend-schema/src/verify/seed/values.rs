@@ -154,9 +154,7 @@ fn scalar(
         format!("<seed>{n}</seed>")
     } else if ty == "int4range" || ty == "int8range" {
         format!("[{n},{})", n + 1)
-    } else if ty == "tstzrange" || ty == "tsrange" {
-        format!("[2025-01-{n:02},2025-02-{n:02})")
-    } else if ty == "daterange" {
+    } else if matches!(ty, "tstzrange" | "tsrange" | "daterange") {
         format!("[2025-01-{n:02},2025-02-{n:02})")
     } else {
         return None;
