@@ -20,3 +20,4 @@ mod server_access;
 mod support;
 mod tls;
 mod verify;
+mod verify_chains;

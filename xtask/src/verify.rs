@@ -111,7 +111,7 @@ pub(crate) fn render(report: &VerifyReport, colour: bool) -> String {
             .isolation_failures
             .iter()
             .map(|f| f.verdict)
-            .min_by_key(|v| *v as u8)
+            .min()
             .map(|v| v.label())
             .unwrap_or(if rev.isolation_checked.is_empty() {
                 "-"

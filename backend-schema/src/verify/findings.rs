@@ -92,7 +92,8 @@ impl Index {
 }
 
 /// Indexes of the user schemas that another index makes redundant; each finding names
-/// both. `revision` is where they were found.
+/// both. `revision` is where they were found. A partition's indexes are its parent's,
+/// so only the parent's are judged.
 pub fn redundant_indexes(
     client: &mut impl GenericClient,
     revision: &str,
@@ -170,7 +171,7 @@ fn indexes(client: &mut impl GenericClient) -> Result<Vec<Index>, postgres::Erro
            JOIN pg_class t ON t.oid = i.indrelid
            JOIN pg_am am ON am.oid = ic.relam
            LEFT JOIN pg_constraint k ON k.conindid = i.indexrelid AND k.conrelid = i.indrelid AND k.contype IN ('p', 'u')
-          WHERE i.indrelid = ANY($1) AND i.indisvalid
+          WHERE i.indrelid = ANY($1) AND i.indisvalid AND NOT t.relispartition
           ORDER BY t.relname, ic.relname",
         &[&oids],
     )?;

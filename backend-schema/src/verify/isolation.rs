@@ -2,6 +2,7 @@
 //! owner, not superuser, no BYPASSRLS) with table privileges, and the tenant set per
 //! transaction with `set_config('app.current_tenant_id', ..., true)`.
 
+use std::collections::BTreeMap;
 use std::fmt;
 
 use postgres::Client;
@@ -25,8 +26,8 @@ pub struct Isolation {
     pub fail_closed: Vec<String>,
 }
 
-/// What went wrong with a table's policies.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+/// What went wrong with a table's policies, the worst first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Verdict {
     /// A tenant sees or writes another tenant's rows.
@@ -69,8 +70,10 @@ impl fmt::Display for IsolationFailure {
 }
 
 /// Checks every table that has policies; warns about tenant tables without a policy
-/// and RLS tables without FORCE.
-pub fn check(client: &mut Client) -> Result<Isolation, postgres::Error> {
+/// and RLS tables without FORCE. `fresh` is a new session on the same database: only
+/// in a session that never set `app.current_tenant_id` is it truly absent (`NULL` to
+/// `current_setting(..., true)`; once set, a session sees `''` for good).
+pub fn check(client: &mut Client, mut fresh: Client) -> Result<Isolation, postgres::Error> {
     let mut result = Isolation::default();
     // Only `public`: the application role is granted `public`'s tables, and the rows the
     // policies are tried on are the seeded ones, which go there.
@@ -92,7 +95,7 @@ pub fn check(client: &mut Client) -> Result<Isolation, postgres::Error> {
     if !tables.iter().any(|t| t.get::<_, bool>(3)) {
         return Ok(result);
     }
-    // The role is cluster-wide; the grants live in a transaction that is rolled back, so
+    // The role is cluster-wide; the grants live in transactions that are rolled back, so
     // the schema under test is left exactly as the migrations made it.
     client.batch_execute(&format!(
         "DO $$ BEGIN
@@ -101,11 +104,16 @@ pub fn check(client: &mut Client) -> Result<Isolation, postgres::Error> {
             END IF;
          END $$;"
     ))?;
+    let policy_tables: Vec<String> = tables
+        .iter()
+        .filter(|t| t.get::<_, bool>(3))
+        .map(|t| t.get(0))
+        .collect();
+    // Before the outer transaction: both grant on the same tables, and the second
+    // would wait for the first.
+    let absent = rows_without_tenant(&mut fresh, &policy_tables)?;
     let mut outer = client.transaction()?;
-    outer.batch_execute(&format!(
-        "GRANT USAGE ON SCHEMA public TO {APP_ROLE};
-         GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA public TO {APP_ROLE};"
-    ))?;
+    outer.batch_execute(&grants())?;
     let client = &mut outer;
     let (a, b) = (tenant_uuid(0), tenant_uuid(1));
     for table in &tables {
@@ -129,7 +137,14 @@ pub fn check(client: &mut Client) -> Result<Isolation, postgres::Error> {
             // A policy through other tables (a join to a tenant's parent row): which
             // tenant a row belongs to is the policy's to say, but no row may be visible
             // to both tenants.
-            by_visibility(client, &name, &a, &b, &mut result)?;
+            by_visibility(
+                client,
+                &name,
+                &a,
+                &b,
+                absent.get(&name).copied().flatten(),
+                &mut result,
+            )?;
             continue;
         };
         let quoted = quote_ident(&name);
@@ -194,12 +209,14 @@ pub fn check(client: &mut Client) -> Result<Isolation, postgres::Error> {
         // Without a tenant (absent, or empty after a previous transaction): an error or
         // no rows is failing closed; rows are failing open.
         let mut closed = true;
-        for (label, setting) in [("absent", None), ("empty", Some(""))] {
-            let seen = as_tenant(client, setting, |tx| {
-                tx.query_one(&format!("SELECT count(*) FROM {quoted}"), &[])
-                    .map(|r| r.get::<_, i64>(0))
-            })?;
-            if let Ok(rows @ 1..) = seen {
+        let empty = as_tenant(client, Some(""), |tx| {
+            tx.query_one(&format!("SELECT count(*) FROM {quoted}"), &[])
+                .map(|r| r.get::<_, i64>(0))
+        })?
+        .ok();
+        let absent = absent.get(&name).copied().flatten();
+        for (label, seen) in [("absent", absent), ("empty", empty)] {
+            if let Some(rows @ 1..) = seen {
                 closed = false;
                 fail(
                     Verdict::FailOpen,
@@ -222,6 +239,7 @@ fn by_visibility(
     name: &str,
     a: &str,
     b: &str,
+    absent: Option<i64>,
     result: &mut Isolation,
 ) -> Result<(), postgres::Error> {
     let quoted = quote_ident(name);
@@ -252,20 +270,42 @@ fn by_visibility(
             detail: format!("{both} rows are visible to both tenant A and tenant B"),
         });
     }
-    let unset = rows_of(client, None)?;
-    if unset.is_empty() {
-        result.fail_closed.push(name.to_string());
-    } else {
-        result.failures.push(IsolationFailure {
+    match absent {
+        Some(rows @ 1..) => result.failures.push(IsolationFailure {
             table: name.to_string(),
             verdict: Verdict::FailOpen,
-            detail: format!(
-                "with app.current_tenant_id absent, {} rows are visible",
-                unset.len()
-            ),
-        });
+            detail: format!("with app.current_tenant_id absent, {rows} rows are visible"),
+        }),
+        _ => result.fail_closed.push(name.to_string()),
     }
     Ok(())
+}
+
+fn grants() -> String {
+    format!(
+        "GRANT USAGE ON SCHEMA public TO {APP_ROLE};
+         GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA public TO {APP_ROLE};"
+    )
+}
+
+/// How many rows of each table the app role sees in a session that never set a
+/// tenant; `None` where the query fails (failing closed).
+fn rows_without_tenant(
+    fresh: &mut Client,
+    tables: &[String],
+) -> Result<BTreeMap<String, Option<i64>>, postgres::Error> {
+    let mut seen = BTreeMap::new();
+    let mut tx = fresh.transaction()?;
+    tx.batch_execute(&grants())?;
+    for table in tables {
+        let rows = as_tenant(&mut tx, None, |tx| {
+            tx.query_one(&format!("SELECT count(*) FROM {}", quote_ident(table)), &[])
+                .map(|r| r.get::<_, i64>(0))
+        })?;
+        seen.insert(table.clone(), rows.ok());
+    }
+    tx.rollback()?;
+    Ok(seen)
 }
 
 /// Runs `f` in a savepoint as the app role, with the tenant set (or not); rolls back.

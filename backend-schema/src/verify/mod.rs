@@ -210,15 +210,15 @@ fn verify_usable(
         return Ok(report);
     }
     roles::create(&mut cluster.client("postgres")?, &declared_roles)?;
-    cluster.create_database("verify_stairway", None)?;
+    cluster.create_database(STAIRWAY_DB, None)?;
     cluster.create_database("verify_chain", None)?;
 
     // base -> head -> base in one go runs on the second core while the stairway runs.
     let chain_client = cluster.client("verify_chain")?;
     let chain = std::thread::scope(|scope| {
         let chain = scope.spawn(|| one_go(graph, chain_client));
-        let mut client = cluster.client("verify_stairway")?;
-        stairway(graph, &mut client, &mut report, progress)?;
+        let mut client = cluster.client(STAIRWAY_DB)?;
+        stairway(graph, &cluster, &mut client, &mut report, progress)?;
         Ok::<_, VerifyError>(chain.join().expect("the one-go thread does not panic"))
     })?;
     match chain? {
@@ -312,8 +312,12 @@ fn options() -> RunOptions {
     }
 }
 
+/// The database the stairway climbs.
+const STAIRWAY_DB: &str = "verify_stairway";
+
 fn stairway(
     graph: &RevisionGraph,
+    cluster: &TempCluster,
     client: &mut Client,
     report: &mut VerifyReport,
     progress: Progress<'_>,
@@ -373,7 +377,7 @@ fn stairway(
         );
 
         seed(client, report, &revision)?;
-        let isolation = isolation::check(client)?;
+        let isolation = isolation::check(client, cluster.client(STAIRWAY_DB)?)?;
         rev.isolation_checked = isolation.checked;
         rev.isolation_failures = isolation.failures;
         for warning in isolation.warnings {

@@ -202,18 +202,26 @@ pub fn foreign_keys(
     Ok(by_table)
 }
 
-/// The CHECK constraint `name` of table `oid`, if there is one.
+/// The CHECK constraint `name` of table `oid` or of a domain of its columns.
 pub fn check(
     client: &mut impl GenericClient,
     oid: u32,
     name: &str,
 ) -> Result<Option<Check>, postgres::Error> {
+    // The table's own CHECK, else a CHECK of the domain of one of its columns (the
+    // domain's constraint then applies to that column).
     let row = client.query_opt(
         "SELECT pg_get_constraintdef(k.oid),
                 ARRAY(SELECT a.attname::text FROM unnest(k.conkey) AS x(attnum)
                         JOIN pg_attribute a ON a.attrelid = k.conrelid AND a.attnum = x.attnum)
            FROM pg_constraint k
-          WHERE k.conrelid = $1 AND k.conname = $2 AND k.contype = 'c'",
+          WHERE k.conrelid = $1 AND k.conname = $2 AND k.contype = 'c'
+         UNION ALL
+         SELECT pg_get_constraintdef(k.oid), ARRAY[a.attname::text]
+           FROM pg_constraint k
+           JOIN pg_attribute a ON a.attrelid = $1 AND a.atttypid = k.contypid AND NOT a.attisdropped
+          WHERE k.conname = $2 AND k.contype = 'c'
+          LIMIT 1",
         &[&oid, &name],
     )?;
     Ok(row.map(|r| Check {

@@ -51,6 +51,12 @@ pub fn value_for(
     if column.name == "tenant_id" && textual && column.element_type.is_none() {
         return Ok(Value::Text(tenant_uuid(tenant)));
     }
+    // A nullable `*_id` without a foreign key is a reference the schema may declare
+    // later (ADD CONSTRAINT ... FOREIGN KEY): a made-up id would break that migration,
+    // which real data (pointing at real rows, or NULL) would not.
+    if !column.not_null && column.value_type == "uuid" && column.name.ends_with("_id") {
+        return Ok(Value::Null);
+    }
     let generated = match &column.element_type {
         Some(element) => scalar(table, column, element, tenant, index).map(|v| array_of(&v)),
         None => scalar(table, column, &column.value_type, tenant, index),
