@@ -270,7 +270,7 @@ mod tests {
     #[test]
     fn the_verdict_and_failures_come_last() {
         let report = VerifyReport {
-            failures: vec!["graph: x/migration.toml: duplicate revision ID".into()],
+            failures: vec!["graph: x/0001_a: duplicate revision ID".into()],
             warnings: vec!["at a: table t has tenant_id but no row-level security policy".into()],
             ..VerifyReport::default()
         };
@@ -282,7 +282,7 @@ mod tests {
         );
         assert_eq!(
             lines[lines.len() - 3],
-            "FAILED graph: x/migration.toml: duplicate revision ID"
+            "FAILED graph: x/0001_a: duplicate revision ID"
         );
         assert!(plain.find("warning: at a").unwrap() < plain.find("FAILED graph").unwrap());
         assert!(!plain.contains('\x1b'));
