@@ -632,3 +632,5 @@ impl fmt::Display for Step {
 
 #[cfg(test)]
 mod tests;
+mod usable;
+pub use usable::UsableGraph;

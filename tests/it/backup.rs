@@ -4,6 +4,7 @@
 use std::os::unix::fs::PermissionsExt as _;
 use std::path::Path;
 
+use backend_schema::cluster::OWNER;
 use backend_schema::verify::data::TableData;
 
 use crate::support::{filtered_snapshot, xtask, TestDb};
@@ -277,7 +278,7 @@ fn a_role_that_row_level_security_filters_cannot_back_up() {
              GRANT SELECT ON ALL TABLES IN SCHEMA public TO app_user",
         )
         .unwrap();
-    let url = db.url().replace("postgres@", "app_user@");
+    let url = db.url().replace(&format!("{OWNER}@"), "app_user@");
     let out = tempfile::tempdir().unwrap();
     let path = out.path().join("b.dump");
     let run = xtask(&[
@@ -307,7 +308,7 @@ fn a_role_that_row_level_security_filters_cannot_back_up() {
              GRANT SELECT ON ALL TABLES IN SCHEMA public TO owner_role",
         )
         .unwrap();
-    let owner_url = db.url().replace("postgres@", "owner_role@");
+    let owner_url = crate::support::url_as(&db.url(), "owner_role");
     let run = xtask(&[
         "backup",
         "--output",

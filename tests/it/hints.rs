@@ -53,7 +53,7 @@ fn a_role_without_create_on_public_is_told_which_privilege_and_how_to_get_it() {
         .unwrap();
     let dir = tempfile::tempdir().unwrap();
     one_migration(dir.path(), "CREATE TABLE hinted (id int);\n");
-    let url = db.url().replace("postgres@", "app_reader@");
+    let url = crate::support::url_as(&db.url(), "app_reader");
     let run = xtask(&[
         "migrate",
         "upgrade",

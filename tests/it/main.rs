@@ -24,4 +24,5 @@ mod server_access;
 mod support;
 mod tls;
 mod verify;
+mod verify_chains;
 mod working_directory;

@@ -8,7 +8,7 @@ const OWNER: &str = "app_owner";
 
 /// `url` (a superuser's) as `role`.
 fn as_role(url: &str, role: &str) -> String {
-    url.replace("postgres@", &format!("{role}@"))
+    crate::support::url_as(url, role)
 }
 
 fn database_owner(db: &TestDb, name: &str) -> String {

@@ -4,6 +4,8 @@
 use std::fs;
 use std::os::unix::fs::PermissionsExt as _;
 
+use backend_schema::cluster::OWNER;
+
 use crate::support::{xtask_command, Run, TestDb};
 
 /// Every character the URL syntax cares about.
@@ -72,7 +74,7 @@ fn no_command_reveals_the_password() {
     let url = |database: &str, password: &str| {
         db.cluster
             .url(database)
-            .replace("postgres@", &format!("{ROLE}:{password}@"))
+            .replace(&format!("{OWNER}@"), &format!("{ROLE}:{password}@"))
     };
     let good = url("app", ENCODED);
     let wrong = url("app", "wr%40ng%3Apass");
@@ -228,7 +230,7 @@ fn no_command_reveals_the_password() {
         "{}&password={ENCODED}",
         db.cluster
             .url("app")
-            .replace("postgres@", &format!("{ROLE}@"))
+            .replace(&format!("{OWNER}@"), &format!("{ROLE}@"))
     );
     for (args, what) in [
         (
@@ -250,10 +252,7 @@ fn no_command_reveals_the_password() {
     }
     // No password in the URL: PGPASSWORD, then a password file, as libpq finds them, for
     // our own connections and for pg_dump alike.
-    let bare = db
-        .cluster
-        .url("app")
-        .replace("postgres@", &format!("{ROLE}@"));
+    let bare = crate::support::url_as(&db.cluster.url("app"), ROLE);
     let passfile = work.path().join("pgpass");
     let socket_dir = db.cluster.dir().display().to_string();
     fs::write(

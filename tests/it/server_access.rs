@@ -7,7 +7,8 @@ use std::os::unix::process::CommandExt as _;
 use std::path::Path;
 use std::process::Command;
 
-use backend_schema::cluster::dev::DevDatabase;
+use backend_schema::cluster::dev::{DevDatabase, DEV_OWNER};
+use backend_schema::cluster::OWNER;
 use backend_schema::TempCluster;
 
 use crate::support::DevGuard;
@@ -20,11 +21,17 @@ fn mode(path: &Path) -> u32 {
 }
 
 /// psql, run as `uid`, against the socket directory `host`: its output on failure.
-fn psql_as(uid: u32, psql: &Path, host: &Path, database: &str) -> Result<String, String> {
+fn psql_as(
+    uid: u32,
+    psql: &Path,
+    host: &Path,
+    user: &str,
+    database: &str,
+) -> Result<String, String> {
     let output = Command::new(psql)
         .args(["-X", "-A", "-t", "-c", "SELECT current_user"])
         .arg(format!(
-            "host={} user=postgres dbname={database}",
+            "host={} user={user} dbname={database}",
             host.display()
         ))
         .env("HOME", "/")
@@ -43,7 +50,7 @@ fn psql_as(uid: u32, psql: &Path, host: &Path, database: &str) -> Result<String,
 }
 
 #[track_caller]
-fn assert_private(socket_dir: &Path, psql: &Path, database: &str) {
+fn assert_private(socket_dir: &Path, psql: &Path, user: &str, database: &str) {
     assert_eq!(mode(socket_dir), 0o700, "{}", socket_dir.display());
     let socket = socket_dir.join(".s.PGSQL.5432");
     assert_eq!(
@@ -57,7 +64,7 @@ fn assert_private(socket_dir: &Path, psql: &Path, database: &str) {
         // Only root can try as another account; the modes above are what shuts it out.
         return;
     }
-    let refused = psql_as(STRANGER, psql, socket_dir, database)
+    let refused = psql_as(STRANGER, psql, socket_dir, user, database)
         .expect_err("another OS account connected to our server");
     assert!(refused.contains("Permission denied"), "{refused}");
 }
@@ -65,7 +72,12 @@ fn assert_private(socket_dir: &Path, psql: &Path, database: &str) {
 #[test]
 fn another_os_account_cannot_connect_to_a_throwaway_server() {
     let cluster = TempCluster::start().unwrap();
-    assert_private(cluster.dir(), &cluster.binaries().tool("psql"), "postgres");
+    assert_private(
+        cluster.dir(),
+        &cluster.binaries().tool("psql"),
+        OWNER,
+        "postgres",
+    );
     assert_eq!(mode(&cluster.data_dir()), 0o700);
     assert_eq!(mode(&cluster.log_path()) & 0o077, 0);
     let mut client = cluster.client("postgres").unwrap();
@@ -76,16 +88,16 @@ fn another_os_account_cannot_connect_to_a_throwaway_server() {
     assert_eq!(listen, "", "a throwaway server listens on TCP");
     // The owner still gets in: the checks above are not a server that refuses everyone.
     assert_eq!(
-        psql_as_owner(&cluster.binaries().tool("psql"), cluster.dir()),
-        "postgres"
+        psql_as_owner(&cluster.binaries().tool("psql"), cluster.dir(), OWNER),
+        OWNER
     );
 }
 
-fn psql_as_owner(psql: &Path, host: &Path) -> String {
+fn psql_as_owner(psql: &Path, host: &Path, user: &str) -> String {
     let output = Command::new(psql)
         .args(["-X", "-A", "-t", "-c", "SELECT current_user"])
         .arg(format!(
-            "host={} user=postgres dbname=postgres",
+            "host={} user={user} dbname=postgres",
             host.display()
         ))
         .output()
@@ -101,9 +113,12 @@ fn another_os_account_cannot_connect_to_the_dev_database() {
     let dev = DevGuard(DevDatabase::new(workspace.path()));
     dev.0.start().unwrap();
     let psql = backend_schema::PgBinaries::locate().unwrap().tool("psql");
-    assert_private(&dev.0.socket_dir(), &psql, "diagnoleads");
+    assert_private(&dev.0.socket_dir(), &psql, DEV_OWNER, "diagnoleads");
     assert_eq!(mode(dev.0.root()), 0o700);
-    assert_eq!(psql_as_owner(&psql, &dev.0.socket_dir()), "postgres");
+    assert_eq!(
+        psql_as_owner(&psql, &dev.0.socket_dir(), DEV_OWNER),
+        DEV_OWNER
+    );
 }
 
 #[test]

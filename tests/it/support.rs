@@ -194,3 +194,12 @@ impl Drop for DevGuard {
         }
     }
 }
+
+/// `url` (a throwaway cluster's, as its superuser) logging in as `role`. Panics when the
+/// URL does not name the superuser: a test must never run as it by accident.
+#[track_caller]
+pub fn url_as(url: &str, role: &str) -> String {
+    let owner = format!("{}@", backend_schema::cluster::OWNER);
+    assert!(url.contains(&owner), "{url} does not log in as {owner}");
+    url.replacen(&owner, &format!("{role}@"), 1)
+}

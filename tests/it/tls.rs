@@ -7,6 +7,7 @@ use std::os::unix::fs::{MetadataExt as _, PermissionsExt as _};
 use std::path::Path;
 use std::process::Command;
 
+use backend_schema::cluster::OWNER;
 use backend_schema::TempCluster;
 
 use crate::support::{xtask_command, Run};
@@ -174,7 +175,7 @@ fn sslmode_means_what_it_means_to_libpq() {
     let home = tempfile::tempdir().unwrap();
     let ca = certs.path().join("ca.crt");
     let other = certs.path().join("other-ca.crt");
-    let url = |host: &str, query: &str| format!("postgresql://postgres@{host}:{port}/app{query}");
+    let url = |host: &str, query: &str| format!("postgresql://{OWNER}@{host}:{port}/app{query}");
     let current = |url: &str| run(home.path(), &["migrate", "current", "--database-url", url]);
 
     // Plain text is refused by the server, and the message says what to do.
@@ -253,7 +254,7 @@ fn sslmode_means_what_it_means_to_libpq() {
         backup.text()
     );
     cluster.create_database("restored", None).unwrap();
-    let restored = format!("postgresql://postgres@localhost:{port}/restored{verified}");
+    let restored = format!("postgresql://{OWNER}@localhost:{port}/restored{verified}");
     let restore = run(
         home.path(),
         &[

@@ -102,10 +102,19 @@ fn a_reference_to_a_missing_table_is_caught() {
     check_fails(
         "missing_table",
         &[
-            "FAILED at aaaa00000002",
+            "FAILED at aaaa00000002 ([ROOT]/tests/fixtures/missing_table/aaaa00000002_rls_on_qr_codes), upgrade: migration aaaa00000002 failed at",
             "aaaa00000002_rls_on_qr_codes/up.sql:3 (statement 2)",
             "relation \"qr_codes\" does not exist",
+            // The one-go run names its direction, and no teardown heading follows a
+            // run that never got to the teardown.
+            "FAILED base -> head in one go: the upgrade failed: migration aaaa00000002 failed at",
         ],
+    );
+    let run = xtask(&["verify", "--migrations", "tests/fixtures/missing_table"]);
+    assert!(
+        !run.text().contains("left objects behind"),
+        "{}",
+        run.text()
     );
 }
 

@@ -16,7 +16,7 @@ pub struct Xtask {
 pub enum Command {
     /// Prove every migration up and down on a throwaway PostgreSQL (no configuration)
     #[command(
-        after_help = "Examples:\n  cargo xtask verify\n  cargo xtask verify --json target/verify.json\n  cargo xtask verify --migrations tests/fixtures/leaky_policy"
+        after_help = "Examples:\n  cargo xtask verify\n  cargo xtask verify --json target/verify.json\n  cargo xtask verify --strict   # warnings fail too (CI)\n  cargo xtask verify --migrations tests/fixtures/leaky_policy"
     )]
     Verify(Verify),
     /// Apply, inspect and author migrations (Alembic-compatible)
@@ -106,6 +106,9 @@ pub struct Verify {
     /// Also write the report as JSON (for CI), relative to the current directory
     #[arg(long, value_name = "PATH", value_parser = from_caller)]
     pub json: Option<PathBuf>,
+    /// Warnings (redundant indexes, table rewrites, unseedable tables, missing policies) fail the run (for CI)
+    #[arg(long)]
+    pub strict: bool,
 }
 
 #[derive(Debug, Args)]

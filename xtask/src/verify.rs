@@ -1,39 +1,89 @@
-//! `cargo xtask verify`: proves every migration on throwaway PostgreSQL.
+//! `cargo xtask verify`: proves every migration on throwaway PostgreSQL, and prints the
+//! report with the verdict and the failures last (coloured on a terminal).
 
 use std::fmt::Write as _;
+use std::io::IsTerminal as _;
 
 use anyhow::{bail, Context as _};
-use backend_schema::verify::VerifyReport;
+use backend_schema::verify::{VerifyOptions, VerifyReport};
 use xshell::Shell;
 
 use crate::flags::Verify;
 
 impl Verify {
     pub(crate) fn run(self, sh: &Shell) -> anyhow::Result<()> {
-        let graph = self.source.load(sh)?;
+        let dir = self.source.dir(sh);
+        if !dir.is_dir() {
+            bail!(
+                "migrations directory {} does not exist (pass --migrations DIR)",
+                dir.display()
+            );
+        }
         eprintln!(
-            "verifying {} migration(s) in {} on a throwaway PostgreSQL",
-            graph.migrations().len(),
-            graph.dir().display()
+            "verifying the migrations in {} on a throwaway PostgreSQL",
+            dir.display()
         );
         let mut progress = |step: &str| eprintln!("  {step}");
-        let report = backend_schema::verify::verify(&graph, &mut progress)
+        let options = VerifyOptions {
+            strict: self.strict,
+        };
+        let report = backend_schema::verify::verify_dir(&dir, &options, &mut progress)
             .context("verify could not run")?;
+        if report.revisions.is_empty() && report.failures.is_empty() {
+            bail!(
+                "no migrations found in {}; create one with `cargo xtask migrate revision -m MESSAGE`",
+                dir.display()
+            );
+        }
         if let Some(path) = &self.json {
             let json = serde_json::to_string_pretty(&report)?;
             std::fs::write(path, json + "\n")
                 .with_context(|| format!("cannot write {}", path.display()))?;
         }
-        print!("{}", render(&report));
+        let colour = use_colour(
+            std::io::stdout().is_terminal(),
+            std::env::var_os("NO_COLOR"),
+        );
+        print!("{}", render(&report, colour));
         if !report.passed() {
-            bail!("verify failed: see the report above");
+            bail!("verify failed (the failures are listed last above)");
         }
         Ok(())
     }
 }
 
-/// The human report: a table per revision, then details, warnings and the verdict.
-pub(crate) fn render(report: &VerifyReport) -> String {
+/// Colour only on a terminal, and never when `NO_COLOR` is set to anything but empty
+/// (no-color.org).
+fn use_colour(terminal: bool, no_color: Option<std::ffi::OsString>) -> bool {
+    terminal && no_color.is_none_or(|v| v.is_empty())
+}
+
+/// ANSI SGR codes around `text` when colouring.
+struct Paint(bool);
+
+impl Paint {
+    fn wrap(&self, code: &str, text: &str) -> String {
+        if self.0 {
+            format!("\x1b[{code}m{text}\x1b[0m")
+        } else {
+            text.to_string()
+        }
+    }
+    fn failed(&self, text: &str) -> String {
+        self.wrap("1;31", text)
+    }
+    fn warning(&self, text: &str) -> String {
+        self.wrap("33", text)
+    }
+    fn passed(&self, text: &str) -> String {
+        self.wrap("1;32", text)
+    }
+}
+
+/// The human report: a table per revision, what was checked, warnings, then every
+/// failure and the verdict, last, where a terminal leaves them in view.
+pub(crate) fn render(report: &VerifyReport, colour: bool) -> String {
+    let paint = Paint(colour);
     let mut out = String::new();
     let _ = writeln!(out, "\nPostgreSQL {}", report.server_version);
     let _ = writeln!(
@@ -56,13 +106,18 @@ pub(crate) fn render(report: &VerifyReport) -> String {
         } else {
             "ok"
         };
-        let isolation = if !rev.isolation_failures.is_empty() {
-            "LEAK"
-        } else if rev.isolation_checked.is_empty() {
-            "-"
-        } else {
-            "ok"
-        };
+        // The worst verdict of the revision's tables.
+        let isolation = rev
+            .isolation_failures
+            .iter()
+            .map(|f| f.verdict)
+            .min()
+            .map(|v| v.label())
+            .unwrap_or(if rev.isolation_checked.is_empty() {
+                "-"
+            } else {
+                "ok"
+            });
         let locks = rev.locks_up.len() + rev.locks_down.len();
         let _ = writeln!(
             out,
@@ -70,6 +125,8 @@ pub(crate) fn render(report: &VerifyReport) -> String {
             rev.revision, rev.up_ms, rev.down_ms, schema, data, isolation
         );
     }
+
+    // What was checked and seen, revision by revision.
     for rev in &report.revisions {
         let mut lines = Vec::new();
         for lock in &rev.locks_up {
@@ -92,46 +149,151 @@ pub(crate) fn render(report: &VerifyReport) -> String {
                 rev.isolation_checked.join(", ")
             ));
         }
-        for failure in &rev.isolation_failures {
-            lines.push(format!(
-                "FAILED isolation at {} ({}): {failure}",
-                rev.revision, rev.dir
-            ));
-        }
-        for change in &rev.data_changed {
-            lines.push(format!(
-                "FAILED data at {} ({}): {change}",
-                rev.revision, rev.dir
-            ));
-        }
-        if let Some(diff) = &rev.schema_roundtrip {
-            lines.push(format!(
-                "FAILED schema round trip at {}: {diff}",
-                rev.revision
-            ));
-        }
-        if let Some(error) = &rev.error {
-            lines.push(format!("FAILED at {}: {error}", rev.revision));
-        }
         if !lines.is_empty() {
             let _ = writeln!(out, "\n{}", lines.join("\n"));
         }
     }
-    if !report.warnings.is_empty() {
+    if !report.fail_closed.is_empty() {
+        let _ = writeln!(
+            out,
+            "\nisolation: with app.current_tenant_id unset, {} return an error or no rows (fail-closed, as they should)",
+            report.fail_closed.join(", ")
+        );
+    }
+    if !report.declared_roles.is_empty() {
+        let _ = writeln!(
+            out,
+            "\nroles: created before the chain ran, from roles.toml: {}",
+            report.declared_roles.join(", ")
+        );
+    }
+    if !report.not_checked.is_empty() {
         let _ = writeln!(out);
-        for warning in &report.warnings {
-            let _ = writeln!(out, "warning: {warning}");
+        for line in &report.not_checked {
+            let _ = writeln!(out, "not checked: {line}");
         }
     }
-    for failure in &report.failures {
-        let _ = writeln!(out, "\nFAILED: {failure}");
+    if report.warning_count() > 0 {
+        let _ = writeln!(out);
+        let label = paint.warning(if report.strict {
+            "warning (--strict: a failure)"
+        } else {
+            "warning"
+        });
+        for warning in &report.warnings {
+            let _ = writeln!(out, "{label}: {warning}");
+        }
+        for finding in &report.findings {
+            let _ = writeln!(out, "{label}: at {}: {}", finding.revision, finding.message);
+        }
     }
-    let verdict = if report.passed() { "PASSED" } else { "FAILED" };
-    let _ = writeln!(
-        out,
-        "\nverify {verdict}: {} revision(s) in {} ms",
+
+    // Failures, then the verdict: the last lines of the report.
+    let failures = failure_lines(report);
+    if !failures.is_empty() {
+        let _ = writeln!(out);
+        for line in &failures {
+            let _ = writeln!(out, "{} {line}", paint.failed("FAILED"));
+        }
+    }
+    let revisions = format!(
+        "{} revision(s) in {} ms",
         report.revisions.len(),
         report.total_ms
     );
+    if report.passed() {
+        let _ = writeln!(
+            out,
+            "\n{}: {revisions}, {} warning(s)",
+            paint.passed("verify PASSED"),
+            report.warning_count()
+        );
+    } else {
+        let strict = if report.strict && report.warning_count() > 0 {
+            format!(
+                ", {} warning(s) failing under --strict",
+                report.warning_count()
+            )
+        } else {
+            String::new()
+        };
+        let _ = writeln!(
+            out,
+            "\n{}: {revisions}, {} failure(s){strict}",
+            paint.failed("verify FAILED"),
+            failures.len()
+        );
+    }
     out
+}
+
+/// Every failure, each naming the revision, the step or check, and the file.
+fn failure_lines(report: &VerifyReport) -> Vec<String> {
+    let mut lines = Vec::new();
+    for rev in &report.revisions {
+        for failure in &rev.isolation_failures {
+            lines.push(format!(
+                "isolation at {} ({}): {failure}",
+                rev.revision, rev.dir
+            ));
+        }
+        for change in &rev.data_changed {
+            lines.push(format!("data at {} ({}): {change}", rev.revision, rev.dir));
+        }
+        if let Some(diff) = &rev.schema_roundtrip {
+            lines.push(format!("schema round trip at {}: {diff}", rev.revision));
+        }
+        if let Some(error) = &rev.error {
+            let step = rev.failed_step.map(|s| s.label()).unwrap_or("step");
+            lines.push(format!(
+                "at {} ({}), {step}: {error}",
+                rev.revision, rev.dir
+            ));
+        }
+    }
+    lines.extend(report.failures.iter().cloned());
+    lines
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn colour_only_on_a_terminal_and_never_with_no_color() {
+        assert!(use_colour(true, None));
+        assert!(use_colour(true, Some("".into())));
+        assert!(!use_colour(true, Some("1".into())));
+        assert!(!use_colour(false, None));
+    }
+
+    #[test]
+    fn the_verdict_and_failures_come_last() {
+        let report = VerifyReport {
+            failures: vec!["graph: x/0001_a: duplicate revision ID".into()],
+            warnings: vec!["at a: table t has tenant_id but no row-level security policy".into()],
+            ..VerifyReport::default()
+        };
+        let plain = render(&report, false);
+        let lines: Vec<&str> = plain.trim_end().lines().collect();
+        assert!(
+            lines[lines.len() - 1].starts_with("verify FAILED: 0 revision(s)"),
+            "{plain}"
+        );
+        assert_eq!(
+            lines[lines.len() - 3],
+            "FAILED graph: x/0001_a: duplicate revision ID"
+        );
+        assert!(plain.find("warning: at a").unwrap() < plain.find("FAILED graph").unwrap());
+        assert!(!plain.contains('\x1b'));
+        let coloured = render(&report, true);
+        assert!(
+            coloured.contains("\x1b[1;31mverify FAILED\x1b[0m"),
+            "{coloured}"
+        );
+        assert!(
+            coloured.contains("\x1b[33mwarning\x1b[0m: at a"),
+            "{coloured}"
+        );
+    }
 }

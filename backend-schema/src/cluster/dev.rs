@@ -13,6 +13,9 @@ use super::{reaper, template, Access, ClusterError, PgBinaries, RunAs, PORT, SER
 
 /// Name of the database the dev cluster serves.
 pub const DEV_DATABASE: &str = "diagnoleads";
+/// The dev cluster's superuser: `postgres`, as a local installation has it, and as the
+/// dev databases made before throwaway clusters had their own owner were initialised.
+pub const DEV_OWNER: &str = "postgres";
 
 #[derive(Debug, Clone)]
 pub struct DevDatabase {
@@ -77,7 +80,7 @@ impl DevDatabase {
 
     pub fn url(&self) -> String {
         format!(
-            "postgresql://postgres@/{DEV_DATABASE}?host={}&port={PORT}",
+            "postgresql://{DEV_OWNER}@/{DEV_DATABASE}?host={}&port={PORT}",
             self.socket_dir().display()
         )
     }
@@ -117,8 +120,8 @@ impl DevDatabase {
         }
         private_dir(&self.root, run_as)?;
         if self.status() == DevStatus::NotCreated {
-            let key = template::cache_key(&binaries, SERVER_SETTINGS);
-            template::provision(&binaries, run_as, &key, &self.data_dir())?;
+            let key = template::cache_key(&binaries, SERVER_SETTINGS, DEV_OWNER);
+            template::provision(&binaries, run_as, &key, &self.data_dir(), DEV_OWNER)?;
         }
         let socket_dir = self.socket_dir();
         private_dir(&socket_dir, run_as)?;
@@ -137,7 +140,7 @@ impl DevDatabase {
 
         let mut client = postgres::Client::connect(
             &format!(
-                "postgresql://postgres@/postgres?host={}&port={PORT}",
+                "postgresql://{DEV_OWNER}@/postgres?host={}&port={PORT}",
                 socket_dir.display()
             ),
             postgres::NoTls,

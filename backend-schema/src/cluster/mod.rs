@@ -40,6 +40,11 @@ const MAX_SOCKET_PATH: usize = 107;
 /// The port only names the socket file; every cluster has its own directory.
 const PORT: u16 = 5432;
 
+/// The superuser of every throwaway cluster (initdb `--username`). Not `postgres`: hosted
+/// servers often name their owner otherwise (Heroku, many managed services), so a
+/// migration that hard-codes `postgres` must fail here rather than there.
+pub const OWNER: &str = "throwaway_owner";
+
 #[derive(Debug, thiserror::Error)]
 pub enum ClusterError {
     #[error(
@@ -184,8 +189,8 @@ impl TempCluster {
         }
 
         let data = base.join("data");
-        let key = template::cache_key(&binaries, SERVER_SETTINGS);
-        let warm_start = template::provision(&binaries, run_as, &key, &data)?;
+        let key = template::cache_key(&binaries, SERVER_SETTINGS, OWNER);
+        let warm_start = template::provision(&binaries, run_as, &key, &data, OWNER)?;
 
         let mut cluster = TempCluster {
             binaries,
@@ -327,10 +332,10 @@ impl TempCluster {
         self.dir().join("server.log")
     }
 
-    /// A libpq URL for `database` as the superuser `postgres`.
+    /// A libpq URL for `database` as the superuser [`OWNER`].
     pub fn url(&self, database: &str) -> String {
         format!(
-            "postgresql://postgres@/{database}?host={}&port={}",
+            "postgresql://{OWNER}@/{database}?host={}&port={}",
             self.dir().display(),
             self.port()
         )

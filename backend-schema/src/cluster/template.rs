@@ -13,9 +13,9 @@ use sha2::{Digest, Sha256};
 use super::os_user::RunAs;
 use super::{ClusterError, PgBinaries};
 
-/// Arguments every cluster is initialised with. Part of the cache key.
+/// Arguments every cluster is initialised with (and `--username`, the owner each caller
+/// names). Part of the cache key.
 pub(crate) const INITDB_ARGS: &[&str] = &[
-    "--username=postgres",
     // Local connections only reach a socket in a 0700 directory (see SERVER_SETTINGS);
     // TCP, which every local account can reach, is refused unless a caller opens it.
     "--auth-local=trust",
@@ -38,8 +38,13 @@ pub fn cache_root() -> PathBuf {
 }
 
 /// The cache entry name for these binaries and settings.
-pub(crate) fn cache_key(binaries: &PgBinaries, server_settings: &[(&str, &str)]) -> String {
+pub(crate) fn cache_key(
+    binaries: &PgBinaries,
+    server_settings: &[(&str, &str)],
+    owner: &str,
+) -> String {
     let mut hasher = Sha256::new();
+    hasher.update(format!("--username={owner}\0").as_bytes());
     hasher.update(binaries.bin_dir().as_os_str().as_encoded_bytes());
     hasher.update(binaries.version().as_bytes());
     for arg in INITDB_ARGS {
@@ -62,6 +67,7 @@ pub(crate) fn provision(
     run_as: RunAs,
     key: &str,
     data_dir: &Path,
+    owner: &str,
 ) -> Result<bool, ClusterError> {
     let template = cache_root().join(key);
     if template.join("PG_VERSION").is_file() {
@@ -75,14 +81,23 @@ pub(crate) fn provision(
         })?;
         return Ok(true);
     }
-    run_initdb(binaries, run_as, data_dir)?;
+    run_initdb(binaries, run_as, data_dir, owner)?;
     // Best effort: a cache we cannot write only costs speed.
     let _ = store(data_dir, &template);
     Ok(false)
 }
 
-fn run_initdb(binaries: &PgBinaries, run_as: RunAs, data_dir: &Path) -> Result<(), ClusterError> {
-    let mut args: Vec<std::ffi::OsString> = vec!["-D".into(), data_dir.into()];
+fn run_initdb(
+    binaries: &PgBinaries,
+    run_as: RunAs,
+    data_dir: &Path,
+    owner: &str,
+) -> Result<(), ClusterError> {
+    let mut args: Vec<std::ffi::OsString> = vec![
+        "-D".into(),
+        data_dir.into(),
+        format!("--username={owner}").into(),
+    ];
     args.extend(INITDB_ARGS.iter().map(Into::into));
     let output = duct::cmd(binaries.tool("initdb"), args)
         .before_spawn(move |command| {

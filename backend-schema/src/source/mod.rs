@@ -15,8 +15,13 @@ use crate::migration::{
     checksum, normalise_text, Migration, DOWN_FILE, MAX_REVISION_LEN, METADATA_FILE, UP_FILE,
 };
 
-/// Files of the migrations directory that are not migrations and are allowed.
-const ALLOWED_FILES: &[&str] = &["README.md", ".gitattributes"];
+/// Files of the migrations directory that are not migrations and are allowed (the roles
+/// file is `verify`'s, see `verify::roles`).
+const ALLOWED_FILES: &[&str] = &[
+    "README.md",
+    ".gitattributes",
+    crate::verify::roles::ROLES_FILE,
+];
 
 /// The raw contents of a migrations directory.
 #[derive(Debug, Clone, Default)]

@@ -5,20 +5,49 @@
 //! `MERGE_ORDERS` of them).
 
 pub mod data;
+pub mod findings;
 pub mod isolation;
+pub mod roles;
 pub mod seed;
 
 use std::collections::BTreeMap;
+use std::path::Path;
 use std::time::Instant;
 
 use postgres::Client;
 use serde::Serialize;
 
 use crate::cluster::{ClusterError, TempCluster};
-use crate::graph::RevisionGraph;
+use crate::graph::{RevisionGraph, UsableGraph};
 use crate::runner::{Migrator, RunOptions, StepReport};
 use crate::snapshot::SchemaSnapshot;
+use crate::source::SourceError;
 use data::TableData;
+use findings::{FileNodes, Finding};
+use isolation::IsolationFailure;
+use roles::RolesError;
+
+/// A step of the stairway at one revision.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum StairStep {
+    /// The upgrade to the revision.
+    Up,
+    /// Its downgrade back to the parent.
+    Down,
+    /// The upgrade again after the downgrade.
+    UpAgain,
+}
+
+impl StairStep {
+    pub fn label(self) -> &'static str {
+        match self {
+            StairStep::Up => "upgrade",
+            StairStep::Down => "downgrade",
+            StairStep::UpAgain => "upgrade again after the downgrade",
+        }
+    }
+}
 
 /// What happened at one revision of the stairway.
 #[derive(Debug, Clone, Default, Serialize)]
@@ -35,13 +64,15 @@ pub struct RevisionReport {
     /// Data the downgrade destroys (reported, not a failure).
     pub destructive: Vec<String>,
     pub isolation_checked: Vec<String>,
-    pub isolation_failures: Vec<String>,
+    pub isolation_failures: Vec<IsolationFailure>,
     pub locks_up: Vec<String>,
     pub locks_down: Vec<String>,
     #[serde(skip)]
     pub schema: SchemaSnapshot,
     /// A migration that could not run: names the file, statement and error.
     pub error: Option<String>,
+    /// The step `error` happened in.
+    pub failed_step: Option<StairStep>,
 }
 
 impl RevisionReport {
@@ -57,16 +88,43 @@ impl RevisionReport {
 pub struct VerifyReport {
     pub server_version: String,
     pub revisions: Vec<RevisionReport>,
-    /// Whole-chain and graph failures (heads, base->head, head->base, merges).
+    /// Whole-chain and graph failures (graph problems, heads, base->head, head->base,
+    /// merges), each saying which check, direction and revision.
     pub failures: Vec<String>,
     pub warnings: Vec<String>,
+    /// Redundant indexes and table rewrites: warnings with structure.
+    pub findings: Vec<Finding>,
+    /// Tables that return an error or no rows when no tenant is set (fail-closed, as
+    /// they should): said once for the whole run.
+    pub fail_closed: Vec<String>,
+    /// Revisions not checked, each with why (a graph problem above them, or an earlier
+    /// revision that failed).
+    pub not_checked: Vec<String>,
+    /// Roles created from the migrations' roles file before the chain ran.
+    pub declared_roles: Vec<String>,
+    /// Warnings and findings count as failures.
+    pub strict: bool,
     pub total_ms: u64,
 }
 
 impl VerifyReport {
     pub fn passed(&self) -> bool {
-        self.failures.is_empty() && self.revisions.iter().all(RevisionReport::passed)
+        self.failures.is_empty()
+            && self.revisions.iter().all(RevisionReport::passed)
+            && !(self.strict && self.warning_count() > 0)
     }
+
+    /// Warnings and findings.
+    pub fn warning_count(&self) -> usize {
+        self.warnings.len() + self.findings.len()
+    }
+}
+
+/// How to run [`verify`].
+#[derive(Debug, Clone, Default)]
+pub struct VerifyOptions {
+    /// Warnings and findings fail the run (for CI).
+    pub strict: bool,
 }
 
 /// Live progress, one line per step.
@@ -76,18 +134,59 @@ pub type Progress<'a> = &'a mut (dyn FnMut(&str) + Send);
 pub enum VerifyError {
     #[error(transparent)]
     Cluster(#[from] ClusterError),
+    #[error(transparent)]
+    Source(#[from] SourceError),
+    #[error(transparent)]
+    Roles(#[from] RolesError),
     #[error("verify's own query failed: {0}")]
     Db(#[from] postgres::Error),
 }
 
+/// Reads the migrations in `dir` and verifies them: graph problems are failures of the
+/// report, and the revisions they do not touch are still checked.
+pub fn verify_dir(
+    dir: &Path,
+    options: &VerifyOptions,
+    progress: Progress<'_>,
+) -> Result<VerifyReport, VerifyError> {
+    let usable = RevisionGraph::load_usable(dir)?;
+    verify_usable(&usable, options, progress)
+}
+
 /// Runs every check of `graph` on a new throwaway cluster.
 pub fn verify(graph: &RevisionGraph, progress: Progress<'_>) -> Result<VerifyReport, VerifyError> {
+    let usable = UsableGraph {
+        graph: graph.clone(),
+        problems: Vec::new(),
+        left_out: Vec::new(),
+    };
+    verify_usable(&usable, &VerifyOptions::default(), progress)
+}
+
+fn verify_usable(
+    usable: &UsableGraph,
+    options: &VerifyOptions,
+    progress: Progress<'_>,
+) -> Result<VerifyReport, VerifyError> {
     let started = Instant::now();
-    let cluster = TempCluster::start()?;
+    let graph = &usable.graph;
+    let declared_roles = roles::declared_roles(graph.dir())?;
     let mut report = VerifyReport {
-        server_version: cluster.binaries().version().to_string(),
+        declared_roles: declared_roles.clone(),
+        strict: options.strict,
         ..VerifyReport::default()
     };
+    for problem in &usable.problems {
+        report.failures.push(format!("graph: {problem}"));
+    }
+    for (revision, dir) in &usable.left_out {
+        report.not_checked.push(format!(
+            "{revision} ({}): it descends from a revision with a graph problem",
+            dir.display()
+        ));
+    }
+    let cluster = TempCluster::start()?;
+    report.server_version = cluster.binaries().version().to_string();
     let heads = graph.heads();
     if heads.len() > 1 && !graph.declares_branches() {
         let paths: Vec<String> = heads
@@ -100,42 +199,110 @@ pub fn verify(graph: &RevisionGraph, progress: Progress<'_>) -> Result<VerifyRep
             })
             .collect();
         report.failures.push(format!(
-            "the graph has {} heads ({}) and declares no branches: merge them with `cargo xtask migrate merge {}`",
+            "graph: the graph has {} heads ({}) and declares no branches: merge them with `cargo xtask migrate merge {}`",
             heads.len(),
             paths.join(", "),
             heads.join(" ")
         ));
     }
-    cluster.create_database("verify_stairway", None)?;
+    if graph.is_empty() {
+        report.total_ms = started.elapsed().as_millis() as u64;
+        return Ok(report);
+    }
+    roles::create(&mut cluster.client("postgres")?, &declared_roles)?;
+    cluster.create_database(STAIRWAY_DB, None)?;
     cluster.create_database("verify_chain", None)?;
 
     // base -> head -> base in one go runs on the second core while the stairway runs.
     let chain_client = cluster.client("verify_chain")?;
     let chain = std::thread::scope(|scope| {
         let chain = scope.spawn(|| one_go(graph, chain_client));
-        let mut client = cluster.client("verify_stairway")?;
-        stairway(graph, &mut client, &mut report, progress)?;
+        let mut client = cluster.client(STAIRWAY_DB)?;
+        stairway(graph, &cluster, &mut client, &mut report, progress)?;
         Ok::<_, VerifyError>(chain.join().expect("the one-go thread does not panic"))
     })?;
-    let (head_snapshot, teardown) = chain?;
-
-    if let Some(last) = report.revisions.last().filter(|r| r.error.is_none()) {
-        if report.revisions.len() == graph.migrations().len() {
-            if let Some(diff) = last.schema.diff(&head_snapshot) {
+    match chain? {
+        OneGo::UpFailed(err) => report
+            .failures
+            .push(format!("base -> head in one go: the upgrade failed: {err}")),
+        OneGo::DownFailed(head, err) => {
+            compare_heads(graph, &mut report, &head);
+            report.failures.push(format!(
+                "head -> base in one go: the downgrade failed: {err}"
+            ));
+        }
+        OneGo::Done(head, left) => {
+            compare_heads(graph, &mut report, &head);
+            if let Some(left) = left {
                 report.failures.push(format!(
-                    "base -> head in one go differs from the stairway's head:\n{diff}"
+                    "head -> base in one go: the downgrade to base left objects behind:\n{left}"
                 ));
             }
         }
     }
-    if let Some(left) = teardown {
-        report
-            .failures
-            .push(format!("head -> base left objects behind:\n{left}"));
-    }
     merges(graph, &cluster, &mut report, progress)?;
     report.total_ms = started.elapsed().as_millis() as u64;
     Ok(report)
+}
+
+/// base -> head in one go must equal the stairway's head, when the stairway got there.
+fn compare_heads(graph: &RevisionGraph, report: &mut VerifyReport, head: &SchemaSnapshot) {
+    if let Some(last) = report.revisions.last().filter(|r| r.error.is_none()) {
+        if report.revisions.len() == graph.migrations().len() {
+            if let Some(diff) = last.schema.diff(head) {
+                report.failures.push(format!(
+                    "base -> head in one go: the schema differs from the stairway's head:\n{diff}"
+                ));
+            }
+        }
+    }
+}
+
+/// Pushes `warning` unless the same text (but its `at REV: ` prefix) is there already.
+fn warn_once(report: &mut VerifyReport, revision: &str, warning: &str) {
+    let known = report
+        .warnings
+        .iter()
+        .any(|w| w.split_once(": ").map(|x| x.1) == Some(warning));
+    if !known {
+        report.warnings.push(format!("at {revision}: {warning}"));
+    }
+}
+
+/// Seeds the empty tables; a table the schema does not let us fill is a warning, once.
+fn seed(client: &mut Client, report: &mut VerifyReport, revision: &str) -> Result<(), VerifyError> {
+    let seeding = seed::seed_empty_tables(client)?;
+    for table in seeding.unseedable {
+        warn_once(
+            report,
+            revision,
+            &format!(
+                "table {} could not be seeded, so its data and isolation are not checked: {}",
+                table.table, table.reason
+            ),
+        );
+    }
+    Ok(())
+}
+
+/// Redundant indexes not reported at an earlier revision.
+fn new_redundant_indexes(
+    client: &mut Client,
+    report: &mut VerifyReport,
+    revision: &str,
+) -> Result<(), VerifyError> {
+    for finding in findings::redundant_indexes(client, revision)? {
+        let known = report.findings.iter().any(|f| {
+            f.kind == finding.kind
+                && f.index == finding.index
+                && f.covered_by == finding.covered_by
+                && f.table == finding.table
+        });
+        if !known {
+            report.findings.push(finding);
+        }
+    }
+    Ok(())
 }
 
 fn options() -> RunOptions {
@@ -145,14 +312,18 @@ fn options() -> RunOptions {
     }
 }
 
+/// The database the stairway climbs.
+const STAIRWAY_DB: &str = "verify_stairway";
+
 fn stairway(
     graph: &RevisionGraph,
+    cluster: &TempCluster,
     client: &mut Client,
     report: &mut VerifyReport,
     progress: Progress<'_>,
 ) -> Result<(), VerifyError> {
     let mut previous = SchemaSnapshot::capture(client)?;
-    for migration in graph.migrations() {
+    for (position, migration) in graph.migrations().iter().enumerate() {
         let revision = migration.revision.clone();
         let mut rev = RevisionReport {
             revision: revision.clone(),
@@ -160,16 +331,29 @@ fn stairway(
             dir: migration.dir.display().to_string(),
             ..RevisionReport::default()
         };
-        seed::seed_empty_tables(client)?;
+        let failed = |mut rev: RevisionReport, report: &mut VerifyReport, step, err| {
+            rev.error = Some(err);
+            rev.failed_step = Some(step);
+            report.revisions.push(rev);
+            // The chain cannot go past a revision that does not run.
+            for later in &graph.migrations()[position + 1..] {
+                report.not_checked.push(format!(
+                    "{} ({}): the {} of {revision} failed before it",
+                    later.revision,
+                    later.dir.display(),
+                    step.label()
+                ));
+            }
+        };
+        seed(client, report, &revision)?;
         let before_data = TableData::capture(client)?;
+        let before_nodes = FileNodes::capture(client)?;
 
         progress(&format!("{revision} up"));
-        let up = run(client, graph, |m| m.upgrade(&revision));
-        let up = match up {
+        let up = match run(client, graph, |m| m.upgrade(&revision)) {
             Ok(up) => up,
             Err(err) => {
-                rev.error = Some(err);
-                report.revisions.push(rev);
+                failed(rev, report, StairStep::Up, err);
                 return Ok(());
             }
         };
@@ -177,29 +361,35 @@ fn stairway(
         rev.locks_up = up.iter().flat_map(|s| s.locks.clone()).collect();
         let after_up = SchemaSnapshot::capture(client)?;
         let up_data = TableData::capture(client)?;
+        let up_nodes = FileNodes::capture(client)?;
+        report.findings.extend(findings::rewrites(
+            &revision,
+            "upgrade",
+            up_nodes.rewritten_since(&before_nodes),
+        ));
+        new_redundant_indexes(client, report, &revision)?;
         rev.data_changed.extend(
             before_data
                 .compare(&up_data)
                 .changed
                 .into_iter()
-                .map(|c| format!("up: {c}")),
+                .map(|c| format!("upgrade: {c}")),
         );
 
-        seed::seed_empty_tables(client)?;
-        let isolation = isolation::check(client)?;
+        seed(client, report, &revision)?;
+        let isolation = isolation::check(client, cluster.client(STAIRWAY_DB)?)?;
         rev.isolation_checked = isolation.checked;
         rev.isolation_failures = isolation.failures;
         for warning in isolation.warnings {
-            let warning = format!("at {revision}: {warning}");
-            if !report
-                .warnings
-                .iter()
-                .any(|w| w.split_once(": ").map(|x| x.1) == warning.split_once(": ").map(|x| x.1))
-            {
-                report.warnings.push(warning);
+            warn_once(report, &revision, &warning);
+        }
+        for table in isolation.fail_closed {
+            if !report.fail_closed.contains(&table) {
+                report.fail_closed.push(table);
             }
         }
         let seeded = TableData::capture(client)?;
+        let seeded_nodes = FileNodes::capture(client)?;
 
         progress(&format!("{revision} down"));
         match run(client, graph, |m| m.unapply(&revision)) {
@@ -207,6 +397,11 @@ fn stairway(
                 rev.down_ms = total_ms(&down);
                 rev.locks_down = down.iter().flat_map(|s| s.locks.clone()).collect();
                 let after_down = SchemaSnapshot::capture(client)?;
+                report.findings.extend(findings::rewrites(
+                    &revision,
+                    "downgrade",
+                    FileNodes::capture(client)?.rewritten_since(&seeded_nodes),
+                ));
                 if let Some(diff) = previous.diff(&after_down) {
                     if previous.with_columns_sorted() == after_down.with_columns_sorted() {
                         // PostgreSQL can only append a column: a downgrade that re-adds
@@ -217,34 +412,32 @@ fn stairway(
                         ));
                     } else {
                         rev.schema_roundtrip = Some(format!(
-                            "downgrade of {revision} ({}) does not restore the previous schema:\n{diff}",
+                            "the downgrade of {revision} ({}) does not restore the previous schema:\n{diff}",
                             migration.path(crate::Direction::Down).display()
                         ));
                     }
                 }
                 let diff = seeded.compare(&TableData::capture(client)?);
                 rev.data_changed
-                    .extend(diff.changed.into_iter().map(|c| format!("down: {c}")));
+                    .extend(diff.changed.into_iter().map(|c| format!("downgrade: {c}")));
                 rev.destructive = diff.lost;
             }
             Err(err) => {
-                rev.error = Some(err);
-                report.revisions.push(rev);
+                failed(rev, report, StairStep::Down, err);
                 return Ok(());
             }
         }
 
         progress(&format!("{revision} up again"));
         if let Err(err) = run(client, graph, |m| m.upgrade(&revision)) {
-            rev.error = Some(format!("upgrading again after the downgrade failed: {err}"));
-            report.revisions.push(rev);
+            failed(rev, report, StairStep::UpAgain, err);
             return Ok(());
         }
         let again = SchemaSnapshot::capture(client)?;
         if rev.schema_roundtrip.is_none() {
             if let Some(diff) = after_up.diff(&again) {
                 rev.schema_roundtrip = Some(format!(
-                    "upgrading {revision} again gives a different schema:\n{diff}"
+                    "upgrading {revision} again after its downgrade gives a different schema:\n{diff}"
                 ));
             }
         }
@@ -255,23 +448,30 @@ fn stairway(
     Ok(())
 }
 
-/// base -> head, then head -> base: the head's schema, and what the teardown left.
-fn one_go(
-    graph: &RevisionGraph,
-    mut client: Client,
-) -> Result<(SchemaSnapshot, Option<String>), VerifyError> {
+/// How base -> head -> base in one go ended.
+enum OneGo {
+    /// The upgrade failed (the error names the revision and file).
+    UpFailed(String),
+    /// The head's schema, and the downgrade's error.
+    DownFailed(SchemaSnapshot, String),
+    /// The head's schema, and what the teardown left behind, if anything.
+    Done(SchemaSnapshot, Option<String>),
+}
+
+/// base -> head, then head -> base.
+fn one_go(graph: &RevisionGraph, mut client: Client) -> Result<OneGo, VerifyError> {
     if let Err(err) = run(&mut client, graph, |m| m.upgrade("heads")) {
-        return Ok((
-            SchemaSnapshot::default(),
-            Some(format!("base -> head failed: {err}")),
-        ));
+        return Ok(OneGo::UpFailed(err));
     }
     let head = SchemaSnapshot::capture(&mut client)?;
     if let Err(err) = run(&mut client, graph, |m| m.downgrade("base", true)) {
-        return Ok((head, Some(format!("head -> base failed: {err}"))));
+        return Ok(OneGo::DownFailed(head, err));
     }
     let left = SchemaSnapshot::capture(&mut client)?;
-    Ok((head, (!left.is_empty()).then(|| left.to_string())))
+    Ok(OneGo::Done(
+        head,
+        (!left.is_empty()).then(|| left.to_string()),
+    ))
 }
 
 /// How many orders of applying merged branches are tried: their number grows
@@ -300,7 +500,7 @@ fn merges(
         for revision in order {
             if let Err(err) = run(&mut client, graph, |m| m.upgrade(revision)) {
                 report.failures.push(format!(
-                    "applying in the order {} failed: {err}",
+                    "merge orders: applying in the order {} failed at {revision}: {err}",
                     order.join(" -> ")
                 ));
                 return Ok(());
@@ -313,7 +513,7 @@ fn merges(
         for (order, snapshot) in iter {
             if let Some(diff) = first.diff(snapshot) {
                 report.failures.push(format!(
-                    "merged branches do not converge: {} vs {}:\n{diff}",
+                    "merge orders: merged branches do not converge: {} vs {}:\n{diff}",
                     first_order.join(" -> "),
                     order.join(" -> ")
                 ));
@@ -357,7 +557,10 @@ fn run(
     f: impl FnOnce(&mut Migrator<'_>) -> Result<Vec<StepReport>, crate::runner::MigrateError>,
 ) -> Result<Vec<StepReport>, String> {
     let mut migrator = Migrator::new(client, graph, options());
-    f(&mut migrator).map_err(|e| e.to_string())
+    f(&mut migrator).map_err(|err| match roles::missing_role_advice(&err, graph.dir()) {
+        Some(advice) => format!("{err}\n  {advice}"),
+        None => err.to_string(),
+    })
 }
 
 fn total_ms(steps: &[StepReport]) -> u64 {

@@ -162,12 +162,16 @@ impl MigrationsOpts {
     }
 
     /// The chain under `--migrations`, possibly empty (for the first `revision`).
-    pub(crate) fn load_allow_empty(&self, sh: &Shell) -> anyhow::Result<RevisionGraph> {
-        // The shell's directory is the workspace root: the default is the checkout's.
-        let dir = self
-            .migrations
+    /// The migrations directory: `--migrations` (already the caller's), else the
+    /// checkout's (the shell's directory is the workspace root).
+    pub(crate) fn dir(&self, sh: &Shell) -> std::path::PathBuf {
+        self.migrations
             .clone()
-            .unwrap_or_else(|| sh.current_dir().join("migrations"));
+            .unwrap_or_else(|| sh.current_dir().join("migrations"))
+    }
+
+    pub(crate) fn load_allow_empty(&self, sh: &Shell) -> anyhow::Result<RevisionGraph> {
+        let dir = self.dir(sh);
         if !dir.is_dir() {
             bail!(
                 "migrations directory {} does not exist (pass --migrations DIR)",

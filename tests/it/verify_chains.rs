@@ -1,0 +1,361 @@
+//! `verify` on chains shaped like real ones: the 13-revision fixture modelled on the
+//! upstream DiagnoLeads chain (per-tenant UNIQUE, join-based policies, composite, cyclic
+//! and self-referencing foreign keys, a partitioned table, identity and generated
+//! columns, domains, arrays, duplicate indexes, a hard-coded role) reports exactly its
+//! defects in one run; every graph problem is reported at once; `--strict`; the role a
+//! chain names but never creates.
+
+use std::collections::BTreeSet;
+use std::path::Path;
+
+use backend_schema::verify::findings::FindingKind;
+use backend_schema::verify::isolation::Verdict;
+use backend_schema::verify::{verify_dir, StairStep, VerifyOptions, VerifyReport};
+
+use crate::support::{copy_dir, filter, root, xtask};
+
+const CHAIN: &str = "tests/fixtures/upstream_like";
+
+fn verify_fixture(dir: &Path) -> VerifyReport {
+    verify_dir(dir, &VerifyOptions::default(), &mut |_: &str| {}).unwrap()
+}
+
+fn set<'a>(items: impl IntoIterator<Item = &'a str>) -> BTreeSet<String> {
+    items.into_iter().map(str::to_string).collect()
+}
+
+#[test]
+fn a_chain_modelled_on_upstream_reports_exactly_its_defects() {
+    let report = verify_fixture(&root().join(CHAIN));
+
+    // Every revision ran its whole stairway: nothing stopped verify.
+    assert_eq!(report.revisions.len(), 13, "{report:#?}");
+    assert!(
+        report.revisions.iter().all(|r| r.error.is_none()),
+        "{report:#?}"
+    );
+    assert!(report.not_checked.is_empty(), "{:?}", report.not_checked);
+    assert!(report.failures.is_empty(), "{:?}", report.failures);
+    assert_eq!(report.declared_roles, ["postgres"]);
+
+    // The downgrade that forgets to revoke the hard-coded role's grants.
+    let mismatched: Vec<&str> = report
+        .revisions
+        .iter()
+        .filter(|r| r.schema_roundtrip.is_some())
+        .map(|r| r.revision.as_str())
+        .collect();
+    assert_eq!(mismatched, ["7c0100000004"]);
+    let diff = report.revisions[3].schema_roundtrip.as_deref().unwrap();
+    assert!(
+        diff.contains("+ grant DELETE, INSERT, SELECT, UPDATE to postgres"),
+        "{diff}"
+    );
+
+    // Isolation: a policy open when no tenant is set, and one that leaks.
+    let isolation: BTreeSet<(String, String, Verdict)> = report
+        .revisions
+        .iter()
+        .flat_map(|r| {
+            r.isolation_failures
+                .iter()
+                .map(|f| (r.revision.clone(), f.table.clone(), f.verdict))
+        })
+        .collect();
+    let expected: BTreeSet<(String, String, Verdict)> = [
+        ("7c010000000b", "topics", Verdict::FailOpen),
+        ("7c010000000c", "topics", Verdict::FailOpen),
+        ("7c010000000d", "topics", Verdict::FailOpen),
+        ("7c010000000d", "qr_codes", Verdict::FailOpen),
+        ("7c010000000d", "qr_codes", Verdict::Leak),
+    ]
+    .into_iter()
+    .map(|(r, t, v)| (r.to_string(), t.to_string(), v))
+    .collect();
+    assert_eq!(isolation, expected);
+    // Policies that return no rows, or an error, without a tenant are fail-closed: said
+    // once, not a failure.
+    assert_eq!(
+        set(report.fail_closed.iter().map(String::as_str)),
+        set([
+            "assessments",
+            "leads",
+            "google_analytics_integrations",
+            "answers",
+            "responses",
+            "crm_integrations"
+        ])
+    );
+    let head = report.revisions.last().unwrap();
+    assert_eq!(
+        set(head.isolation_checked.iter().map(String::as_str)),
+        set([
+            "answers",
+            "assessments",
+            "crm_integrations",
+            "google_analytics_integrations",
+            "leads",
+            "qr_codes",
+            "responses",
+            "topics"
+        ])
+    );
+
+    // Findings: each redundant index once, naming the index that covers it, and the
+    // JSONB -> JSON rewrite both ways.
+    let redundant: BTreeSet<(String, String)> = report
+        .findings
+        .iter()
+        .filter(|f| f.kind == FindingKind::RedundantIndex)
+        .map(|f| (f.index.clone().unwrap(), f.covered_by.clone().unwrap()))
+        .collect();
+    let expected: BTreeSet<(String, String)> = [
+        ("ix_assessments_tenant_id", "idx_assessments_tenant_id"),
+        ("idx_leads_tenant_id", "uq_leads_tenant_email"),
+        ("ix_ga_integration_tenant_id", "uq_ga_integration_tenant"),
+        ("idx_responses_session_id", "responses_session_id_key"),
+        ("idx_error_logs_tenant_id", "idx_error_logs_tenant_created"),
+        ("ix_qr_codes_tenant_id", "idx_qr_codes_tenant_id"),
+    ]
+    .into_iter()
+    .map(|(a, b)| (a.to_string(), b.to_string()))
+    .collect();
+    assert_eq!(redundant, expected);
+    let rewrites: Vec<(&str, &str, bool)> = report
+        .findings
+        .iter()
+        .filter(|f| f.kind == FindingKind::TableRewrite)
+        .map(|f| {
+            (
+                f.revision.as_str(),
+                f.table.as_str(),
+                f.message.starts_with("the upgrade"),
+            )
+        })
+        .collect();
+    assert_eq!(
+        rewrites,
+        [
+            ("7c010000000c", "assessments", true),
+            ("7c010000000c", "assessments", false)
+        ]
+    );
+
+    // Seeding: one table whose CHECK no generated value meets is named with the reason;
+    // every other table got rows (the downgrades that drop them say how many).
+    let unseeded: Vec<&String> = report
+        .warnings
+        .iter()
+        .filter(|w| w.contains("could not be seeded"))
+        .collect();
+    assert_eq!(unseeded.len(), 1, "{unseeded:?}");
+    assert!(
+        unseeded[0].starts_with("at 7c010000000a: table crm_sync_logs could not be seeded")
+            && unseeded[0].contains("ck_crm_sync_logs_external_sync_id"),
+        "{unseeded:?}"
+    );
+    let seeded: BTreeSet<String> = report
+        .revisions
+        .iter()
+        .flat_map(|r| &r.destructive)
+        .filter_map(|d| d.strip_prefix("table "))
+        .filter_map(|d| d.split_once(' ').map(|x| x.0.to_string()))
+        .collect();
+    for table in [
+        "tenants",
+        "users",
+        "assessments",
+        "leads",
+        "google_analytics_integrations",
+        "questions",
+        "responses",
+        "answers",
+        "ai_usage_logs",
+        "error_logs",
+        "error_logs_2024_11",
+        "crm_integrations",
+        "topics",
+        "industries",
+        "qr_codes",
+        "audit_logs",
+    ] {
+        assert!(seeded.contains(table), "{table} not seeded: {seeded:?}");
+    }
+
+    // The other warnings: tenant tables without a policy, nothing else.
+    let others: BTreeSet<&str> = report
+        .warnings
+        .iter()
+        .filter(|w| !w.contains("could not be seeded"))
+        .map(String::as_str)
+        .collect();
+    let expected: BTreeSet<&str> = [
+        "at 7c0100000004: table users has tenant_id but no row-level security policy: every tenant sees every row",
+        "at 7c0100000008: table ai_usage_logs has tenant_id but no row-level security policy: every tenant sees every row",
+        "at 7c0100000009: table error_logs has tenant_id but no row-level security policy: every tenant sees every row",
+        "at 7c010000000c: table audit_logs has tenant_id but no row-level security policy: every tenant sees every row",
+        "at 7c010000000c: table qr_codes has tenant_id but no row-level security policy: every tenant sees every row",
+    ]
+    .into_iter()
+    .collect();
+    assert_eq!(others, expected);
+}
+
+#[test]
+fn the_chain_in_text_names_every_defect_with_failures_and_verdict_last() {
+    let run = xtask(&["verify", "--migrations", CHAIN]);
+    let out = filter(&run.failure().stdout());
+    for needle in [
+        "warning: at 7c0100000006: index ix_ga_integration_tenant_id on google_analytics_integrations has the same columns, method and predicate as unique constraint uq_ga_integration_tenant",
+        "warning: at 7c010000000c: the upgrade of 7c010000000c rewrites table assessments",
+        "isolation: with app.current_tenant_id unset, assessments, leads, google_analytics_integrations, answers, responses, crm_integrations return an error or no rows (fail-closed, as they should)",
+        "FAILED isolation at 7c010000000d ([ROOT]/tests/fixtures/upstream_like/7c010000000d_add_qr_code_rls): LEAK in qr_codes: tenant A sees 2 rows of other tenants",
+        "FAILED isolation at 7c010000000b ([ROOT]/tests/fixtures/upstream_like/7c010000000b_add_topics_and_industries_tables): FAIL-OPEN in topics: with app.current_tenant_id absent, 4 rows are visible",
+    ] {
+        assert!(out.contains(needle), "`{needle}` not in:\n{out}");
+    }
+    let lines: Vec<&str> = out.trim_end().lines().collect();
+    assert!(
+        lines
+            .last()
+            .unwrap()
+            .starts_with("verify FAILED: 13 revision(s) in"),
+        "{out}"
+    );
+    // Everything after the first FAILED line is a failure (or its continuation) and
+    // the verdict: no warning or table row below them.
+    let first = lines.iter().position(|l| l.starts_with("FAILED")).unwrap();
+    assert!(
+        lines[first..]
+            .iter()
+            .all(|l| !l.starts_with("warning") && !l.starts_with("7c01")),
+        "{out}"
+    );
+    assert!(!out.contains('\x1b'), "colour in a pipe:\n{out}");
+    // JSON has the same findings, for CI.
+    let dir = tempfile::tempdir().unwrap();
+    let json = dir.path().join("verify.json");
+    xtask(&[
+        "verify",
+        "--migrations",
+        CHAIN,
+        "--json",
+        json.to_str().unwrap(),
+    ])
+    .failure();
+    let report: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(json).unwrap()).unwrap();
+    let kinds: BTreeSet<&str> = report["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["kind"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        kinds,
+        set(["redundant-index", "table-rewrite"])
+            .iter()
+            .map(String::as_str)
+            .collect()
+    );
+    assert_eq!(
+        report["revisions"][12]["isolation_failures"][0]["verdict"],
+        "leak"
+    );
+}
+
+#[test]
+fn a_role_no_revision_creates_fails_naming_role_file_line_and_fix() {
+    // The throwaway server's owner is not `postgres`, as on many hosted servers.
+    let cluster = backend_schema::TempCluster::start().unwrap();
+    let owner: String = cluster
+        .client("postgres")
+        .unwrap()
+        .query_one("SELECT current_user::text", &[])
+        .unwrap()
+        .get(0);
+    assert_eq!(owner, backend_schema::cluster::OWNER);
+    assert_ne!(owner, "postgres");
+    drop(cluster);
+
+    let dir = tempfile::tempdir().unwrap();
+    copy_dir(&root().join(CHAIN), dir.path());
+    std::fs::remove_file(dir.path().join("roles.toml")).unwrap();
+    let report = verify_fixture(dir.path());
+    let failed = &report.revisions[3];
+    assert_eq!(failed.revision, "7c0100000004");
+    assert_eq!(failed.failed_step, Some(StairStep::Up));
+    let error = failed.error.as_deref().unwrap();
+    let file = dir
+        .path()
+        .join("7c0100000004_add_row_level_security/up.sql");
+    for needle in [
+        format!(
+            "{}:13 (statement 7): role \"postgres\" does not exist",
+            file.display()
+        ),
+        "GRANT SELECT, INSERT, UPDATE, DELETE ON assessments TO postgres".to_string(),
+        "fix: no revision creates role postgres".to_string(),
+        "write CURRENT_USER (or CURRENT_ROLE)".to_string(),
+        format!(
+            "declare it in {} (roles = [\"postgres\"])",
+            dir.path().join("roles.toml").display()
+        ),
+    ] {
+        assert!(error.contains(&needle), "`{needle}` not in:\n{error}");
+    }
+    // The chain cannot go further, and says what it did not check.
+    assert_eq!(report.revisions.len(), 4);
+    assert_eq!(report.not_checked.len(), 9, "{:?}", report.not_checked);
+    assert!(report.not_checked[0].starts_with("7c0100000005 ("));
+    assert!(report.not_checked[0].ends_with("the upgrade of 7c0100000004 failed before it"));
+}
+
+#[test]
+fn every_graph_problem_is_reported_in_one_run_and_the_rest_is_checked() {
+    let run = xtask(&["verify", "--migrations", "tests/fixtures/graph_problems"]);
+    let out = filter(&run.failure().stdout());
+    let dir = "[ROOT]/tests/fixtures/graph_problems";
+    for needle in [
+        format!("FAILED graph: {dir}/9e9e00000003_labels/migration.toml: duplicate revision ID 9e9e00000003"),
+        format!("FAILED graph: {dir}/9e9e00000003_tags/migration.toml: duplicate revision ID 9e9e00000003"),
+        format!("FAILED graph: {dir}/9e9e00000005_notes/migration.toml: revision 9e9e00000005 revises 9e9e000000ff, which no migration defines"),
+        format!("FAILED graph: {dir}/9e9e00000006_ping/migration.toml: revision 9e9e00000006 is part of a cycle among 9e9e00000006, 9e9e00000007"),
+        format!("FAILED graph: {dir}/9e9e00000007_pong/migration.toml: revision 9e9e00000007 is part of a cycle"),
+        format!("not checked: 9e9e00000004 ({dir}/9e9e00000004_tag_colour): it descends from a revision with a graph problem"),
+        "destructive: downgrade of 9e9e00000002 destroys table items (4 rows)".to_string(),
+    ] {
+        assert!(out.contains(&needle), "`{needle}` not in:\n{out}");
+    }
+    assert!(
+        out.contains("\nverify FAILED: 2 revision(s) in [TIME], 5 failure(s)\n"),
+        "{out}"
+    );
+}
+
+#[test]
+fn strict_turns_warnings_into_failures() {
+    let fixture = "tests/fixtures/drop_column";
+    let plain = xtask(&["verify", "--migrations", fixture]);
+    assert!(
+        plain.success().stdout().contains("verify PASSED"),
+        "{}",
+        plain.text()
+    );
+    let strict = xtask(&["verify", "--strict", "--migrations", fixture]);
+    let out = strict.failure().stdout();
+    assert!(
+        out.contains(
+            "warning (--strict: a failure): at d0d0000000a2: the downgrade re-adds column(s)"
+        ),
+        "{out}"
+    );
+    assert!(
+        out.trim_end()
+            .lines()
+            .last()
+            .unwrap()
+            .contains("0 failure(s), 1 warning(s) failing under --strict"),
+        "{out}"
+    );
+}
