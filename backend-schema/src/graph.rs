@@ -66,6 +66,8 @@ pub enum TargetError {
     NotOnBranch { revision: String, branch: String },
     #[error("no such branch: '{branch}'; branch labels: {}", if labels.is_empty() { "none declared".to_string() } else { labels.join(", ") })]
     NoSuchBranch { branch: String, labels: Vec<String> },
+    #[error("branch label '{label}' {reason}")]
+    BadLabel { label: String, reason: String },
     #[error("requested range {start}:{end} does not refer to ancestor/descendant revisions along the same branch")]
     RangeNotAncestor { start: String, end: String },
 }
@@ -275,6 +277,33 @@ impl RevisionGraph {
             .get(revision)
             .map(|&i| self.labels[i].iter().map(String::as_str).collect())
             .unwrap_or_default()
+    }
+
+    /// Whether `label` can name a new branch: not declared yet, not a revision ID, and
+    /// free of the characters targets reserve.
+    pub fn check_new_label(&self, label: &str) -> Result<(), TargetError> {
+        let bad = |reason: String| {
+            Err(TargetError::BadLabel {
+                label: label.to_string(),
+                reason,
+            })
+        };
+        if label.is_empty()
+            || label.contains(['@', '+', '-', ':'])
+            || label.contains(char::is_whitespace)
+        {
+            return bad("is empty or holds one of @ + - : or a space".into());
+        }
+        if let Some(&owner) = self.label_owner.get(label) {
+            return bad(format!(
+                "is already used by revision {}",
+                self.migrations[owner].revision
+            ));
+        }
+        if self.index.contains_key(label) {
+            return bad("is a revision ID".into());
+        }
+        Ok(())
     }
 
     /// What an absolute target names: `head`, `heads`, `base` (nothing), a revision ID,

@@ -305,14 +305,16 @@ impl RevisionGraph {
                 match starts.as_slice() {
                     [] => None,
                     [one] => Some(Place::At(*one)),
-                    many => return Err(TargetError::AmbiguousStep {
-                        target: target.into(),
-                        at: self.names(many),
-                        reason: format!(
+                    many => {
+                        return Err(TargetError::AmbiguousStep {
+                            target: target.into(),
+                            at: self.names(many),
+                            reason: format!(
                             "the database has several heads; step from one of them, e.g. `{}+{}`",
                             self.migrations[many[0]].revision, relative.steps
                         ),
-                    }),
+                        })
+                    }
                 }
             }
         };

@@ -70,7 +70,9 @@ impl fmt::Display for SourceError {
 
 mod write;
 
-pub use write::{write_migration, write_migration_as, NewMigration, WriteError};
+pub use write::{
+    write_labelled_migration, write_migration, write_migration_as, NewMigration, WriteError,
+};
 
 /// `migration.toml`, read by [`parse_source`] and written by [`write_migration`].
 #[derive(Debug, Deserialize, Serialize)]

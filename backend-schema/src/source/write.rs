@@ -48,11 +48,29 @@ pub fn write_migration(
     write_migration_as(dir, new_revision_id()?, new)
 }
 
+/// [`write_migration`] declaring Alembic branch labels (`revision --branch-label`).
+pub fn write_labelled_migration(
+    dir: &Path,
+    new: &NewMigration<'_>,
+    branch_labels: &[String],
+) -> Result<(PathBuf, String), WriteError> {
+    write_with_labels(dir, new_revision_id()?, new, branch_labels)
+}
+
 /// [`write_migration`] with a revision ID chosen by the caller (generated chains).
 pub fn write_migration_as(
     dir: &Path,
     revision: String,
     new: &NewMigration<'_>,
+) -> Result<(PathBuf, String), WriteError> {
+    write_with_labels(dir, revision, new, &[])
+}
+
+fn write_with_labels(
+    dir: &Path,
+    revision: String,
+    new: &NewMigration<'_>,
+    branch_labels: &[String],
 ) -> Result<(PathBuf, String), WriteError> {
     if new.message.trim().is_empty() {
         return Err(WriteError::EmptyMessage);
@@ -74,7 +92,7 @@ pub fn write_migration_as(
         message: new.message.to_string(),
         create_date: Some(create_date_now()),
         transactional: new.transactional,
-        branch_labels: Vec::new(),
+        branch_labels: branch_labels.to_vec(),
     })?;
     // A line break in the message must not end the SQL comment it is quoted in.
     let message: String = new
