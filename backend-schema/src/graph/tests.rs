@@ -290,3 +290,40 @@ fn relative_targets_work_from_a_revision_in_both_directions() {
         ["a0000000", "x1000000"]
     );
 }
+
+#[test]
+fn a_label_that_cannot_name_one_branch_is_refused_with_its_path() {
+    let mut a = migration("a0000000", &[]);
+    a.branch_labels = vec!["ops".into()];
+    let mut b = migration("b0000000", &["a0000000"]);
+    b.branch_labels = vec!["ops".into(), "a0000000".into()];
+    let err = RevisionGraph::new("migrations", vec![a, b])
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains(
+            "branch label 'ops' is declared by more than one revision (a0000000, b0000000)"
+        ),
+        "{err}"
+    );
+    assert!(
+        err.contains(
+            "migrations/b0000000_x/migration.toml: branch label 'a0000000' is also a revision ID"
+        ),
+        "{err}"
+    );
+}
+
+#[test]
+fn malformed_relative_targets_are_not_guessed() {
+    let graph = chain();
+    assert!(graph.upgrade_plan(&[], "+1x").is_err());
+    assert!(matches!(
+        graph.upgrade_plan(&["c3".into()], "-1"),
+        Err(TargetError::NotAnUpgrade { .. })
+    ));
+    assert!(matches!(
+        graph.downgrade_plan(&["a1".into()], "+1"),
+        Err(TargetError::NotADowngrade { .. })
+    ));
+}
