@@ -1,6 +1,7 @@
 //! The revision graph: migrations as a DAG like Alembic's (merges have several parents,
-//! branches have several heads), targets (`head`, `base`, prefixes, `+N`, `-N`), and
-//! plans of steps from the database's current heads to a target.
+//! branches have several heads, branch labels name branches), targets (`target.rs`), and
+//! plans of steps from the database's current heads to a target, in Alembic's order
+//! (`order.rs`).
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fmt;
@@ -18,6 +19,14 @@ pub struct RevisionGraph {
     migrations: Vec<Migration>,
     index: HashMap<String, usize>,
     children: Vec<Vec<usize>>,
+    parents: Vec<Vec<usize>>,
+    /// Each revision's place in directory-name order: Alembic's file order, which breaks
+    /// its ties.
+    rank: Vec<usize>,
+    /// The revision declaring each branch label.
+    label_owner: BTreeMap<String, usize>,
+    /// The labels each revision carries (declared or inherited).
+    labels: Vec<BTreeSet<String>>,
 }
 
 /// A target that does not name exactly one place in the graph.
@@ -30,7 +39,7 @@ pub enum TargetError {
         prefix: String,
         candidates: Vec<String>,
     },
-    #[error("multiple head revisions are present ({}); name one of them, or use `heads` to upgrade all", heads.join(", "))]
+    #[error("multiple head revisions are present ({}); name one of them, narrow to a branch with `LABEL@head`, or use `heads` for all", heads.join(", "))]
     MultipleHeads { heads: Vec<String> },
     #[error("no migrations found; create one with `cargo xtask migrate revision -m MESSAGE`")]
     Empty,
@@ -53,6 +62,14 @@ pub enum TargetError {
     NotADowngrade { target: String },
     #[error("'{target}' is not an upgrade target; use `downgrade` to go back")]
     NotAnUpgrade { target: String },
+    #[error("revision {revision} is not on branch '{branch}'")]
+    NotOnBranch { revision: String, branch: String },
+    #[error("no such branch: '{branch}'; branch labels: {}", if labels.is_empty() { "none declared".to_string() } else { labels.join(", ") })]
+    NoSuchBranch { branch: String, labels: Vec<String> },
+    #[error("branch label '{label}' {reason}")]
+    BadLabel { label: String, reason: String },
+    #[error("requested range {start}:{end} does not refer to ancestor/descendant revisions along the same branch")]
+    RangeNotAncestor { start: String, end: String },
 }
 
 /// Heads as Alembic shows them: `base` when there are none.
@@ -124,6 +141,7 @@ impl RevisionGraph {
                 }
             }
         }
+        problems.extend(labels::label_problems(&migrations));
         if !problems.is_empty() {
             return Err(SourceError { problems });
         }
@@ -193,16 +211,36 @@ impl RevisionGraph {
             .map(|(i, m)| (m.revision.clone(), i))
             .collect();
         let mut children = vec![Vec::new(); migrations.len()];
+        let parents: Vec<Vec<usize>> = migrations
+            .iter()
+            .map(|m| m.parents.iter().map(|p| index[p]).collect())
+            .collect();
         for (i, m) in migrations.iter().enumerate() {
             for parent in &m.parents {
                 children[index[parent]].push(i);
             }
         }
+        let mut by_name: Vec<usize> = (0..migrations.len()).collect();
+        by_name.sort_by(|&a, &b| migrations[a].dir_name().cmp(migrations[b].dir_name()));
+        let mut rank = vec![0; migrations.len()];
+        for (place, i) in by_name.into_iter().enumerate() {
+            rank[i] = place;
+        }
+        let label_owner = migrations
+            .iter()
+            .enumerate()
+            .flat_map(|(i, m)| m.branch_labels.iter().map(move |l| (l.clone(), i)))
+            .collect();
+        let labels = labels::carried_labels(&migrations, &parents, &children);
         Ok(RevisionGraph {
             dir: dir.into(),
             migrations,
             index,
             children,
+            parents,
+            rank,
+            label_owner,
+            labels,
         })
     }
 
@@ -224,12 +262,58 @@ impl RevisionGraph {
         self.migrations.is_empty()
     }
 
-    /// Revisions no other revision revises.
+    /// Revisions no other revision revises, in directory-name order (Alembic's file
+    /// order).
     pub fn heads(&self) -> Vec<&str> {
-        (0..self.migrations.len())
-            .filter(|&i| self.children[i].is_empty())
+        self.head_indices()
+            .into_iter()
             .map(|i| self.migrations[i].revision.as_str())
             .collect()
+    }
+
+    /// The branch labels `revision` carries, declared on it or inherited, sorted.
+    pub fn labels_of(&self, revision: &str) -> Vec<&str> {
+        self.index
+            .get(revision)
+            .map(|&i| self.labels[i].iter().map(String::as_str).collect())
+            .unwrap_or_default()
+    }
+
+    /// Whether `label` can name a new branch: not declared yet, not a revision ID, and
+    /// free of the characters targets reserve.
+    pub fn check_new_label(&self, label: &str) -> Result<(), TargetError> {
+        let bad = |reason: String| {
+            Err(TargetError::BadLabel {
+                label: label.to_string(),
+                reason,
+            })
+        };
+        if label.is_empty()
+            || label.contains(['@', '+', '-', ':'])
+            || label.contains(char::is_whitespace)
+        {
+            return bad("is empty or holds one of @ + - : or a space".into());
+        }
+        if let Some(&owner) = self.label_owner.get(label) {
+            return bad(format!(
+                "is already used by revision {}",
+                self.migrations[owner].revision
+            ));
+        }
+        if self.index.contains_key(label) {
+            return bad("is a revision ID".into());
+        }
+        Ok(())
+    }
+
+    /// What an absolute target names: `head`, `heads`, `base` (nothing), a revision ID,
+    /// a label or a unique prefix of either, each optionally as `LABEL@...`.
+    pub fn resolve(&self, target: &str) -> Result<Vec<&Migration>, TargetError> {
+        Ok(self
+            .absolute(target)?
+            .into_iter()
+            .map(|i| &self.migrations[i])
+            .collect())
     }
 
     pub fn is_head(&self, revision: &str) -> bool {
@@ -255,57 +339,18 @@ impl RevisionGraph {
             .unwrap_or_default()
     }
 
-    /// What `show` takes: `head` (the one head), `heads` (each), or a revision ID or
-    /// unique prefix.
+    /// What `show` takes: `head` (the one head), `heads` (each), a revision ID, label or
+    /// unique prefix, each optionally as `LABEL@...`.
     pub fn resolve_shown(&self, name: &str) -> Result<Vec<&Migration>, TargetError> {
-        let heads = || -> Result<Vec<&Migration>, TargetError> {
-            let heads: Vec<&Migration> = self
-                .heads()
-                .into_iter()
-                .filter_map(|h| self.get(h))
-                .collect();
-            if heads.is_empty() {
-                return Err(TargetError::Empty);
-            }
-            Ok(heads)
-        };
-        match name {
-            "heads" => heads(),
-            "head" => match heads()? {
-                one if one.len() == 1 => Ok(one),
-                many => Err(TargetError::MultipleHeads {
-                    heads: many.iter().map(|m| m.revision.clone()).collect(),
-                }),
-            },
-            _ => Ok(vec![self.resolve_revision(name)?]),
+        match self.resolve(name)? {
+            none if none.is_empty() => Err(self.unknown(name)),
+            some => Ok(some),
         }
     }
 
-    /// A full revision ID or a unique prefix of one.
+    /// A full revision ID or branch label, or a unique prefix of one.
     pub fn resolve_revision(&self, partial: &str) -> Result<&Migration, TargetError> {
-        if let Some(m) = self.get(partial) {
-            return Ok(m);
-        }
-        let candidates: Vec<&Migration> = self
-            .migrations
-            .iter()
-            .filter(|m| !partial.is_empty() && m.revision.starts_with(partial))
-            .collect();
-        match candidates.as_slice() {
-            [one] => Ok(one),
-            [] => Err(TargetError::Unknown {
-                target: partial.to_string(),
-                known: self
-                    .migrations
-                    .iter()
-                    .map(|m| m.dir_name().to_string())
-                    .collect(),
-            }),
-            many => Err(TargetError::Ambiguous {
-                prefix: partial.to_string(),
-                candidates: many.iter().map(|m| m.revision.clone()).collect(),
-            }),
-        }
+        Ok(&self.migrations[self.lookup(partial, None)?])
     }
 
     /// Indices of `revisions` and everything they revise, directly or not.
@@ -367,55 +412,22 @@ impl RevisionGraph {
         Ok(applied.into_iter().map(|i| &self.migrations[i]).collect())
     }
 
-    /// Steps from `current` heads up to `target`.
+    /// Steps from `current` heads up to `target`, in Alembic's order.
     pub fn upgrade_plan(&self, current: &[String], target: &str) -> Result<Vec<Step>, TargetError> {
         let current_idx = self.indices(current)?;
         let applied = self.ancestors(&current_idx);
-        let targets: Vec<usize> = match target {
-            "base" => Vec::new(),
-            "heads" => (0..self.migrations.len())
-                .filter(|&i| self.children[i].is_empty())
-                .collect(),
-            "head" => vec![self.single_head()?],
-            _ if target.starts_with('-') || relative(target).is_some_and(|(_, n)| n < 0) => {
-                return Err(TargetError::NotAnUpgrade {
-                    target: target.into(),
-                })
-            }
-            _ => match relative(target) {
-                Some((from, steps)) => {
-                    let start = match from {
-                        Some(rev) => Some(self.index[&self.resolve_revision(rev)?.revision]),
-                        None => self.single_current(&current_idx, target)?,
-                    };
-                    self.walk_up(start, steps as usize, target)?
-                        .into_iter()
-                        .collect()
-                }
-                None => vec![self.index[&self.resolve_revision(target)?.revision]],
-            },
-        };
-        let wanted = self.ancestors(&targets);
-        let mut state = applied.clone();
-        let mut steps = Vec::new();
-        for i in wanted
+        let targets = self.upgrade_targets(&current_idx, target)?;
+        let todo: BTreeSet<usize> = self
+            .ancestors(&targets)
             .difference(&applied)
             .copied()
-            .collect::<BTreeSet<_>>()
-        {
-            let before = self.heads_of(&state);
-            state.insert(i);
-            steps.push(Step {
-                revision: self.migrations[i].revision.clone(),
-                direction: Direction::Up,
-                heads_before: before,
-                heads_after: self.heads_of(&state),
-            });
-        }
-        Ok(steps)
+            .collect();
+        let mut order = self.alembic_order(&todo, &targets);
+        order.reverse();
+        Ok(self.steps(applied, order, Direction::Up))
     }
 
-    /// Steps from `current` heads down to `target`.
+    /// Steps from `current` heads down to `target`, in Alembic's order.
     pub fn downgrade_plan(
         &self,
         current: &[String],
@@ -423,59 +435,81 @@ impl RevisionGraph {
     ) -> Result<Vec<Step>, TargetError> {
         let current_idx = self.indices(current)?;
         let applied = self.ancestors(&current_idx);
-        let remove: BTreeSet<usize> = match target {
-            "base" => applied.clone(),
-            "head" | "heads" => {
-                return Err(TargetError::NotADowngrade {
-                    target: target.into(),
-                })
-            }
-            _ if target.starts_with('+') || relative(target).is_some_and(|(_, n)| n > 0) => {
-                return Err(TargetError::NotADowngrade {
-                    target: target.into(),
-                })
-            }
-            _ => {
-                let keep = match relative(target) {
-                    Some((from, steps)) => {
-                        let start = match from {
-                            Some(rev) => Some(self.index[&self.resolve_revision(rev)?.revision]),
-                            None => self.single_current(&current_idx, target)?,
-                        };
-                        self.walk_down(start, (-steps) as usize, target)?
-                    }
-                    None => Some(self.index[&self.resolve_revision(target)?.revision]),
+        let remove = self.downgrade_removals(&current_idx, target)?;
+        let order = self.alembic_order(&remove, &current_idx);
+        Ok(self.steps(applied, order, Direction::Down))
+    }
+
+    /// The steps running `order` from `applied`, with the heads before and after each.
+    fn steps(
+        &self,
+        mut state: BTreeSet<usize>,
+        order: Vec<usize>,
+        direction: Direction,
+    ) -> Vec<Step> {
+        order
+            .into_iter()
+            .map(|i| {
+                let before = self.heads_of(&state);
+                match direction {
+                    Direction::Up => state.insert(i),
+                    Direction::Down => state.remove(&i),
                 };
-                match keep {
-                    None => applied.clone(),
-                    Some(keep) => {
-                        if !applied.contains(&keep) {
-                            return Err(TargetError::NotApplied {
-                                revision: self.migrations[keep].revision.clone(),
-                                current: current.to_vec(),
-                            });
-                        }
-                        let mut below = self.descendants(keep);
-                        below.remove(&keep);
-                        below.intersection(&applied).copied().collect()
-                    }
+                Step {
+                    revision: self.migrations[i].revision.clone(),
+                    direction,
+                    heads_before: before,
+                    heads_after: self.heads_of(&state),
                 }
+            })
+            .collect()
+    }
+
+    /// `history -r LOWER:UPPER`, newest first in Alembic's order: the revisions below
+    /// `upper` and from `lower` up (`None`: base or heads; `current` names `current`).
+    pub fn history(
+        &self,
+        lower: Option<&str>,
+        upper: Option<&str>,
+        current: &[String],
+    ) -> Result<Vec<&Migration>, TargetError> {
+        let side = |name: Option<&str>, default: &str| -> Result<Vec<usize>, TargetError> {
+            match name {
+                Some("current") => self.indices(current),
+                Some("") | None => self.absolute(default),
+                Some(name) => self.absolute(name),
             }
         };
-        let mut state = applied;
-        let mut steps = Vec::new();
-        // Children before parents: the reverse of the topological order.
-        for &i in remove.iter().rev() {
-            let before = self.heads_of(&state);
-            state.remove(&i);
-            steps.push(Step {
-                revision: self.migrations[i].revision.clone(),
-                direction: Direction::Down,
-                heads_before: before,
-                heads_after: self.heads_of(&state),
+        let lower_idx = side(lower, "base")?;
+        let targets = match upper {
+            Some("current") => self.indices(current)?,
+            Some(name) if !name.is_empty() => self.upgrade_targets(&lower_idx, name)?,
+            _ => self.absolute("heads")?,
+        };
+        let required = self.ancestors(&targets);
+        if lower_idx.iter().any(|l| !required.contains(l)) {
+            return Err(TargetError::RangeNotAncestor {
+                start: lower.unwrap_or("base").to_string(),
+                end: upper.unwrap_or("heads").to_string(),
             });
         }
-        Ok(steps)
+        let mut todo: BTreeSet<usize> = required
+            .difference(&self.ancestors(&lower_idx))
+            .copied()
+            .collect();
+        todo.extend(&lower_idx);
+        if !lower_idx.is_empty() {
+            let mut above = BTreeSet::new();
+            for &l in &lower_idx {
+                above.extend(self.descendants(l));
+            }
+            todo.retain(|i| above.contains(i));
+        }
+        Ok(self
+            .alembic_order(&todo, &targets)
+            .into_iter()
+            .map(|i| &self.migrations[i])
+            .collect())
     }
 
     /// One step removing `revision`, which must be a head of the applied set (the
@@ -502,122 +536,6 @@ impl RevisionGraph {
             heads_after: self.heads_of(&after),
         }])
     }
-
-    fn single_head(&self) -> Result<usize, TargetError> {
-        let heads: Vec<usize> = (0..self.migrations.len())
-            .filter(|&i| self.children[i].is_empty())
-            .collect();
-        match heads.as_slice() {
-            [] => Err(TargetError::Empty),
-            [one] => Ok(*one),
-            many => Err(TargetError::MultipleHeads {
-                heads: many
-                    .iter()
-                    .map(|&i| self.migrations[i].revision.clone())
-                    .collect(),
-            }),
-        }
-    }
-
-    fn single_current(
-        &self,
-        current: &[usize],
-        target: &str,
-    ) -> Result<Option<usize>, TargetError> {
-        match current {
-            [] => Ok(None),
-            [one] => Ok(Some(*one)),
-            many => Err(TargetError::AmbiguousStep {
-                target: target.into(),
-                at: many
-                    .iter()
-                    .map(|&i| self.migrations[i].revision.as_str())
-                    .collect::<Vec<_>>()
-                    .join(", "),
-                reason: "the database has several heads; name a revision (REV+N)".into(),
-            }),
-        }
-    }
-
-    fn walk_up(
-        &self,
-        start: Option<usize>,
-        steps: usize,
-        target: &str,
-    ) -> Result<Option<usize>, TargetError> {
-        let mut at = start;
-        for _ in 0..steps {
-            let next: Vec<usize> = match at {
-                None => (0..self.migrations.len())
-                    .filter(|&i| self.migrations[i].parents.is_empty())
-                    .collect(),
-                Some(i) => self.children[i].clone(),
-            };
-            at = Some(match next.as_slice() {
-                [] => {
-                    return Err(TargetError::OutOfRange {
-                        target: target.into(),
-                        end: "head",
-                    })
-                }
-                [one] => *one,
-                many => {
-                    return Err(TargetError::AmbiguousStep {
-                        target: target.into(),
-                        at: at.map_or("base".into(), |i| self.migrations[i].revision.clone()),
-                        reason: format!(
-                            "it continues into {}; name one",
-                            many.iter()
-                                .map(|&i| self.migrations[i].revision.as_str())
-                                .collect::<Vec<_>>()
-                                .join(", ")
-                        ),
-                    })
-                }
-            });
-        }
-        Ok(at)
-    }
-
-    fn walk_down(
-        &self,
-        start: Option<usize>,
-        steps: usize,
-        target: &str,
-    ) -> Result<Option<usize>, TargetError> {
-        let mut at = start;
-        for _ in 0..steps {
-            let Some(i) = at else {
-                return Err(TargetError::OutOfRange {
-                    target: target.into(),
-                    end: "base",
-                });
-            };
-            at = match self.migrations[i].parents.as_slice() {
-                [] => None,
-                [one] => Some(self.index[one]),
-                many => {
-                    return Err(TargetError::AmbiguousStep {
-                        target: target.into(),
-                        at: self.migrations[i].revision.clone(),
-                        reason: format!(
-                            "it is a merge of {}; downgrade to one of them by ID",
-                            many.join(", ")
-                        ),
-                    })
-                }
-            };
-        }
-        Ok(at)
-    }
-}
-
-/// `+2` -> (None, 2); `-1` -> (None, -1); `ae10+2` -> (Some("ae10"), 2).
-fn relative(target: &str) -> Option<(Option<&str>, i64)> {
-    let split = target.rfind(['+', '-'])?;
-    let (from, count) = target.split_at(split);
-    let count: i64 = count.parse().ok()?;
-    Some(((!from.is_empty()).then_some(from), count))
 }
 
 impl fmt::Display for Step {
@@ -629,6 +547,10 @@ impl fmt::Display for Step {
         write!(f, "{verb} {}", self.revision)
     }
 }
+
+mod labels;
+mod order;
+mod target;
 
 #[cfg(test)]
 mod tests;

@@ -1,6 +1,7 @@
 //! End-to-end tests: real PostgreSQL servers started by the code under test, and the
 //! real `xtask` binary. One binary, one module per area.
 
+mod alembic_graphs;
 mod alembic_import;
 mod alembic_interop;
 mod architecture;

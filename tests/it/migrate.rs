@@ -621,6 +621,7 @@ fn revision_and_merge_write_new_files_with_fresh_ids() {
         "Add billing",
         "--head",
         *HEAD,
+        "--splice",
         "--migrations",
         dir_arg,
     ])

@@ -338,7 +338,7 @@ pub enum MigrateAction {
         /// A revision ID or unique prefix, `head` (the one head) or `heads` (each)
         revision: String,
     },
-    /// Upgrade to a target: head, heads, a revision (or unique prefix), +N, REV+N
+    /// Upgrade to a target: head, heads, a revision or label (or unique prefix), LABEL@head, +N, REV+N, REV-N, LABEL@+N
     #[command(
         after_help = "Examples:\n  cargo xtask migrate upgrade head\n  cargo xtask migrate upgrade a1b2c3d4e5f6\n  cargo xtask migrate upgrade +1\n  cargo xtask migrate upgrade base:head --sql > upgrade.sql"
     )]
@@ -352,7 +352,7 @@ pub enum MigrateAction {
         #[command(flatten)]
         run: RunOpts,
     },
-    /// Downgrade to a target: base, a revision (or unique prefix), -N, REV-N
+    /// Downgrade to a target: base, a revision or label (or unique prefix), LABEL@base, -N, REV@-N, REV-N, REV+N
     #[command(
         after_help = "Examples:\n  cargo xtask migrate downgrade -1\n  cargo xtask migrate downgrade f7e1c2d9b3a4 --yes\n  cargo xtask migrate downgrade head:f7e1 --sql"
     )]
@@ -394,9 +394,15 @@ pub enum MigrateAction {
         /// The revision's message (also the folder's slug)
         #[arg(short, long)]
         message: String,
-        /// Parent revision (default: the single head)
+        /// Parent: a head, `LABEL@head`, or `base` to start a new root (default: the single head)
         #[arg(long, value_name = "REV")]
         head: Option<String>,
+        /// Allow --head to name a revision that is not a head (starts a new branch there)
+        #[arg(long)]
+        splice: bool,
+        /// Name the branch this revision starts (Alembic's branch_labels)
+        #[arg(long, value_name = "LABEL")]
+        branch_label: Vec<String>,
         /// The migration runs outside a transaction (CREATE INDEX CONCURRENTLY)
         #[arg(long)]
         non_transactional: bool,
@@ -415,13 +421,17 @@ pub enum MigrateAction {
     },
     /// Create a merge revision of two or more heads
     #[command(
-        after_help = "Example:\n  cargo xtask migrate merge 3f1a 9c2b -m \"merge sms and billing\""
+        after_help = "Examples:\n  cargo xtask migrate merge heads -m \"merge sms and billing\"\n  cargo xtask migrate merge 3f1a 9c2b -m \"merge sms and billing\""
     )]
     Merge {
-        #[arg(required = true, num_args = 2..)]
+        /// `heads` (every head), or two or more heads (IDs, prefixes, LABEL@head)
+        #[arg(required = true, num_args = 1..)]
         revisions: Vec<String>,
         #[arg(short, long)]
         message: String,
+        /// Name the branch the merge revision starts
+        #[arg(long, value_name = "LABEL")]
+        branch_label: Vec<String>,
     },
     /// Turn an Alembic project into migration folders, proven equal revision by revision
     #[command(

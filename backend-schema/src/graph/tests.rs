@@ -86,7 +86,7 @@ fn targets_resolve_like_alembic() {
         ["a1", "b2"]
     );
     assert_eq!(
-        revisions(&graph.upgrade_plan(&["a1".into()], "b").unwrap()),
+        revisions(&graph.upgrade_plan(&["a1".into()], "b2").unwrap()),
         ["b2"]
     );
     assert_eq!(
@@ -127,17 +127,17 @@ fn targets_resolve_like_alembic() {
 fn unknown_and_ambiguous_targets_name_the_candidates() {
     let graph = RevisionGraph::new(
         "migrations",
-        vec![migration("ab1", &[]), migration("ab2", &["ab1"])],
+        vec![migration("abc1", &[]), migration("abc2", &["abc1"])],
     )
     .unwrap();
-    let err = graph.upgrade_plan(&[], "ab").unwrap_err().to_string();
-    assert!(err.contains("ab1, ab2"), "{err}");
+    let err = graph.upgrade_plan(&[], "abc").unwrap_err().to_string();
+    assert!(err.contains("abc1, abc2"), "{err}");
     let err = graph.upgrade_plan(&[], "zz").unwrap_err().to_string();
     assert!(
         err.contains("can't locate revision identified by 'zz'"),
         "{err}"
     );
-    assert!(err.contains("ab1_x"), "{err}");
+    assert!(err.contains("abc1_x"), "{err}");
 }
 
 #[test]
@@ -153,13 +153,15 @@ fn branches_and_merges_track_every_head() {
         ],
     )
     .unwrap();
+    // Alembic's order: down from the merge along its first parent's line, then the
+    // second; an upgrade runs that backwards.
     let up = graph.upgrade_plan(&[], "head").unwrap();
-    assert_eq!(revisions(&up), ["a", "b1", "b2", "m"]);
-    assert_eq!(up[2].heads_before, ["b1"]);
+    assert_eq!(revisions(&up), ["a", "b2", "b1", "m"]);
+    assert_eq!(up[2].heads_before, ["b2"]);
     assert_eq!(up[2].heads_after, ["b1", "b2"]);
     assert_eq!(up[3].heads_after, ["m"]);
     let down = graph.downgrade_plan(&["m".into()], "a").unwrap();
-    assert_eq!(revisions(&down), ["m", "b2", "b1"]);
+    assert_eq!(revisions(&down), ["m", "b1", "b2"]);
     assert_eq!(down[0].heads_after, ["b1", "b2"]);
     assert!(matches!(
         graph.downgrade_plan(&["m".into()], "-1"),
@@ -180,4 +182,148 @@ fn branches_and_merges_track_every_head() {
         Err(TargetError::MultipleHeads { .. })
     ));
     assert_eq!(two_heads.upgrade_plan(&[], "heads").unwrap().len(), 3);
+}
+
+/// Two independent lines from one root: `a -> x1 -> x2`, `a -> y1 -> y2`, with `x`
+/// labelled on `x1` and `y` on `y1`.
+fn two_branches() -> RevisionGraph {
+    let mut x1 = migration("x1000000", &["a0000000"]);
+    x1.branch_labels = vec!["xbranch".into()];
+    let mut y1 = migration("y1000000", &["a0000000"]);
+    y1.branch_labels = vec!["ybranch".into()];
+    RevisionGraph::new(
+        "migrations",
+        vec![
+            migration("a0000000", &[]),
+            x1,
+            migration("x2000000", &["x1000000"]),
+            y1,
+            migration("y2000000", &["y1000000"]),
+        ],
+    )
+    .unwrap()
+}
+
+#[test]
+fn branches_run_one_after_the_other_as_alembic_orders_them() {
+    let graph = two_branches();
+    // Heads in directory order; each line is finished before the next starts.
+    assert_eq!(
+        revisions(&graph.upgrade_plan(&[], "heads").unwrap()),
+        ["a0000000", "y1000000", "y2000000", "x1000000", "x2000000"]
+    );
+    let top = ["x2000000".to_string(), "y2000000".to_string()];
+    assert_eq!(
+        revisions(&graph.downgrade_plan(&top, "base").unwrap()),
+        ["x2000000", "x1000000", "y2000000", "y1000000", "a0000000"]
+    );
+}
+
+#[test]
+fn branch_labels_resolve_like_alembic() {
+    let graph = two_branches();
+    assert_eq!(graph.labels_of("x2000000"), ["xbranch"]);
+    assert!(
+        graph.labels_of("a0000000").is_empty(),
+        "a is a branch point"
+    );
+    assert_eq!(
+        revisions(&graph.upgrade_plan(&[], "xbranch@head").unwrap()),
+        ["a0000000", "x1000000", "x2000000"]
+    );
+    // A bare label is the revision declaring it; a label prefix works when unique.
+    assert_eq!(
+        revisions(&graph.upgrade_plan(&[], "ybra").unwrap()),
+        ["a0000000", "y1000000"]
+    );
+    let at = ["x1000000".to_string()];
+    assert_eq!(
+        revisions(&graph.upgrade_plan(&at, "ybranch@+2").unwrap()),
+        ["y1000000", "y2000000"]
+    );
+    let top = ["x2000000".to_string(), "y2000000".to_string()];
+    assert_eq!(
+        revisions(&graph.downgrade_plan(&top, "ybranch@-1").unwrap()),
+        ["y2000000"]
+    );
+    assert_eq!(
+        revisions(&graph.downgrade_plan(&top, "xbranch@base").unwrap()),
+        ["x2000000", "x1000000", "y2000000", "y1000000", "a0000000"],
+        "one root: Alembic's label@base goes down to it"
+    );
+    assert!(matches!(
+        graph.upgrade_plan(&[], "xbranch@y2000000"),
+        Err(TargetError::NotOnBranch { .. })
+    ));
+    assert!(matches!(
+        graph.upgrade_plan(&[], "nobranch@head"),
+        Err(TargetError::NoSuchBranch { .. })
+    ));
+}
+
+#[test]
+fn relative_targets_work_from_a_revision_in_both_directions() {
+    let graph = two_branches();
+    let top = ["x2000000".to_string(), "y2000000".to_string()];
+    // `downgrade -1` with several heads names a form that works.
+    let err = graph.downgrade_plan(&top, "-1").unwrap_err().to_string();
+    assert!(err.contains("`x2000000@-1`"), "{err}");
+    assert_eq!(
+        revisions(&graph.downgrade_plan(&top, "x2000000@-1").unwrap()),
+        ["x2000000"]
+    );
+    // REV+N going down: to the revision N above REV.
+    assert_eq!(
+        revisions(&graph.downgrade_plan(&top, "x1000000+1").unwrap()),
+        Vec::<&str>::new()
+    );
+    assert!(
+        matches!(
+            graph.downgrade_plan(&top, "a0000000+1"),
+            Err(TargetError::AmbiguousStep { .. })
+        ),
+        "a branch point has no single +1"
+    );
+    // REV-N going up: to the revision N below REV.
+    assert_eq!(
+        revisions(&graph.upgrade_plan(&[], "x2000000-1").unwrap()),
+        ["a0000000", "x1000000"]
+    );
+}
+
+#[test]
+fn a_label_that_cannot_name_one_branch_is_refused_with_its_path() {
+    let mut a = migration("a0000000", &[]);
+    a.branch_labels = vec!["ops".into()];
+    let mut b = migration("b0000000", &["a0000000"]);
+    b.branch_labels = vec!["ops".into(), "a0000000".into()];
+    let err = RevisionGraph::new("migrations", vec![a, b])
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains(
+            "branch label 'ops' is declared by more than one revision (a0000000, b0000000)"
+        ),
+        "{err}"
+    );
+    assert!(
+        err.contains(
+            "migrations/b0000000_x/migration.toml: branch label 'a0000000' is also a revision ID"
+        ),
+        "{err}"
+    );
+}
+
+#[test]
+fn malformed_relative_targets_are_not_guessed() {
+    let graph = chain();
+    assert!(graph.upgrade_plan(&[], "+1x").is_err());
+    assert!(matches!(
+        graph.upgrade_plan(&["c3".into()], "-1"),
+        Err(TargetError::NotAnUpgrade { .. })
+    ));
+    assert!(matches!(
+        graph.downgrade_plan(&["a1".into()], "+1"),
+        Err(TargetError::NotADowngrade { .. })
+    ));
 }

@@ -32,9 +32,12 @@ pub fn offline_sql(
         (None, Direction::Down) => return Err(OfflineError::DowngradeNeedsFrom),
     };
     let from_heads: Vec<String> = match from {
-        "base" | "" => Vec::new(),
-        "head" | "heads" => graph.heads().iter().map(|h| h.to_string()).collect(),
-        rev => vec![graph.resolve_revision(rev)?.revision.clone()],
+        "" => Vec::new(),
+        from => graph
+            .resolve(from)?
+            .iter()
+            .map(|m| m.revision.clone())
+            .collect(),
     };
     let plan = match direction {
         Direction::Up => graph.upgrade_plan(&from_heads, to)?,

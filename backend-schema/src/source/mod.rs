@@ -76,7 +76,8 @@ impl fmt::Display for SourceError {
 mod write;
 
 pub use write::{
-    write_imported_migration, write_migration, write_migration_as, Kept, NewMigration, WriteError,
+    write_imported_migration, write_labelled_migration, write_migration, write_migration_as, Kept,
+    NewMigration, WriteError,
 };
 
 /// `migration.toml`, read by [`parse_source`] and written by [`write_migration`].

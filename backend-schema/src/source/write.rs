@@ -48,6 +48,15 @@ pub fn write_migration(
     write_migration_as(dir, new_revision_id()?, new)
 }
 
+/// [`write_migration`] declaring Alembic branch labels (`revision --branch-label`).
+pub fn write_labelled_migration(
+    dir: &Path,
+    new: &NewMigration<'_>,
+    branch_labels: &[String],
+) -> Result<(PathBuf, String), WriteError> {
+    write_folder(dir, new_revision_id()?, new, None, branch_labels)
+}
+
 /// What an imported migration keeps from where it came from, instead of what a new one
 /// is given: its own create date, its branch labels, and a header naming its origin.
 #[derive(Debug, Clone, Copy)]
@@ -64,7 +73,7 @@ pub fn write_migration_as(
     revision: String,
     new: &NewMigration<'_>,
 ) -> Result<(PathBuf, String), WriteError> {
-    write_folder(dir, revision, new, None)
+    write_folder(dir, revision, new, None, &[])
 }
 
 /// A migration brought in from elsewhere (`import-alembic`): its revision ID, create date
@@ -75,14 +84,17 @@ pub fn write_imported_migration(
     new: &NewMigration<'_>,
     kept: &Kept<'_>,
 ) -> Result<(PathBuf, String), WriteError> {
-    write_folder(dir, revision, new, Some(kept))
+    write_folder(dir, revision, new, Some(kept), &[])
 }
 
+/// Writes the folder: `kept` for an imported migration, else a new one created now with
+/// `branch_labels`.
 fn write_folder(
     dir: &Path,
     revision: String,
     new: &NewMigration<'_>,
     kept: Option<&Kept<'_>>,
+    branch_labels: &[String],
 ) -> Result<(PathBuf, String), WriteError> {
     if new.message.trim().is_empty() {
         return Err(WriteError::EmptyMessage);
@@ -107,7 +119,7 @@ fn write_folder(
             None => Some(create_date_now()),
         },
         transactional: new.transactional,
-        branch_labels: kept.map(|k| k.branch_labels.to_vec()).unwrap_or_default(),
+        branch_labels: kept.map_or_else(|| branch_labels.to_vec(), |k| k.branch_labels.to_vec()),
     })?;
     // A line break in the message must not end the SQL comment it is quoted in.
     let message: String = new

@@ -1,7 +1,6 @@
 //! `heads`, `show` and `history`: the chain and the database's place in it,
 //! in Alembic's wording.
 
-use std::collections::BTreeSet;
 use std::fmt::Write as _;
 
 use anyhow::Context as _;
@@ -18,6 +17,19 @@ pub(super) fn show(graph: &RevisionGraph, revision: &str) -> anyhow::Result<()> 
         print!("{}", verbose_entry(graph, migration, &[]));
     }
     Ok(())
+}
+
+/// A line of `heads`, as Alembic prints it: `REV (labels) (head)`.
+pub(super) fn head_line(graph: &RevisionGraph, revision: &str) -> String {
+    format!("{revision}{} (head)", labels_text(graph, revision))
+}
+
+/// ` (label, label)` for a revision on labelled branches, else nothing.
+fn labels_text(graph: &RevisionGraph, revision: &str) -> String {
+    match graph.labels_of(revision).as_slice() {
+        [] => String::new(),
+        labels => format!(" ({})", labels.join(", ")),
+    }
 }
 
 /// A revision, marked `(head)` when it is one.
@@ -53,7 +65,7 @@ pub(super) fn history(
     Ok(())
 }
 
-/// Alembic's `history` lines, newest first.
+/// Alembic's `history` lines, newest first, in Alembic's order.
 fn history_lines(
     graph: &RevisionGraph,
     current: &[String],
@@ -61,13 +73,15 @@ fn history_lines(
     verbose: bool,
     range: Option<&str>,
 ) -> anyhow::Result<String> {
-    let selected = select_range(graph, current, range)?;
+    let (lower, upper) = match range {
+        None => (None, None),
+        Some(range) => range.split_once(':').map(|(l, u)| (Some(l), Some(u))).with_context(|| {
+            format!("malformed range `{range}`; use START:END, START: or :END, e.g. base:head or f5a2:current")
+        })?,
+    };
+    let marks = if indicate_current { current } else { &[] };
     let mut out = String::new();
-    for migration in graph.migrations().iter().rev() {
-        if !selected.contains(&migration.revision) {
-            continue;
-        }
-        let marks = if indicate_current { current } else { &[] };
+    for migration in graph.history(lower, upper, current)? {
         if verbose {
             out.push_str(&verbose_entry(graph, migration, marks));
             out.push('\n');
@@ -83,17 +97,32 @@ fn history_lines(
     Ok(out)
 }
 
+/// `PARENTS -> REV (labels) (head) (current) (branchpoint) (mergepoint)`, Alembic's
+/// order of marks.
 fn history_head(graph: &RevisionGraph, migration: &Migration, current: &[String]) -> String {
-    let parents = match migration.parents.as_slice() {
-        [] => "<base>".to_string(),
-        [one] => one.clone(),
-        many => format!("({})", many.join(", ")),
+    let parents = if migration.parents.is_empty() {
+        "<base>".to_string()
+    } else {
+        migration.parents.join(", ")
     };
-    let mut line = format!("{parents} -> {}", migration.revision);
-    line.push_str(&flags(graph, migration, current));
+    let revision = &migration.revision;
+    let mut line = format!("{parents} -> {revision}{}", labels_text(graph, revision));
+    if graph.is_head(revision) {
+        line.push_str(" (head)");
+    }
+    if current.contains(revision) {
+        line.push_str(" (current)");
+    }
+    if graph.children_of(revision).len() > 1 {
+        line.push_str(" (branchpoint)");
+    }
+    if migration.parents.len() > 1 {
+        line.push_str(" (mergepoint)");
+    }
     line
 }
 
+/// `(head) (branchpoint) (mergepoint) (current)`: the order of `Rev:` lines.
 fn flags(graph: &RevisionGraph, migration: &Migration, current: &[String]) -> String {
     let mut flags = String::new();
     if graph.is_head(&migration.revision) {
@@ -123,9 +152,17 @@ fn verbose_entry(graph: &RevisionGraph, migration: &Migration, current: &[String
         migration.revision,
         flags(graph, migration, current)
     );
-    let _ = writeln!(out, "Parent: {parents}");
-    if !children.is_empty() {
+    if migration.parents.len() > 1 {
+        let _ = writeln!(out, "Merges: {parents}");
+    } else {
+        let _ = writeln!(out, "Parent: {parents}");
+    }
+    if children.len() > 1 {
         let _ = writeln!(out, "Branches into: {}", children.join(", "));
+    }
+    let labels = graph.labels_of(&migration.revision);
+    if !labels.is_empty() {
+        let _ = writeln!(out, "Branch names: {}", labels.join(", "));
     }
     let _ = writeln!(out, "Path: {}", migration.dir.display());
     let _ = writeln!(out, "\n    {}\n", migration.message);
@@ -145,49 +182,4 @@ fn verbose_entry(graph: &RevisionGraph, migration: &Migration, current: &[String
     );
     let _ = writeln!(out, "    Checksum: sha256:{}", migration.checksum);
     out
-}
-
-/// Revisions within `start:end`, each side a revision, `base`, `head(s)` or `current`.
-fn select_range(
-    graph: &RevisionGraph,
-    current: &[String],
-    range: Option<&str>,
-) -> anyhow::Result<BTreeSet<String>> {
-    let all: BTreeSet<String> = graph
-        .migrations()
-        .iter()
-        .map(|m| m.revision.clone())
-        .collect();
-    let Some(range) = range else {
-        return Ok(all);
-    };
-    let (start, end) = range.split_once(':').with_context(|| {
-        format!("malformed range `{range}`; use START:END, e.g. base:head or f5a2:current")
-    })?;
-    let ends = |side: &str| -> anyhow::Result<Option<Vec<String>>> {
-        Ok(match side {
-            "" | "base" | "heads" | "head" => None,
-            "current" => Some(current.to_vec()),
-            rev => Some(vec![graph.resolve_revision(rev)?.revision.clone()]),
-        })
-    };
-    let mut selected = all.clone();
-    if let Some(end) = ends(end)? {
-        let upto: BTreeSet<String> = graph
-            .applied(&end)?
-            .iter()
-            .map(|m| m.revision.clone())
-            .collect();
-        selected.retain(|r| upto.contains(r));
-    }
-    if let Some(start) = ends(start)? {
-        // Descendants of start, start included: revisions whose ancestry contains it.
-        selected.retain(|r| {
-            graph
-                .applied(std::slice::from_ref(r))
-                .map(|a| a.iter().any(|m| start.contains(&m.revision)))
-                .unwrap_or(false)
-        });
-    }
-    Ok(selected)
 }

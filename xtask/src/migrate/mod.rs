@@ -27,8 +27,9 @@ impl Migrate {
         let graph = || self.source.load(sh);
         match self.action {
             MigrateAction::Heads => {
-                for head in graph()?.heads() {
-                    println!("{head} (head)");
+                let graph = graph()?;
+                for head in graph.heads() {
+                    println!("{}", history::head_line(&graph, head));
                 }
             }
             MigrateAction::Show { revision } => history::show(&graph()?, &revision)?,
@@ -83,6 +84,8 @@ impl Migrate {
             MigrateAction::Revision {
                 message,
                 head,
+                splice,
+                branch_label,
                 non_transactional,
                 autogenerate,
                 allow_drop,
@@ -90,14 +93,23 @@ impl Migrate {
                 schema,
             } => {
                 let graph = self.source.load_allow_empty(sh)?;
-                let parents = revision::parents(&graph, head.as_deref())?;
+                let parents = revision::parents(&graph, head.as_deref(), splice)?;
                 if autogenerate {
+                    if !branch_label.is_empty() {
+                        bail!("--branch-label is not supported with --autogenerate yet; create the revision with --branch-label, then the next one with --autogenerate");
+                    }
                     let schema = schema.dir();
                     autogenerate::autogenerate(
                         &graph, &schema, &parents, &message, allow_drop, &rename,
                     )?;
                 } else {
-                    revision::revision(&graph, &parents, &message, !non_transactional)?;
+                    revision::revision(
+                        &graph,
+                        &parents,
+                        &message,
+                        !non_transactional,
+                        &branch_label,
+                    )?;
                 }
             }
             MigrateAction::ImportAlembic {
@@ -105,9 +117,11 @@ impl Migrate {
                 into,
                 alembic,
             } => import_alembic::import(sh, &alembic_dir, &into, alembic.as_deref())?,
-            MigrateAction::Merge { revisions, message } => {
-                revision::merge(&graph()?, &revisions, &message)?
-            }
+            MigrateAction::Merge {
+                revisions,
+                message,
+                branch_label,
+            } => revision::merge(&graph()?, &revisions, &message, &branch_label)?,
         }
         Ok(())
     }
