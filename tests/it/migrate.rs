@@ -120,6 +120,42 @@ fn a_session_holding_the_version_table_makes_current_and_upgrade_give_up_naming_
 }
 
 #[test]
+fn stamp_takes_label_targets_like_every_other_verb() {
+    let migrations = copy_migrations();
+    let dir = migrations.path().to_str().unwrap();
+    crate::support::xtask(&[
+        "migrate",
+        "revision",
+        "-m",
+        "ops branch",
+        "--head",
+        "base",
+        "--branch-label",
+        "ops",
+        "--migrations",
+        dir,
+    ])
+    .success();
+    let ops = fs::read_dir(migrations.path())
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .find(|name| name.ends_with("_ops_branch"))
+        .expect("the new revision's folder");
+    let ops_revision = ops.split('_').next().unwrap().to_string();
+    let db = TestDb::new();
+    db.xtask(&["migrate", "upgrade", "f5a2", "--migrations", dir])
+        .success();
+    db.xtask(&["migrate", "stamp", "ops@head", "--migrations", dir])
+        .success();
+    let mut heads = db.heads();
+    heads.sort();
+    let mut expected = vec![ops_revision, "f5a2c3d8e9b1".to_string()];
+    expected.sort();
+    assert_eq!(heads, expected);
+}
+
+#[test]
 fn relative_and_prefix_targets_walk_the_chain() {
     let db = TestDb::new();
     db.xtask(&["migrate", "upgrade", "+2"]).success();

@@ -590,27 +590,33 @@ impl<'a> Migrator<'a> {
                 }
             },
             _ => {
-                let revision = self.graph.resolve_revision(target)?.revision.clone();
-                let related: BTreeSet<String> = self
-                    .graph
-                    .applied(std::slice::from_ref(&revision))?
-                    .iter()
-                    .map(|m| m.revision.clone())
-                    .collect();
-                // Keep heads of unrelated branches; replace the ones on this line.
-                let mut kept: Vec<String> = before
-                    .iter()
-                    .filter(|h| {
-                        !related.contains(*h)
+                // A revision, a label or a prefix, or `LABEL@head`, `LABEL@heads`,
+                // `LABEL@base`, as every other verb takes them.
+                let targets: Vec<String> = match self.graph.resolve(target)? {
+                    none if none.is_empty() => {
+                        vec![self.graph.resolve_revision(target)?.revision.clone()]
+                    }
+                    some => some.iter().map(|m| m.revision.clone()).collect(),
+                };
+                let mut kept = before.to_vec();
+                for revision in targets {
+                    let related: BTreeSet<String> = self
+                        .graph
+                        .applied(std::slice::from_ref(&revision))?
+                        .iter()
+                        .map(|m| m.revision.clone())
+                        .collect();
+                    // Keep heads of unrelated branches; replace the ones on this line.
+                    kept.retain(|h| {
+                        !related.contains(h)
                             && !self
                                 .graph
-                                .applied(std::slice::from_ref(*h))
+                                .applied(std::slice::from_ref(h))
                                 .map(|a| a.iter().any(|m| m.revision == revision))
                                 .unwrap_or(false)
-                    })
-                    .cloned()
-                    .collect();
-                kept.push(revision);
+                    });
+                    kept.push(revision);
+                }
                 kept
             }
         };
