@@ -262,7 +262,7 @@ fn a_backups_directory_others_can_write_is_made_private_or_refused() {
 
 /// Wrappers around the real PostgreSQL programs, in a directory every account can
 /// read; `prelude` maps a program to shell lines run before it `exec`s the real one.
-fn wrapped_bin_dir(db: &TestDb, prelude: &[(&str, &str)]) -> tempfile::TempDir {
+pub(crate) fn wrapped_bin_dir(db: &TestDb, prelude: &[(&str, &str)]) -> tempfile::TempDir {
     let temp = tempfile::Builder::new()
         .prefix("wrapped-bin")
         .tempdir_in("/tmp")
