@@ -233,7 +233,8 @@ fn a_backups_directory_others_can_write_is_made_private_or_refused() {
     assert_eq!(mode(&ours), 0o700);
     assert_eq!(names_in(&ours).len(), 2);
 
-    // Not ours to change (another owner, or a shared sticky directory like /tmp): refused.
+    // Not ours (another owner, who could swap the dump even after a chmod), or a shared
+    // sticky directory like /tmp: refused.
     let theirs = out.path().join("theirs");
     fs::create_dir(&theirs).unwrap();
     fs::set_permissions(&theirs, fs::Permissions::from_mode(0o777)).unwrap();
@@ -241,7 +242,7 @@ fn a_backups_directory_others_can_write_is_made_private_or_refused() {
     let shared = out.path().join("shared");
     fs::create_dir(&shared).unwrap();
     fs::set_permissions(&shared, fs::Permissions::from_mode(0o1777)).unwrap();
-    let fix_theirs = format!("run `chmod 700 {}` as its owner", theirs.display());
+    let fix_theirs = "Choose a directory of your own with --output-dir".to_string();
     let fix_shared = format!(
         "choose another --output-dir (e.g. {}/backups",
         shared.display()
@@ -261,7 +262,7 @@ fn a_backups_directory_others_can_write_is_made_private_or_refused() {
 
 /// Wrappers around the real PostgreSQL programs, in a directory every account can
 /// read; `prelude` maps a program to shell lines run before it `exec`s the real one.
-fn wrapped_bin_dir(db: &TestDb, prelude: &[(&str, &str)]) -> tempfile::TempDir {
+pub(crate) fn wrapped_bin_dir(db: &TestDb, prelude: &[(&str, &str)]) -> tempfile::TempDir {
     let temp = tempfile::Builder::new()
         .prefix("wrapped-bin")
         .tempdir_in("/tmp")
@@ -426,4 +427,158 @@ fn a_backup_killed_during_the_read_back_leaves_no_reader_and_no_readable_temp_fi
     }
     assert!(loose.is_empty(), "readable by others: {loose:?}");
     assert!(names_in(&tmp).is_empty(), "{:?}", names_in(&tmp));
+}
+
+/// Owner and mode of `path` (not following a symlink).
+fn owner_and_mode(path: &Path) -> (u32, u32) {
+    use std::os::unix::fs::MetadataExt as _;
+    let metadata = fs::symlink_metadata(path).unwrap();
+    (metadata.uid(), metadata.mode() & 0o7777)
+}
+
+/// A pid no process has now: one that just exited.
+fn a_dead_pid() -> u32 {
+    let mut child = std::process::Command::new("true").spawn().unwrap();
+    let pid = child.id();
+    child.wait().unwrap();
+    pid
+}
+
+#[test]
+fn a_backup_into_a_shared_sticky_directory_is_built_where_no_one_else_can_plant_anything() {
+    let db = seeded();
+    let work = tempfile::Builder::new()
+        .prefix("sticky")
+        .tempdir_in("/tmp")
+        .unwrap();
+    fs::set_permissions(work.path(), fs::Permissions::from_mode(0o755)).unwrap();
+    // Like /tmp: root's, sticky, anyone may create files in it.
+    let shared = work.path().join("shared");
+    fs::create_dir(&shared).unwrap();
+    fs::set_permissions(&shared, fs::Permissions::from_mode(0o1777)).unwrap();
+    let path = shared.join("b.dump");
+    // Another account (nobody) wins the race for the names the dump is written under:
+    // before pg_dump starts, it creates a 0666 file at pg_dump's --file and at the
+    // temporary name an earlier scheme used (`.b.dump.partial-<our pid>`), and links the
+    // temporary manifest name to a file of its own.
+    let bait = work.path().join("bait");
+    fs::write(&bait, "nobody's").unwrap();
+    std::os::unix::fs::chown(&bait, Some(65534), Some(65534)).unwrap();
+    let plant = format!(
+        "for a in \"$@\"; do case \"$a\" in --file=*) f=\"${{a#--file=}}\";; esac; done\n\
+         setpriv --reuid=65534 --regid=65534 --clear-groups sh -c 'umask 0; : > \"$2\"; ln -s {bait} \"$2.manifest\"; : > \"$1\"' sh \"$f\" {shared}/.b.dump.partial-$PPID 2>/dev/null",
+        bait = bait.display(),
+        shared = shared.display(),
+    );
+    let bin = wrapped_bin_dir(&db, &[("pg_dump", &plant)]);
+    // Leftover-looking names another account holds, of the old scheme and of ours, with
+    // a pid that is gone: the sweep is not for them.
+    let dead = a_dead_pid();
+    let old_leftover = shared.join(format!(".b.dump.partial-{dead}"));
+    fs::write(&old_leftover, "theirs").unwrap();
+    std::os::unix::fs::chown(&old_leftover, Some(65534), Some(65534)).unwrap();
+    let new_leftover = shared.join(format!(".backup-partial-{dead}-00112233aabbccdd"));
+    fs::create_dir(&new_leftover).unwrap();
+    std::os::unix::fs::chown(&new_leftover, Some(65534), Some(65534)).unwrap();
+
+    let output = xtask_command(&[
+        "backup",
+        "--output",
+        path.to_str().unwrap(),
+        "--database-url",
+        &db.url(),
+    ])
+    .env("PG_BIN_DIR", bin.path())
+    .output()
+    .unwrap();
+    let err = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{err}");
+    // SAFETY: geteuid cannot fail.
+    let us = unsafe { libc::geteuid() };
+    for written in [path.clone(), Manifest::path_for(&path)] {
+        assert_eq!(
+            owner_and_mode(&written),
+            (us, 0o600),
+            "{}",
+            written.display()
+        );
+    }
+    assert_matches_its_manifest(&path);
+    let planted: Vec<PathBuf> = names_in(&shared)
+        .into_iter()
+        .filter(|n| n.starts_with(".b.dump.partial-") && !n.ends_with(&format!("-{dead}")))
+        .map(|n| shared.join(n))
+        .collect();
+    assert!(!planted.is_empty(), "the wrapper planted nothing: {err}");
+    for file in &planted {
+        assert_eq!(owner_and_mode(file).0, 65534, "{}", file.display());
+    }
+    assert_eq!(fs::read_to_string(&bait).unwrap(), "nobody's");
+    assert_eq!(fs::read_to_string(&old_leftover).unwrap(), "theirs");
+    assert!(new_leftover.is_dir());
+    let mut left = names_in(&shared);
+    left.retain(|n| !planted.iter().any(|p| p.ends_with(n)));
+    assert_eq!(
+        left,
+        [
+            format!(".b.dump.partial-{dead}"),
+            format!(".backup-partial-{dead}-00112233aabbccdd"),
+            "b.dump".to_string(),
+            "b.dump.manifest.json".to_string(),
+        ]
+    );
+}
+
+#[test]
+fn a_directory_another_account_owns_or_anyone_can_write_is_refused() {
+    let db = seeded();
+    let out = tempfile::tempdir().unwrap();
+    // A private directory of another account's: it could swap the dump.
+    let theirs = out.path().join("theirs");
+    fs::create_dir(&theirs).unwrap();
+    fs::set_permissions(&theirs, fs::Permissions::from_mode(0o700)).unwrap();
+    std::os::unix::fs::chown(&theirs, Some(65534), Some(65534)).unwrap();
+    let run = db.xtask(&["backup", "--output-dir", theirs.to_str().unwrap()]);
+    let err = run.failure().stderr();
+    assert!(
+        err.contains(&format!(
+            "{} is mode 0700 and belongs to nobody (uid 65534), another account",
+            theirs.display()
+        )),
+        "{err}"
+    );
+    assert!(
+        err.contains("Choose a directory of your own with --output-dir"),
+        "{err}"
+    );
+    assert!(names_in(&theirs).is_empty(), "{:?}", names_in(&theirs));
+    // The directory of an explicit --output: another account's (0755), or one anyone can
+    // write that is not sticky (0777).
+    let open = out.path().join("open");
+    fs::create_dir(&open).unwrap();
+    fs::set_permissions(&open, fs::Permissions::from_mode(0o777)).unwrap();
+    fs::set_permissions(&theirs, fs::Permissions::from_mode(0o755)).unwrap();
+    for (dir, says) in [
+        (
+            &theirs,
+            format!(
+                "{} (the directory of --output) belongs to nobody (uid 65534), another account",
+                theirs.display()
+            ),
+        ),
+        (
+            &open,
+            format!(
+                "{} (the directory of --output) is mode 0777 and not sticky",
+                open.display()
+            ),
+        ),
+    ] {
+        let path = dir.join("b.dump");
+        let run = db.xtask(&["backup", "--output", path.to_str().unwrap()]);
+        let err = run.failure().stderr();
+        assert!(err.contains(&says), "{err}");
+        assert!(err.contains("no backup was written"), "{err}");
+        assert!(names_in(dir).is_empty(), "{:?}", names_in(dir));
+    }
 }

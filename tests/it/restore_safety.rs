@@ -466,3 +466,119 @@ fn the_last_line_and_the_exit_status_say_what_state_the_target_is_in() {
     );
     assert_eq!(target.snapshot(), before);
 }
+
+/// `text` with `insert` (bytes, for what is not text) after the first COPY block.
+fn with_bytes_after_first_copy(text: &str, insert: &[u8]) -> Vec<u8> {
+    let end = text.find("\n\\.\n").expect("a COPY block") + "\n\\.\n".len();
+    let mut out = text.as_bytes()[..end].to_vec();
+    out.extend_from_slice(insert);
+    out.extend_from_slice(&text.as_bytes()[end..]);
+    out
+}
+
+#[test]
+fn what_psql_reads_differently_from_the_pre_check_is_refused_by_the_pre_check() {
+    let db = seeded();
+    let out = tempfile::tempdir().unwrap();
+    let dump = plain_backup(&db, out.path());
+    let mark = out.path().join("pwned");
+    let touch = format!("\\! touch {} #", mark.display());
+    // (file, the bytes after the first COPY block, the line of those refused (1-based
+    // within them), what the refusal says)
+    let cases: Vec<(&str, Vec<u8>, usize, &str)> = vec![
+        (
+            // With standard_conforming_strings off, `'a\' , '` is one string to psql
+            // and the shell command follows it.
+            "conforming-strings-off.sql",
+            format!("SET standard_conforming_strings = off;\nSELECT 'a\\' , ' {touch}';\n")
+                .into_bytes(),
+            1,
+            "standard_conforming_strings",
+        ),
+        (
+            // psql reads `1` and then a dollar quote, which ends before the command.
+            "dollar-after-digits.sql",
+            format!("SELECT 1$a$ $a$ {touch}\n;\n").into_bytes(),
+            1,
+            "psql meta-command",
+        ),
+        (
+            // psql drops the rest of a line after a NUL: its string stays open to the
+            // next line, whose quote closes it before the command.
+            "nul.sql",
+            format!("SELECT '\0';\nSELECT ' {touch}';\n").into_bytes(),
+            1,
+            "NUL byte",
+        ),
+        (
+            // In SJIS 0x81 starts a two-byte character that takes the quote after it.
+            "sjis.sql",
+            [
+                b"SET client_encoding = 'SJIS';\nSELECT '\xc4\x81' , ' ".as_slice(),
+                touch.as_bytes(),
+                b"';\n",
+            ]
+            .concat(),
+            1,
+            "client_encoding",
+        ),
+    ];
+    let target = TestDb::new();
+    let copy_end = dump.find("\n\\.\n").unwrap() + "\n\\.\n".len();
+    let first_line = dump[..copy_end].lines().count() + 1;
+    for (name, insert, line, says) in cases {
+        let path = out.path().join(name);
+        std::fs::write(&path, with_bytes_after_first_copy(&dump, &insert)).unwrap();
+        let run = target.xtask(&["restore", path.to_str().unwrap()]);
+        let err = run.failure().stderr();
+        assert!(
+            err.contains(&format!("{}:{}: ", path.display(), first_line + line - 1)),
+            "{name}: {err}"
+        );
+        assert!(err.contains(says), "{name}: {err}");
+        assert!(err.contains("nothing was restored"), "{name}: {err}");
+        // Refused by the pre-check, before psql or the target: not psql's words.
+        assert!(!err.contains("psql:"), "{name}: {err}");
+        assert!(!mark.exists(), "{name}: the shell command ran");
+        assert!(target.snapshot().is_empty(), "{name}");
+    }
+}
+
+#[test]
+fn a_psql_without_restricted_mode_gets_no_plain_dump() {
+    let db = seeded();
+    let out = tempfile::tempdir().unwrap();
+    plain_backup(&db, out.path());
+    let path = out.path().join("b.sql");
+    // An installation whose psql predates \restrict (15.14).
+    let bin = crate::backup_safety::wrapped_bin_dir(
+        &db,
+        &[(
+            "psql",
+            "case \"$1\" in --version) echo 'psql (PostgreSQL) 15.13'; exit 0;; esac",
+        )],
+    );
+    let target = TestDb::new();
+    let output = crate::support::xtask_command(&[
+        "restore",
+        path.to_str().unwrap(),
+        "--database-url",
+        &target.url(),
+    ])
+    .env("PG_BIN_DIR", bin.path())
+    .output()
+    .unwrap();
+    let err = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{err}");
+    assert!(err.contains("psql 15.13"), "{err}");
+    assert!(err.contains("no restricted mode"), "{err}");
+    assert!(
+        err.contains("13.22, 14.19, 15.14, 16.10, 17.6"),
+        "the fix names the releases: {err}"
+    );
+    assert!(
+        err.contains("--format custom"),
+        "the fix names the other way: {err}"
+    );
+    assert!(target.snapshot().is_empty());
+}

@@ -66,7 +66,9 @@ fn no_command_reveals_the_password() {
     require_password(&db);
     let bin = argv_recording_bin_dir(&db);
     let work = tempfile::tempdir().unwrap();
-    fs::set_permissions(work.path(), fs::Permissions::from_mode(0o777)).unwrap();
+    // Sticky, like /tmp: the programs' wrappers (other accounts) write the log here,
+    // and backup refuses an --output directory anyone could swap files in.
+    fs::set_permissions(work.path(), fs::Permissions::from_mode(0o1777)).unwrap();
     let argv_log = work.path().join("argv.log");
     fs::write(&argv_log, "").unwrap();
     fs::set_permissions(&argv_log, fs::Permissions::from_mode(0o666)).unwrap();

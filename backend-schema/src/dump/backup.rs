@@ -1,7 +1,7 @@
 //! Writing a backup that cannot leave a bad or world-readable file behind, nor replace
-//! one: pg_dump into a private partial file, the row counts from the same snapshot, a
-//! full read-back and hash, then the manifest, and only then the renames to the final
-//! names, which fail rather than replace anything.
+//! one: pg_dump into a private staging directory beside the final name, the row counts
+//! from the same snapshot, a full read-back and hash, then the manifest, and only then
+//! the renames to the final names, which fail rather than replace anything.
 
 use std::ffi::OsString;
 use std::fs;
@@ -13,8 +13,11 @@ use std::time::{Duration, Instant};
 use postgres::Client;
 
 use super::archive::{hash_and_read, ArchiveError};
-use super::destination::{is_taken, prepare_dir, rename_no_replace, DirError, DirState, Output};
+use super::destination::{
+    is_taken, prepare_dir, rename_no_replace, DirError, DirState, DirUse, Output,
+};
 use super::restore::{run_restore, RestoreError, RestoreOptions};
+use super::staging::{self, Staging};
 use super::{row_counts, DumpFormat, Manifest};
 use crate::database_url::{DatabaseUrl, UrlError};
 use crate::pgtool::{libpq, stderr_tail, tool};
@@ -153,25 +156,26 @@ pub fn write_backup(
         }
     }
     let dir = options.output.dir().ok_or(BackupError::NoDirectory)?;
-    let keep_private = matches!(options.output, Output::Named { .. });
-    if let DirState::MadePrivate { was } = prepare_dir(dir, keep_private)? {
+    let use_of_dir = match options.output {
+        Output::Named { .. } => DirUse::Backups,
+        Output::Exact(_) => DirUse::Output,
+    };
+    if let DirState::MadePrivate { was } = prepare_dir(dir, use_of_dir)? {
         progress(BackupProgress::MadePrivate { dir, was });
     }
-    sweep_partials(dir);
+    staging::sweep(dir);
+    // pg_dump writes into a directory only we can reach: a name in `dir` itself could be
+    // taken first by anyone who can write there (a file or link pg_dump would follow).
+    let staging = Staging::create(dir).map_err(|source| BackupError::Write {
+        path: dir.to_path_buf(),
+        source,
+    })?;
     let first = candidates[0].file_name().unwrap_or_default();
-    let partial = dir.join(format!(
-        ".{}.partial-{}",
-        first.to_string_lossy(),
-        std::process::id()
-    ));
-    let manifest_partial = PathBuf::from(format!("{}.manifest", partial.display()));
-    let result = dump(binaries, url, client, options, &partial, progress)
-        .and_then(|manifest| publish(&partial, &manifest_partial, manifest, &candidates));
-    if result.is_err() {
-        remove_any(&partial);
-        remove_any(&manifest_partial);
-    }
-    result
+    let partial = staging.path().join(first);
+    let manifest_partial = Manifest::path_for(&partial);
+    // Whatever is left in the staging directory goes with it.
+    dump(binaries, url, client, options, &partial, progress)
+        .and_then(|manifest| publish(&partial, &manifest_partial, manifest, &candidates))
 }
 
 /// Moves the dump and its manifest to the first free name of `candidates`, or fails
@@ -454,30 +458,6 @@ fn private_tree(path: &Path) -> io::Result<()> {
 /// Removes a file or a directory tree, if there is one.
 fn remove_any(path: &Path) {
     let _ = fs::remove_dir_all(path).or_else(|_| fs::remove_file(path));
-}
-
-/// Removes partial dumps whose writer process is gone (killed mid-dump).
-fn sweep_partials(dir: &Path) {
-    let Ok(entries) = fs::read_dir(dir) else {
-        return;
-    };
-    for entry in entries.flatten() {
-        let name = entry.file_name().to_string_lossy().into_owned();
-        let Some(pid) = name
-            .rsplit(".partial-")
-            .next()
-            .filter(|_| name.starts_with('.') && name.contains(".partial-"))
-        else {
-            continue;
-        };
-        let pid = pid.split('.').next().unwrap_or("");
-        if pid
-            .parse::<u32>()
-            .is_ok_and(|pid| !Path::new(&format!("/proc/{pid}")).exists())
-        {
-            remove_any(&entry.path());
-        }
-    }
 }
 
 /// The table in PostgreSQL's "query would be affected by row-level security policy for

@@ -1,6 +1,7 @@
 //! Where a backup lands without ever replacing anything: the directory (created 0700,
-//! or made 0700 when it is ours, or refused), the names to try, and the rename that
-//! fails instead of replacing whatever holds the name, a dangling symlink included.
+//! or made 0700 when it is ours, or refused when another account could swap what lands
+//! in it), the names to try, and the rename that fails instead of replacing whatever
+//! holds the name, a dangling symlink included.
 
 use std::fs;
 use std::io;
@@ -10,6 +11,7 @@ use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
 use super::DumpFormat;
+use crate::cluster::account_name;
 
 /// Where a backup goes.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -66,6 +68,16 @@ fn default_stamp(at: SystemTime) -> String {
         .to_string()
 }
 
+/// What the directory `prepare_dir` checks is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DirUse {
+    /// The directory of default-named backups (`--output-dir`): ours, kept 0700.
+    Backups,
+    /// The directory of an explicit `--output`: ours or root's, and not one where others
+    /// could rename or replace the backup (world-writable without the sticky bit).
+    Output,
+}
+
 /// What `prepare_dir` did to make the directory private.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum DirState {
@@ -88,12 +100,18 @@ pub enum DirError {
     #[error("{} is not a directory", .0.display())]
     NotADirectory(PathBuf),
     #[error(
-        "{} is mode {mode:04o} and another account owns it: others can reach the backups in it; \
-         run `chmod 700 {}` as its owner, or choose another --output-dir",
+        "{} is mode {mode:04o} and belongs to {owner} (uid {uid}), another account, which could read or replace the backups in it; no backup was written. \
+         Choose a directory of your own with --output-dir (a new one is created 0700), or have it given to {me} (`chown {me} {}` as root)",
         dir.display(),
         dir.display()
     )]
-    NotOurs { dir: PathBuf, mode: u32 },
+    NotOurs {
+        dir: PathBuf,
+        mode: u32,
+        owner: String,
+        uid: u32,
+        me: String,
+    },
     #[error(
         "{} is mode {mode:04o}, a directory shared with other accounts: backups need one of \
          their own; choose another --output-dir (e.g. {}, which is created 0700)",
@@ -101,12 +119,31 @@ pub enum DirError {
         dir.join("backups").display()
     )]
     Shared { dir: PathBuf, mode: u32 },
+    #[error(
+        "{} (the directory of --output) belongs to {owner} (uid {uid}), another account, which could read or replace the backup there; no backup was written. \
+         Choose an --output in a directory of your own (or root's)",
+        dir.display()
+    )]
+    OutputDirNotOurs {
+        dir: PathBuf,
+        owner: String,
+        uid: u32,
+    },
+    #[error(
+        "{} (the directory of --output) is mode {mode:04o} and not sticky: any account could rename or replace the backup in it; no backup was written. \
+         Choose an --output in a directory others cannot write, or a sticky one like /tmp (or run `chmod o-w {}`)",
+        dir.display(),
+        dir.display()
+    )]
+    OutputDirWritable { dir: PathBuf, mode: u32 },
 }
 
-/// Makes sure `dir` exists. A missing one is created 0700. With `keep_private` (the
-/// directory of default-named backups), one that others can reach is made 0700 when it
-/// is ours and not a shared (sticky) directory like `/tmp`, and refused otherwise.
-pub fn prepare_dir(dir: &Path, keep_private: bool) -> Result<DirState, DirError> {
+/// Makes sure `dir` exists and no other account (but root) could change what lands in
+/// it. A missing one is created 0700. The directory of default-named backups must be
+/// ours; one others can reach is made 0700, or refused when it is a shared (sticky)
+/// directory like `/tmp`. The directory of an `--output` must be ours or root's, and
+/// not writable by everyone unless sticky (where only a file's owner may rename it).
+pub fn prepare_dir(dir: &Path, use_of_dir: DirUse) -> Result<DirState, DirError> {
     let create = |source| DirError::Create {
         path: dir.to_path_buf(),
         source,
@@ -129,18 +166,38 @@ pub fn prepare_dir(dir: &Path, keep_private: bool) -> Result<DirState, DirError>
         return Err(DirError::NotADirectory(dir.to_path_buf()));
     }
     let mode = metadata.mode() & 0o7777;
-    if !keep_private || mode & 0o077 == 0 {
+    // SAFETY: geteuid cannot fail.
+    let me = unsafe { libc::geteuid() };
+    let uid = metadata.uid();
+    let sticky = mode & libc::S_ISVTX != 0;
+    let dir = dir.to_path_buf();
+    if use_of_dir == DirUse::Output {
+        if uid != me && uid != 0 {
+            return Err(DirError::OutputDirNotOurs {
+                dir,
+                owner: account_name(uid),
+                uid,
+            });
+        }
+        if mode & 0o002 != 0 && !sticky {
+            return Err(DirError::OutputDirWritable { dir, mode });
+        }
         return Ok(DirState::AsItWas);
     }
-    // SAFETY: geteuid cannot fail.
-    let ours = metadata.uid() == unsafe { libc::geteuid() };
-    let shared = mode & libc::S_ISVTX != 0;
-    let dir = dir.to_path_buf();
-    if shared {
-        return Err(DirError::Shared { dir, mode });
+    if uid != me {
+        return Err(DirError::NotOurs {
+            dir,
+            mode,
+            owner: account_name(uid),
+            uid,
+            me: account_name(me),
+        });
     }
-    if !ours {
-        return Err(DirError::NotOurs { dir, mode });
+    if mode & 0o077 == 0 {
+        return Ok(DirState::AsItWas);
+    }
+    if sticky {
+        return Err(DirError::Shared { dir, mode });
     }
     fs::set_permissions(&dir, fs::Permissions::from_mode(0o700)).map_err(|source| {
         DirError::Create {

@@ -1,7 +1,10 @@
 //! The psql meta-commands a plain dump holds, found the way psql's own lexer finds them:
 //! a backslash outside strings, quoted identifiers, dollar quotes, comments and COPY data.
 //! psql runs such a line on the restoring machine (`\!` is a shell), so a plain dump may
-//! hold only what pg_dump writes itself.
+//! hold only what pg_dump writes itself. What psql could read differently from this lexer
+//! (a NUL byte, standard_conforming_strings off, a client encoding whose characters can
+//! hold a quote or a backslash, a string or a number whose end depends on those or on
+//! psql's version) is refused too: a check that cannot judge a file must not pass it.
 
 use std::path::{Path, PathBuf};
 
@@ -39,6 +42,46 @@ pub enum MetaCommandError {
         line: usize,
         text: String,
     },
+    #[error("{}:{line}: {doubt}; psql could read the file differently from the check for meta-commands, so nothing was restored. pg_dump writes no such thing: restore a dump pg_dump wrote, or take one with --format custom", path.display())]
+    CannotJudge {
+        path: PathBuf,
+        line: usize,
+        doubt: Doubt,
+    },
+}
+
+/// Something in a plain dump psql could lex differently from `meta_commands`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Doubt {
+    /// psql drops the rest of a line after a NUL byte.
+    #[error("a NUL byte (psql drops the rest of its line)")]
+    Nul,
+    /// Any statement naming the setting but pg_dump's `SET standard_conforming_strings = on`.
+    #[error("a statement that sets standard_conforming_strings (psql reads backslashes in strings differently when it is off)")]
+    ConformingStrings,
+    /// A client encoding other than UTF8, SQL_ASCII or LATIN*, or a `RESET ALL`.
+    #[error("a statement that changes client_encoding to something other than UTF8, SQL_ASCII or LATIN1-10 (in SJIS, BIG5, GBK, UHC or GB18030 a quote or backslash byte can be part of a character)")]
+    ClientEncoding,
+    /// `RESET ALL` brings back the session's defaults, which the target may have set.
+    #[error("RESET ALL (it brings back the target's defaults for standard_conforming_strings and client_encoding)")]
+    ResetAll,
+    /// A plain string with a backslash before a quote ends in one place with
+    /// standard_conforming_strings on and in another with it off.
+    #[error("a string with a backslash before a quote (where it ends depends on standard_conforming_strings)")]
+    BackslashQuote,
+    /// psql 15 ends a number's trailing letters at `$`, psql 16 does not: a dollar quote
+    /// starts there for one and not the other.
+    #[error(
+        "a number followed by letters and a dollar quote (psql 15 and 16 split it differently)"
+    )]
+    NumberDollar,
+}
+
+/// What the lexer meets, in order: meta-commands and doubts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Event {
+    Command(MetaCommand),
+    Doubt { line: usize, doubt: Doubt },
 }
 
 /// The lines of pg_dump's own meta-commands in `script`, or the first other one, named.
@@ -47,7 +90,17 @@ pub fn check_plain_dump(path: &Path, script: &str) -> Result<Vec<usize>, MetaCom
     // pg_dump writes one key, `\restrict` and `\unrestrict` taking turns.
     let mut key: Option<String> = None;
     let mut restricted = false;
-    for command in meta_commands(script) {
+    for event in lex(script) {
+        let command = match event {
+            Event::Command(command) => command,
+            Event::Doubt { line, doubt } => {
+                return Err(MetaCommandError::CannotJudge {
+                    path: path.to_path_buf(),
+                    line,
+                    doubt,
+                })
+            }
+        };
         if command.is_pg_dumps_own() {
             let mut words = command.text.split_ascii_whitespace();
             let (name, this_key) = (words.next(), words.next().map(str::to_string));
@@ -102,9 +155,56 @@ struct Statement {
     leading: Vec<char>,
     paren_depth: usize,
     begin_depth: usize,
+    /// Its text but comments, strings and bodies included (they can run), and its
+    /// first line, to judge settings it changes.
+    text: Vec<u8>,
+    line: usize,
 }
 
 impl Statement {
+    fn push_text(&mut self, bytes: &[u8], line: usize) {
+        if self.text.iter().all(u8::is_ascii_whitespace) {
+            self.line = line;
+        }
+        self.text.extend_from_slice(bytes);
+    }
+
+    /// The setting this statement changes that psql's lexer depends on, if it changes
+    /// one other than the way pg_dump does.
+    fn doubt(&self) -> Option<Doubt> {
+        let lower = String::from_utf8_lossy(&self.text)
+            .to_ascii_lowercase()
+            .replace('=', " = ");
+        let words: Vec<&str> = lower.split_ascii_whitespace().collect();
+        let set: &[&str] = match words.as_slice() {
+            ["set", "session" | "local", rest @ ..] | ["set", rest @ ..] => rest,
+            _ => &[],
+        };
+        let value = |v: &str| v.trim_matches('\'').replace(['_', '-'], "");
+        if lower.contains("standard_conforming_strings") {
+            let on = matches!(
+                set,
+                ["standard_conforming_strings", "=" | "to", v] if matches!(value(v).as_str(), "on" | "true")
+            );
+            return (!on).then_some(Doubt::ConformingStrings);
+        }
+        if lower.contains("client_encoding") || matches!(set, ["names", ..]) {
+            let safe = |v: &str| {
+                let v = value(v);
+                matches!(v.as_str(), "utf8" | "unicode" | "sqlascii")
+                    || v.strip_prefix("latin")
+                        .and_then(|n| n.parse::<u8>().ok())
+                        .is_some_and(|n| (1..=10).contains(&n))
+            };
+            let ok = match set {
+                ["client_encoding", "=" | "to", v] | ["names", v] => safe(v),
+                _ => false,
+            };
+            return (!ok).then_some(Doubt::ClientEncoding);
+        }
+        (words.first() == Some(&"reset") && words.contains(&"all")).then_some(Doubt::ResetAll)
+    }
+
     fn token(&mut self, word: Option<&str>) {
         let lower = word.map(str::to_ascii_lowercase);
         if self.tokens == 0 {
@@ -174,14 +274,58 @@ fn dollar_tag(bytes: &[u8], i: usize) -> Option<&[u8]> {
     (j < bytes.len() && bytes[j] == b'$').then(|| &bytes[i..=j])
 }
 
+/// Where the number (or parameter's digits) starting at `bytes[i]` ends, and whether
+/// psql versions disagree about it. The letters after a number are one (junk) token with
+/// it (`1e'x'` is a plain string after it), but a `$` after digits starts a new token
+/// (`1$a$` is `1` and a dollar quote); after letters, psql 15 ends the junk at `$` and
+/// psql 16 does not, so a dollar quote there is a doubt.
+fn number_end(bytes: &[u8], mut i: usize) -> (usize, bool) {
+    while i < bytes.len() && (bytes[i].is_ascii_digit() || bytes[i] == b'_' || bytes[i] == b'.') {
+        i += 1;
+    }
+    let junk = i;
+    while i < bytes.len() && ident_cont(bytes[i]) && bytes[i] != b'$' {
+        i += 1;
+    }
+    if i == junk || bytes.get(i) != Some(&b'$') {
+        return (i, false);
+    }
+    if dollar_tag(bytes, i).is_some() {
+        return (i, true);
+    }
+    while i < bytes.len() && ident_cont(bytes[i]) {
+        i += 1;
+    }
+    (i, false)
+}
+
 /// Every meta-command psql would run in `script`, in order.
 pub fn meta_commands(script: &str) -> Vec<MetaCommand> {
+    lex(script)
+        .into_iter()
+        .filter_map(|event| match event {
+            Event::Command(command) => Some(command),
+            Event::Doubt { .. } => None,
+        })
+        .collect()
+}
+
+/// The meta-commands psql would run in `script` and what psql could read differently,
+/// in order.
+fn lex(script: &str) -> Vec<Event> {
     let mut found = Vec::new();
     let mut state = State::Code;
     let mut statement = Statement::default();
     let mut copies_pending = 0usize;
     for (index, line) in script.split('\n').enumerate() {
         let number = index + 1;
+        // COPY data too: psql finds the end of the data in the line before the NUL.
+        if line.contains('\0') {
+            found.push(Event::Doubt {
+                line: number,
+                doubt: Doubt::Nul,
+            });
+        }
         if copies_pending > 0 {
             if line.strip_suffix('\r').unwrap_or(line) == "\\." {
                 copies_pending -= 1;
@@ -190,6 +334,8 @@ pub fn meta_commands(script: &str) -> Vec<MetaCommand> {
         }
         let bytes = line.as_bytes();
         let mut i = 0;
+        // Where the statement's text not yet kept starts, on this line; none in a comment.
+        let mut mark = (!matches!(state, State::Comment(_))).then_some(0);
         while i < bytes.len() {
             let b = bytes[i];
             match &mut state {
@@ -201,6 +347,7 @@ pub fn meta_commands(script: &str) -> Vec<MetaCommand> {
                         *depth -= 1;
                         if *depth == 0 {
                             state = State::Code;
+                            mark = Some(i + 2);
                         }
                         i += 2;
                     } else {
@@ -208,9 +355,19 @@ pub fn meta_commands(script: &str) -> Vec<MetaCommand> {
                     }
                 }
                 State::Quoted { escapes } => {
-                    let doubled = b == b'\'' && bytes.get(i + 1) == Some(&b'\'');
+                    let next = bytes.get(i + 1);
+                    let doubled = b == b'\'' && next == Some(&b'\'');
                     if (*escapes && b == b'\\') || doubled {
                         i += 2;
+                    } else if b == b'\\' && next == Some(&b'\\') {
+                        // Two backslashes: one character either way.
+                        i += 2;
+                    } else if b == b'\\' && next == Some(&b'\'') {
+                        found.push(Event::Doubt {
+                            line: number,
+                            doubt: Doubt::BackslashQuote,
+                        });
+                        i += 1;
                     } else if b == b'\'' {
                         // psql lexes line by line, so a string continued on the next
                         // line (`E'a'` newline `'b'`) starts afresh as a plain one there.
@@ -243,21 +400,24 @@ pub fn meta_commands(script: &str) -> Vec<MetaCommand> {
                         i += 1;
                         continue;
                     }
-                    if bytes[i..].starts_with(b"--") {
-                        break;
-                    }
-                    if bytes[i..].starts_with(b"/*") {
+                    if bytes[i..].starts_with(b"--") || bytes[i..].starts_with(b"/*") {
+                        if let Some(from) = mark.take() {
+                            statement.push_text(&bytes[from..i], number);
+                        }
+                        if bytes[i] == b'-' {
+                            break;
+                        }
                         state = State::Comment(1);
                         i += 2;
                         continue;
                     }
                     match b {
                         b'\\' => {
-                            found.push(MetaCommand {
+                            found.push(Event::Command(MetaCommand {
                                 line: number,
                                 text: line[i..].trim_end().to_string(),
                                 at_line_start: i == 0,
-                            });
+                            }));
                             i = bytes.len();
                         }
                         b'\'' => {
@@ -277,10 +437,14 @@ pub fn meta_commands(script: &str) -> Vec<MetaCommand> {
                                 state = State::Dollar(String::from_utf8_lossy(tag).into_owned());
                             }
                             None => {
-                                i += 1;
-                                while i < bytes.len() && bytes[i].is_ascii_digit() {
-                                    i += 1;
+                                let (end, doubt) = number_end(bytes, i + 1);
+                                if doubt {
+                                    found.push(Event::Doubt {
+                                        line: number,
+                                        doubt: Doubt::NumberDollar,
+                                    });
                                 }
+                                i = end;
                                 statement.token(None);
                             }
                         },
@@ -301,18 +465,14 @@ pub fn meta_commands(script: &str) -> Vec<MetaCommand> {
                             }
                         }
                         b if b.is_ascii_digit() => {
-                            // A number and the identifier characters after it are one
-                            // (junk) token to psql: `1e'x'` is a plain string after it.
-                            while i < bytes.len()
-                                && (bytes[i].is_ascii_digit()
-                                    || bytes[i] == b'_'
-                                    || bytes[i] == b'.')
-                            {
-                                i += 1;
+                            let (end, doubt) = number_end(bytes, i);
+                            if doubt {
+                                found.push(Event::Doubt {
+                                    line: number,
+                                    doubt: Doubt::NumberDollar,
+                                });
                             }
-                            while i < bytes.len() && ident_cont(bytes[i]) {
-                                i += 1;
-                            }
+                            i = end;
                             statement.token(None);
                         }
                         b'(' => {
@@ -326,11 +486,21 @@ pub fn meta_commands(script: &str) -> Vec<MetaCommand> {
                             i += 1;
                         }
                         b';' if statement.paren_depth == 0 && statement.begin_depth == 0 => {
+                            if let Some(from) = mark {
+                                statement.push_text(&bytes[from..i], number);
+                            }
+                            if let Some(doubt) = statement.doubt() {
+                                found.push(Event::Doubt {
+                                    line: statement.line,
+                                    doubt,
+                                });
+                            }
                             if statement.copies_from_stdin() {
                                 copies_pending += 1;
                             }
                             statement = Statement::default();
                             i += 1;
+                            mark = Some(i);
                         }
                         _ => {
                             statement.token(None);
@@ -340,6 +510,16 @@ pub fn meta_commands(script: &str) -> Vec<MetaCommand> {
                 }
             }
         }
+        if let Some(from) = mark {
+            statement.push_text(&bytes[from.min(bytes.len())..], number);
+            statement.push_text(b" ", number);
+        }
+    }
+    if let Some(doubt) = statement.doubt() {
+        found.push(Event::Doubt {
+            line: statement.line,
+            doubt,
+        });
     }
     found
 }
@@ -429,5 +609,92 @@ mod tests {
             check_plain_dump(Path::new("d.sql"), "\\connect app\n"),
             Err(MetaCommandError::Connect { line: 1, .. })
         ));
+    }
+
+    fn doubt(script: &str) -> Option<(usize, Doubt)> {
+        match check_plain_dump(Path::new("d.sql"), script) {
+            Err(MetaCommandError::CannotJudge { line, doubt, .. }) => Some((line, doubt)),
+            _ => None,
+        }
+    }
+
+    #[test]
+    fn what_psql_could_read_differently_is_refused_with_its_line() {
+        for (script, line, expected) in [
+            (
+                "SELECT 1;\nSET standard_conforming_strings = off;\nSELECT 'a\\' , ' \\! id #';\n",
+                2,
+                Doubt::ConformingStrings,
+            ),
+            (
+                "SELECT pg_catalog.set_config('standard_conforming_strings', 'off', false);\n",
+                1,
+                Doubt::ConformingStrings,
+            ),
+            (
+                "SET SESSION standard_conforming_strings TO off;\n",
+                1,
+                Doubt::ConformingStrings,
+            ),
+            // However it was turned off: where the string ends depends on it.
+            ("SELECT 'a\\' , ' \\! id #';\n", 1, Doubt::BackslashQuote),
+            ("SELECT 'a\\''';\n", 1, Doubt::BackslashQuote),
+            (
+                "SELECT 1;\nSELECT '\0';\nSELECT ' \\! id #';\n",
+                2,
+                Doubt::Nul,
+            ),
+            (
+                "COPY t (a) FROM stdin;\n\\.\0\n\\! id\n\\.\n",
+                2,
+                Doubt::Nul,
+            ),
+            (
+                "SET client_encoding = 'SJIS';\nSELECT '\u{101}' , ' \\! id #';\n",
+                1,
+                Doubt::ClientEncoding,
+            ),
+            ("SET NAMES 'BIG5';\n", 1, Doubt::ClientEncoding),
+            (
+                "select set_config('client_encoding', 'GBK', false);\n",
+                1,
+                Doubt::ClientEncoding,
+            ),
+            (
+                "SET client_encoding TO DEFAULT;\n",
+                1,
+                Doubt::ClientEncoding,
+            ),
+            ("SELECT 1;\nRESET ALL;\n", 2, Doubt::ResetAll),
+            // psql 15: `1a` and then a dollar quote; psql 16: one junk token.
+            ("SELECT 1a$b$ \\! id $b$;\n", 1, Doubt::NumberDollar),
+        ] {
+            assert_eq!(doubt(script), Some((line, expected)), "{script:?}");
+        }
+    }
+
+    #[test]
+    fn pg_dumps_own_settings_and_backslashes_that_mean_the_same_either_way_pass() {
+        let script = "SET client_encoding = 'UTF8';\nSET standard_conforming_strings = on;\n\
+            SET client_encoding TO 'LATIN1';\nSET NAMES 'sql_ascii';\n\
+            COMMENT ON TABLE t IS 'C:\\\\dir\\\\ and \\i';\nSELECT E'\\'', 1$a$ $a$, $1;\n\
+            -- SET standard_conforming_strings = off;\n/* client_encoding SJIS */\n";
+        assert_eq!(
+            check_plain_dump(Path::new("d.sql"), script).unwrap(),
+            Vec::<usize>::new()
+        );
+    }
+
+    #[test]
+    fn psql_reads_a_dollar_after_digits_as_a_new_token() {
+        // `1` and then the dollar-quoted ` `: the command after it runs.
+        assert_eq!(
+            lines("SELECT 1$a$ $a$ \\! id\n"),
+            [(1, "\\! id".to_string())]
+        );
+        assert_eq!(
+            lines("SELECT $1$a$ $a$ \\! id\n"),
+            [(1, "\\! id".to_string())]
+        );
     }
 }

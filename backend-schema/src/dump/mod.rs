@@ -1,6 +1,7 @@
 //! Backups as files: the manifest written beside a dump, format detection, hashing,
 //! row counts, and the checks that tell a complete dump from a truncated one.
-//! `backup` writes one, `destination` puts it in place without replacing anything,
+//! `backup` writes one (built in a private `staging` directory), `destination` puts it
+//! in place without replacing anything,
 //! `archive` reads one back, `restore` restores one (a plain one through
 //! `psql_restore`, after `meta_commands`; via staging with `database_settings` and
 //! `leftovers`), and `schema` turns a schema-only dump into `schema.sql`.
@@ -14,6 +15,7 @@ pub mod meta_commands;
 pub mod psql_restore;
 pub mod restore;
 pub mod schema;
+pub mod staging;
 
 use std::collections::BTreeMap;
 use std::fs;

@@ -1,7 +1,8 @@
 //! Restoring a plain dump with psql, which would run any meta-command the file holds on
 //! this machine: the file is refused unless its only meta-commands are pg_dump's own
 //! (`meta_commands`), and psql then reads it in its restricted mode under a key the file
-//! cannot know, so a meta-command our lexer missed is refused by psql itself.
+//! cannot know, so a meta-command our lexer missed is refused by psql itself. A psql
+//! without restricted mode gets no plain dump at all.
 
 use std::ffi::OsString;
 use std::io::Read as _;
@@ -9,7 +10,7 @@ use std::path::Path;
 
 use super::meta_commands::{check_plain_dump, MetaCommandError};
 use crate::database_url::DatabaseUrl;
-use crate::pgtool::{libpq, stderr_tail};
+use crate::pgtool::{libpq, stderr_tail, tool};
 use crate::PgBinaries;
 
 #[derive(Debug, thiserror::Error)]
@@ -24,8 +25,42 @@ pub enum PsqlRestoreError {
         #[source]
         source: std::io::Error,
     },
+    #[error("{} is psql {version}, which has no restricted mode (\\restrict): a meta-command the check missed would run on this machine; nothing was restored. Restore with a psql that has it (13.22, 14.19, 15.14, 16.10, 17.6 or later, through PG_BIN_DIR), or take the backup with --format custom and restore that", psql.display())]
+    NoRestrictedMode {
+        psql: std::path::PathBuf,
+        version: String,
+    },
+    #[error("cannot run {} --version", psql.display())]
+    Version {
+        psql: std::path::PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
     #[error(transparent)]
     Io(#[from] std::io::Error),
+}
+
+/// Refuses a psql without restricted mode, by its own `--version` (the server's
+/// version says nothing about the psql beside it).
+pub fn check_psql(binaries: &PgBinaries) -> Result<(), PsqlRestoreError> {
+    let psql = binaries.tool("psql");
+    let output = tool(binaries, "psql", vec!["--version".into()])
+        .read()
+        .map_err(|source| PsqlRestoreError::Version {
+            psql: psql.clone(),
+            source,
+        })?;
+    // "psql (PostgreSQL) 15.18 (Debian 15.18-0+deb12u1)"
+    let version = output
+        .split_whitespace()
+        .nth(2)
+        .unwrap_or("unknown")
+        .to_string();
+    if has_restrict(&version) {
+        Ok(())
+    } else {
+        Err(PsqlRestoreError::NoRestrictedMode { psql, version })
+    }
 }
 
 /// Whether this psql has `\restrict` (PostgreSQL 13.22, 14.19, 15.14, 16.10, 17.6, 18).
@@ -68,7 +103,7 @@ fn random_key() -> std::io::Result<String> {
 }
 
 /// Checks the plain dump at `path`, then restores it in one transaction:
-/// `psql -X -1 -v ON_ERROR_STOP=1`, in restricted mode where this psql has it.
+/// `psql -X -1 -v ON_ERROR_STOP=1`, in restricted mode (a psql without it is refused).
 pub fn restore_plain(
     binaries: &PgBinaries,
     path: &Path,
@@ -79,28 +114,25 @@ pub fn restore_plain(
         source,
     })?;
     let own = check_plain_dump(path, &script)?;
-    let mut args: Vec<OsString> = ["-X", "-q", "-1", "-v", "ON_ERROR_STOP=1"]
-        .map(OsString::from)
-        .to_vec();
-    let input = match has_restrict(binaries.version()) {
-        true => {
-            args.push(format!("--command=\\restrict {}", random_key()?).into());
-            args.push("--file=-".into());
-            Some(without_lines(&script, &own))
-        }
-        false => {
-            args.push(format!("--file={}", path.display()).into());
-            None
-        }
-    };
-    let mut expression = libpq(binaries, "psql", args, url)
+    check_psql(binaries)?;
+    let args: Vec<OsString> = vec![
+        "-X".into(),
+        "-q".into(),
+        "-1".into(),
+        "-v".into(),
+        "ON_ERROR_STOP=1".into(),
+        format!("--command=\\restrict {}", random_key()?).into(),
+        "--file=-".into(),
+    ];
+    // The encoding the check read the file in, whatever the environment or the
+    // target's defaults say, until the file's own `SET client_encoding`.
+    let output = libpq(binaries, "psql", args, url)
+        .env("PGCLIENTENCODING", "UTF8")
+        .stdin_bytes(without_lines(&script, &own))
         .stdout_null()
         .stderr_capture()
-        .unchecked();
-    if let Some(input) = input {
-        expression = expression.stdin_bytes(input);
-    }
-    let output = expression.run()?;
+        .unchecked()
+        .run()?;
     if !output.status.success() {
         let stderr = String::from_utf8_lossy(&output.stderr)
             .replace("psql:<stdin>:", &format!("psql:{}:", path.display()));

@@ -13,7 +13,7 @@ use super::archive::{check_complete, hash_and_read, ArchiveError};
 use super::database_settings::DatabaseSettings;
 use super::leftovers::{self, Kind, Swept};
 use super::meta_commands::{check_plain_dump, MetaCommandError};
-use super::psql_restore::{restore_plain, PsqlRestoreError};
+use super::psql_restore::{check_psql, restore_plain, PsqlRestoreError};
 use super::{extensions_in_script, roles_in_script, row_counts, DumpFormat, Manifest};
 use crate::database_url::DatabaseUrl;
 use crate::pgtool::{libpq, stderr_tail};
@@ -66,6 +66,8 @@ pub enum CheckError {
     Damaged(#[source] ArchiveError),
     #[error(transparent)]
     MetaCommand(#[from] MetaCommandError),
+    #[error(transparent)]
+    Psql(#[from] PsqlRestoreError),
 }
 
 /// The archive before anything is touched: its hash against the manifest (when there is
@@ -105,6 +107,7 @@ pub fn check_archive(
             })
         })?;
         check_plain_dump(path, &script)?;
+        check_psql(binaries)?;
     }
     Ok(())
 }
