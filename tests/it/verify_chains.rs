@@ -8,7 +8,7 @@
 use std::collections::BTreeSet;
 use std::path::Path;
 
-use backend_schema::verify::findings::FindingKind;
+use backend_schema::lint::Rule;
 use backend_schema::verify::isolation::Verdict;
 use backend_schema::verify::{verify_dir, StairStep, VerifyOptions, VerifyReport};
 
@@ -106,7 +106,7 @@ fn a_chain_modelled_on_upstream_reports_exactly_its_defects() {
     let redundant: BTreeSet<(String, String)> = report
         .findings
         .iter()
-        .filter(|f| f.kind == FindingKind::RedundantIndex)
+        .filter(|f| f.rule == Rule::RedundantIndex)
         .map(|f| (f.index.clone().unwrap(), f.covered_by.clone().unwrap()))
         .collect();
     let expected: BTreeSet<(String, String)> = [
@@ -124,12 +124,12 @@ fn a_chain_modelled_on_upstream_reports_exactly_its_defects() {
     let rewrites: Vec<(&str, &str, bool)> = report
         .findings
         .iter()
-        .filter(|f| f.kind == FindingKind::TableRewrite)
+        .filter(|f| f.rule == Rule::TableRewrite)
         .map(|f| {
             (
                 f.revision.as_str(),
-                f.table.as_str(),
-                f.message.starts_with("the upgrade"),
+                f.table.as_deref().unwrap(),
+                f.file.as_ref().unwrap().ends_with("up.sql"),
             )
         })
         .collect();

@@ -80,7 +80,10 @@ impl LintConfig {
         })?;
         for entry in &config.allow {
             let problem = if Rule::from_id(&entry.rule).is_none() {
-                Some(format!("unknown rule `{}` (see the README's rule table)", entry.rule))
+                Some(format!(
+                    "unknown rule `{}` (see the README's rule table)",
+                    entry.rule
+                ))
             } else if entry.reason.trim().is_empty() {
                 Some(format!(
                     "the allow of {} for {} has no reason",
@@ -133,7 +136,10 @@ impl LintConfig {
                 && graph
                     .resolve_revision(&entry.revision)
                     .is_ok_and(|m| m.revision == finding.revision)
-                && entry.file.as_ref().is_none_or(|f| Some(f) == file_name.as_ref())
+                && entry
+                    .file
+                    .as_ref()
+                    .is_none_or(|f| Some(f) == file_name.as_ref())
                 && entry.line.is_none_or(|l| Some(l) == finding.line);
             if matches {
                 return Some((entry.reason.clone(), LINT_FILE.to_string()));
@@ -166,10 +172,7 @@ impl LintConfig {
                         ));
                         return None;
                     }
-                    return Some((
-                        reason.to_string(),
-                        format!("{}:{at}", path.display()),
-                    ));
+                    return Some((reason.to_string(), format!("{}:{at}", path.display())));
                 }
             }
             at -= 1;

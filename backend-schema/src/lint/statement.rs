@@ -43,10 +43,9 @@ pub fn words(sql: &str) -> Vec<Word> {
                 WordKind::Quoted,
                 text.trim_matches('"').replace("\"\"", "\""),
             ),
-            TokenKind::Literal { .. } if text.starts_with('\'') => (
-                WordKind::Str,
-                text.trim_matches('\'').replace("''", "'"),
-            ),
+            TokenKind::Literal { .. } if text.starts_with('\'') => {
+                (WordKind::Str, text.trim_matches('\'').replace("''", "'"))
+            }
             _ => (WordKind::Other, text.to_string()),
         };
         if token.kind == TokenKind::CloseParen {
@@ -111,15 +110,30 @@ pub enum Kind {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Action {
     /// A FOREIGN KEY or CHECK added without NOT VALID: validated under the lock.
-    ValidatedConstraint { what: &'static str },
+    ValidatedConstraint {
+        what: &'static str,
+    },
     /// UNIQUE or PRIMARY KEY added without `USING INDEX`: its index built under the lock.
-    UniqueInPlace { what: &'static str },
-    SetNotNull { column: String },
-    AlterType { column: String },
-    AddColumnWithDefault { column: String },
+    UniqueInPlace {
+        what: &'static str,
+    },
+    SetNotNull {
+        column: String,
+    },
+    AlterType {
+        column: String,
+    },
+    AddColumnWithDefault {
+        column: String,
+    },
     SetLogged,
-    RenameColumn { from: String, to: String },
-    DropColumn { column: String },
+    RenameColumn {
+        from: String,
+        to: String,
+    },
+    DropColumn {
+        column: String,
+    },
     Other,
 }
 
@@ -202,7 +216,11 @@ pub fn classify(sql: &str) -> Kind {
                 if_exists: skip(&words, &mut i, &["IF", "EXISTS"]),
             }
         }
-        ("REINDEX", _) if words.iter().any(|w| w.depth == 0 && w.upper == "CONCURRENTLY") => {
+        ("REINDEX", _)
+            if words
+                .iter()
+                .any(|w| w.depth == 0 && w.upper == "CONCURRENTLY") =>
+        {
             Kind::OutsideTransaction
         }
         ("VACUUM", _) if words.iter().any(|w| w.upper == "FULL") => Kind::VacuumFull,
@@ -231,7 +249,13 @@ fn create(words: &[Word]) -> Kind {
         };
     }
     let mut i = 1;
-    for optional in [&["GLOBAL"][..], &["LOCAL"], &["TEMPORARY"], &["TEMP"], &["UNLOGGED"]] {
+    for optional in [
+        &["GLOBAL"][..],
+        &["LOCAL"],
+        &["TEMPORARY"],
+        &["TEMP"],
+        &["UNLOGGED"],
+    ] {
         skip(words, &mut i, optional);
     }
     if skip(words, &mut i, &["TABLE"]) {
@@ -260,7 +284,9 @@ fn alter_table(words: &[Word]) -> Kind {
     // Actions are separated by commas at depth 0.
     let mut actions = Vec::new();
     let mut start = i;
-    for end in (i..=words.len()).filter(|&k| k == words.len() || (words[k].depth == 0 && words[k].upper == ",")) {
+    for end in (i..=words.len())
+        .filter(|&k| k == words.len() || (words[k].depth == 0 && words[k].upper == ","))
+    {
         if end > start {
             actions.push(action(&words[start..end]));
         }
@@ -270,7 +296,10 @@ fn alter_table(words: &[Word]) -> Kind {
 }
 
 fn action(w: &[Word]) -> Action {
-    let has = |word: &str| w.iter().any(|x| x.kind == WordKind::Ident && x.upper == word);
+    let has = |word: &str| {
+        w.iter()
+            .any(|x| x.kind == WordKind::Ident && x.upper == word)
+    };
     let at = |i: usize, word: &str| is(w.get(i), word);
     if at(0, "ADD") {
         let not_valid = w
@@ -283,7 +312,9 @@ fn action(w: &[Word]) -> Action {
                 .any(|k| at(1, k));
         if is_constraint {
             if depth0("FOREIGN") && !not_valid {
-                return Action::ValidatedConstraint { what: "FOREIGN KEY" };
+                return Action::ValidatedConstraint {
+                    what: "FOREIGN KEY",
+                };
             }
             if depth0("CHECK") && !not_valid {
                 return Action::ValidatedConstraint { what: "CHECK" };
@@ -310,7 +341,9 @@ fn action(w: &[Word]) -> Action {
         }
         // An inline REFERENCES or CHECK is validated at once, like ADD CONSTRAINT.
         if w.iter().any(|x| x.depth == 0 && is(Some(x), "REFERENCES")) {
-            return Action::ValidatedConstraint { what: "FOREIGN KEY" };
+            return Action::ValidatedConstraint {
+                what: "FOREIGN KEY",
+            };
         }
         return Action::Other;
     }
@@ -389,10 +422,16 @@ mod tests {
         assert_eq!(
             actions,
             [
-                Action::ValidatedConstraint { what: "FOREIGN KEY" },
+                Action::ValidatedConstraint {
+                    what: "FOREIGN KEY"
+                },
                 Action::Other,
-                Action::AlterType { column: "score".into() },
-                Action::SetNotNull { column: "email".into() },
+                Action::AlterType {
+                    column: "score".into()
+                },
+                Action::SetNotNull {
+                    column: "email".into()
+                },
                 Action::AddColumnWithDefault { column: "n".into() },
                 Action::DropColumn { column: "x".into() },
                 Action::UniqueInPlace { what: "UNIQUE" },
@@ -405,12 +444,18 @@ mod tests {
             classify("ALTER TABLE leads RENAME COLUMN a TO b"),
             Kind::AlterTable {
                 table: "leads".into(),
-                actions: vec![Action::RenameColumn { from: "a".into(), to: "b".into() }]
+                actions: vec![Action::RenameColumn {
+                    from: "a".into(),
+                    to: "b".into()
+                }]
             }
         );
         assert_eq!(
             classify("ALTER TABLE leads RENAME TO prospects"),
-            Kind::RenameTable { table: "leads".into(), to: "prospects".into() }
+            Kind::RenameTable {
+                table: "leads".into(),
+                to: "prospects".into()
+            }
         );
     }
 
@@ -418,11 +463,17 @@ mod tests {
     fn strings_and_comments_are_not_key_words() {
         assert_eq!(
             classify("ALTER TABLE t ADD COLUMN note text -- DEFAULT 'x'\n"),
-            Kind::AlterTable { table: "t".into(), actions: vec![Action::Other] }
+            Kind::AlterTable {
+                table: "t".into(),
+                actions: vec![Action::Other]
+            }
         );
         assert_eq!(
             classify("ALTER TYPE s ADD VALUE IF NOT EXISTS 'it''s'"),
-            Kind::AddEnumValue { value: "it's".into(), if_not_exists: true }
+            Kind::AddEnumValue {
+                value: "it's".into(),
+                if_not_exists: true
+            }
         );
     }
 }

@@ -252,7 +252,10 @@ mod tests {
             named_roles("CREATE POLICY p ON leads FOR SELECT TO app USING (tenant_id = current_setting('x')::uuid)"),
             ["app"]
         );
-        assert_eq!(named_roles("ALTER TABLE leads OWNER TO owner_role"), ["owner_role"]);
+        assert_eq!(
+            named_roles("ALTER TABLE leads OWNER TO owner_role"),
+            ["owner_role"]
+        );
         assert!(named_roles("CREATE POLICY p ON leads USING (true)").is_empty());
         assert!(named_roles("ALTER TABLE leads ADD COLUMN x int").is_empty());
     }

@@ -65,7 +65,7 @@ pub fn check(
         };
         let locked = |table: &str| {
             trace
-                .locks
+                .held
                 .iter()
                 .find(|(t, _)| t == table)
                 .map(|(_, mode)| *mode)
@@ -89,7 +89,7 @@ pub fn check(
                     found(
                         Rule::IndexNotConcurrent,
                         table,
-                        format!("builds an index on existing table {table} without CONCURRENTLY: {mode} blocks every write to {table} until the build ends"),
+                        format!("builds an index on existing table {table} without CONCURRENTLY: {mode} blocks every write to {table}{} until the build ends", if mode == LockMode::AccessExclusive { " (and every read)" } else { "" }),
                         INDEX_FIX,
                     );
                 }

@@ -467,22 +467,23 @@ impl<'a> Migrator<'a> {
             false => None,
         };
         let mut traced = Vec::new();
-        let result = execute_file_traced(self.client, step, migration, &outcome, existing.as_deref())
-            .and_then(|trace| {
-            traced = trace;
-            let invalid =
-                loss::invalid_indexes(self.client).map_err(db("listing INVALID indexes"))?;
-            match invalid.is_empty() {
-                true => Ok(()),
-                false => Err(MigrateError::Unfinished {
-                    revision: step.revision.clone(),
-                    path: migration.dir.clone(),
-                    status: Status::Failed,
-                    error: Some("INVALID indexes after the migration".into()),
-                    invalid_indexes: invalid,
-                }),
-            }
-        });
+        let result =
+            execute_file_traced(self.client, step, migration, &outcome, existing.as_deref())
+                .and_then(|trace| {
+                    traced = trace;
+                    let invalid = loss::invalid_indexes(self.client)
+                        .map_err(db("listing INVALID indexes"))?;
+                    match invalid.is_empty() {
+                        true => Ok(()),
+                        false => Err(MigrateError::Unfinished {
+                            revision: step.revision.clone(),
+                            path: migration.dir.clone(),
+                            status: Status::Failed,
+                            error: Some("INVALID indexes after the migration".into()),
+                            invalid_indexes: invalid,
+                        }),
+                    }
+                });
         let _ = self
             .client
             .batch_execute("RESET lock_timeout; RESET statement_timeout");

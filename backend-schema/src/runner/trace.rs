@@ -19,6 +19,9 @@ pub struct StatementTrace {
     pub elapsed: Duration,
     /// Locks on pre-existing tables this statement took or strengthened.
     pub locks: Vec<(String, LockMode)>,
+    /// The strongest lock held on each pre-existing table when it ended (taken by it
+    /// or earlier in the transaction): what its work ran under.
+    pub held: Vec<(String, LockMode)>,
     /// Pre-existing tables whose file node it changed.
     pub rewritten: Vec<String>,
     /// Pre-existing tables it read with a sequential scan.
@@ -38,7 +41,9 @@ struct TableState {
 }
 
 /// The tables a trace watches: the ones of the user schemas before the migration runs.
-pub(crate) fn existing_tables(client: &mut impl GenericClient) -> Result<Vec<u32>, postgres::Error> {
+pub(crate) fn existing_tables(
+    client: &mut impl GenericClient,
+) -> Result<Vec<u32>, postgres::Error> {
     Ok(crate::catalog::user_tables(client)?
         .into_iter()
         .filter(|t| !t.is_version_table())
@@ -93,6 +98,7 @@ impl TableStates {
             sql: statement.sql.clone(),
             elapsed,
             locks: Vec::new(),
+            held: Vec::new(),
             rewritten: Vec::new(),
             scanned: Vec::new(),
         };
@@ -102,6 +108,9 @@ impl TableStates {
             };
             if let Some(mode) = now.strongest.filter(|m| Some(*m) > old.strongest) {
                 trace.locks.push((now.name.clone(), mode));
+            }
+            if let Some(mode) = now.strongest {
+                trace.held.push((now.name.clone(), mode));
             }
             // A relfilenode of 0 is a mapped or storage-less relation: never a rewrite.
             if now.file_node != old.file_node && old.file_node != 0 {

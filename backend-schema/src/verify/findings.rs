@@ -102,9 +102,10 @@ pub fn redundant_indexes(
                     continue;
                 }
                 let named = |name: &str| {
-                    findings
-                        .iter()
-                        .any(|f| f.table.as_ref() == Some(&redundant.table) && f.index.as_deref() == Some(name))
+                    findings.iter().any(|f| {
+                        f.table.as_ref() == Some(&redundant.table)
+                            && f.index.as_deref() == Some(name)
+                    })
                 };
                 if named(&redundant.name) {
                     continue;

@@ -19,12 +19,12 @@ use serde::Serialize;
 
 use crate::cluster::{ClusterError, TempCluster};
 use crate::graph::{RevisionGraph, UsableGraph};
+use crate::lint::{self, Allowed, LintConfig, Severity};
 use crate::runner::{Migrator, RunOptions, StepReport};
 use crate::snapshot::SchemaSnapshot;
 use crate::source::SourceError;
-use data::TableData;
-use crate::lint::{self, Allowed, LintConfig, Severity};
 use crate::Direction;
+use data::TableData;
 use findings::Finding;
 use isolation::IsolationFailure;
 use roles::RolesError;
@@ -428,12 +428,9 @@ fn stairway(
                 rev.down_ms = total_ms(&down);
                 rev.locks_down = down.iter().flat_map(|s| s.locks.clone()).collect();
                 let after_down = SchemaSnapshot::capture(client)?;
-                report.findings.extend(traced_findings(
-                    migration,
-                    Direction::Down,
-                    &down,
-                    config,
-                ));
+                report
+                    .findings
+                    .extend(traced_findings(migration, Direction::Down, &down, config));
                 if let Some(diff) = previous.diff(&after_down) {
                     if previous.with_columns_sorted() == after_down.with_columns_sorted() {
                         // PostgreSQL can only append a column: a downgrade that re-adds
