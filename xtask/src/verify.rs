@@ -188,8 +188,8 @@ pub(crate) fn render(report: &VerifyReport, colour: bool) -> String {
             let _ = writeln!(out, "{label}: {warning}");
         }
     }
-    // Findings as a compiler prints them: errors among the failures' colour, warnings
-    // under --strict marked as failing.
+    // Findings as a compiler prints them (the verdict counts the warnings --strict
+    // fails on).
     let findings: Vec<_> = report.findings.iter().collect();
     if !findings.is_empty() || !report.allowed.is_empty() {
         let _ = writeln!(out);
@@ -197,7 +197,6 @@ pub(crate) fn render(report: &VerifyReport, colour: bool) -> String {
     for finding in findings {
         let label = match finding.severity {
             Severity::Error => paint.failed("error"),
-            _ if report.strict => paint.warning("warning (--strict: a failure)"),
             _ => paint.warning("warning"),
         };
         let _ = write!(out, "{}", crate::findings::render(finding, &label));

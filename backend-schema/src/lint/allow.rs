@@ -56,7 +56,7 @@ pub struct Allowed {
     #[serde(flatten)]
     pub finding: Finding,
     pub reason: String,
-    /// Where the suppression is: `lint.toml` or the comment's file and line.
+    /// Where the suppression is: `lint.toml` or the comment's line in the finding's file.
     pub allowed_by: String,
 }
 
@@ -145,7 +145,7 @@ impl LintConfig {
                 return Some((entry.reason.clone(), LINT_FILE.to_string()));
             }
         }
-        let (Some(path), Some(line)) = (finding.file.clone(), finding.line) else {
+        let Some(line) = finding.line else {
             return None;
         };
         let migration = graph.get(&finding.revision)?;
@@ -172,7 +172,7 @@ impl LintConfig {
                         ));
                         return None;
                     }
-                    return Some((reason.to_string(), format!("{}:{at}", path.display())));
+                    return Some((reason.to_string(), format!("the comment on line {at}")));
                 }
             }
             at -= 1;
