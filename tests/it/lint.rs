@@ -141,6 +141,26 @@ fn lint_runs_the_static_rules_without_a_server() {
     ] {
         assert!(out.contains(needle), "`{needle}` not in:\n{out}");
     }
+    // The same as JSON.
+    let dir = tempfile::tempdir().unwrap();
+    let json = dir.path().join("lint.json");
+    xtask(&[
+        "lint",
+        "--migrations",
+        UNSAFE,
+        "--json",
+        json.to_str().unwrap(),
+    ])
+    .failure();
+    let report: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    assert!(located(&report["findings"]).contains(&(
+        "5afe00000006".into(),
+        "rename-breaks-running-code".into(),
+        "up.sql".into(),
+        1
+    )));
+    assert_eq!(report["allowed"].as_array().unwrap().len(), 1);
     // Traced rules need verify: lint names none of them.
     assert!(!out.contains("index-not-concurrent"), "{out}");
     // One revision, by prefix.

@@ -145,9 +145,7 @@ impl LintConfig {
                 return Some((entry.reason.clone(), LINT_FILE.to_string()));
             }
         }
-        let Some(line) = finding.line else {
-            return None;
-        };
+        let line = finding.line?;
         let migration = graph.get(&finding.revision)?;
         let text = if file_name.as_deref() == Some("down.sql") {
             &migration.down
