@@ -145,6 +145,15 @@ pub struct Finding {
 }
 
 impl Finding {
+    /// A downgrade runs rarely, by hand, in an incident: what it does is worth knowing,
+    /// but never blocks the chain, so a finding in one is at most a warning.
+    pub fn in_direction(mut self, direction: Direction) -> Finding {
+        if direction == Direction::Down && self.severity == Severity::Error {
+            self.severity = Severity::Warning;
+        }
+        self
+    }
+
     /// A finding of `rule` at `statement` of `path`.
     pub fn at(
         rule: Rule,

@@ -184,6 +184,9 @@ pub fn check(
         }
     }
     findings
+        .into_iter()
+        .map(|f| f.in_direction(direction))
+        .collect()
 }
 
 /// The roles a GRANT, REVOKE, CREATE/ALTER POLICY or OWNER TO names.

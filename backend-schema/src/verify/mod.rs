@@ -608,6 +608,9 @@ fn traced_findings(
         &traces,
         config.long_lock(),
     )
+    .into_iter()
+    .map(|f| f.in_direction(direction))
+    .collect()
 }
 
 fn total_ms(steps: &[StepReport]) -> u64 {
