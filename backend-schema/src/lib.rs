@@ -15,6 +15,7 @@ pub mod detect;
 pub mod dump;
 pub mod erd;
 pub mod graph;
+pub mod lint;
 pub mod migration;
 pub mod pgpass;
 pub mod pgtool;

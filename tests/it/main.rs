@@ -15,6 +15,7 @@ mod cluster;
 mod docs;
 mod fresh_machine;
 mod hints;
+mod lint;
 mod migrate;
 mod ordinary_role;
 mod pinned_alembic;

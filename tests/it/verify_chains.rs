@@ -8,7 +8,7 @@
 use std::collections::BTreeSet;
 use std::path::Path;
 
-use backend_schema::verify::findings::FindingKind;
+use backend_schema::lint::Rule;
 use backend_schema::verify::isolation::Verdict;
 use backend_schema::verify::{verify_dir, StairStep, VerifyOptions, VerifyReport};
 
@@ -106,7 +106,7 @@ fn a_chain_modelled_on_upstream_reports_exactly_its_defects() {
     let redundant: BTreeSet<(String, String)> = report
         .findings
         .iter()
-        .filter(|f| f.kind == FindingKind::RedundantIndex)
+        .filter(|f| f.rule == Rule::RedundantIndex)
         .map(|f| (f.index.clone().unwrap(), f.covered_by.clone().unwrap()))
         .collect();
     let expected: BTreeSet<(String, String)> = [
@@ -124,12 +124,12 @@ fn a_chain_modelled_on_upstream_reports_exactly_its_defects() {
     let rewrites: Vec<(&str, &str, bool)> = report
         .findings
         .iter()
-        .filter(|f| f.kind == FindingKind::TableRewrite)
+        .filter(|f| f.rule == Rule::TableRewrite)
         .map(|f| {
             (
                 f.revision.as_str(),
-                f.table.as_str(),
-                f.message.starts_with("the upgrade"),
+                f.table.as_deref().unwrap(),
+                f.file.as_ref().unwrap().ends_with("up.sql"),
             )
         })
         .collect();
@@ -206,8 +206,9 @@ fn the_chain_in_text_names_every_defect_with_failures_and_verdict_last() {
     let run = xtask(&["verify", "--migrations", CHAIN]);
     let out = filter(&run.failure().stdout());
     for needle in [
-        "warning: at 7c0100000006: index ix_ga_integration_tenant_id on google_analytics_integrations has the same columns, method and predicate as unique constraint uq_ga_integration_tenant",
-        "warning: at 7c010000000c: the upgrade of 7c010000000c rewrites table assessments",
+        "warning[redundant-index]: revision 7c0100000006: index ix_ga_integration_tenant_id on google_analytics_integrations has the same columns, method and predicate as unique constraint uq_ga_integration_tenant",
+        "error[table-rewrite]: tests/fixtures/upstream_like/7c010000000c_add_missing_tables_reports_qr_audit/up.sql:29: rewrites table assessments (its file node changed)",
+        "error[constraint-validated-in-place]: tests/fixtures/upstream_like/7c0100000005_add_tenant_owner/up.sql:1: adds a FOREIGN KEY constraint to existing table tenants",
         "isolation: with app.current_tenant_id unset, assessments, leads, google_analytics_integrations, answers, responses, crm_integrations return an error or no rows (fail-closed, as they should)",
         "FAILED isolation at 7c010000000d ([ROOT]/tests/fixtures/upstream_like/7c010000000d_add_qr_code_rls): LEAK in qr_codes: tenant A sees 2 rows of other tenants",
         "FAILED isolation at 7c010000000b ([ROOT]/tests/fixtures/upstream_like/7c010000000b_add_topics_and_industries_tables): FAIL-OPEN in topics: with app.current_tenant_id absent, 4 rows are visible",
@@ -226,9 +227,9 @@ fn the_chain_in_text_names_every_defect_with_failures_and_verdict_last() {
     // the verdict: no warning or table row below them.
     let first = lines.iter().position(|l| l.starts_with("FAILED")).unwrap();
     assert!(
-        lines[first..]
-            .iter()
-            .all(|l| !l.starts_with("warning") && !l.starts_with("7c01")),
+        lines[first..].iter().all(|l| !l.starts_with("warning")
+            && !l.starts_with("error[")
+            && !l.starts_with("7c01")),
         "{out}"
     );
     assert!(!out.contains('\x1b'), "colour in a pipe:\n{out}");
@@ -249,14 +250,18 @@ fn the_chain_in_text_names_every_defect_with_failures_and_verdict_last() {
         .as_array()
         .unwrap()
         .iter()
-        .map(|f| f["kind"].as_str().unwrap())
+        .map(|f| f["rule"].as_str().unwrap())
         .collect();
     assert_eq!(
         kinds,
-        set(["redundant-index", "table-rewrite"])
-            .iter()
-            .map(String::as_str)
-            .collect()
+        set([
+            "constraint-validated-in-place",
+            "redundant-index",
+            "table-rewrite"
+        ])
+        .iter()
+        .map(String::as_str)
+        .collect()
     );
     assert_eq!(
         report["revisions"][12]["isolation_failures"][0]["verdict"],
@@ -351,11 +356,15 @@ fn strict_turns_warnings_into_failures() {
         "{out}"
     );
     assert!(
+        out.contains("warning[drop-breaks-running-code]: tests/fixtures/drop_column/d0d0000000a2_drop_nickname/up.sql:1: dropping column people.nickname"),
+        "{out}"
+    );
+    assert!(
         out.trim_end()
             .lines()
             .last()
             .unwrap()
-            .contains("0 failure(s), 1 warning(s) failing under --strict"),
+            .contains("0 failure(s), 2 warning(s) failing under --strict"),
         "{out}"
     );
 }

@@ -19,6 +19,11 @@ pub enum Command {
         after_help = "Examples:\n  cargo xtask verify\n  cargo xtask verify --json target/verify.json\n  cargo xtask verify --strict   # warnings fail too (CI)\n  cargo xtask verify --migrations tests/fixtures/leaky_policy"
     )]
     Verify(Verify),
+    /// Check migrations against the static safety rules, without a server (pre-commit)
+    #[command(
+        after_help = "Examples:\n  cargo xtask lint\n  cargo xtask lint f7e1c2d9b3a4 --strict\n\nThe rules that need a trace (locks, rewrites, scans) run in `cargo xtask verify`."
+    )]
+    Lint(Lint),
     /// Apply, inspect and author migrations (Alembic-compatible)
     #[command(
         after_help = "Examples:\n  cargo xtask migrate current\n  cargo xtask migrate upgrade head\n  cargo xtask migrate downgrade -1\n  cargo xtask migrate history --indicate-current"
@@ -106,7 +111,22 @@ pub struct Verify {
     /// Also write the report as JSON (for CI), relative to the current directory
     #[arg(long, value_name = "PATH", value_parser = from_caller)]
     pub json: Option<PathBuf>,
-    /// Warnings (redundant indexes, table rewrites, unseedable tables, missing policies) fail the run (for CI)
+    /// Warnings (redundant indexes, long locks, drops, unseedable tables, missing policies) fail the run too (for CI); error findings always do
+    #[arg(long)]
+    pub strict: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct Lint {
+    /// Revisions to check (full IDs or unique prefixes) [default: all]
+    #[arg(value_name = "REV")]
+    pub revisions: Vec<String>,
+    #[command(flatten)]
+    pub source: MigrationsOpts,
+    /// Also write the findings as JSON, relative to the current directory
+    #[arg(long, value_name = "PATH", value_parser = from_caller)]
+    pub json: Option<PathBuf>,
+    /// Warnings fail too (for CI)
     #[arg(long)]
     pub strict: bool,
 }

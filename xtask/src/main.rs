@@ -5,7 +5,9 @@ mod backup;
 mod bench;
 mod connect;
 mod db;
+mod findings;
 mod flags;
+mod lint;
 mod migrate;
 mod restore;
 mod schema_dump;
@@ -57,6 +59,7 @@ fn run(flags: flags::Xtask) -> anyhow::Result<()> {
     }
     match flags.command {
         flags::Command::Verify(cmd) => cmd.run(sh),
+        flags::Command::Lint(cmd) => cmd.run(sh),
         flags::Command::Migrate(cmd) => cmd.run(sh),
         flags::Command::Db(cmd) => cmd.run(sh),
         flags::Command::Bench(cmd) => cmd.run(sh),
@@ -76,7 +79,7 @@ fn starts_servers(command: &flags::Command) -> bool {
         Command::HoldCluster { .. } => true,
         Command::Db(db) => matches!(db.action, DbAction::Start),
         Command::Backup(backup) => backup.verify,
-        Command::Restore(_) => false,
+        Command::Restore(_) | Command::Lint(_) => false,
         Command::Migrate(migrate) => matches!(
             migrate.action,
             MigrateAction::Check { .. }

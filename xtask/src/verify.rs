@@ -5,6 +5,7 @@ use std::fmt::Write as _;
 use std::io::IsTerminal as _;
 
 use anyhow::{bail, Context as _};
+use backend_schema::lint::Severity;
 use backend_schema::verify::{VerifyOptions, VerifyReport};
 use xshell::Shell;
 
@@ -27,8 +28,10 @@ impl Verify {
         let options = VerifyOptions {
             strict: self.strict,
         };
-        let report = backend_schema::verify::verify_dir(&dir, &options, &mut progress)
+        let mut report = backend_schema::verify::verify_dir(&dir, &options, &mut progress)
             .context("verify could not run")?;
+        crate::findings::relative_files(&mut report.findings);
+        crate::findings::relative_files(report.allowed.iter_mut().map(|a| &mut a.finding));
         if report.revisions.is_empty() && report.failures.is_empty() {
             bail!(
                 "no migrations found in {}; create one with `cargo xtask migrate revision -m MESSAGE`",
@@ -44,6 +47,7 @@ impl Verify {
             std::io::stdout().is_terminal(),
             std::env::var_os("NO_COLOR"),
         );
+        print!("{}", crate::findings::annotations(&report.findings));
         print!("{}", render(&report, colour));
         if !report.passed() {
             bail!("verify failed (the failures are listed last above)");
@@ -183,9 +187,22 @@ pub(crate) fn render(report: &VerifyReport, colour: bool) -> String {
         for warning in &report.warnings {
             let _ = writeln!(out, "{label}: {warning}");
         }
-        for finding in &report.findings {
-            let _ = writeln!(out, "{label}: at {}: {}", finding.revision, finding.message);
-        }
+    }
+    // Findings as a compiler prints them (the verdict counts the warnings --strict
+    // fails on).
+    let findings: Vec<_> = report.findings.iter().collect();
+    if !findings.is_empty() || !report.allowed.is_empty() {
+        let _ = writeln!(out);
+    }
+    for finding in findings {
+        let label = match finding.severity {
+            Severity::Error => paint.failed("error"),
+            _ => paint.warning("warning"),
+        };
+        let _ = write!(out, "{}", crate::findings::render(finding, &label));
+    }
+    for allowed in &report.allowed {
+        let _ = write!(out, "{}", crate::findings::render_allowed(allowed));
     }
 
     // Failures, then the verdict: the last lines of the report.
@@ -252,6 +269,12 @@ fn failure_lines(report: &VerifyReport) -> Vec<String> {
         }
     }
     lines.extend(report.failures.iter().cloned());
+    let errors = report.error_findings();
+    if errors > 0 {
+        lines.push(format!(
+            "{errors} safety finding(s) of severity error (listed above with their fixes); allow one with a reason as `-- xtask:allow RULE reason` above the statement or in lint.toml"
+        ));
+    }
     lines
 }
 

@@ -8,6 +8,7 @@ mod existing;
 pub mod lock;
 mod loss;
 pub mod offline;
+pub mod trace;
 
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
@@ -16,6 +17,7 @@ use postgres::{Client, GenericClient};
 
 pub use error::{holders_text, LockHolder, Loss, MigrateError, StatementFailure};
 pub use lock::LOCK_KEY;
+pub use trace::StatementTrace;
 
 pub use crate::graph::heads_text;
 use crate::graph::{RevisionGraph, Step, TargetError};
@@ -39,7 +41,7 @@ pub struct RunOptions {
     /// Written to the side table with every record.
     pub tool_version: String,
     /// Record the table locks each transactional migration holds before it commits
-    /// (`verify`'s lock profile).
+    /// (`verify`'s lock profile), and trace every statement (`StepReport::trace`).
     pub capture_locks: bool,
 }
 
@@ -111,6 +113,9 @@ pub struct StepReport {
     /// With `capture_locks`: "AccessExclusiveLock on users", for tables that existed
     /// before the migration.
     pub locks: Vec<String>,
+    /// With `capture_locks`: each statement's locks, rewrites, scans and time, on the
+    /// tables that existed before the migration.
+    pub trace: Vec<StatementTrace>,
 }
 
 impl<'a> Migrator<'a> {
@@ -322,11 +327,10 @@ impl<'a> Migrator<'a> {
                 .expect("planned revisions exist");
             (self.on_event)(Event::Running { step, migration });
             let started = Instant::now();
-            let locks = if migration.transactional {
+            let (locks, trace) = if migration.transactional {
                 self.run_transactional(step, migration)?
             } else {
-                self.run_outside_transaction(step, migration)?;
-                Vec::new()
+                (Vec::new(), self.run_outside_transaction(step, migration)?)
             };
             let elapsed = started.elapsed();
             (self.on_event)(Event::Finished { step, elapsed });
@@ -334,6 +338,7 @@ impl<'a> Migrator<'a> {
                 step: step.clone(),
                 elapsed,
                 locks,
+                trace,
             });
         }
         Ok(reports)
@@ -343,7 +348,7 @@ impl<'a> Migrator<'a> {
         &mut self,
         step: &Step,
         migration: &Migration,
-    ) -> Result<Vec<String>, MigrateError> {
+    ) -> Result<(Vec<String>, Vec<StatementTrace>), MigrateError> {
         self.retrying_lock_timeouts(&step.revision, |m| m.try_transactional(step, migration))
     }
 
@@ -395,7 +400,7 @@ impl<'a> Migrator<'a> {
         &mut self,
         step: &Step,
         migration: &Migration,
-    ) -> Result<Vec<String>, MigrateError> {
+    ) -> Result<(Vec<String>, Vec<StatementTrace>), MigrateError> {
         let started = Instant::now();
         let outcome = format!(
             "nothing of it was committed: the database is still at {}",
@@ -407,17 +412,10 @@ impl<'a> Migrator<'a> {
             .map_err(db("beginning a transaction"))?;
         set_timeouts(&mut tx, &self.options, true).map_err(db("setting lock_timeout"))?;
         let existing = match self.options.capture_locks {
-            true => Some(
-                crate::catalog::user_tables(&mut tx)
-                    .map_err(db("listing tables"))?
-                    .into_iter()
-                    .filter(|t| !t.is_version_table())
-                    .map(|t| t.oid)
-                    .collect::<Vec<_>>(),
-            ),
+            true => Some(trace::existing_tables(&mut tx).map_err(db("listing tables"))?),
             false => None,
         };
-        execute_file(&mut tx, step, migration, &outcome)?;
+        let trace = execute_file_traced(&mut tx, step, migration, &outcome, existing.as_deref())?;
         let locks = match existing {
             Some(existing) => held_locks(&mut tx, &existing).map_err(db("reading pg_locks"))?,
             None => Vec::new(),
@@ -439,7 +437,7 @@ impl<'a> Migrator<'a> {
             .map_err(db("recording the migration in alembic_version_history"))?;
         tx.commit()
             .map_err(db(&format!("committing migration {}", step.revision)))?;
-        Ok(locks)
+        Ok((locks, trace))
     }
 
     /// Runs each statement on its own (CREATE INDEX CONCURRENTLY cannot run in a
@@ -449,7 +447,7 @@ impl<'a> Migrator<'a> {
         &mut self,
         step: &Step,
         migration: &Migration,
-    ) -> Result<(), MigrateError> {
+    ) -> Result<Vec<StatementTrace>, MigrateError> {
         let started = Instant::now();
         let book = bookkeeping(
             step,
@@ -464,20 +462,28 @@ impl<'a> Migrator<'a> {
             "this migration runs outside a transaction: statements before this one stay applied; alembic_version still says {}, and the next run will refuse until you resolve it",
             heads_text(&step.heads_before)
         );
-        let result = execute_file(self.client, step, migration, &outcome).and_then(|()| {
-            let invalid =
-                loss::invalid_indexes(self.client).map_err(db("listing INVALID indexes"))?;
-            match invalid.is_empty() {
-                true => Ok(()),
-                false => Err(MigrateError::Unfinished {
-                    revision: step.revision.clone(),
-                    path: migration.dir.clone(),
-                    status: Status::Failed,
-                    error: Some("INVALID indexes after the migration".into()),
-                    invalid_indexes: invalid,
-                }),
-            }
-        });
+        let existing = match self.options.capture_locks {
+            true => Some(trace::existing_tables(self.client).map_err(db("listing tables"))?),
+            false => None,
+        };
+        let mut traced = Vec::new();
+        let result =
+            execute_file_traced(self.client, step, migration, &outcome, existing.as_deref())
+                .and_then(|trace| {
+                    traced = trace;
+                    let invalid = loss::invalid_indexes(self.client)
+                        .map_err(db("listing INVALID indexes"))?;
+                    match invalid.is_empty() {
+                        true => Ok(()),
+                        false => Err(MigrateError::Unfinished {
+                            revision: step.revision.clone(),
+                            path: migration.dir.clone(),
+                            status: Status::Failed,
+                            error: Some("INVALID indexes after the migration".into()),
+                            invalid_indexes: invalid,
+                        }),
+                    }
+                });
         let _ = self
             .client
             .batch_execute("RESET lock_timeout; RESET statement_timeout");
@@ -499,7 +505,8 @@ impl<'a> Migrator<'a> {
         vt::finish_record(&mut tx, marker, Status::Completed, elapsed, None)
             .map_err(db("completing the marker"))?;
         tx.commit()
-            .map_err(db(&format!("committing migration {}", step.revision)))
+            .map_err(db(&format!("committing migration {}", step.revision)))?;
+        Ok(traced)
     }
 
     /// Records `target` as the database's revision without running any migration.
@@ -833,7 +840,25 @@ fn execute_file(
     migration: &Migration,
     outcome: &str,
 ) -> Result<(), MigrateError> {
+    execute_file_traced(client, step, migration, outcome, None).map(drop)
+}
+
+/// Runs the file's statements; with `traced` (the tables that existed before), also
+/// each statement's trace.
+fn execute_file_traced(
+    client: &mut impl GenericClient,
+    step: &Step,
+    migration: &Migration,
+    outcome: &str,
+    traced: Option<&[u32]>,
+) -> Result<Vec<StatementTrace>, MigrateError> {
+    let mut traces = Vec::new();
+    let capture = |client: &mut _, tables| {
+        trace::TableStates::capture(client, tables).map_err(db("tracing the statement"))
+    };
     for (n, statement) in migration.statements(step.direction).iter().enumerate() {
+        let before = traced.map(|t| capture(client, t)).transpose()?;
+        let started = Instant::now();
         if let Err(err) = client.batch_execute(&statement.sql) {
             return Err(statement_failure(
                 err,
@@ -844,8 +869,12 @@ fn execute_file(
                 outcome,
             ));
         }
+        let elapsed = started.elapsed();
+        if let (Some(tables), Some(before)) = (traced, before) {
+            traces.push(capture(client, tables)?.since(&before, statement, elapsed));
+        }
     }
-    Ok(())
+    Ok(traces)
 }
 
 fn statement_failure(

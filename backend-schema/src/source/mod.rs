@@ -16,11 +16,12 @@ use crate::migration::{
 };
 
 /// Files of the migrations directory that are not migrations and are allowed (the roles
-/// file is `verify`'s, see `verify::roles`).
+/// file is `verify`'s, see `verify::roles`; the lint file `lint::allow`'s).
 const ALLOWED_FILES: &[&str] = &[
     "README.md",
     ".gitattributes",
     crate::verify::roles::ROLES_FILE,
+    crate::lint::LINT_FILE,
 ];
 
 /// The raw contents of a migrations directory.

@@ -1,34 +1,11 @@
-//! Findings on the schema a revision leaves, reported as warnings (failures with
-//! `--strict`): indexes another index already provides, and tables a step rewrote.
-
-use std::collections::BTreeMap;
+//! Findings on the schema a revision leaves (rather than on one statement): indexes
+//! another index already provides.
 
 use postgres::GenericClient;
-use serde::Serialize;
 
 use crate::catalog::user_tables;
 
-/// One finding, at the revision (and step) where it first appeared.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct Finding {
-    pub kind: FindingKind,
-    pub revision: String,
-    pub table: String,
-    /// The redundant index, for `redundant-index`.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub index: Option<String>,
-    /// The index or constraint that already provides it.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub covered_by: Option<String>,
-    pub message: String,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum FindingKind {
-    RedundantIndex,
-    TableRewrite,
-}
+pub use crate::lint::{Finding, Rule};
 
 /// An index of the catalog, as much of it as decides whether two are the same.
 #[derive(Debug, Clone)]
@@ -125,17 +102,23 @@ pub fn redundant_indexes(
                     continue;
                 }
                 let named = |name: &str| {
-                    findings
-                        .iter()
-                        .any(|f| f.table == redundant.table && f.index.as_deref() == Some(name))
+                    findings.iter().any(|f| {
+                        f.table.as_ref() == Some(&redundant.table)
+                            && f.index.as_deref() == Some(name)
+                    })
                 };
                 if named(&redundant.name) {
                     continue;
                 }
                 findings.push(Finding {
-                    kind: FindingKind::RedundantIndex,
+                    rule: Rule::RedundantIndex,
+                    severity: Rule::RedundantIndex.severity(),
                     revision: revision.to_string(),
-                    table: redundant.table.clone(),
+                    file: None,
+                    line: None,
+                    statement: None,
+                    fix: format!("drop index {} in a later migration (DROP INDEX CONCURRENTLY)", redundant.name),
+                    table: Some(redundant.table.clone()),
                     index: Some(redundant.name.clone()),
                     covered_by: Some(
                         kept.constraint
@@ -194,58 +177,4 @@ fn indexes(client: &mut impl GenericClient) -> Result<Vec<Index>, postgres::Erro
                 .map(|name| (name, r.get::<_, Option<bool>>(12).unwrap_or(false))),
         })
         .collect())
-}
-
-/// Each table's storage file, by oid: a step that changes it rewrote the table.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct FileNodes(BTreeMap<u32, (String, u32)>);
-
-impl FileNodes {
-    pub fn capture(client: &mut impl GenericClient) -> Result<FileNodes, postgres::Error> {
-        let oids: Vec<u32> = user_tables(client)?
-            .into_iter()
-            .filter(|t| !t.is_version_table())
-            .map(|t| t.oid)
-            .collect();
-        // Partitioned parents have no storage (relfilenode 0): their partitions are
-        // tables of their own and are read here too.
-        let rows = client.query(
-            "SELECT c.oid, c.relname::text, c.relfilenode
-               FROM pg_class c
-              WHERE (c.oid = ANY($1) OR c.oid IN (SELECT inhrelid FROM pg_inherits WHERE inhparent = ANY($1)))
-                AND c.relkind IN ('r', 'm')",
-            &[&oids],
-        )?;
-        Ok(FileNodes(
-            rows.iter()
-                .map(|r| (r.get(0), (r.get(1), r.get(2))))
-                .collect(),
-        ))
-    }
-
-    /// Tables present in both whose file node changed.
-    pub fn rewritten_since(&self, before: &FileNodes) -> Vec<String> {
-        self.0
-            .iter()
-            .filter(|(oid, (_, node))| before.0.get(oid).is_some_and(|(_, old)| old != node))
-            .map(|(_, (name, _))| name.clone())
-            .collect()
-    }
-}
-
-/// The findings for tables `step` (e.g. "upgrade") of `revision` rewrote.
-pub fn rewrites(revision: &str, step: &str, tables: Vec<String>) -> Vec<Finding> {
-    tables
-        .into_iter()
-        .map(|table| Finding {
-            kind: FindingKind::TableRewrite,
-            revision: revision.to_string(),
-            message: format!(
-                "the {step} of {revision} rewrites table {table} (its file node changed): every row is copied under an ACCESS EXCLUSIVE lock, blocking reads and writes for as long as that takes on a big table"
-            ),
-            table,
-            index: None,
-            covered_by: None,
-        })
-        .collect()
 }

@@ -19,11 +19,13 @@ use serde::Serialize;
 
 use crate::cluster::{ClusterError, TempCluster};
 use crate::graph::{RevisionGraph, UsableGraph};
+use crate::lint::{self, Allowed, LintConfig, Severity};
 use crate::runner::{Migrator, RunOptions, StepReport};
 use crate::snapshot::SchemaSnapshot;
 use crate::source::SourceError;
+use crate::Direction;
 use data::TableData;
-use findings::{FileNodes, Finding};
+use findings::Finding;
 use isolation::IsolationFailure;
 use roles::RolesError;
 
@@ -92,8 +94,11 @@ pub struct VerifyReport {
     /// merges), each saying which check, direction and revision.
     pub failures: Vec<String>,
     pub warnings: Vec<String>,
-    /// Redundant indexes and table rewrites: warnings with structure.
+    /// Safety findings (traced and static) and redundant indexes, each with its rule,
+    /// severity, file, line and fix; errors fail the run, warnings with `--strict`.
     pub findings: Vec<Finding>,
+    /// Findings a suppression allowed, with its reason.
+    pub allowed: Vec<Allowed>,
     /// Tables that return an error or no rows when no tenant is set (fail-closed, as
     /// they should): said once for the whole run.
     pub fail_closed: Vec<String>,
@@ -111,12 +116,26 @@ impl VerifyReport {
     pub fn passed(&self) -> bool {
         self.failures.is_empty()
             && self.revisions.iter().all(RevisionReport::passed)
+            && self.error_findings() == 0
             && !(self.strict && self.warning_count() > 0)
     }
 
-    /// Warnings and findings.
+    /// Warnings and findings that are not errors.
     pub fn warning_count(&self) -> usize {
-        self.warnings.len() + self.findings.len()
+        self.warnings.len()
+            + self
+                .findings
+                .iter()
+                .filter(|f| f.severity != Severity::Error)
+                .count()
+    }
+
+    /// Findings of severity error: each fails the run.
+    pub fn error_findings(&self) -> usize {
+        self.findings
+            .iter()
+            .filter(|f| f.severity == Severity::Error)
+            .count()
     }
 }
 
@@ -138,6 +157,8 @@ pub enum VerifyError {
     Source(#[from] SourceError),
     #[error(transparent)]
     Roles(#[from] RolesError),
+    #[error(transparent)]
+    LintConfig(#[from] lint::allow::ConfigError),
     #[error("verify's own query failed: {0}")]
     Db(#[from] postgres::Error),
 }
@@ -171,6 +192,8 @@ fn verify_usable(
     let started = Instant::now();
     let graph = &usable.graph;
     let declared_roles = roles::declared_roles(graph.dir())?;
+    let config = LintConfig::read(graph.dir())?;
+    let known_roles = lint::static_rules::known_roles(graph)?;
     let mut report = VerifyReport {
         declared_roles: declared_roles.clone(),
         strict: options.strict,
@@ -218,7 +241,7 @@ fn verify_usable(
     let chain = std::thread::scope(|scope| {
         let chain = scope.spawn(|| one_go(graph, chain_client));
         let mut client = cluster.client(STAIRWAY_DB)?;
-        stairway(graph, &cluster, &mut client, &mut report, progress)?;
+        stairway(graph, &cluster, &mut client, &mut report, &config, progress)?;
         Ok::<_, VerifyError>(chain.join().expect("the one-go thread does not panic"))
     })?;
     match chain? {
@@ -241,6 +264,18 @@ fn verify_usable(
         }
     }
     merges(graph, &cluster, &mut report, progress)?;
+    for migration in graph.migrations() {
+        for direction in [Direction::Up, Direction::Down] {
+            report.findings.extend(lint::static_rules::check(
+                migration,
+                direction,
+                &known_roles,
+            ));
+        }
+    }
+    let (findings, allowed) = config.apply(graph, std::mem::take(&mut report.findings));
+    report.findings = findings;
+    report.allowed = allowed;
     report.total_ms = started.elapsed().as_millis() as u64;
     Ok(report)
 }
@@ -293,7 +328,7 @@ fn new_redundant_indexes(
 ) -> Result<(), VerifyError> {
     for finding in findings::redundant_indexes(client, revision)? {
         let known = report.findings.iter().any(|f| {
-            f.kind == finding.kind
+            f.rule == finding.rule
                 && f.index == finding.index
                 && f.covered_by == finding.covered_by
                 && f.table == finding.table
@@ -320,6 +355,7 @@ fn stairway(
     cluster: &TempCluster,
     client: &mut Client,
     report: &mut VerifyReport,
+    config: &LintConfig,
     progress: Progress<'_>,
 ) -> Result<(), VerifyError> {
     let mut previous = SchemaSnapshot::capture(client)?;
@@ -347,7 +383,6 @@ fn stairway(
         };
         seed(client, report, &revision)?;
         let before_data = TableData::capture(client)?;
-        let before_nodes = FileNodes::capture(client)?;
 
         progress(&format!("{revision} up"));
         let up = match run(client, graph, |m| m.upgrade(&revision)) {
@@ -361,12 +396,9 @@ fn stairway(
         rev.locks_up = up.iter().flat_map(|s| s.locks.clone()).collect();
         let after_up = SchemaSnapshot::capture(client)?;
         let up_data = TableData::capture(client)?;
-        let up_nodes = FileNodes::capture(client)?;
-        report.findings.extend(findings::rewrites(
-            &revision,
-            "upgrade",
-            up_nodes.rewritten_since(&before_nodes),
-        ));
+        report
+            .findings
+            .extend(traced_findings(migration, Direction::Up, &up, config));
         new_redundant_indexes(client, report, &revision)?;
         rev.data_changed.extend(
             before_data
@@ -389,7 +421,6 @@ fn stairway(
             }
         }
         let seeded = TableData::capture(client)?;
-        let seeded_nodes = FileNodes::capture(client)?;
 
         progress(&format!("{revision} down"));
         match run(client, graph, |m| m.unapply(&revision)) {
@@ -397,11 +428,9 @@ fn stairway(
                 rev.down_ms = total_ms(&down);
                 rev.locks_down = down.iter().flat_map(|s| s.locks.clone()).collect();
                 let after_down = SchemaSnapshot::capture(client)?;
-                report.findings.extend(findings::rewrites(
-                    &revision,
-                    "downgrade",
-                    FileNodes::capture(client)?.rewritten_since(&seeded_nodes),
-                ));
+                report
+                    .findings
+                    .extend(traced_findings(migration, Direction::Down, &down, config));
                 if let Some(diff) = previous.diff(&after_down) {
                     if previous.with_columns_sorted() == after_down.with_columns_sorted() {
                         // PostgreSQL can only append a column: a downgrade that re-adds
@@ -561,6 +590,27 @@ fn run(
         Some(advice) => format!("{err}\n  {advice}"),
         None => err.to_string(),
     })
+}
+
+/// The traced rules over what the steps of `migration` in `direction` did.
+fn traced_findings(
+    migration: &crate::Migration,
+    direction: Direction,
+    steps: &[StepReport],
+    config: &LintConfig,
+) -> Vec<Finding> {
+    let traces: Vec<_> = steps.iter().flat_map(|s| s.trace.clone()).collect();
+    lint::traced::check(
+        &migration.revision,
+        &migration.path(direction),
+        migration.transactional,
+        &migration.statements(direction),
+        &traces,
+        config.long_lock(),
+    )
+    .into_iter()
+    .map(|f| f.in_direction(direction))
+    .collect()
 }
 
 fn total_ms(steps: &[StepReport]) -> u64 {

@@ -1,0 +1,141 @@
+//! What each statement of a migration really did to the tables that existed before it
+//! (`verify`'s trace): the locks it took, by mode and table, whether it rewrote a table
+//! (its file node changed), whether it read one from end to end (a sequential scan
+//! counted in `pg_stat_xact_user_tables`), and how long it ran.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use postgres::GenericClient;
+
+use crate::declarative::plan::LockMode;
+
+/// One statement, as the server saw it run.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StatementTrace {
+    /// 1-based line of the statement's first keyword in its file.
+    pub line: usize,
+    pub sql: String,
+    pub elapsed: Duration,
+    /// Locks on pre-existing tables this statement took or strengthened.
+    pub locks: Vec<(String, LockMode)>,
+    /// The strongest lock held on each pre-existing table when it ended (taken by it
+    /// or earlier in the transaction): what its work ran under.
+    pub held: Vec<(String, LockMode)>,
+    /// Pre-existing tables whose file node it changed.
+    pub rewritten: Vec<String>,
+    /// Pre-existing tables it read with a sequential scan.
+    pub scanned: Vec<String>,
+}
+
+/// The state of every traced table at one moment.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct TableStates(BTreeMap<u32, TableState>);
+
+#[derive(Debug, Clone)]
+struct TableState {
+    name: String,
+    file_node: u32,
+    seq_scans: i64,
+    strongest: Option<LockMode>,
+}
+
+/// The tables a trace watches: the ones of the user schemas before the migration runs.
+pub(crate) fn existing_tables(
+    client: &mut impl GenericClient,
+) -> Result<Vec<u32>, postgres::Error> {
+    Ok(crate::catalog::user_tables(client)?
+        .into_iter()
+        .filter(|t| !t.is_version_table())
+        .map(|t| t.oid)
+        .collect())
+}
+
+impl TableStates {
+    pub(crate) fn capture(
+        client: &mut impl GenericClient,
+        tables: &[u32],
+    ) -> Result<TableStates, postgres::Error> {
+        // Partitions are tables of their own (a partitioned parent has no storage).
+        let rows = client.query(
+            "SELECT c.oid, c.relname::text, c.relfilenode, COALESCE(s.seq_scan, 0)::int8,
+                    ARRAY(SELECT l.mode::text FROM pg_locks l
+                           WHERE l.pid = pg_backend_pid() AND l.locktype = 'relation'
+                             AND l.granted AND l.relation = c.oid)
+               FROM pg_class c
+               LEFT JOIN pg_stat_xact_user_tables s ON s.relid = c.oid
+              WHERE (c.oid = ANY($1) OR c.oid IN (SELECT inhrelid FROM pg_inherits WHERE inhparent = ANY($1)))",
+            &[&tables],
+        )?;
+        Ok(TableStates(
+            rows.iter()
+                .map(|r| {
+                    let modes: Vec<String> = r.get(4);
+                    let strongest = modes.iter().filter_map(|m| mode_named(m)).max();
+                    (
+                        r.get(0),
+                        TableState {
+                            name: r.get(1),
+                            file_node: r.get(2),
+                            seq_scans: r.get(3),
+                            strongest,
+                        },
+                    )
+                })
+                .collect(),
+        ))
+    }
+
+    /// What changed from `before` to `self`, as one statement's trace.
+    pub(crate) fn since(
+        &self,
+        before: &TableStates,
+        statement: &crate::sql_split::Statement,
+        elapsed: Duration,
+    ) -> StatementTrace {
+        let mut trace = StatementTrace {
+            line: statement.line,
+            sql: statement.sql.clone(),
+            elapsed,
+            locks: Vec::new(),
+            held: Vec::new(),
+            rewritten: Vec::new(),
+            scanned: Vec::new(),
+        };
+        for (oid, now) in &self.0 {
+            let Some(old) = before.0.get(oid) else {
+                continue;
+            };
+            if let Some(mode) = now.strongest.filter(|m| Some(*m) > old.strongest) {
+                trace.locks.push((now.name.clone(), mode));
+            }
+            if let Some(mode) = now.strongest {
+                trace.held.push((now.name.clone(), mode));
+            }
+            // A relfilenode of 0 is a mapped or storage-less relation: never a rewrite.
+            if now.file_node != old.file_node && old.file_node != 0 {
+                trace.rewritten.push(now.name.clone());
+            }
+            if now.seq_scans > old.seq_scans {
+                trace.scanned.push(now.name.clone());
+            }
+        }
+        trace
+    }
+}
+
+fn mode_named(name: &str) -> Option<LockMode> {
+    use LockMode::*;
+    [
+        AccessShare,
+        RowShare,
+        RowExclusive,
+        ShareUpdateExclusive,
+        Share,
+        ShareRowExclusive,
+        Exclusive,
+        AccessExclusive,
+    ]
+    .into_iter()
+    .find(|m| m.pg_name() == name)
+}
