@@ -12,6 +12,7 @@ pub mod database_url;
 pub use cluster::{ClusterError, PgBinaries, TempCluster};
 pub mod declarative;
 pub mod detect;
+pub mod drift;
 pub mod dump;
 pub mod erd;
 pub mod graph;

@@ -12,6 +12,7 @@ mod catalog;
 mod cli;
 mod cluster;
 mod docs;
+mod drift;
 mod fresh_machine;
 mod hints;
 mod migrate;

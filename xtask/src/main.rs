@@ -83,6 +83,7 @@ fn starts_servers(command: &flags::Command) -> bool {
                 | MigrateAction::ImportAlembic { .. }
                 | MigrateAction::Revision { .. }
                 | MigrateAction::Stamp { .. }
+                | MigrateAction::Drift { .. }
         ),
     }
 }

@@ -1,10 +1,11 @@
 //! `cargo xtask migrate`: the guide's `alembic` verbs on the backend-schema runner. This
 //! module dispatches; `history` reads the chain, `current` the database's place in it, `run` applies it, `stamp` records
 //! revisions, `revision` writes new ones and `autogenerate` compares the chain with the
-//! declarative schema.
+//! declarative schema, `drift` compares a live schema with its recorded revision's.
 
 mod autogenerate;
 mod current;
+mod drift;
 mod history;
 mod import_alembic;
 mod revision;
@@ -77,6 +78,9 @@ impl Migrate {
                 detect,
                 run,
             } => stamp::stamp(&graph()?, &self.connect, target, detect, purge, &run)?,
+            MigrateAction::Drift { lock_timeout } => {
+                drift::drift(&graph()?, &self.connect, lock_timeout)?
+            }
             MigrateAction::Rehash { revision, run } => {
                 stamp::rehash(&graph()?, &self.connect, &revision, &run)?
             }
