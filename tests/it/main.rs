@@ -11,6 +11,7 @@ mod bad_input;
 mod catalog;
 mod cli;
 mod cluster;
+mod dist;
 mod docs;
 mod drift;
 mod fresh_machine;

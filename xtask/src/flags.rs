@@ -42,6 +42,11 @@ pub enum Command {
     /// Measure cluster, migrate, verify and (with --backup-leads) backup timings: the README table
     #[command(after_help = "Example:\n  cargo xtask bench --runs 20")]
     Bench(Bench),
+    /// Build the shipped binary: migrations and catalogs built in, no source tree needed
+    #[command(
+        after_help = "Offers migrate (but revision, merge, check, import-alembic), backup and restore with\nthe flags and output of cargo xtask. The binary's path is the last line of stdout.\n\nExample:\n  cp \"$(cargo xtask dist | tail -n1)\" deploy/"
+    )]
+    Dist(Dist),
     /// Test helper: start a throwaway cluster, print its dir and pid, wait to be killed
     #[command(hide = true)]
     HoldCluster {
@@ -187,6 +192,12 @@ pub struct SchemaDump {
     /// Fail with a diff when the file is stale instead of writing it
     #[arg(long)]
     pub check: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct Dist {
+    #[command(flatten)]
+    pub source: MigrationsOpts,
 }
 
 #[derive(Debug, Args)]

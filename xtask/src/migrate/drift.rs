@@ -5,6 +5,7 @@
 use std::time::Duration;
 
 use backend_schema::drift::{self, Drift};
+use backend_schema::embed::Embedded;
 use backend_schema::graph::RevisionGraph;
 use backend_schema::runner::heads_text;
 
@@ -20,8 +21,9 @@ pub(super) fn drift(
     graph: &RevisionGraph,
     connect: &ConnectOpts,
     lock_timeout: Duration,
+    built_in: Option<&Embedded>,
 ) -> anyhow::Result<()> {
-    let found = compare(graph, connect, lock_timeout).map_err(|err| {
+    let found = compare(graph, connect, lock_timeout, built_in).map_err(|err| {
         eprintln!("{}: {err:#}", crate::style::error("error"));
         anyhow::Error::new(crate::Quiet(COULD_NOT_TELL))
     })?;
@@ -37,6 +39,7 @@ fn compare(
     graph: &RevisionGraph,
     connect: &ConnectOpts,
     lock_timeout: Duration,
+    built_in: Option<&Embedded>,
 ) -> anyhow::Result<Option<(String, Drift)>> {
     use anyhow::Context as _;
     let target = connect.resolve()?;
@@ -46,9 +49,19 @@ fn compare(
         .with_context(|| format!("reading the live schema of {}", target.describe()))?;
     drop(client);
     let revision = heads_text(&live.heads);
-    eprintln!("recorded revision: {revision}; building its schema in a throwaway cluster");
-    let expected = drift::expected(graph, &live.heads)
-        .with_context(|| format!("building the schema of revision {revision}"))?;
+    let expected = match built_in {
+        Some(embedded) => {
+            eprintln!(
+                "recorded revision: {revision}; comparing with its catalog built into this binary"
+            );
+            embedded.objects_at(&live.heads)?
+        }
+        None => {
+            eprintln!("recorded revision: {revision}; building its schema in a throwaway cluster");
+            drift::expected(graph, &live.heads)
+                .with_context(|| format!("building the schema of revision {revision}"))?
+        }
+    };
     let drift = drift::compare(&expected, &live.objects);
     if drift.is_empty() {
         println!("no drift: the schema equals revision {revision}'s");
