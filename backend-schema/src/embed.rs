@@ -210,3 +210,57 @@ pub enum EmbedError {
     #[error(transparent)]
     Migrate(#[from] crate::runner::MigrateError),
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const TOML: &[u8] = b"revision = \"aaaa00000001\"\nrevises = []\nmessage = \"first\"\n";
+
+    fn embedded(checksum: &'static str) -> Embedded {
+        Embedded {
+            files: &[
+                ("aaaa00000001_first", "migration.toml", TOML),
+                (
+                    "aaaa00000001_first",
+                    "up.sql",
+                    b"CREATE TABLE t (id int);\n",
+                ),
+                ("aaaa00000001_first", "down.sql", b"DROP TABLE t;\n"),
+            ],
+            top_level: &[],
+            checksums: Box::leak(Box::new([("aaaa00000001", checksum)])),
+            catalogs: "{}",
+        }
+    }
+
+    #[test]
+    fn the_built_in_chain_is_refused_unless_its_checksums_are_the_builds() {
+        let right = crate::migration::checksum("CREATE TABLE t (id int);\n", "DROP TABLE t;\n");
+        let right: &'static str = Box::leak(right.into_boxed_str());
+        let graph = embedded(right).graph().unwrap();
+        assert_eq!(graph.heads(), vec!["aaaa00000001"]);
+        assert_eq!(graph.dir(), Path::new(EMBEDDED_ROOT));
+        let err = embedded("0000").graph().unwrap_err();
+        assert!(
+            matches!(err, EmbedError::Checksum { ref revision } if revision == "aaaa00000001"),
+            "{err}"
+        );
+        assert!(err
+            .to_string()
+            .contains("rebuild it with `cargo xtask dist`"));
+    }
+
+    #[test]
+    fn several_heads_and_unknown_revisions_are_refused_by_name() {
+        let e = embedded("x");
+        assert_eq!(e.objects_at(&[]).unwrap(), Objects::default());
+        let err = e.objects_at(&["a".into(), "b".into()]).unwrap_err();
+        assert!(err.to_string().contains("several heads (a, b)"), "{err}");
+        let err = e.objects("b2c3").unwrap_err();
+        assert!(
+            err.to_string().contains("no catalog of revision b2c3"),
+            "{err}"
+        );
+    }
+}

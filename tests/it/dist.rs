@@ -88,13 +88,57 @@ fn the_shipped_binary_migrates_and_checks_drift_without_the_source_tree() {
     assert_eq!(run.code(), 0, "{}", run.text());
     assert!(cwd.join("backups").is_dir(), "{}", run.text());
 
-    // What needs the source tree or server programs is refused by name.
-    let run = run_shipped(&binary, cwd, &["verify"]);
-    assert_eq!(run.code(), 1, "{}", run.text());
+    // Without --database-url: DATABASE_URL of the `.env` where it runs.
+    std::fs::write(cwd.join(".env"), format!("DATABASE_URL='{url}'\n")).unwrap();
+    let run = run_shipped(&binary, cwd, &["migrate", "current"]);
+    assert_eq!(run.code(), 0, "{}", run.text());
     assert!(
-        run.stderr()
-            .contains("`verify` is not in the shipped binary"),
+        run.stderr().contains("(from DATABASE_URL in"),
         "{}",
         run.text()
     );
+
+    // What needs the source tree or server programs is refused by name.
+    for (name, args) in [
+        ("verify", &["verify"][..]),
+        ("schema-dump", &["schema-dump"]),
+        ("db", &["db", "status"]),
+        ("bench", &["bench"]),
+        ("migrate revision", &["migrate", "revision", "-m", "x"]),
+        ("migrate merge", &["migrate", "merge", "a", "b", "-m", "x"]),
+        ("migrate check", &["migrate", "check"]),
+        (
+            "migrate import-alembic",
+            &["migrate", "import-alembic", "x"],
+        ),
+    ] {
+        let run = run_shipped(&binary, cwd, args);
+        assert_eq!(run.code(), 1, "{}", run.text());
+        let refusal = format!("`{name}` is not in the shipped binary");
+        assert!(run.stderr().contains(&refusal), "{}", run.text());
+        let way = format!("run `cargo xtask {name}` from a checkout");
+        assert!(run.stderr().contains(&way), "{}", run.text());
+    }
+}
+
+/// A chain with a problem is refused before anything is built, naming the file.
+#[test]
+fn dist_refuses_a_broken_chain_before_building() {
+    let broken = crate::support::root().join("tests/fixtures/duplicate_ids");
+    let output = xtask_command(&["dist", "--migrations", broken.to_str().unwrap()])
+        .output()
+        .expect("run xtask dist");
+    let run = Run { output };
+    assert_eq!(run.code(), 1, "{}", run.text());
+    assert!(
+        run.stderr().contains("duplicate revision ID"),
+        "{}",
+        run.text()
+    );
+    assert!(
+        run.stderr().contains("tests/fixtures/duplicate_ids/"),
+        "{}",
+        run.text()
+    );
+    assert!(!run.stderr().contains("Compiling"), "{}", run.text());
 }
