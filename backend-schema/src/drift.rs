@@ -17,6 +17,8 @@ use crate::snapshot::SchemaSnapshot;
 pub struct LiveSchema {
     pub heads: Vec<String>,
     pub objects: Objects,
+    /// `server_version_num`, e.g. 150004.
+    pub server_version_num: i32,
 }
 
 /// Reads the recorded heads and the schema in one read-only, repeatable-read
@@ -39,13 +41,49 @@ pub fn read_live(
     let heads = crate::version_table::read_heads(&mut tx)
         .map_err(DriftError::live("reading alembic_version"))?;
     let objects = Objects::read(&mut tx).map_err(DriftError::live("reading the catalogs"))?;
+    let server_version_num =
+        server_version_num(&mut tx).map_err(DriftError::live("reading server_version_num"))?;
     tx.rollback()
         .map_err(DriftError::live("ending the read-only transaction"))?;
-    Ok(LiveSchema { heads, objects })
+    Ok(LiveSchema {
+        heads,
+        objects,
+        server_version_num,
+    })
+}
+
+/// The server's `server_version_num` (150004 for 15.4).
+pub fn server_version_num(
+    client: &mut impl postgres::GenericClient,
+) -> Result<i32, postgres::Error> {
+    let row = client.query_one("SELECT current_setting('server_version_num')::int", &[])?;
+    Ok(row.get(0))
+}
+
+/// A warning when the expected schema was built on another major version than the
+/// live server's: each version words some definitions (`pg_get_*def`) its own way, so
+/// those may show as differences that are not drift.
+pub fn version_note(expected: i32, live: i32) -> Option<String> {
+    let (built, runs) = (expected / 10000, live / 10000);
+    (built != runs).then(|| {
+        format!(
+            "the expected schema was built on PostgreSQL {built} and the database runs {runs}: \
+             a definition the two versions word differently shows as a difference; for an exact \
+             comparison build it on {runs} (`cargo xtask migrate drift` with PostgreSQL {runs}'s \
+             server programs installed, or `cargo xtask dist` there)"
+        )
+    })
+}
+
+/// The schema a revision should have, and the server version it was built on.
+#[derive(Debug, Clone)]
+pub struct Expected {
+    pub objects: Objects,
+    pub server_version_num: i32,
 }
 
 /// The schema right after `heads`, built from the chain in a throwaway cluster.
-pub fn expected(graph: &RevisionGraph, heads: &[String]) -> Result<Objects, DriftError> {
+pub fn expected(graph: &RevisionGraph, heads: &[String]) -> Result<Expected, DriftError> {
     if let Some(unknown) = heads.iter().find(|h| graph.get(h).is_none()) {
         return Err(DriftError::UnknownRevision {
             revision: unknown.clone(),
@@ -60,7 +98,14 @@ pub fn expected(graph: &RevisionGraph, heads: &[String]) -> Result<Objects, Drif
             crate::runner::Migrator::new(&mut client, graph, crate::runner::RunOptions::default());
         migrator.upgrade(head)?;
     }
-    Objects::read(&mut client).map_err(DriftError::live("reading the expected schema"))
+    let objects =
+        Objects::read(&mut client).map_err(DriftError::live("reading the expected schema"))?;
+    let server_version_num =
+        server_version_num(&mut client).map_err(DriftError::live("reading server_version_num"))?;
+    Ok(Expected {
+        objects,
+        server_version_num,
+    })
 }
 
 /// How the live schema differs from the expected one.
@@ -333,5 +378,21 @@ pub enum DriftError {
 impl DriftError {
     fn live(step: &'static str) -> impl FnOnce(postgres::Error) -> DriftError {
         move |source| DriftError::Live { step, source }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn another_major_version_is_named_and_a_minor_one_is_not() {
+        assert_eq!(version_note(150004, 150010), None);
+        let note = version_note(150004, 160002).unwrap();
+        assert!(
+            note.contains("built on PostgreSQL 15 and the database runs 16"),
+            "{note}"
+        );
+        assert!(note.contains("PostgreSQL 16's server programs"), "{note}");
     }
 }

@@ -21,6 +21,8 @@ pub struct Embedded {
     pub checksums: &'static [(&'static str, &'static str)],
     /// Revision -> its `Objects`, as JSON.
     pub catalogs: &'static str,
+    /// The `server_version_num` of the server the catalogs were captured on.
+    pub server_version_num: i32,
 }
 
 /// Where the embedded migrations say they are, in messages.
@@ -96,8 +98,14 @@ impl Embedded {
 
 /// Every revision's schema, each built alone (its ancestors only) in a fresh database
 /// of one throwaway cluster, so a revision on one branch does not see the other's.
-pub fn revision_catalogs(graph: &RevisionGraph) -> Result<BTreeMap<String, Objects>, EmbedError> {
+/// Also returns the server's `server_version_num`.
+pub fn revision_catalogs(
+    graph: &RevisionGraph,
+) -> Result<(BTreeMap<String, Objects>, i32), EmbedError> {
     let cluster = crate::cluster::TempCluster::start()?;
+    cluster.create_database("version", None)?;
+    let version = crate::drift::server_version_num(&mut cluster.client("version")?)
+        .map_err(EmbedError::Read)?;
     let mut catalogs = BTreeMap::new();
     for (n, migration) in graph.migrations().iter().enumerate() {
         let database = format!("revision_{n}");
@@ -110,7 +118,7 @@ pub fn revision_catalogs(graph: &RevisionGraph) -> Result<BTreeMap<String, Objec
         let objects = Objects::read(&mut client).map_err(EmbedError::Read)?;
         catalogs.insert(migration.revision.clone(), objects);
     }
-    Ok(catalogs)
+    Ok((catalogs, version))
 }
 
 /// Writes the bundle for `graph` into `out`: `catalogs.json` and `embed.rs`, the Rust
@@ -118,7 +126,7 @@ pub fn revision_catalogs(graph: &RevisionGraph) -> Result<BTreeMap<String, Objec
 /// catalogs included by absolute path. Unchanged files are not rewritten, so an
 /// unchanged chain does not rebuild the binary. Returns the path of `embed.rs`.
 pub fn write_bundle(graph: &RevisionGraph, out: &Path) -> Result<PathBuf, EmbedError> {
-    let catalogs = revision_catalogs(graph)?;
+    let (catalogs, version) = revision_catalogs(graph)?;
     let io = |path: &Path| {
         let path = path.to_path_buf();
         move |source| EmbedError::Write { path, source }
@@ -158,6 +166,7 @@ pub fn write_bundle(graph: &RevisionGraph, out: &Path) -> Result<PathBuf, EmbedE
          \x20   top_level: &[{top_level}],\n\
          \x20   checksums: &[\n{checksums}    ],\n\
          \x20   catalogs: include_str!({:?}),\n\
+         \x20   server_version_num: {version},\n\
          }};\n",
         std::path::absolute(&json_path)
             .map_err(io(&json_path))?
@@ -231,6 +240,7 @@ mod tests {
             top_level: &[],
             checksums: Box::leak(Box::new([("aaaa00000001", checksum)])),
             catalogs: "{}",
+            server_version_num: 150000,
         }
     }
 

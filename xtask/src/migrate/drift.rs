@@ -54,7 +54,10 @@ fn compare(
             eprintln!(
                 "recorded revision: {revision}; comparing with its catalog built into this binary"
             );
-            embedded.objects_at(&live.heads)?
+            drift::Expected {
+                objects: embedded.objects_at(&live.heads)?,
+                server_version_num: embedded.server_version_num,
+            }
         }
         None => {
             eprintln!("recorded revision: {revision}; building its schema in a throwaway cluster");
@@ -62,7 +65,10 @@ fn compare(
                 .with_context(|| format!("building the schema of revision {revision}"))?
         }
     };
-    let drift = drift::compare(&expected, &live.objects);
+    if let Some(note) = drift::version_note(expected.server_version_num, live.server_version_num) {
+        eprintln!("{}: {note}", crate::style::warning("warning"));
+    }
+    let drift = drift::compare(&expected.objects, &live.objects);
     if drift.is_empty() {
         println!("no drift: the schema equals revision {revision}'s");
         return Ok(None);
