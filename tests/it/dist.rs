@@ -40,6 +40,20 @@ fn the_shipped_binary_migrates_and_checks_drift_without_the_source_tree() {
     std::fs::copy(&built, &binary).unwrap();
     let cwd = elsewhere.path();
 
+    let run = run_shipped(&binary, cwd, &["--version"]);
+    assert!(
+        run.stdout().starts_with("backend-schema-cli "),
+        "{}",
+        run.text()
+    );
+    let run = run_shipped(&binary, cwd, &["--help"]);
+    assert!(
+        run.stdout().contains("Usage: backend-schema-cli <COMMAND>"),
+        "{}",
+        run.text()
+    );
+    assert!(!run.stdout().contains("verify"), "{}", run.text());
+
     let db = TestDb::new();
     let url = db.url();
     let head = crate::support::chain_head();

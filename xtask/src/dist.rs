@@ -10,8 +10,7 @@ use xshell::{cmd, Shell};
 
 use crate::flags::Dist;
 
-/// The binary's name where it is shipped.
-const BINARY: &str = "backend-schema-cli";
+use crate::shipped::BINARY;
 /// A target that links everything statically, used when installed.
 const STATIC_TARGET: &str = "x86_64-unknown-linux-musl";
 

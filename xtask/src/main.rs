@@ -21,7 +21,10 @@ use clap::Parser;
 use xshell::Shell;
 
 fn main() -> ExitCode {
-    let flags = flags::Xtask::parse();
+    let flags = match shipped::embedded() {
+        Some(_) => shipped::parse(),
+        None => flags::Xtask::parse(),
+    };
     match run(flags) {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {

@@ -19,6 +19,21 @@ pub(crate) fn embedded() -> Option<&'static Embedded> {
     None
 }
 
+/// The command line as the shipped binary reads it: its own name in usage and
+/// `--version`, the commands it refuses left out of the help.
+pub(crate) fn parse() -> crate::flags::Xtask {
+    use clap::{CommandFactory, FromArgMatches};
+    let mut command = crate::flags::Xtask::command().name(BINARY).bin_name(BINARY);
+    for name in ["verify", "schema-dump", "bench", "db", "dist"] {
+        command = command.mut_subcommand(name, |sub| sub.hide(true));
+    }
+    let matches = command.get_matches();
+    crate::flags::Xtask::from_arg_matches(&matches).unwrap_or_else(|err| err.exit())
+}
+
+/// The binary's name where it is shipped.
+pub(crate) const BINARY: &str = "backend-schema-cli";
+
 /// The command's name when the shipped binary does not offer it: it needs the source
 /// tree (authoring, schema files, the dev database) or PostgreSQL's server programs.
 pub(crate) fn refused(command: &crate::flags::Command) -> Option<&'static str> {
