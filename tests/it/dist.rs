@@ -53,6 +53,9 @@ fn the_shipped_binary_migrates_and_checks_drift_without_the_source_tree() {
         run.text()
     );
     assert!(!run.stdout().contains("verify"), "{}", run.text());
+    let run = run_shipped(&binary, cwd, &["migrate", "--help"]);
+    assert!(run.stdout().contains("drift"), "{}", run.text());
+    assert!(!run.stdout().contains("import-alembic"), "{}", run.text());
 
     let db = TestDb::new();
     let url = db.url();

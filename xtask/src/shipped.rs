@@ -27,6 +27,12 @@ pub(crate) fn parse() -> crate::flags::Xtask {
     for name in ["verify", "schema-dump", "bench", "db", "dist"] {
         command = command.mut_subcommand(name, |sub| sub.hide(true));
     }
+    command = command.mut_subcommand("migrate", |mut migrate| {
+        for name in ["check", "revision", "merge", "import-alembic"] {
+            migrate = migrate.mut_subcommand(name, |sub| sub.hide(true));
+        }
+        migrate
+    });
     let matches = command.get_matches();
     crate::flags::Xtask::from_arg_matches(&matches).unwrap_or_else(|err| err.exit())
 }
