@@ -47,6 +47,11 @@ pub enum Command {
     /// Measure cluster, migrate, verify and (with --backup-leads) backup timings: the README table
     #[command(after_help = "Example:\n  cargo xtask bench --runs 20")]
     Bench(Bench),
+    /// Build the shipped binary: migrations and catalogs built in, no source tree needed
+    #[command(
+        after_help = "Offers migrate (but revision, merge, check, import-alembic), backup and restore with\nthe flags and output of cargo xtask. The binary's path is the last line of stdout.\n\nExample:\n  cp \"$(cargo xtask dist | tail -n1)\" deploy/"
+    )]
+    Dist(Dist),
     /// Test helper: start a throwaway cluster, print its dir and pid, wait to be killed
     #[command(hide = true)]
     HoldCluster {
@@ -207,6 +212,12 @@ pub struct SchemaDump {
     /// Fail with a diff when the file is stale instead of writing it
     #[arg(long)]
     pub check: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct Dist {
+    #[command(flatten)]
+    pub source: MigrationsOpts,
 }
 
 #[derive(Debug, Args)]
@@ -467,6 +478,24 @@ pub enum MigrateAction {
         /// [default: alembic on PATH, then .venv/ or venv/ beside the project]
         #[arg(long, value_name = "PATH")]
         alembic: Option<PathBuf>,
+    },
+    /// Compare the live schema with the schema its recorded revision should have (exit 0
+    /// equal, 1 drifted, 2 could not tell); read-only
+    #[command(
+        after_help = "The expected schema is built from the migrations in a throwaway cluster; data is ignored.
+Each difference is named (table, column, index, constraint, policy, type, function,
+extension, ...), with the SQL that brings it back where the declarative planner writes it.
+The database is read in one read-only transaction: a role with CONNECT and SELECT on
+alembic_version is enough.
+
+Examples:
+  cargo xtask migrate drift
+  cargo xtask migrate drift --database-url \"$PRODUCTION_URL\" --lock-timeout 2s"
+    )]
+    Drift {
+        /// How long a catalog read waits for a lock (a migration holding ACCESS EXCLUSIVE) before giving up
+        #[arg(long, value_name = "DURATION", default_value = "5s", value_parser = humantime_duration)]
+        lock_timeout: std::time::Duration,
     },
     /// Accept an intended edit of an applied migration (records its new checksum)
     #[command(after_help = "Example:\n  cargo xtask migrate rehash f7e1c2d9b3a4")]

@@ -5,12 +5,14 @@ mod backup;
 mod bench;
 mod connect;
 mod db;
+mod dist;
 mod findings;
 mod flags;
 mod lint;
 mod migrate;
 mod restore;
 mod schema_dump;
+mod shipped;
 mod style;
 mod verify;
 
@@ -21,7 +23,10 @@ use clap::Parser;
 use xshell::Shell;
 
 fn main() -> ExitCode {
-    let flags = flags::Xtask::parse();
+    let flags = match shipped::embedded() {
+        Some(_) => shipped::parse(),
+        None => flags::Xtask::parse(),
+    };
     match run(flags) {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
@@ -52,6 +57,11 @@ impl std::fmt::Display for Quiet {
 impl std::error::Error for Quiet {}
 
 fn run(flags: flags::Xtask) -> anyhow::Result<()> {
+    if let Some(name) = shipped::refused(&flags.command) {
+        anyhow::bail!(
+            "`{name}` is not in the shipped binary (it needs the source tree or PostgreSQL's server programs); run `cargo xtask {name}` from a checkout"
+        );
+    }
     let sh = &Shell::new()?;
     sh.change_dir(project_root());
     if starts_servers(&flags.command) {
@@ -66,6 +76,7 @@ fn run(flags: flags::Xtask) -> anyhow::Result<()> {
         flags::Command::Backup(cmd) => cmd.run(sh),
         flags::Command::Restore(cmd) => cmd.run(),
         flags::Command::SchemaDump(cmd) => cmd.run(sh),
+        flags::Command::Dist(cmd) => cmd.run(sh),
         flags::Command::HoldCluster { panic } => hold_cluster(panic),
     }
 }
@@ -75,7 +86,7 @@ fn run(flags: flags::Xtask) -> anyhow::Result<()> {
 fn starts_servers(command: &flags::Command) -> bool {
     use flags::{Command, DbAction, MigrateAction};
     match command {
-        Command::Verify(_) | Command::Bench(_) | Command::SchemaDump(_) => true,
+        Command::Verify(_) | Command::Bench(_) | Command::SchemaDump(_) | Command::Dist(_) => true,
         Command::HoldCluster { .. } => true,
         Command::Db(db) => matches!(db.action, DbAction::Start),
         Command::Backup(backup) => backup.verify,
@@ -86,6 +97,7 @@ fn starts_servers(command: &flags::Command) -> bool {
                 | MigrateAction::ImportAlembic { .. }
                 | MigrateAction::Revision { .. }
                 | MigrateAction::Stamp { .. }
+                | MigrateAction::Drift { .. }
         ),
     }
 }
@@ -115,8 +127,13 @@ fn hold_cluster(panic: bool) -> anyhow::Result<()> {
     }
 }
 
-/// The workspace root, wherever in the checkout the command was started.
+/// The workspace root, wherever in the checkout the command was started; for the
+/// shipped binary, which has no checkout, the directory it was started in (its `.env`,
+/// its `backups/`).
 pub(crate) fn project_root() -> PathBuf {
+    if shipped::embedded().is_some() {
+        return std::env::current_dir().unwrap_or_else(|_| PathBuf::from("."));
+    }
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .parent()
         .expect("xtask lives in the workspace root")

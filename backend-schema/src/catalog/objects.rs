@@ -10,7 +10,7 @@ use postgres::GenericClient;
 use super::tables::{is_bookkeeping, USER_SCHEMAS};
 
 /// The objects of every user schema but our bookkeeping, each with its schema.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Objects {
     /// Tables, views and materialized views, each with its columns.
     pub relations: Vec<Relation>,
@@ -33,7 +33,9 @@ pub struct Objects {
 }
 
 /// What a relation is (`pg_class.relkind`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
 pub enum RelKind {
     /// Ordinary or partitioned.
     Table,
@@ -53,7 +55,7 @@ impl RelKind {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Relation {
     pub schema: String,
     pub name: String,
@@ -67,7 +69,7 @@ pub struct Relation {
     pub columns: Vec<Column>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Column {
     pub name: String,
     /// `format_type`, e.g. `character varying(255)`.
@@ -81,13 +83,13 @@ pub struct Column {
     pub comment: Option<String>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum Identity {
     Always,
     ByDefault,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Constraint {
     pub schema: String,
     pub table: String,
@@ -105,7 +107,7 @@ pub struct Constraint {
     pub references: Option<String>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Index {
     pub schema: String,
     pub table: String,
@@ -118,7 +120,7 @@ pub struct Index {
     pub backs_constraint: bool,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Policy {
     pub schema: String,
     pub table: String,
@@ -131,7 +133,7 @@ pub struct Policy {
     pub with_check: Option<String>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Sequence {
     pub schema: String,
     pub name: String,
@@ -145,7 +147,7 @@ pub struct Sequence {
     pub owned_by: Option<(String, String)>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Function {
     pub schema: String,
     /// `name(identity arguments)`.
@@ -154,7 +156,7 @@ pub struct Function {
     pub definition: String,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Trigger {
     pub schema: String,
     pub table: String,
@@ -163,7 +165,7 @@ pub struct Trigger {
     pub definition: String,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Grant {
     pub schema: String,
     pub relation: String,
@@ -174,7 +176,7 @@ pub struct Grant {
     pub privileges: Vec<String>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct EnumType {
     pub schema: String,
     pub name: String,

@@ -1,10 +1,11 @@
 //! `cargo xtask migrate`: the guide's `alembic` verbs on the backend-schema runner. This
 //! module dispatches; `history` reads the chain, `current` the database's place in it, `run` applies it, `stamp` records
 //! revisions, `revision` writes new ones and `autogenerate` compares the chain with the
-//! declarative schema.
+//! declarative schema, `drift` compares a live schema with its recorded revision's.
 
 mod autogenerate;
 mod current;
+mod drift;
 mod history;
 mod import_alembic;
 mod revision;
@@ -78,6 +79,14 @@ impl Migrate {
                 detect,
                 run,
             } => stamp::stamp(&graph()?, &self.connect, target, detect, purge, &run)?,
+            MigrateAction::Drift { lock_timeout } => {
+                // The catalogs compiled into the shipped binary describe its own chain only.
+                let built_in = match self.source.migrations {
+                    None => crate::shipped::embedded(),
+                    Some(_) => None,
+                };
+                drift::drift(&graph()?, &self.connect, lock_timeout, built_in)?
+            }
             MigrateAction::Rehash { revision, run } => {
                 stamp::rehash(&graph()?, &self.connect, &revision, &run)?
             }
@@ -175,7 +184,6 @@ impl MigrationsOpts {
         Ok(graph)
     }
 
-    /// The chain under `--migrations`, possibly empty (for the first `revision`).
     /// The migrations directory: `--migrations` (already the caller's), else the
     /// checkout's (the shell's directory is the workspace root).
     pub(crate) fn dir(&self, sh: &Shell) -> std::path::PathBuf {
@@ -184,7 +192,12 @@ impl MigrationsOpts {
             .unwrap_or_else(|| sh.current_dir().join("migrations"))
     }
 
+    /// The chain under `--migrations`, possibly empty (for the first `revision`); in
+    /// the shipped binary without `--migrations`, the chain built into it.
     pub(crate) fn load_allow_empty(&self, sh: &Shell) -> anyhow::Result<RevisionGraph> {
+        if let (None, Some(embedded)) = (&self.migrations, crate::shipped::embedded()) {
+            return Ok(embedded.graph()?);
+        }
         let dir = self.dir(sh);
         if !dir.is_dir() {
             bail!(

@@ -1,0 +1,172 @@
+//! `migrate drift`: every kind of hand-made change named with the SQL that brings it
+//! back, none on a clean database, read-only as a role that can only read.
+
+use std::time::{Duration, Instant};
+
+use crate::support::{url_as, TestDb};
+
+fn at_head() -> TestDb {
+    let db = TestDb::new();
+    db.xtask(&["migrate", "upgrade", "head"]).success();
+    db
+}
+
+#[test]
+fn a_database_at_its_revision_has_no_drift() {
+    let db = at_head();
+    let run = db.xtask(&["migrate", "drift"]);
+    assert_eq!(run.code(), 0, "{}", run.text());
+    assert!(
+        run.stdout().contains(&format!(
+            "no drift: the schema equals revision {}",
+            crate::support::chain_head()
+        )),
+        "{}",
+        run.text()
+    );
+}
+
+/// One hand-made change of each kind, all found at once, each with its way back.
+#[test]
+fn drift_names_each_kind_of_hand_made_change_and_the_sql_back() {
+    let db = at_head();
+    db.client()
+        .batch_execute(
+            "CREATE TABLE hand_made (id integer);
+             ALTER TABLE leads ADD COLUMN note text;
+             DROP INDEX idx_leads_tenant_score;
+             ALTER TABLE users ADD CONSTRAINT users_email_len CHECK (length(email) > 3);
+             DROP POLICY lead_tenant_isolation ON leads;
+             ALTER TYPE smsstatus ADD VALUE 'queued';
+             CREATE FUNCTION hand_fn() RETURNS integer LANGUAGE sql AS 'SELECT 1';
+             CREATE EXTENSION pg_trgm;",
+        )
+        .unwrap();
+    let run = db.xtask(&["migrate", "drift"]);
+    assert_eq!(run.code(), 1, "{}", run.text());
+    let out = run.stdout();
+    for line in [
+        "drift: 8 difference(s) from the schema of revision",
+        "  table hand_made: unexpected",
+        "  column leads.note: unexpected (found: column note text)",
+        "  index leads.idx_leads_tenant_score: missing",
+        "  constraint users.users_email_len: unexpected",
+        "  policy leads.lead_tenant_isolation: missing",
+        "  type smsstatus: changed",
+        "  function hand_fn(): unexpected",
+        "  extension pg_trgm: unexpected",
+        // The way back: the planner's SQL for tables and types, one statement for the rest.
+        "CREATE INDEX CONCURRENTLY idx_leads_tenant_score ON public.leads USING btree (tenant_id, score);",
+        "CREATE POLICY lead_tenant_isolation ON leads",
+        "ALTER TABLE users DROP CONSTRAINT users_email_len;",
+        "DROP FUNCTION hand_fn();",
+        "DROP EXTENSION pg_trgm;",
+    ] {
+        assert!(out.contains(line), "missing {line:?} in:\n{}", run.text());
+    }
+
+    // The SQL it printed, run statement by statement, brings the schema back.
+    let mut client = db.client();
+    for statement in backend_schema::sql_split::split_statements(&printed_sql(&out)) {
+        client
+            .batch_execute(&statement.sql)
+            .unwrap_or_else(|err| panic!("{}: {err}", statement.sql));
+    }
+    let run = db.xtask(&["migrate", "drift"]);
+    assert_eq!(run.code(), 0, "{}", run.text());
+}
+
+/// The statements of drift's report: the planner's block and the by-hand block, the
+/// two-space indent removed.
+fn printed_sql(report: &str) -> String {
+    let mut sql = String::new();
+    let mut inside = false;
+    for line in report.lines() {
+        if line.starts_with("SQL that brings it back")
+            || line.starts_with("not written by the planner")
+        {
+            inside = true;
+        } else if line.is_empty() {
+            inside = false;
+        } else if inside {
+            sql.push_str(line.strip_prefix("  ").unwrap_or(line));
+            sql.push('\n');
+        }
+    }
+    sql
+}
+
+/// A role that may connect and read `alembic_version`, nothing else: drift works, and
+/// its session is read-only, so it could not have written even with the privileges.
+#[test]
+fn drift_needs_only_connect_and_the_version_table_and_writes_nothing() {
+    let db = at_head();
+    db.client()
+        .batch_execute(
+            "CREATE ROLE auditor LOGIN NOSUPERUSER;
+             REVOKE ALL ON DATABASE app FROM PUBLIC;
+             GRANT CONNECT ON DATABASE app TO auditor;
+             GRANT SELECT ON alembic_version TO auditor;",
+        )
+        .unwrap();
+    let before = write_counters(&db);
+    let url = url_as(&db.url(), "auditor");
+    let run = crate::support::xtask(&["migrate", "drift", "--database-url", &url]);
+    assert_eq!(run.code(), 0, "{}", run.text());
+    assert_eq!(write_counters(&db), before, "drift wrote to the database");
+
+    // Without SELECT on alembic_version it cannot tell the revision: exit 2, and why.
+    db.client()
+        .batch_execute("REVOKE SELECT ON alembic_version FROM auditor")
+        .unwrap();
+    let run = crate::support::xtask(&["migrate", "drift", "--database-url", &url]);
+    assert_eq!(run.code(), 2, "{}", run.text());
+    assert!(
+        run.stderr()
+            .contains("reading alembic_version failed: permission denied"),
+        "{}",
+        run.text()
+    );
+}
+
+/// What the database's tables saw written (inserts, updates, deletes) and the catalog's.
+fn write_counters(db: &TestDb) -> Vec<i64> {
+    let mut client = db.client();
+    client
+        .batch_execute("SELECT pg_stat_clear_snapshot()")
+        .unwrap();
+    let row = client
+        .query_one(
+            "SELECT coalesce(sum(n_tup_ins + n_tup_upd + n_tup_del), 0)::bigint FROM pg_stat_all_tables",
+            &[],
+        )
+        .unwrap();
+    vec![row.get(0)]
+}
+
+/// A migration holding ACCESS EXCLUSIVE on a table: drift gives up after its lock
+/// timeout (exit 2, could not tell) rather than queue behind it.
+#[test]
+fn drift_is_bounded_by_its_lock_timeout() {
+    let db = at_head();
+    let mut holder = db.client();
+    let mut tx = holder.transaction().unwrap();
+    tx.batch_execute("LOCK TABLE leads IN ACCESS EXCLUSIVE MODE")
+        .unwrap();
+    let started = Instant::now();
+    let run = db.xtask(&["migrate", "drift", "--lock-timeout", "1s"]);
+    let took = started.elapsed();
+    tx.rollback().unwrap();
+    assert!(
+        took < Duration::from_secs(20),
+        "drift waited {took:?}: {}",
+        run.text()
+    );
+    assert_eq!(run.code(), 2, "{}", run.text());
+    assert!(
+        run.stderr()
+            .contains("reading the catalogs failed: canceling statement due to lock timeout"),
+        "{}",
+        run.text()
+    );
+}
