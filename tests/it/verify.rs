@@ -270,3 +270,11 @@ fn no_snapshot_is_unreferenced() {
         );
     }
 }
+
+#[test]
+fn the_generated_chain_bench_measures_verifies() {
+    let dir = tempfile::tempdir().unwrap();
+    backend_schema::synthetic::write_chain(dir.path(), 9).unwrap();
+    let run = crate::support::xtask(&["verify", "--migrations", dir.path().to_str().unwrap()]);
+    assert!(run.output.status.success(), "{}", run.text());
+}
