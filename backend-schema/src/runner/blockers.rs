@@ -80,13 +80,5 @@ fn blocking(client: &mut Client, pid: i32) -> Result<Vec<LockHolder>, postgres::
           ORDER BY a.pid",
         &[&pid],
     )?;
-    Ok(rows
-        .iter()
-        .map(|r| LockHolder {
-            pid: r.get(0),
-            application_name: r.get(1),
-            backend_start: r.get(2),
-            state: r.get(3),
-        })
-        .collect())
+    Ok(rows.iter().map(LockHolder::from_row).collect())
 }

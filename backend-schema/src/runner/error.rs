@@ -142,6 +142,19 @@ pub struct LockHolder {
     pub state: String,
 }
 
+impl LockHolder {
+    /// A row of `pid, application_name, backend_start, state` (text), as the queries that
+    /// name lock holders select them.
+    pub(crate) fn from_row(row: &postgres::Row) -> LockHolder {
+        LockHolder {
+            pid: row.get(0),
+            application_name: row.get(1),
+            backend_start: row.get(2),
+            state: row.get(3),
+        }
+    }
+}
+
 impl fmt::Display for LockHolder {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let app = if self.application_name.is_empty() {

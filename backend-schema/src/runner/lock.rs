@@ -78,15 +78,7 @@ pub fn holders(client: &mut Client) -> Result<Vec<LockHolder>, postgres::Error> 
             AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())",
         &[&classid, &objid],
     )?;
-    Ok(rows
-        .iter()
-        .map(|r| LockHolder {
-            pid: r.get(0),
-            application_name: r.get(1),
-            backend_start: r.get(2),
-            state: r.get(3),
-        })
-        .collect())
+    Ok(rows.iter().map(LockHolder::from_row).collect())
 }
 
 /// Other sessions holding a granted lock on our version tables (in the search path's
@@ -107,13 +99,5 @@ pub fn version_table_holders(client: &mut Client) -> Result<Vec<LockHolder>, pos
             &crate::version_table::HISTORY_TABLE,
         ],
     )?;
-    Ok(rows
-        .iter()
-        .map(|r| LockHolder {
-            pid: r.get(0),
-            application_name: r.get(1),
-            backend_start: r.get(2),
-            state: r.get(3),
-        })
-        .collect())
+    Ok(rows.iter().map(LockHolder::from_row).collect())
 }

@@ -71,7 +71,7 @@ impl TableStates {
             rows.iter()
                 .map(|r| {
                     let modes: Vec<String> = r.get(4);
-                    let strongest = modes.iter().filter_map(|m| mode_named(m)).max();
+                    let strongest = modes.iter().filter_map(|m| LockMode::from_pg_name(m)).max();
                     (
                         r.get(0),
                         TableState {
@@ -122,20 +122,4 @@ impl TableStates {
         }
         trace
     }
-}
-
-fn mode_named(name: &str) -> Option<LockMode> {
-    use LockMode::*;
-    [
-        AccessShare,
-        RowShare,
-        RowExclusive,
-        ShareUpdateExclusive,
-        Share,
-        ShareRowExclusive,
-        Exclusive,
-        AccessExclusive,
-    ]
-    .into_iter()
-    .find(|m| m.pg_name() == name)
 }

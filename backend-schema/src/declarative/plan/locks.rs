@@ -23,6 +23,23 @@ pub enum LockMode {
 }
 
 impl LockMode {
+    /// Every mode, weakest first.
+    pub const ALL: [LockMode; 8] = [
+        LockMode::AccessShare,
+        LockMode::RowShare,
+        LockMode::RowExclusive,
+        LockMode::ShareUpdateExclusive,
+        LockMode::Share,
+        LockMode::ShareRowExclusive,
+        LockMode::Exclusive,
+        LockMode::AccessExclusive,
+    ];
+
+    /// The mode `pg_locks.mode` names (`None` for row and advisory locks' other names).
+    pub fn from_pg_name(name: &str) -> Option<LockMode> {
+        LockMode::ALL.into_iter().find(|m| m.pg_name() == name)
+    }
+
     /// The name `pg_locks.mode` shows.
     pub fn pg_name(self) -> &'static str {
         match self {
