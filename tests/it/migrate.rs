@@ -427,6 +427,21 @@ fn a_revision_no_file_knows_is_named_with_the_known_files() {
     );
     assert!(err.contains("0f18384ca39a_initial_tables"), "{err}");
     assert!(err.contains("git pull"), "{err}");
+    assert!(err.contains("cargo xtask migrate stamp --detect"), "{err}");
+    // Our side table knows when a revision was applied: the message says so.
+    db.client()
+        .batch_execute(
+            "INSERT INTO alembic_version_history (revision, operation, checksum, status, tool_version)
+             SELECT 'c0ffee000000', operation, checksum, status, 'a newer checkout' FROM alembic_version_history LIMIT 1",
+        )
+        .unwrap();
+    let run = db.xtask(&["migrate", "current"]);
+    let err = run.failure().stderr();
+    assert!(
+        err.contains("alembic_version_history says it was applied at")
+            && err.contains("by a newer checkout"),
+        "{err}"
+    );
     // The way out: stamp --purge to the revision the schema really is at.
     db.xtask(&["migrate", "stamp", "--purge", "d724"]).success();
     db.xtask(&["migrate", "upgrade", "head"]).success();

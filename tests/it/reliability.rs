@@ -267,8 +267,8 @@ fn a_failed_non_transactional_migration_is_recorded_and_blocks_the_next_run() {
         "names the INVALID index: {err}"
     );
     assert!(
-        err.contains("cargo xtask migrate stamp"),
-        "says how to resolve it: {err}"
+        err.contains("`cargo xtask migrate stamp c1c1000000a1` (undone)"),
+        "says how to resolve it, naming the parent: {err}"
     );
     assert!(migration_lock_is_free(&db));
 

@@ -20,8 +20,9 @@ pub enum ProofError {
     )]
     Rows {
         direction: &'static str,
+        /// Boxed: a migration error is large, and this one is rare.
         #[source]
-        source: MigrateError,
+        source: Box<MigrateError>,
     },
     #[error(transparent)]
     Setup(#[from] DeclarativeError),
@@ -53,7 +54,12 @@ pub fn prove(
             Some(diff) => Err(ProofError::Mismatch { step, diff }),
         }
     };
-    let rows = |direction| move |source| ProofError::Rows { direction, source };
+    let rows = |direction| {
+        move |source| ProofError::Rows {
+            direction,
+            source: Box::new(source),
+        }
+    };
     Migrator::new(&mut client, graph, RunOptions::default())
         .upgrade("heads")
         .map_err(rows("upgrade"))?;

@@ -19,14 +19,19 @@ pub enum MigrateError {
     #[error(transparent)]
     Target(#[from] TargetError),
     #[error(
-        "can't locate revision identified by '{revision}': the database records it in alembic_version, but no migration in {} defines it (known: {}); \
-         pull the latest migrations (`git pull`), or if the database is wrong, record its real revision with `cargo xtask migrate stamp --purge REV`",
-        dir.display(), known.join(", ")
+        "can't locate revision identified by '{revision}': the database records it in alembic_version, but no migration in {} defines it (known: {}){}; \
+         pull the latest migrations (`git pull`), or if the database is wrong, find the revision its schema equals with \
+         `cargo xtask migrate stamp --detect` and record it with `cargo xtask migrate stamp --purge REV`",
+        dir.display(),
+        known.join(", "),
+        applied.as_ref().map(|a| format!("; alembic_version_history says it was applied {a}")).unwrap_or_default()
     )]
     UnknownRevision {
         revision: String,
         dir: PathBuf,
         known: Vec<String>,
+        /// When and by what, if our side table recorded it.
+        applied: Option<String>,
     },
     #[error(
         "migration {revision} ({}) was edited after it was applied: recorded sha256 {recorded}, file now {current}; \
@@ -39,8 +44,11 @@ pub enum MigrateError {
         recorded: String,
         current: String,
     },
-    #[error("{}", unfinished_message(.revision, .path, .status, .error.as_deref(), .invalid_indexes))]
+    #[error("{}", unfinished_message(.revision, .path, .status, .error.as_deref(), .invalid_indexes, .before))]
     Unfinished {
+        /// What alembic_version should say once the migration is undone (its parents).
+        /// Boxed: the error stays small enough to return by value.
+        before: Box<str>,
         revision: String,
         path: PathBuf,
         status: Status,
@@ -224,6 +232,7 @@ fn unfinished_message(
     status: &Status,
     error: Option<&str>,
     invalid: &[String],
+    before: &str,
 ) -> String {
     let mut message = format!(
         "migration {revision} ({}) is marked {status} in alembic_version_history: it runs outside a transaction and did not complete, so the database may hold part of it",
@@ -239,7 +248,7 @@ fn unfinished_message(
         ));
     }
     message.push_str(&format!(
-        "\n  finish or undo its statements by hand, then record the result with `cargo xtask migrate stamp {revision}` (done) or `cargo xtask migrate stamp <its parent>` (undone)"
+        "\n  finish or undo its statements by hand, then record the result with `cargo xtask migrate stamp {revision}` (done) or `cargo xtask migrate stamp {before}` (undone)"
     ));
     message
 }

@@ -185,9 +185,14 @@ impl<'a> Migrator<'a> {
         db(action)(err)
     }
 
-    fn check_known(&self, heads: &[String]) -> Result<(), MigrateError> {
+    fn check_known(&mut self, heads: &[String]) -> Result<(), MigrateError> {
         match heads.iter().find(|h| self.graph.get(h).is_none()) {
             Some(unknown) => Err(MigrateError::UnknownRevision {
+                applied: vt::latest_records(self.client)
+                    .unwrap_or_default()
+                    .into_iter()
+                    .find(|r| &r.revision == unknown)
+                    .map(|r| format!("at {} by {}", r.started_at, r.tool_version)),
                 revision: unknown.clone(),
                 dir: self.graph.dir().to_path_buf(),
                 known: self
@@ -227,6 +232,14 @@ impl<'a> Migrator<'a> {
             let invalid_indexes =
                 loss::invalid_indexes(self.client).map_err(db("listing INVALID indexes"))?;
             return Err(MigrateError::Unfinished {
+                before: self
+                    .graph
+                    .get(&record.revision)
+                    .map_or_else(
+                        || "REV (the revision before it)".to_string(),
+                        |m| heads_text(&m.parents),
+                    )
+                    .into(),
                 revision: record.revision.clone(),
                 path: self
                     .graph
@@ -476,6 +489,7 @@ impl<'a> Migrator<'a> {
                     match invalid.is_empty() {
                         true => Ok(()),
                         false => Err(MigrateError::Unfinished {
+                            before: heads_text(&migration.parents).into(),
                             revision: step.revision.clone(),
                             path: migration.dir.clone(),
                             status: Status::Failed,
