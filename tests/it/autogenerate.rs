@@ -371,7 +371,10 @@ fn assert_locks_as_planned(ws: &Workspace, generated: &[(String, String, String)
         if metadata.contains("transactional = false") {
             continue;
         }
-        let mut claimed: std::collections::BTreeMap<String, (usize, String)> = Default::default();
+        let mut claimed: std::collections::BTreeMap<
+            String,
+            (backend_schema::declarative::plan::LockMode, String),
+        > = Default::default();
         for line in up.lines() {
             let Some((_, comment)) = line.split_once("; -- ") else {
                 continue;
@@ -379,7 +382,8 @@ fn assert_locks_as_planned(ws: &Workspace, generated: &[(String, String, String)
             let locks = comment.split(';').next().unwrap();
             for lock in locks.split(", ") {
                 let (mode, table) = lock.split_once(" on ").unwrap();
-                let rank = LOCK_ORDER.iter().position(|m| *m == mode).unwrap();
+                let rank = backend_schema::declarative::plan::LockMode::from_pg_name(mode)
+                    .unwrap_or_else(|| panic!("{mode} is not a table lock mode"));
                 let entry = claimed
                     .entry(table.to_string())
                     .or_insert((rank, mode.to_string()));
@@ -397,17 +401,6 @@ fn assert_locks_as_planned(ws: &Workspace, generated: &[(String, String, String)
         assert_eq!(observed, claimed, "{}:\n{up}", revision.revision);
     }
 }
-
-const LOCK_ORDER: [&str; 8] = [
-    "AccessShareLock",
-    "RowShareLock",
-    "RowExclusiveLock",
-    "ShareUpdateExclusiveLock",
-    "ShareLock",
-    "ShareRowExclusiveLock",
-    "ExclusiveLock",
-    "AccessExclusiveLock",
-];
 
 #[test]
 fn an_index_on_an_existing_table_is_built_concurrently_outside_a_transaction() {

@@ -767,16 +767,6 @@ fn held_locks(
     client: &mut impl GenericClient,
     tables: &[u32],
 ) -> Result<Vec<String>, postgres::Error> {
-    const STRENGTH: &[&str] = &[
-        "AccessShareLock",
-        "RowShareLock",
-        "RowExclusiveLock",
-        "ShareUpdateExclusiveLock",
-        "ShareLock",
-        "ShareRowExclusiveLock",
-        "ExclusiveLock",
-        "AccessExclusiveLock",
-    ];
     let rows = client.query(
         "SELECT c.relname, l.mode FROM pg_locks l JOIN pg_class c ON c.oid = l.relation
           WHERE l.pid = pg_backend_pid() AND l.locktype = 'relation' AND l.granted AND l.relation = ANY($1)",
@@ -786,7 +776,7 @@ fn held_locks(
         std::collections::BTreeMap::new();
     for row in rows {
         let (table, mode): (String, String) = (row.get(0), row.get(1));
-        let rank = |m: &str| STRENGTH.iter().position(|s| *s == m).unwrap_or(0);
+        let rank = |m: &str| crate::declarative::plan::LockMode::from_pg_name(m);
         let entry = strongest.entry(table).or_insert_with(|| mode.clone());
         if rank(&mode) > rank(entry) {
             *entry = mode;
