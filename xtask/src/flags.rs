@@ -54,7 +54,7 @@ pub enum Command {
     Bench(Bench),
     /// Build the shipped binary: migrations and catalogs built in, no source tree needed
     #[command(
-        after_help = "Offers migrate (but revision, merge, check, import-alembic), backup and restore with\nthe flags and output of cargo xtask. The binary's path is the last line of stdout.\n\nExample:\n  cp \"$(cargo xtask dist | tail -n1)\" deploy/"
+        after_help = "Offers migrate (but revision, merge, check, import-alembic), backup, restore and (with\nPostgreSQL's server programs installed) rehearse, with the flags and output of cargo xtask. The binary's path is the last line of stdout.\n\nExample:\n  cp \"$(cargo xtask dist | tail -n1)\" deploy/"
     )]
     Dist(Dist),
     /// Test helper: start a throwaway cluster, print its dir and pid, wait to be killed
