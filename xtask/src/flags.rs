@@ -231,7 +231,7 @@ pub struct SchemaDump {
     /// checkout's schema.sql]
     #[arg(long, short, value_name = "PATH", value_parser = from_caller)]
     pub output: Option<PathBuf>,
-    /// Also write an ER diagram: PATH.mmd (Mermaid), PATH.dot, and PATH.svg with Graphviz
+    /// Also write an ER diagram: PATH.mmd (Mermaid), PATH.dot and PATH.svg (no Graphviz needed)
     #[arg(long, value_name = "PATH", value_parser = from_caller)]
     pub erd: Option<PathBuf>,
     /// Fail with a diff when the file is stale instead of writing it
