@@ -213,3 +213,35 @@ fn rehearse_with_nothing_pending_says_so_and_exits_0() {
         run.text()
     );
 }
+
+/// A downgrade that runs but leaves the upgrade's index behind does not prove the way
+/// back: the rehearsal fails naming what differs from the starting schema.
+#[test]
+fn rehearse_fails_when_the_downgrade_does_not_give_back_the_starting_schema() {
+    let migrations = copy_migrations();
+    let head = crate::support::chain_head();
+    add_migration(
+        migrations.path(),
+        "c0ffee000003_index_lead_phone",
+        head,
+        "CREATE INDEX idx_leads_phone ON leads (phone);\n",
+        "SELECT 1;\n",
+    );
+    let db = production_at("head");
+    let dir = migrations.path().to_str().unwrap();
+    let run = db.xtask(&["rehearse", "--migrations", dir]);
+    assert_eq!(run.code(), 1, "{}", run.text());
+    let out = run.stdout();
+    assert!(
+        out.contains(&format!(
+            "rehearsal failed: the downgrade back to {head} does not give back its schema:"
+        )),
+        "{}",
+        run.text()
+    );
+    assert!(
+        out.contains("  index leads.idx_leads_phone: unexpected"),
+        "{}",
+        run.text()
+    );
+}
