@@ -1,8 +1,8 @@
-//! ER diagrams from the catalog: Mermaid `erDiagram` (renders on GitHub) and Graphviz
-//! dot: tables, columns with types, primary and foreign keys, and RLS.
+//! ER diagrams from the catalog: Mermaid `erDiagram` (renders on GitHub), Graphviz dot,
+//! and SVG laid out from that dot by `layout-rs` (pure Rust: no Graphviz on the user's
+//! machine): tables, columns with types, primary and foreign keys, and RLS.
 
 use std::collections::BTreeMap;
-use std::ffi::OsStr;
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
@@ -107,6 +107,17 @@ impl Diagram {
     }
 
     pub fn dot(&self) -> String {
+        self.dot_with(true)
+    }
+
+    /// The dot text; `nested` wraps each record in braces, which Graphviz needs for a
+    /// vertical table in a left-to-right graph and `layout-rs`, which already turns a
+    /// record across the graph's direction, must not have.
+    fn dot_with(&self, nested: bool) -> String {
+        let (open, close) = match nested {
+            true => ("{", "}"),
+            false => ("", ""),
+        };
         let mut out = String::from("digraph schema {\n    rankdir=LR;\n    node [shape=record, fontname=\"Helvetica\", fontsize=10];\n");
         for (name, table) in &self.tables {
             let title = if table.rls {
@@ -130,7 +141,7 @@ impl Diagram {
                 .collect();
             let _ = writeln!(
                 out,
-                "    {name} [label=\"{{{title}|{}}}\"];",
+                "    {name} [label=\"{open}{title}|{}{close}\"];",
                 fields.join("\\l|") + "\\l"
             );
         }
@@ -153,9 +164,22 @@ fn short_type(ty: &str) -> String {
 }
 
 impl Diagram {
-    /// Writes `stem.mmd` and `stem.dot` for `path` (whatever its extension), creating
-    /// its directory.
-    pub fn write_files(&self, path: &Path) -> Result<(PathBuf, PathBuf), ErdWriteError> {
+    /// The dot diagram laid out and drawn as SVG by `layout-rs`.
+    pub fn svg(&self) -> Result<String, ErdWriteError> {
+        let dot = self.dot_with(false);
+        let mut parser = layout::gv::DotParser::new(&dot);
+        let graph = parser.process().map_err(ErdWriteError::Layout)?;
+        let mut builder = layout::gv::GraphBuilder::new();
+        builder.visit_graph(&graph);
+        let mut visual = builder.get();
+        let mut writer = layout::backends::svg::SVGWriter::new();
+        visual.do_it(false, false, false, &mut writer);
+        Ok(sorted_styles(&writer.finalize()))
+    }
+
+    /// Writes `stem.mmd`, `stem.dot` and `stem.svg` for `path` (whatever its
+    /// extension), creating its directory.
+    pub fn write_files(&self, path: &Path) -> Result<ErdFiles, ErdWriteError> {
         if let Some(dir) = path.parent() {
             std::fs::create_dir_all(dir).map_err(|source| ErdWriteError::CreateDir {
                 path: dir.to_path_buf(),
@@ -167,8 +191,36 @@ impl Diagram {
         std::fs::write(&mermaid, self.mermaid())?;
         let dot = stem.with_extension("dot");
         std::fs::write(&dot, self.dot())?;
-        Ok((mermaid, dot))
+        let svg = stem.with_extension("svg");
+        std::fs::write(&svg, self.svg()?)?;
+        Ok(ErdFiles { mermaid, dot, svg })
     }
+}
+
+/// The SVG with its `<style>` rules sorted: `layout-rs` writes them from a hash map, in
+/// an order that changes from run to run, and the committed diagram must not.
+fn sorted_styles(svg: &str) -> String {
+    let (Some(start), Some(end)) = (svg.find("<style>\n"), svg.find("</style>")) else {
+        return svg.to_string();
+    };
+    let body = start + "<style>\n".len();
+    let mut rules: Vec<&str> = svg[body..end].lines().collect();
+    rules.sort_unstable();
+    let mut out = svg[..body].to_string();
+    for rule in rules {
+        out.push_str(rule);
+        out.push('\n');
+    }
+    out.push_str(&svg[end..]);
+    out
+}
+
+/// The files `write_files` wrote.
+#[derive(Debug, Clone)]
+pub struct ErdFiles {
+    pub mermaid: PathBuf,
+    pub dot: PathBuf,
+    pub svg: PathBuf,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -179,26 +231,8 @@ pub enum ErdWriteError {
         #[source]
         source: std::io::Error,
     },
+    #[error("laying out the diagram as SVG failed: {0}")]
+    Layout(String),
     #[error(transparent)]
     Io(#[from] std::io::Error),
-}
-
-/// Renders a `.dot` file as the `.svg` beside it with Graphviz; `None` when Graphviz
-/// is not installed (the SVG is optional, the text formats are what is committed).
-pub fn render_svg(dot: &Path) -> Result<Option<PathBuf>, ErdWriteError> {
-    if duct::cmd("dot", ["-V"]).stderr_null().run().is_err() {
-        return Ok(None);
-    }
-    let svg = dot.with_extension("svg");
-    duct::cmd(
-        "dot",
-        [
-            OsStr::new("-Tsvg"),
-            dot.as_os_str(),
-            OsStr::new("-o"),
-            svg.as_os_str(),
-        ],
-    )
-    .run()?;
-    Ok(Some(svg))
 }

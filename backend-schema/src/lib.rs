@@ -21,6 +21,7 @@ pub mod lint;
 pub mod migration;
 pub mod pgpass;
 pub mod pgtool;
+pub mod rehearse;
 pub mod runner;
 pub mod snapshot;
 pub mod source;

@@ -427,6 +427,57 @@ fn the_er_diagram_shows_tables_keys_and_rls() {
     );
 }
 
+/// The SVG needs no Graphviz: laid out in-process, well-formed, every table named,
+/// written by `schema-dump --erd` and committed.
+#[test]
+fn the_er_diagram_as_svg_is_well_formed_names_every_table_and_is_committed() {
+    let db = TestDb::new();
+    db.xtask(&["migrate", "upgrade", "head"]).success();
+    let diagram = backend_schema::erd::Diagram::capture(&mut db.client()).unwrap();
+    let svg = diagram.svg().unwrap();
+    let document = roxmltree::Document::parse(&svg)
+        .unwrap_or_else(|err| panic!("the SVG is not well-formed XML: {err}\n{svg}"));
+    assert_eq!(document.root_element().tag_name().name(), "svg");
+    let text: String = document
+        .descendants()
+        .filter(|n| n.is_text())
+        .filter_map(|n| n.text())
+        .collect::<Vec<_>>()
+        .join("\n");
+    let mut client = db.client();
+    let tables = backend_schema::catalog::user_tables(&mut client).unwrap();
+    let tables: Vec<_> = tables.iter().filter(|t| !t.is_version_table()).collect();
+    assert!(tables.len() >= 8, "{tables:?}");
+    for table in tables {
+        assert!(
+            text.lines()
+                .any(|l| l.trim() == table.name || l.trim() == format!("{} (RLS)", table.name)),
+            "table {} is not named in the SVG's text:\n{text}",
+            table.name
+        );
+    }
+
+    // `schema-dump --erd` writes the same SVG beside the Mermaid file.
+    let out = tempfile::tempdir().unwrap();
+    let erd = out.path().join("erd.mmd");
+    let sql = out.path().join("schema.sql");
+    crate::support::xtask(&[
+        "schema-dump",
+        "-o",
+        sql.to_str().unwrap(),
+        "--erd",
+        erd.to_str().unwrap(),
+    ])
+    .success();
+    let written = std::fs::read_to_string(out.path().join("erd.svg")).unwrap();
+    assert_eq!(written, svg, "schema-dump wrote another SVG");
+    let committed = std::fs::read_to_string(crate::support::root().join("docs/erd.svg")).unwrap();
+    assert!(
+        committed == svg,
+        "docs/erd.svg is stale: run `cargo xtask schema-dump --erd docs/erd.mmd`"
+    );
+}
+
 #[test]
 fn a_backup_killed_halfway_leaves_no_file_and_the_next_run_sweeps_its_leftovers() {
     let db = seeded();

@@ -53,6 +53,7 @@ fn the_shipped_binary_migrates_and_checks_drift_without_the_source_tree() {
         run.text()
     );
     assert!(!run.stdout().contains("verify"), "{}", run.text());
+    assert!(run.stdout().contains("rehearse"), "{}", run.text());
     let run = run_shipped(&binary, cwd, &["migrate", "--help"]);
     assert!(run.stdout().contains("drift"), "{}", run.text());
     assert!(!run.stdout().contains("import-alembic"), "{}", run.text());
@@ -113,6 +114,39 @@ fn the_shipped_binary_migrates_and_checks_drift_without_the_source_tree() {
         run.stderr().contains("(from DATABASE_URL in"),
         "{}",
         run.text()
+    );
+
+    // With PostgreSQL's server programs on the machine, it rehearses a release too, and
+    // the report's commands are its own.
+    let older = TestDb::new();
+    older
+        .xtask(&["migrate", "upgrade", "f5a2c3d8e9b1"])
+        .success();
+    let report = cwd.join("release.md");
+    let run = run_shipped(
+        &binary,
+        cwd,
+        &[
+            "rehearse",
+            "--report",
+            "release.md",
+            "--database-url",
+            &older.url(),
+        ],
+    );
+    assert_eq!(run.code(), 0, "{}", run.text());
+    assert!(
+        run.stdout()
+            .contains(&format!("rehearsal passed: f5a2c3d8e9b1 -> {head}")),
+        "{}",
+        run.text()
+    );
+    let markdown = std::fs::read_to_string(&report).unwrap();
+    assert!(
+        markdown.contains(&format!(
+            "backend-schema-cli migrate upgrade {head} --database-url"
+        )),
+        "{markdown}"
     );
 
     // What needs the source tree or server programs is refused by name.

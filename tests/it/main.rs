@@ -21,6 +21,7 @@ mod lint;
 mod migrate;
 mod ordinary_role;
 mod pinned_alembic;
+mod rehearse;
 mod reliability;
 mod restore_safety;
 mod secrets;

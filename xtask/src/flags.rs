@@ -39,6 +39,11 @@ pub enum Command {
         after_help = "Examples:\n  cargo xtask restore backups/backup_20251117_120000.dump --create\n  cargo xtask restore backups/x.dump --clean --yes"
     )]
     Restore(Restore),
+    /// Rehearse the release on a copy of production: timings, locks, drift, the way back
+    #[command(
+        after_help = "Production's copy (a fresh pg_dump of --database-url, or --from-backup checked as restore\nchecks it) is restored into a throwaway cluster; the source is only read. On the copy:\ndrift, then each pending migration with its statements' time, locks (and how long each\nis held), rewrites, full scans and rows, then the downgrade back, which must give back\nthe starting schema. Exit 0 passed (or nothing pending), 1 a migration or the downgrade\nfails on production's data, 2 the rehearsal could not run.\n\nExamples:\n  cargo xtask rehearse --database-url \"$PRODUCTION_URL\" --report release.md\n  cargo xtask rehearse --from-backup backups/backup_20251117_120000.dump --to b2c3d4e5f6a7"
+    )]
+    Rehearse(Rehearse),
     /// Write schema.sql (and an ER diagram) from head, deterministically
     #[command(
         after_help = "Examples:\n  cargo xtask schema-dump\n  cargo xtask schema-dump --check\n  cargo xtask schema-dump --erd docs/erd.mmd"
@@ -49,7 +54,7 @@ pub enum Command {
     Bench(Bench),
     /// Build the shipped binary: migrations and catalogs built in, no source tree needed
     #[command(
-        after_help = "Offers migrate (but revision, merge, check, import-alembic), backup and restore with\nthe flags and output of cargo xtask. The binary's path is the last line of stdout.\n\nExample:\n  cp \"$(cargo xtask dist | tail -n1)\" deploy/"
+        after_help = "Offers migrate (but revision, merge, check, import-alembic), backup, restore and (with\nPostgreSQL's server programs installed) rehearse, with the flags and output of cargo xtask. The binary's path is the last line of stdout.\n\nExample:\n  cp \"$(cargo xtask dist | tail -n1)\" deploy/"
     )]
     Dist(Dist),
     /// Test helper: start a throwaway cluster, print its dir and pid, wait to be killed
@@ -197,6 +202,26 @@ pub struct Restore {
 }
 
 #[derive(Debug, Args)]
+pub struct Rehearse {
+    #[command(flatten)]
+    pub connect: ConnectOpts,
+    #[command(flatten)]
+    pub source: MigrationsOpts,
+    /// Rehearse on this backup (a dump file or directory) instead of a fresh pg_dump of the database
+    #[arg(long, value_name = "FILE", value_parser = from_caller, conflicts_with = "database_url")]
+    pub from_backup: Option<PathBuf>,
+    /// The revision the release upgrades to
+    #[arg(long, value_name = "REV", default_value = "head")]
+    pub to: String,
+    /// Where to write the Markdown report (replaced if it exists), relative to the current
+    /// directory [default: none, the summary only]
+    #[arg(long, value_name = "PATH", value_parser = from_caller)]
+    pub report: Option<PathBuf>,
+    #[command(flatten)]
+    pub run: RunOpts,
+}
+
+#[derive(Debug, Args)]
 pub struct SchemaDump {
     #[command(flatten)]
     pub connect: ConnectOpts,
@@ -206,7 +231,7 @@ pub struct SchemaDump {
     /// checkout's schema.sql]
     #[arg(long, short, value_name = "PATH", value_parser = from_caller)]
     pub output: Option<PathBuf>,
-    /// Also write an ER diagram: PATH.mmd (Mermaid), PATH.dot, and PATH.svg with Graphviz
+    /// Also write an ER diagram: PATH.mmd (Mermaid), PATH.dot and PATH.svg (no Graphviz needed)
     #[arg(long, value_name = "PATH", value_parser = from_caller)]
     pub erd: Option<PathBuf>,
     /// Fail with a diff when the file is stale instead of writing it

@@ -10,6 +10,7 @@ mod findings;
 mod flags;
 mod lint;
 mod migrate;
+mod rehearse;
 mod restore;
 mod schema_dump;
 mod shipped;
@@ -75,6 +76,7 @@ fn run(flags: flags::Xtask) -> anyhow::Result<()> {
         flags::Command::Bench(cmd) => cmd.run(sh),
         flags::Command::Backup(cmd) => cmd.run(sh),
         flags::Command::Restore(cmd) => cmd.run(),
+        flags::Command::Rehearse(cmd) => cmd.run(sh),
         flags::Command::SchemaDump(cmd) => cmd.run(sh),
         flags::Command::Dist(cmd) => cmd.run(sh),
         flags::Command::HoldCluster { panic } => hold_cluster(panic),
@@ -86,7 +88,11 @@ fn run(flags: flags::Xtask) -> anyhow::Result<()> {
 fn starts_servers(command: &flags::Command) -> bool {
     use flags::{Command, DbAction, MigrateAction};
     match command {
-        Command::Verify(_) | Command::Bench(_) | Command::SchemaDump(_) | Command::Dist(_) => true,
+        Command::Verify(_)
+        | Command::Bench(_)
+        | Command::SchemaDump(_)
+        | Command::Dist(_)
+        | Command::Rehearse(_) => true,
         Command::HoldCluster { .. } => true,
         Command::Db(db) => matches!(db.action, DbAction::Start),
         Command::Backup(backup) => backup.verify,

@@ -3,7 +3,7 @@
 use anyhow::{bail, Context as _};
 use backend_schema::database_url::DatabaseUrl;
 use backend_schema::dump::schema;
-use backend_schema::erd::{self, Diagram};
+use backend_schema::erd::Diagram;
 use backend_schema::runner::{Migrator, RunOptions};
 use backend_schema::{PgBinaries, TempCluster};
 use xshell::Shell;
@@ -41,12 +41,13 @@ impl SchemaDump {
 
         if let Some(erd) = &self.erd {
             let diagram = Diagram::capture(&mut client)?;
-            let (mermaid, dot) = diagram.write_files(erd)?;
-            eprintln!("wrote {} and {}", mermaid.display(), dot.display());
-            match erd::render_svg(&dot)? {
-                Some(svg) => eprintln!("wrote {}", svg.display()),
-                None => eprintln!("Graphviz is not installed: no .svg (apt-get install graphviz)"),
-            }
+            let files = diagram.write_files(erd)?;
+            eprintln!(
+                "wrote {}, {} and {}",
+                files.mermaid.display(),
+                files.dot.display(),
+                files.svg.display()
+            );
         }
         if self.check {
             let label = output.display().to_string();

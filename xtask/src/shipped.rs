@@ -53,7 +53,8 @@ pub(crate) fn refused(command: &crate::flags::Command) -> Option<&'static str> {
             MigrateAction::ImportAlembic { .. } => Some("migrate import-alembic"),
             _ => None,
         },
-        Command::Backup(_) | Command::Restore(_) => None,
+        // rehearse refuses itself, by name, where no server programs are installed.
+        Command::Backup(_) | Command::Restore(_) | Command::Rehearse(_) => None,
         Command::Verify(_) => Some("verify"),
         Command::Lint(_) => Some("lint"),
         Command::SchemaDump(_) => Some("schema-dump"),

@@ -1,7 +1,9 @@
 //! What each statement of a migration really did to the tables that existed before it
 //! (`verify`'s trace): the locks it took, by mode and table, whether it rewrote a table
 //! (its file node changed), whether it read one from end to end (a sequential scan
-//! counted in `pg_stat_xact_user_tables`), and how long it ran.
+//! counted in `pg_stat_xact_user_tables`), how many rows it inserted, updated or deleted
+//! there (the same view's counters, so only inside a migration's transaction), and how
+//! long it ran.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -26,6 +28,9 @@ pub struct StatementTrace {
     pub rewritten: Vec<String>,
     /// Pre-existing tables it read with a sequential scan.
     pub scanned: Vec<String>,
+    /// Rows it inserted, updated or deleted in each pre-existing table (counted within
+    /// the migration's transaction: a statement run on its own shows none).
+    pub rows: Vec<(String, i64)>,
 }
 
 /// The state of every traced table at one moment.
@@ -37,6 +42,7 @@ struct TableState {
     name: String,
     file_node: u32,
     seq_scans: i64,
+    rows: i64,
     strongest: Option<LockMode>,
 }
 
@@ -59,6 +65,7 @@ impl TableStates {
         // Partitions are tables of their own (a partitioned parent has no storage).
         let rows = client.query(
             "SELECT c.oid, c.relname::text, c.relfilenode, COALESCE(s.seq_scan, 0)::int8,
+                    COALESCE(s.n_tup_ins + s.n_tup_upd + s.n_tup_del, 0)::int8,
                     ARRAY(SELECT l.mode::text FROM pg_locks l
                            WHERE l.pid = pg_backend_pid() AND l.locktype = 'relation'
                              AND l.granted AND l.relation = c.oid)
@@ -70,7 +77,7 @@ impl TableStates {
         Ok(TableStates(
             rows.iter()
                 .map(|r| {
-                    let modes: Vec<String> = r.get(4);
+                    let modes: Vec<String> = r.get(5);
                     let strongest = modes.iter().filter_map(|m| LockMode::from_pg_name(m)).max();
                     (
                         r.get(0),
@@ -78,6 +85,7 @@ impl TableStates {
                             name: r.get(1),
                             file_node: r.get(2),
                             seq_scans: r.get(3),
+                            rows: r.get(4),
                             strongest,
                         },
                     )
@@ -101,6 +109,7 @@ impl TableStates {
             held: Vec::new(),
             rewritten: Vec::new(),
             scanned: Vec::new(),
+            rows: Vec::new(),
         };
         for (oid, now) in &self.0 {
             let Some(old) = before.0.get(oid) else {
@@ -118,6 +127,9 @@ impl TableStates {
             }
             if now.seq_scans > old.seq_scans {
                 trace.scanned.push(now.name.clone());
+            }
+            if now.rows > old.rows {
+                trace.rows.push((now.name.clone(), now.rows - old.rows));
             }
         }
         trace

@@ -1,0 +1,146 @@
+//! Production's copy for a rehearsal: a fresh `pg_dump` of the source (through the backup
+//! code, into a private directory that goes away with the rehearsal) or an existing
+//! backup checked as `restore` checks it, restored with its owners and grants into a
+//! throwaway cluster. The source is only read.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use crate::connection::Target;
+use crate::database_url::DatabaseUrl;
+use crate::dump::archive::script_of;
+use crate::dump::backup::{write_backup, BackupOptions};
+use crate::dump::destination::Output;
+use crate::dump::restore::{check_archive, run_restore, RestoreOptions};
+use crate::dump::{roles_in_script, DumpFormat, Manifest};
+use crate::sql::quote_ident;
+use crate::{PgBinaries, TempCluster};
+
+use super::{Progress, RehearseError};
+
+/// Where production's copy comes from.
+#[derive(Debug, Clone)]
+pub enum Source {
+    /// A live database, dumped now with `pg_dump` (read-only).
+    Database(Target),
+    /// An existing backup (a dump file or directory), checked against its manifest.
+    Backup(PathBuf),
+}
+
+impl Source {
+    /// For messages and the report: the redacted URL or the backup's path.
+    pub fn describe(&self) -> String {
+        match self {
+            Source::Database(target) => target.url.to_string(),
+            Source::Backup(path) => path.display().to_string(),
+        }
+    }
+}
+
+/// The name of the copy's database in the throwaway cluster.
+pub(crate) const DATABASE: &str = "rehearsal";
+
+/// Restores `source` into a new throwaway cluster, as database [`DATABASE`].
+pub(crate) fn copy(
+    binaries: &PgBinaries,
+    source: &Source,
+    progress: &(dyn Fn(Progress<'_>) + Sync),
+) -> Result<TempCluster, RehearseError> {
+    // The fresh dump's directory lives until the restore is done, then goes.
+    let dumped;
+    let (format, path) = match source {
+        Source::Database(target) => {
+            dumped = dump(binaries, target, progress)?;
+            (DumpFormat::Custom, dumped.1.clone())
+        }
+        Source::Backup(path) => (check(binaries, path, progress)?, path.clone()),
+    };
+    let cluster = TempCluster::start()?;
+    cluster.create_database(DATABASE, None)?;
+    let script = script_of(binaries, format, &path)?;
+    create_roles(&cluster, &roles_in_script(&script))?;
+    progress(Progress::Restoring);
+    let started = Instant::now();
+    let url = DatabaseUrl::parse(&cluster.url(DATABASE), "the rehearsal's throwaway cluster")?;
+    run_restore(binaries, format, &path, &url, &RestoreOptions::default())?;
+    progress(Progress::Restored {
+        elapsed: started.elapsed(),
+    });
+    Ok(cluster)
+}
+
+/// A fresh custom-format dump of the source in a private temporary directory.
+fn dump(
+    binaries: &PgBinaries,
+    target: &Target,
+    progress: &(dyn Fn(Progress<'_>) + Sync),
+) -> Result<(tempfile::TempDir, PathBuf), RehearseError> {
+    let dir = tempfile::Builder::new()
+        .prefix("bsc-rehearsal-")
+        .tempdir()?;
+    let path = dir.path().join("source.dump");
+    let mut client = target.connect("cargo xtask rehearse")?;
+    progress(Progress::Dumping);
+    let options = BackupOptions {
+        output: Output::Exact(path.clone()),
+        format: DumpFormat::Custom,
+        jobs: 1,
+        lock_wait_timeout: Duration::from_secs(30),
+    };
+    // On a large database the tables pg_dump is writing are the progress worth showing.
+    let written = write_backup(binaries, &target.url, &mut client, &options, &|step| {
+        if let crate::dump::backup::BackupProgress::Table(table) = step {
+            progress(Progress::Dumped { table });
+        }
+    })?;
+    progress(Progress::DumpFinished {
+        bytes: written.manifest.size_bytes,
+    });
+    Ok((dir, written.path))
+}
+
+/// An existing backup, checked as `restore` checks it: its hash against the manifest
+/// beside it (when there is one), then a full read.
+fn check(
+    binaries: &PgBinaries,
+    path: &Path,
+    progress: &(dyn Fn(Progress<'_>) + Sync),
+) -> Result<DumpFormat, RehearseError> {
+    let format = DumpFormat::detect(path).map_err(|source| RehearseError::Backup {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    let manifest_path = Manifest::path_for(path);
+    let manifest = match manifest_path.exists() {
+        true => Some(
+            Manifest::read(&manifest_path).map_err(|source| RehearseError::Backup {
+                path: manifest_path.clone(),
+                source,
+            })?,
+        ),
+        false => None,
+    };
+    progress(Progress::CheckingBackup {
+        manifest: manifest.is_some(),
+    });
+    check_archive(binaries, format, path, manifest.as_ref(), &mut |_| {})?;
+    Ok(format)
+}
+
+/// The roles the dump's owners and grants name, as roles that cannot log in: the copy
+/// keeps production's ownership and grants, so migrations meet what they will meet there.
+fn create_roles(cluster: &TempCluster, roles: &[String]) -> Result<(), RehearseError> {
+    let mut client = cluster.client("postgres")?;
+    for role in roles {
+        let exists = client
+            .query_opt("SELECT 1 FROM pg_roles WHERE rolname = $1", &[role])
+            .map_err(RehearseError::copy("looking up the dump's roles"))?
+            .is_some();
+        if !exists {
+            client
+                .batch_execute(&format!("CREATE ROLE {} NOLOGIN", quote_ident(role)))
+                .map_err(RehearseError::copy("creating the dump's roles"))?;
+        }
+    }
+    Ok(())
+}
