@@ -245,3 +245,54 @@ fn rehearse_fails_when_the_downgrade_does_not_give_back_the_starting_schema() {
         run.text()
     );
 }
+
+/// A rehearsal killed while it holds a fresh dump of production leaves that dump in its
+/// private directory; the next rehearsal removes it (its owner process is gone) and says
+/// so, while a directory whose owner still runs is left alone.
+#[test]
+fn a_killed_rehearsals_dump_of_production_is_removed_by_the_next_one() {
+    let db = production_at("f5a2c3d8e9b1");
+    let tmp = tempfile::tempdir().unwrap();
+    let dead = tmp.path().join("bsc-rehearsal-killed");
+    std::fs::create_dir(&dead).unwrap();
+    // A pid above pid_max's default belongs to no process.
+    std::fs::write(dead.join("owner"), "4000000 1\n").unwrap();
+    std::fs::write(dead.join("source.dump"), "production's rows").unwrap();
+    let alive = tmp.path().join("bsc-rehearsal-running");
+    std::fs::create_dir(&alive).unwrap();
+    let me = std::process::id();
+    let started = std::fs::read_to_string(format!("/proc/{me}/stat")).unwrap();
+    let started = started
+        .rsplit(')')
+        .next()
+        .unwrap()
+        .split_whitespace()
+        .nth(19)
+        .unwrap()
+        .to_owned();
+    std::fs::write(alive.join("owner"), format!("{me} {started}\n")).unwrap();
+
+    let url = db.url();
+    let output = crate::support::xtask_command(&["rehearse", "--database-url", &url])
+        .env("TMPDIR", tmp.path())
+        .output()
+        .unwrap();
+    let run = crate::support::Run { output };
+    assert_eq!(run.code(), 0, "{}", run.text());
+    assert!(!dead.exists(), "the killed rehearsal's dump is still there");
+    assert!(alive.exists(), "a live process's directory was removed");
+    assert!(
+        run.stderr()
+            .contains(&format!("removed {}", dead.display())),
+        "{}",
+        run.text()
+    );
+    let left: Vec<_> = std::fs::read_dir(tmp.path())
+        .unwrap()
+        .map(|entry| entry.unwrap().file_name())
+        .collect();
+    assert_eq!(
+        left,
+        vec![std::ffi::OsString::from("bsc-rehearsal-running")]
+    );
+}

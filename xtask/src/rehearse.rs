@@ -87,6 +87,10 @@ fn program() -> &'static str {
 
 fn print_progress(progress: Progress<'_>) {
     match progress {
+        Progress::RemovedLeftover { path } => eprintln!(
+            "removed {}: left behind by a killed run (production data is not left lying around)",
+            path.display()
+        ),
         Progress::Dumping => eprintln!("dumping the source with pg_dump..."),
         Progress::Dumped { table } => eprintln!("  {table}"),
         Progress::DumpFinished { bytes } => eprintln!("dumped {bytes} bytes"),

@@ -3,6 +3,7 @@
 //! backup checked as `restore` checks it, restored with its owners and grants into a
 //! throwaway cluster. The source is only read.
 
+use std::os::unix::fs::PermissionsExt as _;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -69,15 +70,31 @@ pub(crate) fn copy(
     Ok(cluster)
 }
 
+/// Prefix of a fresh dump's private directory; it starts like a cluster's, so the
+/// cluster sweep removes it too.
+pub(crate) const LEFTOVER_PREFIX: &str = "bsc-rehearsal-";
+
 /// A fresh custom-format dump of the source in a private temporary directory.
 fn dump(
     binaries: &PgBinaries,
     target: &Target,
     progress: &(dyn Fn(Progress<'_>) + Sync),
 ) -> Result<(tempfile::TempDir, PathBuf), RehearseError> {
+    // The dump is production's data: a rehearsal killed before its destructor ran
+    // leaves it behind, so each dump records its owner and the next rehearsal removes
+    // the dumps whose owner is gone (the same sweep as the throwaway clusters').
+    let root = std::env::temp_dir();
+    for path in crate::cluster::reaper::sweep(&root) {
+        progress(Progress::RemovedLeftover { path: &path });
+    }
     let dir = tempfile::Builder::new()
-        .prefix("bsc-rehearsal-")
-        .tempdir()?;
+        .prefix(LEFTOVER_PREFIX)
+        .permissions(std::fs::Permissions::from_mode(0o700))
+        .tempdir_in(&root)?;
+    std::fs::write(
+        dir.path().join(crate::cluster::reaper::OWNER_FILE),
+        crate::cluster::reaper::owner_record(),
+    )?;
     let path = dir.path().join("source.dump");
     let mut client = target.connect("cargo xtask rehearse")?;
     progress(Progress::Dumping);

@@ -24,6 +24,11 @@ use crate::PgBinaries;
 /// How far a rehearsal got, for the command line to show.
 #[derive(Debug, Clone, Copy)]
 pub enum Progress<'a> {
+    /// A directory a killed run left behind (a rehearsal's dump of production, a
+    /// cluster) was found and removed.
+    RemovedLeftover {
+        path: &'a std::path::Path,
+    },
     /// pg_dump of the source is starting.
     Dumping,
     /// pg_dump is writing this table's rows.
