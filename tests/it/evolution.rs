@@ -26,6 +26,7 @@ const TOOL_TESTS: &[&str] = &[
 /// new migration changes them on purpose, so they fail until the documented refresh.
 const CHAIN_TESTS: &[&str] = &[
     "backup::schema_sql_is_current",
+    "docs::the_readme_shows_the_committed_diagram",
     "backup::the_er_diagram_shows_tables_keys_and_rls",
     "migrate::history_heads_and_show_follow_alembic_wording",
     "migrate::upgrade_head_then_current_prints_the_head_like_alembic",
@@ -68,6 +69,7 @@ fn a_new_migration_breaks_no_test_of_the_tool_and_one_refresh_fixes_the_chain_te
         "{}",
         String::from_utf8_lossy(&dump.stderr)
     );
+    paste_diagram_into_readme(copy.path());
     let refresh = run_tests(copy.path(), CHAIN_TESTS, "always");
     assert!(refresh.0, "the refresh itself failed:\n{}", refresh.1);
 
@@ -85,6 +87,19 @@ fn a_new_migration_breaks_no_test_of_the_tool_and_one_refresh_fixes_the_chain_te
     assert!(fs::read_to_string(copy.path().join("schema.sql"))
         .unwrap()
         .contains("ai_usage_logs"));
+}
+
+/// Step 5's hand edit: the README's mermaid block becomes the new `docs/erd.mmd`.
+fn paste_diagram_into_readme(copy: &Path) {
+    let readme = fs::read_to_string(copy.join("README.md")).unwrap();
+    let erd = fs::read_to_string(copy.join("docs/erd.mmd")).unwrap();
+    let (before, rest) = readme.split_once("```mermaid\n").unwrap();
+    let (_, after) = rest.split_once("```").unwrap();
+    fs::write(
+        copy.join("README.md"),
+        format!("{before}```mermaid\n{erd}```{after}"),
+    )
+    .unwrap();
 }
 
 /// Runs this test binary's `names` on the copy; whether they passed, and the output.
