@@ -508,3 +508,51 @@ fn a_non_empty_destination_or_no_alembic_is_refused_before_anything_runs() {
     );
     assert_eq!(listing(out.path()), ["keep.txt"]);
 }
+
+/// `version_locations` in alembic.ini can hold revisions the import would not read: it
+/// is refused by name (the file, the setting, the way forward) unless it names only the
+/// imported versions directory.
+#[test]
+fn version_locations_beyond_the_versions_directory_are_refused_by_name() {
+    let project = fixture_copy(true);
+    let ini = project.path().join("alembic.ini");
+    edit(
+        &ini,
+        "version_path_separator = os\n",
+        "version_path_separator = os\nversion_locations = %(here)s/versions:%(here)s/billing_versions\n",
+    );
+    let out = tempfile::tempdir().unwrap();
+    let into = out.path().join("migrations");
+    let run = import(
+        &[project.path(), &into],
+        Some(Path::new("/nonexistent/alembic")),
+    );
+    let stderr = run.failure().stderr();
+    assert!(
+        stderr.contains(
+            "alembic.ini sets version_locations = %(here)s/versions:%(here)s/billing_versions"
+        ),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("copy every location's revision files into one directory"),
+        "{stderr}"
+    );
+    assert!(!into.exists());
+
+    // Only the imported directory: the import goes on (here to the missing --alembic).
+    edit(
+        &ini,
+        "%(here)s/versions:%(here)s/billing_versions",
+        "%(here)s/versions",
+    );
+    let run = import(
+        &[project.path(), &into],
+        Some(Path::new("/nonexistent/alembic")),
+    );
+    let stderr = run.failure().stderr();
+    assert!(
+        stderr.contains("--alembic /nonexistent/alembic does not exist"),
+        "{stderr}"
+    );
+}

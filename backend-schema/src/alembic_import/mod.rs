@@ -6,6 +6,7 @@
 //! to its destination.
 
 mod alembic;
+mod ini;
 mod prove;
 mod revision;
 
@@ -44,6 +45,18 @@ pub struct ImportReport {
 pub enum ImportError {
     #[error("{} is neither an Alembic project (with a versions/ directory) nor a versions directory holding revision files (*.py)", path.display())]
     NoVersions { path: PathBuf },
+    #[error(
+        "{} sets version_locations = {value}: Alembic reads revisions from every one of those \
+         directories, and import-alembic reads one ({}); copy every location's revision files \
+         into one directory and pass that directory",
+        ini.display(),
+        versions.display()
+    )]
+    VersionLocations {
+        ini: PathBuf,
+        value: String,
+        versions: PathBuf,
+    },
     #[error("{} is not empty: the import writes only into a new or empty directory; pass --into NEW_DIR", path.display())]
     DestinationNotEmpty { path: PathBuf },
     #[error("{} exists and is not a directory; pass --into NEW_DIR", path.display())]
@@ -148,6 +161,13 @@ fn proof_text(verdicts: &[Verdict]) -> String {
 /// Writes nothing unless every revision converted and was proven.
 pub fn import_alembic(request: &ImportRequest<'_>) -> Result<ImportReport, ImportError> {
     let versions = versions_dir(request.source)?;
+    if let Some(extra) = ini::extra_version_locations(&versions) {
+        return Err(ImportError::VersionLocations {
+            ini: extra.ini,
+            value: extra.value,
+            versions,
+        });
+    }
     check_destination(request.into)?;
     let alembic = Alembic::find(request.alembic, &versions)?;
     let workspace = alembic::Workspace::new(alembic, &versions)?;
