@@ -556,3 +556,46 @@ fn version_locations_beyond_the_versions_directory_are_refused_by_name() {
         "{stderr}"
     );
 }
+
+/// A killed import leaves its hidden staging directory (a half-written chain) beside the
+/// destination: the next run removes it and says so; a running import's and other
+/// files stay.
+#[test]
+fn a_killed_imports_staging_directory_is_swept_by_the_next_run() {
+    let project = fixture_copy(true);
+    let out = tempfile::tempdir().unwrap();
+    let mut finished = std::process::Command::new("true").spawn().unwrap();
+    finished.wait().unwrap();
+    let killed = out
+        .path()
+        .join(format!(".import-alembic-{}-Xy12ab", finished.id()));
+    fs::create_dir_all(killed.join("migrations/0f18384ca39a_initial")).unwrap();
+    let mut running = std::process::Command::new("sleep")
+        .arg("60")
+        .spawn()
+        .unwrap();
+    let live = out
+        .path()
+        .join(format!(".import-alembic-{}-Zz34cd", running.id()));
+    fs::create_dir_all(&live).unwrap();
+    let other = out.path().join(".import-alembic-notes");
+    fs::create_dir_all(&other).unwrap();
+
+    let into = out.path().join("migrations");
+    let run = import(
+        &[project.path(), &into],
+        Some(Path::new("/nonexistent/alembic")),
+    );
+    running.kill().unwrap();
+    running.wait().unwrap();
+    let stderr = run.failure().stderr();
+    assert!(
+        stderr.contains(&format!(
+            "removed {}, the staging directory of an import that was killed",
+            killed.display()
+        )),
+        "{stderr}"
+    );
+    assert!(!killed.exists());
+    assert!(live.is_dir() && other.is_dir());
+}
