@@ -508,3 +508,94 @@ fn a_non_empty_destination_or_no_alembic_is_refused_before_anything_runs() {
     );
     assert_eq!(listing(out.path()), ["keep.txt"]);
 }
+
+/// `version_locations` in alembic.ini can hold revisions the import would not read: it
+/// is refused by name (the file, the setting, the way forward) unless it names only the
+/// imported versions directory.
+#[test]
+fn version_locations_beyond_the_versions_directory_are_refused_by_name() {
+    let project = fixture_copy(true);
+    let ini = project.path().join("alembic.ini");
+    edit(
+        &ini,
+        "version_path_separator = os\n",
+        "version_path_separator = os\nversion_locations = %(here)s/versions:%(here)s/billing_versions\n",
+    );
+    let out = tempfile::tempdir().unwrap();
+    let into = out.path().join("migrations");
+    let run = import(
+        &[project.path(), &into],
+        Some(Path::new("/nonexistent/alembic")),
+    );
+    let stderr = run.failure().stderr();
+    assert!(
+        stderr.contains(
+            "alembic.ini sets version_locations = %(here)s/versions:%(here)s/billing_versions"
+        ),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("copy every location's revision files into one directory"),
+        "{stderr}"
+    );
+    assert!(!into.exists());
+
+    // Only the imported directory: the import goes on (here to the missing --alembic).
+    edit(
+        &ini,
+        "%(here)s/versions:%(here)s/billing_versions",
+        "%(here)s/versions",
+    );
+    let run = import(
+        &[project.path(), &into],
+        Some(Path::new("/nonexistent/alembic")),
+    );
+    let stderr = run.failure().stderr();
+    assert!(
+        stderr.contains("--alembic /nonexistent/alembic does not exist"),
+        "{stderr}"
+    );
+}
+
+/// A killed import leaves its hidden staging directory (a half-written chain) beside the
+/// destination: the next run removes it and says so; a running import's and other
+/// files stay.
+#[test]
+fn a_killed_imports_staging_directory_is_swept_by_the_next_run() {
+    let project = fixture_copy(true);
+    let out = tempfile::tempdir().unwrap();
+    let mut finished = std::process::Command::new("true").spawn().unwrap();
+    finished.wait().unwrap();
+    let killed = out
+        .path()
+        .join(format!(".import-alembic-{}-Xy12ab", finished.id()));
+    fs::create_dir_all(killed.join("migrations/0f18384ca39a_initial")).unwrap();
+    let mut running = std::process::Command::new("sleep")
+        .arg("60")
+        .spawn()
+        .unwrap();
+    let live = out
+        .path()
+        .join(format!(".import-alembic-{}-Zz34cd", running.id()));
+    fs::create_dir_all(&live).unwrap();
+    let other = out.path().join(".import-alembic-notes");
+    fs::create_dir_all(&other).unwrap();
+
+    let into = out.path().join("migrations");
+    let run = import(
+        &[project.path(), &into],
+        Some(Path::new("/nonexistent/alembic")),
+    );
+    running.kill().unwrap();
+    running.wait().unwrap();
+    let stderr = run.failure().stderr();
+    assert!(
+        stderr.contains(&format!(
+            "removed {}, the staging directory of an import that was killed",
+            killed.display()
+        )),
+        "{stderr}"
+    );
+    assert!(!killed.exists());
+    assert!(live.is_dir() && other.is_dir());
+}

@@ -183,3 +183,36 @@ fn a_database_url_is_refused_by_the_verbs_that_use_none() {
         assert!(run.stdout().is_empty(), "{}", run.text());
     }
 }
+
+/// The usage lines name the command people type (`cargo xtask`), not the binary's file
+/// name, in help and in the usage a mistyped command prints.
+#[test]
+fn usage_says_cargo_xtask() {
+    let top = xtask(&["--help"]);
+    assert!(
+        top.success()
+            .stdout()
+            .contains("Usage: cargo xtask <COMMAND>"),
+        "{}",
+        top.text()
+    );
+    let nested = xtask(&["migrate", "upgrade", "--help"]);
+    assert!(
+        nested
+            .success()
+            .stdout()
+            .contains("Usage: cargo xtask migrate upgrade [OPTIONS] <TARGET>"),
+        "{}",
+        nested.text()
+    );
+    let wrong = xtask(&["migrate", "bogus"]);
+    assert!(
+        wrong
+            .failure()
+            .stderr()
+            .contains("Usage: cargo xtask migrate [OPTIONS] <COMMAND>"),
+        "{}",
+        wrong.text()
+    );
+    assert!(!top.stdout().contains("Usage: xtask"), "{}", top.text());
+}

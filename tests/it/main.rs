@@ -15,6 +15,7 @@ mod cluster;
 mod dist;
 mod docs;
 mod drift;
+mod evolution;
 mod fresh_machine;
 mod hints;
 mod lint;

@@ -34,7 +34,7 @@ fn upgrade_head_then_current_prints_the_head_like_alembic() {
         .query_one("SELECT count(*) FROM alembic_version_history", &[])
         .unwrap()
         .get(0);
-    assert_eq!(records, 7);
+    assert_eq!(records, crate::support::chain_len() as i64);
 }
 
 #[test]
@@ -511,9 +511,10 @@ fn check_heads_says_when_the_target_database_is_not_up_to_date() {
     db.xtask(&["migrate", "upgrade", "f5a2"]).success();
     let run = db.xtask(&["migrate", "current", "--check-heads"]);
     assert!(
-        run.failure().stderr().contains(
-            "target database is not up to date: it is at f5a2c3d8e9b1, 3 migration(s) pending"
-        ),
+        run.failure().stderr().contains(&format!(
+            "target database is not up to date: it is at f5a2c3d8e9b1, {} migration(s) pending",
+            crate::support::chain_len() - 4
+        )),
         "{}",
         run.text()
     );

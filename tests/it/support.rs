@@ -6,13 +6,21 @@ use std::process::{Command, Output};
 
 use backend_schema::TempCluster;
 
-/// The workspace root.
+/// The workspace root: the checkout these tests were built from, or the copy
+/// `BACKEND_SCHEMA_PROJECT_ROOT` names (the xtask binary reads the same variable), as
+/// the schema-evolution test runs them.
 pub fn root() -> PathBuf {
+    if let Some(copy) = std::env::var_os(PROJECT_ROOT_VAR).filter(|copy| !copy.is_empty()) {
+        return PathBuf::from(copy);
+    }
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .parent()
         .unwrap()
         .to_path_buf()
 }
+
+/// The variable that points the tests and the xtask at another checkout.
+pub const PROJECT_ROOT_VAR: &str = "BACKEND_SCHEMA_PROJECT_ROOT";
 
 /// The one head of the repository's chain, read from `migrations/` (once): tests of
 /// this chain derive it instead of naming a revision that the next migration replaces.
@@ -26,6 +34,14 @@ pub fn chain_head() -> &'static str {
             many => panic!("the repository's chain has {} heads: {many:?}", many.len()),
         }
     })
+}
+
+/// How many revisions the repository's chain has, read from `migrations/`.
+pub fn chain_len() -> usize {
+    backend_schema::graph::RevisionGraph::load(&root().join("migrations"))
+        .expect("the repository's migrations load")
+        .migrations()
+        .len()
 }
 
 /// A throwaway cluster with one empty database, `app`.

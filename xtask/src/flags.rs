@@ -6,7 +6,12 @@ use clap::{Args, Parser, Subcommand};
 
 /// DiagnoLeads schema tooling: migrations, verification, backups.
 #[derive(Debug, Parser)]
-#[command(name = "cargo xtask", version, propagate_version = true)]
+#[command(
+    name = "cargo xtask",
+    bin_name = "cargo xtask",
+    version,
+    propagate_version = true
+)]
 pub struct Xtask {
     #[command(subcommand)]
     pub command: Command,

@@ -133,12 +133,20 @@ fn hold_cluster(panic: bool) -> anyhow::Result<()> {
     }
 }
 
+/// The environment variable that points the xtask at another checkout.
+const PROJECT_ROOT_VAR: &str = "BACKEND_SCHEMA_PROJECT_ROOT";
+
 /// The workspace root, wherever in the checkout the command was started; for the
 /// shipped binary, which has no checkout, the directory it was started in (its `.env`,
-/// its `backups/`).
+/// its `backups/`). `BACKEND_SCHEMA_PROJECT_ROOT` names another checkout, so that the
+/// schema-evolution test can run this binary on a copy with one more migration
+/// without building the copy.
 pub(crate) fn project_root() -> PathBuf {
     if shipped::embedded().is_some() {
         return std::env::current_dir().unwrap_or_else(|_| PathBuf::from("."));
+    }
+    if let Some(root) = std::env::var_os(PROJECT_ROOT_VAR).filter(|root| !root.is_empty()) {
+        return PathBuf::from(root);
     }
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .parent()

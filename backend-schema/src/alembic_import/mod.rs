@@ -6,14 +6,19 @@
 //! to its destination.
 
 mod alembic;
+mod ini;
 mod prove;
 mod revision;
+mod staging;
 
 use std::path::{Path, PathBuf};
 
 pub use alembic::{Alembic, Origin};
 pub use prove::{Outcome, Table, Verdict};
 pub use revision::{clean_sql, Imported, NeedsHand};
+pub use staging::sweep_staging;
+
+use staging::Staging;
 
 use crate::graph::RevisionGraph;
 use crate::migration::{checksum, normalise_text, Migration, METADATA_FILE};
@@ -44,6 +49,18 @@ pub struct ImportReport {
 pub enum ImportError {
     #[error("{} is neither an Alembic project (with a versions/ directory) nor a versions directory holding revision files (*.py)", path.display())]
     NoVersions { path: PathBuf },
+    #[error(
+        "{} sets version_locations = {value}: Alembic reads revisions from every one of those \
+         directories, and import-alembic reads one ({}); copy every location's revision files \
+         into one directory and pass that directory",
+        ini.display(),
+        versions.display()
+    )]
+    VersionLocations {
+        ini: PathBuf,
+        value: String,
+        versions: PathBuf,
+    },
     #[error("{} is not empty: the import writes only into a new or empty directory; pass --into NEW_DIR", path.display())]
     DestinationNotEmpty { path: PathBuf },
     #[error("{} exists and is not a directory; pass --into NEW_DIR", path.display())]
@@ -148,6 +165,13 @@ fn proof_text(verdicts: &[Verdict]) -> String {
 /// Writes nothing unless every revision converted and was proven.
 pub fn import_alembic(request: &ImportRequest<'_>) -> Result<ImportReport, ImportError> {
     let versions = versions_dir(request.source)?;
+    if let Some(extra) = ini::extra_version_locations(&versions) {
+        return Err(ImportError::VersionLocations {
+            ini: extra.ini,
+            value: extra.value,
+            versions,
+        });
+    }
     check_destination(request.into)?;
     let alembic = Alembic::find(request.alembic, &versions)?;
     let workspace = alembic::Workspace::new(alembic, &versions)?;
@@ -345,48 +369,6 @@ fn graph_problems(versions: &Path, imported: &[Imported]) -> Vec<SourceProblem> 
             } else {
                 Vec::new()
             }
-        }
-    }
-}
-
-/// A hidden directory beside the destination the migrations are written into; removed
-/// unless [`Staging::finish`] renames its chain into place.
-struct Staging {
-    _dir: tempfile::TempDir,
-    chain: PathBuf,
-}
-
-impl Staging {
-    fn new(into: &Path) -> Result<Staging, ImportError> {
-        let parent = match into.parent() {
-            Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
-            _ => PathBuf::from("."),
-        };
-        let io = |path: &Path| {
-            let path = path.to_path_buf();
-            move |source| ImportError::Io { path, source }
-        };
-        std::fs::create_dir_all(&parent).map_err(io(&parent))?;
-        let dir = tempfile::Builder::new()
-            .prefix(".import-alembic-")
-            .tempdir_in(&parent)
-            .map_err(io(&parent))?;
-        let chain = dir.path().join("migrations");
-        std::fs::create_dir(&chain).map_err(io(&chain))?;
-        Ok(Staging { _dir: dir, chain })
-    }
-
-    /// Renames the chain to `into`: never over anything but an empty directory (which
-    /// `rename` itself refuses once something appears in it).
-    fn finish(self, into: &Path) -> Result<(), ImportError> {
-        let io = |source| ImportError::Io {
-            path: into.to_path_buf(),
-            source,
-        };
-        if into.is_dir() {
-            std::fs::rename(&self.chain, into).map_err(io)
-        } else {
-            crate::dump::destination::rename_no_replace(&self.chain, into).map_err(io)
         }
     }
 }

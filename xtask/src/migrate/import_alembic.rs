@@ -3,7 +3,9 @@
 use std::path::Path;
 
 use anyhow::Context as _;
-use backend_schema::alembic_import::{import_alembic, ImportError, ImportRequest, Table};
+use backend_schema::alembic_import::{
+    import_alembic, sweep_staging, ImportError, ImportRequest, Table,
+};
 use xshell::Shell;
 
 pub(crate) fn import(
@@ -21,6 +23,12 @@ pub(crate) fn import(
         source.display(),
         into.display()
     );
+    for swept in sweep_staging(&into) {
+        eprintln!(
+            "removed {}, the staging directory of an import that was killed",
+            swept.display()
+        );
+    }
     let report = match import_alembic(&ImportRequest {
         source: &source,
         into: &into,
