@@ -86,3 +86,24 @@ fn paths_are_relative_to_the_directory_the_command_was_run_from() {
     let run = xtask_from(&root().join("docs"), &db, &["migrate", "current"]);
     run.success();
 }
+
+/// import-alembic's project, `--into` and `--alembic` are the caller's paths too.
+#[test]
+fn import_alembic_paths_are_the_callers() {
+    let elsewhere = tempfile::tempdir().unwrap();
+    let output = Command::new(env!("CARGO_BIN_EXE_xtask"))
+        .args(["migrate", "import-alembic", "nothere", "--into", "out"])
+        .current_dir(elsewhere.path())
+        .output()
+        .expect("run xtask");
+    let run = Run { output };
+    assert_eq!(run.code(), 1, "{}", run.text());
+    let cwd = elsewhere.path().display().to_string();
+    assert!(
+        run.stderr()
+            .contains(&format!("importing {cwd}/nothere into {cwd}/out")),
+        "{}",
+        run.text()
+    );
+    assert!(!root().join("nothere").exists() && !root().join("out").exists());
+}

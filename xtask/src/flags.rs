@@ -500,13 +500,15 @@ pub enum MigrateAction {
     )]
     ImportAlembic {
         /// The Alembic project directory (holding versions/) or its versions directory
+        #[arg(value_parser = from_caller)]
         alembic_dir: PathBuf,
-        /// Where the migration folders go: a new or empty directory (relative to the workspace root)
-        #[arg(long, value_name = "DIR", default_value = "migrations")]
-        into: PathBuf,
+        /// Where the migration folders go: a new or empty directory
+        /// [default: the workspace's migrations/]
+        #[arg(long, value_name = "DIR", value_parser = from_caller)]
+        into: Option<PathBuf>,
         /// The Alembic to run: an alembic executable or a python with alembic installed
         /// [default: alembic on PATH, then .venv/ or venv/ beside the project]
-        #[arg(long, value_name = "PATH")]
+        #[arg(long, value_name = "PATH", value_parser = from_caller)]
         alembic: Option<PathBuf>,
     },
     /// Compare the live schema with the schema its recorded revision should have (exit 0

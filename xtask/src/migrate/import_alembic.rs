@@ -11,13 +11,14 @@ use xshell::Shell;
 pub(crate) fn import(
     sh: &Shell,
     alembic_dir: &Path,
-    into: &Path,
+    into: Option<&Path>,
     alembic: Option<&Path>,
 ) -> anyhow::Result<()> {
-    let root = sh.current_dir();
-    let source = root.join(alembic_dir);
-    let into = root.join(into);
-    let alembic = alembic.map(|path| root.join(path));
+    // The paths given are the caller's (made absolute by the flags); only the default
+    // destination is the workspace's.
+    let source = alembic_dir.to_path_buf();
+    let into = into.map_or_else(|| sh.current_dir().join("migrations"), Path::to_path_buf);
+    let alembic = alembic.map(Path::to_path_buf);
     eprintln!(
         "importing {} into {} (every revision rendered by Alembic, then proven on a throwaway PostgreSQL)",
         source.display(),

@@ -125,7 +125,7 @@ impl Migrate {
                 alembic_dir,
                 into,
                 alembic,
-            } => import_alembic::import(sh, &alembic_dir, &into, alembic.as_deref())?,
+            } => import_alembic::import(sh, &alembic_dir, into.as_deref(), alembic.as_deref())?,
             MigrateAction::Merge {
                 revisions,
                 message,
