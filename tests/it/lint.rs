@@ -43,7 +43,12 @@ pub const UNSAFE_FINDINGS: &[(&str, &str, &str, u64)] = &[
     ("5afe0000000a", "table-rewrite", "up.sql", 1),
     ("5afe0000000b", "long-strong-lock", "up.sql", 1),
     ("5afe0000000c", "non-transactional-mixes-ddl", "up.sql", 1),
-    ("5afe0000000c", "non-transactional-not-retry-safe", "up.sql", 2),
+    (
+        "5afe0000000c",
+        "non-transactional-not-retry-safe",
+        "up.sql",
+        2,
+    ),
     ("5afe0000000c", "non-transactional-mixes-ddl", "down.sql", 2),
 ];
 
@@ -77,11 +82,7 @@ fn verify_reports_each_unsafe_pattern_at_its_statement_with_rule_and_fix() {
     let report: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
     let findings = &report["findings"];
-    assert_eq!(
-        located(findings),
-        set(UNSAFE_FINDINGS),
-        "{findings:#}"
-    );
+    assert_eq!(located(findings), set(UNSAFE_FINDINGS), "{findings:#}");
     // New tables (5afe00000001, even with an index, a foreign key and a unique
     // constraint) and a nullable column (5afe0000000d) get no finding.
     for f in findings.as_array().unwrap() {
