@@ -1059,3 +1059,29 @@ fn an_exclusion_constraint_needing_btree_gist_is_refused_by_name_until_a_migrati
     );
     assert_locks_as_planned(&ws, &generated);
 }
+
+#[test]
+fn a_column_collation_is_refused_by_name_and_check_sees_it() {
+    let ws = Workspace::new();
+    ws.edit(
+        "leads.sql",
+        "    phone             character varying(20),",
+        "    phone             character varying(20) COLLATE \"C\",",
+    );
+    let before = ws.migration_count();
+    let err = ws.autogenerate(&[]).failure().stderr();
+    assert!(
+        err.contains("autogenerate does not write these differences"),
+        "{err}"
+    );
+    assert!(err.contains("column collations"), "{err}");
+    assert!(
+        err.contains("+ column phone character varying(20) collate \"C\""),
+        "{err}"
+    );
+    assert_eq!(ws.migration_count(), before, "nothing written");
+    // `check` does not pass a schema whose collation the chain does not have.
+    let check = ws.run(&["migrate", "check"]);
+    let out = check.failure().stderr();
+    assert!(out.contains("collate \"C\""), "{out}");
+}
