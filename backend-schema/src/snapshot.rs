@@ -122,6 +122,9 @@ impl SchemaSnapshot {
             }
             for column in &relation.columns {
                 let mut line = format!("column {} {}", column.name, column.data_type);
+                if let Some(collation) = &column.collation {
+                    line.push_str(&format!(" collate {collation}"));
+                }
                 if column.not_null {
                     line.push_str(" not null");
                 }

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use crate::support::{xtask, xtask_command, Run};
 
-const UNSAFE: &str = "tests/fixtures/unsafe_migrations";
+pub const UNSAFE: &str = "tests/fixtures/unsafe_migrations";
 
 /// (revision, rule, file, line) of each finding of a JSON report.
 fn located(findings: &serde_json::Value) -> BTreeSet<(String, String, String, u64)> {
@@ -26,6 +26,35 @@ fn located(findings: &serde_json::Value) -> BTreeSet<(String, String, String, u6
         })
         .collect()
 }
+
+/// What verify reports on the corpus (revision, rule, file, line): the README's
+/// comparison with squawk (`squawk.rs`) shows the same.
+pub const UNSAFE_FINDINGS: &[(&str, &str, &str, u64)] = &[
+    ("5afe00000002", "index-not-concurrent", "up.sql", 2),
+    ("5afe00000003", "constraint-validated-in-place", "up.sql", 2),
+    ("5afe00000003", "constraint-validated-in-place", "up.sql", 3),
+    ("5afe00000004", "table-rewrite", "up.sql", 1),
+    ("5afe00000004", "table-rewrite", "down.sql", 1),
+    ("5afe00000005", "table-rewrite", "up.sql", 1),
+    ("5afe00000006", "rename-breaks-running-code", "up.sql", 1),
+    ("5afe00000007", "unique-built-in-place", "up.sql", 1),
+    ("5afe00000008", "drop-breaks-running-code", "up.sql", 1),
+    ("5afe00000009", "set-not-null-scan", "up.sql", 1),
+    ("5afe0000000a", "table-rewrite", "up.sql", 1),
+    ("5afe0000000b", "long-strong-lock", "up.sql", 1),
+    ("5afe0000000c", "non-transactional-mixes-ddl", "up.sql", 1),
+    (
+        "5afe0000000c",
+        "non-transactional-not-retry-safe",
+        "up.sql",
+        2,
+    ),
+    ("5afe0000000c", "non-transactional-mixes-ddl", "down.sql", 2),
+];
+
+/// The findings the corpus allows by an `xtask:allow` comment.
+pub const UNSAFE_ALLOWED: &[(&str, &str, &str, u64)] =
+    &[("5afe0000000e", "drop-breaks-running-code", "up.sql", 3)];
 
 fn set(items: &[(&str, &str, &str, u64)]) -> BTreeSet<(String, String, String, u64)> {
     items
@@ -53,32 +82,7 @@ fn verify_reports_each_unsafe_pattern_at_its_statement_with_rule_and_fix() {
     let report: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
     let findings = &report["findings"];
-    assert_eq!(
-        located(findings),
-        set(&[
-            ("5afe00000002", "index-not-concurrent", "up.sql", 2),
-            ("5afe00000003", "constraint-validated-in-place", "up.sql", 2),
-            ("5afe00000003", "constraint-validated-in-place", "up.sql", 3),
-            ("5afe00000004", "table-rewrite", "up.sql", 1),
-            ("5afe00000004", "table-rewrite", "down.sql", 1),
-            ("5afe00000005", "table-rewrite", "up.sql", 1),
-            ("5afe00000006", "rename-breaks-running-code", "up.sql", 1),
-            ("5afe00000007", "unique-built-in-place", "up.sql", 1),
-            ("5afe00000008", "drop-breaks-running-code", "up.sql", 1),
-            ("5afe00000009", "set-not-null-scan", "up.sql", 1),
-            ("5afe0000000a", "table-rewrite", "up.sql", 1),
-            ("5afe0000000b", "long-strong-lock", "up.sql", 1),
-            ("5afe0000000c", "non-transactional-mixes-ddl", "up.sql", 1),
-            (
-                "5afe0000000c",
-                "non-transactional-not-retry-safe",
-                "up.sql",
-                2
-            ),
-            ("5afe0000000c", "non-transactional-mixes-ddl", "down.sql", 2),
-        ]),
-        "{findings:#}"
-    );
+    assert_eq!(located(findings), set(UNSAFE_FINDINGS), "{findings:#}");
     // New tables (5afe00000001, even with an index, a foreign key and a unique
     // constraint) and a nullable column (5afe0000000d) get no finding.
     for f in findings.as_array().unwrap() {
@@ -108,10 +112,7 @@ fn verify_reports_each_unsafe_pattern_at_its_statement_with_rule_and_fix() {
     }
     // The comment above the drop allowed it, and the report says why.
     let allowed = &report["allowed"];
-    assert_eq!(
-        located(allowed),
-        set(&[("5afe0000000e", "drop-breaks-running-code", "up.sql", 3)])
-    );
+    assert_eq!(located(allowed), set(UNSAFE_ALLOWED));
     assert_eq!(
         allowed[0]["reason"],
         "release 41 no longer reads or writes leads.legacy"
@@ -251,4 +252,70 @@ fn the_shipped_chain_passes_verify_with_its_one_true_finding_allowed_in_lint_tom
         set(&[("f7e1c2d9b3a4", "index-not-concurrent", "up.sql", 9)])
     );
     assert_eq!(report["allowed"][0]["allowed_by"], "lint.toml");
+}
+
+#[test]
+fn verify_sees_the_locks_of_a_migration_outside_a_transaction() {
+    let dir = tempfile::tempdir().unwrap();
+    let write = |rev: &str, parent: Option<&str>, transactional: bool, up: &str, down: &str| {
+        let d = dir.path().join(format!("{rev}_step"));
+        std::fs::create_dir(&d).unwrap();
+        let revises = parent.map_or("[]".to_string(), |p| format!("[\"{p}\"]"));
+        std::fs::write(
+            d.join("migration.toml"),
+            format!("revision = \"{rev}\"\nrevises = {revises}\nmessage = \"step\"\ntransactional = {transactional}\n"),
+        )
+        .unwrap();
+        std::fs::write(d.join("up.sql"), up).unwrap();
+        std::fs::write(d.join("down.sql"), down).unwrap();
+    };
+    write(
+        "07a000000001",
+        None,
+        true,
+        "CREATE TABLE leads (id bigint PRIMARY KEY, email text, score integer);\n",
+        "DROP TABLE leads;\n",
+    );
+    // Each statement commits on its own, so our session never sees its locks: verify
+    // watches them from a second one.
+    write(
+        "07a000000002",
+        Some("07a000000001"),
+        false,
+        "DROP INDEX CONCURRENTLY IF EXISTS ix_leads_score;\nCREATE INDEX CONCURRENTLY IF NOT EXISTS ix_leads_score ON leads (score);\nDROP INDEX CONCURRENTLY IF EXISTS ix_leads_email;\nCREATE INDEX ix_leads_email ON leads (email);\n",
+        "DROP INDEX CONCURRENTLY IF EXISTS ix_leads_email;\nDROP INDEX CONCURRENTLY IF EXISTS ix_leads_score;\n",
+    );
+    let json = dir.path().join("verify.json");
+    let run = xtask(&[
+        "verify",
+        "--migrations",
+        dir.path().to_str().unwrap(),
+        "--json",
+        json.to_str().unwrap(),
+    ]);
+    run.failure();
+    let report: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    assert_eq!(
+        located(&report["findings"]),
+        set(&[
+            ("07a000000002", "index-not-concurrent", "up.sql", 4),
+            ("07a000000002", "non-transactional-mixes-ddl", "up.sql", 4),
+        ]),
+        "{}",
+        run.text()
+    );
+    let traced = report["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|f| f["rule"] == "index-not-concurrent")
+        .unwrap();
+    assert!(
+        traced["message"]
+            .as_str()
+            .unwrap()
+            .contains("ShareLock blocks every write to leads"),
+        "{report:#}"
+    );
 }

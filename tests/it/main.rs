@@ -27,6 +27,7 @@ mod reliability;
 mod restore_safety;
 mod secrets;
 mod server_access;
+mod squawk;
 mod support;
 mod tls;
 mod verify;

@@ -1,5 +1,6 @@
 //! The pinned real Alembic (`tests/alembic/requirements.txt`) for the interop tests,
-//! provisioned into `target/alembic-venv` by the first test that needs it: once, under a
+//! provisioned into `target/alembic-venv` by the first test that needs it (and any other
+//! pinned Python tool the same way, see `provision_venv`): once, under a
 //! file lock (test threads and processes may race), built in a temporary directory and
 //! renamed into place, so an interrupted install leaves nothing that looks finished.
 
@@ -42,9 +43,21 @@ pub fn alembic_command() -> Command {
 /// Makes `<target>/alembic-venv` hold the packages of `requirements`, built with
 /// `python3`, and returns the virtualenv's python.
 pub fn provision(target: &Path, requirements: &Path, python3: &Path) -> Result<PathBuf, String> {
+    provision_venv(target, VENV, requirements, python3)
+}
+
+/// Makes `<target>/<name>` a virtualenv holding the packages of `requirements` (the same
+/// way: file lock, staging directory `.<name>-*`, rename), and returns its python.
+pub fn provision_venv(
+    target: &Path,
+    name: &str,
+    requirements: &Path,
+    python3: &Path,
+) -> Result<PathBuf, String> {
     let wanted = fs::read_to_string(requirements)
         .map_err(|err| format!("cannot read {}: {err}", requirements.display()))?;
-    let venv = target.join(VENV);
+    let staging_prefix = format!(".{name}-");
+    let venv = target.join(name);
     let python = venv.join("bin").join("python");
     let finished = || fs::read_to_string(venv.join(STAMP)).is_ok_and(|built| built == wanted);
     if finished() {
@@ -53,7 +66,7 @@ pub fn provision(target: &Path, requirements: &Path, python3: &Path) -> Result<P
 
     fs::create_dir_all(target)
         .map_err(|err| format!("cannot create {}: {err}", target.display()))?;
-    let lock_path = target.join("alembic-venv.lock");
+    let lock_path = target.join(format!("{name}.lock"));
     let lock = fs::File::create(&lock_path)
         .map_err(|err| format!("cannot create {}: {err}", lock_path.display()))?;
     lock.lock()
@@ -62,14 +75,14 @@ pub fn provision(target: &Path, requirements: &Path, python3: &Path) -> Result<P
     if finished() {
         return Ok(python);
     }
-    sweep_interrupted_installs(target)?;
+    sweep_interrupted_installs(target, &staging_prefix)?;
     check_venv_module(python3)?;
 
     let staging = tempfile::Builder::new()
-        .prefix(STAGING_PREFIX)
+        .prefix(&staging_prefix)
         .tempdir_in(target)
         .map_err(|err| format!("cannot create a directory in {}: {err}", target.display()))?;
-    let built = staging.path().join(VENV);
+    let built = staging.path().join(name);
     run(Command::new(python3).arg("-m").arg("venv").arg(&built))?;
     run(Command::new(built.join("bin").join("python"))
         .args([
@@ -99,12 +112,12 @@ pub fn provision(target: &Path, requirements: &Path, python3: &Path) -> Result<P
 
 /// Removes the staging directories of installs that were killed: only called under the
 /// lock, so none of them is in use.
-fn sweep_interrupted_installs(target: &Path) -> Result<(), String> {
+fn sweep_interrupted_installs(target: &Path, staging_prefix: &str) -> Result<(), String> {
     let entries =
         fs::read_dir(target).map_err(|err| format!("cannot list {}: {err}", target.display()))?;
     for entry in entries.flatten() {
         let name = entry.file_name();
-        if name.to_string_lossy().starts_with(STAGING_PREFIX) {
+        if name.to_string_lossy().starts_with(staging_prefix) {
             fs::remove_dir_all(entry.path()).map_err(|err| {
                 format!(
                     "cannot remove the interrupted install {}: {err}",
@@ -130,7 +143,7 @@ fn check_venv_module(python3: &Path) -> Result<(), String> {
             last_line(&output)
         )),
         Err(err) => Err(format!(
-            "cannot run {} ({err}); the interop tests need Python 3 with venv: \
+            "cannot run {} ({err}); the interop and squawk tests need Python 3 with venv: \
              `apt-get install python3 python3-venv`",
             python3.display()
         )),

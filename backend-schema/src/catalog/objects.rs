@@ -81,6 +81,9 @@ pub struct Column {
     /// `GENERATED ALWAYS AS (default) STORED`.
     pub generated: bool,
     pub comment: Option<String>,
+    /// `COLLATE "C"`-style name, when not its type's default collation.
+    #[serde(default)]
+    pub collation: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -239,7 +242,9 @@ fn columns(
     let sql = format!(
         "SELECT n.nspname::text, c.relname::text, a.attname::text, format_type(a.atttypid, a.atttypmod),
                 a.attnotnull, pg_get_expr(d.adbin, d.adrelid), a.attidentity::text, a.attgenerated::text,
-                col_description(c.oid, a.attnum)
+                col_description(c.oid, a.attnum),
+                (SELECT quote_ident(co.collname) FROM pg_collation co JOIN pg_type t ON t.oid = a.atttypid
+                  WHERE co.oid = a.attcollation AND a.attcollation <> t.typcollation)
            FROM pg_attribute a
            JOIN pg_class c ON c.oid = a.attrelid JOIN pg_namespace n ON n.oid = c.relnamespace
            LEFT JOIN pg_attrdef d ON d.adrelid = a.attrelid AND d.adnum = a.attnum
@@ -264,6 +269,7 @@ fn columns(
             },
             generated: row.get::<_, &str>(7) == "s",
             comment: row.get(8),
+            collation: row.get(9),
         });
     }
     Ok(())

@@ -122,13 +122,35 @@ fn describe(err: &postgres::Error, statement: &Statement) -> String {
     let Some(db) = err.as_db_error() else {
         return format!("line {}: {err}", statement.line);
     };
+    let method = no_default_operator_class(db.message());
     let line = error_location(&statement.sql, db)
-        .map_or(statement.line, |(down, _)| statement.text_line + down);
-    let hint = db
-        .hint()
-        .map(|h| format!(" (hint: {h})"))
-        .unwrap_or_default();
+        .map(|(down, _)| statement.text_line + down)
+        .or_else(|| method.and_then(|m| line_using(statement, m)))
+        .unwrap_or(statement.line);
+    let hint = match method {
+        Some("gist") => " (an exclusion constraint or GiST index comparing a plain column with = needs the btree_gist extension; autogenerate does not write extensions: create it in a migration of its own, `cargo xtask migrate revision -m \"btree_gist\"` with `CREATE EXTENSION IF NOT EXISTS btree_gist;`, declare the same line in a schema file, then autogenerate again)".to_string(),
+        _ => db
+            .hint()
+            .map(|h| format!(" (hint: {h})"))
+            .unwrap_or_default(),
+    };
     format!("line {line}: {}{hint}", db.message())
+}
+
+/// The access method of `data type x has no default operator class for access method "m"`.
+fn no_default_operator_class(message: &str) -> Option<&str> {
+    let (_, rest) = message.split_once("has no default operator class for access method \"")?;
+    rest.split_once('"').map(|(method, _)| method)
+}
+
+/// The line of the statement that says `USING method` (PostgreSQL gives no position).
+fn line_using(statement: &Statement, method: &str) -> Option<usize> {
+    let wanted = format!("using {method}");
+    statement
+        .sql
+        .lines()
+        .position(|l| l.to_ascii_lowercase().contains(&wanted))
+        .map(|down| statement.text_line + down)
 }
 
 /// The name in `relation "x" does not exist` and `type "x" does not exist`.

@@ -28,8 +28,8 @@ impl PlannedMigration {
 pub enum PhaseError {
     #[error(
         "autogenerate does not write these differences between the migrations' head and the schema files \
-         (it writes tables, columns, keys, checks, foreign keys, indexes, enums, row-level security, policies and comments; \
-         not views, functions, triggers, standalone sequences, grants, extensions or other schemas):\n{diff}\
+         (it writes tables, columns, keys, checks, foreign keys, exclusion constraints, indexes, enums, row-level security, policies and comments; \
+         not views, functions, triggers, standalone sequences, column collations, grants, extensions or other schemas):\n{diff}\
          nothing was written: write a migration for these by hand (`cargo xtask migrate revision -m MSG`), then run autogenerate again for the rest"
     )]
     Uncovered { diff: String },
@@ -53,6 +53,12 @@ pub fn migrations(
     whole: &Plan,
     renames: &Renames,
 ) -> Result<Vec<PlannedMigration>, PhaseError> {
+    // Extensions are written by hand, and a generated statement may need one (an
+    // exclusion constraint's operator class, a type): refused by name first, or the
+    // refusal would be that statement failing for want of it.
+    if let Some(diff) = extensions(&pair.head).diff(&extensions(&pair.declared)) {
+        return Err(PhaseError::Uncovered { diff });
+    }
     let setup = |e: crate::ClusterError| PhaseError::Setup(e.into());
     let catalog = |e: postgres::Error| PhaseError::Setup(DeclarativeError::Catalog(e));
     pair.cluster
@@ -84,6 +90,18 @@ pub fn migrations(
         return Err(PhaseError::Uncovered { diff });
     }
     Ok(migrations)
+}
+
+/// The extensions of a schema, alone.
+fn extensions(schema: &SchemaSnapshot) -> SchemaSnapshot {
+    SchemaSnapshot {
+        objects: schema
+            .objects
+            .iter()
+            .filter(|(key, _)| key.starts_with("extension "))
+            .map(|(key, lines)| (key.clone(), lines.clone()))
+            .collect(),
+    }
 }
 
 /// Runs one phase's statements as its migration will: in one transaction, or each on

@@ -1165,7 +1165,10 @@ fn add_constraint_safely(
             );
             step.lock(table, LockMode::AccessExclusive)
                 .work(Work::IndexBuild)
-                .why("this constraint is built under a strong lock that blocks reads and writes for as long as the table takes to check");
+                .why(match constraint.kind {
+                    'x' => "PostgreSQL cannot build an exclusion constraint concurrently nor attach one to an index built beforehand: its index is built under ACCESS EXCLUSIVE, blocking reads and writes for as long as the build takes; on a big table, run it in a quiet hour",
+                    _ => "this constraint is built under a strong lock that blocks reads and writes for as long as the table takes to check",
+                });
         }
     }
 }

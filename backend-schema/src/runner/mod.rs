@@ -7,6 +7,7 @@ mod error;
 mod existing;
 pub mod lock;
 mod loss;
+pub mod observe;
 pub mod offline;
 pub mod trace;
 
@@ -19,6 +20,7 @@ pub use error::{holders_text, LockHolder, Loss, MigrateError, StatementFailure};
 pub use lock::LOCK_KEY;
 pub use trace::StatementTrace;
 
+use crate::declarative::plan::LockMode;
 pub use crate::graph::heads_text;
 use crate::graph::{RevisionGraph, Step, TargetError};
 use crate::migration::{Direction, Migration};
@@ -103,6 +105,15 @@ pub struct Migrator<'a> {
     options: RunOptions,
     on_event: Box<dyn FnMut(Event<'_>) + 'a>,
     blockers: Option<blockers::BlockerWatch>,
+    observer: Observer<'a>,
+}
+
+/// The second session that sees the locks of statements outside a transaction, opened
+/// when the first such migration runs.
+enum Observer<'a> {
+    None,
+    Unopened(Box<dyn FnMut() -> Result<Client, postgres::Error> + 'a>),
+    Open(Box<observe::LockObserver>),
 }
 
 /// One migration applied.
@@ -130,7 +141,19 @@ impl<'a> Migrator<'a> {
             options,
             on_event: Box::new(|_| {}),
             blockers: None,
+            observer: Observer::None,
         }
+    }
+
+    /// With `capture_locks`, traces the table locks of migrations that run outside a
+    /// transaction from a second session that `connect` opens (see `observe.rs`);
+    /// without it, those migrations' statements are traced with no locks.
+    pub fn observe_outside_transactions(
+        mut self,
+        connect: impl FnMut() -> Result<Client, postgres::Error> + 'a,
+    ) -> Migrator<'a> {
+        self.observer = Observer::Unopened(Box::new(connect));
+        self
     }
 
     /// Names the sessions blocking a migration when it hits `lock_timeout`, watched
@@ -343,7 +366,8 @@ impl<'a> Migrator<'a> {
             let (locks, trace) = if migration.transactional {
                 self.run_transactional(step, migration)?
             } else {
-                (Vec::new(), self.run_outside_transaction(step, migration)?)
+                let trace = self.run_outside_transaction(step, migration)?;
+                (strongest_per_table(&trace), trace)
             };
             let elapsed = started.elapsed();
             (self.on_event)(Event::Finished { step, elapsed });
@@ -428,7 +452,14 @@ impl<'a> Migrator<'a> {
             true => Some(trace::existing_tables(&mut tx).map_err(db("listing tables"))?),
             false => None,
         };
-        let trace = execute_file_traced(&mut tx, step, migration, &outcome, existing.as_deref())?;
+        let trace = execute_file_traced(
+            &mut tx,
+            step,
+            migration,
+            &outcome,
+            existing.as_deref(),
+            None,
+        )?;
         let locks = match existing {
             Some(existing) => held_locks(&mut tx, &existing).map_err(db("reading pg_locks"))?,
             None => Vec::new(),
@@ -480,24 +511,34 @@ impl<'a> Migrator<'a> {
             false => None,
         };
         let mut traced = Vec::new();
-        let result =
-            execute_file_traced(self.client, step, migration, &outcome, existing.as_deref())
-                .and_then(|trace| {
-                    traced = trace;
-                    let invalid = loss::invalid_indexes(self.client)
-                        .map_err(db("listing INVALID indexes"))?;
-                    match invalid.is_empty() {
-                        true => Ok(()),
-                        false => Err(MigrateError::Unfinished {
-                            before: heads_text(&migration.parents).into(),
-                            revision: step.revision.clone(),
-                            path: migration.dir.clone(),
-                            status: Status::Failed,
-                            error: Some("INVALID indexes after the migration".into()),
-                            invalid_indexes: invalid,
-                        }),
-                    }
-                });
+        let observer = match existing {
+            Some(_) => open_observer(&mut self.observer, self.client)?,
+            None => None,
+        };
+        let result = execute_file_traced(
+            self.client,
+            step,
+            migration,
+            &outcome,
+            existing.as_deref(),
+            observer,
+        )
+        .and_then(|trace| {
+            traced = trace;
+            let invalid =
+                loss::invalid_indexes(self.client).map_err(db("listing INVALID indexes"))?;
+            match invalid.is_empty() {
+                true => Ok(()),
+                false => Err(MigrateError::Unfinished {
+                    before: heads_text(&migration.parents).into(),
+                    revision: step.revision.clone(),
+                    path: migration.dir.clone(),
+                    status: Status::Failed,
+                    error: Some("INVALID indexes after the migration".into()),
+                    invalid_indexes: invalid,
+                }),
+            }
+        });
         let _ = self
             .client
             .batch_execute("RESET lock_timeout; RESET statement_timeout");
@@ -762,6 +803,39 @@ fn integrity_of(migration: &Migration, record: Option<&HistoryRecord>) -> Integr
     }
 }
 
+/// The observer (opened on first use), with the pid of `client`'s backend; `None` when
+/// none was given.
+fn open_observer<'o>(
+    observer: &'o mut Observer<'_>,
+    client: &mut Client,
+) -> Result<Option<(&'o mut observe::LockObserver, i32)>, MigrateError> {
+    if let Observer::Unopened(connect) = observer {
+        let session = connect().map_err(db("opening the session that watches locks"))?;
+        *observer = Observer::Open(Box::new(observe::LockObserver::new(session)));
+    }
+    let Observer::Open(observer) = observer else {
+        return Ok(None);
+    };
+    let pid: i32 = client
+        .query_one("SELECT pg_backend_pid()", &[])
+        .map_err(db("reading our backend pid"))?
+        .get(0);
+    Ok(Some((observer, pid)))
+}
+
+/// The strongest lock per table over a migration's statements, as "Mode on table".
+fn strongest_per_table(trace: &[StatementTrace]) -> Vec<String> {
+    let mut strongest: std::collections::BTreeMap<&str, LockMode> = Default::default();
+    for (table, mode) in trace.iter().flat_map(|t| &t.locks) {
+        let entry = strongest.entry(table).or_insert(*mode);
+        *entry = (*entry).max(*mode);
+    }
+    strongest
+        .into_iter()
+        .map(|(table, mode)| format!("{mode} on {table}"))
+        .collect()
+}
+
 /// Our backend's strongest lock on each of the given tables, as "Mode on table".
 fn held_locks(
     client: &mut impl GenericClient,
@@ -844,17 +918,19 @@ fn execute_file(
     migration: &Migration,
     outcome: &str,
 ) -> Result<(), MigrateError> {
-    execute_file_traced(client, step, migration, outcome, None).map(drop)
+    execute_file_traced(client, step, migration, outcome, None, None).map(drop)
 }
 
 /// Runs the file's statements; with `traced` (the tables that existed before), also
-/// each statement's trace.
+/// each statement's trace; with `observer` (and our backend's pid), its locks are the
+/// ones the observer saw (outside a transaction our session sees none of them).
 fn execute_file_traced(
     client: &mut impl GenericClient,
     step: &Step,
     migration: &Migration,
     outcome: &str,
     traced: Option<&[u32]>,
+    mut observer: Option<(&mut observe::LockObserver, i32)>,
 ) -> Result<Vec<StatementTrace>, MigrateError> {
     let mut traces = Vec::new();
     let capture = |client: &mut _, tables| {
@@ -863,7 +939,16 @@ fn execute_file_traced(
     for (n, statement) in migration.statements(step.direction).iter().enumerate() {
         let before = traced.map(|t| capture(client, t)).transpose()?;
         let started = Instant::now();
-        if let Err(err) = client.batch_execute(&statement.sql) {
+        let (result, observed) = match (&mut observer, traced) {
+            (Some((observer, pid)), Some(tables)) => {
+                let (result, seen) = observer
+                    .observe(*pid, tables, || client.batch_execute(&statement.sql))
+                    .map_err(db("watching the statement's locks"))?;
+                (result, Some(seen))
+            }
+            _ => (client.batch_execute(&statement.sql), None),
+        };
+        if let Err(err) = result {
             return Err(statement_failure(
                 err,
                 step,
@@ -875,7 +960,12 @@ fn execute_file_traced(
         }
         let elapsed = started.elapsed();
         if let (Some(tables), Some(before)) = (traced, before) {
-            traces.push(capture(client, tables)?.since(&before, statement, elapsed));
+            let mut trace = capture(client, tables)?.since(&before, statement, elapsed);
+            if let Some(seen) = observed {
+                trace.locks = seen.clone();
+                trace.held = seen;
+            }
+            traces.push(trace);
         }
     }
     Ok(traces)

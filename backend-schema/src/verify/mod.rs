@@ -385,7 +385,7 @@ fn stairway(
         let before_data = TableData::capture(client)?;
 
         progress(&format!("{revision} up"));
-        let up = match run(client, graph, |m| m.upgrade(&revision)) {
+        let up = match run_traced(client, graph, cluster, |m| m.upgrade(&revision)) {
             Ok(up) => up,
             Err(err) => {
                 failed(rev, report, StairStep::Up, err);
@@ -423,7 +423,7 @@ fn stairway(
         let seeded = TableData::capture(client)?;
 
         progress(&format!("{revision} down"));
-        match run(client, graph, |m| m.unapply(&revision)) {
+        match run_traced(client, graph, cluster, |m| m.unapply(&revision)) {
             Ok(down) => {
                 rev.down_ms = total_ms(&down);
                 rev.locks_down = down.iter().flat_map(|s| s.locks.clone()).collect();
@@ -585,8 +585,29 @@ fn run(
     graph: &RevisionGraph,
     f: impl FnOnce(&mut Migrator<'_>) -> Result<Vec<StepReport>, crate::runner::MigrateError>,
 ) -> Result<Vec<StepReport>, String> {
-    let mut migrator = Migrator::new(client, graph, options());
-    f(&mut migrator).map_err(|err| match roles::missing_role_advice(&err, graph.dir()) {
+    advised(graph, f(&mut Migrator::new(client, graph, options())))
+}
+
+/// As `run`, with the locks of non-transactional migrations watched from a second
+/// session on the stairway database (their own session cannot see them).
+fn run_traced(
+    client: &mut Client,
+    graph: &RevisionGraph,
+    cluster: &TempCluster,
+    f: impl FnOnce(&mut Migrator<'_>) -> Result<Vec<StepReport>, crate::runner::MigrateError>,
+) -> Result<Vec<StepReport>, String> {
+    let url = cluster.url(STAIRWAY_DB);
+    let mut migrator = Migrator::new(client, graph, options())
+        .observe_outside_transactions(move || postgres::Client::connect(&url, postgres::NoTls));
+    advised(graph, f(&mut migrator))
+}
+
+/// A migration's error, with the advice for a role no revision creates.
+fn advised(
+    graph: &RevisionGraph,
+    result: Result<Vec<StepReport>, crate::runner::MigrateError>,
+) -> Result<Vec<StepReport>, String> {
+    result.map_err(|err| match roles::missing_role_advice(&err, graph.dir()) {
         Some(advice) => format!("{err}\n  {advice}"),
         None => err.to_string(),
     })

@@ -540,6 +540,16 @@ fn the_readme_lock_table_is_the_planners() {
             },
         );
     });
+    add("exclusion constraint on an existing table", &|t| {
+        t.constraints.insert(
+            "leads_email_excl".into(),
+            Constraint {
+                kind: 'x',
+                definition: "EXCLUDE USING btree (email WITH =)".into(),
+                ..Constraint::default()
+            },
+        );
+    });
     add("index on an existing table", &|t| {
         t.indexes.insert(
             "ix_leads_email".into(),
