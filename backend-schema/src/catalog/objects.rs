@@ -213,7 +213,7 @@ fn relations(client: &mut impl GenericClient) -> Result<Vec<Relation>, postgres:
           WHERE {USER_SCHEMAS} AND c.relkind IN ('r', 'p', 'v', 'm')"
     );
     let mut relations: Vec<Relation> = client
-        .query(&sql, &[])?
+        .query_typed(&sql, &[])?
         .iter()
         .filter(|row| !is_bookkeeping(row.get(1)))
         .map(|row| Relation {
@@ -246,7 +246,7 @@ fn columns(
           WHERE {USER_SCHEMAS} AND c.relkind IN ('r', 'p', 'v', 'm') AND a.attnum > 0 AND NOT a.attisdropped
           ORDER BY n.nspname, c.relname, a.attnum"
     );
-    for row in client.query(&sql, &[])? {
+    for row in client.query_typed(&sql, &[])? {
         let key = (row.get::<_, &str>(0), row.get::<_, &str>(1));
         let Ok(at) = relations.binary_search_by(|r| (r.schema.as_str(), r.name.as_str()).cmp(&key))
         else {
@@ -281,7 +281,7 @@ fn constraints(client: &mut impl GenericClient) -> Result<Vec<Constraint>, postg
           WHERE {USER_SCHEMAS}"
     );
     Ok(client
-        .query(&sql, &[])?
+        .query_typed(&sql, &[])?
         .iter()
         .filter(|row| !is_bookkeeping(row.get(1)))
         .map(|row| Constraint {
@@ -308,7 +308,7 @@ fn indexes(client: &mut impl GenericClient) -> Result<Vec<Index>, postgres::Erro
           WHERE {USER_SCHEMAS}"
     );
     Ok(client
-        .query(&sql, &[])?
+        .query_typed(&sql, &[])?
         .iter()
         .filter(|row| !is_bookkeeping(row.get(1)))
         .map(|row| Index {
@@ -330,7 +330,7 @@ fn policies(client: &mut impl GenericClient) -> Result<Vec<Policy>, postgres::Er
           WHERE {USER_SCHEMAS}"
     );
     Ok(client
-        .query(&sql, &[])?
+        .query_typed(&sql, &[])?
         .iter()
         .filter(|row| !is_bookkeeping(row.get(1)))
         .map(|row| Policy {
@@ -360,7 +360,7 @@ fn sequences(client: &mut impl GenericClient) -> Result<Vec<Sequence>, postgres:
           WHERE {USER_SCHEMAS}"
     );
     Ok(client
-        .query(&sql, &[])?
+        .query_typed(&sql, &[])?
         .iter()
         .filter(|row| !is_bookkeeping(row.get(1)))
         .map(|row| Sequence {
@@ -388,7 +388,7 @@ fn functions(client: &mut impl GenericClient) -> Result<Vec<Function>, postgres:
             AND NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.objid = p.oid AND d.deptype = 'e')"
     );
     Ok(client
-        .query(&sql, &[])?
+        .query_typed(&sql, &[])?
         .iter()
         .map(|row| Function {
             schema: row.get(0),
@@ -405,7 +405,7 @@ fn triggers(client: &mut impl GenericClient) -> Result<Vec<Trigger>, postgres::E
           WHERE {USER_SCHEMAS} AND NOT t.tgisinternal"
     );
     Ok(client
-        .query(&sql, &[])?
+        .query_typed(&sql, &[])?
         .iter()
         .filter(|row| !is_bookkeeping(row.get(1)))
         .map(|row| Trigger {
@@ -427,7 +427,7 @@ fn grants(client: &mut impl GenericClient) -> Result<Vec<Grant>, postgres::Error
           GROUP BY 1, 2, 3, 4"
     );
     Ok(client
-        .query(&sql, &[])?
+        .query_typed(&sql, &[])?
         .iter()
         .filter(|row| !is_bookkeeping(row.get(1)))
         .map(|row| Grant {
@@ -447,7 +447,7 @@ fn enums(client: &mut impl GenericClient) -> Result<Vec<EnumType>, postgres::Err
           WHERE {USER_SCHEMAS} GROUP BY 1, 2"
     );
     Ok(client
-        .query(&sql, &[])?
+        .query_typed(&sql, &[])?
         .iter()
         .map(|row| EnumType {
             schema: row.get(0),
@@ -459,7 +459,7 @@ fn enums(client: &mut impl GenericClient) -> Result<Vec<EnumType>, postgres::Err
 
 fn extensions(client: &mut impl GenericClient) -> Result<Vec<String>, postgres::Error> {
     Ok(client
-        .query(
+        .query_typed(
             "SELECT extname::text FROM pg_extension WHERE extname <> 'plpgsql'",
             &[],
         )?

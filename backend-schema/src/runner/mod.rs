@@ -860,8 +860,14 @@ fn execute_file_traced(
     let capture = |client: &mut _, tables| {
         trace::TableStates::capture(client, tables).map_err(db("tracing the statement"))
     };
+    // Nothing runs between two statements: the state after one is the state before
+    // the next, read once.
+    let mut after_previous = None;
     for (n, statement) in migration.statements(step.direction).iter().enumerate() {
-        let before = traced.map(|t| capture(client, t)).transpose()?;
+        let before = match after_previous.take() {
+            Some(state) => Some(state),
+            None => traced.map(|t| capture(client, t)).transpose()?,
+        };
         let started = Instant::now();
         if let Err(err) = client.batch_execute(&statement.sql) {
             return Err(statement_failure(
@@ -875,7 +881,9 @@ fn execute_file_traced(
         }
         let elapsed = started.elapsed();
         if let (Some(tables), Some(before)) = (traced, before) {
-            traces.push(capture(client, tables)?.since(&before, statement, elapsed));
+            let after = capture(client, tables)?;
+            traces.push(after.since(&before, statement, elapsed));
+            after_previous = Some(after);
         }
     }
     Ok(traces)
