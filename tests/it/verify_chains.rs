@@ -17,7 +17,7 @@ use crate::support::{copy_dir, filter, root, xtask};
 const CHAIN: &str = "tests/fixtures/upstream_like";
 
 fn verify_fixture(dir: &Path) -> VerifyReport {
-    verify_dir(dir, &VerifyOptions::default(), &mut |_: &str| {}).unwrap()
+    verify_dir(dir, &VerifyOptions::default(), &mut |_| {}).unwrap()
 }
 
 fn set<'a>(items: impl IntoIterator<Item = &'a str>) -> BTreeSet<String> {

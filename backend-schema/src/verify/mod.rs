@@ -146,8 +146,18 @@ pub struct VerifyOptions {
     pub strict: bool,
 }
 
-/// Live progress, one line per step.
-pub type Progress<'a> = &'a mut (dyn FnMut(&str) + Send);
+/// Where a run is: the step it starts, and how many revisions of the stairway are
+/// done out of how many.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct VerifyStep<'a> {
+    pub revisions_done: usize,
+    pub revisions_total: usize,
+    /// `REV up`, `REV down`, `REV up again`, `merge order N/M`.
+    pub what: &'a str,
+}
+
+/// Live progress, once per step.
+pub type Progress<'a> = &'a mut (dyn FnMut(VerifyStep<'_>) + Send);
 
 #[derive(Debug, thiserror::Error)]
 pub enum VerifyError {
@@ -384,7 +394,14 @@ fn stairway(
         seed(client, report, &revision)?;
         let before_data = TableData::capture(client)?;
 
-        progress(&format!("{revision} up"));
+        let mut step = |what: &str| {
+            progress(VerifyStep {
+                revisions_done: position,
+                revisions_total: graph.migrations().len(),
+                what,
+            })
+        };
+        step(&format!("{revision} up"));
         let up = match run(client, graph, |m| m.upgrade(&revision)) {
             Ok(up) => up,
             Err(err) => {
@@ -422,7 +439,7 @@ fn stairway(
         }
         let seeded = TableData::capture(client)?;
 
-        progress(&format!("{revision} down"));
+        step(&format!("{revision} down"));
         match run(client, graph, |m| m.unapply(&revision)) {
             Ok(down) => {
                 rev.down_ms = total_ms(&down);
@@ -457,7 +474,7 @@ fn stairway(
             }
         }
 
-        progress(&format!("{revision} up again"));
+        step(&format!("{revision} up again"));
         if let Err(err) = run(client, graph, |m| m.upgrade(&revision)) {
             failed(rev, report, StairStep::UpAgain, err);
             return Ok(());
@@ -522,7 +539,11 @@ fn merges(
     let orders = topological_orders(graph, MERGE_ORDERS);
     let mut results: BTreeMap<Vec<String>, SchemaSnapshot> = BTreeMap::new();
     for (n, order) in orders.iter().enumerate() {
-        progress(&format!("merge order {}/{}", n + 1, orders.len()));
+        progress(VerifyStep {
+            revisions_done: report.revisions.len(),
+            revisions_total: graph.migrations().len(),
+            what: &format!("merge order {}/{}", n + 1, orders.len()),
+        });
         let name = format!("verify_order_{n}");
         cluster.create_database(&name, None)?;
         let mut client = cluster.client(&name)?;
