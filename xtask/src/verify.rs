@@ -33,6 +33,7 @@ impl Verify {
         };
         let options = VerifyOptions {
             strict: self.strict,
+            ..VerifyOptions::default()
         };
         let report = backend_schema::verify::verify_dir(&dir, &options, &mut progress);
         if terminal {
