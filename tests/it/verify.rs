@@ -13,7 +13,7 @@ use crate::support::{chain_len, filter, filtered_snapshot, root, xtask};
 fn the_chain_verifies_with_a_schema_snapshot_per_revision() {
     let dir = root().join("migrations");
     let graph = RevisionGraph::load(&dir).unwrap();
-    let report = backend_schema::verify::verify(&graph, &mut |_: &str| {}).unwrap();
+    let report = backend_schema::verify::verify(&graph, &mut |_| {}).unwrap();
     assert!(report.passed(), "verify failed: {report:#?}");
     assert_eq!(report.revisions.len(), chain_len());
     for rev in &report.revisions {
@@ -207,12 +207,55 @@ fn a_policy_that_leaks_between_tenants_is_caught() {
 
 #[test]
 fn merged_branches_converge_in_every_order() {
-    let run = xtask(&["verify", "--migrations", "tests/fixtures/merge_converges"]);
+    // The orders tried show in the progress line, which only a terminal gets.
+    let (status, output) =
+        on_terminal(&["verify", "--migrations", "tests/fixtures/merge_converges"]);
+    assert!(status.success(), "{output}");
+    assert!(output.contains("merge order 2/2"), "{output:?}");
+}
+
+/// `cargo xtask ARGS` on a terminal (script(1) gives it one), from the repository root:
+/// its exit status and everything it wrote.
+fn on_terminal(args: &[&str]) -> (std::process::ExitStatus, String) {
+    let output = std::process::Command::new("script")
+        .current_dir(root())
+        .args([
+            "-qec",
+            &format!("{} {}", env!("CARGO_BIN_EXE_xtask"), args.join(" ")),
+            "/dev/null",
+        ])
+        .env("TERM", "xterm")
+        .output()
+        .expect("script(1) from util-linux");
+    (
+        output.status,
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+    )
+}
+
+#[test]
+fn progress_counts_revisions_on_a_terminal_and_stays_out_of_a_pipe() {
+    let args = ["verify", "--migrations", "tests/fixtures/upstream_like"];
+    let (_, output) = on_terminal(&args);
+    let total = std::fs::read_dir(root().join(args[2]))
+        .unwrap()
+        .filter(|e| e.as_ref().unwrap().path().is_dir())
+        .count();
+    for done in [0, total / 2, total - 1] {
+        assert!(
+            output.contains(&format!("verify: {done}/{total} revisions verified (")),
+            "{done}/{total} missing from {output:?}"
+        );
+    }
+    // The line is rewritten in place and cleared before the report.
+    assert!(output.contains("\r\x1b[2Kverify: 1/"), "{output:?}");
+    let run = xtask(&args);
     assert!(
-        run.success().stderr().contains("merge order 2/2"),
+        !run.stderr().contains("revisions verified"),
         "{}",
         run.text()
     );
+    assert!(!run.stderr().contains('\r'), "{}", run.text());
 }
 
 #[test]

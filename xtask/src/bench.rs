@@ -148,23 +148,40 @@ impl Bench {
             "<= 2 s",
         ));
 
-        let chain = generated_chain(100)?;
-        let chain_dir = chain.path();
-        let mut long = Vec::new();
-        for _ in 0..runs.min(3) {
-            let began = Instant::now();
-            cmd!(sh, "{xtask} verify --migrations {chain_dir}")
-                .quiet()
-                .ignore_stdout()
-                .ignore_stderr()
-                .run()?;
-            long.push(began.elapsed());
+        let mut chain_times = Vec::new();
+        for n in [100, 300] {
+            let chain = generated_chain(n)?;
+            let chain_dir = chain.path();
+            let mut samples = Vec::new();
+            for _ in 0..runs.min(3) {
+                let began = Instant::now();
+                cmd!(sh, "{xtask} verify --migrations {chain_dir}")
+                    .quiet()
+                    .ignore_stdout()
+                    .ignore_stderr()
+                    .run()?;
+                samples.push(began.elapsed());
+            }
+            chain_times.push(Spread::of(samples));
         }
-        rows.push(Row::new(
-            "verify, generated chain of 100 small migrations",
-            median(long),
-            "<= 20 s",
-        ));
+        let (t100, t300) = (chain_times[0], chain_times[1]);
+        rows.push(
+            Row::new(
+                "verify, generated chain of 100 small migrations",
+                t100.median,
+                "-",
+            )
+            .spread(t100),
+        );
+        rows.push(
+            Row::new(
+                "verify, generated chain of 300 small migrations",
+                t300.median,
+                "<= 6 s, <= 3.3x the 100-migration chain",
+            )
+            .spread(t300)
+            .against(t100.median, 3.3),
+        );
 
         if let Some(leads) = self.backup_leads {
             rows.extend(backup_rows(sh, migrations, leads, runs.min(5))?);
@@ -199,6 +216,25 @@ fn rerun_in_release(sh: &Shell) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The median of some runs and their fastest and slowest.
+#[derive(Debug, Clone, Copy)]
+struct Spread {
+    median: Duration,
+    min: Duration,
+    max: Duration,
+}
+
+impl Spread {
+    fn of(mut samples: Vec<Duration>) -> Spread {
+        samples.sort();
+        Spread {
+            median: samples[samples.len() / 2],
+            min: samples[0],
+            max: samples[samples.len() - 1],
+        }
+    }
+}
+
 /// One line of the table: a median, its target, and for targets relative to a
 /// baseline the ratio beside it with the verdict.
 struct Row {
@@ -206,6 +242,7 @@ struct Row {
     time: Duration,
     target: &'static str,
     ratio: Option<(f64, f64)>,
+    spread: Option<Spread>,
 }
 
 impl Row {
@@ -215,7 +252,14 @@ impl Row {
             time,
             target,
             ratio: None,
+            spread: None,
         }
+    }
+
+    /// Prints the fastest and slowest run beside the median.
+    fn spread(mut self, spread: Spread) -> Row {
+        self.spread = Some(spread);
+        self
     }
 
     /// This row's time as a ratio of `baseline`'s, to be at most `limit`.
@@ -225,11 +269,15 @@ impl Row {
     }
 
     fn markdown(&self) -> String {
-        let ms = self.time.as_secs_f64() * 1000.0;
+        let ms = |d: Duration| d.as_secs_f64() * 1000.0;
+        let mut time = format!("{:.0} ms", ms(self.time));
+        if let Some(s) = self.spread {
+            time.push_str(&format!(" ({:.0}-{:.0})", ms(s.min), ms(s.max)));
+        }
         match self.ratio {
-            None => format!("| {} | {ms:.0} ms | {} |", self.name, self.target),
+            None => format!("| {} | {time} | {} |", self.name, self.target),
             Some((ratio, limit)) => format!(
-                "| {} | {ms:.0} ms ({ratio:.2}x) | {}: {} |",
+                "| {} | {time} ({ratio:.2}x) | {}: {} |",
                 self.name,
                 self.target,
                 if ratio <= limit { "met" } else { "NOT met" }
@@ -401,5 +449,17 @@ mod tests {
             .ends_with("(1.20x) | <= 1.1x pg_restore: NOT met |"));
         let row = Row::new("cluster", Duration::from_millis(78), "<= 250 ms");
         assert_eq!(row.markdown(), "| cluster | 78 ms | <= 250 ms |");
+        let spread = Spread::of(vec![
+            Duration::from_millis(5200),
+            Duration::from_millis(4900),
+            Duration::from_millis(5000),
+        ]);
+        let row = Row::new("verify, 300", spread.median, "<= 3.3x")
+            .spread(spread)
+            .against(Duration::from_millis(2000), 3.3);
+        assert_eq!(
+            row.markdown(),
+            "| verify, 300 | 5000 ms (4900-5200) (2.50x) | <= 3.3x: met |"
+        );
     }
 }

@@ -6,7 +6,7 @@ use std::io::IsTerminal as _;
 
 use anyhow::{bail, Context as _};
 use backend_schema::lint::Severity;
-use backend_schema::verify::{VerifyOptions, VerifyReport};
+use backend_schema::verify::{VerifyOptions, VerifyReport, VerifyStep};
 use xshell::Shell;
 
 use crate::flags::Verify;
@@ -24,12 +24,22 @@ impl Verify {
             "verifying the migrations in {} on a throwaway PostgreSQL",
             dir.display()
         );
-        let mut progress = |step: &str| eprintln!("  {step}");
+        // One line rewritten in place on a terminal; a log or a pipe gets none of it.
+        let terminal = std::io::stderr().is_terminal();
+        let mut progress = |step: VerifyStep<'_>| {
+            if terminal {
+                eprint!("\r\x1b[2K{}", progress_line(&step));
+            }
+        };
         let options = VerifyOptions {
             strict: self.strict,
+            ..VerifyOptions::default()
         };
-        let mut report = backend_schema::verify::verify_dir(&dir, &options, &mut progress)
-            .context("verify could not run")?;
+        let report = backend_schema::verify::verify_dir(&dir, &options, &mut progress);
+        if terminal {
+            eprint!("\r\x1b[2K");
+        }
+        let mut report = report.context("verify could not run")?;
         crate::findings::relative_files(&mut report.findings);
         crate::findings::relative_files(report.allowed.iter_mut().map(|a| &mut a.finding));
         if report.revisions.is_empty() && report.failures.is_empty() {
@@ -54,6 +64,14 @@ impl Verify {
         }
         Ok(())
     }
+}
+
+/// `verify: 37/100 revisions verified (REV down)`.
+fn progress_line(step: &VerifyStep<'_>) -> String {
+    format!(
+        "verify: {}/{} revisions verified ({})",
+        step.revisions_done, step.revisions_total, step.what
+    )
 }
 
 /// Colour only on a terminal, and never when `NO_COLOR` is set to anything but empty
@@ -281,6 +299,19 @@ fn failure_lines(report: &VerifyReport) -> Vec<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn progress_counts_the_revisions_verified_of_the_total() {
+        let step = VerifyStep {
+            revisions_done: 37,
+            revisions_total: 100,
+            what: "abc down",
+        };
+        assert_eq!(
+            progress_line(&step),
+            "verify: 37/100 revisions verified (abc down)"
+        );
+    }
 
     #[test]
     fn colour_only_on_a_terminal_and_never_with_no_color() {

@@ -190,33 +190,64 @@ pub struct EnumType {
 impl Objects {
     /// Reads the database `client` is connected to.
     pub fn read(client: &mut impl GenericClient) -> Result<Objects, postgres::Error> {
-        let mut relations = relations(client)?;
-        columns(client, &mut relations)?;
+        Objects::read_in(client, None)
+    }
+
+    /// Only the relations among `oids` with what hangs on them (columns, constraints,
+    /// indexes, policies, triggers, grants); types, sequences, functions and extensions
+    /// whole. `verify` re-reads what a step can have touched this way.
+    pub fn read_relations(
+        client: &mut impl GenericClient,
+        oids: &[u32],
+    ) -> Result<Objects, postgres::Error> {
+        Objects::read_in(client, Some(oids.to_vec()))
+    }
+
+    fn read_in(
+        client: &mut impl GenericClient,
+        scope: Option<Vec<u32>>,
+    ) -> Result<Objects, postgres::Error> {
+        let scope = Scope(scope);
+        let mut relations = relations(client, &scope)?;
+        columns(client, &mut relations, &scope)?;
         Ok(Objects {
             relations,
-            constraints: constraints(client)?,
-            indexes: indexes(client)?,
-            policies: policies(client)?,
+            constraints: constraints(client, &scope)?,
+            indexes: indexes(client, &scope)?,
+            policies: policies(client, &scope)?,
             sequences: sequences(client)?,
             functions: functions(client)?,
-            triggers: triggers(client)?,
-            grants: grants(client)?,
+            triggers: triggers(client, &scope)?,
+            grants: grants(client, &scope)?,
             enums: enums(client)?,
             extensions: extensions(client)?,
         })
     }
 }
 
-fn relations(client: &mut impl GenericClient) -> Result<Vec<Relation>, postgres::Error> {
+/// The relations a read covers, by oid (`None`: all), bound as `$1`.
+struct Scope(Option<Vec<u32>>);
+
+impl Scope {
+    fn param(&self) -> [(&(dyn postgres::types::ToSql + Sync), postgres::types::Type); 1] {
+        [(&self.0, postgres::types::Type::OID_ARRAY)]
+    }
+}
+
+fn relations(
+    client: &mut impl GenericClient,
+    scope: &Scope,
+) -> Result<Vec<Relation>, postgres::Error> {
     let sql = format!(
         "SELECT n.nspname::text, c.relname::text, c.relkind::text, c.relrowsecurity, c.relforcerowsecurity,
                 CASE WHEN c.relkind IN ('v', 'm') THEN pg_get_viewdef(c.oid) END,
                 obj_description(c.oid, 'pg_class')
            FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
-          WHERE {USER_SCHEMAS} AND c.relkind IN ('r', 'p', 'v', 'm')"
+          WHERE {USER_SCHEMAS} AND c.relkind IN ('r', 'p', 'v', 'm')
+            AND ($1::oid[] IS NULL OR c.oid = ANY($1))"
     );
     let mut relations: Vec<Relation> = client
-        .query(&sql, &[])?
+        .query_typed(&sql, &scope.param())?
         .iter()
         .filter(|row| !is_bookkeeping(row.get(1)))
         .map(|row| Relation {
@@ -238,6 +269,7 @@ fn relations(client: &mut impl GenericClient) -> Result<Vec<Relation>, postgres:
 fn columns(
     client: &mut impl GenericClient,
     relations: &mut [Relation],
+    scope: &Scope,
 ) -> Result<(), postgres::Error> {
     let sql = format!(
         "SELECT n.nspname::text, c.relname::text, a.attname::text, format_type(a.atttypid, a.atttypmod),
@@ -249,9 +281,10 @@ fn columns(
            JOIN pg_class c ON c.oid = a.attrelid JOIN pg_namespace n ON n.oid = c.relnamespace
            LEFT JOIN pg_attrdef d ON d.adrelid = a.attrelid AND d.adnum = a.attnum
           WHERE {USER_SCHEMAS} AND c.relkind IN ('r', 'p', 'v', 'm') AND a.attnum > 0 AND NOT a.attisdropped
+            AND ($1::oid[] IS NULL OR c.oid = ANY($1))
           ORDER BY n.nspname, c.relname, a.attnum"
     );
-    for row in client.query(&sql, &[])? {
+    for row in client.query_typed(&sql, &scope.param())? {
         let key = (row.get::<_, &str>(0), row.get::<_, &str>(1));
         let Ok(at) = relations.binary_search_by(|r| (r.schema.as_str(), r.name.as_str()).cmp(&key))
         else {
@@ -275,7 +308,10 @@ fn columns(
     Ok(())
 }
 
-fn constraints(client: &mut impl GenericClient) -> Result<Vec<Constraint>, postgres::Error> {
+fn constraints(
+    client: &mut impl GenericClient,
+    scope: &Scope,
+) -> Result<Vec<Constraint>, postgres::Error> {
     let sql = format!(
         "SELECT n.nspname::text, c.relname::text, k.conname::text, k.contype::text, pg_get_constraintdef(k.oid),
                 CASE WHEN k.contype IN ('p', 'u') THEN pg_get_indexdef(k.conindid) END,
@@ -284,10 +320,10 @@ fn constraints(client: &mut impl GenericClient) -> Result<Vec<Constraint>, postg
                        ORDER BY u.i),
                 (SELECT r.relname::text FROM pg_class r WHERE r.oid = k.confrelid)
            FROM pg_constraint k JOIN pg_class c ON c.oid = k.conrelid JOIN pg_namespace n ON n.oid = c.relnamespace
-          WHERE {USER_SCHEMAS}"
+          WHERE {USER_SCHEMAS} AND ($1::oid[] IS NULL OR c.oid = ANY($1))"
     );
     Ok(client
-        .query(&sql, &[])?
+        .query_typed(&sql, &scope.param())?
         .iter()
         .filter(|row| !is_bookkeeping(row.get(1)))
         .map(|row| Constraint {
@@ -303,7 +339,7 @@ fn constraints(client: &mut impl GenericClient) -> Result<Vec<Constraint>, postg
         .collect())
 }
 
-fn indexes(client: &mut impl GenericClient) -> Result<Vec<Index>, postgres::Error> {
+fn indexes(client: &mut impl GenericClient, scope: &Scope) -> Result<Vec<Index>, postgres::Error> {
     let sql = format!(
         "SELECT n.nspname::text, t.relname::text, ic.relname::text, pg_get_indexdef(i.indexrelid), i.indisvalid,
                 EXISTS (SELECT 1 FROM pg_constraint k
@@ -311,10 +347,10 @@ fn indexes(client: &mut impl GenericClient) -> Result<Vec<Index>, postgres::Erro
                            AND k.contype IN ('p', 'u', 'x'))
            FROM pg_index i JOIN pg_class ic ON ic.oid = i.indexrelid JOIN pg_class t ON t.oid = i.indrelid
            JOIN pg_namespace n ON n.oid = t.relnamespace
-          WHERE {USER_SCHEMAS}"
+          WHERE {USER_SCHEMAS} AND ($1::oid[] IS NULL OR t.oid = ANY($1))"
     );
     Ok(client
-        .query(&sql, &[])?
+        .query_typed(&sql, &scope.param())?
         .iter()
         .filter(|row| !is_bookkeeping(row.get(1)))
         .map(|row| Index {
@@ -328,15 +364,20 @@ fn indexes(client: &mut impl GenericClient) -> Result<Vec<Index>, postgres::Erro
         .collect())
 }
 
-fn policies(client: &mut impl GenericClient) -> Result<Vec<Policy>, postgres::Error> {
+fn policies(
+    client: &mut impl GenericClient,
+    scope: &Scope,
+) -> Result<Vec<Policy>, postgres::Error> {
     let sql = format!(
         "SELECT p.schemaname::text, p.tablename::text, p.policyname::text, p.permissive = 'PERMISSIVE', p.cmd,
                 p.roles::text[], p.qual, p.with_check
            FROM pg_policies p JOIN pg_namespace n ON n.nspname = p.schemaname
-          WHERE {USER_SCHEMAS}"
+          WHERE {USER_SCHEMAS}
+            AND ($1::oid[] IS NULL OR EXISTS (SELECT 1 FROM pg_class c
+                  WHERE c.oid = ANY($1) AND c.relnamespace = n.oid AND c.relname = p.tablename))"
     );
     Ok(client
-        .query(&sql, &[])?
+        .query_typed(&sql, &scope.param())?
         .iter()
         .filter(|row| !is_bookkeeping(row.get(1)))
         .map(|row| Policy {
@@ -366,7 +407,7 @@ fn sequences(client: &mut impl GenericClient) -> Result<Vec<Sequence>, postgres:
           WHERE {USER_SCHEMAS}"
     );
     Ok(client
-        .query(&sql, &[])?
+        .query_typed(&sql, &[])?
         .iter()
         .filter(|row| !is_bookkeeping(row.get(1)))
         .map(|row| Sequence {
@@ -394,7 +435,7 @@ fn functions(client: &mut impl GenericClient) -> Result<Vec<Function>, postgres:
             AND NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.objid = p.oid AND d.deptype = 'e')"
     );
     Ok(client
-        .query(&sql, &[])?
+        .query_typed(&sql, &[])?
         .iter()
         .map(|row| Function {
             schema: row.get(0),
@@ -404,14 +445,17 @@ fn functions(client: &mut impl GenericClient) -> Result<Vec<Function>, postgres:
         .collect())
 }
 
-fn triggers(client: &mut impl GenericClient) -> Result<Vec<Trigger>, postgres::Error> {
+fn triggers(
+    client: &mut impl GenericClient,
+    scope: &Scope,
+) -> Result<Vec<Trigger>, postgres::Error> {
     let sql = format!(
         "SELECT n.nspname::text, c.relname::text, t.tgname::text, pg_get_triggerdef(t.oid)
            FROM pg_trigger t JOIN pg_class c ON c.oid = t.tgrelid JOIN pg_namespace n ON n.oid = c.relnamespace
-          WHERE {USER_SCHEMAS} AND NOT t.tgisinternal"
+          WHERE {USER_SCHEMAS} AND NOT t.tgisinternal AND ($1::oid[] IS NULL OR c.oid = ANY($1))"
     );
     Ok(client
-        .query(&sql, &[])?
+        .query_typed(&sql, &scope.param())?
         .iter()
         .filter(|row| !is_bookkeeping(row.get(1)))
         .map(|row| Trigger {
@@ -423,17 +467,18 @@ fn triggers(client: &mut impl GenericClient) -> Result<Vec<Trigger>, postgres::E
         .collect())
 }
 
-fn grants(client: &mut impl GenericClient) -> Result<Vec<Grant>, postgres::Error> {
+fn grants(client: &mut impl GenericClient, scope: &Scope) -> Result<Vec<Grant>, postgres::Error> {
     let sql = format!(
         "SELECT n.nspname::text, c.relname::text, c.relkind::text,
                 CASE WHEN g.grantee = 0 THEN 'PUBLIC' ELSE pg_get_userbyid(g.grantee)::text END,
                 array_agg(g.privilege_type::text ORDER BY g.privilege_type)
            FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace, aclexplode(c.relacl) g
           WHERE {USER_SCHEMAS} AND c.relkind IN ('r', 'p', 'v', 'm', 'S') AND g.grantee <> c.relowner
+            AND ($1::oid[] IS NULL OR c.oid = ANY($1) OR c.relkind = 'S')
           GROUP BY 1, 2, 3, 4"
     );
     Ok(client
-        .query(&sql, &[])?
+        .query_typed(&sql, &scope.param())?
         .iter()
         .filter(|row| !is_bookkeeping(row.get(1)))
         .map(|row| Grant {
@@ -453,7 +498,7 @@ fn enums(client: &mut impl GenericClient) -> Result<Vec<EnumType>, postgres::Err
           WHERE {USER_SCHEMAS} GROUP BY 1, 2"
     );
     Ok(client
-        .query(&sql, &[])?
+        .query_typed(&sql, &[])?
         .iter()
         .map(|row| EnumType {
             schema: row.get(0),
@@ -465,7 +510,7 @@ fn enums(client: &mut impl GenericClient) -> Result<Vec<EnumType>, postgres::Err
 
 fn extensions(client: &mut impl GenericClient) -> Result<Vec<String>, postgres::Error> {
     Ok(client
-        .query(
+        .query_typed(
             "SELECT extname::text FROM pg_extension WHERE extname <> 'plpgsql'",
             &[],
         )?

@@ -66,7 +66,7 @@ pub fn user_tables(client: &mut impl GenericClient) -> Result<Vec<UserTable>, po
           ORDER BY n.nspname, c.relname"
     );
     Ok(client
-        .query(&sql, &[])?
+        .query_typed(&sql, &[])?
         .iter()
         .map(|row| UserTable {
             schema: row.get(0),
@@ -99,12 +99,12 @@ pub fn column_names(
     tables: &[UserTable],
 ) -> Result<BTreeMap<u32, Vec<String>>, postgres::Error> {
     let oids: Vec<u32> = tables.iter().map(|t| t.oid).collect();
-    let rows = client.query(
+    let rows = client.query_typed(
         "SELECT a.attrelid, array_agg(a.attname::text ORDER BY a.attnum)
            FROM pg_attribute a
           WHERE a.attrelid = ANY($1) AND a.attnum > 0 AND NOT a.attisdropped
           GROUP BY a.attrelid",
-        &[&oids],
+        &[(&oids, postgres::types::Type::OID_ARRAY)],
     )?;
     Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
 }

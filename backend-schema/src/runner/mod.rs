@@ -936,8 +936,14 @@ fn execute_file_traced(
     let capture = |client: &mut _, tables| {
         trace::TableStates::capture(client, tables).map_err(db("tracing the statement"))
     };
+    // Nothing runs between two statements: the state after one is the state before
+    // the next, read once.
+    let mut after_previous = None;
     for (n, statement) in migration.statements(step.direction).iter().enumerate() {
-        let before = traced.map(|t| capture(client, t)).transpose()?;
+        let before = match after_previous.take() {
+            Some(state) => Some(state),
+            None => traced.map(|t| capture(client, t)).transpose()?,
+        };
         let started = Instant::now();
         let (result, observed) = match (&mut observer, traced) {
             (Some((observer, pid)), Some(tables)) => {
@@ -960,12 +966,14 @@ fn execute_file_traced(
         }
         let elapsed = started.elapsed();
         if let (Some(tables), Some(before)) = (traced, before) {
-            let mut trace = capture(client, tables)?.since(&before, statement, elapsed);
+            let after = capture(client, tables)?;
+            let mut trace = after.since(&before, statement, elapsed);
             if let Some(seen) = observed {
                 trace.locks = seen.clone();
                 trace.held = seen;
             }
             traces.push(trace);
+            after_previous = Some(after);
         }
     }
     Ok(traces)

@@ -63,7 +63,7 @@ impl TableStates {
         tables: &[u32],
     ) -> Result<TableStates, postgres::Error> {
         // Partitions are tables of their own (a partitioned parent has no storage).
-        let rows = client.query(
+        let rows = client.query_typed(
             "SELECT c.oid, c.relname::text, c.relfilenode, COALESCE(s.seq_scan, 0)::int8,
                     COALESCE(s.n_tup_ins + s.n_tup_upd + s.n_tup_del, 0)::int8,
                     ARRAY(SELECT l.mode::text FROM pg_locks l
@@ -72,7 +72,7 @@ impl TableStates {
                FROM pg_class c
                LEFT JOIN pg_stat_xact_user_tables s ON s.relid = c.oid
               WHERE (c.oid = ANY($1) OR c.oid IN (SELECT inhrelid FROM pg_inherits WHERE inhparent = ANY($1)))",
-            &[&tables],
+            &[(&tables, postgres::types::Type::OID_ARRAY)],
         )?;
         Ok(TableStates(
             rows.iter()

@@ -8,6 +8,7 @@ pub mod data;
 pub mod findings;
 pub mod isolation;
 pub mod roles;
+mod scoped;
 pub mod seed;
 
 use std::collections::BTreeMap;
@@ -28,6 +29,7 @@ use data::TableData;
 use findings::Finding;
 use isolation::IsolationFailure;
 use roles::RolesError;
+use scoped::Tracked;
 
 /// A step of the stairway at one revision.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -144,10 +146,24 @@ impl VerifyReport {
 pub struct VerifyOptions {
     /// Warnings and findings fail the run (for CI).
     pub strict: bool,
+    /// Also read the whole schema after every step and fail the run where the
+    /// snapshot kept up to date from what the step touched differs from it (for the
+    /// test that holds the two equal).
+    pub compare_full_snapshots: bool,
 }
 
-/// Live progress, one line per step.
-pub type Progress<'a> = &'a mut (dyn FnMut(&str) + Send);
+/// Where a run is: the step it starts, and how many revisions of the stairway are
+/// done out of how many.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct VerifyStep<'a> {
+    pub revisions_done: usize,
+    pub revisions_total: usize,
+    /// `REV up`, `REV down`, `REV up again`, `merge order N/M`.
+    pub what: &'a str,
+}
+
+/// Live progress, once per step.
+pub type Progress<'a> = &'a mut (dyn FnMut(VerifyStep<'_>) + Send);
 
 #[derive(Debug, thiserror::Error)]
 pub enum VerifyError {
@@ -241,7 +257,15 @@ fn verify_usable(
     let chain = std::thread::scope(|scope| {
         let chain = scope.spawn(|| one_go(graph, chain_client));
         let mut client = cluster.client(STAIRWAY_DB)?;
-        stairway(graph, &cluster, &mut client, &mut report, &config, progress)?;
+        stairway(
+            graph,
+            &cluster,
+            &mut client,
+            &mut report,
+            &config,
+            options,
+            progress,
+        )?;
         Ok::<_, VerifyError>(chain.join().expect("the one-go thread does not panic"))
     })?;
     match chain? {
@@ -356,9 +380,26 @@ fn stairway(
     client: &mut Client,
     report: &mut VerifyReport,
     config: &LintConfig,
+    options: &VerifyOptions,
     progress: Progress<'_>,
 ) -> Result<(), VerifyError> {
-    let mut previous = SchemaSnapshot::capture(client)?;
+    // Each snapshot re-reads only what the step before it touched.
+    let snapshot = |client: &mut Client,
+                    report: &mut VerifyReport,
+                    before: &Tracked,
+                    at: String|
+     -> Result<Tracked, VerifyError> {
+        let tracked = before.refresh(client)?;
+        if options.compare_full_snapshots {
+            if let Some(diff) = tracked.snapshot.diff(&SchemaSnapshot::capture(client)?) {
+                report.failures.push(format!(
+                    "the snapshot kept from what each step touched differs from a full read after {at}:\n{diff}"
+                ));
+            }
+        }
+        Ok(tracked)
+    };
+    let mut previous = Tracked::capture(client)?;
     for (position, migration) in graph.migrations().iter().enumerate() {
         let revision = migration.revision.clone();
         let mut rev = RevisionReport {
@@ -384,7 +425,14 @@ fn stairway(
         seed(client, report, &revision)?;
         let before_data = TableData::capture(client)?;
 
-        progress(&format!("{revision} up"));
+        let mut step = |what: &str| {
+            progress(VerifyStep {
+                revisions_done: position,
+                revisions_total: graph.migrations().len(),
+                what,
+            })
+        };
+        step(&format!("{revision} up"));
         let up = match run_traced(client, graph, cluster, |m| m.upgrade(&revision)) {
             Ok(up) => up,
             Err(err) => {
@@ -394,7 +442,12 @@ fn stairway(
         };
         rev.up_ms = total_ms(&up);
         rev.locks_up = up.iter().flat_map(|s| s.locks.clone()).collect();
-        let after_up = SchemaSnapshot::capture(client)?;
+        let after_up = snapshot(
+            client,
+            report,
+            &previous,
+            format!("the upgrade to {revision}"),
+        )?;
         let up_data = TableData::capture(client)?;
         report
             .findings
@@ -422,17 +475,24 @@ fn stairway(
         }
         let seeded = TableData::capture(client)?;
 
-        progress(&format!("{revision} down"));
-        match run_traced(client, graph, cluster, |m| m.unapply(&revision)) {
+        step(&format!("{revision} down"));
+        let after_down = match run_traced(client, graph, cluster, |m| m.unapply(&revision)) {
             Ok(down) => {
                 rev.down_ms = total_ms(&down);
                 rev.locks_down = down.iter().flat_map(|s| s.locks.clone()).collect();
-                let after_down = SchemaSnapshot::capture(client)?;
+                let after_down = snapshot(
+                    client,
+                    report,
+                    &after_up,
+                    format!("the downgrade of {revision}"),
+                )?;
                 report
                     .findings
                     .extend(traced_findings(migration, Direction::Down, &down, config));
-                if let Some(diff) = previous.diff(&after_down) {
-                    if previous.with_columns_sorted() == after_down.with_columns_sorted() {
+                if let Some(diff) = previous.snapshot.diff(&after_down.snapshot) {
+                    if previous.snapshot.with_columns_sorted()
+                        == after_down.snapshot.with_columns_sorted()
+                    {
                         // PostgreSQL can only append a column: a downgrade that re-adds
                         // a dropped one cannot put it back in place. Worth knowing
                         // (SELECT * and COPY see the new order), not a broken downgrade.
@@ -450,27 +510,33 @@ fn stairway(
                 rev.data_changed
                     .extend(diff.changed.into_iter().map(|c| format!("downgrade: {c}")));
                 rev.destructive = diff.lost;
+                after_down
             }
             Err(err) => {
                 failed(rev, report, StairStep::Down, err);
                 return Ok(());
             }
-        }
+        };
 
-        progress(&format!("{revision} up again"));
+        step(&format!("{revision} up again"));
         if let Err(err) = run(client, graph, |m| m.upgrade(&revision)) {
             failed(rev, report, StairStep::UpAgain, err);
             return Ok(());
         }
-        let again = SchemaSnapshot::capture(client)?;
+        let again = snapshot(
+            client,
+            report,
+            &after_down,
+            format!("the upgrade to {revision} again"),
+        )?;
         if rev.schema_roundtrip.is_none() {
-            if let Some(diff) = after_up.diff(&again) {
+            if let Some(diff) = after_up.snapshot.diff(&again.snapshot) {
                 rev.schema_roundtrip = Some(format!(
                     "upgrading {revision} again after its downgrade gives a different schema:\n{diff}"
                 ));
             }
         }
-        rev.schema = after_up;
+        rev.schema = after_up.snapshot;
         previous = again;
         report.revisions.push(rev);
     }
@@ -522,7 +588,11 @@ fn merges(
     let orders = topological_orders(graph, MERGE_ORDERS);
     let mut results: BTreeMap<Vec<String>, SchemaSnapshot> = BTreeMap::new();
     for (n, order) in orders.iter().enumerate() {
-        progress(&format!("merge order {}/{}", n + 1, orders.len()));
+        progress(VerifyStep {
+            revisions_done: report.revisions.len(),
+            revisions_total: graph.migrations().len(),
+            what: &format!("merge order {}/{}", n + 1, orders.len()),
+        });
         let name = format!("verify_order_{n}");
         cluster.create_database(&name, None)?;
         let mut client = cluster.client(&name)?;

@@ -7,6 +7,7 @@ use std::collections::BTreeMap;
 use postgres::GenericClient;
 
 use crate::catalog::user_tables;
+use crate::sql::quote_ident;
 
 /// A table of `public` the seeder fills; partitions are filled through their parent.
 #[derive(Debug, Clone)]
@@ -67,6 +68,47 @@ pub struct Check {
 }
 
 /// The tables of `public` but the version tables and partitions, by name.
+/// The names of the tables [`seed_tables`] would return that hold no row, in one query.
+pub fn empty_tables(
+    client: &mut impl GenericClient,
+) -> Result<std::collections::BTreeSet<String>, postgres::Error> {
+    let oids: Vec<u32> = user_tables(client)?
+        .into_iter()
+        .filter(|t| t.schema == "public" && !t.is_version_table())
+        .map(|t| t.oid)
+        .collect();
+    let names: Vec<String> = client
+        .query(
+            "SELECT c.relname::text FROM pg_class c
+              WHERE c.oid = ANY($1) AND NOT c.relispartition ORDER BY c.relname",
+            &[&oids],
+        )?
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    if names.is_empty() {
+        return Ok(Default::default());
+    }
+    // One round trip for every table: the position in `names` comes back, never a name
+    // spliced into the text but as a quoted identifier.
+    let sql = names
+        .iter()
+        .enumerate()
+        .map(|(i, name)| {
+            format!(
+                "SELECT {i}::int4 WHERE NOT EXISTS (SELECT 1 FROM {})",
+                quote_ident(name)
+            )
+        })
+        .collect::<Vec<_>>()
+        .join(" UNION ALL ");
+    Ok(client
+        .query_typed(&sql, &[])?
+        .iter()
+        .map(|r| names[r.get::<_, i32>(0) as usize].clone())
+        .collect())
+}
+
 pub fn seed_tables(client: &mut impl GenericClient) -> Result<Vec<SeedTable>, postgres::Error> {
     let oids: Vec<u32> = user_tables(client)?
         .into_iter()
