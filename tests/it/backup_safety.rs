@@ -290,14 +290,15 @@ pub(crate) fn wrapped_bin_dir(db: &TestDb, prelude: &[(&str, &str)]) -> tempfile
 fn a_full_disk_while_writing_the_manifest_names_it_and_leaves_nothing() {
     let db = seeded();
     // Only xtask's own files are limited (pg_dump lifts its soft limit): the manifest is
-    // the first file xtask writes itself in the plain format.
+    // the first file xtask writes itself in the directory format (a custom or plain dump
+    // streams through xtask to its file).
     let bin = wrapped_bin_dir(&db, &[("pg_dump", "ulimit -f unlimited")]);
     let out = tempfile::tempdir().unwrap();
-    let path = out.path().join("b.sql");
+    let path = out.path().join("b.dir");
     let mut command = xtask_command(&[
         "backup",
         "--format",
-        "plain",
+        "directory",
         "--output",
         path.to_str().unwrap(),
         "--database-url",
@@ -366,9 +367,12 @@ fn a_backup_killed_during_the_read_back_leaves_no_reader_and_no_readable_temp_fi
     let tmp = work.path().join("tmp");
     fs::create_dir(&tmp).unwrap();
     let out = work.path().join("out");
-    let path = out.join("b.dump");
+    // A directory backup is read back; a custom or plain one is checked as it streams.
+    let path = out.join("b.dir");
     let mut child = xtask_command(&[
         "backup",
+        "--format",
+        "directory",
         "--output",
         path.to_str().unwrap(),
         "--database-url",

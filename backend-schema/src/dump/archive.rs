@@ -26,6 +26,8 @@ pub enum ArchiveError {
     Truncated { path: PathBuf },
     #[error("pg_restore cannot read all of {}:\n  {stderr_tail}", path.display())]
     Damaged { path: PathBuf, stderr_tail: String },
+    #[error("{0}")]
+    Stream(#[from] super::stream::StreamError),
     /// Running pg_restore, or its list files, failed.
     #[error(transparent)]
     Io(#[from] io::Error),
