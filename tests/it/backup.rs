@@ -526,3 +526,24 @@ fn a_dump_that_hits_the_file_size_limit_leaves_no_file() {
         .collect();
     assert!(left.is_empty(), "{left:?}");
 }
+
+#[test]
+fn a_streamed_custom_backup_restores_with_parallel_jobs() {
+    let db = seeded();
+    let out = tempfile::tempdir().unwrap();
+    let path = out.path().join("backup.dump");
+    db.xtask(&["backup", "--output", path.to_str().unwrap()])
+        .success();
+    let url = db.cluster.url("copy");
+    let run = xtask(&[
+        "restore",
+        path.to_str().unwrap(),
+        "--jobs",
+        "2",
+        "--create",
+        "--database-url",
+        &url,
+    ]);
+    run.success();
+    assert_eq!(rows(&db, "copy"), rows(&db, "app"));
+}
