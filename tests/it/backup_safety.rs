@@ -557,11 +557,14 @@ fn a_directory_another_account_owns_or_anyone_can_write_is_refused() {
         "{err}"
     );
     assert!(names_in(&theirs).is_empty(), "{:?}", names_in(&theirs));
-    // The directory of an explicit --output: another account's (0755), or one anyone can
-    // write that is not sticky (0777).
+    // The directory of an explicit --output: another account's (0755), or one anyone (or
+    // its group) can write that is not sticky (0777, 0770).
     let open = out.path().join("open");
     fs::create_dir(&open).unwrap();
     fs::set_permissions(&open, fs::Permissions::from_mode(0o777)).unwrap();
+    let group = out.path().join("group");
+    fs::create_dir(&group).unwrap();
+    fs::set_permissions(&group, fs::Permissions::from_mode(0o770)).unwrap();
     fs::set_permissions(&theirs, fs::Permissions::from_mode(0o755)).unwrap();
     for (dir, says) in [
         (
@@ -574,8 +577,17 @@ fn a_directory_another_account_owns_or_anyone_can_write_is_refused() {
         (
             &open,
             format!(
-                "{} (the directory of --output) is mode 0777 and not sticky",
+                "{} (the directory of --output) is mode 0777 and not sticky: any account could",
                 open.display()
+            ),
+        ),
+        (
+            &group,
+            format!(
+                "{} (the directory of --output) is mode 0770 and not sticky: every account in its group could rename or replace the backup in it; no backup was written. \
+                 Choose an --output in a directory others cannot write, or a sticky one like /tmp (or run `chmod go-w {}`)",
+                group.display(),
+                group.display()
             ),
         ),
     ] {
