@@ -220,7 +220,7 @@ fn damaged_archives_are_rejected_and_the_target_is_untouched() {
             "truncated-bare.dump",
             bytes[..bytes.len() / 2].to_vec(),
             false,
-            "pg_restore cannot read all of",
+            "cannot be read in full",
         ),
     ];
     for (name, content, with_manifest, expected) in cases {

@@ -1,5 +1,6 @@
-//! Reading an archive back before it is trusted: its hash, a full read by pg_restore
-//! (or the plain dump's completion line), and the SQL its restore would run.
+//! Reading an archive back before it is trusted: its hash, a full read (a custom
+//! archive by `stream::read_custom`, else by pg_restore; a plain dump's completion
+//! line), and the SQL its restore would run.
 
 use std::collections::BTreeMap;
 use std::ffi::OsString;
@@ -7,6 +8,7 @@ use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
 
+use super::stream::{read_custom, StreamError, Verdict};
 use super::{plain_dump_is_complete, sha256_path, split_listing, DumpFormat};
 use crate::pgtool::{stderr_tail, tool};
 use crate::PgBinaries;
@@ -26,8 +28,12 @@ pub enum ArchiveError {
     Truncated { path: PathBuf },
     #[error("pg_restore cannot read all of {}:\n  {stderr_tail}", path.display())]
     Damaged { path: PathBuf, stderr_tail: String },
-    #[error("{0}")]
-    Stream(#[from] super::stream::StreamError),
+    #[error("{} cannot be read in full", path.display())]
+    Stream {
+        path: PathBuf,
+        #[source]
+        source: StreamError,
+    },
     /// Running pg_restore, or its list files, failed.
     #[error(transparent)]
     Io(#[from] io::Error),
@@ -77,6 +83,7 @@ pub fn check_complete(
                 });
             }
         }
+        DumpFormat::Custom if reads_itself(path)? => {}
         DumpFormat::Custom | DumpFormat::Directory => {
             // A list reaches pg_restore on its stdin: no temp file to leave behind.
             let read = |list: Option<&str>| {
@@ -129,6 +136,26 @@ pub fn check_complete(
         }
     }
     Ok(())
+}
+
+/// Reads a custom archive in full ourselves: one pass, the data inflated, no COPY text
+/// made and thrown away as pg_restore to /dev/null does. False when the archive is of a
+/// version or compression only pg_restore reads.
+fn reads_itself(path: &Path) -> Result<bool, ArchiveError> {
+    let unreadable = |source| ArchiveError::Unreadable {
+        path: path.to_path_buf(),
+        source,
+    };
+    let file = fs::File::open(path).map_err(unreadable)?;
+    let mut input = io::BufReader::with_capacity(1 << 20, file);
+    match read_custom(&mut input, &mut |_| {}).map_err(unreadable)? {
+        Ok(Verdict::Complete) => Ok(true),
+        Ok(Verdict::NotRead(_)) => Ok(false),
+        Err(source) => Err(ArchiveError::Stream {
+            path: path.to_path_buf(),
+            source,
+        }),
+    }
 }
 
 /// The SQL a restore of the archive would run (the schema part): what the pre-flight

@@ -344,7 +344,15 @@ fn dump(
             log
         });
         let store = scope.spawn(|| {
-            let written = file.map(|file| store_stream(&reader, file, options.format));
+            let written = match file {
+                Some(file) => Some(store_stream(&reader, file, options.format)),
+                None => {
+                    // Nothing comes out (stdout is null), but the end of the pipe is
+                    // where the reader waits for pg_dump to exit.
+                    let _ = io::copy(&mut &reader, &mut io::sink());
+                    None
+                }
+            };
             if let Some(Ok(Err(_)) | Err(_)) = &written {
                 // A damaged stream is refused now, not after pg_dump has finished.
                 let _ = reader.kill();
@@ -390,7 +398,10 @@ fn dump(
     // Damage stops pg_dump at once (its failure is ours); a stream that only ends early
     // is pg_dump's failure, whose own words say more.
     if let Some(Ok(Err(err @ StreamError::Damaged(_)))) = written {
-        return Err(BackupError::Incomplete(ArchiveError::Stream(err)));
+        return Err(BackupError::Incomplete(ArchiveError::Stream {
+            path: partial.to_path_buf(),
+            source: err,
+        }));
     }
     if !status.is_some_and(|s| s.success()) {
         return Err(BackupError::PgDump {
@@ -405,7 +416,12 @@ fn dump(
                     path: partial.to_path_buf(),
                     source,
                 })?
-                .map_err(|err| BackupError::Incomplete(ArchiveError::Stream(err)))?;
+                .map_err(|source| {
+                    BackupError::Incomplete(ArchiveError::Stream {
+                        path: partial.to_path_buf(),
+                        source,
+                    })
+                })?;
             match verdict {
                 Verdict::Complete => {}
                 Verdict::NotRead(_) => {

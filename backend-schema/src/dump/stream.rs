@@ -68,7 +68,7 @@ pub enum Verdict {
 /// Why the stream is not a complete archive.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum StreamError {
-    #[error("the archive ends early (truncated) {0}")]
+    #[error("the archive ends early (truncated){0}")]
     Truncated(String),
     #[error("the archive is damaged: {0}")]
     Damaged(String),
@@ -213,7 +213,7 @@ impl<R: Read> Reader<'_, R> {
             .collect();
         if !missing.is_empty() {
             return Err(Failure::Bad(StreamError::Truncated(format!(
-                "(no data for {})",
+                ": no data for {}",
                 missing.join(", ")
             ))));
         }
