@@ -547,3 +547,34 @@ fn a_streamed_custom_backup_restores_with_parallel_jobs() {
     run.success();
     assert_eq!(rows(&db, "copy"), rows(&db, "app"));
 }
+
+#[test]
+fn backup_and_restore_print_no_progress_when_stderr_is_not_a_terminal() {
+    let db = seeded();
+    let out = tempfile::tempdir().unwrap();
+    let path = out.path().join("b.dump");
+    let backup = db.xtask(&["backup", "--output", path.to_str().unwrap()]);
+    let restore = xtask(&[
+        "restore",
+        path.to_str().unwrap(),
+        "--create",
+        "--database-url",
+        &db.cluster.url("copy"),
+    ]);
+    for run in [backup.success(), restore.success()] {
+        let err = run.stderr();
+        assert!(
+            !err.contains('\r') && !err.contains('\x1b'),
+            "a status line on a pipe: {err:?}"
+        );
+        // The tables and bytes are the terminal's status line; a log gets the phases.
+        assert!(
+            !err.lines().any(|l| l.trim() == "public.leads"
+                || l.contains("tables started")
+                || l.contains("reading the archive:")),
+            "{err}"
+        );
+    }
+    assert!(backup.stderr().contains("pg_dump finished in"));
+    assert!(restore.stderr().contains("read back in full in"));
+}

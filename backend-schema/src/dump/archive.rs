@@ -46,13 +46,14 @@ pub fn hash_and_read(
     format: DumpFormat,
     path: &Path,
     rows: &BTreeMap<String, i64>,
+    on_read: &mut dyn FnMut(u64),
 ) -> (
     Result<(String, u64), ArchiveError>,
     Result<(), ArchiveError>,
 ) {
     std::thread::scope(|scope| {
         let hash = scope.spawn(|| sha256_path(path));
-        let complete = check_complete(binaries, format, path, rows);
+        let complete = check_complete(binaries, format, path, rows, on_read);
         let hash = match hash.join() {
             Ok(hash) => hash.map_err(|source| ArchiveError::Unreadable {
                 path: path.to_path_buf(),
@@ -69,11 +70,13 @@ pub fn hash_and_read(
 /// A full read of the archive: `pg_restore -l` alone accepts a truncated file. With
 /// several tables' data, two `pg_restore -L` read halves of it at once (weighed by
 /// `rows`, when known): inflating the data is what the read-back spends its time on.
+/// `on_read` hears how many bytes of a custom archive we have read ourselves.
 pub fn check_complete(
     binaries: &PgBinaries,
     format: DumpFormat,
     path: &Path,
     rows: &BTreeMap<String, i64>,
+    on_read: &mut dyn FnMut(u64),
 ) -> Result<(), ArchiveError> {
     match format {
         DumpFormat::Plain => {
@@ -83,7 +86,7 @@ pub fn check_complete(
                 });
             }
         }
-        DumpFormat::Custom if reads_itself(path)? => {}
+        DumpFormat::Custom if reads_itself(path, on_read)? => {}
         DumpFormat::Custom | DumpFormat::Directory => {
             // A list reaches pg_restore on its stdin: no temp file to leave behind.
             let read = |list: Option<&str>| {
@@ -141,13 +144,19 @@ pub fn check_complete(
 /// Reads a custom archive in full ourselves: one pass, the data inflated, no COPY text
 /// made and thrown away as pg_restore to /dev/null does. False when the archive is of a
 /// version or compression only pg_restore reads.
-fn reads_itself(path: &Path) -> Result<bool, ArchiveError> {
+fn reads_itself(path: &Path, on_read: &mut dyn FnMut(u64)) -> Result<bool, ArchiveError> {
     let unreadable = |source| ArchiveError::Unreadable {
         path: path.to_path_buf(),
         source,
     };
     let file = fs::File::open(path).map_err(unreadable)?;
-    let mut input = io::BufReader::with_capacity(1 << 20, file);
+    let counted = Counted {
+        inner: file,
+        read: 0,
+        next: 0,
+        on_read,
+    };
+    let mut input = io::BufReader::with_capacity(1 << 20, counted);
     match read_custom(&mut input, &mut |_| {}).map_err(unreadable)? {
         Ok(Verdict::Complete) => Ok(true),
         Ok(Verdict::NotRead(_)) => Ok(false),
@@ -155,6 +164,26 @@ fn reads_itself(path: &Path) -> Result<bool, ArchiveError> {
             path: path.to_path_buf(),
             source,
         }),
+    }
+}
+
+/// A reader that tells `on_read` how far it got, every few MiB.
+struct Counted<'a, R> {
+    inner: R,
+    read: u64,
+    next: u64,
+    on_read: &'a mut dyn FnMut(u64),
+}
+
+impl<R: io::Read> io::Read for Counted<'_, R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.read += n as u64;
+        if self.read >= self.next {
+            (self.on_read)(self.read);
+            self.next = self.read + (4 << 20);
+        }
+        Ok(n)
     }
 }
 

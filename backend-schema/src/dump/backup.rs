@@ -50,6 +50,8 @@ pub enum BackupProgress<'a> {
     Dumping,
     /// pg_dump is writing this table's rows.
     Table(&'a str),
+    /// Bytes of the dump written so far (a custom or plain dump, as it streams).
+    Written(u64),
     DumpFinished {
         elapsed: Duration,
     },
@@ -345,7 +347,15 @@ fn dump(
         });
         let store = scope.spawn(|| {
             let written = match file {
-                Some(file) => Some(store_stream(&reader, file, options.format)),
+                Some(file) => {
+                    let reporting = Reporting {
+                        inner: &reader,
+                        read: 0,
+                        next: REPORT_EVERY,
+                        progress,
+                    };
+                    Some(store_stream(reporting, file, options.format))
+                }
                 None => {
                     // Nothing comes out (stdout is null), but the end of the pipe is
                     // where the reader waits for pg_dump to exit.
@@ -433,7 +443,8 @@ fn dump(
         None => {
             progress(BackupProgress::ReadingBack);
             let checking = Instant::now();
-            let (hash, complete) = hash_and_read(binaries, options.format, partial, &tables);
+            let (hash, complete) =
+                hash_and_read(binaries, options.format, partial, &tables, &mut |_| {});
             let checked_in = checking.elapsed();
             complete.map_err(BackupError::Incomplete)?;
             progress(BackupProgress::ReadBack {
@@ -506,6 +517,29 @@ pub fn verify_backup(
     Ok(())
 }
 
+/// How many bytes pass between two `BackupProgress::Written`.
+const REPORT_EVERY: u64 = 4 << 20;
+
+/// pg_dump's stdout, reporting how much has passed.
+struct Reporting<'p, R> {
+    inner: R,
+    read: u64,
+    next: u64,
+    progress: &'p (dyn Fn(BackupProgress<'_>) + Sync),
+}
+
+impl<R: io::Read> io::Read for Reporting<'_, R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.read += n as u64;
+        if self.read >= self.next {
+            (self.progress)(BackupProgress::Written(self.read));
+            self.next = self.read + REPORT_EVERY;
+        }
+        Ok(n)
+    }
+}
+
 /// pg_dump's stdout into `file`, hashed and checked as it passes: the hash, the size,
 /// and what the check found. A plain dump is complete when it ends with pg_dump's
 /// completion line (checked on the file's last bytes once it is written).
@@ -542,7 +576,8 @@ fn read_back(
 ) -> Result<(), BackupError> {
     progress(BackupProgress::ReadingBack);
     let checking = Instant::now();
-    check_complete(binaries, format, partial, tables).map_err(BackupError::Incomplete)?;
+    check_complete(binaries, format, partial, tables, &mut |_| {})
+        .map_err(BackupError::Incomplete)?;
     progress(BackupProgress::ReadBack {
         elapsed: checking.elapsed(),
     });
