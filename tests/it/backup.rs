@@ -230,7 +230,7 @@ fn damaged_archives_are_rejected_and_the_target_is_untouched() {
             "truncated-bare.dump",
             bytes[..bytes.len() / 2].to_vec(),
             false,
-            "pg_restore cannot read all of",
+            "cannot be read in full",
         ),
     ];
     for (name, content, with_manifest, expected) in cases {
@@ -594,4 +594,56 @@ fn a_dump_that_hits_the_file_size_limit_leaves_no_file() {
         .map(|e| e.unwrap().file_name())
         .collect();
     assert!(left.is_empty(), "{left:?}");
+}
+
+#[test]
+fn a_streamed_custom_backup_restores_with_parallel_jobs() {
+    let db = seeded();
+    let out = tempfile::tempdir().unwrap();
+    let path = out.path().join("backup.dump");
+    db.xtask(&["backup", "--output", path.to_str().unwrap()])
+        .success();
+    let url = db.cluster.url("copy");
+    let run = xtask(&[
+        "restore",
+        path.to_str().unwrap(),
+        "--jobs",
+        "2",
+        "--create",
+        "--database-url",
+        &url,
+    ]);
+    run.success();
+    assert_eq!(rows(&db, "copy"), rows(&db, "app"));
+}
+
+#[test]
+fn backup_and_restore_print_no_progress_when_stderr_is_not_a_terminal() {
+    let db = seeded();
+    let out = tempfile::tempdir().unwrap();
+    let path = out.path().join("b.dump");
+    let backup = db.xtask(&["backup", "--output", path.to_str().unwrap()]);
+    let restore = xtask(&[
+        "restore",
+        path.to_str().unwrap(),
+        "--create",
+        "--database-url",
+        &db.cluster.url("copy"),
+    ]);
+    for run in [backup.success(), restore.success()] {
+        let err = run.stderr();
+        assert!(
+            !err.contains('\r') && !err.contains('\x1b'),
+            "a status line on a pipe: {err:?}"
+        );
+        // The tables and bytes are the terminal's status line; a log gets the phases.
+        assert!(
+            !err.lines().any(|l| l.trim() == "public.leads"
+                || l.contains("tables started")
+                || l.contains("reading the archive:")),
+            "{err}"
+        );
+    }
+    assert!(backup.stderr().contains("pg_dump finished in"));
+    assert!(restore.stderr().contains("read back in full in"));
 }

@@ -1,6 +1,7 @@
 //! `backup` against races and faults: two backups at one name, names already taken
 //! (dangling symlinks included), a backups directory others can write, a full disk while
-//! the manifest is written, and a SIGKILL while the dump is read back.
+//! the manifest is written, a SIGKILL while the dump is read back, and a dump stream cut
+//! short or damaged.
 
 use std::fs;
 use std::os::unix::fs::PermissionsExt as _;
@@ -290,14 +291,15 @@ pub(crate) fn wrapped_bin_dir(db: &TestDb, prelude: &[(&str, &str)]) -> tempfile
 fn a_full_disk_while_writing_the_manifest_names_it_and_leaves_nothing() {
     let db = seeded();
     // Only xtask's own files are limited (pg_dump lifts its soft limit): the manifest is
-    // the first file xtask writes itself in the plain format.
+    // the first file xtask writes itself in the directory format (a custom or plain dump
+    // streams through xtask to its file).
     let bin = wrapped_bin_dir(&db, &[("pg_dump", "ulimit -f unlimited")]);
     let out = tempfile::tempdir().unwrap();
-    let path = out.path().join("b.sql");
+    let path = out.path().join("b.dir");
     let mut command = xtask_command(&[
         "backup",
         "--format",
-        "plain",
+        "directory",
         "--output",
         path.to_str().unwrap(),
         "--database-url",
@@ -366,9 +368,12 @@ fn a_backup_killed_during_the_read_back_leaves_no_reader_and_no_readable_temp_fi
     let tmp = work.path().join("tmp");
     fs::create_dir(&tmp).unwrap();
     let out = work.path().join("out");
-    let path = out.join("b.dump");
+    // A directory backup is read back; a custom or plain one is checked as it streams.
+    let path = out.join("b.dir");
     let mut child = xtask_command(&[
         "backup",
+        "--format",
+        "directory",
         "--output",
         path.to_str().unwrap(),
         "--database-url",
@@ -552,11 +557,14 @@ fn a_directory_another_account_owns_or_anyone_can_write_is_refused() {
         "{err}"
     );
     assert!(names_in(&theirs).is_empty(), "{:?}", names_in(&theirs));
-    // The directory of an explicit --output: another account's (0755), or one anyone can
-    // write that is not sticky (0777).
+    // The directory of an explicit --output: another account's (0755), or one anyone (or
+    // its group) can write that is not sticky (0777, 0770).
     let open = out.path().join("open");
     fs::create_dir(&open).unwrap();
     fs::set_permissions(&open, fs::Permissions::from_mode(0o777)).unwrap();
+    let group = out.path().join("group");
+    fs::create_dir(&group).unwrap();
+    fs::set_permissions(&group, fs::Permissions::from_mode(0o770)).unwrap();
     fs::set_permissions(&theirs, fs::Permissions::from_mode(0o755)).unwrap();
     for (dir, says) in [
         (
@@ -569,8 +577,17 @@ fn a_directory_another_account_owns_or_anyone_can_write_is_refused() {
         (
             &open,
             format!(
-                "{} (the directory of --output) is mode 0777 and not sticky",
+                "{} (the directory of --output) is mode 0777 and not sticky: any account could",
                 open.display()
+            ),
+        ),
+        (
+            &group,
+            format!(
+                "{} (the directory of --output) is mode 0770 and not sticky: every account in its group could rename or replace the backup in it; no backup was written. \
+                 Choose an --output in a directory others cannot write, or a sticky one like /tmp (or run `chmod go-w {}`)",
+                group.display(),
+                group.display()
             ),
         ),
     ] {
@@ -581,4 +598,130 @@ fn a_directory_another_account_owns_or_anyone_can_write_is_refused() {
         assert!(err.contains("no backup was written"), "{err}");
         assert!(names_in(dir).is_empty(), "{:?}", names_in(dir));
     }
+}
+
+/// A database whose table data outweighs its table of contents, so most of a custom dump
+/// is compressed data blocks.
+fn with_bulk_rows() -> TestDb {
+    let db = seeded();
+    db.client()
+        .batch_execute(
+            "INSERT INTO leads (id, tenant_id, name, email, status, score, tags, custom_fields, created_by)
+             SELECT gen_random_uuid(), tenant_id, md5(g::text), md5(g::text) || '@example.com', 'new', 1, '[]', '{}', created_by
+               FROM generate_series(1, 20000) AS g, (SELECT tenant_id, created_by FROM leads LIMIT 1) AS l",
+        )
+        .unwrap();
+    db
+}
+
+#[test]
+fn a_custom_backup_is_checked_as_it_streams_and_runs_no_read_back() {
+    let db = seeded();
+    let work = tempfile::tempdir().unwrap();
+    let calls = work.path().join("pg_restore-calls");
+    fs::write(&calls, "").unwrap();
+    let record = format!("echo \"$*\" >> {}", calls.display());
+    let bin = wrapped_bin_dir(&db, &[("pg_restore", &record)]);
+    let path = work.path().join("out").join("b.dump");
+    let run = xtask_command(&[
+        "backup",
+        "--output",
+        path.to_str().unwrap(),
+        "--database-url",
+        &db.url(),
+    ])
+    .env("PG_BIN_DIR", bin.path())
+    .output()
+    .unwrap();
+    assert!(
+        run.status.success(),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    assert_matches_its_manifest(&path);
+    let calls = fs::read_to_string(&calls).unwrap();
+    assert!(
+        !calls.contains("--file=/dev/null"),
+        "the archive was read back: {calls}"
+    );
+}
+
+#[test]
+fn a_truncated_or_damaged_dump_stream_is_refused_and_leaves_nothing() {
+    let db = with_bulk_rows();
+    let real = db.cluster.binaries().bin_dir().join("pg_dump");
+    let work = tempfile::tempdir().unwrap();
+    // pg_dump's output loses its last bytes (or has one byte replaced), whether it is
+    // written to --file or to stdout.
+    let truncate = format!(
+        "for a in \"$@\"; do case \"$a\" in --file=*) f=\"${{a#--file=}}\";; esac; done
+         if [ -n \"$f\" ]; then {real} \"$@\" || exit $?; truncate -s -37 \"$f\"; exit 0; fi
+         {real} \"$@\" | head -c -37; exit 0",
+        real = real.display()
+    );
+    let damage = format!(
+        "for a in \"$@\"; do case \"$a\" in --file=*) f=\"${{a#--file=}}\";; esac; done
+         if [ -n \"$f\" ]; then {real} \"$@\" || exit $?; s=$(($(stat -c %s \"$f\") - 200)); printf X | dd of=\"$f\" bs=1 seek=$s conv=notrunc 2>/dev/null; exit 0; fi
+         {real} \"$@\" > {tmp}/whole; s=$(($(stat -c %s {tmp}/whole) - 200)); printf X | dd of={tmp}/whole bs=1 seek=$s conv=notrunc 2>/dev/null; cat {tmp}/whole; exit 0",
+        real = real.display(),
+        tmp = work.path().display()
+    );
+    for (what, prelude) in [("truncated", truncate), ("damaged", damage)] {
+        let bin = wrapped_bin_dir(&db, &[("pg_dump", &prelude)]);
+        let out = work.path().join(what);
+        let path = out.join("b.dump");
+        let run = xtask_command(&[
+            "backup",
+            "--output",
+            path.to_str().unwrap(),
+            "--database-url",
+            &db.url(),
+        ])
+        .env("PG_BIN_DIR", bin.path())
+        .output()
+        .unwrap();
+        let err = String::from_utf8_lossy(&run.stderr);
+        assert!(!run.status.success(), "{what}: {err}");
+        assert!(
+            err.contains("the dump is incomplete; no backup was written"),
+            "{what}: {err}"
+        );
+        assert!(names_in(&out).is_empty(), "{what}: {:?}", names_in(&out));
+    }
+}
+
+#[test]
+fn the_stream_reader_refuses_every_cut_and_flipped_byte_of_a_real_dump() {
+    use backend_schema::dump::stream::{read_custom, StreamError, Verdict};
+    let db = with_bulk_rows();
+    let real = db.cluster.binaries().bin_dir().join("pg_dump");
+    let dump = std::process::Command::new(real)
+        .args(["--format=custom", "--dbname", &db.url()])
+        .output()
+        .unwrap();
+    assert!(dump.status.success());
+    let bytes = dump.stdout;
+    let mut tables = Vec::new();
+    let whole = read_custom(&mut &bytes[..], &mut |t| tables.push(t.to_string())).unwrap();
+    assert_eq!(whole, Ok(Verdict::Complete));
+    assert!(tables.iter().any(|t| t == "leads"), "{tables:?}");
+    let len = bytes.len();
+    for cut in [len - 1, len - 100, len / 2, len / 3, 200, 6] {
+        let verdict = read_custom(&mut &bytes[..cut], &mut |_| {}).unwrap();
+        assert!(
+            matches!(verdict, Err(StreamError::Truncated(_))),
+            "cut at {cut} of {len}: {verdict:?}"
+        );
+    }
+    // Bytes of the data blocks (the last half is table data): a flip anywhere in them
+    // breaks a length, a block's framing or its compressed stream's checksum.
+    for at in (len / 2..len).step_by(len / 40) {
+        let mut flipped = bytes.clone();
+        flipped[at] ^= 0x20;
+        let verdict = read_custom(&mut &flipped[..], &mut |_| {}).unwrap();
+        assert!(verdict.is_err(), "flip at {at} of {len}: {verdict:?}");
+    }
+    let mut longer = bytes.clone();
+    longer.extend_from_slice(b"\x01junk");
+    assert!(read_custom(&mut &longer[..], &mut |_| {}).unwrap().is_err());
 }

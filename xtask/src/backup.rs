@@ -1,6 +1,7 @@
 //! `cargo xtask backup`: pg_dump that cannot leave a bad or world-readable file behind,
 //! nor replace one.
 
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Instant;
 
 use backend_schema::dump::backup::{self, BackupOptions, BackupProgress, WrittenBackup};
@@ -10,6 +11,7 @@ use backend_schema::PgBinaries;
 use xshell::Shell;
 
 use crate::flags::Backup;
+use crate::progress::{self, StatusLine};
 
 impl Backup {
     pub(crate) fn run(self, sh: &Shell) -> anyhow::Result<()> {
@@ -35,7 +37,25 @@ impl Backup {
             jobs: self.jobs,
             lock_wait_timeout: self.lock_wait_timeout,
         };
-        let WrittenBackup { path, manifest } = backup::write_backup(
+        // On a terminal, one line redrawn in place: tables started and bytes written.
+        let status = StatusLine::new();
+        let tables = AtomicUsize::new(0);
+        let written = AtomicU64::new(0);
+        let dumping = Instant::now();
+        let redraw = || {
+            status.show(|| {
+                let bytes_part = match written.load(Ordering::Relaxed) {
+                    0 => String::new(),
+                    n => format!(", {} written", progress::bytes(n)),
+                };
+                format!(
+                    "  {} tables started{bytes_part} ({:.0}s)",
+                    tables.load(Ordering::Relaxed),
+                    dumping.elapsed().as_secs_f64()
+                )
+            })
+        };
+        let written_backup = backup::write_backup(
             &binaries,
             &target.url,
             &mut client,
@@ -48,8 +68,16 @@ impl Backup {
                 BackupProgress::Dumping => {
                     eprintln!("dumping with pg_dump ({} format)...", format.flag())
                 }
-                BackupProgress::Table(table) => eprintln!("  {table}"),
+                BackupProgress::Table(_) => {
+                    tables.fetch_add(1, Ordering::Relaxed);
+                    redraw();
+                }
+                BackupProgress::Written(bytes) => {
+                    written.store(bytes, Ordering::Relaxed);
+                    redraw();
+                }
                 BackupProgress::DumpFinished { elapsed } => {
+                    status.clear();
                     eprintln!("pg_dump finished in {:.1}s", elapsed.as_secs_f64())
                 }
                 BackupProgress::ReadingBack => {
@@ -59,7 +87,9 @@ impl Backup {
                     eprintln!("read back and hashed in {:.1}s", elapsed.as_secs_f64())
                 }
             },
-        )?;
+        );
+        status.clear();
+        let WrittenBackup { path, manifest } = written_backup?;
         eprintln!(
             "backup written: {} ({} bytes, sha256 {}) in {:.1}s; revision {}; {} tables, {} rows",
             path.display(),

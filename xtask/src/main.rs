@@ -10,6 +10,7 @@ mod findings;
 mod flags;
 mod lint;
 mod migrate;
+mod progress;
 mod rehearse;
 mod restore;
 mod schema_dump;

@@ -14,6 +14,7 @@ use std::path::Path;
 
 use crate::connect::Target;
 use crate::flags::Restore;
+use crate::progress::{self, StatusLine};
 
 /// How a restore ended, when not in full success: the cause, a last line saying what
 /// state the target is in, and the exit status that says the same to a script.
@@ -149,22 +150,32 @@ impl Restore {
             false => None,
         };
         let phase = Instant::now();
-        restore::check_archive(
-            binaries,
-            format,
-            path,
-            manifest.as_ref(),
-            &mut |check| match check {
-                ArchiveCheck::HashMatches => {
-                    eprintln!("sha256 matches {}", manifest_path.display())
+        // On a terminal, the read's bytes of the archive's size, with an estimate.
+        let status = StatusLine::new();
+        let checked =
+            restore::check_archive(binaries, format, path, manifest.as_ref(), &mut |check| {
+                match check {
+                    ArchiveCheck::HashMatches => {
+                        status.clear();
+                        eprintln!("sha256 matches {}", manifest_path.display())
+                    }
+                    ArchiveCheck::NoManifest => eprintln!(
+                        "{}: no manifest at {}; the archive cannot be checked against a hash",
+                        crate::style::warning("warning"),
+                        manifest_path.display()
+                    ),
+                    ArchiveCheck::Read { bytes, total } => status.show(|| {
+                        format!(
+                            "  reading the archive: {} of {} ({})",
+                            progress::bytes(bytes),
+                            progress::bytes(total),
+                            progress::estimate(bytes, total, phase.elapsed())
+                        )
+                    }),
                 }
-                ArchiveCheck::NoManifest => eprintln!(
-                    "{}: no manifest at {}; the archive cannot be checked against a hash",
-                    crate::style::warning("warning"),
-                    manifest_path.display()
-                ),
-            },
-        )?;
+            });
+        status.clear();
+        checked?;
         eprintln!("read back in full in {:.1}s", phase.elapsed().as_secs_f64());
         Ok((format, manifest))
     }

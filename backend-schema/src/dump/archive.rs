@@ -1,5 +1,6 @@
-//! Reading an archive back before it is trusted: its hash, a full read by pg_restore
-//! (or the plain dump's completion line), and the SQL its restore would run.
+//! Reading an archive back before it is trusted: its hash, a full read (a custom
+//! archive by `stream::read_custom`, else by pg_restore; a plain dump's completion
+//! line), and the SQL its restore would run.
 
 use std::collections::BTreeMap;
 use std::ffi::OsString;
@@ -7,6 +8,7 @@ use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
 
+use super::stream::{read_custom, StreamError, Verdict};
 use super::{plain_dump_is_complete, sha256_path, split_listing, DumpFormat};
 use crate::pgtool::{stderr_tail, tool};
 use crate::PgBinaries;
@@ -26,6 +28,12 @@ pub enum ArchiveError {
     Truncated { path: PathBuf },
     #[error("pg_restore cannot read all of {}:\n  {stderr_tail}", path.display())]
     Damaged { path: PathBuf, stderr_tail: String },
+    #[error("{} cannot be read in full", path.display())]
+    Stream {
+        path: PathBuf,
+        #[source]
+        source: StreamError,
+    },
     /// Running pg_restore, or its list files, failed.
     #[error(transparent)]
     Io(#[from] io::Error),
@@ -38,13 +46,14 @@ pub fn hash_and_read(
     format: DumpFormat,
     path: &Path,
     rows: &BTreeMap<String, i64>,
+    on_read: &mut dyn FnMut(u64),
 ) -> (
     Result<(String, u64), ArchiveError>,
     Result<(), ArchiveError>,
 ) {
     std::thread::scope(|scope| {
         let hash = scope.spawn(|| sha256_path(path));
-        let complete = check_complete(binaries, format, path, rows);
+        let complete = check_complete(binaries, format, path, rows, on_read);
         let hash = match hash.join() {
             Ok(hash) => hash.map_err(|source| ArchiveError::Unreadable {
                 path: path.to_path_buf(),
@@ -61,11 +70,13 @@ pub fn hash_and_read(
 /// A full read of the archive: `pg_restore -l` alone accepts a truncated file. With
 /// several tables' data, two `pg_restore -L` read halves of it at once (weighed by
 /// `rows`, when known): inflating the data is what the read-back spends its time on.
+/// `on_read` hears how many bytes of a custom archive we have read ourselves.
 pub fn check_complete(
     binaries: &PgBinaries,
     format: DumpFormat,
     path: &Path,
     rows: &BTreeMap<String, i64>,
+    on_read: &mut dyn FnMut(u64),
 ) -> Result<(), ArchiveError> {
     match format {
         DumpFormat::Plain => {
@@ -75,6 +86,7 @@ pub fn check_complete(
                 });
             }
         }
+        DumpFormat::Custom if reads_itself(path, on_read)? => {}
         DumpFormat::Custom | DumpFormat::Directory => {
             // A list reaches pg_restore on its stdin: no temp file to leave behind.
             let read = |list: Option<&str>| {
@@ -127,6 +139,52 @@ pub fn check_complete(
         }
     }
     Ok(())
+}
+
+/// Reads a custom archive in full ourselves: one pass, the data inflated, no COPY text
+/// made and thrown away as pg_restore to /dev/null does. False when the archive is of a
+/// version or compression only pg_restore reads.
+fn reads_itself(path: &Path, on_read: &mut dyn FnMut(u64)) -> Result<bool, ArchiveError> {
+    let unreadable = |source| ArchiveError::Unreadable {
+        path: path.to_path_buf(),
+        source,
+    };
+    let file = fs::File::open(path).map_err(unreadable)?;
+    let counted = Counted {
+        inner: file,
+        read: 0,
+        next: 0,
+        on_read,
+    };
+    let mut input = io::BufReader::with_capacity(1 << 20, counted);
+    match read_custom(&mut input, &mut |_| {}).map_err(unreadable)? {
+        Ok(Verdict::Complete) => Ok(true),
+        Ok(Verdict::NotRead(_)) => Ok(false),
+        Err(source) => Err(ArchiveError::Stream {
+            path: path.to_path_buf(),
+            source,
+        }),
+    }
+}
+
+/// A reader that tells `on_read` how far it got, every few MiB.
+struct Counted<'a, R> {
+    inner: R,
+    read: u64,
+    next: u64,
+    on_read: &'a mut dyn FnMut(u64),
+}
+
+impl<R: io::Read> io::Read for Counted<'_, R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.read += n as u64;
+        if self.read >= self.next {
+            (self.on_read)(self.read);
+            self.next = self.read + (4 << 20);
+        }
+        Ok(n)
+    }
 }
 
 /// The SQL a restore of the archive would run (the schema part): what the pre-flight

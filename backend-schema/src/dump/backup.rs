@@ -12,12 +12,13 @@ use std::time::{Duration, Instant};
 
 use postgres::Client;
 
-use super::archive::{hash_and_read, ArchiveError};
+use super::archive::{check_complete, hash_and_read, ArchiveError};
 use super::destination::{
     is_taken, prepare_dir, rename_no_replace, DirError, DirState, DirUse, Output,
 };
 use super::restore::{run_restore, RestoreError, RestoreOptions};
 use super::staging::{self, Staging};
+use super::stream::{self, StreamError, Tee, Verdict};
 use super::{row_counts, DumpFormat, Manifest};
 use crate::database_url::{DatabaseUrl, UrlError};
 use crate::pgtool::{libpq, stderr_tail, tool};
@@ -49,6 +50,8 @@ pub enum BackupProgress<'a> {
     Dumping,
     /// pg_dump is writing this table's rows.
     Table(&'a str),
+    /// Bytes of the dump written so far (a custom or plain dump, as it streams).
+    Written(u64),
     DumpFinished {
         elapsed: Duration,
     },
@@ -146,6 +149,12 @@ pub fn write_backup(
     options: &BackupOptions,
     progress: &(dyn Fn(BackupProgress<'_>) + Sync),
 ) -> Result<WrittenBackup, BackupError> {
+    // We write the dump ourselves: a file size limit must fail the write (EFBIG, reported
+    // with the staging removed), not kill the process and leave the staging behind.
+    // SAFETY: setting a signal's disposition to ignore has no other effect.
+    unsafe {
+        libc::signal(libc::SIGXFSZ, libc::SIG_IGN);
+    }
     let candidates = options.output.candidates(options.format);
     if let Output::Exact(path) = &options.output {
         // Refused before the dump, not after it: the renames check again.
@@ -288,27 +297,47 @@ fn dump(
         "--lock-wait-timeout={}",
         options.lock_wait_timeout.as_millis()
     );
+    // A custom or plain dump streams through us to its file: hashed and read as it is
+    // written (`stream.rs`). A directory's files are pg_dump's own, read back after.
+    let streamed = options.format != DumpFormat::Directory;
     let mut args: Vec<OsString> = vec![
         format!("--format={}", options.format.flag()).into(),
-        format!("--file={}", partial.display()).into(),
         format!("--snapshot={snapshot}").into(),
         lock_wait.into(),
         "--verbose".into(),
     ];
+    if !streamed {
+        args.push(format!("--file={}", partial.display()).into());
+    }
     if options.format == DumpFormat::Directory {
         args.push(format!("--jobs={}", options.jobs.max(1)).into());
     }
+    let file = match streamed {
+        true => Some(
+            create_private(partial).map_err(|source| BackupError::Write {
+                path: partial.to_path_buf(),
+                source,
+            })?,
+        ),
+        false => None,
+    };
     progress(BackupProgress::Dumping);
     let dumping = Instant::now();
-    let reader = libpq(binaries, "pg_dump", args, url)
-        .stderr_to_stdout()
-        .unchecked()
-        .reader()?;
+    let (log_read, log_write) = os_pipe::pipe()?;
+    let reader = {
+        let expression = libpq(binaries, "pg_dump", args, url)
+            .stderr_file(log_write)
+            .unchecked();
+        match streamed {
+            true => expression.reader()?,
+            false => expression.stdout_null().reader()?,
+        }
+    };
     // The row counts run in the shared snapshot while pg_dump works, not before it.
-    let (log, tables) = std::thread::scope(|scope| {
+    let (log, tables, written) = std::thread::scope(|scope| {
         let drain = scope.spawn(|| {
             let mut log = Vec::new();
-            for line in BufReader::new(&reader).lines().map_while(Result::ok) {
+            for line in BufReader::new(log_read).lines().map_while(Result::ok) {
                 if let Some(table) = line.split("dumping contents of table ").nth(1) {
                     progress(BackupProgress::Table(table.trim_matches('"')));
                 }
@@ -316,11 +345,39 @@ fn dump(
             }
             log
         });
+        let store = scope.spawn(|| {
+            let written = match file {
+                Some(file) => {
+                    let reporting = Reporting {
+                        inner: &reader,
+                        read: 0,
+                        next: REPORT_EVERY,
+                        progress,
+                    };
+                    Some(store_stream(reporting, file, options.format))
+                }
+                None => {
+                    // Nothing comes out (stdout is null), but the end of the pipe is
+                    // where the reader waits for pg_dump to exit.
+                    let _ = io::copy(&mut &reader, &mut io::sink());
+                    None
+                }
+            };
+            if let Some(Ok(Err(_)) | Err(_)) = &written {
+                // A damaged stream is refused now, not after pg_dump has finished.
+                let _ = reader.kill();
+            }
+            written
+        });
         let tables = row_counts(&mut tx);
         if tables.is_err() {
             let _ = reader.kill();
         }
-        (drain.join().unwrap_or_default(), tables)
+        let written = store.join().unwrap_or_else(|_| {
+            let _ = reader.kill();
+            Some(Err(io::Error::other("storing the dump panicked")))
+        });
+        (drain.join().unwrap_or_default(), tables, written)
     });
     if let Some(table) = log.iter().find_map(|line| row_security_table(line)) {
         return Err(BackupError::CannotSeeEveryRow {
@@ -348,21 +405,54 @@ fn dump(
     progress(BackupProgress::DumpFinished {
         elapsed: dumping.elapsed(),
     });
+    // Damage stops pg_dump at once (its failure is ours); a stream that only ends early
+    // is pg_dump's failure, whose own words say more.
+    if let Some(Ok(Err(err @ StreamError::Damaged(_)))) = written {
+        return Err(BackupError::Incomplete(ArchiveError::Stream {
+            path: partial.to_path_buf(),
+            source: err,
+        }));
+    }
     if !status.is_some_and(|s| s.success()) {
         return Err(BackupError::PgDump {
             stderr_tail: stderr_tail(log.join("\n").as_bytes()),
         });
     }
 
-    progress(BackupProgress::ReadingBack);
-    let checking = Instant::now();
-    let (hash, complete) = hash_and_read(binaries, options.format, partial, &tables);
-    let checked_in = checking.elapsed();
-    complete.map_err(BackupError::Incomplete)?;
-    let (sha256, size_bytes) = hash?;
-    progress(BackupProgress::ReadBack {
-        elapsed: checked_in,
-    });
+    let (sha256, size_bytes) = match written {
+        Some(written) => {
+            let (hash, size, verdict) = written
+                .map_err(|source| BackupError::Write {
+                    path: partial.to_path_buf(),
+                    source,
+                })?
+                .map_err(|source| {
+                    BackupError::Incomplete(ArchiveError::Stream {
+                        path: partial.to_path_buf(),
+                        source,
+                    })
+                })?;
+            match verdict {
+                Verdict::Complete => {}
+                Verdict::NotRead(_) => {
+                    read_back(binaries, options.format, partial, &tables, progress)?
+                }
+            }
+            (hash, size)
+        }
+        None => {
+            progress(BackupProgress::ReadingBack);
+            let checking = Instant::now();
+            let (hash, complete) =
+                hash_and_read(binaries, options.format, partial, &tables, &mut |_| {});
+            let checked_in = checking.elapsed();
+            complete.map_err(BackupError::Incomplete)?;
+            progress(BackupProgress::ReadBack {
+                elapsed: checked_in,
+            });
+            hash?
+        }
+    };
     let pg_dump_version = tool(binaries, "pg_dump", vec!["--version".into()]).read()?;
     let manifest = Manifest {
         // Set to the final name when it is chosen.
@@ -425,6 +515,83 @@ pub fn verify_backup(
         return Err(VerifyBackupError::SchemaDiffers(diff));
     }
     Ok(())
+}
+
+/// How many bytes pass between two `BackupProgress::Written`.
+const REPORT_EVERY: u64 = 4 << 20;
+
+/// pg_dump's stdout, reporting how much has passed.
+struct Reporting<'p, R> {
+    inner: R,
+    read: u64,
+    next: u64,
+    progress: &'p (dyn Fn(BackupProgress<'_>) + Sync),
+}
+
+impl<R: io::Read> io::Read for Reporting<'_, R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.read += n as u64;
+        if self.read >= self.next {
+            (self.progress)(BackupProgress::Written(self.read));
+            self.next = self.read + REPORT_EVERY;
+        }
+        Ok(n)
+    }
+}
+
+/// pg_dump's stdout into `file`, hashed and checked as it passes: the hash, the size,
+/// and what the check found. A plain dump is complete when it ends with pg_dump's
+/// completion line (checked on the file's last bytes once it is written).
+fn store_stream(
+    stdout: impl io::Read,
+    file: fs::File,
+    format: DumpFormat,
+) -> io::Result<Result<(String, u64, Verdict), StreamError>> {
+    let mut tee = Tee::new(stdout, io::BufWriter::with_capacity(1 << 20, file));
+    let verdict = match format {
+        DumpFormat::Custom => {
+            let mut buffered = io::BufReader::with_capacity(1 << 20, &mut tee);
+            match stream::read_custom(&mut buffered, &mut |_| {})? {
+                Ok(verdict) => verdict,
+                Err(err) => return Ok(Err(err)),
+            }
+        }
+        _ => Verdict::NotRead("plain".into()),
+    };
+    let (hash, size, out) = tee.finish()?;
+    let file = out.into_inner().map_err(|err| err.into_error())?;
+    file.sync_all()?;
+    Ok(Ok((hash, size, verdict)))
+}
+
+/// The read-back of a file the stream check did not read (a plain dump's last line, an
+/// archive version or compression `stream.rs` leaves to pg_restore).
+fn read_back(
+    binaries: &PgBinaries,
+    format: DumpFormat,
+    partial: &Path,
+    tables: &std::collections::BTreeMap<String, i64>,
+    progress: &(dyn Fn(BackupProgress<'_>) + Sync),
+) -> Result<(), BackupError> {
+    progress(BackupProgress::ReadingBack);
+    let checking = Instant::now();
+    check_complete(binaries, format, partial, tables, &mut |_| {})
+        .map_err(BackupError::Incomplete)?;
+    progress(BackupProgress::ReadBack {
+        elapsed: checking.elapsed(),
+    });
+    Ok(())
+}
+
+/// A new empty file, 0600 from the start.
+fn create_private(path: &Path) -> io::Result<fs::File> {
+    use std::os::unix::fs::OpenOptionsExt as _;
+    fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
 }
 
 /// A new file, 0600 from the start, synced.

@@ -130,10 +130,11 @@ pub enum DirError {
         uid: u32,
     },
     #[error(
-        "{} (the directory of --output) is mode {mode:04o} and not sticky: any account could rename or replace the backup in it; no backup was written. \
-         Choose an --output in a directory others cannot write, or a sticky one like /tmp (or run `chmod o-w {}`)",
+        "{} (the directory of --output) is mode {mode:04o} and not sticky: {who} could rename or replace the backup in it; no backup was written. \
+         Choose an --output in a directory others cannot write, or a sticky one like /tmp (or run `chmod go-w {}`)",
         dir.display(),
-        dir.display()
+        dir.display(),
+        who = if mode & 0o002 != 0 { "any account" } else { "every account in its group" }
     )]
     OutputDirWritable { dir: PathBuf, mode: u32 },
 }
@@ -142,7 +143,8 @@ pub enum DirError {
 /// it. A missing one is created 0700. The directory of default-named backups must be
 /// ours; one others can reach is made 0700, or refused when it is a shared (sticky)
 /// directory like `/tmp`. The directory of an `--output` must be ours or root's, and
-/// not writable by everyone unless sticky (where only a file's owner may rename it).
+/// not writable by its group or everyone unless sticky (where only a file's owner may
+/// rename it).
 pub fn prepare_dir(dir: &Path, use_of_dir: DirUse) -> Result<DirState, DirError> {
     let create = |source| DirError::Create {
         path: dir.to_path_buf(),
@@ -179,7 +181,8 @@ pub fn prepare_dir(dir: &Path, use_of_dir: DirUse) -> Result<DirState, DirError>
                 uid,
             });
         }
-        if mode & 0o002 != 0 && !sticky {
+        // A group is other accounts too: one of them could swap the backup as well.
+        if mode & 0o022 != 0 && !sticky {
             return Err(DirError::OutputDirWritable { dir, mode });
         }
         return Ok(DirState::AsItWas);

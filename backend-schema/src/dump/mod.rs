@@ -16,6 +16,7 @@ pub mod psql_restore;
 pub mod restore;
 pub mod schema;
 pub mod staging;
+pub mod stream;
 
 use std::collections::BTreeMap;
 use std::fs;

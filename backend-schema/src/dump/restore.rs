@@ -50,6 +50,8 @@ pub enum ArchiveCheck {
     HashMatches,
     /// There is no manifest: only the full read can be done.
     NoManifest,
+    /// The full read has read this many bytes of the archive's `total`.
+    Read { bytes: u64, total: u64 },
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -79,9 +81,13 @@ pub fn check_archive(
     manifest: Option<&Manifest>,
     progress: &mut dyn FnMut(ArchiveCheck),
 ) -> Result<(), CheckError> {
+    let total = std::fs::metadata(path).map(|m| m.len()).unwrap_or(0);
     let complete = match manifest {
         Some(manifest) => {
-            let (hash, complete) = hash_and_read(binaries, format, path, &manifest.tables);
+            let (hash, complete) =
+                hash_and_read(binaries, format, path, &manifest.tables, &mut |bytes| {
+                    progress(ArchiveCheck::Read { bytes, total })
+                });
             let (sha256, _) = hash.map_err(CheckError::Hash)?;
             if sha256 != manifest.sha256 {
                 return Err(CheckError::HashMismatch {
@@ -95,7 +101,9 @@ pub fn check_archive(
         }
         None => {
             progress(ArchiveCheck::NoManifest);
-            check_complete(binaries, format, path, &Default::default())
+            check_complete(binaries, format, path, &Default::default(), &mut |bytes| {
+                progress(ArchiveCheck::Read { bytes, total })
+            })
         }
     };
     complete.map_err(CheckError::Damaged)?;

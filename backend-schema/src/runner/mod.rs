@@ -891,24 +891,21 @@ fn lock_timed_out(err: &MigrateError) -> bool {
 }
 
 /// Sets `lock_timeout` and `statement_timeout` (when given) for the transaction
-/// (`local`) or the session.
+/// (`local`) or the session, in one round trip: a step's setup is on every step's path.
 fn set_timeouts(
     client: &mut impl GenericClient,
     options: &RunOptions,
     local: bool,
 ) -> Result<(), postgres::Error> {
     let lock_timeout = format!("{}ms", options.lock_timeout.as_millis());
+    let statement_timeout = options
+        .statement_timeout
+        .map(|timeout| format!("{}ms", timeout.as_millis()));
     client.execute(
-        "SELECT set_config('lock_timeout', $1, $2)",
-        &[&lock_timeout, &local],
+        "SELECT set_config('lock_timeout', $1, $3),
+                set_config('statement_timeout', coalesce($2, current_setting('statement_timeout')), $3)",
+        &[&lock_timeout, &statement_timeout, &local],
     )?;
-    if let Some(timeout) = options.statement_timeout {
-        let timeout = format!("{}ms", timeout.as_millis());
-        client.execute(
-            "SELECT set_config('statement_timeout', $1, $2)",
-            &[&timeout, &local],
-        )?;
-    }
     Ok(())
 }
 
