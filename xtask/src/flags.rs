@@ -356,7 +356,7 @@ pub struct Migrate {
 pub enum MigrateAction {
     /// Show the database's current revision(s)
     #[command(
-        after_help = "Example:\n  cargo xtask migrate current   # prints e.g. b2c3d4e5f6a7 (head)"
+        after_help = "Example:\n  cargo xtask migrate current   # prints e.g. b2c3d4e5f6a7 (head)\n\nExit status: 0, 1 on an error (or not at head with --check-heads), 4 when the database records a revision no migration defines"
     )]
     Current {
         /// Also show the URL, file paths and checksum status of every applied revision
