@@ -368,11 +368,15 @@ pub enum MigrateAction {
     },
     /// Compare the chain's head with the declarative schema; non-zero with a diff if they differ
     #[command(
-        after_help = "Example:\n  cargo xtask migrate check   # no database needed: both are built in a throwaway cluster"
+        after_help = "Examples:\n  cargo xtask migrate check   # no database needed: both are built in a throwaway cluster\n  cargo xtask migrate check --write-schema   # a migration written by hand: the schema files from head"
     )]
     Check {
         #[command(flatten)]
         schema: SchemaOpts,
+        /// When the schema files describe an earlier revision (the migrations are ahead of
+        /// them), write them from the chain's head instead of failing
+        #[arg(long)]
+        write_schema: bool,
     },
     /// List revisions, newest first
     #[command(
