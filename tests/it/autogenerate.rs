@@ -1219,3 +1219,51 @@ fn migrations_ahead_of_the_schema_files_are_named_and_write_schema_brings_check_
     assert!(run.stderr().contains("equals none"), "{}", run.text());
     assert_eq!(read_all(), edited, "nothing written");
 }
+
+#[test]
+fn write_schema_replaces_an_enum_type_in_place_and_refuses_other_objects_by_name() {
+    let ws = Workspace::new();
+    let dir = ws.path("m").join("c1d2e3f4a5b6_sms_queued_and_touch");
+    fs::create_dir_all(&dir).unwrap();
+    fs::write(
+        dir.join("migration.toml"),
+        format!(
+            "revision = \"c1d2e3f4a5b6\"\nrevises = [\"{}\"]\nmessage = \"queued SMS\"\n\
+             create_date = \"2025-11-20 09:00:00\"\ntransactional = true\n",
+            crate::support::chain_head()
+        ),
+    )
+    .unwrap();
+    let enum_value = "ALTER TYPE smsstatus ADD VALUE 'queued';\n";
+    let function = "CREATE FUNCTION touch_updated_at() RETURNS trigger LANGUAGE plpgsql AS $$\n\
+                    BEGIN NEW.updated_at := now(); RETURN NEW; END $$;\n";
+    fs::write(dir.join("up.sql"), format!("{enum_value}\n{function}")).unwrap();
+    fs::write(dir.join("down.sql"), "DROP FUNCTION touch_updated_at();\n").unwrap();
+    let types_before = fs::read_to_string(ws.path("s/types.sql")).unwrap();
+
+    let run = ws.run(&["migrate", "check", "--write-schema"]);
+    assert_eq!(run.code(), 1, "{}", run.text());
+    let err = run.stderr();
+    assert!(
+        err.contains("touch_updated_at") && err.contains("nothing was written"),
+        "{err}"
+    );
+    assert_eq!(
+        fs::read_to_string(ws.path("s/types.sql")).unwrap(),
+        types_before
+    );
+
+    // Without the function, the enum's statement is replaced where it stands.
+    fs::write(dir.join("up.sql"), enum_value).unwrap();
+    ws.run(&["migrate", "check", "--write-schema"]).success();
+    let types = fs::read_to_string(ws.path("s/types.sql")).unwrap();
+    assert_eq!(
+        types,
+        types_before.replace(
+            "'failed', 'undelivered');",
+            "'failed', 'undelivered', 'queued');"
+        ),
+        "only the one statement changed"
+    );
+    ws.run(&["migrate", "check"]).success();
+}
