@@ -1085,3 +1085,185 @@ fn a_column_collation_is_refused_by_name_and_check_sees_it() {
     let out = check.failure().stderr();
     assert!(out.contains("collate \"C\""), "{out}");
 }
+
+/// A migration written by hand, modelled on the upstream project's next revision (the AI
+/// usage log) plus a lead source enum: the schema files are left as they were.
+fn write_hand_migration(ws: &Workspace) -> &'static str {
+    const REVISION: &str = "h7a8b9c0d1e2";
+    let dir = ws
+        .path("m")
+        .join(format!("{REVISION}_ai_usage_logs_and_lead_source"));
+    fs::create_dir_all(&dir).unwrap();
+    fs::write(
+        dir.join("migration.toml"),
+        format!(
+            "revision = \"{REVISION}\"\nrevises = [\"{}\"]\nmessage = \"AI usage logs and lead source\"\n\
+             create_date = \"2025-11-19 14:00:00\"\ntransactional = true\n",
+            crate::support::chain_head()
+        ),
+    )
+    .unwrap();
+    fs::write(
+        dir.join("up.sql"),
+        "CREATE TYPE leadsource AS ENUM ('web', 'referral', 'import');\n\n\
+         ALTER TABLE leads ADD COLUMN source leadsource;\n\n\
+         CREATE TABLE ai_usage_logs (\n    id UUID NOT NULL,\n    tenant_id UUID NOT NULL,\n    \
+         user_id UUID,\n    operation VARCHAR(100) NOT NULL,\n    model VARCHAR(100) NOT NULL,\n    \
+         total_tokens INTEGER DEFAULT 0 NOT NULL,\n    cost_usd FLOAT,\n    lead_id UUID,\n    \
+         created_at TIMESTAMP WITH TIME ZONE DEFAULT now() NOT NULL,\n    PRIMARY KEY (id),\n    \
+         FOREIGN KEY (tenant_id) REFERENCES tenants (id) ON DELETE CASCADE,\n    \
+         FOREIGN KEY (user_id) REFERENCES users (id) ON DELETE SET NULL,\n    \
+         FOREIGN KEY (lead_id) REFERENCES leads (id) ON DELETE SET NULL\n);\n\n\
+         CREATE INDEX idx_ai_usage_logs_tenant_created ON ai_usage_logs (tenant_id, created_at);\n\n\
+         ALTER TABLE ai_usage_logs ENABLE ROW LEVEL SECURITY;\n\n\
+         CREATE POLICY ai_usage_log_tenant_isolation ON ai_usage_logs\n    \
+         USING (tenant_id = current_setting('app.current_tenant_id')::uuid);\n",
+    )
+    .unwrap();
+    fs::write(
+        dir.join("down.sql"),
+        "DROP TABLE ai_usage_logs;\n\nALTER TABLE leads DROP COLUMN source;\n\nDROP TYPE leadsource;\n",
+    )
+    .unwrap();
+    REVISION
+}
+
+#[test]
+fn migrations_ahead_of_the_schema_files_are_named_and_write_schema_brings_check_to_a_pass() {
+    let ws = Workspace::new();
+    let revision = write_hand_migration(&ws);
+    let read_all = || -> Vec<(String, String)> {
+        let mut files: Vec<(String, String)> = fs::read_dir(ws.path("s"))
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .map(|p| {
+                let text = fs::read_to_string(&p).unwrap();
+                (p.file_name().unwrap().to_string_lossy().into_owned(), text)
+            })
+            .collect();
+        files.sort();
+        files
+    };
+    let untouched = read_all();
+
+    let run = ws.run(&["migrate", "check"]);
+    assert_eq!(run.code(), 1, "{}", run.text());
+    let err = run.stderr();
+    assert!(
+        err.contains("the migrations are ahead of the schema files"),
+        "{err}"
+    );
+    assert!(
+        err.contains(&format!(
+            "describes revision {}, and {revision} after it is not in the files",
+            crate::support::chain_head()
+        )),
+        "{err}"
+    );
+    assert!(
+        err.contains("cargo xtask migrate check --write-schema"),
+        "{err}"
+    );
+    assert!(
+        !err.contains("DROP "),
+        "no statement undoing the work: {err}"
+    );
+    assert!(
+        !err.contains("`cargo xtask migrate revision --autogenerate"),
+        "autogenerate is not the advice: {err}"
+    );
+    assert_eq!(read_all(), untouched, "check alone writes nothing");
+
+    let run = ws.run(&["migrate", "check", "--write-schema"]);
+    let err = run.success().stderr();
+    assert!(err.contains("ai_usage_logs.sql"), "{err}");
+    assert!(err.contains("now matches the migrations' head"), "{err}");
+    let types = fs::read_to_string(ws.path("s/types.sql")).unwrap();
+    assert!(
+        types.contains("CREATE TYPE leadsource AS ENUM ('web', 'referral', 'import');")
+            && types.contains("CREATE TYPE abteststatus"),
+        "the new enum beside the old ones: {types}"
+    );
+    let logs = fs::read_to_string(ws.path("s/ai_usage_logs.sql")).unwrap();
+    assert!(
+        logs.contains("CREATE POLICY ai_usage_log_tenant_isolation"),
+        "{logs}"
+    );
+    let leads = fs::read_to_string(ws.path("s/leads.sql")).unwrap();
+    assert!(leads.contains("source public.leadsource"), "{leads}");
+    let unchanged: Vec<_> = untouched
+        .iter()
+        .filter(|(name, _)| !["types.sql", "leads.sql"].contains(&name.as_str()))
+        .collect();
+    let after = read_all();
+    for file in unchanged {
+        assert!(after.contains(file), "{} was rewritten", file.0);
+    }
+    ws.run(&["migrate", "check"]).success();
+    let run = ws.autogenerate(&[]);
+    assert!(
+        run.success().stderr().contains("no difference"),
+        "{}",
+        run.text()
+    );
+
+    // Files with changes of their own are never overwritten.
+    ws.edit(
+        "leads.sql",
+        "score integer NOT NULL,",
+        "score integer DEFAULT 0 NOT NULL,",
+    );
+    let edited = read_all();
+    let run = ws.run(&["migrate", "check", "--write-schema"]);
+    assert_eq!(run.code(), 1, "{}", run.text());
+    assert!(run.stderr().contains("equals none"), "{}", run.text());
+    assert_eq!(read_all(), edited, "nothing written");
+}
+
+#[test]
+fn write_schema_replaces_an_enum_type_in_place_and_refuses_other_objects_by_name() {
+    let ws = Workspace::new();
+    let dir = ws.path("m").join("c1d2e3f4a5b6_sms_queued_and_touch");
+    fs::create_dir_all(&dir).unwrap();
+    fs::write(
+        dir.join("migration.toml"),
+        format!(
+            "revision = \"c1d2e3f4a5b6\"\nrevises = [\"{}\"]\nmessage = \"queued SMS\"\n\
+             create_date = \"2025-11-20 09:00:00\"\ntransactional = true\n",
+            crate::support::chain_head()
+        ),
+    )
+    .unwrap();
+    let enum_value = "ALTER TYPE smsstatus ADD VALUE 'queued';\n";
+    let function = "CREATE FUNCTION touch_updated_at() RETURNS trigger LANGUAGE plpgsql AS $$\n\
+                    BEGIN NEW.updated_at := now(); RETURN NEW; END $$;\n";
+    fs::write(dir.join("up.sql"), format!("{enum_value}\n{function}")).unwrap();
+    fs::write(dir.join("down.sql"), "DROP FUNCTION touch_updated_at();\n").unwrap();
+    let types_before = fs::read_to_string(ws.path("s/types.sql")).unwrap();
+
+    let run = ws.run(&["migrate", "check", "--write-schema"]);
+    assert_eq!(run.code(), 1, "{}", run.text());
+    let err = run.stderr();
+    assert!(
+        err.contains("touch_updated_at") && err.contains("nothing was written"),
+        "{err}"
+    );
+    assert_eq!(
+        fs::read_to_string(ws.path("s/types.sql")).unwrap(),
+        types_before
+    );
+
+    // Without the function, the enum's statement is replaced where it stands.
+    fs::write(dir.join("up.sql"), enum_value).unwrap();
+    ws.run(&["migrate", "check", "--write-schema"]).success();
+    let types = fs::read_to_string(ws.path("s/types.sql")).unwrap();
+    assert_eq!(
+        types,
+        types_before.replace(
+            "'failed', 'undelivered');",
+            "'failed', 'undelivered', 'queued');"
+        ),
+        "only the one statement changed"
+    );
+    ws.run(&["migrate", "check"]).success();
+}

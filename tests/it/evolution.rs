@@ -127,7 +127,7 @@ fn run_tests(copy: &Path, names: &[&str], insta_update: &str) -> (bool, String) 
 }
 
 /// The workspace's sources: everything but build output and git's own files.
-fn copy_sources(from: &Path, to: &Path) {
+pub(crate) fn copy_sources(from: &Path, to: &Path) {
     fs::create_dir_all(to).unwrap();
     for entry in fs::read_dir(from).unwrap() {
         let entry = entry.unwrap();

@@ -412,6 +412,58 @@ fn a_failing_migration_leaves_the_previous_revision_and_names_file_and_line() {
     assert_eq!(locks, 0, "the migration lock is released after a failure");
 }
 
+/// `current` is what a person runs first when something is off: a revision this checkout
+/// lacks must not turn it into one more error, but say what it knows, with its own status.
+#[test]
+fn current_on_a_revision_no_file_knows_says_what_it_knows_and_exits_4() {
+    let db = TestDb::new();
+    db.xtask(&["migrate", "upgrade", "d724"]).success();
+    // A newer checkout recorded its revision beside ours (a second row, as a branch would).
+    db.client()
+        .batch_execute(
+            "INSERT INTO alembic_version (version_num) VALUES ('c0ffee000000');
+             INSERT INTO alembic_version_history (revision, operation, checksum, status, tool_version)
+             SELECT 'c0ffee000000', operation, checksum, status, 'a newer checkout' FROM alembic_version_history LIMIT 1",
+        )
+        .unwrap();
+    let before = db.snapshot();
+    for args in [
+        &["migrate", "current"][..],
+        &["migrate", "current", "--check-heads"],
+    ] {
+        let run = db.xtask(args);
+        assert_eq!(run.code(), 4, "{}", run.text());
+        let out = run.stdout();
+        assert!(out.contains("d724f366bbf2\n"), "{}", run.text());
+        assert!(
+            out.contains("c0ffee000000 (unknown: no migration defines it)"),
+            "{}",
+            run.text()
+        );
+        let err = run.stderr();
+        assert!(err.contains("database: "), "{err}");
+        assert!(
+            err.contains("can't locate revision identified by 'c0ffee000000'"),
+            "{err}"
+        );
+        assert!(
+            err.contains("alembic_version_history says it was applied at")
+                && err.contains("by a newer checkout"),
+            "{err}"
+        );
+        assert!(err.contains("cargo xtask migrate stamp --detect"), "{err}");
+        assert!(
+            err.contains("known revision(s) recorded beside it: d724f366bbf2"),
+            "{err}"
+        );
+        assert!(
+            err.contains(&format!("this checkout's head(s): {}", *HEAD)),
+            "{err}"
+        );
+    }
+    assert_eq!(db.snapshot(), before, "current writes nothing");
+}
+
 #[test]
 fn a_revision_no_file_knows_is_named_with_the_known_files() {
     let db = TestDb::new();

@@ -356,7 +356,7 @@ pub struct Migrate {
 pub enum MigrateAction {
     /// Show the database's current revision(s)
     #[command(
-        after_help = "Example:\n  cargo xtask migrate current   # prints e.g. b2c3d4e5f6a7 (head)"
+        after_help = "Example:\n  cargo xtask migrate current   # prints e.g. b2c3d4e5f6a7 (head)\n\nExit status: 0, 1 on an error (or not at head with --check-heads), 4 when the database records a revision no migration defines"
     )]
     Current {
         /// Also show the URL, file paths and checksum status of every applied revision
@@ -368,11 +368,15 @@ pub enum MigrateAction {
     },
     /// Compare the chain's head with the declarative schema; non-zero with a diff if they differ
     #[command(
-        after_help = "Example:\n  cargo xtask migrate check   # no database needed: both are built in a throwaway cluster"
+        after_help = "Examples:\n  cargo xtask migrate check   # no database needed: both are built in a throwaway cluster\n  cargo xtask migrate check --write-schema   # a migration written by hand: the schema files from head"
     )]
     Check {
         #[command(flatten)]
         schema: SchemaOpts,
+        /// When the schema files describe an earlier revision (the migrations are ahead of
+        /// them), write them from the chain's head instead of failing
+        #[arg(long)]
+        write_schema: bool,
     },
     /// List revisions, newest first
     #[command(

@@ -3,10 +3,12 @@
 //! computing the migration between the two (`plan`), split into migrations (`phases`)
 //! and proven on rows (`prove`), live here.
 
+pub mod behind;
 mod load;
 pub mod phases;
 pub mod plan;
 pub mod prove;
+pub mod write;
 
 pub use load::load;
 pub use prove::{prove, ProofError};

@@ -4,29 +4,51 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context as _};
+use backend_schema::declarative::behind::files_behind;
 use backend_schema::declarative::{self, phases, plan, Comparison, ProofError};
 use backend_schema::source::{write_migration, NewMigration};
 use backend_schema::RevisionGraph;
 
 /// Fails, with the catalog difference and the SQL that would close it, when the
-/// chain's head and the declarative schema differ.
-pub(super) fn check(graph: &RevisionGraph, schema: &Path) -> anyhow::Result<()> {
+/// chain's head and the declarative schema differ; when the schema files describe an
+/// earlier revision, says the migrations are ahead and, with `write_schema`, writes the
+/// files from head.
+pub(super) fn check(
+    graph: &RevisionGraph,
+    schema: &Path,
+    write_schema: bool,
+) -> anyhow::Result<()> {
     let pair = build_pair(graph, schema)?;
-    let diff = match pair.compare() {
-        Comparison::Equal => None,
-        Comparison::ColumnOrder { tables } => {
-            eprintln!("note: {}", declarative::column_order_note(&tables));
-            None
-        }
-        Comparison::Differs { diff } => Some(diff),
-    };
-    let Some(diff) = diff else {
+    let Some(diff) = difference(&pair) else {
         eprintln!(
             "the declarative schema matches the migrations' head ({})",
             graph.heads().join(", ")
         );
+        if write_schema {
+            eprintln!("--write-schema: nothing to write");
+        }
         return Ok(());
     };
+    eprintln!("looking for the revision the schema files describe...");
+    if let Some(behind) = files_behind(graph, &pair)? {
+        if write_schema {
+            return write_from_head(graph, schema, &pair);
+        }
+        bail!(
+            "the migrations are ahead of the schema files: {} describes revision {}, and {} after it {} not in the files              (a migration written by hand?). Write the schema files from head with `cargo xtask migrate check --write-schema`,              review the diff and commit it; autogenerate now would write a migration that undoes {}.              What the files lack (- only in the migrations, + only in the schema files):\n{diff}",
+            schema.display(),
+            behind.revision,
+            behind.ahead.join(", "),
+            if behind.ahead.len() == 1 { "is" } else { "are" },
+            if behind.ahead.len() == 1 { "it" } else { "them" },
+        );
+    }
+    if write_schema {
+        bail!(
+            "--write-schema writes the schema files only when they describe an earlier revision of the chain              (the migrations ahead of them); {} equals none, so it holds changes of its own that writing would lose.              Nothing was written: write the migration with `cargo xtask migrate revision --autogenerate -m \"...\"`,              or fix the schema files (- only in the migrations, + only in the schema files):\n{diff}",
+            schema.display()
+        );
+    }
     let sql = match plan::plan(
         &pair.head_catalog,
         &pair.declared_catalog,
@@ -168,6 +190,52 @@ pub(super) fn autogenerate(
         println!("{revision}");
     }
     eprintln!("proven: upgrading gives the declared schema, downgrading gives head again");
+    Ok(())
+}
+
+/// The catalog difference between head and the files, `None` when they are equal
+/// (column order aside, noted once).
+fn difference(pair: &declarative::SchemaPair) -> Option<String> {
+    match pair.compare() {
+        Comparison::Equal => None,
+        Comparison::ColumnOrder { tables } => {
+            eprintln!("note: {}", declarative::column_order_note(&tables));
+            None
+        }
+        Comparison::Differs { diff } => Some(diff),
+    }
+}
+
+/// `check --write-schema`: the files from head, then built and compared again.
+fn write_from_head(
+    graph: &RevisionGraph,
+    schema: &Path,
+    pair: &declarative::SchemaPair,
+) -> anyhow::Result<()> {
+    let files = declarative::read_schema(schema)?;
+    let written = declarative::write::write_from_head(pair, &files, schema).with_context(|| {
+        format!(
+            "cannot write {} from the migrations' head",
+            schema.display()
+        )
+    })?;
+    for path in &written.written {
+        eprintln!("wrote {}", path.display());
+    }
+    for path in &written.removed {
+        eprintln!("removed {} (its table is gone at head)", path.display());
+    }
+    let pair = build_pair(graph, schema)?;
+    if let Some(diff) = difference(&pair) {
+        bail!(
+            "wrote the schema files from head, but they still differ from it, which is a gap in --write-schema:              fix {} by hand (- only in the migrations, + only in the schema files):\n{diff}",
+            schema.display()
+        );
+    }
+    eprintln!(
+        "the declarative schema now matches the migrations' head ({}); review the diff and commit it",
+        graph.heads().join(", ")
+    );
     Ok(())
 }
 

@@ -1,9 +1,10 @@
 //! `current`: which database, its revision(s), how many migrations are pending, and any
-//! applied file edited since (which `upgrade` will refuse).
+//! applied file edited since (which `upgrade` will refuse); a revision this checkout does
+//! not know is reported with what is known about it and exit status 4.
 
 use anyhow::bail;
 use backend_schema::graph::RevisionGraph;
-use backend_schema::runner::{heads_text, Integrity, Migrator, RunOptions};
+use backend_schema::runner::{heads_text, Integrity, MigrateError, Migrator, RunOptions};
 
 use super::history::head_label;
 use super::APPLICATION_NAME;
@@ -22,7 +23,14 @@ pub(super) fn current(
     let mut client = target.connect(APPLICATION_NAME)?;
     eprintln!("database: {}", target.describe());
     let mut migrator = Migrator::new(&mut client, graph, RunOptions::default());
-    let heads = migrator.current()?;
+    let heads = match migrator.current() {
+        Ok(heads) => heads,
+        Err(unknown @ MigrateError::UnknownRevision { .. }) => {
+            let raw = migrator.raw_heads()?;
+            return Err(report_unknown(graph, &raw, &unknown));
+        }
+        Err(err) => return Err(err.into()),
+    };
     if heads.is_empty() {
         eprintln!("database is at base (no revision applied)");
     }
@@ -65,6 +73,33 @@ pub(super) fn current(
         );
     }
     Ok(())
+}
+
+/// Exit status of `current` when the database records a revision no migration defines: the
+/// answer (this checkout cannot place the database), distinct from a failure to ask.
+const UNKNOWN_REVISION: u8 = 4;
+
+/// What `current` can still say about a database at a revision the chain lacks: every
+/// recorded revision on stdout (the unknown marked), the error with its history and the
+/// way out, and the known ones beside it.
+fn report_unknown(graph: &RevisionGraph, raw: &[String], unknown: &MigrateError) -> anyhow::Error {
+    for head in raw {
+        match graph.get(head) {
+            Some(_) => println!("{}", head_label(graph, head)),
+            None => println!("{head} (unknown: no migration defines it)"),
+        }
+    }
+    eprintln!("{}: {unknown}", crate::style::error("error"));
+    let known: Vec<&str> = raw
+        .iter()
+        .filter(|h| graph.get(h).is_some())
+        .map(String::as_str)
+        .collect();
+    if !known.is_empty() {
+        eprintln!("known revision(s) recorded beside it: {}", known.join(", "));
+    }
+    eprintln!("this checkout's head(s): {}", graph.heads().join(", "));
+    anyhow::Error::new(crate::Quiet(UNKNOWN_REVISION))
 }
 
 fn print_integrity(graph: &RevisionGraph, integrity: &[(String, Integrity)]) {

@@ -49,8 +49,11 @@ impl Migrate {
                 verbose,
                 check_heads,
             } => current::current(&graph()?, &self.connect, verbose, check_heads)?,
-            MigrateAction::Check { schema } => {
-                autogenerate::check(&graph()?, &schema.dir())?;
+            MigrateAction::Check {
+                schema,
+                write_schema,
+            } => {
+                autogenerate::check(&graph()?, &schema.dir(), write_schema)?;
             }
             MigrateAction::Upgrade {
                 target,
