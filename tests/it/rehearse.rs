@@ -296,3 +296,22 @@ fn a_killed_rehearsals_dump_of_production_is_removed_by_the_next_one() {
         vec![std::ffi::OsString::from("bsc-rehearsal-running")]
     );
 }
+
+#[test]
+fn rehearse_with_a_report_path_it_cannot_write_refuses_before_dumping() {
+    let db = production_at("f5a2c3d8e9b1");
+    let dir = tempfile::tempdir().unwrap();
+    for path in [
+        dir.path().to_path_buf(),
+        dir.path().join("missing/release.md"),
+    ] {
+        let run = db.xtask(&["rehearse", "--report", path.to_str().unwrap()]);
+        eprintln!("{}", run.text());
+        assert_eq!(run.code(), 2, "{}", run.text());
+        assert!(
+            !run.stderr().contains("dumping the source"),
+            "{}",
+            run.text()
+        );
+    }
+}

@@ -11,7 +11,7 @@ mod report;
 use std::time::Duration;
 
 pub use copy::Source;
-pub use report::{duration, markdown, Commands};
+pub use report::{check_writable, duration, markdown, Commands};
 
 use crate::catalog::objects::Objects;
 use crate::declarative::plan::LockMode;
