@@ -315,3 +315,30 @@ fn rehearse_with_a_report_path_it_cannot_write_refuses_before_dumping() {
         );
     }
 }
+
+#[test]
+fn a_backup_that_fails_to_restore_names_pg_restores_error_once() {
+    use crate::restore_safety::{archive_int, crafted_archive};
+    // One row for a table the archive never creates: pg_restore's COPY fails.
+    let mut row = vec![1u8];
+    row.extend(archive_int(7));
+    row.extend(archive_int(2));
+    row.extend_from_slice(b"1\n");
+    row.extend(archive_int(0));
+    let dir = tempfile::tempdir().unwrap();
+    let dump = dir.path().join("production.dump");
+    std::fs::write(&dump, crafted_archive(None, &row)).unwrap();
+    let run = crate::support::xtask(&["rehearse", "--from-backup", dump.to_str().unwrap()]);
+    let err = run.stderr();
+    assert_eq!(run.code(), 2, "{}", run.text());
+    assert!(
+        err.contains("restoring production's copy into the throwaway cluster failed"),
+        "{err}"
+    );
+    assert_eq!(
+        err.matches(r#"relation "public.leads" does not exist"#)
+            .count(),
+        1,
+        "{err}"
+    );
+}

@@ -584,7 +584,7 @@ fn a_psql_without_restricted_mode_gets_no_plain_dump() {
 }
 
 /// pg_dump's integer as the custom format writes it with 4-byte integers.
-fn archive_int(value: i64) -> Vec<u8> {
+pub(crate) fn archive_int(value: i64) -> Vec<u8> {
     let mut out = vec![u8::from(value < 0)];
     out.extend_from_slice(&(value.unsigned_abs() as u32).to_le_bytes());
     out
@@ -599,7 +599,7 @@ fn archive_str(text: Option<&str>) -> Vec<u8> {
 
 /// A custom archive (version 1.14, uncompressed) with one table-data entry, whose TOC
 /// strings and data block `tail` follows: the start every crafted archive below shares.
-fn crafted_archive(database_name_length: Option<i64>, tail: &[u8]) -> Vec<u8> {
+pub(crate) fn crafted_archive(database_name_length: Option<i64>, tail: &[u8]) -> Vec<u8> {
     let mut out = b"PGDMP\x01\x0e\x00\x04\x08\x01".to_vec();
     out.extend(archive_int(0)); // no compression
     for _ in 0..7 {

@@ -169,7 +169,9 @@ pub enum RehearseError {
     Dump(#[from] crate::dump::backup::BackupError),
     #[error(transparent)]
     Check(#[from] crate::dump::restore::CheckError),
-    #[error("restoring production's copy into the throwaway cluster failed: {0}")]
+    // The cause is the source, which the chain prints: naming it here too printed
+    // pg_restore's errors twice.
+    #[error("restoring production's copy into the throwaway cluster failed")]
     Restore(#[from] crate::dump::restore::RestoreError),
     #[error(
         "{step} on the rehearsal's copy failed: {}",
@@ -185,7 +187,7 @@ pub enum RehearseError {
     Cluster(#[from] crate::ClusterError),
     #[error(transparent)]
     Target(#[from] crate::graph::TargetError),
-    #[error("reading drift on the copy: {0}")]
+    #[error("reading drift on the copy")]
     Drift(#[from] drift::DriftError),
     /// Before any migration ran: integrity checks, the migration lock.
     #[error(transparent)]
