@@ -707,3 +707,37 @@ fn a_crafted_archive_with_extreme_numbers_is_refused_as_damaged_in_little_memory
         assert_eq!(target.snapshot(), before, "{name}");
     }
 }
+
+#[test]
+fn a_compressed_dump_is_named_as_such_with_the_way_to_restore_it() {
+    let db = seeded();
+    let dir = tempfile::tempdir().unwrap();
+    plain_backup(&db, dir.path());
+    let plain = dir.path().join("b.sql").display().to_string();
+    // `pg_dump | gzip > backup.sql.gz`, the most common backup there is.
+    let status = std::process::Command::new("gzip")
+        .args(["--keep", &plain])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let gz = format!("{plain}.gz");
+    let target = TestDb::new();
+    let run = target.xtask(&["restore", &gz, "--yes"]);
+    let err = run.stderr();
+    assert_eq!(run.code(), 1, "{}", run.text());
+    assert!(
+        err.contains(&format!(
+            "{gz} is gzip-compressed: decompress it first (gunzip --keep {gz}) and pass the result"
+        )),
+        "{err}"
+    );
+    assert!(!err.contains("damaged"), "{err}");
+    assert!(target.snapshot().is_empty());
+    let run = crate::support::xtask(&["rehearse", "--from-backup", &gz]);
+    assert_eq!(run.code(), 2, "{}", run.text());
+    assert!(
+        run.stderr().contains("is gzip-compressed"),
+        "{}",
+        run.text()
+    );
+}
