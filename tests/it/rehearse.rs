@@ -342,3 +342,43 @@ fn a_backup_that_fails_to_restore_names_pg_restores_error_once() {
         "{err}"
     );
 }
+
+/// PostgreSQL's DETAIL quotes production's values (a duplicated key, a failing row):
+/// the console may show them to the one running the rehearsal, the report for the
+/// release ticket must not.
+#[test]
+fn production_values_quoted_by_an_error_stay_out_of_the_report() {
+    let migrations = copy_migrations();
+    let head = crate::support::chain_head();
+    add_migration(
+        migrations.path(),
+        "c0ffee000003_unique_lead_email_domain",
+        head,
+        "CREATE UNIQUE INDEX leads_email_domain ON leads ((split_part(email, '@', 2)));\n",
+        "DROP INDEX leads_email_domain;\n",
+    );
+    let db = production_at("head");
+    let report = migrations.path().join("release.md");
+    let run = db.xtask(&[
+        "rehearse",
+        "--migrations",
+        migrations.path().to_str().unwrap(),
+        "--report",
+        report.to_str().unwrap(),
+    ]);
+    assert_eq!(run.code(), 1, "{}", run.text());
+    let quoted = "(x.test) is duplicated";
+    assert!(run.stdout().contains(quoted), "{}", run.text());
+    let markdown = std::fs::read_to_string(&report).unwrap();
+    assert!(!markdown.contains("x.test"), "{markdown}");
+    assert!(
+        markdown.contains(
+            "detail: withheld from the report (it quotes production's data; the console showed it)"
+        ),
+        "{markdown}"
+    );
+    assert!(
+        markdown.contains("could not create unique index \"leads_email_domain\""),
+        "{markdown}"
+    );
+}

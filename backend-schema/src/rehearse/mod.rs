@@ -90,11 +90,14 @@ pub enum Outcome {
     UpgradeFailed {
         revision: String,
         error: String,
+        /// `error` without what it quotes of production's data, for the report.
+        report_error: String,
     },
     /// The downgrade back to the starting revision failed.
     DowngradeFailed {
         revision: String,
         error: String,
+        report_error: String,
     },
     /// The downgrade ran but left a schema other than the starting one.
     DowngradeDiffers {
@@ -283,6 +286,7 @@ pub fn rehearse(
                 rehearsal.outcome = Outcome::UpgradeFailed {
                     revision: step.revision.clone(),
                     error: err.to_string(),
+                    report_error: without_quoted_data(&err),
                 };
                 return Ok(Rehearsed::Ran(Box::new(rehearsal)));
             }
@@ -311,6 +315,7 @@ pub fn rehearse(
                 rehearsal.outcome = Outcome::DowngradeFailed {
                     revision: step.revision.clone(),
                     error: err.to_string(),
+                    report_error: without_quoted_data(&err),
                 };
                 return Ok(Rehearsed::Ran(Box::new(rehearsal)));
             }
@@ -325,6 +330,23 @@ pub fn rehearse(
         };
     }
     Ok(Rehearsed::Ran(Box::new(rehearsal)))
+}
+
+/// A failure as the report shows it: PostgreSQL's DETAIL quotes production's values (a
+/// duplicated key, a failing row), which do not belong in a release ticket; the console
+/// shows them to whoever ran the rehearsal.
+fn without_quoted_data(err: &MigrateError) -> String {
+    let text = err.to_string();
+    match err {
+        MigrateError::Statement(failure) => match &failure.detail {
+            Some(detail) => text.replace(
+                &format!("\n  detail: {detail}"),
+                "\n  detail: withheld from the report (it quotes production's data; the console showed it)",
+            ),
+            None => text,
+        },
+        _ => text,
+    }
 }
 
 /// What a plan destroys; a statement that fails in the dry run fails again in the real

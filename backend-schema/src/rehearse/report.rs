@@ -267,10 +267,18 @@ fn pending_count(r: &Rehearsal) -> usize {
 fn verdict(outcome: &Outcome) -> String {
     match outcome {
         Outcome::Passed => "**passed**: every migration ran on production's data and the downgrade gave back the starting schema".into(),
-        Outcome::UpgradeFailed { revision, error } => format!(
+        Outcome::UpgradeFailed {
+            revision,
+            report_error: error,
+            ..
+        } => format!(
             "**failed**: migration {revision} fails on production's data:\n\n```text\n{error}\n```"
         ),
-        Outcome::DowngradeFailed { revision, error } => format!(
+        Outcome::DowngradeFailed {
+            revision,
+            report_error: error,
+            ..
+        } => format!(
             "**failed**: the downgrade of {revision} fails on the upgraded data:\n\n```text\n{error}\n```"
         ),
         Outcome::DowngradeDiffers { .. } => {
