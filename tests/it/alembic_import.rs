@@ -599,3 +599,38 @@ fn a_killed_imports_staging_directory_is_swept_by_the_next_run() {
     assert!(!killed.exists());
     assert!(live.is_dir() && other.is_dir());
 }
+
+/// Alembic reads alembic.ini with Python's configparser: option names in any case, and
+/// `[DEFAULT]`'s options in every section. Either spelling of `version_locations`
+/// reaching beyond the versions directory is refused as the plain one is.
+#[test]
+fn version_locations_in_any_case_or_in_the_default_section_are_refused_too() {
+    for (from, to) in [
+        (
+            "version_path_separator = os\n",
+            "version_path_separator = os\nVersion_Locations = %(here)s/versions:%(here)s/billing_versions\n",
+        ),
+        (
+            "[alembic]\n",
+            "[DEFAULT]\nversion_locations = %(here)s/versions:%(here)s/billing_versions\n\n[alembic]\n",
+        ),
+    ] {
+        let project = fixture_copy(true);
+        let ini = project.path().join("alembic.ini");
+        edit(&ini, from, to);
+        let out = tempfile::tempdir().unwrap();
+        let into = out.path().join("migrations");
+        let run = import(
+            &[project.path(), &into],
+            Some(Path::new("/nonexistent/alembic")),
+        );
+        let stderr = run.failure().stderr();
+        assert!(
+            stderr.contains(
+                "alembic.ini sets version_locations = %(here)s/versions:%(here)s/billing_versions"
+            ),
+            "{to}: {stderr}"
+        );
+        assert!(!into.exists());
+    }
+}

@@ -725,3 +725,52 @@ fn the_stream_reader_refuses_every_cut_and_flipped_byte_of_a_real_dump() {
     longer.extend_from_slice(b"\x01junk");
     assert!(read_custom(&mut &longer[..], &mut |_| {}).unwrap().is_err());
 }
+
+#[test]
+fn a_directory_below_one_others_can_write_is_refused() {
+    let db = seeded();
+    let out = tempfile::tempdir().unwrap();
+    // Private and ours, but inside a directory anyone can write (not sticky): anyone can
+    // rename it away and put their own in its place between the check and the write.
+    let open = out.path().join("open");
+    fs::create_dir(&open).unwrap();
+    fs::set_permissions(&open, fs::Permissions::from_mode(0o777)).unwrap();
+    let backups = open.join("backups");
+    fs::create_dir(&backups).unwrap();
+    fs::set_permissions(&backups, fs::Permissions::from_mode(0o700)).unwrap();
+    // The same through a symlink kept in a private directory: the target's parents count.
+    let private = out.path().join("private");
+    fs::create_dir(&private).unwrap();
+    let link = private.join("link");
+    std::os::unix::fs::symlink(&backups, &link).unwrap();
+    let says = format!(
+        "{} (a parent of the backup's directory) is mode 0777 and not sticky: any account could rename the directory below it away and put its own in its place; no backup was written",
+        open.display()
+    );
+    for args in [
+        vec!["backup", "--output-dir", backups.to_str().unwrap()],
+        vec!["backup", "--output-dir", link.to_str().unwrap()],
+        vec![
+            "backup",
+            "--output",
+            backups.join("b.dump").to_str().unwrap().to_owned().leak(),
+        ],
+        // Not there yet: refused before anything is created under it.
+        vec![
+            "backup",
+            "--output-dir",
+            open.join("new").to_str().unwrap().to_owned().leak(),
+        ],
+    ] {
+        let run = db.xtask(&args);
+        let err = run.failure().stderr();
+        assert!(err.contains(&says), "{args:?}: {err}");
+        assert!(names_in(&backups).is_empty(), "{:?}", names_in(&backups));
+        assert_eq!(names_in(&open), ["backups"]);
+    }
+    // A sticky parent (like /tmp) is fine: only an entry's owner may rename it.
+    fs::set_permissions(&open, fs::Permissions::from_mode(0o1777)).unwrap();
+    db.xtask(&["backup", "--output-dir", backups.to_str().unwrap()])
+        .success();
+    assert_eq!(names_in(&backups).len(), 2);
+}

@@ -296,3 +296,89 @@ fn a_killed_rehearsals_dump_of_production_is_removed_by_the_next_one() {
         vec![std::ffi::OsString::from("bsc-rehearsal-running")]
     );
 }
+
+#[test]
+fn rehearse_with_a_report_path_it_cannot_write_refuses_before_dumping() {
+    let db = production_at("f5a2c3d8e9b1");
+    let dir = tempfile::tempdir().unwrap();
+    for path in [
+        dir.path().to_path_buf(),
+        dir.path().join("missing/release.md"),
+    ] {
+        let run = db.xtask(&["rehearse", "--report", path.to_str().unwrap()]);
+        eprintln!("{}", run.text());
+        assert_eq!(run.code(), 2, "{}", run.text());
+        assert!(
+            !run.stderr().contains("dumping the source"),
+            "{}",
+            run.text()
+        );
+    }
+}
+
+#[test]
+fn a_backup_that_fails_to_restore_names_pg_restores_error_once() {
+    use crate::restore_safety::{archive_int, crafted_archive};
+    // One row for a table the archive never creates: pg_restore's COPY fails.
+    let mut row = vec![1u8];
+    row.extend(archive_int(7));
+    row.extend(archive_int(2));
+    row.extend_from_slice(b"1\n");
+    row.extend(archive_int(0));
+    let dir = tempfile::tempdir().unwrap();
+    let dump = dir.path().join("production.dump");
+    std::fs::write(&dump, crafted_archive(None, &row)).unwrap();
+    let run = crate::support::xtask(&["rehearse", "--from-backup", dump.to_str().unwrap()]);
+    let err = run.stderr();
+    assert_eq!(run.code(), 2, "{}", run.text());
+    assert!(
+        err.contains("restoring production's copy into the throwaway cluster failed"),
+        "{err}"
+    );
+    assert_eq!(
+        err.matches(r#"relation "public.leads" does not exist"#)
+            .count(),
+        1,
+        "{err}"
+    );
+}
+
+/// PostgreSQL's DETAIL quotes production's values (a duplicated key, a failing row):
+/// the console may show them to the one running the rehearsal, the report for the
+/// release ticket must not.
+#[test]
+fn production_values_quoted_by_an_error_stay_out_of_the_report() {
+    let migrations = copy_migrations();
+    let head = crate::support::chain_head();
+    add_migration(
+        migrations.path(),
+        "c0ffee000003_unique_lead_email_domain",
+        head,
+        "CREATE UNIQUE INDEX leads_email_domain ON leads ((split_part(email, '@', 2)));\n",
+        "DROP INDEX leads_email_domain;\n",
+    );
+    let db = production_at("head");
+    let report = migrations.path().join("release.md");
+    let run = db.xtask(&[
+        "rehearse",
+        "--migrations",
+        migrations.path().to_str().unwrap(),
+        "--report",
+        report.to_str().unwrap(),
+    ]);
+    assert_eq!(run.code(), 1, "{}", run.text());
+    let quoted = "(x.test) is duplicated";
+    assert!(run.stdout().contains(quoted), "{}", run.text());
+    let markdown = std::fs::read_to_string(&report).unwrap();
+    assert!(!markdown.contains("x.test"), "{markdown}");
+    assert!(
+        markdown.contains(
+            "detail: withheld from the report (it quotes production's data; the console showed it)"
+        ),
+        "{markdown}"
+    );
+    assert!(
+        markdown.contains("could not create unique index \"leads_email_domain\""),
+        "{markdown}"
+    );
+}

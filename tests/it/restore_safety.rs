@@ -582,3 +582,162 @@ fn a_psql_without_restricted_mode_gets_no_plain_dump() {
     );
     assert!(target.snapshot().is_empty());
 }
+
+/// pg_dump's integer as the custom format writes it with 4-byte integers.
+pub(crate) fn archive_int(value: i64) -> Vec<u8> {
+    let mut out = vec![u8::from(value < 0)];
+    out.extend_from_slice(&(value.unsigned_abs() as u32).to_le_bytes());
+    out
+}
+
+fn archive_str(text: Option<&str>) -> Vec<u8> {
+    match text {
+        None => archive_int(-1),
+        Some(text) => [archive_int(text.len() as i64), text.as_bytes().to_vec()].concat(),
+    }
+}
+
+/// A custom archive (version 1.14, uncompressed) with one table-data entry, whose TOC
+/// strings and data block `tail` follows: the start every crafted archive below shares.
+pub(crate) fn crafted_archive(database_name_length: Option<i64>, tail: &[u8]) -> Vec<u8> {
+    let mut out = b"PGDMP\x01\x0e\x00\x04\x08\x01".to_vec();
+    out.extend(archive_int(0)); // no compression
+    for _ in 0..7 {
+        out.extend(archive_int(1));
+    }
+    if let Some(length) = database_name_length {
+        out.extend(archive_int(length));
+        out.extend_from_slice(b"app");
+        return out;
+    }
+    for text in ["app", "15.0", "15.0"] {
+        out.extend(archive_str(Some(text)));
+    }
+    out.extend(archive_int(1)); // one TOC entry
+    out.extend(archive_int(7)); // its dump ID
+    out.extend(archive_int(1));
+    for text in [Some("0"), Some("0"), Some("leads"), Some("TABLE DATA")] {
+        out.extend(archive_str(text));
+    }
+    out.extend(archive_int(3)); // the data section
+    for text in [
+        Some(""),
+        Some(""),
+        Some("COPY public.leads (id) FROM stdin;\n"),
+        Some("public"),
+        None,
+        None,
+        Some("app"),
+        Some("false"),
+        None,
+    ] {
+        out.extend(archive_str(text));
+    }
+    out.push(1); // offset not set
+    out.extend_from_slice(&[0; 8]);
+    out.extend_from_slice(tail);
+    out
+}
+
+#[test]
+fn a_crafted_archive_with_extreme_numbers_is_refused_as_damaged_in_little_memory() {
+    let target = TestDb::new();
+    let before = target.snapshot();
+    let dir = tempfile::tempdir().unwrap();
+    // A sane archive with one row, to show the crafting is right.
+    let mut row = vec![1u8]; // a data block
+    row.extend(archive_int(7));
+    row.extend(archive_int(2));
+    row.extend_from_slice(b"1\n");
+    row.extend(archive_int(0));
+    let mut negative_min = b"PGDMP\x01\x0e\x00\x08\x08\x01\x01".to_vec();
+    negative_min.extend_from_slice(&[0, 0, 0, 0, 0, 0, 0, 0x80]);
+    let mut huge_chunk = vec![1u8];
+    huge_chunk.extend(archive_int(7));
+    huge_chunk.extend(archive_int((1 << 30) - 1));
+    huge_chunk.extend_from_slice(b"1\n");
+    let cases: [(&str, Vec<u8>); 4] = [
+        ("sane.dump", crafted_archive(None, &row)),
+        // An 8-byte integer of -2^63: its negation overflows.
+        ("negative-min.dump", negative_min),
+        // Lengths near 1 GiB in a file of a few hundred bytes: nothing may be
+        // allocated ahead of the bytes that back it.
+        (
+            "huge-string.dump",
+            crafted_archive(Some((1 << 30) - 1), &[]),
+        ),
+        ("huge-chunk.dump", crafted_archive(None, &huge_chunk)),
+    ];
+    for (name, bytes) in cases {
+        let path = dir.path().join(name);
+        std::fs::write(&path, bytes).unwrap();
+        let mut command = crate::support::xtask_command(&[
+            "restore",
+            path.to_str().unwrap(),
+            "--yes",
+            "--database-url",
+            &target.url(),
+        ]);
+        // Far less address space than the lengths claim.
+        unsafe {
+            use std::os::unix::process::CommandExt as _;
+            command.pre_exec(|| {
+                let limit = libc::rlimit {
+                    rlim_cur: 512 << 20,
+                    rlim_max: 512 << 20,
+                };
+                if libc::setrlimit(libc::RLIMIT_AS, &limit) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+        let output = command.output().unwrap();
+        let err = String::from_utf8_lossy(&output.stderr);
+        if name == "sane.dump" {
+            assert!(
+                !err.contains("damaged") && !err.contains("truncated"),
+                "{name}: {err}"
+            );
+            continue;
+        }
+        assert_eq!(output.status.code(), Some(1), "{name}: {err}");
+        assert!(err.contains("the archive is damaged"), "{name}: {err}");
+        assert!(!err.contains("panicked"), "{name}: {err}");
+        assert_eq!(target.snapshot(), before, "{name}");
+    }
+}
+
+#[test]
+fn a_compressed_dump_is_named_as_such_with_the_way_to_restore_it() {
+    let db = seeded();
+    let dir = tempfile::tempdir().unwrap();
+    plain_backup(&db, dir.path());
+    let plain = dir.path().join("b.sql").display().to_string();
+    // `pg_dump | gzip > backup.sql.gz`, the most common backup there is.
+    let status = std::process::Command::new("gzip")
+        .args(["--keep", &plain])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let gz = format!("{plain}.gz");
+    let target = TestDb::new();
+    let run = target.xtask(&["restore", &gz, "--yes"]);
+    let err = run.stderr();
+    assert_eq!(run.code(), 1, "{}", run.text());
+    assert!(
+        err.contains(&format!(
+            "{gz} is gzip-compressed: decompress it first (gunzip --keep {gz}) and pass the result"
+        )),
+        "{err}"
+    );
+    assert!(!err.contains("damaged"), "{err}");
+    assert!(target.snapshot().is_empty());
+    let run = crate::support::xtask(&["rehearse", "--from-backup", &gz]);
+    assert_eq!(run.code(), 2, "{}", run.text());
+    assert!(
+        run.stderr().contains("is gzip-compressed"),
+        "{}",
+        run.text()
+    );
+}

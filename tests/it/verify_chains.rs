@@ -415,3 +415,31 @@ fn snapshots_kept_from_what_each_step_touched_equal_full_reads_on_every_chain() 
     );
     assert!(revisions > 60, "only {revisions} revisions checked");
 }
+
+/// A down migration that leaves an operator class, an operator or a text search
+/// configuration where the up moved it: only the indexes and checks that name them read
+/// differently, and their table was never written, yet verify must see each one.
+#[test]
+fn a_down_that_leaves_an_extension_an_operator_or_a_search_configuration_moved_fails() {
+    let fixture = root().join("tests/fixtures/touched_through_operators");
+    let down = "5c0f00000002_moves/down.sql";
+    let full = std::fs::read_to_string(fixture.join(down)).unwrap();
+    for (left, reads) in [
+        ("ALTER EXTENSION", "extensions.gin_trgm_ops"),
+        ("ALTER TEXT SEARCH", "'lead_words'::regconfig"),
+        ("ALTER OPERATOR", "OPERATOR(extensions.===)"),
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        copy_dir(&fixture, dir.path());
+        let kept: String = full
+            .lines()
+            .filter(|l| !l.starts_with(left))
+            .map(|l| format!("{l}\n"))
+            .collect();
+        std::fs::write(dir.path().join(down), kept).unwrap();
+        let report = verify_dir(dir.path(), &VerifyOptions::default(), &mut |_| {}).unwrap();
+        let moves = &report.revisions[1];
+        let roundtrip = moves.schema_roundtrip.as_deref().unwrap_or_default();
+        assert!(roundtrip.contains(reads), "{left}: {report:#?}");
+    }
+}

@@ -53,6 +53,14 @@ impl Rehearse {
     }
 
     fn rehearse(&self, sh: &Shell) -> anyhow::Result<Rehearsed> {
+        if let Some(path) = &self.report {
+            rehearse::check_writable(path).with_context(|| {
+                format!(
+                    "cannot write the report {}; nothing was rehearsed. Choose a --report file in a directory that exists",
+                    path.display()
+                )
+            })?;
+        }
         let binaries = PgBinaries::locate().map_err(|err| match crate::shipped::embedded() {
             Some(_) => anyhow::anyhow!(
                 "`rehearse` needs PostgreSQL's server programs (initdb, postgres, pg_dump, pg_restore) on this machine: {err}; \

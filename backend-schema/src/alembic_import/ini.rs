@@ -36,10 +36,17 @@ pub fn extra_version_locations(versions: &Path) -> Option<ExtraLocations> {
         .next()
 }
 
-/// `key`'s value in the `[alembic]` section, as configparser reads it (`=` or `:`,
-/// continuation lines indented, `#` and `;` comment lines, inline `  #` comments).
+/// `key`'s value as Alembic reads it with configparser: from the `[alembic]` section,
+/// else from `[DEFAULT]` (whose options every section has), the name in any case.
 fn setting(text: &str, key: &str) -> Option<String> {
-    let mut in_alembic = false;
+    setting_in(text, "alembic", key).or_else(|| setting_in(text, "DEFAULT", key))
+}
+
+/// `key`'s value in `section` (`=` or `:`, continuation lines indented, `#` and `;`
+/// comment lines, inline `  #` comments).
+fn setting_in(text: &str, section: &str, key: &str) -> Option<String> {
+    let header = format!("[{section}]");
+    let mut in_section = false;
     let mut value: Option<String> = None;
     for line in text.lines() {
         let trimmed = line.trim();
@@ -47,10 +54,10 @@ fn setting(text: &str, key: &str) -> Option<String> {
             if value.is_some() {
                 break;
             }
-            in_alembic = trimmed == "[alembic]";
+            in_section = trimmed == header;
             continue;
         }
-        if !in_alembic || trimmed.starts_with('#') || trimmed.starts_with(';') {
+        if !in_section || trimmed.starts_with('#') || trimmed.starts_with(';') {
             continue;
         }
         if let Some(found) = value.as_mut() {
@@ -64,7 +71,8 @@ fn setting(text: &str, key: &str) -> Option<String> {
         let Some(position) = trimmed.find(['=', ':']) else {
             continue;
         };
-        if trimmed[..position].trim() == key {
+        // configparser lowers every option name.
+        if trimmed[..position].trim().eq_ignore_ascii_case(key) {
             value = Some(strip_comment(trimmed[position + 1..].trim()).to_string());
         }
     }

@@ -137,6 +137,14 @@ pub enum DirError {
         who = if mode & 0o002 != 0 { "any account" } else { "every account in its group" }
     )]
     OutputDirWritable { dir: PathBuf, mode: u32 },
+    #[error(
+        "{} (a parent of the backup's directory) is mode {mode:04o} and not sticky: {who} could rename the directory below it away and put its own in its place; no backup was written. \
+         Choose a directory whose parents others cannot write (or run `chmod go-w {}`)",
+        parent.display(),
+        parent.display(),
+        who = if mode & 0o002 != 0 { "any account" } else { "every account in its group" }
+    )]
+    ParentWritable { parent: PathBuf, mode: u32 },
 }
 
 /// Makes sure `dir` exists and no other account (but root) could change what lands in
@@ -150,6 +158,9 @@ pub fn prepare_dir(dir: &Path, use_of_dir: DirUse) -> Result<DirState, DirError>
         path: dir.to_path_buf(),
         source,
     };
+    if let Some((parent, mode)) = writable_parent(dir) {
+        return Err(DirError::ParentWritable { parent, mode });
+    }
     let metadata = match fs::metadata(dir) {
         Ok(metadata) => metadata,
         Err(err) if err.kind() == io::ErrorKind::NotFound => {
@@ -209,6 +220,26 @@ pub fn prepare_dir(dir: &Path, use_of_dir: DirUse) -> Result<DirState, DirError>
         }
     })?;
     Ok(DirState::MadePrivate { was: mode })
+}
+
+/// The first existing directory above `dir` that its group or everyone can write and
+/// that is not sticky: whoever can write it can swap `dir` itself after every check of
+/// `dir`. Both the parents as written and those of where symlinks lead count.
+fn writable_parent(dir: &Path) -> Option<(PathBuf, u32)> {
+    let absolute = std::env::current_dir().ok()?.join(dir);
+    let mut parents: Vec<PathBuf> = Vec::new();
+    for at in absolute.ancestors() {
+        if at != absolute {
+            parents.push(at.to_path_buf());
+        }
+        if let Ok(real) = fs::canonicalize(at) {
+            parents.extend(real.ancestors().skip(1).map(Path::to_path_buf));
+        }
+    }
+    parents.into_iter().find_map(|parent| {
+        let mode = fs::metadata(&parent).ok()?.mode() & 0o7777;
+        (mode & 0o022 != 0 && mode & libc::S_ISVTX == 0).then_some((parent, mode))
+    })
 }
 
 /// Whether anything at all holds `path`: a file, a directory, or a symlink, dangling or not.

@@ -66,14 +66,49 @@ impl DumpFormat {
                 ))
             };
         }
-        let mut magic = [0u8; 5];
-        let read = fs::File::open(path)?.read(&mut magic)?;
-        Ok(if read == 5 && &magic == b"PGDMP" {
+        let mut magic = [0u8; 6];
+        let mut read = 0;
+        let mut file = fs::File::open(path)?;
+        while read < magic.len() {
+            match file.read(&mut magic[read..])? {
+                0 => break,
+                n => read += n,
+            }
+        }
+        let magic = &magic[..read];
+        // A plain dump piped through a compressor would otherwise be read as SQL and
+        // called damaged (it has no completion line); say what it is and what to run.
+        if let Some((name, tool)) = compressed(magic) {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!(
+                    "{} is {name}-compressed: decompress it first ({tool} --keep {}) and pass the result",
+                    path.display(),
+                    path.display()
+                ),
+            ));
+        }
+        Ok(if magic.starts_with(b"PGDMP") {
             DumpFormat::Custom
         } else {
             DumpFormat::Plain
         })
     }
+}
+
+/// The compressor whose magic number `start` begins with, and the program that undoes it.
+fn compressed(start: &[u8]) -> Option<(&'static str, &'static str)> {
+    const MAGICS: [(&[u8], &str, &str); 5] = [
+        (b"\x1f\x8b", "gzip", "gunzip"),
+        (b"\x28\xb5\x2f\xfd", "zstd", "unzstd"),
+        (b"\xfd7zXZ\x00", "xz", "unxz"),
+        (b"BZh", "bzip2", "bunzip2"),
+        (b"\x04\x22\x4d\x18", "lz4", "unlz4"),
+    ];
+    MAGICS
+        .iter()
+        .find(|(magic, _, _)| start.starts_with(magic))
+        .map(|(_, name, tool)| (*name, *tool))
 }
 
 /// The JSON manifest beside every backup.

@@ -263,7 +263,6 @@ impl<R: Read> Reader<'_, R> {
     /// the compression stream must end exactly with the last chunk.
     fn chunks(&mut self, compressed: bool, what: &str) -> Result<(), Failure> {
         let mut inflate = compressed.then(|| Decompress::new(true));
-        let mut chunk = Vec::new();
         let mut out = vec![0u8; 256 * 1024];
         let mut ended = false;
         loop {
@@ -271,30 +270,47 @@ impl<R: Read> Reader<'_, R> {
             if length == 0 {
                 break;
             }
-            let length = usize::try_from(length)
-                .ok()
-                .filter(|l| *l <= 1 << 30)
-                .ok_or_else(|| damaged(format!("{what}: a chunk of {length} bytes")))?;
-            chunk.resize(length, 0);
-            self.exact(&mut chunk)?;
-            let Some(inflate) = inflate.as_mut() else {
-                continue;
-            };
-            let mut input = &chunk[..];
-            while !input.is_empty() {
-                if ended {
-                    return Err(damaged(format!("{what}: data after its end")));
+            let length = u64::try_from(length)
+                .map_err(|_| damaged(format!("{what}: a chunk of {length} bytes")))?;
+            self.pieces(length, &mut |mut input| {
+                let Some(inflate) = inflate.as_mut() else {
+                    return Ok(());
+                };
+                while !input.is_empty() {
+                    if ended {
+                        return Err(damaged(format!("{what}: data after its end")));
+                    }
+                    let before = inflate.total_in();
+                    let status = inflate
+                        .decompress(input, &mut out, FlushDecompress::None)
+                        .map_err(|err| damaged(format!("{what}: {err}")))?;
+                    input = &input[(inflate.total_in() - before) as usize..];
+                    ended = status == Status::StreamEnd;
                 }
-                let before = inflate.total_in();
-                let status = inflate
-                    .decompress(input, &mut out, FlushDecompress::None)
-                    .map_err(|err| damaged(format!("{what}: {err}")))?;
-                input = &input[(inflate.total_in() - before) as usize..];
-                ended = status == Status::StreamEnd;
-            }
+                Ok(())
+            })?;
         }
         if inflate.is_some() && !ended {
             return Err(damaged(format!("{what}: its compressed data stops early")));
+        }
+        Ok(())
+    }
+
+    /// `length` bytes handed to `each` a bounded piece at a time: a length field is only
+    /// a claim, so no buffer of its size is made before the bytes behind it arrive (a
+    /// crafted archive of a few bytes could otherwise ask for gigabytes).
+    fn pieces(
+        &mut self,
+        length: u64,
+        each: &mut dyn FnMut(&[u8]) -> Result<(), Failure>,
+    ) -> Result<(), Failure> {
+        let mut buf = [0u8; 64 * 1024];
+        let mut left = length;
+        while left > 0 {
+            let n = usize::try_from(left).map_or(buf.len(), |l| l.min(buf.len()));
+            self.exact(&mut buf[..n])?;
+            each(&buf[..n])?;
+            left -= n as u64;
         }
         Ok(())
     }
@@ -318,7 +334,13 @@ impl<R: Read> Reader<'_, R> {
         for i in 0..self.int_size {
             value |= i64::from(self.byte()?) << (8 * i);
         }
-        Ok(if negative { -value } else { value })
+        if !negative {
+            return Ok(value);
+        }
+        // Eight bytes can hold -2^63, which has no negation.
+        value
+            .checked_neg()
+            .ok_or_else(|| damaged(format!("an integer out of range at byte {}", self.at)))
     }
 
     /// pg_dump's string: a length (-1 for NULL), then the bytes.
@@ -327,12 +349,11 @@ impl<R: Read> Reader<'_, R> {
         if length < 0 {
             return Ok(None);
         }
-        let length = usize::try_from(length)
-            .ok()
-            .filter(|l| *l <= 1 << 30)
-            .ok_or_else(|| damaged(format!("a string of {length} bytes")))?;
-        let mut bytes = vec![0u8; length];
-        self.exact(&mut bytes)?;
+        let mut bytes = Vec::new();
+        self.pieces(length as u64, &mut |piece| {
+            bytes.extend_from_slice(piece);
+            Ok(())
+        })?;
         Ok(Some(String::from_utf8_lossy(&bytes).into_owned()))
     }
 }

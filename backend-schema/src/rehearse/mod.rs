@@ -11,7 +11,7 @@ mod report;
 use std::time::Duration;
 
 pub use copy::Source;
-pub use report::{duration, markdown, Commands};
+pub use report::{check_writable, duration, markdown, Commands};
 
 use crate::catalog::objects::Objects;
 use crate::declarative::plan::LockMode;
@@ -90,11 +90,14 @@ pub enum Outcome {
     UpgradeFailed {
         revision: String,
         error: String,
+        /// `error` without what it quotes of production's data, for the report.
+        report_error: String,
     },
     /// The downgrade back to the starting revision failed.
     DowngradeFailed {
         revision: String,
         error: String,
+        report_error: String,
     },
     /// The downgrade ran but left a schema other than the starting one.
     DowngradeDiffers {
@@ -169,7 +172,9 @@ pub enum RehearseError {
     Dump(#[from] crate::dump::backup::BackupError),
     #[error(transparent)]
     Check(#[from] crate::dump::restore::CheckError),
-    #[error("restoring production's copy into the throwaway cluster failed: {0}")]
+    // The cause is the source, which the chain prints: naming it here too printed
+    // pg_restore's errors twice.
+    #[error("restoring production's copy into the throwaway cluster failed")]
     Restore(#[from] crate::dump::restore::RestoreError),
     #[error(
         "{step} on the rehearsal's copy failed: {}",
@@ -185,7 +190,7 @@ pub enum RehearseError {
     Cluster(#[from] crate::ClusterError),
     #[error(transparent)]
     Target(#[from] crate::graph::TargetError),
-    #[error("reading drift on the copy: {0}")]
+    #[error("reading drift on the copy")]
     Drift(#[from] drift::DriftError),
     /// Before any migration ran: integrity checks, the migration lock.
     #[error(transparent)]
@@ -281,6 +286,7 @@ pub fn rehearse(
                 rehearsal.outcome = Outcome::UpgradeFailed {
                     revision: step.revision.clone(),
                     error: err.to_string(),
+                    report_error: without_quoted_data(&err),
                 };
                 return Ok(Rehearsed::Ran(Box::new(rehearsal)));
             }
@@ -309,6 +315,7 @@ pub fn rehearse(
                 rehearsal.outcome = Outcome::DowngradeFailed {
                     revision: step.revision.clone(),
                     error: err.to_string(),
+                    report_error: without_quoted_data(&err),
                 };
                 return Ok(Rehearsed::Ran(Box::new(rehearsal)));
             }
@@ -323,6 +330,23 @@ pub fn rehearse(
         };
     }
     Ok(Rehearsed::Ran(Box::new(rehearsal)))
+}
+
+/// A failure as the report shows it: PostgreSQL's DETAIL quotes production's values (a
+/// duplicated key, a failing row), which do not belong in a release ticket; the console
+/// shows them to whoever ran the rehearsal.
+fn without_quoted_data(err: &MigrateError) -> String {
+    let text = err.to_string();
+    match err {
+        MigrateError::Statement(failure) => match &failure.detail {
+            Some(detail) => text.replace(
+                &format!("\n  detail: {detail}"),
+                "\n  detail: withheld from the report (it quotes production's data; the console showed it)",
+            ),
+            None => text,
+        },
+        _ => text,
+    }
 }
 
 /// What a plan destroys; a statement that fails in the dry run fails again in the real

@@ -3,6 +3,8 @@
 //! exact commands of the release and of its rollback.
 
 use std::fmt::Write as _;
+use std::io;
+use std::path::Path;
 use std::time::Duration;
 
 use super::{MigrationRun, Outcome, Rehearsal};
@@ -13,6 +15,29 @@ use crate::runner::heads_text;
 pub struct Commands {
     /// `cargo xtask`, or the shipped binary's name.
     pub program: String,
+}
+
+/// Whether the report can be written at `path`, asked before the rehearsal (which can
+/// take hours) rather than found out after it: an existing file is opened for writing
+/// (not truncated), a new one is tried in its directory and removed.
+pub fn check_writable(path: &Path) -> io::Result<()> {
+    if path.is_dir() {
+        return Err(io::Error::new(
+            io::ErrorKind::IsADirectory,
+            "Is a directory",
+        ));
+    }
+    if path.exists() {
+        return std::fs::OpenOptions::new().write(true).open(path).map(drop);
+    }
+    let dir = match path.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() => dir,
+        _ => Path::new("."),
+    };
+    tempfile::Builder::new()
+        .prefix(".rehearsal-report-check")
+        .tempfile_in(dir)
+        .map(drop)
 }
 
 /// `12 ms`, `1.25 s`.
@@ -242,10 +267,18 @@ fn pending_count(r: &Rehearsal) -> usize {
 fn verdict(outcome: &Outcome) -> String {
     match outcome {
         Outcome::Passed => "**passed**: every migration ran on production's data and the downgrade gave back the starting schema".into(),
-        Outcome::UpgradeFailed { revision, error } => format!(
+        Outcome::UpgradeFailed {
+            revision,
+            report_error: error,
+            ..
+        } => format!(
             "**failed**: migration {revision} fails on production's data:\n\n```text\n{error}\n```"
         ),
-        Outcome::DowngradeFailed { revision, error } => format!(
+        Outcome::DowngradeFailed {
+            revision,
+            report_error: error,
+            ..
+        } => format!(
             "**failed**: the downgrade of {revision} fails on the upgraded data:\n\n```text\n{error}\n```"
         ),
         Outcome::DowngradeDiffers { .. } => {

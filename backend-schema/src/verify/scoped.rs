@@ -5,8 +5,10 @@
 //! A relation counts as touched when a catalog row about it was written after the mark
 //! taken with the previous snapshot (its `xmin` is a later transaction: new, altered,
 //! renamed), when it depends through `pg_depend` on anything written (a renamed type,
-//! function, sequence or referenced table changes how its columns, defaults, checks,
-//! foreign keys, triggers, policies or view text read), or when the number of its
+//! function, sequence or referenced table, an operator, operator class or text search
+//! configuration moved or renamed, as `ALTER EXTENSION ... SET SCHEMA` moves them,
+//! changes how its columns, defaults, checks, foreign keys, indexes, triggers, policies
+//! or view text read), or when the number of its
 //! constraints, indexes, policies, triggers, defaults or comments changed (a drop leaves
 //! no row behind to find by `xmin`). Relations that are gone are removed. Types,
 //! sequences, functions and extensions are read whole every time; a role created or
@@ -168,6 +170,10 @@ fn written_since(
            UNION SELECT 'pg_proc'::regclass::oid, oid FROM pg_proc WHERE xmin::text::int8 >= $1
            UNION SELECT 'pg_namespace'::regclass::oid, oid FROM pg_namespace WHERE xmin::text::int8 >= $1
            UNION SELECT 'pg_collation'::regclass::oid, oid FROM pg_collation WHERE xmin::text::int8 >= $1
+           UNION SELECT 'pg_opclass'::regclass::oid, oid FROM pg_opclass WHERE xmin::text::int8 >= $1
+           UNION SELECT 'pg_operator'::regclass::oid, oid FROM pg_operator WHERE xmin::text::int8 >= $1
+           UNION SELECT 'pg_ts_config'::regclass::oid, oid FROM pg_ts_config WHERE xmin::text::int8 >= $1
+           UNION SELECT 'pg_ts_dict'::regclass::oid, oid FROM pg_ts_dict WHERE xmin::text::int8 >= $1
          ), touched(classid, objid) AS (
                  SELECT classid, objid FROM written
            UNION SELECT d.classid, d.objid FROM pg_depend d
