@@ -315,12 +315,18 @@ fn part_of(line: &str) -> (String, String) {
         let grantee = line.rsplit(" to ").next().unwrap_or_default();
         return ("grant".into(), format!("grant to {grantee}"));
     }
-    if let Some(rest) = line.strip_prefix("comment on column ") {
-        let column = rest.split(':').next().unwrap_or_default();
-        return ("comment".into(), column.to_string());
-    }
-    if line.starts_with("comment on table") {
-        return ("comment".into(), String::new());
+    // `comment on index ix: text` names its part; `comment on table: text` is the
+    // object's own.
+    if let Some(rest) = line.strip_prefix("comment on ") {
+        let target = rest.split(':').next().unwrap_or_default();
+        let mut words = target.split_whitespace();
+        let part = match words.next() {
+            Some("column" | "index" | "constraint" | "policy" | "trigger") => {
+                words.next().unwrap_or_default()
+            }
+            _ => "",
+        };
+        return ("comment".into(), part.to_string());
     }
     if line.starts_with("row level security") {
         return ("row level security".into(), String::new());

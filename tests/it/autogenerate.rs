@@ -550,6 +550,89 @@ fn comments_on_tables_and_columns() {
     );
 }
 
+/// Comments on indexes, keys, policies and enum types are part of the schema: `check`
+/// fails when the chain lacks one, and autogenerate writes each after the statement
+/// that creates its object (after a concurrent build: in the next, transactional
+/// migration), or alone for an object that stays.
+#[test]
+fn comments_on_indexes_constraints_policies_and_enum_types() {
+    let ws = Workspace::new();
+    ws.append(
+        "leads.sql",
+        "\nCOMMENT ON INDEX idx_leads_tenant_score IS 'the leads board, best first';\n",
+    );
+    let run = ws.run(&["migrate", "check"]);
+    let err = run.failure().stderr();
+    assert!(err.contains("~ table leads"), "{err}");
+    assert!(
+        err.contains("+ comment on index idx_leads_tenant_score: the leads board, best first"),
+        "{err}"
+    );
+    ws.append(
+        "leads.sql",
+        "COMMENT ON CONSTRAINT uq_leads_tenant_email ON leads IS 'one lead per address and tenant';\n\
+         COMMENT ON POLICY lead_tenant_isolation ON leads IS 'a tenant sees its own leads';\n\
+         CREATE INDEX idx_leads_tenant_created ON leads (tenant_id, created_at);\n\
+         COMMENT ON INDEX idx_leads_tenant_created IS 'newest leads';\n",
+    );
+    ws.append(
+        "types.sql",
+        "\nCOMMENT ON TYPE smsstatus IS 'what the SMS gateway said';\n",
+    );
+    fs::write(
+        ws.path("s").join("lead_labels.sql"),
+        "CREATE TABLE lead_labels (
+    id      uuid PRIMARY KEY,
+    lead_id uuid NOT NULL REFERENCES leads(id) ON DELETE CASCADE,
+    label   text NOT NULL,
+    CONSTRAINT lead_labels_label_check CHECK (label <> '')
+);
+CREATE INDEX idx_lead_labels_lead_id ON lead_labels (lead_id);
+COMMENT ON INDEX idx_lead_labels_lead_id IS 'labels of a lead';
+COMMENT ON CONSTRAINT lead_labels_label_check ON lead_labels IS 'no empty labels';
+COMMENT ON INDEX lead_labels_pkey IS 'by id';
+",
+    )
+    .unwrap();
+    let generated = ws.generate_and_check_each(&[]);
+    assert_eq!(generated.len(), 3, "{generated:#?}");
+    let (ddl, concurrent, attach) = (&generated[0].0, &generated[1].0, &generated[2].0);
+    for line in [
+        "COMMENT ON INDEX idx_leads_tenant_score IS 'the leads board, best first';",
+        "COMMENT ON CONSTRAINT uq_leads_tenant_email ON leads IS 'one lead per address and tenant'; -- AccessShareLock on leads; catalog only",
+        "COMMENT ON POLICY lead_tenant_isolation ON leads IS 'a tenant sees its own leads'; -- AccessShareLock on leads; catalog only",
+        "COMMENT ON TYPE smsstatus IS 'what the SMS gateway said';",
+        "COMMENT ON INDEX idx_lead_labels_lead_id IS 'labels of a lead';",
+        "COMMENT ON INDEX lead_labels_pkey IS 'by id';",
+        "COMMENT ON CONSTRAINT lead_labels_label_check ON lead_labels IS 'no empty labels';",
+    ] {
+        assert!(ddl.contains(line), "{line}\n{ddl}");
+    }
+    // The new table's objects exist before their comments.
+    let at = |text: &str| ddl.find(text).unwrap_or_else(|| panic!("{text}\n{ddl}"));
+    assert!(
+        at("CREATE INDEX idx_lead_labels_lead_id") < at("COMMENT ON INDEX idx_lead_labels_lead_id")
+    );
+    assert!(at("ADD CONSTRAINT lead_labels_pkey") < at("COMMENT ON INDEX lead_labels_pkey"));
+    assert!(
+        concurrent.contains("CREATE INDEX CONCURRENTLY idx_leads_tenant_created"),
+        "{concurrent}"
+    );
+    assert!(!concurrent.contains("COMMENT"), "{concurrent}");
+    assert!(
+        attach.contains("COMMENT ON INDEX idx_leads_tenant_created IS 'newest leads';"),
+        "{attach}"
+    );
+    let downs: Vec<&String> = generated.iter().map(|g| &g.1).collect();
+    assert!(
+        downs[0].contains("COMMENT ON INDEX idx_leads_tenant_score IS NULL;")
+            && downs[0].contains("COMMENT ON TYPE smsstatus IS NULL;")
+            && downs[2].contains("COMMENT ON INDEX idx_leads_tenant_created IS NULL;"),
+        "{downs:#?}"
+    );
+    assert_locks_as_planned(&ws, &generated);
+}
+
 #[test]
 fn dropping_a_column_needs_allow_drop_and_suggests_a_rename() {
     let ws = Workspace::new();

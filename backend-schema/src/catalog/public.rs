@@ -13,6 +13,8 @@ use super::objects::{self, Identity, Objects, RelKind};
 pub struct Catalog {
     /// Enum type -> its values in order.
     pub enums: BTreeMap<String, Vec<String>>,
+    /// Enum type -> its comment.
+    pub enum_comments: BTreeMap<String, String>,
     pub tables: BTreeMap<String, Table>,
 }
 
@@ -28,6 +30,11 @@ pub struct Table {
     pub force_row_security: bool,
     pub policies: BTreeMap<String, Policy>,
     pub comment: Option<String>,
+    /// Comments on the table's objects, by name, apart from the objects themselves: a
+    /// new comment is a `COMMENT ON`, not a rebuilt index or constraint.
+    pub index_comments: BTreeMap<String, String>,
+    pub constraint_comments: BTreeMap<String, String>,
+    pub policy_comments: BTreeMap<String, String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -89,6 +96,11 @@ impl Catalog {
         let mut catalog = Catalog::default();
         for e in objects.enums.iter().filter(|e| in_public(&e.schema)) {
             catalog.enums.insert(e.name.clone(), e.labels.clone());
+            if let Some(comment) = &e.comment {
+                catalog
+                    .enum_comments
+                    .insert(e.name.clone(), comment.clone());
+            }
         }
         for relation in &objects.relations {
             if !in_public(&relation.schema) || relation.kind != RelKind::Table {
@@ -129,6 +141,11 @@ impl Catalog {
                 continue;
             }
             if let Some(table) = catalog.public_table(&k.schema, &k.table) {
+                if let Some(comment) = &k.comment {
+                    table
+                        .constraint_comments
+                        .insert(k.name.clone(), comment.clone());
+                }
                 table.constraints.insert(
                     k.name.clone(),
                     Constraint {
@@ -141,15 +158,27 @@ impl Catalog {
                 );
             }
         }
-        for index in objects.indexes.iter().filter(|i| !i.backs_constraint) {
+        for index in &objects.indexes {
             if let Some(table) = catalog.public_table(&index.schema, &index.table) {
-                table
-                    .indexes
-                    .insert(index.name.clone(), index.definition.clone());
+                if let Some(comment) = &index.comment {
+                    table
+                        .index_comments
+                        .insert(index.name.clone(), comment.clone());
+                }
+                if !index.backs_constraint {
+                    table
+                        .indexes
+                        .insert(index.name.clone(), index.definition.clone());
+                }
             }
         }
         for p in &objects.policies {
             if let Some(table) = catalog.public_table(&p.schema, &p.table) {
+                if let Some(comment) = &p.comment {
+                    table
+                        .policy_comments
+                        .insert(p.name.clone(), comment.clone());
+                }
                 table.policies.insert(
                     p.name.clone(),
                     Policy {

@@ -782,6 +782,23 @@ fn plan_with(
     for (name, old, new) in &kept {
         comments(&mut plan, name, old, new);
     }
+    for name in to.enums.keys() {
+        let created = created_in(&plan, &[format!("CREATE TYPE {} ", ident(name))]);
+        let before = from.enum_comments.get(name);
+        object_comment(
+            &mut plan,
+            format!("TYPE {}", ident(name)),
+            created,
+            before,
+            to.enum_comments.get(name),
+        );
+    }
+    for (name, table) in &created {
+        object_comments(&mut plan, name, &Table::default(), table);
+    }
+    for (name, old, new) in &kept {
+        object_comments(&mut plan, name, old, new);
+    }
 
     if !dropped.is_empty() {
         for name in &dropped {
@@ -1321,6 +1338,101 @@ fn comments(plan: &mut Plan, table: &str, old: &Table, new: &Table) {
             }
         }
     }
+}
+
+/// Comments on a table's indexes, constraints and policies. Each comes after the
+/// statement that creates (or rebuilds) its object, in the same migration, or in the
+/// next transactional one when that is a concurrent build; an object kept as it was
+/// only gets its comment changed, under a brief lock.
+fn object_comments(plan: &mut Plan, table: &str, old: &Table, new: &Table) {
+    let t = ident(table);
+    let names = |a: &BTreeMap<String, String>, b: &BTreeMap<String, String>| -> BTreeSet<String> {
+        a.keys().chain(b.keys()).cloned().collect()
+    };
+    for name in names(&old.index_comments, &new.index_comments) {
+        let n = ident(&name);
+        let created = created_in(
+            plan,
+            &[
+                format!("INDEX {n} ON "),
+                format!("INDEX CONCURRENTLY {n} ON "),
+                format!("ALTER TABLE {t} ADD CONSTRAINT {n} "),
+            ],
+        );
+        // COMMENT ON INDEX locks the index alone, not its table.
+        object_comment(
+            plan,
+            format!("INDEX {n}"),
+            created,
+            old.index_comments.get(&name),
+            new.index_comments.get(&name),
+        );
+    }
+    for name in names(&old.constraint_comments, &new.constraint_comments) {
+        let n = ident(&name);
+        let created = created_in(plan, &[format!("ALTER TABLE {t} ADD CONSTRAINT {n} ")]);
+        if let Some(step) = object_comment(
+            plan,
+            format!("CONSTRAINT {n} ON {t}"),
+            created,
+            old.constraint_comments.get(&name),
+            new.constraint_comments.get(&name),
+        ) {
+            step.lock(table, LockMode::AccessShare);
+        }
+    }
+    for name in names(&old.policy_comments, &new.policy_comments) {
+        let n = ident(&name);
+        let created = created_in(plan, &[format!("CREATE POLICY {n} ON {t} ")]);
+        if let Some(step) = object_comment(
+            plan,
+            format!("POLICY {n} ON {t}"),
+            created,
+            old.policy_comments.get(&name),
+            new.policy_comments.get(&name),
+        ) {
+            step.lock(table, LockMode::AccessShare);
+        }
+    }
+}
+
+/// The phase of the last statement so far that matches one of `patterns` (creates the
+/// object), as the phase a statement about the new object can run in: after a
+/// concurrent build, the next transactional migration.
+fn created_in(plan: &Plan, patterns: &[String]) -> Option<Phase> {
+    let step = plan
+        .steps
+        .iter()
+        .rev()
+        .find(|s| patterns.iter().any(|p| s.sql.contains(p.as_str())))?;
+    Some(match step.phase {
+        Phase::Concurrent => Phase::Attach,
+        phase => phase,
+    })
+}
+
+/// `COMMENT ON {what}`: the new comment after a statement that created the object
+/// (`created`, its phase; a new object has no comment), or a change of a kept one's.
+fn object_comment<'p>(
+    plan: &'p mut Plan,
+    what: String,
+    created: Option<Phase>,
+    old: Option<&String>,
+    new: Option<&String>,
+) -> Option<&'p mut Step> {
+    let phase = match created {
+        Some(phase) => phase,
+        None if old == new => return None,
+        None => Phase::Ddl,
+    };
+    if created.is_some() && new.is_none() {
+        return None;
+    }
+    let text = new.map_or("NULL".into(), |c| literal(c));
+    Some(plan.add(
+        phase.max(Phase::Ddl),
+        format!("COMMENT ON {what} IS {text}"),
+    ))
 }
 
 /// `CREATE [UNIQUE] INDEX` as `CREATE [UNIQUE] INDEX CONCURRENTLY`.
