@@ -67,6 +67,10 @@ pub struct Relation {
     pub comment: Option<String>,
     /// In attnum order.
     pub columns: Vec<Column>,
+    /// The relations of its own schema a view reads, by name (sorted), so views can be
+    /// created after what they read and dropped before it.
+    #[serde(default)]
+    pub uses: Vec<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -262,7 +266,13 @@ fn relations(
     let sql = format!(
         "SELECT n.nspname::text, c.relname::text, c.relkind::text, c.relrowsecurity, c.relforcerowsecurity,
                 CASE WHEN c.relkind IN ('v', 'm') THEN pg_get_viewdef(c.oid) END,
-                obj_description(c.oid, 'pg_class')
+                obj_description(c.oid, 'pg_class'),
+                ARRAY(SELECT DISTINCT r.relname::text
+                        FROM pg_rewrite w
+                        JOIN pg_depend d ON d.classid = 'pg_rewrite'::regclass AND d.objid = w.oid
+                        JOIN pg_class r ON d.refclassid = 'pg_class'::regclass AND r.oid = d.refobjid
+                       WHERE w.ev_class = c.oid AND r.oid <> c.oid AND r.relnamespace = c.relnamespace
+                       ORDER BY 1)
            FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
           WHERE {USER_SCHEMAS} AND c.relkind IN ('r', 'p', 'v', 'm')
             AND ($1::oid[] IS NULL OR c.oid = ANY($1))"
@@ -280,6 +290,7 @@ fn relations(
             view_definition: row.get(5),
             comment: row.get(6),
             columns: Vec::new(),
+            uses: row.get(7),
         })
         .collect();
     relations.sort_by(|a, b| (&a.schema, &a.name).cmp(&(&b.schema, &b.name)));

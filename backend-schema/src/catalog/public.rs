@@ -16,6 +16,20 @@ pub struct Catalog {
     /// Enum type -> its comment.
     pub enum_comments: BTreeMap<String, String>,
     pub tables: BTreeMap<String, Table>,
+    /// Plain views (not materialized ones).
+    pub views: BTreeMap<String, View>,
+}
+
+/// A view of `public`: what the planner needs to create, replace or drop it in order.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct View {
+    /// `pg_get_viewdef`, without its final semicolon.
+    pub definition: String,
+    /// (name, `format_type`), in order: `CREATE OR REPLACE VIEW` may only append.
+    pub columns: Vec<(String, String)>,
+    /// The tables and views of `public` it reads.
+    pub uses: Vec<String>,
+    pub comment: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -89,8 +103,8 @@ impl Catalog {
         Ok(Catalog::public(&Objects::read(client)?))
     }
 
-    /// The tables of `public` in `objects` (views, sequences, functions and triggers are
-    /// not the planner's), with their enums.
+    /// The tables and views of `public` in `objects` (materialized views, sequences,
+    /// functions and triggers are not the planner's), with their enums.
     pub fn public(objects: &Objects) -> Catalog {
         let in_public = |schema: &str| schema == "public";
         let mut catalog = Catalog::default();
@@ -103,6 +117,26 @@ impl Catalog {
             }
         }
         for relation in &objects.relations {
+            if in_public(&relation.schema) && relation.kind == RelKind::View {
+                let definition = relation.view_definition.as_deref().unwrap_or_default();
+                catalog.views.insert(
+                    relation.name.clone(),
+                    View {
+                        definition: definition
+                            .trim()
+                            .trim_end_matches(';')
+                            .trim_end()
+                            .to_string(),
+                        columns: relation
+                            .columns
+                            .iter()
+                            .map(|c| (c.name.clone(), c.data_type.clone()))
+                            .collect(),
+                        uses: relation.uses.clone(),
+                        comment: relation.comment.clone(),
+                    },
+                );
+            }
             if !in_public(&relation.schema) || relation.kind != RelKind::Table {
                 continue;
             }

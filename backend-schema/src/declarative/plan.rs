@@ -7,6 +7,7 @@
 //! still takes a long strong lock.
 
 pub mod locks;
+mod views;
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -601,6 +602,23 @@ fn plan_with(
         }
     }
 
+    // Views that cannot stay while tables change go first.
+    let affected: BTreeSet<String> = dropped
+        .iter()
+        .map(|name| name.to_string())
+        .chain(kept.iter().filter_map(|(name, old, new)| {
+            let touched = old.columns.iter().any(|c| {
+                new.column(&c.name)
+                    .is_none_or(|n| n.data_type != c.data_type)
+                    || rebuilt
+                        .iter()
+                        .any(|(e, _)| **e == c.data_type || ident(e) == c.data_type)
+            });
+            touched.then(|| name.to_string())
+        }))
+        .collect();
+    let views_dropped = views::drop_first(&mut plan, from, to, &affected);
+
     // Out of the way of what changes: policies, constraints and indexes that go or change.
     for (table, old, new) in &kept {
         for (name, policy) in &old.policies {
@@ -774,6 +792,20 @@ fn plan_with(
                 plan.alter(table, create_policy(table, name, policy));
             }
         }
+    }
+
+    views::create(&mut plan, from, to, &views_dropped);
+    for (name, view) in &to.views {
+        let n = ident(name);
+        let created = created_in(&plan, &[format!("CREATE VIEW {n} AS\n")]);
+        let before = from.views.get(name).and_then(|v| v.comment.as_ref());
+        object_comment(
+            &mut plan,
+            format!("VIEW {n}"),
+            created,
+            before,
+            view.comment.as_ref(),
+        );
     }
 
     for (name, table) in &created {
