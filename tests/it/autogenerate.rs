@@ -1071,15 +1071,68 @@ fn views_are_created_in_dependency_order_replaced_or_rebuilt_with_their_dependan
     // (verify would report the type change's rewrite of leads, as it should.)
 }
 
+/// Functions and triggers are written whole, as PostgreSQL shows them: a function
+/// before the trigger that calls it, replaced in place when its body changes; a changed
+/// trigger dropped and created again. Each step passes `check` and `verify`.
 #[test]
-fn functions_triggers_and_materialized_views_are_refused_by_name_before_anything_is_written() {
+fn functions_and_triggers_are_written_whole_and_replaced() {
+    let ws = Workspace::new();
+    let declare = |body: &str, events: &str| {
+        fs::write(
+            ws.path("s").join("lead_audit.sql"),
+            format!(
+                "CREATE TRIGGER leads_score_floor BEFORE {events} ON leads FOR EACH ROW EXECUTE FUNCTION leads_score_floor();\n\
+                 CREATE FUNCTION leads_score_floor() RETURNS trigger LANGUAGE plpgsql AS $$\nBEGIN\n    {body}\n    RETURN NEW;\nEND\n$$;\n"
+            ),
+        )
+        .unwrap();
+    };
+    declare("NEW.score := greatest(NEW.score, 0);", "INSERT");
+    let generated = ws.generate_and_check_each(&[]);
+    let up = &generated[0].0;
+    let at = |text: &str| up.find(text).unwrap_or_else(|| panic!("{text}\n{up}"));
+    assert!(
+        at("CREATE OR REPLACE FUNCTION public.leads_score_floor()")
+            < at("CREATE TRIGGER leads_score_floor BEFORE INSERT ON public.leads FOR EACH ROW EXECUTE FUNCTION leads_score_floor(); -- ShareRowExclusiveLock on leads; catalog only"),
+        "{up}"
+    );
+    let down = &generated[0].1;
+    let at_down = |text: &str| down.find(text).unwrap_or_else(|| panic!("{text}\n{down}"));
+    assert!(
+        at_down("DROP TRIGGER leads_score_floor ON leads;")
+            < at_down("DROP FUNCTION public.leads_score_floor();"),
+        "{down}"
+    );
+    assert_locks_as_planned(&ws, &generated);
+
+    // A new body: replaced in place. New events: the trigger dropped and created again.
+    declare("NEW.score := greatest(NEW.score, 1);", "INSERT OR UPDATE");
+    let generated = ws.generate_and_check_each(&[]);
+    let up = &generated[0].0;
+    assert!(
+        up.contains("CREATE OR REPLACE FUNCTION public.leads_score_floor()"),
+        "{up}"
+    );
+    assert!(up.contains("greatest(NEW.score, 1)"), "{up}");
+    assert!(!up.contains("DROP FUNCTION"), "{up}");
+    let at = |text: &str| up.find(text).unwrap_or_else(|| panic!("{text}\n{up}"));
+    assert!(
+        at("DROP TRIGGER leads_score_floor ON leads; -- AccessExclusiveLock on leads")
+            < at("CREATE TRIGGER leads_score_floor BEFORE INSERT OR UPDATE ON public.leads"),
+        "{up}"
+    );
+    assert_locks_as_planned(&ws, &generated);
+}
+
+#[test]
+fn materialized_views_sequences_and_grants_are_refused_by_name_before_anything_is_written() {
     let ws = Workspace::new();
     ws.append(
         "leads.sql",
         "\nCOMMENT ON TABLE leads IS 'people who may buy';\n\
          CREATE MATERIALIZED VIEW hot_leads AS SELECT id, score FROM leads WHERE score > 50;\n\
-         CREATE FUNCTION touch() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN NEW.updated_at := now(); RETURN NEW; END $$;\n\
-         CREATE TRIGGER leads_touch BEFORE UPDATE ON leads FOR EACH ROW EXECUTE FUNCTION touch();\n",
+         CREATE SEQUENCE lead_numbers;\n\
+         GRANT SELECT ON leads TO PUBLIC;\n",
     );
     let before = ws.migration_count();
     let run = ws.autogenerate(&[]);
@@ -1090,8 +1143,8 @@ fn functions_triggers_and_materialized_views_are_refused_by_name_before_anything
     );
     for name in [
         "materialized view hot_leads",
-        "function touch()",
-        "trigger CREATE TRIGGER leads_touch",
+        "sequence lead_numbers",
+        "grant SELECT to PUBLIC",
     ] {
         assert!(err.contains(name), "names {name}: {err}");
     }

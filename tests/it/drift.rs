@@ -65,7 +65,7 @@ fn drift_names_each_kind_of_hand_made_change_and_the_sql_back() {
         "CREATE INDEX CONCURRENTLY idx_leads_tenant_score ON public.leads USING btree (tenant_id, score);",
         "CREATE POLICY lead_tenant_isolation ON leads",
         "ALTER TABLE users DROP CONSTRAINT users_email_len;",
-        "DROP FUNCTION hand_fn();",
+        "DROP FUNCTION public.hand_fn();",
         "DROP EXTENSION pg_trgm;",
     ] {
         assert!(out.contains(line), "missing {line:?} in:\n{}", run.text());

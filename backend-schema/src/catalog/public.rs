@@ -18,6 +18,9 @@ pub struct Catalog {
     pub tables: BTreeMap<String, Table>,
     /// Plain views (not materialized ones).
     pub views: BTreeMap<String, View>,
+    /// Functions and procedures no extension owns, by `name(identity arguments)`:
+    /// `pg_get_functiondef`, a whole `CREATE OR REPLACE` statement.
+    pub functions: BTreeMap<String, String>,
 }
 
 /// A view of `public`: what the planner needs to create, replace or drop it in order.
@@ -49,6 +52,8 @@ pub struct Table {
     pub index_comments: BTreeMap<String, String>,
     pub constraint_comments: BTreeMap<String, String>,
     pub policy_comments: BTreeMap<String, String>,
+    /// User triggers by name: `pg_get_triggerdef`, a whole `CREATE TRIGGER` statement.
+    pub triggers: BTreeMap<String, String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -103,8 +108,8 @@ impl Catalog {
         Ok(Catalog::public(&Objects::read(client)?))
     }
 
-    /// The tables and views of `public` in `objects` (materialized views, sequences,
-    /// functions and triggers are not the planner's), with their enums.
+    /// The tables, views, functions and triggers of `public` in `objects` (materialized
+    /// views and sequences are not the planner's), with their enums.
     pub fn public(objects: &Objects) -> Catalog {
         let in_public = |schema: &str| schema == "public";
         let mut catalog = Catalog::default();
@@ -204,6 +209,16 @@ impl Catalog {
                         .indexes
                         .insert(index.name.clone(), index.definition.clone());
                 }
+            }
+        }
+        for f in objects.functions.iter().filter(|f| in_public(&f.schema)) {
+            catalog
+                .functions
+                .insert(f.signature.clone(), f.definition.clone());
+        }
+        for t in &objects.triggers {
+            if let Some(table) = catalog.public_table(&t.schema, &t.table) {
+                table.triggers.insert(t.name.clone(), t.definition.clone());
             }
         }
         for p in &objects.policies {

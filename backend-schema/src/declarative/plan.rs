@@ -7,6 +7,7 @@
 //! still takes a long strong lock.
 
 pub mod locks;
+mod routines;
 mod views;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -618,6 +619,8 @@ fn plan_with(
         }))
         .collect();
     let views_dropped = views::drop_first(&mut plan, from, to, &affected);
+    routines::drop_triggers(&mut plan, from, to);
+    routines::create_functions(&mut plan, from, to);
 
     // Out of the way of what changes: policies, constraints and indexes that go or change.
     for (table, old, new) in &kept {
@@ -795,6 +798,7 @@ fn plan_with(
     }
 
     views::create(&mut plan, from, to, &views_dropped);
+    routines::create_triggers(&mut plan, from, to);
     for (name, view) in &to.views {
         let n = ident(name);
         let created = created_in(&plan, &[format!("CREATE VIEW {n} AS\n")]);
@@ -856,6 +860,7 @@ fn plan_with(
             }
         }
     }
+    routines::drop_functions(&mut plan, from, to);
     for name in from.enums.keys() {
         if !to.enums.contains_key(name) {
             plan.add(Phase::Ddl, format!("DROP TYPE {}", ident(name)));

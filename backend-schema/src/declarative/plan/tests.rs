@@ -572,6 +572,12 @@ fn the_readme_lock_table_is_the_planners() {
         t.policy_comments
             .insert("leads_isolation".into(), "a tenant sees its own".into());
     });
+    add("trigger", &|t| {
+        t.triggers.insert(
+            "leads_touch".into(),
+            "CREATE TRIGGER leads_touch BEFORE UPDATE ON public.leads FOR EACH ROW EXECUTE FUNCTION touch()".into(),
+        );
+    });
     let mut with_comment = from.clone();
     with_comment
         .enum_comments
