@@ -186,7 +186,8 @@ pub fn compare(expected: &Objects, live: &Objects) -> Drift {
     for key in keys {
         let (kind, name) = split_key(key);
         // Snapshot names are unqualified in `public` only.
-        let planner = !name.contains('.') && (kind == "table" || kind == "type");
+        let planner =
+            !name.contains('.') && ["table", "type", "view", "function"].contains(&kind.as_str());
         match (want.objects.get(key), have.objects.get(key)) {
             (Some(lines), None) => differences.push(Difference {
                 kind,
@@ -285,7 +286,11 @@ fn parts(
             _ => continue,
         };
         out.push(Difference {
-            planner: planner && !matches!(kind.as_str(), "trigger" | "grant"),
+            // The planner writes neither grants nor comments on functions or view columns.
+            planner: planner
+                && kind != "grant"
+                && !(kind == "comment"
+                    && (object_kind == "function" || (object_kind == "view" && !part.is_empty()))),
             // A type's values, a view's query, a function's body: the object itself.
             kind: match kind.as_str() {
                 "definition" => object_kind.to_string(),
@@ -315,12 +320,18 @@ fn part_of(line: &str) -> (String, String) {
         let grantee = line.rsplit(" to ").next().unwrap_or_default();
         return ("grant".into(), format!("grant to {grantee}"));
     }
-    if let Some(rest) = line.strip_prefix("comment on column ") {
-        let column = rest.split(':').next().unwrap_or_default();
-        return ("comment".into(), column.to_string());
-    }
-    if line.starts_with("comment on table") {
-        return ("comment".into(), String::new());
+    // `comment on index ix: text` names its part; `comment on table: text` is the
+    // object's own.
+    if let Some(rest) = line.strip_prefix("comment on ") {
+        let target = rest.split(':').next().unwrap_or_default();
+        let mut words = target.split_whitespace();
+        let part = match words.next() {
+            Some("column" | "index" | "constraint" | "policy" | "trigger") => {
+                words.next().unwrap_or_default()
+            }
+            _ => "",
+        };
+        return ("comment".into(), part.to_string());
     }
     if line.starts_with("row level security") {
         return ("row level security".into(), String::new());

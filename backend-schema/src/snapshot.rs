@@ -1,6 +1,7 @@
 //! Normalised schema snapshots rendered from the catalog's `Objects`: every table
 //! (columns in order, types, defaults, nullability), constraint, index, enum (values in
-//! order), RLS flag, policy, sequence, function, trigger, view and grant, sorted so that
+//! order), RLS flag, policy, sequence, function, trigger, view, grant and the comment on
+//! each, sorted so that
 //! equal schemas render identically, whatever the attnum holes left by dropped columns.
 
 use std::collections::BTreeMap;
@@ -81,15 +82,14 @@ impl SchemaSnapshot {
     fn enums(&mut self, objects: &Objects) {
         for e in &objects.enums {
             let labels: Vec<String> = e.labels.iter().map(|l| quote_literal(l)).collect();
-            self.push(
-                format!("type {}", display_name(&e.schema, &e.name)),
-                format!("enum ({})", labels.join(", ")),
-            );
+            let object = format!("type {}", display_name(&e.schema, &e.name));
+            self.comment(&object, "type", &e.comment);
+            self.push(object, format!("enum ({})", labels.join(", ")));
         }
     }
 
-    /// Tables and views with their columns and, for tables, RLS and comments (`COMMENT
-    /// ON`, which a reviewer reads as documentation of the schema).
+    /// Tables and views with their columns, comments (`COMMENT ON`, which a reviewer
+    /// reads as documentation of the schema) and, for tables, RLS.
     fn relations(&mut self, objects: &Objects) {
         for relation in &objects.relations {
             let name = display_name(&relation.schema, &relation.name);
@@ -114,10 +114,14 @@ impl SchemaSnapshot {
                 }
             };
             self.push(object.clone(), first);
-            if let (true, Some(text)) = (table, &relation.comment) {
+            if let Some(text) = &relation.comment {
                 self.push(
                     object.clone(),
-                    format!("comment on table: {}", squash(text)),
+                    format!(
+                        "comment on {}: {}",
+                        object_word(relation.kind),
+                        squash(text)
+                    ),
                 );
             }
             for column in &relation.columns {
@@ -141,7 +145,7 @@ impl SchemaSnapshot {
                     None => {}
                 }
                 self.push(object.clone(), line);
-                if let (true, Some(text)) = (table, &column.comment) {
+                if let Some(text) = &column.comment {
                     self.push(
                         object.clone(),
                         format!("comment on column {}: {}", column.name, squash(text)),
@@ -153,9 +157,20 @@ impl SchemaSnapshot {
 
     fn constraints(&mut self, objects: &Objects) {
         for k in &objects.constraints {
+            let object = format!("table {}", display_name(&k.schema, &k.table));
+            self.comment(&object, &format!("constraint {}", k.name), &k.comment);
+            self.push(object, format!("constraint {} {}", k.name, k.definition));
+        }
+    }
+
+    /// `comment on WHAT: text` under `object`, when there is a comment. Comments are
+    /// part of the schema (a reviewer reads them as its documentation), so a missing
+    /// one is a difference like any other.
+    fn comment(&mut self, object: &str, what: &str, comment: &Option<String>) {
+        if let Some(text) = comment {
             self.push(
-                format!("table {}", display_name(&k.schema, &k.table)),
-                format!("constraint {} {}", k.name, k.definition),
+                object.to_string(),
+                format!("comment on {what}: {}", squash(text)),
             );
         }
     }
@@ -171,8 +186,10 @@ impl SchemaSnapshot {
             };
             let method = definition.split(" USING ").nth(1).unwrap_or(definition);
             let invalid = if index.valid { "" } else { " INVALID" };
+            let object = format!("table {}", display_name(&index.schema, &index.table));
+            self.comment(&object, &format!("index {}", index.name), &index.comment);
             self.push(
-                format!("table {}", display_name(&index.schema, &index.table)),
+                object,
                 format!("index {} {unique}{method}{invalid}", index.name),
             );
         }
@@ -185,8 +202,10 @@ impl SchemaSnapshot {
             } else {
                 "restrictive"
             };
+            let object = format!("table {}", display_name(&p.schema, &p.table));
+            self.comment(&object, &format!("policy {}", p.name), &p.comment);
             self.push(
-                format!("table {}", display_name(&p.schema, &p.table)),
+                object,
                 format!(
                     "policy {} {permissive} for {} to {} using ({}) with check ({})",
                     p.name,
@@ -201,8 +220,10 @@ impl SchemaSnapshot {
 
     fn sequences(&mut self, objects: &Objects) {
         for s in &objects.sequences {
+            let object = format!("sequence {}", display_name(&s.schema, &s.name));
+            self.comment(&object, "sequence", &s.comment);
             self.push(
-                format!("sequence {}", display_name(&s.schema, &s.name)),
+                object,
                 format!(
                     "{} start {} increment {} min {} max {}{}",
                     s.data_type,
@@ -218,20 +239,18 @@ impl SchemaSnapshot {
 
     fn functions(&mut self, objects: &Objects) {
         for f in &objects.functions {
-            self.push(
-                format!("function {}", display_name(&f.schema, &f.signature)),
-                squash(&f.definition),
-            );
+            let object = format!("function {}", display_name(&f.schema, &f.signature));
+            self.comment(&object, "function", &f.comment);
+            self.push(object, squash(&f.definition));
         }
     }
 
     /// Under `table`, whatever the relation is (a view's `INSTEAD OF` trigger too).
     fn triggers(&mut self, objects: &Objects) {
         for t in &objects.triggers {
-            self.push(
-                format!("table {}", display_name(&t.schema, &t.table)),
-                format!("trigger {}", t.definition),
-            );
+            let object = format!("table {}", display_name(&t.schema, &t.table));
+            self.comment(&object, &format!("trigger {}", t.name), &t.comment);
+            self.push(object, format!("trigger {}", t.definition));
         }
     }
 

@@ -7,8 +7,9 @@ use backend_schema::snapshot::SchemaSnapshot;
 use crate::support::{filtered_snapshot, TestDb};
 
 /// Every object kind, each edge the renderer treats on its own: quotes and backslashes
-/// in enum labels, identity and generated columns, comments on tables and columns (and
-/// on a view, which the snapshot leaves out), a constraint trigger, an `INSTEAD OF`
+/// in enum labels, identity and generated columns, comments on every object that holds
+/// one (tables, columns, views, indexes, constraints, types, functions, procedures,
+/// sequences, triggers, policies), a constraint trigger, an `INSTEAD OF`
 /// trigger on a view, restrictive policies, grants on tables, views and sequences, an
 /// INVALID index, and our bookkeeping, which is left out.
 const EVERY_KIND: &str = r#"
@@ -52,12 +53,21 @@ CREATE TRIGGER leads_touch BEFORE UPDATE ON leads FOR EACH ROW EXECUTE FUNCTION 
 CREATE CONSTRAINT TRIGGER leads_checked AFTER INSERT ON leads DEFERRABLE INITIALLY DEFERRED
     FOR EACH ROW EXECUTE FUNCTION app.touch();
 CREATE VIEW lead_emails AS SELECT id, email FROM leads WHERE score > 0;
-COMMENT ON VIEW lead_emails IS 'not in the snapshot';
-COMMENT ON COLUMN lead_emails.email IS 'nor this';
+COMMENT ON VIEW lead_emails IS 'leads we may write to';
+COMMENT ON COLUMN lead_emails.email IS 'as typed';
+COMMENT ON INDEX leads_email_lower IS 'case-blind search';
+COMMENT ON CONSTRAINT leads_score_check ON leads IS 'no negative scores';
+COMMENT ON TYPE mood IS 'how a lead feels';
+COMMENT ON FUNCTION app.touch() IS 'keeps rows fresh';
+COMMENT ON PROCEDURE tidy(integer) IS 'nightly clean-up';
+COMMENT ON SEQUENCE app.counter IS 'wraps at 99';
+COMMENT ON TRIGGER leads_touch ON leads IS 'on every update';
+COMMENT ON POLICY by_tenant ON leads IS 'tenant isolation';
 CREATE TRIGGER lead_emails_instead INSTEAD OF INSERT ON lead_emails
     FOR EACH ROW EXECUTE FUNCTION app.touch();
 CREATE MATERIALIZED VIEW app.lead_counts AS SELECT tenant_id, count(*) AS n FROM leads GROUP BY tenant_id;
 CREATE UNIQUE INDEX lead_counts_tenant ON app.lead_counts (tenant_id);
+COMMENT ON MATERIALIZED VIEW app.lead_counts IS 'leads per tenant';
 GRANT SELECT, INSERT ON leads TO catalog_reader;
 GRANT SELECT ON lead_emails TO PUBLIC;
 GRANT USAGE ON SEQUENCE app.counter TO catalog_reader;
@@ -65,6 +75,8 @@ CREATE TABLE dupes (n integer);
 INSERT INTO dupes VALUES (1), (1);
 CREATE TABLE alembic_version (version_num varchar(32) PRIMARY KEY);
 COMMENT ON TABLE alembic_version IS 'bookkeeping, not schema';
+COMMENT ON INDEX alembic_version_pkey IS 'bookkeeping too';
+COMMENT ON CONSTRAINT alembic_version_pkey ON alembic_version IS 'bookkeeping too';
 GRANT SELECT ON alembic_version TO catalog_reader;
 "#;
 

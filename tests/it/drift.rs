@@ -39,14 +39,16 @@ fn drift_names_each_kind_of_hand_made_change_and_the_sql_back() {
              DROP POLICY lead_tenant_isolation ON leads;
              ALTER TYPE smsstatus ADD VALUE 'queued';
              CREATE FUNCTION hand_fn() RETURNS integer LANGUAGE sql AS 'SELECT 1';
-             CREATE EXTENSION pg_trgm;",
+             CREATE EXTENSION pg_trgm;
+             COMMENT ON INDEX idx_leads_tenant_status IS 'hand-made';
+             COMMENT ON CONSTRAINT leads_pkey ON leads IS 'hand-made too';",
         )
         .unwrap();
     let run = db.xtask(&["migrate", "drift"]);
     assert_eq!(run.code(), 1, "{}", run.text());
     let out = run.stdout();
     for line in [
-        "drift: 8 difference(s) from the schema of revision",
+        "drift: 10 difference(s) from the schema of revision",
         "  table hand_made: unexpected",
         "  column leads.note: unexpected (found: column note text)",
         "  index leads.idx_leads_tenant_score: missing",
@@ -55,11 +57,15 @@ fn drift_names_each_kind_of_hand_made_change_and_the_sql_back() {
         "  type smsstatus: changed",
         "  function hand_fn(): unexpected",
         "  extension pg_trgm: unexpected",
+        "  comment leads.idx_leads_tenant_status: unexpected (found: comment on index idx_leads_tenant_status: hand-made)",
+        "  comment leads.leads_pkey: unexpected",
+        "COMMENT ON INDEX idx_leads_tenant_status IS NULL;",
+        "COMMENT ON CONSTRAINT leads_pkey ON leads IS NULL;",
         // The way back: the planner's SQL for tables and types, one statement for the rest.
         "CREATE INDEX CONCURRENTLY idx_leads_tenant_score ON public.leads USING btree (tenant_id, score);",
         "CREATE POLICY lead_tenant_isolation ON leads",
         "ALTER TABLE users DROP CONSTRAINT users_email_len;",
-        "DROP FUNCTION hand_fn();",
+        "DROP FUNCTION public.hand_fn();",
         "DROP EXTENSION pg_trgm;",
     ] {
         assert!(out.contains(line), "missing {line:?} in:\n{}", run.text());

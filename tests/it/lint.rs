@@ -239,6 +239,75 @@ fn lint_finds_an_enum_value_used_where_added_and_roles_no_revision_creates() {
     assert!(run.stdout().contains("1 error(s)"), "{}", run.text());
 }
 
+/// An exclusion constraint added to a table that has rows builds its index under
+/// ACCESS EXCLUSIVE, and PostgreSQL has no concurrent form: verify says so, with the
+/// only fixes there are; on a table the same migration creates, nothing is said.
+#[test]
+fn verify_flags_an_exclusion_constraint_built_in_place_on_an_existing_table() {
+    let dir = tempfile::tempdir().unwrap();
+    let write = |rev: &str, parent: Option<&str>, up: &str, down: &str| {
+        let d = dir.path().join(format!("{rev}_step"));
+        std::fs::create_dir(&d).unwrap();
+        let revises = parent.map_or("[]".to_string(), |p| format!("[\"{p}\"]"));
+        std::fs::write(
+            d.join("migration.toml"),
+            format!("revision = \"{rev}\"\nrevises = {revises}\nmessage = \"step\"\ntransactional = true\n"),
+        )
+        .unwrap();
+        std::fs::write(d.join("up.sql"), up).unwrap();
+        std::fs::write(d.join("down.sql"), down).unwrap();
+    };
+    write(
+        "e8c100000001",
+        None,
+        "CREATE TABLE bookings (id bigint PRIMARY KEY, room integer NOT NULL, during tstzrange NOT NULL);\n",
+        "DROP TABLE bookings;\n",
+    );
+    write(
+        "e8c100000002",
+        Some("e8c100000001"),
+        "CREATE TABLE desks (id bigint PRIMARY KEY, seat integer, during tstzrange NOT NULL,\n    CONSTRAINT desks_no_overlap EXCLUDE USING gist (during WITH &&));\n\
+         ALTER TABLE desks ADD CONSTRAINT desks_one_per_seat EXCLUDE USING btree (seat WITH =);\n\
+         ALTER TABLE bookings\n    ADD CONSTRAINT bookings_one_per_id EXCLUDE USING hash (id WITH =);\n",
+        "ALTER TABLE bookings DROP CONSTRAINT bookings_one_per_id;\nDROP TABLE desks;\n",
+    );
+    let json = dir.path().join("verify.json");
+    let run = xtask(&[
+        "verify",
+        "--migrations",
+        dir.path().to_str().unwrap(),
+        "--json",
+        json.to_str().unwrap(),
+    ]);
+    run.failure();
+    let report: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    assert_eq!(
+        located(&report["findings"]),
+        set(&[("e8c100000002", "exclusion-built-in-place", "up.sql", 4)]),
+        "{:#}",
+        report["findings"]
+    );
+    let finding = &report["findings"][0];
+    assert_eq!(finding["severity"], "error");
+    let message = finding["message"].as_str().unwrap();
+    assert!(
+        message.contains("adds an EXCLUDE constraint to existing table bookings, building its index under AccessExclusiveLock"),
+        "{message}"
+    );
+    let fix = finding["fix"].as_str().unwrap();
+    assert!(fix.starts_with("there is no concurrent way"), "{fix}");
+    assert!(
+        fix.contains("quiet window") && fix.contains("new table"),
+        "{fix}"
+    );
+    assert!(
+        run.stdout().contains("error[exclusion-built-in-place]:"),
+        "{}",
+        run.text()
+    );
+}
+
 #[test]
 fn the_shipped_chain_passes_verify_with_its_one_true_finding_allowed_in_lint_toml() {
     let dir = tempfile::tempdir().unwrap();

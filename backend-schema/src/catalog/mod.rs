@@ -8,6 +8,6 @@ mod public;
 mod tables;
 
 pub use objects::{Identity, Objects};
-pub use public::{Catalog, Column, Constraint, Policy, Table};
+pub use public::{Catalog, Column, Constraint, Policy, Table, View};
 pub(crate) use tables::USER_SCHEMAS;
 pub use tables::{column_names, is_bookkeeping, tables_in_current_schema, user_tables, UserTable};

@@ -67,6 +67,10 @@ pub struct Relation {
     pub comment: Option<String>,
     /// In attnum order.
     pub columns: Vec<Column>,
+    /// The relations of its own schema a view reads, by name (sorted), so views can be
+    /// created after what they read and dropped before it.
+    #[serde(default)]
+    pub uses: Vec<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -108,6 +112,9 @@ pub struct Constraint {
     pub columns: Vec<String>,
     /// The table a foreign key references (its name, unqualified).
     pub references: Option<String>,
+    /// `COMMENT ON CONSTRAINT`.
+    #[serde(default)]
+    pub comment: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -121,6 +128,9 @@ pub struct Index {
     pub valid: bool,
     /// Whether a primary key, unique or exclusion constraint of its table owns it.
     pub backs_constraint: bool,
+    /// `COMMENT ON INDEX`.
+    #[serde(default)]
+    pub comment: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -134,6 +144,9 @@ pub struct Policy {
     pub roles: Vec<String>,
     pub using: Option<String>,
     pub with_check: Option<String>,
+    /// `COMMENT ON POLICY`.
+    #[serde(default)]
+    pub comment: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -148,6 +161,9 @@ pub struct Sequence {
     pub cycle: bool,
     /// The column that owns it (`serial`, `bigserial`, identity), as (table, column).
     pub owned_by: Option<(String, String)>,
+    /// `COMMENT ON SEQUENCE`.
+    #[serde(default)]
+    pub comment: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -157,6 +173,9 @@ pub struct Function {
     pub signature: String,
     /// `pg_get_functiondef`.
     pub definition: String,
+    /// `COMMENT ON FUNCTION` (or `PROCEDURE`).
+    #[serde(default)]
+    pub comment: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -166,6 +185,9 @@ pub struct Trigger {
     pub name: String,
     /// `pg_get_triggerdef`.
     pub definition: String,
+    /// `COMMENT ON TRIGGER`.
+    #[serde(default)]
+    pub comment: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -185,6 +207,9 @@ pub struct EnumType {
     pub name: String,
     /// In sort order.
     pub labels: Vec<String>,
+    /// `COMMENT ON TYPE`.
+    #[serde(default)]
+    pub comment: Option<String>,
 }
 
 impl Objects {
@@ -241,7 +266,13 @@ fn relations(
     let sql = format!(
         "SELECT n.nspname::text, c.relname::text, c.relkind::text, c.relrowsecurity, c.relforcerowsecurity,
                 CASE WHEN c.relkind IN ('v', 'm') THEN pg_get_viewdef(c.oid) END,
-                obj_description(c.oid, 'pg_class')
+                obj_description(c.oid, 'pg_class'),
+                ARRAY(SELECT DISTINCT r.relname::text
+                        FROM pg_rewrite w
+                        JOIN pg_depend d ON d.classid = 'pg_rewrite'::regclass AND d.objid = w.oid
+                        JOIN pg_class r ON d.refclassid = 'pg_class'::regclass AND r.oid = d.refobjid
+                       WHERE w.ev_class = c.oid AND r.oid <> c.oid AND r.relnamespace = c.relnamespace
+                       ORDER BY 1)
            FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
           WHERE {USER_SCHEMAS} AND c.relkind IN ('r', 'p', 'v', 'm')
             AND ($1::oid[] IS NULL OR c.oid = ANY($1))"
@@ -259,6 +290,7 @@ fn relations(
             view_definition: row.get(5),
             comment: row.get(6),
             columns: Vec::new(),
+            uses: row.get(7),
         })
         .collect();
     relations.sort_by(|a, b| (&a.schema, &a.name).cmp(&(&b.schema, &b.name)));
@@ -318,7 +350,8 @@ fn constraints(
                 ARRAY(SELECT a.attname::text FROM unnest(k.conkey) WITH ORDINALITY AS u(attnum, i)
                         JOIN pg_attribute a ON a.attrelid = k.conrelid AND a.attnum = u.attnum
                        ORDER BY u.i),
-                (SELECT r.relname::text FROM pg_class r WHERE r.oid = k.confrelid)
+                (SELECT r.relname::text FROM pg_class r WHERE r.oid = k.confrelid),
+                obj_description(k.oid, 'pg_constraint')
            FROM pg_constraint k JOIN pg_class c ON c.oid = k.conrelid JOIN pg_namespace n ON n.oid = c.relnamespace
           WHERE {USER_SCHEMAS} AND ($1::oid[] IS NULL OR c.oid = ANY($1))"
     );
@@ -335,6 +368,7 @@ fn constraints(
             index: row.get(5),
             columns: row.get(6),
             references: row.get(7),
+            comment: row.get(8),
         })
         .collect())
 }
@@ -344,7 +378,8 @@ fn indexes(client: &mut impl GenericClient, scope: &Scope) -> Result<Vec<Index>,
         "SELECT n.nspname::text, t.relname::text, ic.relname::text, pg_get_indexdef(i.indexrelid), i.indisvalid,
                 EXISTS (SELECT 1 FROM pg_constraint k
                          WHERE k.conindid = i.indexrelid AND k.conrelid = i.indrelid
-                           AND k.contype IN ('p', 'u', 'x'))
+                           AND k.contype IN ('p', 'u', 'x')),
+                obj_description(i.indexrelid, 'pg_class')
            FROM pg_index i JOIN pg_class ic ON ic.oid = i.indexrelid JOIN pg_class t ON t.oid = i.indrelid
            JOIN pg_namespace n ON n.oid = t.relnamespace
           WHERE {USER_SCHEMAS} AND ($1::oid[] IS NULL OR t.oid = ANY($1))"
@@ -360,6 +395,7 @@ fn indexes(client: &mut impl GenericClient, scope: &Scope) -> Result<Vec<Index>,
             definition: row.get(3),
             valid: row.get(4),
             backs_constraint: row.get(5),
+            comment: row.get(6),
         })
         .collect())
 }
@@ -370,7 +406,9 @@ fn policies(
 ) -> Result<Vec<Policy>, postgres::Error> {
     let sql = format!(
         "SELECT p.schemaname::text, p.tablename::text, p.policyname::text, p.permissive = 'PERMISSIVE', p.cmd,
-                p.roles::text[], p.qual, p.with_check
+                p.roles::text[], p.qual, p.with_check,
+                (SELECT obj_description(pol.oid, 'pg_policy') FROM pg_policy pol JOIN pg_class c ON c.oid = pol.polrelid
+                  WHERE c.relnamespace = n.oid AND c.relname = p.tablename AND pol.polname = p.policyname)
            FROM pg_policies p JOIN pg_namespace n ON n.nspname = p.schemaname
           WHERE {USER_SCHEMAS}
             AND ($1::oid[] IS NULL OR EXISTS (SELECT 1 FROM pg_class c
@@ -389,6 +427,7 @@ fn policies(
             roles: row.get(5),
             using: row.get(6),
             with_check: row.get(7),
+            comment: row.get(8),
         })
         .collect())
 }
@@ -402,7 +441,8 @@ fn sequences(client: &mut impl GenericClient) -> Result<Vec<Sequence>, postgres:
                     AND d.refclassid = 'pg_class'::regclass AND d.deptype IN ('a', 'i') AND d.refobjsubid > 0),
                 (SELECT a.attname::text FROM pg_depend d JOIN pg_attribute a ON a.attrelid = d.refobjid AND a.attnum = d.refobjsubid
                   WHERE d.classid = 'pg_class'::regclass AND d.objid = format('%I.%I', s.schemaname, s.sequencename)::regclass
-                    AND d.refclassid = 'pg_class'::regclass AND d.deptype IN ('a', 'i') AND d.refobjsubid > 0)
+                    AND d.refclassid = 'pg_class'::regclass AND d.deptype IN ('a', 'i') AND d.refobjsubid > 0),
+                obj_description(format('%I.%I', s.schemaname, s.sequencename)::regclass, 'pg_class')
            FROM pg_sequences s JOIN pg_namespace n ON n.nspname = s.schemaname
           WHERE {USER_SCHEMAS}"
     );
@@ -422,6 +462,7 @@ fn sequences(client: &mut impl GenericClient) -> Result<Vec<Sequence>, postgres:
             owned_by: row
                 .get::<_, Option<String>>(8)
                 .zip(row.get::<_, Option<String>>(9)),
+            comment: row.get(10),
         })
         .collect())
 }
@@ -429,7 +470,7 @@ fn sequences(client: &mut impl GenericClient) -> Result<Vec<Sequence>, postgres:
 fn functions(client: &mut impl GenericClient) -> Result<Vec<Function>, postgres::Error> {
     let sql = format!(
         "SELECT n.nspname::text, p.proname || '(' || pg_get_function_identity_arguments(p.oid) || ')',
-                pg_get_functiondef(p.oid)
+                pg_get_functiondef(p.oid), obj_description(p.oid, 'pg_proc')
            FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace
           WHERE {USER_SCHEMAS} AND p.prokind IN ('f', 'p')
             AND NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.objid = p.oid AND d.deptype = 'e')"
@@ -441,6 +482,7 @@ fn functions(client: &mut impl GenericClient) -> Result<Vec<Function>, postgres:
             schema: row.get(0),
             signature: row.get(1),
             definition: row.get(2),
+            comment: row.get(3),
         })
         .collect())
 }
@@ -450,7 +492,8 @@ fn triggers(
     scope: &Scope,
 ) -> Result<Vec<Trigger>, postgres::Error> {
     let sql = format!(
-        "SELECT n.nspname::text, c.relname::text, t.tgname::text, pg_get_triggerdef(t.oid)
+        "SELECT n.nspname::text, c.relname::text, t.tgname::text, pg_get_triggerdef(t.oid),
+                obj_description(t.oid, 'pg_trigger')
            FROM pg_trigger t JOIN pg_class c ON c.oid = t.tgrelid JOIN pg_namespace n ON n.oid = c.relnamespace
           WHERE {USER_SCHEMAS} AND NOT t.tgisinternal AND ($1::oid[] IS NULL OR c.oid = ANY($1))"
     );
@@ -463,6 +506,7 @@ fn triggers(
             table: row.get(1),
             name: row.get(2),
             definition: row.get(3),
+            comment: row.get(4),
         })
         .collect())
 }
@@ -493,9 +537,10 @@ fn grants(client: &mut impl GenericClient, scope: &Scope) -> Result<Vec<Grant>, 
 
 fn enums(client: &mut impl GenericClient) -> Result<Vec<EnumType>, postgres::Error> {
     let sql = format!(
-        "SELECT n.nspname::text, t.typname::text, array_agg(e.enumlabel::text ORDER BY e.enumsortorder)
+        "SELECT n.nspname::text, t.typname::text, array_agg(e.enumlabel::text ORDER BY e.enumsortorder),
+                obj_description(t.oid, 'pg_type')
            FROM pg_type t JOIN pg_namespace n ON n.oid = t.typnamespace JOIN pg_enum e ON e.enumtypid = t.oid
-          WHERE {USER_SCHEMAS} GROUP BY 1, 2"
+          WHERE {USER_SCHEMAS} GROUP BY 1, 2, t.oid"
     );
     Ok(client
         .query_typed(&sql, &[])?
@@ -504,6 +549,7 @@ fn enums(client: &mut impl GenericClient) -> Result<Vec<EnumType>, postgres::Err
             schema: row.get(0),
             name: row.get(1),
             labels: row.get(2),
+            comment: row.get(3),
         })
         .collect())
 }

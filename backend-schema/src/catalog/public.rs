@@ -13,7 +13,26 @@ use super::objects::{self, Identity, Objects, RelKind};
 pub struct Catalog {
     /// Enum type -> its values in order.
     pub enums: BTreeMap<String, Vec<String>>,
+    /// Enum type -> its comment.
+    pub enum_comments: BTreeMap<String, String>,
     pub tables: BTreeMap<String, Table>,
+    /// Plain views (not materialized ones).
+    pub views: BTreeMap<String, View>,
+    /// Functions and procedures no extension owns, by `name(identity arguments)`:
+    /// `pg_get_functiondef`, a whole `CREATE OR REPLACE` statement.
+    pub functions: BTreeMap<String, String>,
+}
+
+/// A view of `public`: what the planner needs to create, replace or drop it in order.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct View {
+    /// `pg_get_viewdef`, without its final semicolon.
+    pub definition: String,
+    /// (name, `format_type`), in order: `CREATE OR REPLACE VIEW` may only append.
+    pub columns: Vec<(String, String)>,
+    /// The tables and views of `public` it reads.
+    pub uses: Vec<String>,
+    pub comment: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -28,6 +47,13 @@ pub struct Table {
     pub force_row_security: bool,
     pub policies: BTreeMap<String, Policy>,
     pub comment: Option<String>,
+    /// Comments on the table's objects, by name, apart from the objects themselves: a
+    /// new comment is a `COMMENT ON`, not a rebuilt index or constraint.
+    pub index_comments: BTreeMap<String, String>,
+    pub constraint_comments: BTreeMap<String, String>,
+    pub policy_comments: BTreeMap<String, String>,
+    /// User triggers by name: `pg_get_triggerdef`, a whole `CREATE TRIGGER` statement.
+    pub triggers: BTreeMap<String, String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -82,15 +108,40 @@ impl Catalog {
         Ok(Catalog::public(&Objects::read(client)?))
     }
 
-    /// The tables of `public` in `objects` (views, sequences, functions and triggers are
-    /// not the planner's), with their enums.
+    /// The tables, views, functions and triggers of `public` in `objects` (materialized
+    /// views and sequences are not the planner's), with their enums.
     pub fn public(objects: &Objects) -> Catalog {
         let in_public = |schema: &str| schema == "public";
         let mut catalog = Catalog::default();
         for e in objects.enums.iter().filter(|e| in_public(&e.schema)) {
             catalog.enums.insert(e.name.clone(), e.labels.clone());
+            if let Some(comment) = &e.comment {
+                catalog
+                    .enum_comments
+                    .insert(e.name.clone(), comment.clone());
+            }
         }
         for relation in &objects.relations {
+            if in_public(&relation.schema) && relation.kind == RelKind::View {
+                let definition = relation.view_definition.as_deref().unwrap_or_default();
+                catalog.views.insert(
+                    relation.name.clone(),
+                    View {
+                        definition: definition
+                            .trim()
+                            .trim_end_matches(';')
+                            .trim_end()
+                            .to_string(),
+                        columns: relation
+                            .columns
+                            .iter()
+                            .map(|c| (c.name.clone(), c.data_type.clone()))
+                            .collect(),
+                        uses: relation.uses.clone(),
+                        comment: relation.comment.clone(),
+                    },
+                );
+            }
             if !in_public(&relation.schema) || relation.kind != RelKind::Table {
                 continue;
             }
@@ -129,6 +180,11 @@ impl Catalog {
                 continue;
             }
             if let Some(table) = catalog.public_table(&k.schema, &k.table) {
+                if let Some(comment) = &k.comment {
+                    table
+                        .constraint_comments
+                        .insert(k.name.clone(), comment.clone());
+                }
                 table.constraints.insert(
                     k.name.clone(),
                     Constraint {
@@ -141,15 +197,37 @@ impl Catalog {
                 );
             }
         }
-        for index in objects.indexes.iter().filter(|i| !i.backs_constraint) {
+        for index in &objects.indexes {
             if let Some(table) = catalog.public_table(&index.schema, &index.table) {
-                table
-                    .indexes
-                    .insert(index.name.clone(), index.definition.clone());
+                if let Some(comment) = &index.comment {
+                    table
+                        .index_comments
+                        .insert(index.name.clone(), comment.clone());
+                }
+                if !index.backs_constraint {
+                    table
+                        .indexes
+                        .insert(index.name.clone(), index.definition.clone());
+                }
+            }
+        }
+        for f in objects.functions.iter().filter(|f| in_public(&f.schema)) {
+            catalog
+                .functions
+                .insert(f.signature.clone(), f.definition.clone());
+        }
+        for t in &objects.triggers {
+            if let Some(table) = catalog.public_table(&t.schema, &t.table) {
+                table.triggers.insert(t.name.clone(), t.definition.clone());
             }
         }
         for p in &objects.policies {
             if let Some(table) = catalog.public_table(&p.schema, &p.table) {
+                if let Some(comment) = &p.comment {
+                    table
+                        .policy_comments
+                        .insert(p.name.clone(), comment.clone());
+                }
                 table.policies.insert(
                     p.name.clone(),
                     Policy {

@@ -28,8 +28,8 @@ impl PlannedMigration {
 pub enum PhaseError {
     #[error(
         "autogenerate does not write these differences between the migrations' head and the schema files \
-         (it writes tables, columns, keys, checks, foreign keys, exclusion constraints, indexes, enums, row-level security, policies and comments; \
-         not views, functions, triggers, standalone sequences, column collations, grants, extensions or other schemas):\n{diff}\
+         (it writes tables, columns, keys, checks, foreign keys, exclusion constraints, indexes, enums, row-level security, policies, views, functions, triggers and comments on them; \
+         not materialized views, triggers on views, standalone sequences, column collations, grants, extensions or other schemas):\n{diff}\
          nothing was written: write a migration for these by hand (`cargo xtask migrate revision -m MSG`), then run autogenerate again for the rest"
     )]
     Uncovered { diff: String },

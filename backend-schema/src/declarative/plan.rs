@@ -7,6 +7,8 @@
 //! still takes a long strong lock.
 
 pub mod locks;
+mod routines;
+mod views;
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -601,6 +603,25 @@ fn plan_with(
         }
     }
 
+    // Views that cannot stay while tables change go first.
+    let affected: BTreeSet<String> = dropped
+        .iter()
+        .map(|name| name.to_string())
+        .chain(kept.iter().filter_map(|(name, old, new)| {
+            let touched = old.columns.iter().any(|c| {
+                new.column(&c.name)
+                    .is_none_or(|n| n.data_type != c.data_type)
+                    || rebuilt
+                        .iter()
+                        .any(|(e, _)| **e == c.data_type || ident(e) == c.data_type)
+            });
+            touched.then(|| name.to_string())
+        }))
+        .collect();
+    let views_dropped = views::drop_first(&mut plan, from, to, &affected);
+    routines::drop_triggers(&mut plan, from, to);
+    routines::create_functions(&mut plan, from, to);
+
     // Out of the way of what changes: policies, constraints and indexes that go or change.
     for (table, old, new) in &kept {
         for (name, policy) in &old.policies {
@@ -776,11 +797,43 @@ fn plan_with(
         }
     }
 
+    views::create(&mut plan, from, to, &views_dropped);
+    routines::create_triggers(&mut plan, from, to);
+    for (name, view) in &to.views {
+        let n = ident(name);
+        let created = created_in(&plan, &[format!("CREATE VIEW {n} AS\n")]);
+        let before = from.views.get(name).and_then(|v| v.comment.as_ref());
+        object_comment(
+            &mut plan,
+            format!("VIEW {n}"),
+            created,
+            before,
+            view.comment.as_ref(),
+        );
+    }
+
     for (name, table) in &created {
         comments(&mut plan, name, &Table::default(), table);
     }
     for (name, old, new) in &kept {
         comments(&mut plan, name, old, new);
+    }
+    for name in to.enums.keys() {
+        let created = created_in(&plan, &[format!("CREATE TYPE {} ", ident(name))]);
+        let before = from.enum_comments.get(name);
+        object_comment(
+            &mut plan,
+            format!("TYPE {}", ident(name)),
+            created,
+            before,
+            to.enum_comments.get(name),
+        );
+    }
+    for (name, table) in &created {
+        object_comments(&mut plan, name, &Table::default(), table);
+    }
+    for (name, old, new) in &kept {
+        object_comments(&mut plan, name, old, new);
     }
 
     if !dropped.is_empty() {
@@ -807,6 +860,7 @@ fn plan_with(
             }
         }
     }
+    routines::drop_functions(&mut plan, from, to);
     for name in from.enums.keys() {
         if !to.enums.contains_key(name) {
             plan.add(Phase::Ddl, format!("DROP TYPE {}", ident(name)));
@@ -1166,7 +1220,7 @@ fn add_constraint_safely(
             step.lock(table, LockMode::AccessExclusive)
                 .work(Work::IndexBuild)
                 .why(match constraint.kind {
-                    'x' => "PostgreSQL cannot build an exclusion constraint concurrently nor attach one to an index built beforehand: its index is built under ACCESS EXCLUSIVE, blocking reads and writes for as long as the build takes; on a big table, run it in a quiet hour",
+                    'x' => EXCLUSION_IN_PLACE,
                     _ => "this constraint is built under a strong lock that blocks reads and writes for as long as the table takes to check",
                 });
         }
@@ -1322,6 +1376,108 @@ fn comments(plan: &mut Plan, table: &str, old: &Table, new: &Table) {
         }
     }
 }
+
+/// Comments on a table's indexes, constraints and policies. Each comes after the
+/// statement that creates (or rebuilds) its object, in the same migration, or in the
+/// next transactional one when that is a concurrent build; an object kept as it was
+/// only gets its comment changed, under a brief lock.
+fn object_comments(plan: &mut Plan, table: &str, old: &Table, new: &Table) {
+    let t = ident(table);
+    let names = |a: &BTreeMap<String, String>, b: &BTreeMap<String, String>| -> BTreeSet<String> {
+        a.keys().chain(b.keys()).cloned().collect()
+    };
+    for name in names(&old.index_comments, &new.index_comments) {
+        let n = ident(&name);
+        let created = created_in(
+            plan,
+            &[
+                format!("INDEX {n} ON "),
+                format!("INDEX CONCURRENTLY {n} ON "),
+                format!("ALTER TABLE {t} ADD CONSTRAINT {n} "),
+            ],
+        );
+        // COMMENT ON INDEX locks the index alone, not its table.
+        object_comment(
+            plan,
+            format!("INDEX {n}"),
+            created,
+            old.index_comments.get(&name),
+            new.index_comments.get(&name),
+        );
+    }
+    for name in names(&old.constraint_comments, &new.constraint_comments) {
+        let n = ident(&name);
+        let created = created_in(plan, &[format!("ALTER TABLE {t} ADD CONSTRAINT {n} ")]);
+        if let Some(step) = object_comment(
+            plan,
+            format!("CONSTRAINT {n} ON {t}"),
+            created,
+            old.constraint_comments.get(&name),
+            new.constraint_comments.get(&name),
+        ) {
+            step.lock(table, LockMode::AccessShare);
+        }
+    }
+    for name in names(&old.policy_comments, &new.policy_comments) {
+        let n = ident(&name);
+        let created = created_in(plan, &[format!("CREATE POLICY {n} ON {t} ")]);
+        if let Some(step) = object_comment(
+            plan,
+            format!("POLICY {n} ON {t}"),
+            created,
+            old.policy_comments.get(&name),
+            new.policy_comments.get(&name),
+        ) {
+            step.lock(table, LockMode::AccessShare);
+        }
+    }
+}
+
+/// The phase of the last statement so far that matches one of `patterns` (creates the
+/// object), as the phase a statement about the new object can run in: after a
+/// concurrent build, the next transactional migration.
+fn created_in(plan: &Plan, patterns: &[String]) -> Option<Phase> {
+    let step = plan
+        .steps
+        .iter()
+        .rev()
+        .find(|s| patterns.iter().any(|p| s.sql.contains(p.as_str())))?;
+    Some(match step.phase {
+        Phase::Concurrent => Phase::Attach,
+        phase => phase,
+    })
+}
+
+/// `COMMENT ON {what}`: the new comment after a statement that created the object
+/// (`created`, its phase; a new object has no comment), or a change of a kept one's.
+fn object_comment<'p>(
+    plan: &'p mut Plan,
+    what: String,
+    created: Option<Phase>,
+    old: Option<&String>,
+    new: Option<&String>,
+) -> Option<&'p mut Step> {
+    let phase = match created {
+        Some(phase) => phase,
+        None if old == new => return None,
+        None => Phase::Ddl,
+    };
+    if created.is_some() && new.is_none() {
+        return None;
+    }
+    let text = new.map_or("NULL".into(), |c| literal(c));
+    Some(plan.add(
+        phase.max(Phase::Ddl),
+        format!("COMMENT ON {what} IS {text}"),
+    ))
+}
+
+/// Why an exclusion constraint on a table with rows takes a long strong lock, and the
+/// allow of verify's `exclusion-built-in-place` finding: there is no other way to
+/// write it, so the generated migration says so instead of failing `verify`, which
+/// still lists it with this reason.
+const EXCLUSION_IN_PLACE: &str = "PostgreSQL cannot build an exclusion constraint concurrently nor attach one to an index built beforehand: its index is built under ACCESS EXCLUSIVE, blocking reads and writes for as long as the build takes; on a big table, run it in a quiet hour\n\
+     -- xtask:allow exclusion-built-in-place generated: there is no concurrent way to add an exclusion constraint; run this migration in a quiet window";
 
 /// `CREATE [UNIQUE] INDEX` as `CREATE [UNIQUE] INDEX CONCURRENTLY`.
 fn concurrently(definition: &str) -> String {

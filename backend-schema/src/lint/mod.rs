@@ -42,6 +42,7 @@ pub enum Rule {
     IndexNotConcurrent,
     ConstraintValidatedInPlace,
     UniqueBuiltInPlace,
+    ExclusionBuiltInPlace,
     TableRewrite,
     SetNotNullScan,
     LongStrongLock,
@@ -55,10 +56,11 @@ pub enum Rule {
 }
 
 impl Rule {
-    pub const ALL: [Rule; 13] = [
+    pub const ALL: [Rule; 14] = [
         Rule::IndexNotConcurrent,
         Rule::ConstraintValidatedInPlace,
         Rule::UniqueBuiltInPlace,
+        Rule::ExclusionBuiltInPlace,
         Rule::TableRewrite,
         Rule::SetNotNullScan,
         Rule::LongStrongLock,
@@ -76,6 +78,7 @@ impl Rule {
             Rule::IndexNotConcurrent => "index-not-concurrent",
             Rule::ConstraintValidatedInPlace => "constraint-validated-in-place",
             Rule::UniqueBuiltInPlace => "unique-built-in-place",
+            Rule::ExclusionBuiltInPlace => "exclusion-built-in-place",
             Rule::TableRewrite => "table-rewrite",
             Rule::SetNotNullScan => "set-not-null-scan",
             Rule::LongStrongLock => "long-strong-lock",
@@ -110,6 +113,7 @@ impl Rule {
             Rule::IndexNotConcurrent
                 | Rule::ConstraintValidatedInPlace
                 | Rule::UniqueBuiltInPlace
+                | Rule::ExclusionBuiltInPlace
                 | Rule::TableRewrite
                 | Rule::SetNotNullScan
                 | Rule::LongStrongLock

@@ -117,6 +117,9 @@ pub enum Action {
     UniqueInPlace {
         what: &'static str,
     },
+    /// An EXCLUDE constraint added: its index is built under the lock, and PostgreSQL
+    /// has no `USING INDEX` or concurrent form for it.
+    ExclusionInPlace,
     SetNotNull {
         column: String,
     },
@@ -329,6 +332,9 @@ fn action(w: &[Word]) -> Action {
                 return Action::UniqueInPlace {
                     what: "PRIMARY KEY",
                 };
+            }
+            if depth0("EXCLUDE") {
+                return Action::ExclusionInPlace;
             }
             return Action::Other;
         }

@@ -15,6 +15,7 @@ use crate::sql_split::Statement;
 const INDEX_FIX: &str = "CREATE INDEX CONCURRENTLY IF NOT EXISTS in a migration of its own with `transactional = false` (it takes SHARE UPDATE EXCLUSIVE: reads and writes go on)";
 const VALIDATE_FIX: &str = "add the constraint with NOT VALID here (new rows are checked at once), and run ALTER TABLE ... VALIDATE CONSTRAINT in a later migration: it scans under SHARE UPDATE EXCLUSIVE, which lets reads and writes go on";
 const UNIQUE_FIX: &str = "CREATE UNIQUE INDEX CONCURRENTLY in a non-transactional migration first, then ALTER TABLE ... ADD CONSTRAINT name UNIQUE (or PRIMARY KEY) USING INDEX index_name, which only takes a brief lock";
+const EXCLUSION_FIX: &str = "there is no concurrent way: PostgreSQL builds an exclusion constraint's index only under ACCESS EXCLUSIVE (no CONCURRENTLY, no USING INDEX); add it in a quiet window and allow this finding with that reason, or build the constraint on a new table and move the rows there";
 const NOT_NULL_FIX: &str = "add CHECK (column IS NOT NULL) NOT VALID, VALIDATE CONSTRAINT it in a later migration, then SET NOT NULL (PostgreSQL 12+ uses the valid check and skips the scan) and drop the check";
 const LONG_LOCK_FIX: &str = "take the strong lock last and keep the transaction short: move slow statements (backfills, index builds) to their own migration, or split the migration";
 
@@ -109,6 +110,12 @@ pub fn check(
                             table,
                             format!("adds a {what} constraint to existing table {table}, building its index under {mode}: reads and writes wait for the build"),
                             UNIQUE_FIX,
+                        ),
+                        Action::ExclusionInPlace => found(
+                            Rule::ExclusionBuiltInPlace,
+                            table,
+                            format!("adds an EXCLUDE constraint to existing table {table}, building its index under {mode}: reads and writes wait for the whole build ({took} ms here on verify's seeded rows)"),
+                            EXCLUSION_FIX,
                         ),
                         Action::SetNotNull { column } if trace.scanned.contains(table) => found(
                             Rule::SetNotNullScan,

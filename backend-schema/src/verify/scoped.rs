@@ -8,9 +8,10 @@
 //! function, sequence or referenced table, an operator, operator class or text search
 //! configuration moved or renamed, as `ALTER EXTENSION ... SET SCHEMA` moves them,
 //! changes how its columns, defaults, checks, foreign keys, indexes, triggers, policies
-//! or view text read), or when the number of its
-//! constraints, indexes, policies, triggers, defaults or comments changed (a drop leaves
-//! no row behind to find by `xmin`). Relations that are gone are removed. Types,
+//! or view text read), or when the number of its constraints, indexes, policies,
+//! triggers, defaults or comments (on it, its columns, indexes, constraints, triggers
+//! and policies) changed (a drop leaves no row behind to find by `xmin`). Relations
+//! that are gone are removed. Types,
 //! sequences, functions and extensions are read whole every time; a role created or
 //! renamed since the mark makes every relation touched (grants and policies name roles).
 //! `VerifyOptions::compare_full_snapshots` checks all of this against a full read.
@@ -115,7 +116,15 @@ impl Mark {
                     (SELECT count(*) FROM pg_trigger t WHERE t.tgrelid = c.oid),
                     (SELECT count(*) FROM pg_attrdef d WHERE d.adrelid = c.oid),
                     (SELECT count(*) FROM pg_description d
-                      WHERE d.classoid = 'pg_class'::regclass AND d.objoid = c.oid)]
+                      WHERE (d.classoid = 'pg_class'::regclass
+                             AND (d.objoid = c.oid
+                                  OR d.objoid IN (SELECT i.indexrelid FROM pg_index i WHERE i.indrelid = c.oid)))
+                         OR (d.classoid = 'pg_constraint'::regclass
+                             AND d.objoid IN (SELECT k.oid FROM pg_constraint k WHERE k.conrelid = c.oid))
+                         OR (d.classoid = 'pg_trigger'::regclass
+                             AND d.objoid IN (SELECT t.oid FROM pg_trigger t WHERE t.tgrelid = c.oid))
+                         OR (d.classoid = 'pg_policy'::regclass
+                             AND d.objoid IN (SELECT p.oid FROM pg_policy p WHERE p.polrelid = c.oid)))]
                FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
               WHERE {USER_SCHEMAS} AND c.relkind IN ('r', 'p', 'v', 'm')"
         );
@@ -163,8 +172,10 @@ fn written_since(
            UNION SELECT 'pg_class'::regclass::oid, polrelid FROM pg_policy WHERE xmin::text::int8 >= $1
            UNION SELECT 'pg_class'::regclass::oid, tgrelid FROM pg_trigger WHERE xmin::text::int8 >= $1
            UNION SELECT 'pg_class'::regclass::oid, ev_class FROM pg_rewrite WHERE xmin::text::int8 >= $1
-           UNION SELECT 'pg_class'::regclass::oid, objoid FROM pg_description
-                  WHERE classoid = 'pg_class'::regclass AND xmin::text::int8 >= $1
+           UNION SELECT classoid, objoid FROM pg_description
+                  WHERE classoid IN ('pg_class'::regclass, 'pg_constraint'::regclass,
+                                     'pg_trigger'::regclass, 'pg_policy'::regclass)
+                    AND xmin::text::int8 >= $1
            UNION SELECT 'pg_type'::regclass::oid, oid FROM pg_type WHERE xmin::text::int8 >= $1
            UNION SELECT 'pg_type'::regclass::oid, enumtypid FROM pg_enum WHERE xmin::text::int8 >= $1
            UNION SELECT 'pg_proc'::regclass::oid, oid FROM pg_proc WHERE xmin::text::int8 >= $1

@@ -560,6 +560,29 @@ fn the_readme_lock_table_is_the_planners() {
     add("comment", &|t| {
         t.comment = Some("people who may buy".into())
     });
+    add("comment on an index", &|t| {
+        t.index_comments
+            .insert("ix_leads_email".into(), "search by address".into());
+    });
+    add("comment on a constraint", &|t| {
+        t.constraint_comments
+            .insert("leads_pkey".into(), "leads are found by id".into());
+    });
+    add("comment on a policy", &|t| {
+        t.policy_comments
+            .insert("leads_isolation".into(), "a tenant sees its own".into());
+    });
+    add("trigger", &|t| {
+        t.triggers.insert(
+            "leads_touch".into(),
+            "CREATE TRIGGER leads_touch BEFORE UPDATE ON public.leads FOR EACH ROW EXECUTE FUNCTION touch()".into(),
+        );
+    });
+    let mut with_comment = from.clone();
+    with_comment
+        .enum_comments
+        .insert("leadstatus".into(), "where a lead is".into());
+    cases.push(("comment on an enum type", with_comment));
     let mut with_value = from.clone();
     with_value.enums.insert(
         "leadstatus".into(),
