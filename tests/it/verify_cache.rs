@@ -344,3 +344,27 @@ fn two_verifies_at_once_share_the_cache_and_leave_it_whole() {
         .collect();
     assert_eq!(leftovers.len(), 1, "{leftovers:?}");
 }
+
+#[test]
+fn the_cache_lives_in_the_workspace_target_directory() {
+    let workspace = tempfile::tempdir().unwrap();
+    let migrations = copy_migrations();
+    let run = Run {
+        output: xtask_command(&[
+            "verify",
+            "--migrations",
+            migrations.path().to_str().unwrap(),
+        ])
+        .env_remove("BACKEND_SCHEMA_VERIFY_CACHE_DIR")
+        .env("BACKEND_SCHEMA_PROJECT_ROOT", workspace.path())
+        .output()
+        .unwrap(),
+    };
+    run.success();
+    let files: Vec<_> = std::fs::read_dir(workspace.path().join("target/verify-cache"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    assert_eq!(files.len(), 1, "{files:?}");
+    assert!(files[0].extension().is_some_and(|e| e == "json"));
+}
