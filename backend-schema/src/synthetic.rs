@@ -49,6 +49,39 @@ pub fn write_chain(dir: &Path, n: usize) -> Result<(), WriteError> {
     Ok(())
 }
 
+/// Edits the head of the chain in `dir` as a developer does between two runs of
+/// `verify` (`note` appended to its upgrade as a comment), for the incremental re-run's
+/// measurement; returns the edited file.
+pub fn edit_head(dir: &Path, note: &str) -> Result<std::path::PathBuf, EditError> {
+    let graph = crate::RevisionGraph::load(dir)?;
+    let head = graph.heads().first().map(|h| h.to_string());
+    let migration = head
+        .and_then(|head| graph.get(&head))
+        .ok_or_else(|| EditError::NoHead(dir.to_path_buf()))?;
+    let path = migration.path(crate::Direction::Up);
+    let mut up = migration.up.clone();
+    up.push_str(&format!("-- {note}\n"));
+    std::fs::write(&path, up).map_err(|source| EditError::Write {
+        path: path.clone(),
+        source,
+    })?;
+    Ok(path)
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum EditError {
+    #[error(transparent)]
+    Source(#[from] crate::source::SourceError),
+    #[error("{} has no migrations", .0.display())]
+    NoHead(std::path::PathBuf),
+    #[error("cannot write {}", path.display())]
+    Write {
+        path: std::path::PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
 /// Adds `leads` leads and as many SMS messages to a database at the chain's head whose
 /// tables hold verify's seed rows (a tenant, a user, a campaign), then `VACUUM ANALYZE`.
 pub fn seed_leads_and_messages(

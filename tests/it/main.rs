@@ -31,5 +31,6 @@ mod squawk;
 mod support;
 mod tls;
 mod verify;
+mod verify_cache;
 mod verify_chains;
 mod working_directory;

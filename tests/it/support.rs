@@ -142,8 +142,19 @@ pub fn xtask_command(args: &[&str]) -> Command {
     command
         .args(args)
         .env_remove("DATABASE_URL")
+        .env("BACKEND_SCHEMA_VERIFY_CACHE_DIR", fresh_verify_cache())
         .current_dir(root());
     command
+}
+
+/// A verify cache directory no other run has used: a test sees its own verify's
+/// results, never a cache another test (or an earlier test run) left. The cache's own
+/// tests set the variable again to share one between their runs.
+pub fn fresh_verify_cache() -> PathBuf {
+    static RUNS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let run = RUNS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    Path::new(env!("CARGO_TARGET_TMPDIR"))
+        .join(format!("verify-cache-{}-{run}", std::process::id()))
 }
 
 /// The one way to assert a snapshot (uv's `uv_snapshot!` is the model): the text goes

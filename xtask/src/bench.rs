@@ -134,7 +134,7 @@ impl Bench {
         let mut verify = Vec::new();
         for _ in 0..runs.min(7) {
             let began = Instant::now();
-            cmd!(sh, "{xtask} verify --migrations {migrations}")
+            cmd!(sh, "{xtask} verify --no-cache --migrations {migrations}")
                 .quiet()
                 .ignore_stdout()
                 .ignore_stderr()
@@ -154,7 +154,7 @@ impl Bench {
             let mut samples = Vec::new();
             for _ in 0..runs.min(3) {
                 let began = Instant::now();
-                cmd!(sh, "{xtask} verify --migrations {chain_dir}")
+                cmd!(sh, "{xtask} verify --no-cache --migrations {chain_dir}")
                     .quiet()
                     .ignore_stdout()
                     .ignore_stderr()
@@ -180,6 +180,17 @@ impl Bench {
             )
             .spread(t300)
             .against(t100.median, 3.3),
+        );
+
+        let rerun = incremental_rerun(sh, &xtask, runs.min(3))?;
+        rows.push(
+            Row::new(
+                "verify, 100-migration chain re-run after editing its newest migration (cache)",
+                rerun.median,
+                "<= 0.25x a full run of the 100-migration chain",
+            )
+            .spread(rerun)
+            .against(t100.median, 0.25),
         );
 
         if let Some(leads) = self.backup_leads {
@@ -290,6 +301,32 @@ impl Row {
             ),
         }
     }
+}
+
+/// `verify` of the 100-migration chain with its cache warm, each run after an edit of
+/// the newest migration (the developer's loop).
+fn incremental_rerun(sh: &Shell, xtask: &std::path::Path, runs: usize) -> anyhow::Result<Spread> {
+    let chain = generated_chain(100)?;
+    let chain_dir = chain.path();
+    let cache = tempfile::tempdir()?;
+    let verify = || {
+        cmd!(sh, "{xtask} verify --migrations {chain_dir}")
+            .env("BACKEND_SCHEMA_VERIFY_CACHE_DIR", cache.path())
+            .quiet()
+            .ignore_stdout()
+            .ignore_stderr()
+    };
+    verify()
+        .run()
+        .context("the first run, which fills the cache")?;
+    let mut samples = Vec::new();
+    for run in 0..runs {
+        backend_schema::synthetic::edit_head(chain_dir, &format!("edit {run}"))?;
+        let began = Instant::now();
+        verify().run()?;
+        samples.push(began.elapsed());
+    }
+    Ok(Spread::of(samples))
 }
 
 /// A generated chain of `n` small migrations in a temp dir.

@@ -21,7 +21,7 @@ pub struct Xtask {
 pub enum Command {
     /// Prove every migration up and down on a throwaway PostgreSQL (no configuration)
     #[command(
-        after_help = "Examples:\n  cargo xtask verify\n  cargo xtask verify --json target/verify.json\n  cargo xtask verify --strict   # warnings fail too (CI)\n  cargo xtask verify --migrations tests/fixtures/leaky_policy"
+        after_help = "Examples:\n  cargo xtask verify\n  cargo xtask verify --json target/verify.json\n  cargo xtask verify --strict   # warnings fail too (CI)\n  cargo xtask verify --no-cache # every revision verified now (releases)\n  cargo xtask verify --migrations tests/fixtures/leaky_policy"
     )]
     Verify(Verify),
     /// Check migrations against the static safety rules, without a server (pre-commit)
@@ -129,6 +129,9 @@ pub struct Verify {
     /// Warnings (redundant indexes, long locks, drops, unseedable tables, missing policies) fail the run too (for CI); error findings always do
     #[arg(long)]
     pub strict: bool,
+    /// Verify every revision, trusting no result kept in target/verify-cache from an earlier run (for releases)
+    #[arg(long)]
+    pub no_cache: bool,
 }
 
 #[derive(Debug, Args)]

@@ -33,6 +33,7 @@ impl Verify {
         };
         let options = VerifyOptions {
             strict: self.strict,
+            cache_dir: (!self.no_cache).then(cache_dir),
             ..VerifyOptions::default()
         };
         let report = backend_schema::verify::verify_dir(&dir, &options, &mut progress);
@@ -64,6 +65,56 @@ impl Verify {
         }
         Ok(())
     }
+}
+
+/// The variable that moves the cache (the tests give each run its own).
+const CACHE_DIR_VAR: &str = "BACKEND_SCHEMA_VERIFY_CACHE_DIR";
+
+/// `target/verify-cache` of the workspace, or where `BACKEND_SCHEMA_VERIFY_CACHE_DIR`
+/// says.
+fn cache_dir() -> std::path::PathBuf {
+    match std::env::var_os(CACHE_DIR_VAR).filter(|dir| !dir.is_empty()) {
+        Some(dir) => dir.into(),
+        None => crate::project_root().join("target").join("verify-cache"),
+    }
+}
+
+/// What came from the cache: the revisions (always the first ones of the stairway),
+/// the whole-chain checks, and any file ignored or not written.
+fn cache_lines(report: &VerifyReport) -> Vec<String> {
+    let mut lines: Vec<String> = report
+        .cache_notes
+        .iter()
+        .map(|note| format!("cache: {note}"))
+        .collect();
+    let (Some(first), Some(last)) = (report.from_cache.first(), report.from_cache.last()) else {
+        return lines;
+    };
+    let file = report.cache_file.as_deref().unwrap_or("the cache");
+    let now = report.revisions.len() - report.from_cache.len();
+    let verified_now = match report.revisions.get(report.from_cache.len()) {
+        Some(next) => format!(", verified now from {} on ({now})", next.revision),
+        None => String::new(),
+    };
+    let range = if first == last {
+        first.clone()
+    } else {
+        format!("{first} .. {last}")
+    };
+    lines.push(format!(
+        "cache: {} of {} revision(s) from {file} ({range}: unchanged since they passed, with everything before them){verified_now}; `--no-cache` verifies all",
+        report.from_cache.len(),
+        report.revisions.len(),
+    ));
+    lines.push(format!(
+        "cache: base -> head, head -> base and the merge orders {}",
+        if report.chain_from_cache {
+            "from the cache"
+        } else {
+            "run now"
+        }
+    ));
+    lines
 }
 
 /// `verify: 37/100 revisions verified (REV down)`.
@@ -188,6 +239,10 @@ pub(crate) fn render(report: &VerifyReport, colour: bool) -> String {
             "\nroles: created before the chain ran, from roles.toml: {}",
             report.declared_roles.join(", ")
         );
+    }
+    let cache = cache_lines(report);
+    if !cache.is_empty() {
+        let _ = writeln!(out, "\n{}", cache.join("\n"));
     }
     if !report.not_checked.is_empty() {
         let _ = writeln!(out);

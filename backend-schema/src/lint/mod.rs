@@ -10,14 +10,14 @@ pub mod traced;
 
 use std::path::{Path, PathBuf};
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::graph::RevisionGraph;
 use crate::Direction;
 
 pub use allow::{Allowed, LintConfig, LINT_FILE};
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Severity {
     Info,
@@ -36,7 +36,7 @@ impl Severity {
 }
 
 /// Every rule, by its stable ID.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Rule {
     IndexNotConcurrent,
@@ -123,7 +123,7 @@ impl Rule {
 }
 
 /// One finding: a rule broken at a statement of a revision's file.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Finding {
     pub rule: Rule,
     pub severity: Severity,

@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use std::fmt;
 
 use postgres::Client;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use super::seed::tenant_uuid;
 use crate::catalog::user_tables;
@@ -27,7 +27,7 @@ pub struct Isolation {
 }
 
 /// What went wrong with a table's policies, the worst first.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Verdict {
     /// A tenant sees or writes another tenant's rows.
@@ -50,7 +50,7 @@ impl Verdict {
 }
 
 /// One failed isolation check of one table.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct IsolationFailure {
     pub table: String,
     pub verdict: Verdict,
@@ -97,13 +97,7 @@ pub fn check(client: &mut Client, mut fresh: Client) -> Result<Isolation, postgr
     }
     // The role is cluster-wide; the grants live in transactions that are rolled back, so
     // the schema under test is left exactly as the migrations made it.
-    client.batch_execute(&format!(
-        "DO $$ BEGIN
-            IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = '{APP_ROLE}') THEN
-                CREATE ROLE {APP_ROLE} NOLOGIN NOSUPERUSER NOBYPASSRLS;
-            END IF;
-         END $$;"
-    ))?;
+    create_app_role(client)?;
     let policy_tables: Vec<String> = tables
         .iter()
         .filter(|t| t.get::<_, bool>(3))
@@ -364,4 +358,16 @@ fn insert_into_other_tenant(
         table = quote_ident(table)
     );
     as_tenant(client, Some(a), |tx| tx.execute(&sql, &[&b, &a]))
+}
+
+/// The role the checks run as; cluster-wide, so it outlives the rolled-back checks (and
+/// a resumed run creates it where a full run would have).
+pub(crate) fn create_app_role(client: &mut Client) -> Result<(), postgres::Error> {
+    client.batch_execute(&format!(
+        "DO $$ BEGIN
+            IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = '{APP_ROLE}') THEN
+                CREATE ROLE {APP_ROLE} NOLOGIN NOSUPERUSER NOBYPASSRLS;
+            END IF;
+         END $$;"
+    ))
 }

@@ -4,6 +4,7 @@
 //! nothing behind, and the orders of applying merged branches converging (up to
 //! `MERGE_ORDERS` of them).
 
+mod cache;
 pub mod data;
 pub mod findings;
 pub mod isolation;
@@ -12,11 +13,11 @@ mod scoped;
 pub mod seed;
 
 use std::collections::BTreeMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use postgres::Client;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::cluster::{ClusterError, TempCluster};
 use crate::graph::{RevisionGraph, UsableGraph};
@@ -25,6 +26,7 @@ use crate::runner::{Migrator, RunOptions, StepReport};
 use crate::snapshot::SchemaSnapshot;
 use crate::source::SourceError;
 use crate::Direction;
+use cache::{Cache, CachedChain, CachedRevision};
 use data::TableData;
 use findings::Finding;
 use isolation::IsolationFailure;
@@ -32,7 +34,7 @@ use roles::RolesError;
 use scoped::Tracked;
 
 /// A step of the stairway at one revision.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum StairStep {
     /// The upgrade to the revision.
@@ -54,7 +56,7 @@ impl StairStep {
 }
 
 /// What happened at one revision of the stairway.
-#[derive(Debug, Clone, Default, Serialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct RevisionReport {
     pub revision: String,
     pub message: String,
@@ -112,6 +114,15 @@ pub struct VerifyReport {
     /// Warnings and findings count as failures.
     pub strict: bool,
     pub total_ms: u64,
+    /// The cache file read and written, when the run used one.
+    pub cache_file: Option<String>,
+    /// Revisions whose results came from the cache (a prefix of the stairway: the
+    /// first revision whose key changed and everything after it are verified now).
+    pub from_cache: Vec<String>,
+    /// base -> head, head -> base and the merge orders came from the cache.
+    pub chain_from_cache: bool,
+    /// A cache file ignored or not written, and why.
+    pub cache_notes: Vec<String>,
 }
 
 impl VerifyReport {
@@ -150,6 +161,9 @@ pub struct VerifyOptions {
     /// snapshot kept up to date from what the step touched differs from it (for the
     /// test that holds the two equal).
     pub compare_full_snapshots: bool,
+    /// Where results are kept per revision between runs (`target/verify-cache` for
+    /// the xtask); `None` verifies every revision (`--no-cache`).
+    pub cache_dir: Option<PathBuf>,
 }
 
 /// Where a run is: the step it starts, and how many revisions of the stairway are
@@ -175,6 +189,8 @@ pub enum VerifyError {
     Roles(#[from] RolesError),
     #[error(transparent)]
     LintConfig(#[from] lint::allow::ConfigError),
+    #[error("replaying {revision}, verified earlier and taken from the cache, failed this time ({err}): its result cannot be trusted; run `cargo xtask verify --no-cache`")]
+    CacheReplay { revision: String, err: String },
     #[error("verify's own query failed: {0}")]
     Db(#[from] postgres::Error),
 }
@@ -252,42 +268,102 @@ fn verify_usable(
     cluster.create_database(STAIRWAY_DB, None)?;
     cluster.create_database("verify_chain", None)?;
 
+    // A run that compares snapshots with full reads is a check of the code itself.
+    let cache = options
+        .cache_dir
+        .as_deref()
+        .filter(|_| !options.compare_full_snapshots)
+        .map(|dir| Cache::open(dir, graph.dir()));
+    let keys = cache::keys(graph, &report.server_version);
+    let chain_key = keys.last().cloned().unwrap_or_default();
+    let cached: Vec<CachedRevision> = match &cache {
+        Some(cache) => {
+            report.cache_file = Some(cache.path().display().to_string());
+            report.cache_notes.extend(cache.note.clone());
+            keys.iter()
+                .map_while(|key| cache.revision(key).cloned())
+                .collect()
+        }
+        None => Vec::new(),
+    };
+    let cached_chain = cache
+        .as_ref()
+        .and_then(|cache| cache.chain(&chain_key))
+        .filter(|_| cached.len() == keys.len())
+        .cloned();
+
     // base -> head -> base in one go runs on the second core while the stairway runs.
     let chain_client = cluster.client("verify_chain")?;
-    let chain = std::thread::scope(|scope| {
-        let chain = scope.spawn(|| one_go(graph, chain_client));
+    let (chain, fresh) = std::thread::scope(|scope| {
+        let chain = cached_chain
+            .is_none()
+            .then(|| scope.spawn(|| one_go(graph, chain_client)));
         let mut client = cluster.client(STAIRWAY_DB)?;
-        stairway(
+        let fresh = stairway(
             graph,
             &cluster,
             &mut client,
             &mut report,
             &config,
             options,
+            Resume {
+                keys: &keys,
+                cached: &cached,
+                need_head: cached_chain.is_none(),
+            },
             progress,
         )?;
-        Ok::<_, VerifyError>(chain.join().expect("the one-go thread does not panic"))
+        let chain = chain.map(|c| c.join().expect("the one-go thread does not panic"));
+        Ok::<_, VerifyError>((chain, fresh))
     })?;
-    match chain? {
-        OneGo::UpFailed(err) => report
-            .failures
-            .push(format!("base -> head in one go: the upgrade failed: {err}")),
-        OneGo::DownFailed(head, err) => {
-            compare_heads(graph, &mut report, &head);
-            report.failures.push(format!(
-                "head -> base in one go: the downgrade failed: {err}"
+    let chain_failures = match (chain, &cached_chain) {
+        (Some(chain), _) => {
+            let mut failures = Vec::new();
+            match chain? {
+                OneGo::UpFailed(err) => {
+                    failures.push(format!("base -> head in one go: the upgrade failed: {err}"))
+                }
+                OneGo::DownFailed(head, err) => {
+                    failures.extend(compare_heads(graph, &report, &head));
+                    failures.push(format!(
+                        "head -> base in one go: the downgrade failed: {err}"
+                    ));
+                }
+                OneGo::Done(head, left) => {
+                    failures.extend(compare_heads(graph, &report, &head));
+                    if let Some(left) = left {
+                        failures.push(format!(
+                            "head -> base in one go: the downgrade to base left objects behind:\n{left}"
+                        ));
+                    }
+                }
+            }
+            failures.extend(merges(graph, &cluster, &report, progress)?);
+            failures
+        }
+        (None, Some(cached)) => {
+            report.chain_from_cache = true;
+            cached.failures.clone()
+        }
+        (None, None) => unreachable!("the whole-chain checks run unless they are cached"),
+    };
+    report.failures.extend(chain_failures.iter().cloned());
+    if let Some(cache) = &cache {
+        // Only revisions that passed are kept: a failure is always verified again.
+        let mut kept = cached;
+        kept.extend(fresh);
+        let complete = kept.len() == keys.len();
+        let chain = complete.then_some(CachedChain {
+            key: chain_key,
+            failures: chain_failures,
+        });
+        if let Err(err) = cache.save(kept, chain) {
+            report.cache_notes.push(format!(
+                "cannot write the cache file {} ({err}): the next run verifies every revision",
+                cache.path().display()
             ));
         }
-        OneGo::Done(head, left) => {
-            compare_heads(graph, &mut report, &head);
-            if let Some(left) = left {
-                report.failures.push(format!(
-                    "head -> base in one go: the downgrade to base left objects behind:\n{left}"
-                ));
-            }
-        }
     }
-    merges(graph, &cluster, &mut report, progress)?;
     for migration in graph.migrations() {
         for direction in [Direction::Up, Direction::Down] {
             report.findings.extend(lint::static_rules::check(
@@ -305,16 +381,19 @@ fn verify_usable(
 }
 
 /// base -> head in one go must equal the stairway's head, when the stairway got there.
-fn compare_heads(graph: &RevisionGraph, report: &mut VerifyReport, head: &SchemaSnapshot) {
-    if let Some(last) = report.revisions.last().filter(|r| r.error.is_none()) {
-        if report.revisions.len() == graph.migrations().len() {
-            if let Some(diff) = last.schema.diff(head) {
-                report.failures.push(format!(
-                    "base -> head in one go: the schema differs from the stairway's head:\n{diff}"
-                ));
-            }
-        }
+fn compare_heads(
+    graph: &RevisionGraph,
+    report: &VerifyReport,
+    head: &SchemaSnapshot,
+) -> Option<String> {
+    let last = report.revisions.last().filter(|r| r.error.is_none())?;
+    if report.revisions.len() != graph.migrations().len() {
+        return None;
     }
+    let diff = last.schema.diff(head)?;
+    Some(format!(
+        "base -> head in one go: the schema differs from the stairway's head:\n{diff}"
+    ))
 }
 
 /// Pushes `warning` unless the same text (but its `at REV: ` prefix) is there already.
@@ -374,6 +453,65 @@ fn options() -> RunOptions {
 /// The database the stairway climbs.
 const STAIRWAY_DB: &str = "verify_stairway";
 
+/// Where the stairway starts: each revision's key, the results the cache holds for the
+/// first of them, and whether the head's schema is needed when all of them are cached
+/// (the whole-chain checks compare it when they are not cached).
+struct Resume<'a> {
+    keys: &'a [String],
+    cached: &'a [CachedRevision],
+    need_head: bool,
+}
+
+/// Puts the cached revisions' results in the report, and the stairway database where a
+/// full run leaves it after them: the upgrades and the seeding before and after each (and
+/// the isolation check's role), none of the reads and comparisons. The down and up
+/// again of a revision that passed leave the rows of the tables that were there before
+/// it unchanged (a full run fails otherwise) and its new tables empty, which the next
+/// revision's seeding fills as the seeding after its upgrade does here; what may differ
+/// is what differs between two full runs (random and volatile values), and the
+/// positions of dropped columns, which no check reads. The round trips would be two more
+/// migrations per revision (a re-run of the bench's 100-revision chain at 0.29x a full
+/// run with them, under the 0.25x target without).
+fn resume(
+    graph: &RevisionGraph,
+    client: &mut Client,
+    report: &mut VerifyReport,
+    resume: &Resume<'_>,
+) -> Result<(), VerifyError> {
+    let replay = resume.cached.len() < resume.keys.len() || resume.need_head;
+    for cached in resume.cached {
+        let revision = &cached.report.revision;
+        if replay {
+            let failed = |err| VerifyError::CacheReplay {
+                revision: revision.clone(),
+                err,
+            };
+            seed::seed_empty_tables(client)?;
+            fast(client, graph, |m| m.upgrade(revision)).map_err(failed)?;
+            seed::seed_empty_tables(client)?;
+            if !cached.report.isolation_checked.is_empty() {
+                isolation::create_app_role(client)?;
+            }
+        }
+        report.revisions.push(cached.report.clone());
+        report.from_cache.push(revision.clone());
+        report.warnings.extend(cached.warnings.iter().cloned());
+        report.findings.extend(cached.findings.iter().cloned());
+        report
+            .fail_closed
+            .extend(cached.fail_closed.iter().cloned());
+    }
+    if replay && resume.cached.len() == resume.keys.len() {
+        if let Some(last) = report.revisions.last_mut() {
+            last.schema = SchemaSnapshot::capture(client)?;
+        }
+    }
+    Ok(())
+}
+
+/// Verifies the revisions after the cached ones; returns those that passed, for the
+/// cache.
+#[allow(clippy::too_many_arguments)]
 fn stairway(
     graph: &RevisionGraph,
     cluster: &TempCluster,
@@ -381,8 +519,11 @@ fn stairway(
     report: &mut VerifyReport,
     config: &LintConfig,
     options: &VerifyOptions,
+    start: Resume<'_>,
     progress: Progress<'_>,
-) -> Result<(), VerifyError> {
+) -> Result<Vec<CachedRevision>, VerifyError> {
+    resume(graph, client, report, &start)?;
+    let mut fresh = Vec::new();
     // Each snapshot re-reads only what the step before it touched.
     let snapshot = |client: &mut Client,
                     report: &mut VerifyReport,
@@ -401,6 +542,14 @@ fn stairway(
     };
     let mut previous = Tracked::capture(client)?;
     for (position, migration) in graph.migrations().iter().enumerate() {
+        if position < start.cached.len() {
+            continue;
+        }
+        let marks = (
+            report.warnings.len(),
+            report.findings.len(),
+            report.fail_closed.len(),
+        );
         let revision = migration.revision.clone();
         let mut rev = RevisionReport {
             revision: revision.clone(),
@@ -437,7 +586,7 @@ fn stairway(
             Ok(up) => up,
             Err(err) => {
                 failed(rev, report, StairStep::Up, err);
-                return Ok(());
+                return Ok(fresh);
             }
         };
         rev.up_ms = total_ms(&up);
@@ -514,14 +663,14 @@ fn stairway(
             }
             Err(err) => {
                 failed(rev, report, StairStep::Down, err);
-                return Ok(());
+                return Ok(fresh);
             }
         };
 
         step(&format!("{revision} up again"));
         if let Err(err) = run(client, graph, |m| m.upgrade(&revision)) {
             failed(rev, report, StairStep::UpAgain, err);
-            return Ok(());
+            return Ok(fresh);
         }
         let again = snapshot(
             client,
@@ -538,9 +687,18 @@ fn stairway(
         }
         rev.schema = after_up.snapshot;
         previous = again;
+        if rev.passed() {
+            fresh.push(CachedRevision {
+                key: start.keys[position].clone(),
+                report: rev.clone(),
+                warnings: report.warnings[marks.0..].to_vec(),
+                findings: report.findings[marks.1..].to_vec(),
+                fail_closed: report.fail_closed[marks.2..].to_vec(),
+            });
+        }
         report.revisions.push(rev);
     }
-    Ok(())
+    Ok(fresh)
 }
 
 /// How base -> head -> base in one go ended.
@@ -574,16 +732,17 @@ fn one_go(graph: &RevisionGraph, mut client: Client) -> Result<OneGo, VerifyErro
 const MERGE_ORDERS: usize = 12;
 
 /// The first `MERGE_ORDERS` orders of applying the branches that a merge joins must
-/// converge.
+/// converge: the failures.
 fn merges(
     graph: &RevisionGraph,
     cluster: &TempCluster,
-    report: &mut VerifyReport,
+    report: &VerifyReport,
     progress: Progress<'_>,
-) -> Result<(), VerifyError> {
+) -> Result<Vec<String>, VerifyError> {
+    let mut failures = Vec::new();
     let has_merge = graph.migrations().iter().any(|m| m.parents.len() > 1);
     if !has_merge {
-        return Ok(());
+        return Ok(failures);
     }
     let orders = topological_orders(graph, MERGE_ORDERS);
     let mut results: BTreeMap<Vec<String>, SchemaSnapshot> = BTreeMap::new();
@@ -598,11 +757,11 @@ fn merges(
         let mut client = cluster.client(&name)?;
         for revision in order {
             if let Err(err) = run(&mut client, graph, |m| m.upgrade(revision)) {
-                report.failures.push(format!(
+                failures.push(format!(
                     "merge orders: applying in the order {} failed at {revision}: {err}",
                     order.join(" -> ")
                 ));
-                return Ok(());
+                return Ok(failures);
             }
         }
         results.insert(order.clone(), SchemaSnapshot::capture(&mut client)?);
@@ -611,7 +770,7 @@ fn merges(
     if let Some((first_order, first)) = iter.next() {
         for (order, snapshot) in iter {
             if let Some(diff) = first.diff(snapshot) {
-                report.failures.push(format!(
+                failures.push(format!(
                     "merge orders: merged branches do not converge: {} vs {}:\n{diff}",
                     first_order.join(" -> "),
                     order.join(" -> ")
@@ -619,7 +778,7 @@ fn merges(
             }
         }
     }
-    Ok(())
+    Ok(failures)
 }
 
 /// Up to `limit` distinct topological orders of the whole graph.
@@ -648,6 +807,18 @@ fn topological_orders(graph: &RevisionGraph, limit: usize) -> Vec<Vec<String>> {
     let mut out = Vec::new();
     extend(graph, &mut Vec::new(), &mut out, limit);
     out
+}
+
+/// As `run`, without the lock capture and trace: for replaying cached revisions.
+fn fast(
+    client: &mut Client,
+    graph: &RevisionGraph,
+    f: impl FnOnce(&mut Migrator<'_>) -> Result<Vec<StepReport>, crate::runner::MigrateError>,
+) -> Result<Vec<StepReport>, String> {
+    advised(
+        graph,
+        f(&mut Migrator::new(client, graph, RunOptions::default())),
+    )
 }
 
 fn run(
