@@ -714,8 +714,15 @@ fn the_stream_reader_refuses_every_cut_and_flipped_byte_of_a_real_dump() {
         );
     }
     // Bytes of the data blocks (the last half is table data): a flip anywhere in them
-    // breaks a length, a block's framing or its compressed stream's checksum.
+    // breaks a length, a block's framing or its compressed stream's checksum. Except
+    // one: the sign byte of an integer zero (a sign byte, then four zero bytes), since
+    // -0 is 0 to pg_restore as to us, and the archive then reads exactly as before.
+    // The rows are random, so where the probes land varies from run to run.
     for at in (len / 2..len).step_by(len / 40) {
+        let zero_sign = bytes[at] <= 1 && bytes.get(at + 1..at + 5) == Some(&[0, 0, 0, 0][..]);
+        if zero_sign {
+            continue;
+        }
         let mut flipped = bytes.clone();
         flipped[at] ^= 0x20;
         let verdict = read_custom(&mut &flipped[..], &mut |_| {}).unwrap();

@@ -741,3 +741,42 @@ fn a_compressed_dump_is_named_as_such_with_the_way_to_restore_it() {
         run.text()
     );
 }
+
+/// The release checklist's way back: the backup taken before a release restored with
+/// `--clean` over the database the release changed. `pg_restore --clean` drops only what
+/// the archive holds, so a later table whose foreign key hangs on `users` stopped it
+/// (exit 1) and, had it not, would have stayed behind; the restore now builds a new
+/// database from the backup and swaps it in, and the target is the backup again.
+#[test]
+fn a_clean_restore_over_tables_the_backup_lacks_gives_back_the_backup_exactly() {
+    let db = seeded();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("before.dump");
+    db.xtask(&["backup", "--output", path.to_str().unwrap()])
+        .success();
+    let tables = |db: &TestDb| -> Vec<String> {
+        backend_schema::catalog::user_tables(&mut db.client())
+            .unwrap()
+            .into_iter()
+            .map(|t| format!("{}.{}", t.schema, t.name))
+            .collect()
+    };
+    let before = tables(&db);
+    db.client()
+        .batch_execute(
+            "CREATE TABLE released_later (id int PRIMARY KEY, user_id uuid REFERENCES users (id));
+             INSERT INTO released_later SELECT 1, id FROM users LIMIT 1;",
+        )
+        .unwrap();
+    let run = db.xtask(&["restore", path.to_str().unwrap(), "--clean", "--yes"]);
+    assert_eq!(run.code(), 0, "{}", run.text());
+    assert!(
+        run.stderr().contains(
+            "the target holds 1 table(s) the backup does not create (public.released_later)"
+        ),
+        "{}",
+        run.text()
+    );
+    assert_eq!(tables(&db), before, "{}", run.text());
+    assert_eq!(db.heads(), vec![crate::support::chain_head().to_string()]);
+}

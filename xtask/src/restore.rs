@@ -258,12 +258,26 @@ impl Restore {
             restore::preflight(&mut client, script, self.no_owner, self.clean && self.yes)?;
         drop(client);
 
-        // 3. The restore, in one transaction (or a staging database with --jobs).
+        // 3. The restore, in one transaction (or a staging database with --jobs, or
+        // when the target holds tables the backup lacks).
+        let beyond = if self.clean && format != DumpFormat::Plain {
+            restore::tables_beyond(&existing, script)
+        } else {
+            Vec::new()
+        };
+        if !beyond.is_empty() {
+            eprintln!(
+                "the target holds {} table(s) the backup does not create ({}): `pg_restore --clean` would leave them behind, so the backup goes into a new database that replaces the target by rename (this needs CREATEDB and no other session on the target)",
+                beyond.len(),
+                beyond.join(", ")
+            );
+        }
         eprintln!("restoring...");
         let options = RestoreOptions {
             no_owner: self.no_owner,
             clean: self.clean && !existing.is_empty(),
             jobs: self.jobs,
+            replace_database: !beyond.is_empty(),
         };
         Ok(restore::restore(
             binaries,

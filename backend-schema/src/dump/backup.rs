@@ -484,8 +484,7 @@ pub fn verify_backup(
     let url = DatabaseUrl::parse(&cluster.url("restored"), "the throwaway cluster")?;
     let options = RestoreOptions {
         no_owner: true,
-        clean: false,
-        jobs: 1,
+        ..RestoreOptions::default()
     };
     run_restore(binaries, manifest.format, path, &url, &options)?;
     let mut restored = cluster.client("restored")?;

@@ -31,6 +31,10 @@ pub struct RestoreOptions {
     /// Parallel pg_restore jobs; above 1 the restore is no longer one transaction, so
     /// `restore` runs it in a staging database.
     pub jobs: usize,
+    /// Build a new database from the archive and swap it in by rename, even with one
+    /// job: for a target holding tables the archive lacks ([`tables_beyond`]), which
+    /// `pg_restore --clean` would leave behind or fail to drop around.
+    pub replace_database: bool,
 }
 
 impl Default for RestoreOptions {
@@ -39,6 +43,7 @@ impl Default for RestoreOptions {
             no_owner: false,
             clean: false,
             jobs: 1,
+            replace_database: false,
         }
     }
 }
@@ -187,6 +192,28 @@ pub fn preflight(
     Ok(existing)
 }
 
+/// The target's tables (as `preflight` lists them, `schema.name`) that the archive's
+/// script does not create. `pg_restore --clean` drops only what the archive holds, so
+/// with these present the restored database would not be the backup: tables of a later
+/// release would stay, and their foreign keys stop the drop of the tables they reference.
+pub fn tables_beyond(existing: &[String], script: &str) -> Vec<String> {
+    let created: std::collections::BTreeSet<String> = script
+        .lines()
+        .filter_map(|line| {
+            let rest = line
+                .strip_prefix("CREATE TABLE ")
+                .or_else(|| line.strip_prefix("CREATE UNLOGGED TABLE "))?;
+            let name = rest.split(" (").next()?.trim();
+            Some(name.replace('"', ""))
+        })
+        .collect();
+    existing
+        .iter()
+        .filter(|table| !created.contains(table.as_str()))
+        .cloned()
+        .collect()
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum RestoreError {
     #[error("{program} failed; the target was left as it was:\n  {stderr_tail}")]
@@ -234,7 +261,7 @@ pub fn restore(
     url: &DatabaseUrl,
     options: &RestoreOptions,
 ) -> Result<Restored, RestoreError> {
-    if options.jobs > 1 && format != DumpFormat::Plain {
+    if (options.jobs > 1 || options.replace_database) && format != DumpFormat::Plain {
         restore_via_staging(binaries, format, path, url, options)
     } else {
         run_restore(
@@ -503,4 +530,25 @@ pub fn compare_counts(
         });
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tables_beyond_the_archive_are_the_targets_tables_it_does_not_create() {
+        let script = "CREATE TABLE public.users (\n    id uuid\n);\nCREATE TABLE \"Odd\".\"Mixed\" (\n);\n-- CREATE TABLE public.commented (\n";
+        let existing = [
+            "public.users",
+            "Odd.Mixed",
+            "public.ab_tests",
+            "public.commented",
+        ]
+        .map(String::from);
+        assert_eq!(
+            tables_beyond(&existing, script),
+            ["public.ab_tests", "public.commented"].map(String::from)
+        );
+    }
 }
