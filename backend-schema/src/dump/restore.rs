@@ -207,9 +207,17 @@ pub fn tables_beyond(existing: &[String], script: &str) -> Vec<String> {
             Some(name.replace('"', ""))
         })
         .collect();
+    // The version tables are ours: a dump from before the side table existed is handled
+    // after the restore (`drop_replaced_history`), in place.
     existing
         .iter()
         .filter(|table| !created.contains(table.as_str()))
+        .filter(|table| {
+            let name = table
+                .rsplit_once('.')
+                .map_or(table.as_str(), |(_, name)| name);
+            !crate::catalog::is_bookkeeping(name)
+        })
         .cloned()
         .collect()
 }
