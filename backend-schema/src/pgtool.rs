@@ -49,7 +49,29 @@ pub fn tool(binaries: &PgBinaries, program: &str, args: Vec<OsString>) -> duct::
     })
 }
 
+/// The version word of a PostgreSQL program's `--version` line, e.g. `15.18` from
+/// "psql (PostgreSQL) 15.18 (Debian 15.18-0+deb12u1)"; `unknown` if the line has none.
+pub fn version_in(output: &str) -> String {
+    output
+        .split_whitespace()
+        .nth(2)
+        .unwrap_or("unknown")
+        .to_string()
+}
+
 /// The last lines of a program's stderr, indented under the error message they end.
 pub fn stderr_tail(bytes: &[u8]) -> String {
     crate::text::tail(&String::from_utf8_lossy(bytes), 8).join("\n  ")
+}
+
+#[cfg(test)]
+mod version_tests {
+    #[test]
+    fn the_version_word_of_a_version_line() {
+        assert_eq!(
+            super::version_in("psql (PostgreSQL) 15.18 (Debian 15.18-0+deb12u1)\n"),
+            "15.18"
+        );
+        assert_eq!(super::version_in("postgres"), "unknown");
+    }
 }

@@ -26,12 +26,7 @@ impl PgBinaries {
                 action: format!("run {}/postgres --version", bin_dir.display()),
                 source,
             })?;
-        // "postgres (PostgreSQL) 15.18 (Debian 15.18-0+deb12u1)"
-        let version = output
-            .split_whitespace()
-            .nth(2)
-            .unwrap_or("unknown")
-            .to_string();
+        let version = crate::pgtool::version_in(&output);
         Ok(PgBinaries { bin_dir, version })
     }
 

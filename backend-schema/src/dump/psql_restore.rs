@@ -10,7 +10,7 @@ use std::path::Path;
 
 use super::meta_commands::{check_plain_dump, MetaCommandError};
 use crate::database_url::DatabaseUrl;
-use crate::pgtool::{libpq, stderr_tail, tool};
+use crate::pgtool::{libpq, stderr_tail, tool, version_in};
 use crate::PgBinaries;
 
 #[derive(Debug, thiserror::Error)]
@@ -50,12 +50,7 @@ pub fn check_psql(binaries: &PgBinaries) -> Result<(), PsqlRestoreError> {
             psql: psql.clone(),
             source,
         })?;
-    // "psql (PostgreSQL) 15.18 (Debian 15.18-0+deb12u1)"
-    let version = output
-        .split_whitespace()
-        .nth(2)
-        .unwrap_or("unknown")
-        .to_string();
+    let version = version_in(&output);
     if has_restrict(&version) {
         Ok(())
     } else {
