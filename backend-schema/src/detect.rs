@@ -48,7 +48,7 @@ pub fn detect_revision(
 pub enum DetectError {
     #[error(transparent)]
     Cluster(#[from] crate::cluster::ClusterError),
-    #[error("reading the schema failed: {0}")]
+    #[error("reading the schema failed")]
     Db(#[from] postgres::Error),
     #[error(transparent)]
     Migrate(#[from] crate::runner::MigrateError),

@@ -28,7 +28,7 @@ pub enum ConnectError {
     NoRootCertificate { mode: &'static str },
     #[error("cannot read root certificates from {path}: {reason}")]
     RootCertificate { path: String, reason: String },
-    #[error("cannot set up TLS: {0}")]
+    #[error("cannot set up TLS")]
     Tls(#[from] rustls::Error),
 }
 

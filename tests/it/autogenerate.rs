@@ -1421,6 +1421,8 @@ fn migrations_ahead_of_the_schema_files_are_named_and_write_schema_brings_check_
         err.contains("cargo xtask migrate check --write-schema"),
         "{err}"
     );
+    let prose = err.split(":\n").next().unwrap();
+    assert!(!prose.contains("  "), "one space between words: {prose}");
     assert!(
         !err.contains("DROP "),
         "no statement undoing the work: {err}"
@@ -1474,6 +1476,9 @@ fn migrations_ahead_of_the_schema_files_are_named_and_write_schema_brings_check_
     let run = ws.run(&["migrate", "check", "--write-schema"]);
     assert_eq!(run.code(), 1, "{}", run.text());
     assert!(run.stderr().contains("equals none"), "{}", run.text());
+    let stderr = run.stderr();
+    let prose = stderr.split(":\n").next().unwrap();
+    assert!(!prose.contains("  "), "one space between words: {prose}");
     assert_eq!(read_all(), edited, "nothing written");
 }
 

@@ -461,7 +461,31 @@ fn current_on_a_revision_no_file_knows_says_what_it_knows_and_exits_4() {
             "{err}"
         );
     }
-    assert_eq!(db.snapshot(), before, "current writes nothing");
+    // history still lists the chain, marks the known revision, names the unknown one.
+    let run = db.xtask(&["migrate", "history", "--indicate-current"]);
+    assert_eq!(run.code(), 4, "{}", run.text());
+    assert!(
+        run.stdout().contains("d724f366bbf2 (current)")
+            || run.stdout().contains("d724f366bbf2 (head) (current)"),
+        "{}",
+        run.text()
+    );
+    assert_eq!(
+        run.stdout().lines().count(),
+        crate::support::chain_len(),
+        "every revision listed: {}",
+        run.text()
+    );
+    assert!(
+        run.stderr()
+            .contains("can't locate revision identified by 'c0ffee000000'"),
+        "{}",
+        run.text()
+    );
+    let run = db.xtask(&["migrate", "history", "-r", "base:current"]);
+    assert_eq!(run.code(), 4, "{}", run.text());
+    assert!(run.stdout().is_empty(), "{}", run.text());
+    assert_eq!(db.snapshot(), before, "current and history write nothing");
 }
 
 #[test]

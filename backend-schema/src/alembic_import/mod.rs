@@ -104,7 +104,7 @@ pub enum ImportError {
     ReadBack(#[source] SourceError),
     #[error(transparent)]
     Cluster(#[from] crate::cluster::ClusterError),
-    #[error("reading a schema snapshot failed: {0}")]
+    #[error("reading a schema snapshot failed")]
     Db(#[from] postgres::Error),
 }
 

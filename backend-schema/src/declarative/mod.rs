@@ -40,7 +40,7 @@ pub enum DeclarativeError {
     Cluster(#[from] crate::ClusterError),
     #[error(transparent)]
     Migrate(#[from] MigrateError),
-    #[error("reading the catalogs failed: {0}")]
+    #[error("reading the catalogs failed")]
     Catalog(#[source] postgres::Error),
     #[error("{action} for {} failed: {source}", path.display())]
     Transaction {

@@ -191,7 +191,7 @@ pub enum VerifyError {
     LintConfig(#[from] lint::allow::ConfigError),
     #[error("replaying {revision}, verified earlier and taken from the cache, failed this time ({err}): its result cannot be trusted; run `cargo xtask verify --no-cache`")]
     CacheReplay { revision: String, err: String },
-    #[error("verify's own query failed: {0}")]
+    #[error("verify's own query failed")]
     Db(#[from] postgres::Error),
 }
 

@@ -35,7 +35,7 @@ pub(super) fn check(
             return write_from_head(graph, schema, &pair);
         }
         bail!(
-            "the migrations are ahead of the schema files: {} describes revision {}, and {} after it {} not in the files              (a migration written by hand?). Write the schema files from head with `cargo xtask migrate check --write-schema`,              review the diff and commit it; autogenerate now would write a migration that undoes {}.              What the files lack (- only in the migrations, + only in the schema files):\n{diff}",
+            "the migrations are ahead of the schema files: {} describes revision {}, and {} after it {} not in the files (a migration written by hand?). Write the schema files from head with `cargo xtask migrate check --write-schema`, review the diff and commit it; autogenerate now would write a migration that undoes {}. What the files lack (- only in the migrations, + only in the schema files):\n{diff}",
             schema.display(),
             behind.revision,
             behind.ahead.join(", "),
@@ -45,7 +45,7 @@ pub(super) fn check(
     }
     if write_schema {
         bail!(
-            "--write-schema writes the schema files only when they describe an earlier revision of the chain              (the migrations ahead of them); {} equals none, so it holds changes of its own that writing would lose.              Nothing was written: write the migration with `cargo xtask migrate revision --autogenerate -m \"...\"`,              or fix the schema files (- only in the migrations, + only in the schema files):\n{diff}",
+            "--write-schema writes the schema files only when they describe an earlier revision of the chain (the migrations ahead of them); {} equals none, so it holds changes of its own that writing would lose. Nothing was written: write the migration with `cargo xtask migrate revision --autogenerate -m \"...\"`, or fix the schema files (- only in the migrations, + only in the schema files):\n{diff}",
             schema.display()
         );
     }

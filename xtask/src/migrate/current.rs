@@ -75,9 +75,9 @@ pub(super) fn current(
     Ok(())
 }
 
-/// Exit status of `current` when the database records a revision no migration defines: the
+/// Exit status of `current` (and `history` marking current) when the database records a revision no migration defines: the
 /// answer (this checkout cannot place the database), distinct from a failure to ask.
-const UNKNOWN_REVISION: u8 = 4;
+pub(super) const UNKNOWN_REVISION: u8 = 4;
 
 /// What `current` can still say about a database at a revision the chain lacks: every
 /// recorded revision on stdout (the unknown marked), the error with its history and the

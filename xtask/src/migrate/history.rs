@@ -6,8 +6,9 @@ use std::fmt::Write as _;
 use anyhow::Context as _;
 use backend_schema::graph::RevisionGraph;
 use backend_schema::migration::Migration;
-use backend_schema::runner::{Migrator, RunOptions};
+use backend_schema::runner::{MigrateError, Migrator, RunOptions};
 
+use super::current::UNKNOWN_REVISION;
 use super::APPLICATION_NAME;
 use crate::flags::ConnectOpts;
 
@@ -50,11 +51,30 @@ pub(super) fn history(
     indicate_current: bool,
     range: Option<&str>,
 ) -> anyhow::Result<()> {
-    let current = if indicate_current || range.is_some_and(|r| r.contains("current")) {
+    let range_reads_current = range.is_some_and(|r| r.contains("current"));
+    let mut unknown = None;
+    let current = if indicate_current || range_reads_current {
         let target = connect.resolve()?;
         let mut client = target.connect(APPLICATION_NAME)?;
-        let heads = Migrator::new(&mut client, graph, RunOptions::default()).current()?;
-        heads
+        let mut migrator = Migrator::new(&mut client, graph, RunOptions::default());
+        match migrator.current() {
+            Ok(heads) => heads,
+            // The history is still worth printing when only its marks are in doubt; a
+            // range bounded by `current` has no answer.
+            Err(err @ MigrateError::UnknownRevision { .. }) if !range_reads_current => {
+                let known = migrator.raw_heads()?;
+                unknown = Some(err);
+                known
+                    .into_iter()
+                    .filter(|h| graph.get(h).is_some())
+                    .collect()
+            }
+            Err(err @ MigrateError::UnknownRevision { .. }) => {
+                eprintln!("{}: {err}", crate::style::error("error"));
+                return Err(anyhow::Error::new(crate::Quiet(UNKNOWN_REVISION)));
+            }
+            Err(err) => return Err(err.into()),
+        }
     } else {
         Vec::new()
     };
@@ -62,6 +82,10 @@ pub(super) fn history(
         "{}",
         history_lines(graph, &current, indicate_current, verbose, range)?
     );
+    if let Some(err) = unknown {
+        eprintln!("{}: {err}", crate::style::error("error"));
+        return Err(anyhow::Error::new(crate::Quiet(UNKNOWN_REVISION)));
+    }
     Ok(())
 }
 
