@@ -508,6 +508,21 @@ const CASES: &[Case] = &[
 ];
 
 /// Everything a failed command must leave as it was.
+/// A cause printed twice in one line (`x failed: db error: E: db error: E`): an error that
+/// both shows its source and returns it from `source()`, printed as a chain.
+fn repeated_cause(stderr: &str) -> Option<String> {
+    stderr.lines().find_map(|line| {
+        let parts: Vec<&str> = line.split(": ").collect();
+        (1..parts.len()).find_map(|len| {
+            (0..parts.len().saturating_sub(2 * len - 1)).find_map(|start| {
+                let (a, b) = (&parts[start..start + len], &parts[start + len..]);
+                let cause = a.join(": ");
+                (cause.len() > 12 && b.len() >= len && a == &b[..len]).then_some(cause)
+            })
+        })
+    })
+}
+
 fn fingerprint(client: &mut postgres::Client) -> String {
     let snapshot = backend_schema::snapshot::SchemaSnapshot::capture(client).unwrap();
     let versions: Vec<String> = client
@@ -579,6 +594,9 @@ fn bad_input_gets_a_clear_message_a_non_zero_exit_and_changes_nothing() {
         }
         if err.contains("panicked") {
             problems.push("panicked".into());
+        }
+        if let Some(repeated) = repeated_cause(&err) {
+            problems.push(format!("the cause {repeated:?} printed twice"));
         }
         if fingerprint(&mut client) != before {
             problems.push("the database changed".into());
