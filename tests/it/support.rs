@@ -152,9 +152,32 @@ pub fn xtask_command(args: &[&str]) -> Command {
 /// tests set the variable again to share one between their runs.
 pub fn fresh_verify_cache() -> PathBuf {
     static RUNS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    static SWEPT: std::sync::Once = std::sync::Once::new();
+    let root = Path::new(env!("CARGO_TARGET_TMPDIR"));
+    // libtest has no teardown, so each test run removes the caches of runs that are over.
+    SWEPT.call_once(|| sweep_verify_caches(root));
     let run = RUNS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    Path::new(env!("CARGO_TARGET_TMPDIR"))
-        .join(format!("verify-cache-{}-{run}", std::process::id()))
+    root.join(format!("verify-cache-{}-{run}", std::process::id()))
+}
+
+/// Removes `verify-cache-PID-N` directories whose test process is gone.
+fn sweep_verify_caches(root: &Path) {
+    let Ok(entries) = std::fs::read_dir(root) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let Some(pid) = name
+            .strip_prefix("verify-cache-")
+            .and_then(|rest| rest.split('-').next())
+            .and_then(|pid| pid.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        if !Path::new(&format!("/proc/{pid}")).exists() {
+            let _ = std::fs::remove_dir_all(entry.path());
+        }
+    }
 }
 
 /// The one way to assert a snapshot (uv's `uv_snapshot!` is the model): the text goes
