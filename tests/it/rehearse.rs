@@ -568,6 +568,11 @@ fn a_backup_with_superuser_statements_is_refused_without_gaining_rights() {
             "permission denied for language c",
         ),
         (
+            "CREATE FUNCTION public.et() RETURNS event_trigger LANGUAGE plpgsql AS $$BEGIN END$$;\n\
+             CREATE EVENT TRIGGER et ON ddl_command_start EXECUTE FUNCTION public.et();",
+            "permission denied to create event trigger",
+        ),
+        (
             &format!("ALTER SYSTEM SET archive_command = 'touch {marker}';"),
             "ALTER SYSTEM",
         ),
