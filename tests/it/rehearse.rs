@@ -382,3 +382,317 @@ fn production_values_quoted_by_an_error_stay_out_of_the_report() {
         "{markdown}"
     );
 }
+
+/// A directory (sticky, like /tmp) the throwaway clusters' OS account can write in: a command production's
+/// copy ran there would leave `marker`, which the tests assert is absent. Also the temp
+/// root the rehearsal's clusters and dump go in, so the tests see nothing is left.
+struct Sandbox {
+    dir: tempfile::TempDir,
+}
+
+impl Sandbox {
+    fn new() -> Sandbox {
+        use std::os::unix::fs::PermissionsExt as _;
+        let dir = tempfile::tempdir().unwrap();
+        for path in [dir.path().to_path_buf(), dir.path().join("tmp")] {
+            std::fs::create_dir_all(&path).unwrap();
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o1777)).unwrap();
+        }
+        Sandbox { dir }
+    }
+
+    fn marker(&self) -> std::path::PathBuf {
+        self.dir.path().join("marker")
+    }
+
+    /// `cargo xtask ARGS` with its clusters and its dump in the sandbox.
+    fn xtask(&self, args: &[&str]) -> crate::support::Run {
+        let root = self.dir.path().join("tmp");
+        let output = crate::support::xtask_command(args)
+            .env("TMPDIR", &root)
+            .env("BACKEND_SCHEMA_TEMP_ROOT", &root)
+            .output()
+            .unwrap();
+        crate::support::Run { output }
+    }
+
+    /// Nothing ran production's command, and no cluster or dump is left.
+    #[track_caller]
+    fn assert_untouched(&self, run: &crate::support::Run) {
+        assert!(
+            !self.marker().exists(),
+            "production's copy ran a program on this machine:\n{}",
+            run.text()
+        );
+        let left: Vec<_> = std::fs::read_dir(self.dir.path().join("tmp"))
+            .unwrap()
+            .map(|entry| entry.unwrap().file_name())
+            .collect();
+        assert!(left.is_empty(), "left behind: {left:?}\n{}", run.text());
+    }
+}
+
+/// A plpgsql function that runs a program on the server's machine, but only in the
+/// rehearsal's copy: production itself never notices.
+fn program_in_the_copy(name: &str, returns: &str, marker: &std::path::Path, tail: &str) -> String {
+    format!(
+        "CREATE FUNCTION {name} RETURNS {returns} LANGUAGE plpgsql {tail} AS $f$
+         BEGIN
+           IF current_database() = 'rehearsal' THEN
+             EXECUTE format('COPY (SELECT 1) TO PROGRAM %L', 'touch {}');
+           END IF;
+           RETURN {};
+         END $f$;",
+        marker.display(),
+        if returns == "trigger" { "NEW" } else { "true" },
+    )
+}
+
+/// A CHECK that calls a function runs for every row pg_restore's COPY loads: pg_dump
+/// writes such a dump by itself. Restored as the ordinary role `rehearsal`, the function's
+/// `COPY ... TO PROGRAM` is refused, so the rehearsal could not run (exit 2) and says why.
+#[test]
+fn a_check_that_runs_a_program_during_the_restore_runs_nothing_and_refuses() {
+    let sandbox = Sandbox::new();
+    let db = production_at("f5a2c3d8e9b1");
+    db.client()
+        .batch_execute(&format!(
+            "{}
+             CREATE TABLE audit_marks (id int PRIMARY KEY, note text CHECK (leak(note)));
+             INSERT INTO audit_marks VALUES (1, 'a'), (2, 'b');",
+            program_in_the_copy("leak(note text)", "boolean", &sandbox.marker(), "")
+        ))
+        .unwrap();
+    let run = sandbox.xtask(&["rehearse", "--database-url", &db.url()]);
+    sandbox.assert_untouched(&run);
+    assert_eq!(run.code(), 2, "{}", run.text());
+    for part in [
+        "production's copy holds something only a superuser may run",
+        "refuses to run production's definitions as superuser",
+        "to COPY to or from an external program",
+        "public.leak(",
+    ] {
+        assert!(
+            run.stderr().contains(part),
+            "missing {part:?}:\n{}",
+            run.text()
+        );
+    }
+}
+
+/// A SECURITY DEFINER trigger owned by production's superuser (here `throwaway_owner`),
+/// planted on a table a pending migration updates: in the copy its owner is an ordinary
+/// role, so the migration's UPDATE fails on the program (exit 1, as the release run by a
+/// non-superuser would) and nothing runs.
+#[test]
+fn a_planted_trigger_a_pending_migration_fires_runs_nothing() {
+    let sandbox = Sandbox::new();
+    let migrations = copy_migrations();
+    add_migration(
+        migrations.path(),
+        "c0ffee000005_rescore_leads",
+        crate::support::chain_head(),
+        "UPDATE leads SET score = score + 1;\n",
+        "UPDATE leads SET score = score - 1;\n",
+    );
+    let db = production_at("head");
+    db.client()
+        .batch_execute(&format!(
+            "{}
+             CREATE TRIGGER planted BEFORE UPDATE ON leads FOR EACH ROW EXECUTE FUNCTION plant();",
+            program_in_the_copy("plant()", "trigger", &sandbox.marker(), "SECURITY DEFINER")
+        ))
+        .unwrap();
+    let run = sandbox.xtask(&[
+        "rehearse",
+        "--migrations",
+        migrations.path().to_str().unwrap(),
+        "--database-url",
+        &db.url(),
+    ]);
+    sandbox.assert_untouched(&run);
+    assert_eq!(run.code(), 1, "{}", run.text());
+    for part in [
+        "migration c0ffee000005 failed at",
+        "to COPY to or from an external program",
+    ] {
+        assert!(
+            run.stdout().contains(part),
+            "missing {part:?}:\n{}",
+            run.text()
+        );
+    }
+}
+
+/// A plain backup someone handed over, with a statement added that only a superuser may
+/// run: each fails in the restore, run by the ordinary role `rehearsal`, and nothing of
+/// it ran (exit 2, the reason).
+#[test]
+fn a_backup_with_superuser_statements_is_refused_without_gaining_rights() {
+    let sandbox = Sandbox::new();
+    let db = production_at("f5a2c3d8e9b1");
+    let dir = tempfile::tempdir().unwrap();
+    let dump = dir.path().join("production.sql");
+    db.xtask(&[
+        "backup",
+        "--format",
+        "plain",
+        "--output",
+        dump.to_str().unwrap(),
+    ])
+    .success();
+    std::fs::remove_file(backend_schema::dump::Manifest::path_for(&dump)).unwrap();
+    let original = std::fs::read_to_string(&dump).unwrap();
+    let marker = sandbox.marker();
+    let marker = marker.display();
+    for (statement, says) in [
+        ("ALTER ROLE rehearsal SUPERUSER;", "must be superuser"),
+        (
+            "GRANT pg_execute_server_program TO rehearsal;",
+            "must have admin option",
+        ),
+        (
+            "GRANT pg_execute_server_program TO throwaway_owner;",
+            "must have admin option",
+        ),
+        (
+            &format!("COPY (SELECT 1) TO PROGRAM 'touch {marker}';") as &str,
+            "external program",
+        ),
+        (
+            &format!("SELECT lo_export(lo_from_bytea(0, 'x'), '{marker}');"),
+            "permission denied for function lo_export",
+        ),
+        (
+            "CREATE FUNCTION public.f() RETURNS int LANGUAGE c AS 'libc.so.6', 'getpid';",
+            "permission denied for language c",
+        ),
+        (
+            "CREATE FUNCTION public.et() RETURNS event_trigger LANGUAGE plpgsql AS $$BEGIN END$$;\n\
+             CREATE EVENT TRIGGER et ON ddl_command_start EXECUTE FUNCTION public.et();",
+            "permission denied to create event trigger",
+        ),
+        (
+            &format!("ALTER SYSTEM SET archive_command = 'touch {marker}';"),
+            "ALTER SYSTEM",
+        ),
+    ] {
+        // Before the end of the dump, where pg_dump's last statements are.
+        let (head, tail) = original.rsplit_once("\n\\unrestrict ").unwrap();
+        std::fs::write(&dump, format!("{head}\n{statement}\n\\unrestrict {tail}")).unwrap();
+        let run = sandbox.xtask(&["rehearse", "--from-backup", dump.to_str().unwrap()]);
+        sandbox.assert_untouched(&run);
+        assert_eq!(run.code(), 2, "{statement}\n{}", run.text());
+        for part in ["refuses to run production's definitions as superuser", says] {
+            assert!(
+                run.stderr().contains(part),
+                "{statement}: missing {part:?}:\n{}",
+                run.text()
+            );
+        }
+    }
+}
+
+/// Roles that would give the copy superuser rights are refused by name before any
+/// cluster starts: the rehearsal cluster's own superuser, and a predefined role as an
+/// owner. (`throwaway_owner`, our other clusters' superuser, is an ordinary role in the
+/// copy: every test here dumps databases it owns.)
+#[test]
+fn a_dump_naming_the_clusters_superuser_or_a_predefined_owner_is_refused_by_name() {
+    let sandbox = Sandbox::new();
+    let db = production_at("f5a2c3d8e9b1");
+    db.client()
+        .batch_execute(
+            "CREATE ROLE rehearsal_superuser NOLOGIN;
+             ALTER TABLE leads OWNER TO rehearsal_superuser;",
+        )
+        .unwrap();
+    let run = sandbox.xtask(&["rehearse", "--database-url", &db.url()]);
+    sandbox.assert_untouched(&run);
+    assert_eq!(run.code(), 2, "{}", run.text());
+    assert!(
+        run.stderr().contains(
+            "the copy names `rehearsal_superuser`, the rehearsal cluster's own superuser (`ALTER TABLE public.leads OWNER TO rehearsal_superuser;`)"
+        ),
+        "{}",
+        run.text()
+    );
+    assert!(
+        run.stderr()
+            .contains("ALTER ROLE \"rehearsal_superuser\" RENAME TO"),
+        "{}",
+        run.text()
+    );
+
+    db.client()
+        .batch_execute(
+            "ALTER TABLE leads OWNER TO throwaway_owner;
+             ALTER TABLE users OWNER TO pg_execute_server_program;",
+        )
+        .unwrap();
+    let run = sandbox.xtask(&["rehearse", "--database-url", &db.url()]);
+    sandbox.assert_untouched(&run);
+    assert_eq!(run.code(), 2, "{}", run.text());
+    assert!(
+        run.stderr().contains(
+            "the copy makes `pg_execute_server_program`, a PostgreSQL predefined role, an owner (`ALTER TABLE public.users OWNER TO pg_execute_server_program;`)"
+        ),
+        "{}",
+        run.text()
+    );
+}
+
+/// Trusted extensions (pgcrypto, btree_gist in production, uuid-ossp in a migration) are
+/// restored and created by the ordinary role; an untrusted one is refused: by name before
+/// the restore when production has it (exit 2), as the migration's failure when a
+/// migration creates it (exit 1).
+#[test]
+fn trusted_extensions_rehearse_and_untrusted_ones_are_refused_by_name() {
+    let sandbox = Sandbox::new();
+    let migrations = copy_migrations();
+    add_migration(
+        migrations.path(),
+        "c0ffee000006_uuid_ossp",
+        crate::support::chain_head(),
+        "CREATE EXTENSION IF NOT EXISTS \"uuid-ossp\";\n",
+        "DROP EXTENSION \"uuid-ossp\";\n",
+    );
+    let db = production_at("head");
+    db.client()
+        .batch_execute("CREATE EXTENSION pgcrypto; CREATE EXTENSION btree_gist;")
+        .unwrap();
+    let dir = migrations.path().to_str().unwrap();
+    let run = sandbox.xtask(&["rehearse", "--migrations", dir, "--database-url", &db.url()]);
+    sandbox.assert_untouched(&run);
+    assert_eq!(run.code(), 0, "{}", run.text());
+
+    add_migration(
+        migrations.path(),
+        "c0ffee000007_file_fdw",
+        "c0ffee000006",
+        "CREATE EXTENSION file_fdw;\n",
+        "DROP EXTENSION file_fdw;\n",
+    );
+    let run = sandbox.xtask(&["rehearse", "--migrations", dir, "--database-url", &db.url()]);
+    sandbox.assert_untouched(&run);
+    assert_eq!(run.code(), 1, "{}", run.text());
+    assert!(
+        run.stdout()
+            .contains("permission denied to create extension \"file_fdw\""),
+        "{}",
+        run.text()
+    );
+
+    db.client()
+        .batch_execute("CREATE EXTENSION file_fdw;")
+        .unwrap();
+    let run = sandbox.xtask(&["rehearse", "--migrations", dir, "--database-url", &db.url()]);
+    sandbox.assert_untouched(&run);
+    assert_eq!(run.code(), 2, "{}", run.text());
+    assert!(
+        run.stderr()
+            .contains("the copy creates extension `file_fdw`, which is not trusted"),
+        "{}",
+        run.text()
+    );
+}

@@ -123,6 +123,8 @@ pub struct TempCluster {
     warm_start: bool,
     run_as: RunAs,
     localhost_port: Option<u16>,
+    /// The cluster's superuser: [`OWNER`], or the name a caller chose.
+    superuser: &'static str,
 }
 
 impl TempCluster {
@@ -133,7 +135,15 @@ impl TempCluster {
     }
 
     pub fn start_with(binaries: PgBinaries) -> Result<TempCluster, ClusterError> {
-        TempCluster::start_inner(binaries, None)
+        TempCluster::start_inner(binaries, None, OWNER)
+    }
+
+    /// A cluster whose superuser is `superuser` instead of [`OWNER`]: for a copy of
+    /// someone else's database, whose dump may name `throwaway_owner` as an ordinary role
+    /// (a database one of our own clusters made), which must not become this superuser.
+    pub fn start_with_superuser(superuser: &'static str) -> Result<TempCluster, ClusterError> {
+        let binaries = PgBinaries::locate()?;
+        TempCluster::start_inner(binaries, None, superuser)
     }
 
     /// A cluster that also listens on 127.0.0.1, on a free port: for what a unix socket
@@ -144,12 +154,13 @@ impl TempCluster {
             .and_then(|listener| listener.local_addr())
             .map_err(|source| io_err("find a free port on 127.0.0.1".into(), source))?
             .port();
-        TempCluster::start_inner(binaries, Some(port))
+        TempCluster::start_inner(binaries, Some(port), OWNER)
     }
 
     fn start_inner(
         binaries: PgBinaries,
         localhost_port: Option<u16>,
+        superuser: &'static str,
     ) -> Result<TempCluster, ClusterError> {
         let run_as = RunAs::for_server()?;
         let root = temp_root(run_as);
@@ -189,8 +200,8 @@ impl TempCluster {
         }
 
         let data = base.join("data");
-        let key = template::cache_key(&binaries, SERVER_SETTINGS, OWNER);
-        let warm_start = template::provision(&binaries, run_as, &key, &data, OWNER)?;
+        let key = template::cache_key(&binaries, SERVER_SETTINGS, superuser);
+        let warm_start = template::provision(&binaries, run_as, &key, &data, superuser)?;
 
         let mut cluster = TempCluster {
             binaries,
@@ -200,6 +211,7 @@ impl TempCluster {
             warm_start,
             run_as,
             localhost_port,
+            superuser,
         };
         cluster.spawn_server()?;
         Ok(cluster)
@@ -332,13 +344,24 @@ impl TempCluster {
         self.dir().join("server.log")
     }
 
-    /// A libpq URL for `database` as the superuser [`OWNER`].
+    /// A libpq URL for `database` as the cluster's superuser ([`OWNER`] unless the
+    /// cluster was started with another).
     pub fn url(&self, database: &str) -> String {
+        self.url_as(self.superuser, database)
+    }
+
+    /// A libpq URL for `database` logging in as `role` (trust on the private socket).
+    pub fn url_as(&self, role: &str, database: &str) -> String {
         format!(
-            "postgresql://{OWNER}@/{database}?host={}&port={}",
+            "postgresql://{role}@/{database}?host={}&port={}",
             self.dir().display(),
             self.port()
         )
+    }
+
+    /// The cluster's superuser.
+    pub fn superuser(&self) -> &'static str {
+        self.superuser
     }
 
     /// The TCP port of a cluster started with [`TempCluster::start_on_localhost`].
@@ -351,7 +374,12 @@ impl TempCluster {
     }
 
     pub fn client(&self, database: &str) -> Result<postgres::Client, ClusterError> {
-        postgres::Client::connect(&self.url(database), postgres::NoTls).map_err(|source| {
+        self.client_as(self.superuser, database)
+    }
+
+    /// A session on `database` as `role`, which must be allowed to log in.
+    pub fn client_as(&self, role: &str, database: &str) -> Result<postgres::Client, ClusterError> {
+        postgres::Client::connect(&self.url_as(role, database), postgres::NoTls).map_err(|source| {
             ClusterError::Connect {
                 database: database.to_string(),
                 source,

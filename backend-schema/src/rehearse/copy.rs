@@ -1,7 +1,8 @@
 //! Production's copy for a rehearsal: a fresh `pg_dump` of the source (through the backup
 //! code, into a private directory that goes away with the rehearsal) or an existing
 //! backup checked as `restore` checks it, restored with its owners and grants into a
-//! throwaway cluster. The source is only read.
+//! throwaway cluster by the ordinary role `privileges::RESTORER`, never by its superuser.
+//! The source is only read.
 
 use std::os::unix::fs::PermissionsExt as _;
 use std::path::{Path, PathBuf};
@@ -13,11 +14,10 @@ use crate::dump::archive::script_of;
 use crate::dump::backup::{write_backup, BackupOptions};
 use crate::dump::destination::Output;
 use crate::dump::restore::{check_archive, run_restore, RestoreOptions};
-use crate::dump::{roles_in_script, DumpFormat, Manifest};
-use crate::sql::quote_ident;
+use crate::dump::{extensions_in_script, owner_in_script, DumpFormat, Manifest};
 use crate::{PgBinaries, TempCluster};
 
-use super::{Progress, RehearseError};
+use super::{privileges, Progress, RehearseError};
 
 /// Where production's copy comes from.
 #[derive(Debug, Clone)]
@@ -49,21 +49,43 @@ pub(crate) fn copy(
 ) -> Result<TempCluster, RehearseError> {
     // The fresh dump's directory lives until the restore is done, then goes.
     let dumped;
-    let (format, path) = match source {
+    let (format, path, manifest) = match source {
         Source::Database(target) => {
             dumped = dump(binaries, target, progress)?;
-            (DumpFormat::Custom, dumped.1.clone())
+            (DumpFormat::Custom, dumped.1.clone(), Some(dumped.2.clone()))
         }
-        Source::Backup(path) => (check(binaries, path, progress)?, path.clone()),
+        Source::Backup(path) => {
+            let (format, manifest) = check(binaries, path, progress)?;
+            (format, path.clone(), manifest)
+        }
     };
-    let cluster = TempCluster::start()?;
-    cluster.create_database(DATABASE, None)?;
+    // Refused by name before a cluster starts: roles that would give the copy superuser
+    // rights.
     let script = script_of(binaries, format, &path)?;
-    create_roles(&cluster, &roles_in_script(&script))?;
+    // The database's owner as production has it: the owner of the objects in `public`
+    // there, whose CREATE on it comes from owning the database (pg_database_owner).
+    let database_owner = manifest
+        .and_then(|m| m.database_owner)
+        .or_else(|| owner_in_script(&script));
+    let roles = privileges::member_roles(&script, database_owner.as_deref())?;
+    let cluster = TempCluster::start_with_superuser(privileges::SUPERUSER)?;
+    privileges::check_extensions(
+        &mut cluster.client("postgres")?,
+        &extensions_in_script(&script),
+    )?;
+    privileges::create_roles(&cluster, &roles, DATABASE, database_owner.as_deref())?;
     progress(Progress::Restoring);
     let started = Instant::now();
-    let url = DatabaseUrl::parse(&cluster.url(DATABASE), "the rehearsal's throwaway cluster")?;
-    run_restore(binaries, format, &path, &url, &RestoreOptions::default())?;
+    let url = DatabaseUrl::parse(
+        &cluster.url_as(privileges::RESTORER, DATABASE),
+        "the rehearsal's throwaway cluster",
+    )?;
+    run_restore(binaries, format, &path, &url, &RestoreOptions::default()).map_err(|err| {
+        match privileges::needs_superuser(&err.to_string()) {
+            true => RehearseError::NeedsSuperuser(err),
+            false => RehearseError::Restore(err),
+        }
+    })?;
     progress(Progress::Restored {
         elapsed: started.elapsed(),
     });
@@ -79,7 +101,7 @@ fn dump(
     binaries: &PgBinaries,
     target: &Target,
     progress: &(dyn Fn(Progress<'_>) + Sync),
-) -> Result<(tempfile::TempDir, PathBuf), RehearseError> {
+) -> Result<(tempfile::TempDir, PathBuf, Manifest), RehearseError> {
     // The dump is production's data: a rehearsal killed before its destructor ran
     // leaves it behind, so each dump records its owner and the next rehearsal removes
     // the dumps whose owner is gone (the same sweep as the throwaway clusters').
@@ -113,7 +135,7 @@ fn dump(
     progress(Progress::DumpFinished {
         bytes: written.manifest.size_bytes,
     });
-    Ok((dir, written.path))
+    Ok((dir, written.path, written.manifest))
 }
 
 /// An existing backup, checked as `restore` checks it: its hash against the manifest
@@ -122,7 +144,7 @@ fn check(
     binaries: &PgBinaries,
     path: &Path,
     progress: &(dyn Fn(Progress<'_>) + Sync),
-) -> Result<DumpFormat, RehearseError> {
+) -> Result<(DumpFormat, Option<Manifest>), RehearseError> {
     let format = DumpFormat::detect(path).map_err(|source| RehearseError::Backup {
         path: path.to_path_buf(),
         source,
@@ -141,23 +163,5 @@ fn check(
         manifest: manifest.is_some(),
     });
     check_archive(binaries, format, path, manifest.as_ref(), &mut |_| {})?;
-    Ok(format)
-}
-
-/// The roles the dump's owners and grants name, as roles that cannot log in: the copy
-/// keeps production's ownership and grants, so migrations meet what they will meet there.
-fn create_roles(cluster: &TempCluster, roles: &[String]) -> Result<(), RehearseError> {
-    let mut client = cluster.client("postgres")?;
-    for role in roles {
-        let exists = client
-            .query_opt("SELECT 1 FROM pg_roles WHERE rolname = $1", &[role])
-            .map_err(RehearseError::copy("looking up the dump's roles"))?
-            .is_some();
-        if !exists {
-            client
-                .batch_execute(&format!("CREATE ROLE {} NOLOGIN", quote_ident(role)))
-                .map_err(RehearseError::copy("creating the dump's roles"))?;
-        }
-    }
-    Ok(())
+    Ok((format, manifest))
 }

@@ -6,11 +6,13 @@
 //! The source is only ever read.
 
 mod copy;
+mod privileges;
 mod report;
 
 use std::time::Duration;
 
 pub use copy::Source;
+pub use privileges::PrivilegeError;
 pub use report::{check_writable, duration, markdown, Commands};
 
 use crate::catalog::objects::Objects;
@@ -175,7 +177,20 @@ pub enum RehearseError {
     // The cause is the source, which the chain prints: naming it here too printed
     // pg_restore's errors twice.
     #[error("restoring production's copy into the throwaway cluster failed")]
-    Restore(#[from] crate::dump::restore::RestoreError),
+    Restore(#[source] crate::dump::restore::RestoreError),
+    /// The restore met something only a superuser may run, named in the cause.
+    #[error(
+        "production's copy holds something only a superuser may run (named below): the rehearsal restores \
+         and migrates as the ordinary role `{}` and refuses to run production's definitions as superuser; \
+         nothing of it ran and the throwaway cluster is gone. If production needs it, a superuser made it \
+         outside the migrations; to rehearse without it, write a copy that leaves it out (pg_restore --list \
+         FILE > list, delete its line, pg_restore --use-list list --file copy.sql FILE) and rehearse \
+         --from-backup copy.sql",
+        privileges::RESTORER
+    )]
+    NeedsSuperuser(#[source] crate::dump::restore::RestoreError),
+    #[error(transparent)]
+    Privilege(#[from] PrivilegeError),
     #[error(
         "{step} on the rehearsal's copy failed: {}",
         crate::sqlstate::explain(source)
@@ -227,7 +242,9 @@ pub fn rehearse(
         }
     }
     let cluster = copy::copy(binaries, source, progress)?;
-    let mut client = cluster.client(copy::DATABASE)?;
+    // Every session on the copy is the restorer's: a superuser resolving a name in the
+    // copy's schemas could run production's function or operator with its rights.
+    let mut client = cluster.client_as(privileges::RESTORER, copy::DATABASE)?;
     let start = crate::version_table::read_heads(&mut client)
         .map_err(RehearseError::copy("reading alembic_version"))?;
     let plan = graph.upgrade_plan(&start, to)?;
