@@ -696,3 +696,22 @@ fn trusted_extensions_rehearse_and_untrusted_ones_are_refused_by_name() {
         run.text()
     );
 }
+
+#[test]
+fn default_privileges_grant_options_and_quoted_role_names_reach_the_copy() {
+    let db = production_at("f5a2c3d8e9b1");
+    db.client()
+        .batch_execute(
+            "CREATE ROLE app_writer NOLOGIN;
+             CREATE ROLE \"Report \"\"Team\"\"\" NOLOGIN;
+             CREATE ROLE default_owner NOLOGIN;
+             GRANT ALL ON leads TO app_writer WITH GRANT OPTION;
+             ALTER DEFAULT PRIVILEGES FOR ROLE default_owner IN SCHEMA public
+                 GRANT SELECT ON TABLES TO \"Report \"\"Team\"\"\";",
+        )
+        .unwrap();
+    let before = fingerprint(&db);
+    let run = db.xtask(&["rehearse"]);
+    assert_eq!(run.code(), 0, "{}", run.text());
+    assert_eq!(fingerprint(&db), before, "the source is only read");
+}

@@ -257,32 +257,76 @@ pub fn split_listing(
     )
 }
 
-/// Roles a SQL script (plain dump, or `pg_restore -f -` output) needs: owners and grantees.
+/// Roles a SQL script (plain dump, or `pg_restore -f -` output) needs: owners, grantees,
+/// and the roles `ALTER DEFAULT PRIVILEGES FOR ROLE` names, as pg_dump writes them.
 pub fn roles_in_script(sql: &str) -> Vec<String> {
     let mut roles = std::collections::BTreeSet::new();
     for line in sql.lines() {
         let line = line.trim();
-        let role = if let Some((_, role)) = line.rsplit_once(" OWNER TO ") {
-            Some(role)
-        } else if line.starts_with("GRANT ") {
-            line.rsplit_once(" TO ").map(|(_, role)| role)
-        } else if line.starts_with("REVOKE ") {
-            line.rsplit_once(" FROM ").map(|(_, role)| role)
-        } else {
-            line.strip_prefix("SET SESSION AUTHORIZATION ")
-        };
-        if let Some(role) = role {
-            let role = role
-                .trim_end_matches(';')
-                .trim()
-                .trim_matches('\'')
-                .trim_matches('"');
-            if !role.is_empty() && role != "PUBLIC" {
-                roles.insert(role.to_string());
-            }
+        let mut named = Vec::new();
+        if let Some((_, rest)) = line.rsplit_once(" OWNER TO ") {
+            named.extend(role_at(rest));
         }
+        if let Some(rest) = line.strip_prefix("ALTER DEFAULT PRIVILEGES FOR ROLE ") {
+            named.extend(role_at(rest));
+        }
+        let privileges = line
+            .strip_prefix("ALTER DEFAULT PRIVILEGES ")
+            .map(|rest| {
+                rest.find(" GRANT ")
+                    .or(rest.find(" REVOKE "))
+                    .map(|at| &rest[at + 1..])
+            })
+            .unwrap_or(Some(line));
+        match privileges {
+            Some(grant) if grant.starts_with("GRANT ") => {
+                named.extend(
+                    grant
+                        .rsplit_once(" TO ")
+                        .and_then(|(_, rest)| role_at(rest)),
+                );
+            }
+            Some(revoke) if revoke.starts_with("REVOKE ") => {
+                named.extend(
+                    revoke
+                        .rsplit_once(" FROM ")
+                        .and_then(|(_, rest)| role_at(rest)),
+                );
+            }
+            _ => {}
+        }
+        if let Some(rest) = line.strip_prefix("SET SESSION AUTHORIZATION ") {
+            named.extend(role_at(rest.trim_matches(|c| c == '\'' || c == ';')));
+        }
+        roles.extend(named.into_iter().filter(|role| role != "PUBLIC"));
     }
     roles.into_iter().collect()
+}
+
+/// The role name at the start of `text`: a quoted identifier (`"a ""b"""`) or a bare
+/// word, ended by a space, `;` or `,`.
+pub(crate) fn role_at(text: &str) -> Option<String> {
+    let text = text.trim_start();
+    if let Some(quoted) = text.strip_prefix('"') {
+        let mut name = String::new();
+        let mut chars = quoted.chars().peekable();
+        while let Some(c) = chars.next() {
+            match c {
+                '"' if chars.peek() == Some(&'"') => {
+                    chars.next();
+                    name.push('"');
+                }
+                '"' => return (!name.is_empty()).then_some(name),
+                c => name.push(c),
+            }
+        }
+        return None;
+    }
+    let name: String = text
+        .chars()
+        .take_while(|c| !c.is_whitespace() && *c != ';' && *c != ',')
+        .collect();
+    (!name.is_empty()).then_some(name)
 }
 
 /// The one role that owns the objects of a SQL script (`ALTER ... OWNER TO`), if exactly
@@ -330,6 +374,26 @@ mod tests {
         let sql = "CREATE EXTENSION IF NOT EXISTS pgcrypto WITH SCHEMA public;\nALTER TABLE public.leads OWNER TO app_owner;\nGRANT SELECT ON TABLE public.leads TO reporting;\nGRANT ALL ON SCHEMA public TO PUBLIC;\nREVOKE ALL ON TABLE public.users FROM auditor;\n";
         assert_eq!(roles_in_script(sql), ["app_owner", "auditor", "reporting"]);
         assert_eq!(extensions_in_script(sql), ["pgcrypto"]);
+    }
+
+    #[test]
+    fn roles_are_found_where_pg_dump_names_them() {
+        let sql = "GRANT ALL ON TABLE public.leads TO writer WITH GRANT OPTION;\n\
+                   ALTER DEFAULT PRIVILEGES FOR ROLE app_owner IN SCHEMA public GRANT SELECT ON TABLES TO reader;\n\
+                   ALTER DEFAULT PRIVILEGES FOR ROLE \"Odd \"\"Owner\"\"\" REVOKE ALL ON FUNCTIONS FROM PUBLIC;\n\
+                   ALTER TABLE public.x OWNER TO \"with space\";\n\
+                   SET SESSION AUTHORIZATION 'session_role';\n";
+        assert_eq!(
+            roles_in_script(sql),
+            [
+                "Odd \"Owner\"",
+                "app_owner",
+                "reader",
+                "session_role",
+                "with space",
+                "writer"
+            ]
+        );
     }
 
     #[test]

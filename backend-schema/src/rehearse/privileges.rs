@@ -8,7 +8,7 @@
 
 use postgres::Client;
 
-use crate::dump::roles_in_script;
+use crate::dump::{role_at, roles_in_script};
 use crate::sql::quote_ident;
 use crate::TempCluster;
 
@@ -116,12 +116,8 @@ fn owners(script: &str) -> Vec<(String, String)> {
                 .rsplit_once(" OWNER TO ")
                 .map(|(_, role)| role)
                 .or_else(|| line.strip_prefix("SET SESSION AUTHORIZATION "))?;
-            let role = role
-                .trim_end_matches(';')
-                .trim()
-                .trim_matches('\'')
-                .trim_matches('"');
-            Some((role.to_string(), line.to_string()))
+            let role = role_at(role.trim_matches(|c| c == '\'' || c == ';'))?;
+            Some((role, line.to_string()))
         })
         .collect()
 }
