@@ -38,8 +38,18 @@ pub fn read_live(
     let millis = format!("{}ms", lock_timeout.as_millis().max(1));
     tx.execute("SELECT set_config('lock_timeout', $1, true)", &[&millis])
         .map_err(DriftError::live("setting lock_timeout"))?;
+    crate::search_path::check(&mut tx)
+        .map_err(DriftError::live("reading the search_path"))?
+        .map_err(Box::new)?;
     let heads = crate::version_table::read_heads(&mut tx)
         .map_err(DriftError::live("reading alembic_version"))?;
+    // Definitions name what is not on the search_path with its schema: read them as
+    // the expected schema was read, with public alone.
+    tx.execute(
+        "SELECT set_config('search_path', $1, true)",
+        &[&crate::search_path::SCHEMA],
+    )
+    .map_err(DriftError::live("setting search_path"))?;
     let objects = Objects::read(&mut tx).map_err(DriftError::live("reading the catalogs"))?;
     let server_version_num =
         server_version_num(&mut tx).map_err(DriftError::live("reading server_version_num"))?;
@@ -380,6 +390,8 @@ pub enum DriftError {
         revision: String,
         dir: std::path::PathBuf,
     },
+    #[error(transparent)]
+    SearchPath(#[from] Box<crate::search_path::ForeignSearchPath>),
     #[error(transparent)]
     Cluster(#[from] crate::cluster::ClusterError),
     #[error(transparent)]

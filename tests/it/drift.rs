@@ -176,3 +176,59 @@ fn drift_is_bounded_by_its_lock_timeout() {
         run.text()
     );
 }
+
+/// A role whose own search_path puts another schema before public (with an
+/// `alembic_version` of its own there, or none) would have read another revision, or
+/// "base" and every table unexpected with `DROP TABLE` as the way back: drift, current
+/// and upgrade refuse by name, and a search_path with public first compares as usual.
+#[test]
+fn a_role_whose_search_path_misses_public_is_refused_by_name() {
+    let db = at_head();
+    db.client()
+        .batch_execute(
+            "CREATE ROLE auditor LOGIN NOSUPERUSER;
+             GRANT SELECT ON alembic_version TO auditor;
+             CREATE SCHEMA audit;
+             GRANT USAGE ON SCHEMA audit TO auditor;
+             CREATE TABLE audit.alembic_version (version_num varchar(32) PRIMARY KEY);
+             INSERT INTO audit.alembic_version VALUES ('0ther0app000');
+             GRANT SELECT ON audit.alembic_version TO auditor;
+             ALTER ROLE auditor SET search_path = audit;",
+        )
+        .unwrap();
+    let url = url_as(&db.url(), "auditor");
+    let refused = |args: &[&str], code: i32, table: bool| {
+        let mut all = args.to_vec();
+        all.extend(["--database-url", &url]);
+        let run = crate::support::xtask(&all);
+        assert_eq!(run.code(), code, "{}", run.text());
+        for part in [
+            "the session's search_path is `audit` (set for the role with ALTER ROLE ... SET search_path): unqualified names resolve to schema audit, not public",
+            "ALTER ROLE auditor RESET search_path",
+        ] {
+            assert!(run.stderr().contains(part), "{part:?} in {}", run.text());
+        }
+        assert_eq!(
+            run.stderr()
+                .contains("(alembic_version would be read from audit.alembic_version)"),
+            table,
+            "{}",
+            run.text()
+        );
+        assert!(!run.stdout().contains("DROP"), "{}", run.text());
+    };
+    refused(&["migrate", "drift"], 2, true);
+    refused(&["migrate", "current"], 1, true);
+    db.client()
+        .batch_execute("DROP TABLE audit.alembic_version")
+        .unwrap();
+    refused(&["migrate", "drift"], 2, false);
+    refused(&["migrate", "upgrade", "head"], 1, false);
+
+    // public first, another schema after it: definitions read as the expected ones.
+    db.client()
+        .batch_execute("ALTER ROLE auditor SET search_path = public, audit")
+        .unwrap();
+    let run = crate::support::xtask(&["migrate", "drift", "--database-url", &url]);
+    assert_eq!(run.code(), 0, "{}", run.text());
+}
