@@ -222,7 +222,7 @@ pub fn compare(expected: &Objects, live: &Objects) -> Drift {
     let repair = plan(
         &Catalog::public(live),
         &Catalog::public(expected),
-        &Renames::default(),
+        &renamed_tables(&want, &have),
     );
     let by_hand = differences
         .iter()
@@ -234,6 +234,37 @@ pub fn compare(expected: &Objects, live: &Objects) -> Drift {
         repair,
         by_hand,
     }
+}
+
+/// Tables of `public` the live database holds under another name: a missing table and
+/// an unexpected one with the same columns, keys, indexes and policies, each the only
+/// match of the other. Without this the planner's way back creates an empty table and
+/// drops the one holding the rows (and fails on the index names the old one still has).
+fn renamed_tables(want: &SchemaSnapshot, have: &SchemaSnapshot) -> Renames {
+    let only_in = |a: &SchemaSnapshot, b: &SchemaSnapshot| -> Vec<(String, Vec<String>)> {
+        a.objects
+            .iter()
+            .filter(|(key, _)| !b.objects.contains_key(*key))
+            .filter_map(|(key, lines)| {
+                let name = key.strip_prefix("table ")?;
+                (!name.contains('.')).then(|| (name.to_string(), lines.clone()))
+            })
+            .collect()
+    };
+    let (missing, unexpected) = (only_in(want, have), only_in(have, want));
+    let mut renames = Renames::default();
+    for (new, lines) in &missing {
+        let same = |list: &[(String, Vec<String>)]| -> Vec<String> {
+            list.iter()
+                .filter(|(_, other)| other == lines)
+                .map(|(name, _)| name.clone())
+                .collect()
+        };
+        if let ([old], [_]) = (same(&unexpected).as_slice(), same(&missing).as_slice()) {
+            renames.tables.insert(old.clone(), new.clone());
+        }
+    }
+    renames
 }
 
 /// `table public.leads` -> (`table`, `public.leads`); `materialized view x` keeps both words.

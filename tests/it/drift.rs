@@ -232,3 +232,42 @@ fn a_role_whose_search_path_misses_public_is_refused_by_name() {
     let run = crate::support::xtask(&["migrate", "drift", "--database-url", &url]);
     assert_eq!(run.code(), 0, "{}", run.text());
 }
+
+/// A table renamed by hand (its rows, keys and the foreign keys pointing at it kept)
+/// is renamed back: the way back used to create an empty table, drop the one holding
+/// the rows, and fail on the key's index name the renamed table still had.
+#[test]
+fn a_renamed_table_is_renamed_back_with_its_rows_not_dropped() {
+    let db = at_head();
+    db.client()
+        .batch_execute(
+            "INSERT INTO tenants (id, name, slug, plan, settings)
+               VALUES ('00000000-0000-0000-0000-000000000001', 'Acme', 'acme', 'free', '{}');
+             ALTER TABLE tenants RENAME TO tenants_old;",
+        )
+        .unwrap();
+    let run = db.xtask(&["migrate", "drift"]);
+    assert_eq!(run.code(), 1, "{}", run.text());
+    let out = run.stdout();
+    assert!(
+        out.contains("ALTER TABLE tenants_old RENAME TO tenants;"),
+        "{}",
+        run.text()
+    );
+    assert!(!out.contains("DROP TABLE"), "{}", run.text());
+    assert!(!out.contains("CREATE TABLE"), "{}", run.text());
+
+    let mut client = db.client();
+    for statement in backend_schema::sql_split::split_statements(&printed_sql(&out)) {
+        client
+            .batch_execute(&statement.sql)
+            .unwrap_or_else(|err| panic!("{}: {err}", statement.sql));
+    }
+    let run = db.xtask(&["migrate", "drift"]);
+    assert_eq!(run.code(), 0, "{}", run.text());
+    let rows: i64 = client
+        .query_one("SELECT count(*) FROM tenants", &[])
+        .unwrap()
+        .get(0);
+    assert_eq!(rows, 1);
+}
