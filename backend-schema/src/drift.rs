@@ -219,9 +219,10 @@ pub fn compare(expected: &Objects, live: &Objects) -> Drift {
             _ => {}
         }
     }
+    let (from, to) = (Catalog::public(live), Catalog::public(expected));
     let repair = plan(
-        &Catalog::public(live),
-        &Catalog::public(expected),
+        &without_invalid_indexes(from, live, &to),
+        &to,
         &renamed_tables(&want, &have),
     );
     let by_hand = differences
@@ -234,6 +235,28 @@ pub fn compare(expected: &Objects, live: &Objects) -> Drift {
         repair,
         by_hand,
     }
+}
+
+/// `live` without the INVALID indexes (a failed `CREATE INDEX CONCURRENTLY`'s) the
+/// expected schema has by the same name: the planner compares definitions only, so it
+/// took such an index for the valid one and wrote nothing; as missing, it is dropped
+/// and built again (`DROP INDEX CONCURRENTLY IF EXISTS`, then `CREATE ... CONCURRENTLY`).
+/// An INVALID index the expected schema lacks stays, so the planner drops it.
+fn without_invalid_indexes(mut live: Catalog, objects: &Objects, expected: &Catalog) -> Catalog {
+    for index in objects
+        .indexes
+        .iter()
+        .filter(|i| !i.valid && i.schema == "public")
+    {
+        let expected_has = expected
+            .tables
+            .get(&index.table)
+            .is_some_and(|t| t.indexes.contains_key(&index.name));
+        if let Some(table) = live.tables.get_mut(&index.table).filter(|_| expected_has) {
+            table.indexes.remove(&index.name);
+        }
+    }
+    live
 }
 
 /// Tables of `public` the live database holds under another name: a missing table and

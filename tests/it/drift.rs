@@ -271,3 +271,43 @@ fn a_renamed_table_is_renamed_back_with_its_rows_not_dropped() {
         .get(0);
     assert_eq!(rows, 1);
 }
+
+/// A unique index rebuilt by hand with `CONCURRENTLY` that failed on duplicate rows is
+/// left INVALID: drift names it, and its SQL back drops and builds it again (it used
+/// to print no SQL for it, so running the SQL left the drift).
+#[test]
+fn an_index_left_invalid_by_a_failed_concurrent_build_is_built_again() {
+    let db = at_head();
+    let mut client = db.client();
+    client
+        .batch_execute(
+            "DROP INDEX ix_tenants_slug;
+             INSERT INTO tenants (id, name, slug, plan, settings) VALUES
+               ('00000000-0000-0000-0000-000000000001', 'Acme', 'acme', 'free', '{}'),
+               ('00000000-0000-0000-0000-000000000002', 'Acme', 'acme', 'free', '{}');",
+        )
+        .unwrap();
+    client
+        .batch_execute("CREATE UNIQUE INDEX CONCURRENTLY ix_tenants_slug ON tenants (slug)")
+        .unwrap_err();
+    client
+        .batch_execute("DELETE FROM tenants WHERE id = '00000000-0000-0000-0000-000000000002'")
+        .unwrap();
+    let run = db.xtask(&["migrate", "drift"]);
+    assert_eq!(run.code(), 1, "{}", run.text());
+    let out = run.stdout();
+    for line in [
+        "  index tenants.ix_tenants_slug: changed (expected: index ix_tenants_slug unique btree (slug); found: index ix_tenants_slug unique btree (slug) INVALID)",
+        "DROP INDEX CONCURRENTLY IF EXISTS ix_tenants_slug;",
+        "CREATE UNIQUE INDEX CONCURRENTLY ix_tenants_slug ON public.tenants USING btree (slug);",
+    ] {
+        assert!(out.contains(line), "missing {line:?} in:\n{}", run.text());
+    }
+    for statement in backend_schema::sql_split::split_statements(&printed_sql(&out)) {
+        client
+            .batch_execute(&statement.sql)
+            .unwrap_or_else(|err| panic!("{}: {err}", statement.sql));
+    }
+    let run = db.xtask(&["migrate", "drift"]);
+    assert_eq!(run.code(), 0, "{}", run.text());
+}
