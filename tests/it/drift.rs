@@ -138,6 +138,21 @@ fn drift_needs_only_connect_and_the_version_table_and_writes_nothing() {
 /// What the database's tables saw written (inserts, updates, deletes) and the catalog's.
 fn write_counters(db: &TestDb) -> Vec<i64> {
     let mut client = db.client();
+    // A session flushes its counters as its backend exits, which may be just after its
+    // client has gone: wait until this is the database's only session.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while client
+        .query_one(
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()",
+            &[],
+        )
+        .unwrap()
+        .get::<_, i64>(0)
+        > 0
+        && Instant::now() < deadline
+    {
+        std::thread::sleep(Duration::from_millis(20));
+    }
     client
         .batch_execute("SELECT pg_stat_clear_snapshot()")
         .unwrap();
