@@ -846,9 +846,36 @@ fn an_alembic_version_of_another_type_or_with_a_null_row_is_read_without_a_panic
         assert_eq!(run.code(), code, "{args:?}: {}", run.text());
         assert!(!run.stderr().contains("panicked"), "{}", run.text());
         assert!(
-            run.stderr().contains("revision 123") || run.stderr().contains("'123'"),
+            ["revision 123", "'123'", "records 123,"]
+                .iter()
+                .any(|named| run.stderr().contains(named)),
             "{args:?}: {}",
             run.text()
         );
     }
+}
+
+/// `stamp --detect` on a database recording a revision no migration defines found the
+/// revision the schema equals, then refused with the advice to run `stamp --detect`;
+/// it now names both revisions and `--detect --purge`, which records the found one.
+#[test]
+fn stamp_detect_over_an_unknown_revision_names_the_way_that_works() {
+    let db = TestDb::new();
+    db.xtask(&["migrate", "upgrade", "head"]).success();
+    db.client()
+        .batch_execute("UPDATE alembic_version SET version_num = 'c0ffee000000'")
+        .unwrap();
+    let run = db.xtask(&["migrate", "stamp", "--detect"]);
+    assert_eq!(run.code(), 1, "{}", run.text());
+    let head = crate::support::chain_head();
+    for part in [
+        format!("the live schema equals revision {head}, but alembic_version records c0ffee000000, which no migration"),
+        "nothing was stamped. Replace it with `cargo xtask migrate stamp --detect --purge`".to_string(),
+    ] {
+        assert!(run.stderr().contains(&part), "{part:?} in {}", run.text());
+    }
+    assert_eq!(db.heads(), ["c0ffee000000"]);
+    db.xtask(&["migrate", "stamp", "--detect", "--purge"])
+        .success();
+    assert_eq!(db.heads(), [head]);
 }
