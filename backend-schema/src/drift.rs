@@ -38,8 +38,18 @@ pub fn read_live(
     let millis = format!("{}ms", lock_timeout.as_millis().max(1));
     tx.execute("SELECT set_config('lock_timeout', $1, true)", &[&millis])
         .map_err(DriftError::live("setting lock_timeout"))?;
+    crate::search_path::check(&mut tx)
+        .map_err(DriftError::live("reading the search_path"))?
+        .map_err(Box::new)?;
     let heads = crate::version_table::read_heads(&mut tx)
         .map_err(DriftError::live("reading alembic_version"))?;
+    // Definitions name what is not on the search_path with its schema: read them as
+    // the expected schema was read, with public alone.
+    tx.execute(
+        "SELECT set_config('search_path', $1, true)",
+        &[&crate::search_path::SCHEMA],
+    )
+    .map_err(DriftError::live("setting search_path"))?;
     let objects = Objects::read(&mut tx).map_err(DriftError::live("reading the catalogs"))?;
     let server_version_num =
         server_version_num(&mut tx).map_err(DriftError::live("reading server_version_num"))?;
@@ -209,10 +219,11 @@ pub fn compare(expected: &Objects, live: &Objects) -> Drift {
             _ => {}
         }
     }
+    let (from, to) = (Catalog::public(live), Catalog::public(expected));
     let repair = plan(
-        &Catalog::public(live),
-        &Catalog::public(expected),
-        &Renames::default(),
+        &without_invalid_indexes(from, live, &to),
+        &to,
+        &renamed_tables(&want, &have),
     );
     let by_hand = differences
         .iter()
@@ -224,6 +235,59 @@ pub fn compare(expected: &Objects, live: &Objects) -> Drift {
         repair,
         by_hand,
     }
+}
+
+/// `live` without the INVALID indexes (a failed `CREATE INDEX CONCURRENTLY`'s) the
+/// expected schema has by the same name: the planner compares definitions only, so it
+/// took such an index for the valid one and wrote nothing; as missing, it is dropped
+/// and built again (`DROP INDEX CONCURRENTLY IF EXISTS`, then `CREATE ... CONCURRENTLY`).
+/// An INVALID index the expected schema lacks stays, so the planner drops it.
+fn without_invalid_indexes(mut live: Catalog, objects: &Objects, expected: &Catalog) -> Catalog {
+    for index in objects
+        .indexes
+        .iter()
+        .filter(|i| !i.valid && i.schema == "public")
+    {
+        let expected_has = expected
+            .tables
+            .get(&index.table)
+            .is_some_and(|t| t.indexes.contains_key(&index.name));
+        if let Some(table) = live.tables.get_mut(&index.table).filter(|_| expected_has) {
+            table.indexes.remove(&index.name);
+        }
+    }
+    live
+}
+
+/// Tables of `public` the live database holds under another name: a missing table and
+/// an unexpected one with the same columns, keys, indexes and policies, each the only
+/// match of the other. Without this the planner's way back creates an empty table and
+/// drops the one holding the rows (and fails on the index names the old one still has).
+fn renamed_tables(want: &SchemaSnapshot, have: &SchemaSnapshot) -> Renames {
+    let only_in = |a: &SchemaSnapshot, b: &SchemaSnapshot| -> Vec<(String, Vec<String>)> {
+        a.objects
+            .iter()
+            .filter(|(key, _)| !b.objects.contains_key(*key))
+            .filter_map(|(key, lines)| {
+                let name = key.strip_prefix("table ")?;
+                (!name.contains('.')).then(|| (name.to_string(), lines.clone()))
+            })
+            .collect()
+    };
+    let (missing, unexpected) = (only_in(want, have), only_in(have, want));
+    let mut renames = Renames::default();
+    for (new, lines) in &missing {
+        let same = |list: &[(String, Vec<String>)]| -> Vec<String> {
+            list.iter()
+                .filter(|(_, other)| other == lines)
+                .map(|(name, _)| name.clone())
+                .collect()
+        };
+        if let ([old], [_]) = (same(&unexpected).as_slice(), same(&missing).as_slice()) {
+            renames.tables.insert(old.clone(), new.clone());
+        }
+    }
+    renames
 }
 
 /// `table public.leads` -> (`table`, `public.leads`); `materialized view x` keeps both words.
@@ -380,6 +444,8 @@ pub enum DriftError {
         revision: String,
         dir: std::path::PathBuf,
     },
+    #[error(transparent)]
+    SearchPath(#[from] Box<crate::search_path::ForeignSearchPath>),
     #[error(transparent)]
     Cluster(#[from] crate::cluster::ClusterError),
     #[error(transparent)]

@@ -23,6 +23,7 @@ pub mod pgpass;
 pub mod pgtool;
 pub mod rehearse;
 pub mod runner;
+pub mod search_path;
 pub mod snapshot;
 pub mod source;
 pub mod sql;

@@ -31,8 +31,10 @@ pub fn read_heads(client: &mut impl GenericClient) -> Result<Vec<String>, postgr
     if !table_exists(client, VERSION_TABLE)? {
         return Ok(Vec::new());
     }
+    // As text: a hand-made table whose version_num is an integer (or holds a NULL)
+    // must read as a revision no migration defines, not end the program.
     let rows = client.query(
-        "SELECT version_num FROM alembic_version ORDER BY version_num",
+        "SELECT version_num::text FROM alembic_version WHERE version_num IS NOT NULL ORDER BY 1",
         &[],
     )?;
     Ok(rows.iter().map(|r| r.get(0)).collect())

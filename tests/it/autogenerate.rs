@@ -1529,3 +1529,37 @@ fn write_schema_replaces_an_enum_type_in_place_and_refuses_other_objects_by_name
     );
     ws.run(&["migrate", "check"]).success();
 }
+
+/// A schema file that is a symbolic link (to a file another checkout or directory
+/// shares) is read as the file it names, but `--write-schema` used to write through
+/// it, changing the file outside the schema directory; it is refused by name before
+/// anything is written.
+#[test]
+fn write_schema_refuses_to_write_through_a_symbolic_link() {
+    let ws = Workspace::new();
+    write_hand_migration(&ws);
+    let shared = ws.path("shared");
+    fs::create_dir_all(&shared).unwrap();
+    fs::rename(ws.path("s/leads.sql"), shared.join("leads.sql")).unwrap();
+    std::os::unix::fs::symlink(shared.join("leads.sql"), ws.path("s/leads.sql")).unwrap();
+    let before = fs::read_to_string(shared.join("leads.sql")).unwrap();
+    let types = fs::read_to_string(ws.path("s/types.sql")).unwrap();
+
+    let run = ws.run(&["migrate", "check", "--write-schema"]);
+    assert_eq!(run.code(), 1, "{}", run.text());
+    assert!(
+        run.stderr().contains(&format!(
+            "{} is a symbolic link (to {}): --write-schema writes only the files of the schema directory itself; nothing was written",
+            ws.path("s/leads.sql").display(),
+            shared.join("leads.sql").display()
+        )),
+        "{}",
+        run.text()
+    );
+    assert_eq!(
+        fs::read_to_string(shared.join("leads.sql")).unwrap(),
+        before
+    );
+    assert_eq!(fs::read_to_string(ws.path("s/types.sql")).unwrap(), types);
+    assert!(!ws.path("s/ai_usage_logs.sql").exists());
+}

@@ -138,6 +138,21 @@ fn drift_needs_only_connect_and_the_version_table_and_writes_nothing() {
 /// What the database's tables saw written (inserts, updates, deletes) and the catalog's.
 fn write_counters(db: &TestDb) -> Vec<i64> {
     let mut client = db.client();
+    // A session flushes its counters as its backend exits, which may be just after its
+    // client has gone: wait until this is the database's only session.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while client
+        .query_one(
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()",
+            &[],
+        )
+        .unwrap()
+        .get::<_, i64>(0)
+        > 0
+        && Instant::now() < deadline
+    {
+        std::thread::sleep(Duration::from_millis(20));
+    }
     client
         .batch_execute("SELECT pg_stat_clear_snapshot()")
         .unwrap();
@@ -175,4 +190,139 @@ fn drift_is_bounded_by_its_lock_timeout() {
         "{}",
         run.text()
     );
+}
+
+/// A role whose own search_path puts another schema before public (with an
+/// `alembic_version` of its own there, or none) would have read another revision, or
+/// "base" and every table unexpected with `DROP TABLE` as the way back: drift, current
+/// and upgrade refuse by name, and a search_path with public first compares as usual.
+#[test]
+fn a_role_whose_search_path_misses_public_is_refused_by_name() {
+    let db = at_head();
+    db.client()
+        .batch_execute(
+            "CREATE ROLE auditor LOGIN NOSUPERUSER;
+             GRANT SELECT ON alembic_version TO auditor;
+             CREATE SCHEMA audit;
+             GRANT USAGE ON SCHEMA audit TO auditor;
+             CREATE TABLE audit.alembic_version (version_num varchar(32) PRIMARY KEY);
+             INSERT INTO audit.alembic_version VALUES ('0ther0app000');
+             GRANT SELECT ON audit.alembic_version TO auditor;
+             ALTER ROLE auditor SET search_path = audit;",
+        )
+        .unwrap();
+    let url = url_as(&db.url(), "auditor");
+    let refused = |args: &[&str], code: i32, table: bool| {
+        let mut all = args.to_vec();
+        all.extend(["--database-url", &url]);
+        let run = crate::support::xtask(&all);
+        assert_eq!(run.code(), code, "{}", run.text());
+        for part in [
+            "the session's search_path is `audit` (set for the role with ALTER ROLE ... SET search_path): unqualified names resolve to schema audit, not public",
+            "ALTER ROLE auditor RESET search_path",
+        ] {
+            assert!(run.stderr().contains(part), "{part:?} in {}", run.text());
+        }
+        assert_eq!(
+            run.stderr()
+                .contains("(alembic_version would be read from audit.alembic_version)"),
+            table,
+            "{}",
+            run.text()
+        );
+        assert!(!run.stdout().contains("DROP"), "{}", run.text());
+    };
+    refused(&["migrate", "drift"], 2, true);
+    refused(&["migrate", "current"], 1, true);
+    db.client()
+        .batch_execute("DROP TABLE audit.alembic_version")
+        .unwrap();
+    refused(&["migrate", "drift"], 2, false);
+    refused(&["migrate", "upgrade", "head"], 1, false);
+
+    // public first, another schema after it: definitions read as the expected ones.
+    db.client()
+        .batch_execute("ALTER ROLE auditor SET search_path = public, audit")
+        .unwrap();
+    let run = crate::support::xtask(&["migrate", "drift", "--database-url", &url]);
+    assert_eq!(run.code(), 0, "{}", run.text());
+}
+
+/// A table renamed by hand (its rows, keys and the foreign keys pointing at it kept)
+/// is renamed back: the way back used to create an empty table, drop the one holding
+/// the rows, and fail on the key's index name the renamed table still had.
+#[test]
+fn a_renamed_table_is_renamed_back_with_its_rows_not_dropped() {
+    let db = at_head();
+    db.client()
+        .batch_execute(
+            "INSERT INTO tenants (id, name, slug, plan, settings)
+               VALUES ('00000000-0000-0000-0000-000000000001', 'Acme', 'acme', 'free', '{}');
+             ALTER TABLE tenants RENAME TO tenants_old;",
+        )
+        .unwrap();
+    let run = db.xtask(&["migrate", "drift"]);
+    assert_eq!(run.code(), 1, "{}", run.text());
+    let out = run.stdout();
+    assert!(
+        out.contains("ALTER TABLE tenants_old RENAME TO tenants;"),
+        "{}",
+        run.text()
+    );
+    assert!(!out.contains("DROP TABLE"), "{}", run.text());
+    assert!(!out.contains("CREATE TABLE"), "{}", run.text());
+
+    let mut client = db.client();
+    for statement in backend_schema::sql_split::split_statements(&printed_sql(&out)) {
+        client
+            .batch_execute(&statement.sql)
+            .unwrap_or_else(|err| panic!("{}: {err}", statement.sql));
+    }
+    let run = db.xtask(&["migrate", "drift"]);
+    assert_eq!(run.code(), 0, "{}", run.text());
+    let rows: i64 = client
+        .query_one("SELECT count(*) FROM tenants", &[])
+        .unwrap()
+        .get(0);
+    assert_eq!(rows, 1);
+}
+
+/// A unique index rebuilt by hand with `CONCURRENTLY` that failed on duplicate rows is
+/// left INVALID: drift names it, and its SQL back drops and builds it again (it used
+/// to print no SQL for it, so running the SQL left the drift).
+#[test]
+fn an_index_left_invalid_by_a_failed_concurrent_build_is_built_again() {
+    let db = at_head();
+    let mut client = db.client();
+    client
+        .batch_execute(
+            "DROP INDEX ix_tenants_slug;
+             INSERT INTO tenants (id, name, slug, plan, settings) VALUES
+               ('00000000-0000-0000-0000-000000000001', 'Acme', 'acme', 'free', '{}'),
+               ('00000000-0000-0000-0000-000000000002', 'Acme', 'acme', 'free', '{}');",
+        )
+        .unwrap();
+    client
+        .batch_execute("CREATE UNIQUE INDEX CONCURRENTLY ix_tenants_slug ON tenants (slug)")
+        .unwrap_err();
+    client
+        .batch_execute("DELETE FROM tenants WHERE id = '00000000-0000-0000-0000-000000000002'")
+        .unwrap();
+    let run = db.xtask(&["migrate", "drift"]);
+    assert_eq!(run.code(), 1, "{}", run.text());
+    let out = run.stdout();
+    for line in [
+        "  index tenants.ix_tenants_slug: changed (expected: index ix_tenants_slug unique btree (slug); found: index ix_tenants_slug unique btree (slug) INVALID)",
+        "DROP INDEX CONCURRENTLY IF EXISTS ix_tenants_slug;",
+        "CREATE UNIQUE INDEX CONCURRENTLY ix_tenants_slug ON public.tenants USING btree (slug);",
+    ] {
+        assert!(out.contains(line), "missing {line:?} in:\n{}", run.text());
+    }
+    for statement in backend_schema::sql_split::split_statements(&printed_sql(&out)) {
+        client
+            .batch_execute(&statement.sql)
+            .unwrap_or_else(|err| panic!("{}: {err}", statement.sql));
+    }
+    let run = db.xtask(&["migrate", "drift"]);
+    assert_eq!(run.code(), 0, "{}", run.text());
 }

@@ -799,3 +799,83 @@ fn revision_and_merge_write_new_files_with_fresh_ids() {
         .success();
     assert_eq!(db.heads(), [*HEAD]);
 }
+
+/// An `alembic_version` that is not quite Alembic's (a `version_num` of another type, a
+/// NULL row in a table without the key) used to end `current`, `drift` and `stamp` with
+/// a panic (exit 101): an integer reads as a revision no migration defines, a NULL row
+/// is no revision.
+#[test]
+fn an_alembic_version_of_another_type_or_with_a_null_row_is_read_without_a_panic() {
+    let db = TestDb::new();
+    db.xtask(&["migrate", "upgrade", "head"]).success();
+    db.client()
+        .batch_execute(
+            "ALTER TABLE alembic_version DROP CONSTRAINT alembic_version_pkc;
+             ALTER TABLE alembic_version ALTER COLUMN version_num DROP NOT NULL;
+             INSERT INTO alembic_version VALUES (NULL);",
+        )
+        .unwrap();
+    let run = db.xtask(&["migrate", "current", "--check-heads"]);
+    assert_eq!(run.code(), 0, "{}", run.text());
+    assert_eq!(
+        run.stdout(),
+        format!("{} (head)\n", crate::support::chain_head())
+    );
+
+    db.client()
+        .batch_execute(
+            "DELETE FROM alembic_version;
+             ALTER TABLE alembic_version ALTER COLUMN version_num TYPE bigint USING 0;
+             INSERT INTO alembic_version VALUES (123);",
+        )
+        .unwrap();
+    let run = db.xtask(&["migrate", "current"]);
+    assert_eq!(run.code(), 4, "{}", run.text());
+    assert!(
+        run.stdout()
+            .contains("123 (unknown: no migration defines it)"),
+        "{}",
+        run.text()
+    );
+    for (args, code) in [
+        (&["migrate", "drift"][..], 2),
+        (&["migrate", "stamp", "--detect"], 1),
+        (&["migrate", "upgrade", "head"], 1),
+    ] {
+        let run = db.xtask(args);
+        assert_eq!(run.code(), code, "{args:?}: {}", run.text());
+        assert!(!run.stderr().contains("panicked"), "{}", run.text());
+        assert!(
+            ["revision 123", "'123'", "records 123,"]
+                .iter()
+                .any(|named| run.stderr().contains(named)),
+            "{args:?}: {}",
+            run.text()
+        );
+    }
+}
+
+/// `stamp --detect` on a database recording a revision no migration defines found the
+/// revision the schema equals, then refused with the advice to run `stamp --detect`;
+/// it now names both revisions and `--detect --purge`, which records the found one.
+#[test]
+fn stamp_detect_over_an_unknown_revision_names_the_way_that_works() {
+    let db = TestDb::new();
+    db.xtask(&["migrate", "upgrade", "head"]).success();
+    db.client()
+        .batch_execute("UPDATE alembic_version SET version_num = 'c0ffee000000'")
+        .unwrap();
+    let run = db.xtask(&["migrate", "stamp", "--detect"]);
+    assert_eq!(run.code(), 1, "{}", run.text());
+    let head = crate::support::chain_head();
+    for part in [
+        format!("the live schema equals revision {head}, but alembic_version records c0ffee000000, which no migration"),
+        "nothing was stamped. Replace it with `cargo xtask migrate stamp --detect --purge`".to_string(),
+    ] {
+        assert!(run.stderr().contains(&part), "{part:?} in {}", run.text());
+    }
+    assert_eq!(db.heads(), ["c0ffee000000"]);
+    db.xtask(&["migrate", "stamp", "--detect", "--purge"])
+        .success();
+    assert_eq!(db.heads(), [head]);
+}

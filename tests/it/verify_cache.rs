@@ -368,3 +368,44 @@ fn the_cache_lives_in_the_workspace_target_directory() {
     assert_eq!(files.len(), 1, "{files:?}");
     assert!(files[0].extension().is_some_and(|e| e == "json"));
 }
+
+/// The cache decides which revisions are verified at all, and its keys are computed
+/// from what anyone can read: a file another account wrote (a shared
+/// `BACKEND_SCHEMA_VERIFY_CACHE_DIR`), or one it may write, or a symbolic link, is
+/// ignored with a note naming why, and replaced by this run's own.
+#[test]
+fn a_cache_file_another_user_owns_or_may_write_is_not_trusted() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let migrations = copy_migrations();
+    let cache = fresh_verify_cache();
+    let (_, report) = verify(migrations.path(), &cache, &[]);
+    let file = PathBuf::from(report_cache_file(&report));
+
+    let untrusted = |why: &str| {
+        let (run, report) = verify(migrations.path(), &cache, &[]);
+        run.success();
+        assert!(from_cache(&report).is_empty(), "{}", run.text());
+        let note = format!("cache: the cache file {} {why}", file.display());
+        assert!(run.stdout().contains(&note), "{note:?} in {}", run.text());
+        assert!(
+            run.stdout().contains(
+                "ignored (whoever can write it could make verify pass what a full run fails)"
+            ),
+            "{}",
+            run.text()
+        );
+    };
+    // Written by another account: `nobody` (the tests run as root).
+    std::os::unix::fs::chown(&file, Some(65534), None).unwrap();
+    untrusted("belongs to another user (uid 65534");
+    std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o666)).unwrap();
+    untrusted("may be written by other users (mode 666)");
+    let aside = cache.join("aside.json");
+    std::fs::rename(&file, &aside).unwrap();
+    std::os::unix::fs::symlink(&aside, &file).unwrap();
+    untrusted("is a symbolic link");
+
+    // Each time the run's own results replaced it: trusted again.
+    let (run, report) = verify(migrations.path(), &cache, &[]);
+    assert_eq!(from_cache(&report), revisions(&report), "{}", run.text());
+}

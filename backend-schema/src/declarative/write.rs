@@ -43,6 +43,14 @@ pub enum WriteSchemaError {
         table: String,
         statement: String,
     },
+    #[error(
+        "{} is a symbolic link (to {}): --write-schema writes only the files of the schema directory itself; \
+         nothing was written: replace the link with the file, or update {} by hand",
+        path.display(),
+        target.display(),
+        target.display()
+    )]
+    Symlink { path: PathBuf, target: PathBuf },
     #[error("pg_dump of {tables} at head failed: {source}")]
     PgDump {
         tables: String,
@@ -187,7 +195,7 @@ pub fn write_from_head(
     }
 
     let url = DatabaseUrl::parse(&pair.cluster.url(HEAD_DB), "the chain's head")?;
-    let mut written = Written::default();
+    let mut removals = Vec::new();
     for (path, held) in rewrites {
         let held: Vec<String> = held
             .into_iter()
@@ -196,22 +204,35 @@ pub fn write_from_head(
         if held.is_empty() {
             texts.remove(&path);
             if path.exists() {
-                std::fs::remove_file(&path).map_err(|source| WriteSchemaError::Write {
-                    path: path.clone(),
-                    source,
-                })?;
-                written.removed.push(path);
+                removals.push(path);
             }
             continue;
         }
         let dump = dump_tables(pair, &url, &held)?;
         texts.insert(path, format!("{WRITTEN_HEADER}{dump}"));
     }
-    for (path, text) in texts {
-        let unchanged = files.iter().any(|(p, t)| *p == path && *t == text);
-        if unchanged {
-            continue;
+    texts.retain(|path, text| !files.iter().any(|(p, t)| p == path && t == text));
+    // Writing through a symbolic link would change a file outside the schema
+    // directory (or one another checkout shares): refused before anything is touched.
+    for path in texts.keys().chain(&removals) {
+        if let Ok(meta) = std::fs::symlink_metadata(path) {
+            if meta.file_type().is_symlink() {
+                return Err(WriteSchemaError::Symlink {
+                    path: path.clone(),
+                    target: std::fs::read_link(path).unwrap_or_default(),
+                });
+            }
         }
+    }
+    let mut written = Written::default();
+    for path in removals {
+        std::fs::remove_file(&path).map_err(|source| WriteSchemaError::Write {
+            path: path.clone(),
+            source,
+        })?;
+        written.removed.push(path);
+    }
+    for (path, text) in texts {
         std::fs::write(&path, &text).map_err(|source| WriteSchemaError::Write {
             path: path.clone(),
             source,

@@ -18,6 +18,8 @@ pub enum MigrateError {
     },
     #[error(transparent)]
     Target(#[from] TargetError),
+    #[error(transparent)]
+    SearchPath(#[from] Box<crate::search_path::ForeignSearchPath>),
     #[error(
         "can't locate revision identified by '{revision}': the database records it in alembic_version, but no migration in {} defines it (known: {}){}; \
          pull the latest migrations (`git pull`), or if the database is wrong, find the revision its schema equals with \

@@ -106,6 +106,9 @@ pub struct Migrator<'a> {
     on_event: Box<dyn FnMut(Event<'_>) + 'a>,
     blockers: Option<blockers::BlockerWatch>,
     observer: Observer<'a>,
+    /// The session's own search_path is checked once, before the first read: a
+    /// migration may set another for the rest of the session, as pg_dump's output does.
+    search_path_checked: bool,
 }
 
 /// The second session that sees the locks of statements outside a transaction, opened
@@ -142,6 +145,7 @@ impl<'a> Migrator<'a> {
             on_event: Box::new(|_| {}),
             blockers: None,
             observer: Observer::None,
+            search_path_checked: false,
         }
     }
 
@@ -192,6 +196,12 @@ impl<'a> Migrator<'a> {
 
     /// The heads in `alembic_version`, whether or not a file knows them.
     pub fn raw_heads(&mut self) -> Result<Vec<String>, MigrateError> {
+        if !self.search_path_checked {
+            crate::search_path::check(self.client)
+                .map_err(|err| self.locked_or(err, "reading the search_path"))?
+                .map_err(Box::new)?;
+            self.search_path_checked = true;
+        }
         let read = vt::read_heads(self.client);
         read.map_err(|err| self.locked_or(err, "reading alembic_version"))
     }

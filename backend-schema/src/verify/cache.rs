@@ -81,8 +81,15 @@ impl Cache {
             chain: None,
             note: None,
         };
-        let bytes = match std::fs::read(&cache.path) {
-            Ok(bytes) => bytes,
+        let bytes = match read_own(&cache.path) {
+            Ok(Ok(bytes)) => bytes,
+            Ok(Err(why)) => {
+                cache.note = Some(format!(
+                    "the cache file {} {why}: ignored (whoever can write it could make verify pass what a full run fails), every revision verified now",
+                    cache.path.display()
+                ));
+                return cache;
+            }
             Err(err) if err.kind() == std::io::ErrorKind::NotFound => return cache,
             Err(err) => {
                 cache.note = Some(format!(
@@ -163,6 +170,42 @@ impl Cache {
         temp.persist(&self.path).map_err(|e| e.error)?;
         Ok(())
     }
+}
+
+/// The file's bytes when this user owns it and no one else may write it; otherwise why
+/// not. Opened without following a symbolic link, and checked on the open handle, so
+/// the file checked is the file read.
+fn read_own(path: &Path) -> std::io::Result<Result<Vec<u8>, String>> {
+    use std::io::Read as _;
+    use std::os::unix::fs::{MetadataExt as _, OpenOptionsExt as _};
+    let mut file = match std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(path)
+    {
+        Err(err) if err.raw_os_error() == Some(libc::ELOOP) => {
+            return Ok(Err("is a symbolic link".into()))
+        }
+        opened => opened?,
+    };
+    let meta = file.metadata()?;
+    // SAFETY: geteuid cannot fail.
+    let me = unsafe { libc::geteuid() };
+    if meta.uid() != me {
+        return Ok(Err(format!(
+            "belongs to another user (uid {}, this one is {me})",
+            meta.uid()
+        )));
+    }
+    if meta.mode() & 0o022 != 0 {
+        return Ok(Err(format!(
+            "may be written by other users (mode {:o})",
+            meta.mode() & 0o7777
+        )));
+    }
+    let mut bytes = Vec::new();
+    file.read_to_end(&mut bytes)?;
+    Ok(Ok(bytes))
 }
 
 /// Each revision's key, in the stairway's order: everything before it and itself.

@@ -4,7 +4,7 @@
 use anyhow::bail;
 use backend_schema::detect::{self, Detection};
 use backend_schema::graph::RevisionGraph;
-use backend_schema::runner::{heads_text, Migrator};
+use backend_schema::runner::{heads_text, MigrateError, Migrator};
 use backend_schema::snapshot::SchemaSnapshot;
 
 use super::run::print_event;
@@ -29,7 +29,16 @@ pub(super) fn stamp(
         _ => unreachable!("clap requires exactly one of TARGET and --detect"),
     };
     let mut migrator = Migrator::new(&mut client, graph, run.options()).on_event(print_event);
-    let heads = migrator.stamp(&target, purge)?;
+    let heads = match migrator.stamp(&target, purge) {
+        // The general advice is to run --detect, which is what was just done.
+        Err(MigrateError::UnknownRevision { revision, .. }) if detect => bail!(
+            "the live schema equals revision {target}, but alembic_version records {revision}, which no migration \
+             in {} defines; nothing was stamped. Replace it with `cargo xtask migrate stamp --detect --purge` \
+             (or `cargo xtask migrate stamp --purge {target}`)",
+            graph.dir().display()
+        ),
+        other => other?,
+    };
     eprintln!("stamped: database is now at {}", heads_text(&heads));
     Ok(())
 }
