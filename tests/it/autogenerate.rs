@@ -1437,6 +1437,15 @@ fn migrations_ahead_of_the_schema_files_are_named_and_write_schema_brings_check_
     let err = run.success().stderr();
     assert!(err.contains("ai_usage_logs.sql"), "{err}");
     assert!(err.contains("now matches the migrations' head"), "{err}");
+    // Written beside and renamed into place: no staging file left, the mode kept.
+    for entry in fs::read_dir(ws.path("s")).unwrap() {
+        let entry = entry.unwrap();
+        let name = entry.file_name().to_string_lossy().into_owned();
+        assert!(!name.starts_with(".write-schema-"), "left behind: {name}");
+        let mode =
+            std::os::unix::fs::PermissionsExt::mode(&entry.metadata().unwrap().permissions());
+        assert_eq!(mode & 0o777, 0o644, "{name} keeps its mode");
+    }
     let types = fs::read_to_string(ws.path("s/types.sql")).unwrap();
     assert!(
         types.contains("CREATE TYPE leadsource AS ENUM ('web', 'referral', 'import');")

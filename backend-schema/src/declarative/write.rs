@@ -224,6 +224,28 @@ pub fn write_from_head(
             }
         }
     }
+    // Every new text is written beside its file first, so a full disk or a killed run
+    // leaves the schema files as they were, never one cut short.
+    let mut staged = Vec::new();
+    for (path, text) in texts {
+        let failed = |source| WriteSchemaError::Write {
+            path: path.clone(),
+            source,
+        };
+        let dir = path.parent().unwrap_or(std::path::Path::new("."));
+        let mut temp = tempfile::Builder::new()
+            .prefix(".write-schema-")
+            .tempfile_in(dir)
+            .map_err(failed)?;
+        std::io::Write::write_all(&mut temp, text.as_bytes()).map_err(failed)?;
+        // The file keeps its mode; a new one gets what `fs::write` would usually give.
+        let mode = std::fs::metadata(&path)
+            .map(|m| m.permissions())
+            .unwrap_or_else(|_| std::os::unix::fs::PermissionsExt::from_mode(0o644));
+        temp.as_file().set_permissions(mode).map_err(failed)?;
+        temp.as_file().sync_all().map_err(failed)?;
+        staged.push((path, temp));
+    }
     let mut written = Written::default();
     for path in removals {
         std::fs::remove_file(&path).map_err(|source| WriteSchemaError::Write {
@@ -232,10 +254,10 @@ pub fn write_from_head(
         })?;
         written.removed.push(path);
     }
-    for (path, text) in texts {
-        std::fs::write(&path, &text).map_err(|source| WriteSchemaError::Write {
+    for (path, temp) in staged {
+        temp.persist(&path).map_err(|err| WriteSchemaError::Write {
             path: path.clone(),
-            source,
+            source: err.error,
         })?;
         written.written.push(path);
     }
