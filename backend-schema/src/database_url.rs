@@ -149,15 +149,18 @@ impl DatabaseUrl {
     /// What libpq would log in with when the URL has no password (`PGPASSWORD`, the
     /// password file), for the connection `config` describes.
     fn ambient_password(&self, config: &postgres::Config) -> Option<String> {
-        let os_user = crate::cluster::account_name(
-            // SAFETY: geteuid cannot fail.
-            unsafe { libc::geteuid() },
-        );
+        // The OS account's name only when nothing names the user: a static binary's
+        // getpwuid reads /etc/passwd, which a minimal image may not have.
         let user = config
             .get_user()
             .map(str::to_string)
             .or_else(|| std::env::var("PGUSER").ok())
-            .unwrap_or(os_user);
+            .unwrap_or_else(|| {
+                crate::cluster::account_name(
+                    // SAFETY: geteuid cannot fail.
+                    unsafe { libc::geteuid() },
+                )
+            });
         let database = config.get_dbname().unwrap_or(&user).to_string();
         let port = config.get_ports().first().copied().unwrap_or(5432);
         let (host, unix_socket) = match config.get_hosts().first() {
