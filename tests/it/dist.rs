@@ -401,9 +401,49 @@ fn the_static_binary_migrates_in_a_tree_holding_only_itself() {
         assert_eq!(run.code(), 0, "{host}: {}", run.text());
         assert_eq!(run.stdout().trim(), before_head[0], "{}", run.text());
     }
+    // Sources nsswitch.conf names that are not inside the binary (they would be loaded
+    // with dlopen) are skipped: a host's usual file changes nothing.
+    std::fs::write(
+        jail.path().join("etc/nsswitch.conf"),
+        "passwd: files systemd\nhosts: files mymachines mdns4_minimal dns\n",
+    )
+    .unwrap();
+    let run = jail.run(&["migrate", "current", "--database-url", &named]);
+    assert_eq!(run.code(), 0, "{}", run.text());
+
+    // A URL that names no user logs in as the OS account, whose name comes from
+    // /etc/passwd (getpwuid): without the file there is no name to use.
+    let anonymous = format!("postgresql://127.0.0.1:{}/app", tcp.port);
+    let run = jail.run(&["migrate", "current", "--database-url", &anonymous]);
+    assert_eq!(run.code(), 1, "{}", run.text());
+    let without_passwd = run.stderr();
+    std::fs::write(
+        jail.path().join("etc/passwd"),
+        "root:x:0:0:root:/root:/bin/sh\n",
+    )
+    .unwrap();
+    let run = jail.run(&["migrate", "current", "--database-url", &anonymous]);
+    assert_eq!(run.code(), 1, "{}", run.text());
+    assert!(
+        run.stderr().contains("user \"root\""),
+        "without /etc/passwd:\n{without_passwd}\nwith it:\n{}",
+        run.text()
+    );
+    assert!(
+        !without_passwd.contains("user \"root\""),
+        "{without_passwd}"
+    );
+    eprintln!("without /etc/passwd:\n{without_passwd}");
+
     assert_eq!(
         jail.contents(),
-        ["backend-schema-cli", "etc", "etc/hosts"],
+        [
+            "backend-schema-cli",
+            "etc",
+            "etc/hosts",
+            "etc/nsswitch.conf",
+            "etc/passwd"
+        ],
         "the migrate commands wrote nothing"
     );
 }

@@ -14,8 +14,12 @@ use crate::flags::Dist;
 use crate::shipped::BINARY;
 /// A target that links everything statically, used when its standard library is installed.
 const MUSL_TARGET: &str = "x86_64-unknown-linux-musl";
-/// The flag that links the C runtime (glibc's `libc.a`) into the executable.
-const CRT_STATIC: &str = "-C target-feature=+crt-static";
+/// The flags of a static glibc build: the C runtime (`libc.a`) linked in, and
+/// `getrandom` called directly. Its default looks the function up with `dlsym`, which
+/// finds nothing in a static binary, and falls back to reading `/dev/urandom`: a
+/// SCRAM login then fails where there is no `/dev` (found by the test in a bare tree).
+const CRT_STATIC: &str =
+    "-C target-feature=+crt-static --cfg getrandom_backend=\"linux_getrandom\"";
 
 /// How the binary is to be linked.
 enum Linking {
