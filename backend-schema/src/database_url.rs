@@ -138,6 +138,18 @@ impl DatabaseUrl {
     /// are made by [`crate::tls`], so here they become `require`.
     pub fn config(&self) -> Result<postgres::Config, postgres::Error> {
         let mut config = self.driver_config()?;
+        if config.get_user().is_none() {
+            // libpq's default, set here because the driver's ignores PGUSER, and where
+            // /etc/passwd is missing (a bare image) fails with a bare "No such file or
+            // directory"; the uid's number instead lets the server's refusal name it.
+            let user = std::env::var("PGUSER").unwrap_or_else(|_| {
+                crate::cluster::account_name(
+                    // SAFETY: geteuid cannot fail.
+                    unsafe { libc::geteuid() },
+                )
+            });
+            config.user(&user);
+        }
         if config.get_password().is_none() {
             if let Some(password) = self.ambient_password(&config) {
                 config.password(password);
@@ -149,15 +161,8 @@ impl DatabaseUrl {
     /// What libpq would log in with when the URL has no password (`PGPASSWORD`, the
     /// password file), for the connection `config` describes.
     fn ambient_password(&self, config: &postgres::Config) -> Option<String> {
-        let os_user = crate::cluster::account_name(
-            // SAFETY: geteuid cannot fail.
-            unsafe { libc::geteuid() },
-        );
-        let user = config
-            .get_user()
-            .map(str::to_string)
-            .or_else(|| std::env::var("PGUSER").ok())
-            .unwrap_or(os_user);
+        // `config` names the user: the URL's, PGUSER or the OS account's (`config`).
+        let user = config.get_user().unwrap_or_default().to_string();
         let database = config.get_dbname().unwrap_or(&user).to_string();
         let port = config.get_ports().first().copied().unwrap_or(5432);
         let (host, unix_socket) = match config.get_hosts().first() {

@@ -14,6 +14,7 @@ pub mod declarative;
 pub mod detect;
 pub mod drift;
 pub mod dump;
+pub mod elf;
 pub mod embed;
 pub mod erd;
 pub mod graph;

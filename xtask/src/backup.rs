@@ -18,8 +18,12 @@ impl Backup {
         let started = Instant::now();
         let target = self.connect.resolve()?;
         eprintln!("database: {}", target.describe());
-        let binaries = PgBinaries::locate()?;
         let mut client = target.connect("cargo xtask backup")?;
+        // Connected first: the server's major version names the client package to install.
+        let server_major = backend_schema::drift::server_version_num(&mut client)
+            .ok()
+            .and_then(|num| u32::try_from(num / 10000).ok());
+        let binaries = PgBinaries::locate_clients(server_major)?;
 
         let format = self.format.format();
         let options = BackupOptions {

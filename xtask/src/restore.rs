@@ -48,7 +48,8 @@ impl std::error::Error for Outcome {}
 
 impl Restore {
     pub(crate) fn run(self) -> anyhow::Result<()> {
-        let binaries = PgBinaries::locate().map_err(|e| Outcome::unchanged(e.into()))?;
+        let binaries =
+            PgBinaries::locate_clients(None).map_err(|e| Outcome::unchanged(e.into()))?;
         let path = self.path.clone();
         let (format, manifest) = self
             .check_archive(&binaries, &path)

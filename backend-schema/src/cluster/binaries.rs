@@ -30,7 +30,47 @@ impl PgBinaries {
         Ok(PgBinaries { bin_dir, version })
     }
 
-    /// The full server version, e.g. `15.18`.
+    /// Finds PostgreSQL's client programs ([`CLIENT_PROGRAMS`]) where the server's need
+    /// not be installed (a runtime image with `postgresql-client-15` only), in the same
+    /// places as [`PgBinaries::locate`]. `server_major` names the package to install
+    /// when they are missing.
+    pub fn locate_clients(server_major: Option<u32>) -> Result<PgBinaries, ClusterError> {
+        let dirs = candidate_dirs();
+        let Some(bin_dir) = dirs
+            .iter()
+            .find(|dir| CLIENT_PROGRAMS.iter().all(|p| dir.join(p).is_file()))
+        else {
+            let nowhere: Vec<&str> = CLIENT_PROGRAMS
+                .iter()
+                .copied()
+                .filter(|p| !dirs.iter().any(|dir| dir.join(p).is_file()))
+                .collect();
+            let missing = match nowhere.as_slice() {
+                [] => "pg_dump, pg_restore and psql together in one directory".to_string(),
+                [one] => one.to_string(),
+                [init @ .., last] => format!("{} and {last}", init.join(", ")),
+            };
+            return Err(ClusterError::ClientProgramsNotFound {
+                missing,
+                server_major,
+            });
+        };
+        let output = duct::cmd!(bin_dir.join("pg_dump"), "--version")
+            .stderr_null()
+            .read()
+            .map_err(|source| ClusterError::Io {
+                action: format!("run {}/pg_dump --version", bin_dir.display()),
+                source,
+            })?;
+        let version = crate::pgtool::version_in(&output);
+        Ok(PgBinaries {
+            bin_dir: bin_dir.clone(),
+            version,
+        })
+    }
+
+    /// The full server version, e.g. `15.18` (the client programs' for
+    /// [`PgBinaries::locate_clients`]).
     pub fn version(&self) -> &str {
         &self.version
     }
@@ -48,6 +88,28 @@ impl PgBinaries {
     pub fn tool(&self, name: &str) -> PathBuf {
         self.bin_dir.join(name)
     }
+}
+
+/// What `backup` and `restore` run.
+pub const CLIENT_PROGRAMS: &[&str] = &["pg_dump", "pg_restore", "psql"];
+
+/// The packages that hold the client programs, for a server of `major` when known.
+pub(super) fn client_package(major: Option<u32>) -> String {
+    let (debian, alpine) = match major {
+        Some(major) => (
+            format!("postgresql-client-{major}"),
+            format!("postgresql{major}-client"),
+        ),
+        None => (
+            "postgresql-client-NN".to_string(),
+            "postgresqlNN-client".to_string(),
+        ),
+    };
+    let of = match major {
+        Some(_) => String::new(),
+        None => ", NN the server's major version".to_string(),
+    };
+    format!("Debian/Ubuntu: `apt-get install {debian}`; Alpine: `apk add {alpine}`{of}")
 }
 
 fn candidate_dirs() -> Vec<PathBuf> {

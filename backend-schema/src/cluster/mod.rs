@@ -54,6 +54,18 @@ pub enum ClusterError {
     )]
     BinariesNotFound,
     #[error(
+        "{missing} not found in PG_BIN_DIR, `pg_config --bindir`, PATH or /usr/lib/postgresql/*/bin: \
+         backup and restore run PostgreSQL's client programs; install them at the server's major \
+         version or newer ({}) or set PG_BIN_DIR to the directory holding pg_dump, pg_restore and psql",
+        binaries::client_package(*server_major)
+    )]
+    ClientProgramsNotFound {
+        /// The programs found in none of the places looked in, e.g. `pg_dump and psql`.
+        missing: String,
+        /// The server's major version, when known: it names the package.
+        server_major: Option<u32>,
+    },
+    #[error(
         "running as root, but `{name}` is not an unprivileged OS account that can run \
          PostgreSQL (it refuses root; neither `postgres` nor `nobody` was found when no \
          account is named); set BACKEND_SCHEMA_PG_USER to an existing account other than \
