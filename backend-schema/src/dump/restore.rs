@@ -298,18 +298,7 @@ pub fn run_restore(
     if format == DumpFormat::Plain {
         return Ok(restore_plain(binaries, path, url)?);
     }
-    let mut args: Vec<OsString> = vec!["--exit-on-error".into()];
-    if options.jobs > 1 {
-        args.push(format!("--jobs={}", options.jobs).into());
-    } else {
-        args.push("--single-transaction".into());
-    }
-    if options.no_owner {
-        args.extend(["--no-owner".into(), "--no-privileges".into()]);
-    }
-    if options.clean {
-        args.extend(["--clean".into(), "--if-exists".into()]);
-    }
+    let mut args = pg_restore_args(options);
     args.push(path.into());
     let output = libpq(binaries, "pg_restore", args, url)
         .stdout_null()
@@ -323,6 +312,23 @@ pub fn run_restore(
         });
     }
     Ok(())
+}
+
+/// pg_restore's flags for `options`, without the archive (a path, or stdin).
+pub(crate) fn pg_restore_args(options: &RestoreOptions) -> Vec<OsString> {
+    let mut args: Vec<OsString> = vec!["--exit-on-error".into()];
+    if options.jobs > 1 {
+        args.push(format!("--jobs={}", options.jobs).into());
+    } else {
+        args.push("--single-transaction".into());
+    }
+    if options.no_owner {
+        args.extend(["--no-owner".into(), "--no-privileges".into()]);
+    }
+    if options.clean {
+        args.extend(["--clean".into(), "--if-exists".into()]);
+    }
+    args
 }
 
 /// The maintenance database of the same server, for CREATE/ALTER DATABASE, and the name
