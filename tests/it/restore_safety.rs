@@ -922,3 +922,64 @@ fn a_damaged_archive_given_to_create_leaves_no_database_behind() {
         }
     }
 }
+
+#[test]
+fn a_create_restore_analyzes_every_relation_and_checks_row_counts() {
+    let db = seeded();
+    db.client()
+        .batch_execute(
+            "CREATE MATERIALIZED VIEW lead_tenants AS SELECT DISTINCT tenant_id FROM leads",
+        )
+        .unwrap();
+    let out = tempfile::tempdir().unwrap();
+    let path = out.path().join("b.dump");
+    db.xtask(&["backup", "--output", path.to_str().unwrap()])
+        .success();
+    let restored = crate::support::xtask(&[
+        "restore",
+        path.to_str().unwrap(),
+        "--create",
+        "--database-url",
+        &db.cluster.url("copy"),
+    ]);
+    assert!(
+        restored
+            .success()
+            .stderr()
+            .contains("row counts match the manifest"),
+        "{}",
+        restored.text()
+    );
+    let never: Vec<String> = db
+        .cluster
+        .client("copy")
+        .unwrap()
+        .query(
+            "SELECT relname::text FROM pg_stat_user_tables WHERE last_analyze IS NULL ORDER BY 1",
+            &[],
+        )
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert!(never.is_empty(), "not analyzed: {never:?}");
+
+    // One row fewer than the manifest says: the restore committed, the check says so.
+    let manifest_path = backend_schema::dump::Manifest::path_for(&path);
+    let mut manifest = backend_schema::dump::Manifest::read(&manifest_path).unwrap();
+    *manifest.tables.get_mut("sms_messages").unwrap() += 1;
+    std::fs::write(&manifest_path, serde_json::to_string(&manifest).unwrap()).unwrap();
+    let run = crate::support::xtask(&[
+        "restore",
+        path.to_str().unwrap(),
+        "--create",
+        "--database-url",
+        &db.cluster.url("copy_2"),
+    ]);
+    assert_eq!(run.code(), 3, "{}", run.text());
+    assert!(
+        run.stderr().contains("row counts differ from the manifest"),
+        "{}",
+        run.text()
+    );
+}
