@@ -983,3 +983,63 @@ fn a_create_restore_analyzes_every_relation_and_checks_row_counts() {
         run.text()
     );
 }
+
+#[test]
+fn a_create_restore_killed_while_it_reads_the_archive_commits_nothing_and_is_swept() {
+    let db = seeded();
+    // Enough rows that pg_restore takes a moment.
+    db.client()
+        .batch_execute(
+            "INSERT INTO leads (id, tenant_id, name, email, status, score, tags, custom_fields, created_by)
+             SELECT gen_random_uuid(), tenant_id, md5(g::text), md5(g::text) || '@example.com', 'new', 1, '[]', '{}', created_by
+               FROM generate_series(1, 100000) AS g, (SELECT tenant_id, created_by FROM leads LIMIT 1) AS l",
+        )
+        .unwrap();
+    let out = tempfile::tempdir().unwrap();
+    let path = out.path().join("b.dump");
+    db.xtask(&["backup", "--output", path.to_str().unwrap()])
+        .success();
+    let url = db.cluster.url("killed");
+    let args = [
+        "restore",
+        path.to_str().unwrap(),
+        "--create",
+        "--database-url",
+        &url,
+    ];
+    let mut child = crate::support::xtask_command(&args)
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut monitor = db.client();
+    let restoring = "SELECT EXISTS (SELECT 1 FROM pg_stat_activity WHERE datname = 'killed' AND application_name = 'pg_restore')";
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while !monitor.query_one(restoring, &[]).unwrap().get::<_, bool>(0) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "pg_restore never started"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while monitor.query_one(restoring, &[]).unwrap().get::<_, bool>(0) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "pg_restore outlived the killed restore"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let tables =
+        backend_schema::catalog::user_tables(&mut db.cluster.client("killed").unwrap()).unwrap();
+    assert!(tables.is_empty(), "committed: {tables:?}");
+
+    let run = crate::support::xtask(&args);
+    let err = run.success().stderr();
+    assert!(
+        err.contains("removed database killed (created by restore --create"),
+        "{err}"
+    );
+    assert!(err.contains("row counts match the manifest"), "{err}");
+}
