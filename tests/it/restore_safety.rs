@@ -780,3 +780,266 @@ fn a_clean_restore_over_tables_the_backup_lacks_gives_back_the_backup_exactly() 
     assert_eq!(tables(&db), before, "{}", run.text());
     assert_eq!(db.heads(), vec![crate::support::chain_head().to_string()]);
 }
+
+/// Damaged copies of a good custom archive, each with what must catch it: bytes after
+/// its end, a byte flipped in the last data block's compressed data (its checksum), the
+/// last byte cut off, and a header byte neither pg_restore nor the read looks at (the
+/// dumped database's name), which only the manifest's hash catches.
+fn damaged_custom_archives(good: &[u8]) -> Vec<(&'static str, Vec<u8>)> {
+    let mut extra = good.to_vec();
+    extra.extend_from_slice(&[0x01; 64]);
+    let mut flipped = good.to_vec();
+    // The block ends with a zero length (5 bytes) after zlib's 4-byte checksum.
+    let late = flipped.len() - 7;
+    flipped[late] ^= 0x10;
+    let mut header = good.to_vec();
+    let name = header[..128]
+        .windows(3)
+        .position(|w| w == b"app")
+        .expect("the database name in the header");
+    header[name] = b'b';
+    vec![
+        ("extra bytes after the end", extra),
+        ("flipped late in the last block", flipped),
+        ("cut one byte short", good[..good.len() - 1].to_vec()),
+        ("renamed in the header", header),
+    ]
+}
+
+#[test]
+fn a_damaged_archive_restored_as_it_is_read_never_commits() {
+    use backend_schema::dump::as_read::{restore_as_read, AsReadError};
+    use backend_schema::dump::restore::{CheckError, RestoreOptions};
+    let db = seeded();
+    let out = tempfile::tempdir().unwrap();
+    let good = out.path().join("good.dump");
+    db.xtask(&["backup", "--output", good.to_str().unwrap()])
+        .success();
+    let manifest =
+        backend_schema::dump::Manifest::read(&backend_schema::dump::Manifest::path_for(&good))
+            .unwrap();
+    let binaries = backend_schema::PgBinaries::locate().unwrap();
+    let bytes = std::fs::read(&good).unwrap();
+    for (n, (what, content)) in damaged_custom_archives(&bytes).into_iter().enumerate() {
+        let path = out.path().join(format!("damaged_{n}.dump"));
+        std::fs::write(&path, content).unwrap();
+        // Without the manifest where the read alone must catch it: pg_restore has had
+        // everything before the damage, and must still not have committed.
+        let with_manifest = what == "renamed in the header";
+        let database = format!("as_read_{n}");
+        db.cluster.create_database(&database, None).unwrap();
+        let url =
+            backend_schema::database_url::DatabaseUrl::parse(&db.cluster.url(&database), "test")
+                .unwrap();
+        let result = restore_as_read(
+            &binaries,
+            &path,
+            &url,
+            with_manifest.then_some(&manifest),
+            &RestoreOptions::default(),
+            &mut |_| {},
+        );
+        match (&result, with_manifest) {
+            (Err(AsReadError::Check(CheckError::HashMismatch { .. })), true)
+            | (Err(AsReadError::Check(CheckError::Damaged(_))), false) => {}
+            _ => panic!("{what}: {result:?}"),
+        }
+        let tables =
+            backend_schema::catalog::user_tables(&mut db.cluster.client(&database).unwrap())
+                .unwrap();
+        assert!(tables.is_empty(), "{what}: pg_restore committed {tables:?}");
+    }
+    // The good archive, the same way: everything.
+    db.cluster.create_database("as_read_good", None).unwrap();
+    let url =
+        backend_schema::database_url::DatabaseUrl::parse(&db.cluster.url("as_read_good"), "test")
+            .unwrap();
+    let mut read = 0;
+    restore_as_read(
+        &binaries,
+        &good,
+        &url,
+        Some(&manifest),
+        &RestoreOptions::default(),
+        &mut |check| {
+            if let backend_schema::dump::restore::ArchiveCheck::Read { bytes, .. } = check {
+                read = bytes;
+            }
+        },
+    )
+    .unwrap();
+    assert!(read > 0);
+    let counts =
+        backend_schema::dump::row_counts(&mut db.cluster.client("as_read_good").unwrap()).unwrap();
+    assert_eq!(counts, manifest.tables);
+}
+
+#[test]
+fn a_damaged_archive_given_to_create_leaves_no_database_behind() {
+    let db = seeded();
+    let out = tempfile::tempdir().unwrap();
+    let good = out.path().join("good.dump");
+    db.xtask(&["backup", "--output", good.to_str().unwrap()])
+        .success();
+    let manifest = std::fs::read(backend_schema::dump::Manifest::path_for(&good)).unwrap();
+    let bytes = std::fs::read(&good).unwrap();
+    let mut monitor = db.cluster.client("postgres").unwrap();
+    for (n, (what, content)) in damaged_custom_archives(&bytes).into_iter().enumerate() {
+        for with_manifest in [true, false] {
+            if what == "renamed in the header" && !with_manifest {
+                continue; // nothing but the hash can tell
+            }
+            let path = out.path().join(format!("damaged_{n}_{with_manifest}.dump"));
+            std::fs::write(&path, &content).unwrap();
+            if with_manifest {
+                std::fs::write(backend_schema::dump::Manifest::path_for(&path), &manifest).unwrap();
+            }
+            let database = format!("created_{n}_{with_manifest}");
+            let run = crate::support::xtask(&[
+                "restore",
+                path.to_str().unwrap(),
+                "--create",
+                "--database-url",
+                &db.cluster.url(&database),
+            ]);
+            assert_eq!(run.code(), 1, "{what}: {}", run.text());
+            let err = run.stderr();
+            let expected = match with_manifest {
+                true => "does not match its manifest",
+                false => "the archive is damaged",
+            };
+            assert!(err.contains(expected), "{what}: {err}");
+            assert!(err.contains("restoring as the archive is read"), "{err}");
+            assert_eq!(
+                err.trim_end().lines().last().unwrap(),
+                "restore failed; the database created for it was dropped again",
+                "{what}: {err}"
+            );
+            let left = monitor
+                .query_opt("SELECT 1 FROM pg_database WHERE datname = $1", &[&database])
+                .unwrap();
+            assert!(left.is_none(), "{what}: {database} is left");
+        }
+    }
+}
+
+#[test]
+fn a_create_restore_analyzes_every_relation_and_checks_row_counts() {
+    let db = seeded();
+    db.client()
+        .batch_execute(
+            "CREATE MATERIALIZED VIEW lead_tenants AS SELECT DISTINCT tenant_id FROM leads",
+        )
+        .unwrap();
+    let out = tempfile::tempdir().unwrap();
+    let path = out.path().join("b.dump");
+    db.xtask(&["backup", "--output", path.to_str().unwrap()])
+        .success();
+    let restored = crate::support::xtask(&[
+        "restore",
+        path.to_str().unwrap(),
+        "--create",
+        "--database-url",
+        &db.cluster.url("copy"),
+    ]);
+    assert!(
+        restored
+            .success()
+            .stderr()
+            .contains("row counts match the manifest"),
+        "{}",
+        restored.text()
+    );
+    let never: Vec<String> = db
+        .cluster
+        .client("copy")
+        .unwrap()
+        .query(
+            "SELECT relname::text FROM pg_stat_user_tables WHERE last_analyze IS NULL ORDER BY 1",
+            &[],
+        )
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert!(never.is_empty(), "not analyzed: {never:?}");
+
+    // One row fewer than the manifest says: the restore committed, the check says so.
+    let manifest_path = backend_schema::dump::Manifest::path_for(&path);
+    let mut manifest = backend_schema::dump::Manifest::read(&manifest_path).unwrap();
+    *manifest.tables.get_mut("sms_messages").unwrap() += 1;
+    std::fs::write(&manifest_path, serde_json::to_string(&manifest).unwrap()).unwrap();
+    let run = crate::support::xtask(&[
+        "restore",
+        path.to_str().unwrap(),
+        "--create",
+        "--database-url",
+        &db.cluster.url("copy_2"),
+    ]);
+    assert_eq!(run.code(), 3, "{}", run.text());
+    assert!(
+        run.stderr().contains("row counts differ from the manifest"),
+        "{}",
+        run.text()
+    );
+}
+
+#[test]
+fn a_create_restore_killed_while_it_reads_the_archive_commits_nothing_and_is_swept() {
+    let db = seeded();
+    // Enough rows that pg_restore takes a moment.
+    db.client()
+        .batch_execute(
+            "INSERT INTO leads (id, tenant_id, name, email, status, score, tags, custom_fields, created_by)
+             SELECT gen_random_uuid(), tenant_id, md5(g::text), md5(g::text) || '@example.com', 'new', 1, '[]', '{}', created_by
+               FROM generate_series(1, 100000) AS g, (SELECT tenant_id, created_by FROM leads LIMIT 1) AS l",
+        )
+        .unwrap();
+    let out = tempfile::tempdir().unwrap();
+    let path = out.path().join("b.dump");
+    db.xtask(&["backup", "--output", path.to_str().unwrap()])
+        .success();
+    let url = db.cluster.url("killed");
+    let args = [
+        "restore",
+        path.to_str().unwrap(),
+        "--create",
+        "--database-url",
+        &url,
+    ];
+    let mut child = crate::support::xtask_command(&args)
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut monitor = db.client();
+    let restoring = "SELECT EXISTS (SELECT 1 FROM pg_stat_activity WHERE datname = 'killed' AND application_name = 'pg_restore')";
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while !monitor.query_one(restoring, &[]).unwrap().get::<_, bool>(0) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "pg_restore never started"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while monitor.query_one(restoring, &[]).unwrap().get::<_, bool>(0) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "pg_restore outlived the killed restore"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let tables =
+        backend_schema::catalog::user_tables(&mut db.cluster.client("killed").unwrap()).unwrap();
+    assert!(tables.is_empty(), "committed: {tables:?}");
+
+    let run = crate::support::xtask(&args);
+    let err = run.success().stderr();
+    assert!(
+        err.contains("removed database killed (created by restore --create"),
+        "{err}"
+    );
+    assert!(err.contains("row counts match the manifest"), "{err}");
+}

@@ -5,6 +5,7 @@ use std::time::Instant;
 
 use anyhow::{bail, Context as _};
 use backend_schema::dump::archive::script_of;
+use backend_schema::dump::as_read;
 use backend_schema::dump::leftovers::{self, Swept};
 use backend_schema::dump::restore::{self, ArchiveCheck, RestoreOptions, Restored};
 use backend_schema::dump::{owner_in_script, script_has_history_table, DumpFormat, Manifest};
@@ -51,9 +52,17 @@ impl Restore {
         let binaries =
             PgBinaries::locate_clients(None).map_err(|e| Outcome::unchanged(e.into()))?;
         let path = self.path.clone();
-        let (format, manifest) = self
-            .check_archive(&binaries, &path)
-            .map_err(Outcome::unchanged)?;
+        let (format, manifest) = self.open_archive(&path).map_err(Outcome::unchanged)?;
+        // Into a new database, a custom archive is checked as pg_restore reads it, which
+        // cannot commit before the check passed; anything else is checked first.
+        let as_read = self.create
+            && as_read::restores_as_read(format, &path, &self.options(false, false))
+                .with_context(|| format!("cannot read {}", path.display()))
+                .map_err(Outcome::unchanged)?;
+        if !as_read {
+            self.check_archive(&binaries, &path, format, manifest.as_ref())
+                .map_err(Outcome::unchanged)?;
+        }
 
         // 2. The target, and 3. the restore. A database created for it goes again if
         // either fails, so a refused restore leaves nothing behind.
@@ -76,9 +85,14 @@ impl Restore {
             }
         }
         let phase = Instant::now();
-        let restored = match self
-            .check_target_and_restore(&binaries, &script, format, &path, &target)
-        {
+        let restored = match self.check_target_and_restore(
+            &binaries,
+            &script,
+            format,
+            &path,
+            &target,
+            as_read.then_some(manifest.as_ref()),
+        ) {
             Ok(restored) => restored,
             Err(cause) if !self.create => return Err(Outcome::unchanged(cause).into()),
             Err(cause) => {
@@ -130,12 +144,8 @@ impl Restore {
         }
     }
 
-    /// 1. The archive itself: hash against the manifest, then a full read.
-    fn check_archive(
-        &self,
-        binaries: &PgBinaries,
-        path: &Path,
-    ) -> anyhow::Result<(DumpFormat, Option<Manifest>)> {
+    /// The archive's format and its manifest, if it has one.
+    fn open_archive(&self, path: &Path) -> anyhow::Result<(DumpFormat, Option<Manifest>)> {
         if !path.exists() {
             bail!("{} does not exist", path.display());
         }
@@ -150,35 +160,42 @@ impl Restore {
             ),
             false => None,
         };
+        Ok((format, manifest))
+    }
+
+    /// Step 1, the archive itself, before anything is touched: hash against the
+    /// manifest, then a full read.
+    fn check_archive(
+        &self,
+        binaries: &PgBinaries,
+        path: &Path,
+        format: DumpFormat,
+        manifest: Option<&Manifest>,
+    ) -> anyhow::Result<()> {
         let phase = Instant::now();
-        // On a terminal, the read's bytes of the archive's size, with an estimate.
         let status = StatusLine::new();
-        let checked =
-            restore::check_archive(binaries, format, path, manifest.as_ref(), &mut |check| {
-                match check {
-                    ArchiveCheck::HashMatches => {
-                        status.clear();
-                        eprintln!("sha256 matches {}", manifest_path.display())
-                    }
-                    ArchiveCheck::NoManifest => eprintln!(
-                        "{}: no manifest at {}; the archive cannot be checked against a hash",
-                        crate::style::warning("warning"),
-                        manifest_path.display()
-                    ),
-                    ArchiveCheck::Read { bytes, total } => status.show(|| {
-                        format!(
-                            "  reading the archive: {} of {} ({})",
-                            progress::bytes(bytes),
-                            progress::bytes(total),
-                            progress::estimate(bytes, total, phase.elapsed())
-                        )
-                    }),
-                }
-            });
+        let checked = restore::check_archive(
+            binaries,
+            format,
+            path,
+            manifest,
+            &mut show_check(path, &status, phase, "reading the archive"),
+        );
         status.clear();
         checked?;
         eprintln!("read back in full in {:.1}s", phase.elapsed().as_secs_f64());
-        Ok((format, manifest))
+        Ok(())
+    }
+
+    /// pg_restore's options: `clean` when the target holds tables, `replace_database`
+    /// when some are not the backup's.
+    fn options(&self, clean: bool, replace_database: bool) -> RestoreOptions {
+        RestoreOptions {
+            no_owner: self.no_owner,
+            clean,
+            jobs: self.jobs,
+            replace_database,
+        }
     }
 
     /// Who owns a database `--create` makes: `--owner`, else (restoring owners) the
@@ -244,7 +261,8 @@ impl Restore {
         Ok(heads)
     }
 
-    /// The pre-flight (roles, extensions, a non-empty target), then the restore itself.
+    /// The pre-flight (roles, extensions, a non-empty target), then the restore itself;
+    /// `as_read` (with the manifest, if any) restores as the archive is checked.
     fn check_target_and_restore(
         &self,
         binaries: &PgBinaries,
@@ -252,6 +270,7 @@ impl Restore {
         format: DumpFormat,
         path: &Path,
         target: &Target,
+        as_read: Option<Option<&Manifest>>,
     ) -> anyhow::Result<Restored> {
         // 2. The target.
         let mut client = target.connect("cargo xtask restore")?;
@@ -273,13 +292,27 @@ impl Restore {
                 beyond.join(", ")
             );
         }
+        let options = self.options(self.clean && !existing.is_empty(), !beyond.is_empty());
+        if let Some(manifest) = as_read {
+            eprintln!(
+                "restoring as the archive is read (its end held back until it checks out)..."
+            );
+            let phase = Instant::now();
+            let status = StatusLine::new();
+            let restored = as_read::restore_as_read(
+                binaries,
+                path,
+                &target.url,
+                manifest,
+                &options,
+                &mut show_check(path, &status, phase, "restoring"),
+            );
+            status.clear();
+            restored?;
+            eprintln!("read in full as it was restored");
+            return Ok(Restored::default());
+        }
         eprintln!("restoring...");
-        let options = RestoreOptions {
-            no_owner: self.no_owner,
-            clean: self.clean && !existing.is_empty(),
-            jobs: self.jobs,
-            replace_database: !beyond.is_empty(),
-        };
         Ok(restore::restore(
             binaries,
             format,
@@ -287,6 +320,36 @@ impl Restore {
             &target.url,
             &options,
         )?)
+    }
+}
+
+/// What the archive check says as it goes: the hash's verdict, a missing manifest, and
+/// on a terminal the bytes read of the archive's size with an estimate, after `doing`.
+fn show_check<'a>(
+    path: &'a Path,
+    status: &'a StatusLine,
+    phase: Instant,
+    doing: &'a str,
+) -> impl FnMut(ArchiveCheck) + 'a {
+    let manifest_path = Manifest::path_for(path);
+    move |check| match check {
+        ArchiveCheck::HashMatches => {
+            status.clear();
+            eprintln!("sha256 matches {}", manifest_path.display())
+        }
+        ArchiveCheck::NoManifest => eprintln!(
+            "{}: no manifest at {}; the archive cannot be checked against a hash",
+            crate::style::warning("warning"),
+            manifest_path.display()
+        ),
+        ArchiveCheck::Read { bytes, total } => status.show(|| {
+            format!(
+                "  {doing}: {} of {} ({})",
+                progress::bytes(bytes),
+                progress::bytes(total),
+                progress::estimate(bytes, total, phase.elapsed())
+            )
+        }),
     }
 }
 

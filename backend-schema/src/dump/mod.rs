@@ -4,9 +4,10 @@
 //! in place without replacing anything,
 //! `archive` reads one back, `restore` restores one (a plain one through
 //! `psql_restore`, after `meta_commands`; via staging with `database_settings` and
-//! `leftovers`), and `schema` turns a schema-only dump into `schema.sql`.
+//! `leftovers`; into a new database as it is read, by `as_read`), and `schema` turns a schema-only dump into `schema.sql`.
 
 pub mod archive;
+pub mod as_read;
 pub mod backup;
 pub mod database_settings;
 pub mod destination;

@@ -14,7 +14,7 @@ use super::database_settings::DatabaseSettings;
 use super::leftovers::{self, Kind, Swept};
 use super::meta_commands::{check_plain_dump, MetaCommandError};
 use super::psql_restore::{check_psql, restore_plain, PsqlRestoreError};
-use super::{extensions_in_script, roles_in_script, row_counts, DumpFormat, Manifest};
+use super::{extensions_in_script, roles_in_script, DumpFormat, Manifest};
 use crate::database_url::DatabaseUrl;
 use crate::pgtool::{libpq, stderr_tail};
 use crate::sql::quote_ident;
@@ -298,18 +298,7 @@ pub fn run_restore(
     if format == DumpFormat::Plain {
         return Ok(restore_plain(binaries, path, url)?);
     }
-    let mut args: Vec<OsString> = vec!["--exit-on-error".into()];
-    if options.jobs > 1 {
-        args.push(format!("--jobs={}", options.jobs).into());
-    } else {
-        args.push("--single-transaction".into());
-    }
-    if options.no_owner {
-        args.extend(["--no-owner".into(), "--no-privileges".into()]);
-    }
-    if options.clean {
-        args.extend(["--clean".into(), "--if-exists".into()]);
-    }
+    let mut args = pg_restore_args(options);
     args.push(path.into());
     let output = libpq(binaries, "pg_restore", args, url)
         .stdout_null()
@@ -323,6 +312,23 @@ pub fn run_restore(
         });
     }
     Ok(())
+}
+
+/// pg_restore's flags for `options`, without the archive (a path, or stdin).
+pub(crate) fn pg_restore_args(options: &RestoreOptions) -> Vec<OsString> {
+    let mut args: Vec<OsString> = vec!["--exit-on-error".into()];
+    if options.jobs > 1 {
+        args.push(format!("--jobs={}", options.jobs).into());
+    } else {
+        args.push("--single-transaction".into());
+    }
+    if options.no_owner {
+        args.extend(["--no-owner".into(), "--no-privileges".into()]);
+    }
+    if options.clean {
+        args.extend(["--clean".into(), "--if-exists".into()]);
+    }
+    args
 }
 
 /// The maintenance database of the same server, for CREATE/ALTER DATABASE, and the name
@@ -490,25 +496,83 @@ pub enum AfterRestoreError {
     },
 }
 
-/// ANALYZE (on `analyze_on`) and, when `count` is set, the exact row counts (on
-/// `client`): both read every table, so they run on two connections at once.
+/// ANALYZE of every table and materialized view of the user schemas and, when `count`
+/// is set, each table's exact row count, shared out by size over `client` and
+/// `analyze_on` so the two largest tables are worked on at once. On each connection a
+/// table is counted right after its ANALYZE, which has read its pages (a first read
+/// after a bulk load also sets each row's hint bits: the count then finds them set).
 pub fn analyze_and_count(
     client: &mut Client,
     mut analyze_on: Client,
     count: bool,
 ) -> Result<Option<BTreeMap<String, i64>>, AfterRestoreError> {
+    let mut tables: Vec<(i64, crate::catalog::UserTable)> = Vec::new();
+    for table in crate::catalog::user_tables(client)? {
+        let size: i64 = client
+            .query_one("SELECT pg_total_relation_size($1::oid)", &[&table.oid])?
+            .get(0);
+        tables.push((size, table));
+    }
+    tables.sort_by_key(|(size, _)| std::cmp::Reverse(*size));
+    let mut shares: [(i64, Vec<crate::catalog::UserTable>); 2] = Default::default();
+    for (size, table) in tables {
+        let lighter = if shares[0].0 <= shares[1].0 { 0 } else { 1 };
+        shares[lighter].0 += size.max(1);
+        shares[lighter].1.push(table);
+    }
+    let [(_, first), (_, second)] = shares;
+    let views = materialized_views(client)?;
     std::thread::scope(|scope| {
-        let analyze = scope.spawn(move || analyze_on.batch_execute("ANALYZE"));
-        let counts = match count {
-            true => Some(row_counts(client)?),
-            false => None,
-        };
-        analyze
+        let other = scope.spawn(move || analyze_then_count(&mut analyze_on, &second, &[], count));
+        let mut counts = analyze_then_count(client, &first, &views, count)?;
+        let others = other
             .join()
-            .map_err(|_| AfterRestoreError::AnalyzePanicked)?
-            .map_err(AfterRestoreError::Analyze)?;
-        Ok(counts)
+            .map_err(|_| AfterRestoreError::AnalyzePanicked)??;
+        counts.extend(others);
+        Ok(count.then_some(counts))
     })
+}
+
+/// ANALYZE of each of `tables` (each counted right after, when `count` is set), then of
+/// `views`.
+fn analyze_then_count(
+    client: &mut Client,
+    tables: &[crate::catalog::UserTable],
+    views: &[String],
+    count: bool,
+) -> Result<BTreeMap<String, i64>, AfterRestoreError> {
+    let mut counts = BTreeMap::new();
+    for table in tables {
+        client
+            .batch_execute(&format!("ANALYZE {}", table.quoted()))
+            .map_err(AfterRestoreError::Analyze)?;
+        if count {
+            let sql = format!("SELECT count(*) FROM {}", table.quoted());
+            let rows: i64 = client.query_one(&sql, &[])?.get(0);
+            counts.insert(table.display_name(), rows);
+        }
+    }
+    for view in views {
+        client
+            .batch_execute(&format!("ANALYZE {view}"))
+            .map_err(AfterRestoreError::Analyze)?;
+    }
+    Ok(counts)
+}
+
+/// The materialized views of the user schemas, quoted: ANALYZE covers them too.
+fn materialized_views(client: &mut Client) -> Result<Vec<String>, postgres::Error> {
+    let sql = format!(
+        "SELECT n.nspname::text, c.relname::text
+           FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+          WHERE c.relkind = 'm' AND {}",
+        crate::catalog::USER_SCHEMAS
+    );
+    Ok(client
+        .query(&sql, &[])?
+        .iter()
+        .map(|row| crate::sql::quote_qualified(row.get(0), row.get(1)))
+        .collect())
 }
 
 /// After a `--clean` restore of a dump that has no `alembic_version_history` (taken

@@ -77,6 +77,14 @@ pub enum StreamError {
 /// A data block starting, for progress: the table (or "large objects") it holds.
 pub type OnBlock<'a> = &'a mut dyn FnMut(&str);
 
+/// How far the stream may be handed on to a consumer that must not be able to finish
+/// before the caller has its verdict (`pg_restore` committing): every byte before the
+/// position. It never passes the last byte of the table of contents or of a data block
+/// until what follows has been read and is valid (the next block's header), so a
+/// consumer that stops after the archive's last block cannot complete that block, nor
+/// an archive without data its table of contents, before the end of the input is seen.
+pub type OnSafe<'a> = &'a mut dyn FnMut(u64);
+
 const MAGIC: &[u8; 5] = b"PGDMP";
 const FORMAT_CUSTOM: u8 = 1;
 const BLK_DATA: u8 = 1;
@@ -92,16 +100,43 @@ pub fn read_custom(
     input: &mut impl Read,
     on_block: OnBlock<'_>,
 ) -> io::Result<Result<Verdict, StreamError>> {
+    read_custom_gated(input, on_block, &mut |_| {})
+}
+
+/// [`read_custom`], telling `on_safe` how much of the stream a consumer may have so
+/// far (see [`OnSafe`]).
+pub fn read_custom_gated(
+    input: &mut impl Read,
+    on_block: OnBlock<'_>,
+    on_safe: OnSafe<'_>,
+) -> io::Result<Result<Verdict, StreamError>> {
     let mut reader = Reader {
         input,
         int_size: 4,
         off_size: 8,
         at: 0,
     };
-    match reader.archive(on_block) {
+    match reader.archive(on_block, on_safe) {
         Ok(verdict) => Ok(Ok(verdict)),
         Err(Failure::Io(err)) => Err(err),
         Err(Failure::Bad(err)) => Ok(Err(err)),
+    }
+}
+
+/// The version or compression of a custom archive that [`read_custom`] leaves to
+/// pg_restore, read from its header; `None` when it reads the archive (a damaged or cut
+/// header included: the full read names what is wrong).
+pub fn not_read_by_us(input: &mut impl Read) -> io::Result<Option<String>> {
+    let mut reader = Reader {
+        input,
+        int_size: 4,
+        off_size: 8,
+        at: 0,
+    };
+    match reader.header() {
+        Ok(Err(format)) => Ok(Some(format)),
+        Ok(Ok(_)) | Err(Failure::Bad(_)) => Ok(None),
+        Err(Failure::Io(err)) => Err(err),
     }
 }
 
@@ -138,7 +173,19 @@ struct Entry {
 }
 
 impl<R: Read> Reader<'_, R> {
-    fn archive(&mut self, on_block: OnBlock<'_>) -> Result<Verdict, Failure> {
+    fn archive(&mut self, on_block: OnBlock<'_>, on_safe: OnSafe<'_>) -> Result<Verdict, Failure> {
+        let compressed = match self.header()? {
+            Ok(compressed) => compressed,
+            Err(format) => return Ok(Verdict::NotRead(format)),
+        };
+        let entries = self.toc()?;
+        self.blocks(compressed, &entries, on_block, on_safe)?;
+        Ok(Verdict::Complete)
+    }
+
+    /// The header up to the table of contents: whether the data is compressed, or the
+    /// version or compression we leave to pg_restore.
+    fn header(&mut self) -> Result<Result<bool, String>, Failure> {
         let mut magic = [0u8; 5];
         self.exact(&mut magic)?;
         if &magic != MAGIC {
@@ -163,11 +210,9 @@ impl<R: Read> Reader<'_, R> {
             (1, 15, _) => match self.byte()? {
                 0 => false,
                 1 => true,
-                other => return Ok(Verdict::NotRead(format!("compression algorithm {other}"))),
+                other => return Ok(Err(format!("compression algorithm {other}"))),
             },
-            (major, minor, _) => {
-                return Ok(Verdict::NotRead(format!("archive version {major}.{minor}")))
-            }
+            (major, minor, _) => return Ok(Err(format!("archive version {major}.{minor}"))),
         };
         for _ in 0..7 {
             self.int()?; // the creation time
@@ -175,7 +220,17 @@ impl<R: Read> Reader<'_, R> {
         for _ in 0..3 {
             self.string()?; // database, server and pg_dump versions
         }
-        let entries = self.toc()?;
+        Ok(Ok(compressed))
+    }
+
+    /// The blocks after the table of contents, each checked against it.
+    fn blocks(
+        &mut self,
+        compressed: bool,
+        entries: &BTreeMap<i64, Entry>,
+        on_block: OnBlock<'_>,
+        on_safe: OnSafe<'_>,
+    ) -> Result<(), Failure> {
         let mut seen = BTreeSet::new();
         loop {
             let mut kind = [0u8; 1];
@@ -193,17 +248,26 @@ impl<R: Read> Reader<'_, R> {
             if !seen.insert(id) {
                 return Err(damaged(format!("entry {id}'s data appears twice")));
             }
+            if ![BLK_DATA, BLK_BLOBS].contains(&kind[0]) {
+                return Err(damaged(format!(
+                    "block type {} at byte {}",
+                    kind[0], self.at
+                )));
+            }
+            // A valid header: what came before it (the previous block's end, or the
+            // table of contents) is not the archive's end.
+            on_safe(self.at);
             on_block(&entry.name);
-            match kind[0] {
-                BLK_DATA => self.chunks(compressed, &entry.name)?,
-                BLK_BLOBS => loop {
+            if kind[0] == BLK_DATA {
+                self.chunks(compressed, &entry.name, on_safe)?;
+            } else {
+                loop {
                     let oid = self.int()?;
                     if oid == 0 {
                         break;
                     }
-                    self.chunks(compressed, &format!("large object {oid}"))?;
-                },
-                other => return Err(damaged(format!("block type {other} at byte {}", self.at))),
+                    self.chunks(compressed, &format!("large object {oid}"), on_safe)?;
+                }
             }
         }
         let missing: Vec<&str> = entries
@@ -217,7 +281,7 @@ impl<R: Read> Reader<'_, R> {
                 missing.join(", ")
             ))));
         }
-        Ok(Verdict::Complete)
+        Ok(())
     }
 
     /// The table of contents: the entries that have data, by dump ID.
@@ -261,7 +325,9 @@ impl<R: Read> Reader<'_, R> {
 
     /// One block's chunks to the zero length that ends them, inflated when compressed:
     /// the compression stream must end exactly with the last chunk.
-    fn chunks(&mut self, compressed: bool, what: &str) -> Result<(), Failure> {
+    /// Each chunk, once read (and inflated without error), may be handed on: the
+    /// zero length that ends the block is not, until the next header is read.
+    fn chunks(&mut self, compressed: bool, what: &str, on_safe: OnSafe<'_>) -> Result<(), Failure> {
         let mut inflate = compressed.then(|| Decompress::new(true));
         let mut out = vec![0u8; 256 * 1024];
         let mut ended = false;
@@ -289,6 +355,7 @@ impl<R: Read> Reader<'_, R> {
                 }
                 Ok(())
             })?;
+            on_safe(self.at);
         }
         if inflate.is_some() && !ended {
             return Err(damaged(format!("{what}: its compressed data stops early")));
