@@ -225,6 +225,12 @@ fn on_terminal(args: &[&str]) -> (std::process::ExitStatus, String) {
             "/dev/null",
         ])
         .env("TERM", "xterm")
+        // Its own cache, as every xtask a test runs: a warm one would hide the steps.
+        .env(
+            "BACKEND_SCHEMA_VERIFY_CACHE_DIR",
+            crate::support::fresh_verify_cache(),
+        )
+        .env_remove("DATABASE_URL")
         .output()
         .expect("script(1) from util-linux");
     (
