@@ -11,51 +11,98 @@ use crate::catalog::{column_names, user_tables, UserTable};
 /// One row, as column -> value.
 pub type Row = BTreeMap<String, Value>;
 
+/// A table's columns (in order) and rows.
+pub type TableRows = (Vec<String>, Vec<Row>);
+
 /// Every table's columns (in order) and rows.
 #[derive(Debug, Clone, Default)]
 pub struct TableData {
-    pub tables: BTreeMap<String, (Vec<String>, Vec<Row>)>,
+    pub tables: BTreeMap<String, TableRows>,
+}
+
+/// The tables `TableData` covers, with their columns in order.
+fn public_tables(
+    client: &mut impl GenericClient,
+) -> Result<Vec<(UserTable, Vec<String>)>, postgres::Error> {
+    // Only `public`: the rows compared are the seeded ones, and seeding fills `public`.
+    let tables: Vec<UserTable> = user_tables(client)?
+        .into_iter()
+        .filter(|t| t.schema == "public" && !t.is_version_table())
+        .collect();
+    let mut columns_of = column_names(client, &tables)?;
+    Ok(tables
+        .into_iter()
+        .filter_map(|t| columns_of.remove(&t.oid).map(|c| (t, c)))
+        .collect())
+}
+
+/// The rows of `tables`, by table name.
+fn read_rows(
+    client: &mut impl GenericClient,
+    tables: Vec<(UserTable, Vec<String>)>,
+) -> Result<BTreeMap<String, TableRows>, postgres::Error> {
+    let mut read = BTreeMap::new();
+    if tables.is_empty() {
+        return Ok(read);
+    }
+    // Every table's rows in one round trip, each tagged with its position in `tables`:
+    // verify captures the data four times per revision.
+    let sql = tables
+        .iter()
+        .enumerate()
+        .map(|(i, (table, _))| {
+            format!(
+                "SELECT {i}::int4, to_jsonb(t)::text FROM {} t",
+                table.quoted()
+            )
+        })
+        .collect::<Vec<_>>()
+        .join(" UNION ALL ");
+    let mut rows_of: Vec<Vec<Row>> = vec![Vec::new(); tables.len()];
+    for row in client.query_typed(&sql, &[])? {
+        let row_json = serde_json::from_str::<Row>(&row.get::<_, String>(1)).unwrap_or_default();
+        rows_of[row.get::<_, i32>(0) as usize].push(row_json);
+    }
+    for ((table, columns), rows) in tables.into_iter().zip(rows_of) {
+        read.insert(table.name, (columns, rows));
+    }
+    Ok(read)
 }
 
 impl TableData {
     pub fn capture(client: &mut impl GenericClient) -> Result<TableData, postgres::Error> {
-        let mut data = TableData::default();
-        // Only `public`: the rows compared are the seeded ones, and seeding fills `public`.
-        let tables: Vec<UserTable> = user_tables(client)?
+        let tables = public_tables(client)?;
+        Ok(TableData {
+            tables: read_rows(client, tables)?,
+        })
+    }
+
+    /// Tables whose columns or rows (in any order) differ between `self` and `other`, and
+    /// tables only one of them has: for the test that holds the kept data equal to a
+    /// full read.
+    pub fn differing_tables(&self, other: &TableData) -> Vec<String> {
+        let sorted = |rows: &Vec<Row>| {
+            let mut rows: Vec<String> = rows
+                .iter()
+                .map(|r| serde_json::to_string(r).unwrap_or_default())
+                .collect();
+            rows.sort();
+            rows
+        };
+        let names: std::collections::BTreeSet<&String> =
+            self.tables.keys().chain(other.tables.keys()).collect();
+        names
             .into_iter()
-            .filter(|t| t.schema == "public" && !t.is_version_table())
-            .collect();
-        let mut columns_of = column_names(client, &tables)?;
-        let tables: Vec<(UserTable, Vec<String>)> = tables
-            .into_iter()
-            .filter_map(|t| columns_of.remove(&t.oid).map(|c| (t, c)))
-            .collect();
-        if tables.is_empty() {
-            return Ok(data);
-        }
-        // Every table's rows in one round trip, each tagged with its position in `tables`:
-        // verify captures the data four times per revision.
-        let sql = tables
-            .iter()
-            .enumerate()
-            .map(|(i, (table, _))| {
-                format!(
-                    "SELECT {i}::int4, to_jsonb(t)::text FROM {} t",
-                    table.quoted()
-                )
-            })
-            .collect::<Vec<_>>()
-            .join(" UNION ALL ");
-        let mut rows_of: Vec<Vec<Row>> = vec![Vec::new(); tables.len()];
-        for row in client.query_typed(&sql, &[])? {
-            let row_json =
-                serde_json::from_str::<Row>(&row.get::<_, String>(1)).unwrap_or_default();
-            rows_of[row.get::<_, i32>(0) as usize].push(row_json);
-        }
-        for ((table, columns), rows) in tables.into_iter().zip(rows_of) {
-            data.tables.insert(table.name, (columns, rows));
-        }
-        Ok(data)
+            .filter(
+                |name| match (self.tables.get(*name), other.tables.get(*name)) {
+                    (Some((a_columns, a_rows)), Some((b_columns, b_rows))) => {
+                        a_columns != b_columns || sorted(a_rows) != sorted(b_rows)
+                    }
+                    _ => true,
+                },
+            )
+            .cloned()
+            .collect()
     }
 
     /// Compares `self` (before) with `after`: changed rows are failures, dropped tables
@@ -114,4 +161,189 @@ pub struct DataDiff {
     pub changed: Vec<String>,
     /// Tables and columns dropped with their data: reported as destructive.
     pub lost: Vec<String>,
+}
+
+/// Row data kept up to date step by step: after a step only the tables whose rows or
+/// columns can read differently are read again, so the data checks cost what the step
+/// changed, not every row of the schema built so far.
+///
+/// A table is read again when a row of it (or of a table it inherits rows from) was
+/// written since the mark (its `xmin` is a later transaction: inserted or updated), when
+/// its number of rows changed (deleted), when its `pg_class` row or one of its columns
+/// was written (added, dropped, altered, renamed, rewritten), or when one of its
+/// columns is of a composite type (another table's columns are its values). Every table
+/// is read again when an enum, domain, range or composite type was written or a
+/// setting that decides how `to_jsonb` writes values changed.
+/// `VerifyOptions::compare_full_snapshots` checks all of this against a full read.
+#[derive(Debug, Clone)]
+pub(crate) struct TrackedData {
+    pub data: TableData,
+    mark: DataMark,
+}
+
+#[derive(Debug, Clone)]
+struct DataMark {
+    next_xid: i64,
+    settings: Vec<String>,
+    /// Each table's name and number of rows, by oid.
+    tables: BTreeMap<u32, (String, i64)>,
+}
+
+/// Settings `to_jsonb` reads: a value written under others reads differently.
+const SETTINGS: &str = "ARRAY[current_setting('TimeZone'), current_setting('extra_float_digits'),
+                             current_setting('bytea_output'), current_setting('IntervalStyle'),
+                             current_setting('DateStyle')]";
+
+impl TrackedData {
+    /// A full read, marked.
+    pub fn capture(client: &mut impl GenericClient) -> Result<TrackedData, postgres::Error> {
+        let (next_xid, settings) = now(client)?;
+        let tables = public_tables(client)?;
+        let (counts, _) = row_counts(client, &tables, next_xid)?;
+        let mark = DataMark {
+            next_xid,
+            settings,
+            tables: tables
+                .iter()
+                .zip(&counts)
+                .map(|((t, _), n)| (t.oid, (t.name.clone(), *n)))
+                .collect(),
+        };
+        Ok(TrackedData {
+            data: TableData {
+                tables: read_rows(client, tables)?,
+            },
+            mark,
+        })
+    }
+
+    /// The rows now, re-reading only the tables that can have changed since the mark.
+    pub fn refresh(&self, client: &mut impl GenericClient) -> Result<TrackedData, postgres::Error> {
+        let (next_xid, settings) = now(client)?;
+        let tables = public_tables(client)?;
+        let since = self.mark.next_xid;
+        let (counts, written) = row_counts(client, &tables, since)?;
+        let everything = settings != self.mark.settings || types_written(client, since)?;
+        let oids: Vec<u32> = tables.iter().map(|(t, _)| t.oid).collect();
+        let altered = altered_tables(client, &oids, since)?;
+        let mut data = TableData::default();
+        let mut reread = Vec::new();
+        let mut marked = BTreeMap::new();
+        for (((table, columns), count), written) in tables.into_iter().zip(counts).zip(written) {
+            marked.insert(table.oid, (table.name.clone(), count));
+            let kept = match self.mark.tables.get(&table.oid) {
+                Some((name, before)) if *before == count && !written && !everything => self
+                    .data
+                    .tables
+                    .get(name)
+                    .filter(|_| !altered.contains(&table.oid)),
+                _ => None,
+            };
+            match kept {
+                Some(kept) => {
+                    data.tables.insert(table.name, kept.clone());
+                }
+                None => reread.push((table, columns)),
+            }
+        }
+        data.tables.extend(read_rows(client, reread)?);
+        Ok(TrackedData {
+            data,
+            mark: DataMark {
+                next_xid,
+                settings,
+                tables: marked,
+            },
+        })
+    }
+}
+
+/// The first transaction ID not yet assigned, and the settings `to_jsonb` reads.
+fn now(client: &mut impl GenericClient) -> Result<(i64, Vec<String>), postgres::Error> {
+    let row = client.query_typed_one(
+        &format!("SELECT pg_snapshot_xmax(pg_current_snapshot())::text::int8, {SETTINGS}"),
+        &[],
+    )?;
+    Ok((row.get(0), row.get(1)))
+}
+
+/// Each table's number of rows, and whether a row of it was written at or after
+/// transaction `xid`, in one round trip.
+fn row_counts(
+    client: &mut impl GenericClient,
+    tables: &[(UserTable, Vec<String>)],
+    xid: i64,
+) -> Result<(Vec<i64>, Vec<bool>), postgres::Error> {
+    let mut counts = vec![0; tables.len()];
+    let mut written = vec![false; tables.len()];
+    if tables.is_empty() {
+        return Ok((counts, written));
+    }
+    // A throwaway cluster never wraps its transaction IDs around: a 32-bit xmin at or
+    // after the mark was written after it.
+    let sql = tables
+        .iter()
+        .enumerate()
+        .map(|(i, (table, _))| {
+            format!(
+                "SELECT {i}::int4, count(*), count(*) FILTER (WHERE t.xmin::text::int8 >= $1) > 0 FROM {} t",
+                table.quoted()
+            )
+        })
+        .collect::<Vec<_>>()
+        .join(" UNION ALL ");
+    for row in client.query_typed(&sql, &[(&xid, postgres::types::Type::INT8)])? {
+        let i = row.get::<_, i32>(0) as usize;
+        counts[i] = row.get(1);
+        written[i] = row.get(2);
+    }
+    Ok((counts, written))
+}
+
+/// Whether a type whose values a table's rows can hold was written at or after `xid`:
+/// an enum's labels, a domain, a range, a composite type that is not a relation's row.
+fn types_written(client: &mut impl GenericClient, xid: i64) -> Result<bool, postgres::Error> {
+    Ok(client
+        .query_typed_one(
+            "SELECT EXISTS (SELECT 1 FROM pg_enum WHERE xmin::text::int8 >= $1)
+                 OR EXISTS (SELECT 1 FROM pg_type y WHERE y.xmin::text::int8 >= $1
+                              AND (y.typtype IN ('e', 'd', 'r', 'm')
+                                   OR (y.typtype = 'c' AND NOT EXISTS (
+                                         SELECT 1 FROM pg_class c WHERE c.oid = y.typrelid
+                                            AND c.relkind <> 'c'))))
+                 OR EXISTS (SELECT 1 FROM pg_class c WHERE c.relkind = 'c'
+                              AND (c.xmin::text::int8 >= $1 OR EXISTS (
+                                    SELECT 1 FROM pg_attribute a WHERE a.attrelid = c.oid
+                                       AND a.xmin::text::int8 >= $1)))",
+            &[(&xid, postgres::types::Type::INT8)],
+        )?
+        .get(0))
+}
+
+/// The tables of `oids` whose `pg_class` row or a column was written at or after `xid`,
+/// and those with a column of a composite type (read again every time).
+fn altered_tables(
+    client: &mut impl GenericClient,
+    oids: &[u32],
+    xid: i64,
+) -> Result<std::collections::BTreeSet<u32>, postgres::Error> {
+    Ok(client
+        .query_typed(
+            "SELECT c.oid FROM pg_class c WHERE c.oid = ANY($2) AND c.xmin::text::int8 >= $1
+             UNION SELECT a.attrelid FROM pg_attribute a
+                    WHERE a.attrelid = ANY($2) AND a.attnum > 0 AND a.xmin::text::int8 >= $1
+             UNION SELECT a.attrelid FROM pg_attribute a
+                     JOIN pg_type y ON y.oid = a.atttypid
+                     LEFT JOIN pg_type e ON e.oid = y.typelem AND y.typcategory = 'A'
+                    WHERE a.attrelid = ANY($2) AND a.attnum > 0 AND NOT a.attisdropped
+                      AND (y.typrelid <> 0 OR e.typrelid <> 0
+                           OR (y.typtype = 'd' AND (SELECT b.typrelid <> 0 OR b.typelem <> 0 FROM pg_type b WHERE b.oid = y.typbasetype)))",
+            &[
+                (&xid, postgres::types::Type::INT8),
+                (&oids, postgres::types::Type::OID_ARRAY),
+            ],
+        )?
+        .iter()
+        .map(|r| r.get(0))
+        .collect())
 }

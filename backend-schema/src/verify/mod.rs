@@ -27,7 +27,7 @@ use crate::snapshot::SchemaSnapshot;
 use crate::source::SourceError;
 use crate::Direction;
 use cache::{Cache, CachedChain, CachedRevision};
-use data::TableData;
+use data::{TableData, TrackedData};
 use findings::Finding;
 use isolation::IsolationFailure;
 use roles::RolesError;
@@ -540,7 +540,26 @@ fn stairway(
         }
         Ok(tracked)
     };
+    // The rows too: each capture re-reads only the tables whose rows can have changed.
+    let rows_now = |client: &mut Client,
+                    report: &mut VerifyReport,
+                    before: &TrackedData,
+                    at: String|
+     -> Result<TrackedData, VerifyError> {
+        let tracked = before.refresh(client)?;
+        if options.compare_full_snapshots {
+            let differ = tracked.data.differing_tables(&TableData::capture(client)?);
+            if !differ.is_empty() {
+                report.failures.push(format!(
+                    "the rows kept from what each step touched differ from a full read {at}: {}",
+                    differ.join(", ")
+                ));
+            }
+        }
+        Ok(tracked)
+    };
     let mut previous = Tracked::capture(client)?;
+    let mut rows = TrackedData::capture(client)?;
     for (position, migration) in graph.migrations().iter().enumerate() {
         if position < start.cached.len() {
             continue;
@@ -572,7 +591,12 @@ fn stairway(
             }
         };
         seed(client, report, &revision)?;
-        let before_data = TableData::capture(client)?;
+        let before_data = rows_now(
+            client,
+            report,
+            &rows,
+            format!("before the upgrade to {revision}"),
+        )?;
 
         let mut step = |what: &str| {
             progress(VerifyStep {
@@ -597,14 +621,20 @@ fn stairway(
             &previous,
             format!("the upgrade to {revision}"),
         )?;
-        let up_data = TableData::capture(client)?;
+        let up_data = rows_now(
+            client,
+            report,
+            &before_data,
+            format!("after the upgrade to {revision}"),
+        )?;
         report
             .findings
             .extend(traced_findings(migration, Direction::Up, &up, config));
         new_redundant_indexes(client, report, &revision)?;
         rev.data_changed.extend(
             before_data
-                .compare(&up_data)
+                .data
+                .compare(&up_data.data)
                 .changed
                 .into_iter()
                 .map(|c| format!("upgrade: {c}")),
@@ -622,7 +652,12 @@ fn stairway(
                 report.fail_closed.push(table);
             }
         }
-        let seeded = TableData::capture(client)?;
+        let seeded = rows_now(
+            client,
+            report,
+            &up_data,
+            format!("before the downgrade of {revision}"),
+        )?;
 
         step(&format!("{revision} down"));
         let after_down = match run_traced(client, graph, cluster, |m| m.unapply(&revision)) {
@@ -655,7 +690,13 @@ fn stairway(
                         ));
                     }
                 }
-                let diff = seeded.compare(&TableData::capture(client)?);
+                rows = rows_now(
+                    client,
+                    report,
+                    &seeded,
+                    format!("after the downgrade of {revision}"),
+                )?;
+                let diff = seeded.data.compare(&rows.data);
                 rev.data_changed
                     .extend(diff.changed.into_iter().map(|c| format!("downgrade: {c}")));
                 rev.destructive = diff.lost;

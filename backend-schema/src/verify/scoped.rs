@@ -108,25 +108,47 @@ impl Mark {
                 &[],
             )?
             .get(0);
+        // Each kind counted by one grouped pass over its catalog, joined to the
+        // relations once: per-relation subqueries (a scan of pg_description each) made
+        // this mark cost grow with the square of the number of tables.
         let sql = format!(
-            "SELECT c.oid, n.nspname::text, c.relname::text, ARRAY[
-                    (SELECT count(*) FROM pg_constraint k WHERE k.conrelid = c.oid),
-                    (SELECT count(*) FROM pg_index i WHERE i.indrelid = c.oid),
-                    (SELECT count(*) FROM pg_policy p WHERE p.polrelid = c.oid),
-                    (SELECT count(*) FROM pg_trigger t WHERE t.tgrelid = c.oid),
-                    (SELECT count(*) FROM pg_attrdef d WHERE d.adrelid = c.oid),
-                    (SELECT count(*) FROM pg_description d
-                      WHERE (d.classoid = 'pg_class'::regclass
-                             AND (d.objoid = c.oid
-                                  OR d.objoid IN (SELECT i.indexrelid FROM pg_index i WHERE i.indrelid = c.oid)))
-                         OR (d.classoid = 'pg_constraint'::regclass
-                             AND d.objoid IN (SELECT k.oid FROM pg_constraint k WHERE k.conrelid = c.oid))
-                         OR (d.classoid = 'pg_trigger'::regclass
-                             AND d.objoid IN (SELECT t.oid FROM pg_trigger t WHERE t.tgrelid = c.oid))
-                         OR (d.classoid = 'pg_policy'::regclass
-                             AND d.objoid IN (SELECT p.oid FROM pg_policy p WHERE p.polrelid = c.oid)))]
-               FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
-              WHERE {USER_SCHEMAS} AND c.relkind IN ('r', 'p', 'v', 'm')"
+            "WITH rel AS (
+                 SELECT c.oid, n.nspname::text AS nspname, c.relname::text AS relname
+                   FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+                  WHERE {USER_SCHEMAS} AND c.relkind IN ('r', 'p', 'v', 'm')
+             ), owned(rel, kind) AS (
+                       SELECT k.conrelid, 0 FROM pg_constraint k WHERE k.conrelid <> 0
+             UNION ALL SELECT i.indrelid, 1 FROM pg_index i
+             UNION ALL SELECT p.polrelid, 2 FROM pg_policy p
+             UNION ALL SELECT t.tgrelid, 3 FROM pg_trigger t
+             UNION ALL SELECT d.adrelid, 4 FROM pg_attrdef d
+             UNION ALL SELECT d.objoid, 5 FROM pg_description d
+                        WHERE d.classoid = 'pg_class'::regclass
+             UNION ALL SELECT i.indrelid, 6 FROM pg_description d
+                         JOIN pg_index i ON i.indexrelid = d.objoid
+                        WHERE d.classoid = 'pg_class'::regclass
+             UNION ALL SELECT k.conrelid, 7 FROM pg_description d
+                         JOIN pg_constraint k ON k.oid = d.objoid
+                        WHERE d.classoid = 'pg_constraint'::regclass
+             UNION ALL SELECT t.tgrelid, 7 FROM pg_description d
+                         JOIN pg_trigger t ON t.oid = d.objoid
+                        WHERE d.classoid = 'pg_trigger'::regclass
+             UNION ALL SELECT p.polrelid, 7 FROM pg_description d
+                         JOIN pg_policy p ON p.oid = d.objoid
+                        WHERE d.classoid = 'pg_policy'::regclass
+             ), counted AS (
+                 SELECT o.rel, o.kind, count(*) AS n FROM owned o
+                  WHERE o.rel IN (SELECT oid FROM rel) GROUP BY o.rel, o.kind
+             )
+             SELECT r.oid, r.nspname, r.relname, ARRAY[
+                    coalesce(sum(x.n) FILTER (WHERE x.kind = 0), 0)::int8,
+                    coalesce(sum(x.n) FILTER (WHERE x.kind = 1), 0)::int8,
+                    coalesce(sum(x.n) FILTER (WHERE x.kind = 2), 0)::int8,
+                    coalesce(sum(x.n) FILTER (WHERE x.kind = 3), 0)::int8,
+                    coalesce(sum(x.n) FILTER (WHERE x.kind = 4), 0)::int8,
+                    coalesce(sum(x.n) FILTER (WHERE x.kind >= 5), 0)::int8]
+               FROM rel r LEFT JOIN counted x ON x.rel = r.oid
+              GROUP BY r.oid, r.nspname, r.relname"
         );
         let relations = client
             .query_typed(&sql, &[])?

@@ -2,7 +2,7 @@
 //! resolved (domains to their base, arrays to their element), foreign keys with every
 //! column in order, CHECK constraints and partition bounds.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use postgres::GenericClient;
 
@@ -109,7 +109,10 @@ pub fn empty_tables(
         .collect())
 }
 
-pub fn seed_tables(client: &mut impl GenericClient) -> Result<Vec<SeedTable>, postgres::Error> {
+pub fn seed_tables(
+    client: &mut impl GenericClient,
+    needed: &BTreeSet<String>,
+) -> Result<Vec<SeedTable>, postgres::Error> {
     let oids: Vec<u32> = user_tables(client)?
         .into_iter()
         .filter(|t| t.schema == "public" && !t.is_version_table())
@@ -125,6 +128,18 @@ pub fn seed_tables(client: &mut impl GenericClient) -> Result<Vec<SeedTable>, po
     let mut tables = Vec::new();
     for row in rows {
         let oid: u32 = row.get(0);
+        let name: String = row.get(1);
+        if !needed.contains(&name) {
+            // Its place in the seeding order is all the seeder needs of it.
+            tables.push(SeedTable {
+                oid,
+                name,
+                columns: Vec::new(),
+                partition_key: Vec::new(),
+                partition_literals: Vec::new(),
+            });
+            continue;
+        }
         let partitioned: bool = row.get(2);
         let (partition_key, partition_literals) = if partitioned {
             partitioning(client, oid)?
@@ -133,7 +148,7 @@ pub fn seed_tables(client: &mut impl GenericClient) -> Result<Vec<SeedTable>, po
         };
         tables.push(SeedTable {
             oid,
-            name: row.get(1),
+            name,
             columns: columns(client, oid)?,
             partition_key,
             partition_literals,

@@ -48,8 +48,17 @@ pub fn seed_empty_tables(client: &mut impl GenericClient) -> Result<Seeding, pos
     if empty.is_empty() {
         return Ok(Seeding::default());
     }
-    let tables = catalog::seed_tables(client)?;
     let foreign_keys = catalog::foreign_keys(client)?;
+    // Columns are read for the tables seeded now and the ones their keys reference, not
+    // for every table (once per table made the seeding cost grow with the schema).
+    let needed: BTreeSet<String> = empty
+        .iter()
+        .flat_map(|table| {
+            let targets = foreign_keys.get(table).into_iter().flatten();
+            std::iter::once(table.clone()).chain(targets.map(|fk| fk.target.clone()))
+        })
+        .collect();
+    let tables = catalog::seed_tables(client, &needed)?;
     let mut pending: Vec<&SeedTable> = fk_order(&tables, &foreign_keys)
         .into_iter()
         .filter(|t| empty.contains(&t.name))
