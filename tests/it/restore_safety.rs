@@ -1043,3 +1043,37 @@ fn a_create_restore_killed_while_it_reads_the_archive_commits_nothing_and_is_swe
     );
     assert!(err.contains("row counts match the manifest"), "{err}");
 }
+
+/// What `restore --create` may hand to pg_restore before the archive is checked: a
+/// chunk's bytes short of its last as they are read (so a chunk as large as the file
+/// is never held whole in memory), never the zero length that ends the last block.
+#[test]
+fn a_large_chunk_is_handed_on_as_it_is_read_but_not_its_last_byte() {
+    let data = vec![b'x'; 4 << 20];
+    let mut block = vec![1u8]; // a data block
+    block.extend(archive_int(7));
+    block.extend(archive_int(data.len() as i64));
+    let archive_before_data = crafted_archive(None, &block).len() as u64;
+    block.extend_from_slice(&data);
+    block.extend(archive_int(0));
+    let archive = crafted_archive(None, &block);
+    let chunk_end = archive_before_data + data.len() as u64;
+    let mut safe = Vec::new();
+    let verdict = backend_schema::dump::stream::read_custom_gated(
+        &mut std::io::BufReader::new(&archive[..]),
+        &mut |_| {},
+        &mut |at| safe.push(at),
+    )
+    .unwrap();
+    assert!(verdict.is_ok(), "{verdict:?}");
+    let inside = safe
+        .iter()
+        .filter(|&&at| at > archive_before_data && at < chunk_end)
+        .count();
+    assert!(inside >= 32, "handed on in pieces: {safe:?}");
+    assert!(
+        safe.iter().all(|&at| at <= chunk_end),
+        "the block's end waits for the check: {safe:?}"
+    );
+    assert!(safe.windows(2).all(|w| w[0] <= w[1]), "{safe:?}");
+}

@@ -13,6 +13,9 @@ use sha2::{Digest, Sha256};
 
 use crate::text::hex;
 
+/// The largest chunk pg_dump can write: its lengths are 4-byte integers.
+const MAX_CHUNK: u64 = u32::MAX as u64;
+
 /// Reads through to `out` and a SHA-256, counting bytes.
 pub struct Tee<R, W> {
     inner: R,
@@ -336,9 +339,21 @@ impl<R: Read> Reader<'_, R> {
             if length == 0 {
                 break;
             }
+            // pg_dump writes a chunk per output buffer (compressed) or per row (not), never
+            // past a 4-byte length; a larger claim is damage.
             let length = u64::try_from(length)
-                .map_err(|_| damaged(format!("{what}: a chunk of {length} bytes")))?;
+                .ok()
+                .filter(|&length| length <= MAX_CHUNK)
+                .ok_or_else(|| damaged(format!("{what}: a chunk of {length} bytes")))?;
+            // A chunk's bytes short of its last can go on as they are read: nothing can
+            // end with them. So a consumer holds at most one piece, never a whole chunk
+            // a crafted length made as large as the file.
+            let (start, mut consumed) = (self.at, 0u64);
             self.pieces(length, &mut |mut input| {
+                consumed += input.len() as u64;
+                if consumed < length {
+                    on_safe(start + consumed);
+                }
                 let Some(inflate) = inflate.as_mut() else {
                     return Ok(());
                 };
