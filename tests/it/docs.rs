@@ -188,6 +188,24 @@ const README_SAYS: &[(&str, Says)] = &[
 
 /// The README's example values, as this test's own: its URL, a directory outside the
 /// checkout (never written here), the example backup's name (the first `backup`'s file).
+/// The one shipped revision whose ID starts with `prefix`.
+fn by_prefix(prefix: &str) -> String {
+    let ids: Vec<String> = fs::read_dir(root().join("migrations"))
+        .unwrap()
+        .filter_map(|entry| {
+            let name = entry.unwrap().file_name().to_string_lossy().into_owned();
+            let id = name.split('_').next()?.to_string();
+            id.starts_with(prefix).then_some(id)
+        })
+        .collect();
+    assert_eq!(
+        ids.len(),
+        1,
+        "the README's `{prefix}` names one revision: {ids:?}"
+    );
+    ids.into_iter().next().unwrap()
+}
+
 fn substitute(arg: &str, url: &str, copy: &Path) -> String {
     arg.replace("$DATABASE_URL", url).replace(
         "/srv/backups/app",
@@ -240,7 +258,13 @@ fn every_command_the_readme_shows_does_what_the_readme_says() {
         };
         let args: Vec<String> = args
             .iter()
-            .map(|a| substitute(a, &url, copy.path()))
+            .map(|a| match *a {
+                // The README's `a:b` means the revisions those prefixes name in the
+                // shipped chain; a `revision -m` run above may have added a random ID
+                // starting with either letter, which would make the prefix ambiguous.
+                "a:b" => format!("{}:{}", by_prefix("a"), by_prefix("b")),
+                a => substitute(a, &url, copy.path()),
+            })
             .collect();
         let output = std::process::Command::new(env!("CARGO_BIN_EXE_xtask"))
             .args(&args)
