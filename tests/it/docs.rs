@@ -258,7 +258,7 @@ fn every_command_the_readme_shows_does_what_the_readme_says() {
         };
         let args: Vec<String> = args
             .iter()
-            .map(|a| match *a {
+            .map(|a| match a.as_str() {
                 // The README's `a:b` means the revisions those prefixes name in the
                 // shipped chain; a `revision -m` run above may have added a random ID
                 // starting with either letter, which would make the prefix ambiguous.
