@@ -806,6 +806,138 @@ fn damaged_custom_archives(good: &[u8]) -> Vec<(&'static str, Vec<u8>)> {
     ]
 }
 
+/// Where the "had a data dumper" integer's value byte of the last table-of-contents
+/// entry with data is, in a pg_dump 12-16 custom archive (4-byte ints, 8-byte offsets),
+/// and that entry's tag.
+fn last_data_entrys_dumper_flag(archive: &[u8]) -> (usize, String) {
+    let mut at = 5 + 3 + 3;
+    let int = |at: &mut usize| {
+        let negative = archive[*at] != 0;
+        let value = i64::from(u32::from_le_bytes(
+            archive[*at + 1..*at + 5].try_into().unwrap(),
+        ));
+        *at += 5;
+        if negative {
+            -value
+        } else {
+            value
+        }
+    };
+    let string = |at: &mut usize| {
+        let length = int(at);
+        if length > 0 {
+            *at += length as usize;
+        }
+        length >= 0
+    };
+    match archive[6] {
+        14 => {
+            int(&mut at);
+        }
+        _ => at += 1,
+    }
+    for _ in 0..7 {
+        int(&mut at);
+    }
+    for _ in 0..3 {
+        string(&mut at);
+    }
+    let mut last = None;
+    for _ in 0..int(&mut at) {
+        int(&mut at);
+        let dumper = at + 1;
+        int(&mut at);
+        string(&mut at); // table oid
+        string(&mut at); // oid
+        let tag_at = at + 5;
+        string(&mut at);
+        let tag = String::from_utf8_lossy(&archive[tag_at..at]).into_owned();
+        string(&mut at); // desc
+        int(&mut at); // section
+        for _ in 0..8 {
+            string(&mut at);
+        }
+        while string(&mut at) {}
+        let flag = archive[at];
+        at += 1 + 8;
+        if flag != 3 {
+            last = Some((dumper, tag));
+        }
+    }
+    last.expect("an entry with data")
+}
+
+#[test]
+fn an_archive_whose_last_block_pg_restore_would_skip_never_commits_as_it_is_read() {
+    use backend_schema::dump::as_read::{restore_as_read, AsReadError};
+    use backend_schema::dump::restore::{CheckError, RestoreOptions};
+    let db = seeded();
+    // A table nothing references, whose data block is the archive's last.
+    db.client()
+        .batch_execute("CREATE TABLE zz_notes (note text); INSERT INTO zz_notes VALUES ('x')")
+        .unwrap();
+    let out = tempfile::tempdir().unwrap();
+    let good = out.path().join("good.dump");
+    db.xtask(&["backup", "--output", good.to_str().unwrap()])
+        .success();
+    let mut bytes = std::fs::read(&good).unwrap();
+    let (dumper, tag) = last_data_entrys_dumper_flag(&bytes);
+    assert_eq!(tag, "zz_notes");
+    // pg_restore reads no data for an entry without a data dumper, so with the last
+    // block's entry marked so it needs nothing of that block, damaged or not, to commit.
+    bytes[dumper] = 0;
+    bytes.truncate(bytes.len() - 1);
+    let path = out.path().join("undumped.dump");
+    std::fs::write(&path, &bytes).unwrap();
+    db.cluster.create_database("undumped", None).unwrap();
+    let url = backend_schema::database_url::DatabaseUrl::parse(&db.cluster.url("undumped"), "test")
+        .unwrap();
+    let binaries = backend_schema::PgBinaries::locate().unwrap();
+    let result = restore_as_read(
+        &binaries,
+        &path,
+        &url,
+        None,
+        &RestoreOptions::default(),
+        &mut |_| {},
+    );
+    let tables =
+        backend_schema::catalog::user_tables(&mut db.cluster.client("undumped").unwrap()).unwrap();
+    assert!(tables.is_empty(), "pg_restore committed {tables:?}");
+    assert!(
+        matches!(result, Err(AsReadError::Check(CheckError::Damaged(_)))),
+        "{result:?}"
+    );
+    // pg_dump's own blocks all pass: table data and large objects.
+    db.client()
+        .batch_execute("SELECT lo_from_bytea(0, 'large')")
+        .unwrap();
+    let with_blob = out.path().join("blob.dump");
+    db.xtask(&["backup", "--output", with_blob.to_str().unwrap()])
+        .success();
+    db.cluster.create_database("with_blob", None).unwrap();
+    let url =
+        backend_schema::database_url::DatabaseUrl::parse(&db.cluster.url("with_blob"), "test")
+            .unwrap();
+    restore_as_read(
+        &binaries,
+        &with_blob,
+        &url,
+        None,
+        &RestoreOptions::default(),
+        &mut |_| {},
+    )
+    .unwrap();
+    let blobs: i64 = db
+        .cluster
+        .client("with_blob")
+        .unwrap()
+        .query_one("SELECT count(*) FROM pg_largeobject_metadata", &[])
+        .unwrap()
+        .get(0);
+    assert_eq!(blobs, 1);
+}
+
 #[test]
 fn a_damaged_archive_restored_as_it_is_read_never_commits() {
     use backend_schema::dump::as_read::{restore_as_read, AsReadError};

@@ -95,6 +95,8 @@ const BLK_BLOBS: u8 = 3;
 const OFFSET_POS_NOT_SET: u8 = 1;
 const OFFSET_POS_SET: u8 = 2;
 const OFFSET_NO_DATA: u8 = 3;
+/// The entries pg_dump 12-16 writes a data block for (each with a data dumper).
+const DATA_DESCS: &[&str] = &["TABLE DATA", "BLOBS"];
 
 /// Reads a custom-format archive from `input` to its end, calling `on_block` as each
 /// data block starts. Read errors of `input` itself (the disk, the pipe) are `Err` of
@@ -293,7 +295,7 @@ impl<R: Read> Reader<'_, R> {
         let mut with_data = BTreeMap::new();
         for _ in 0..count {
             let id = self.int()?;
-            self.int()?; // had a data dumper
+            let had_dumper = self.int()? != 0;
             self.string()?; // table oid
             self.string()?; // oid
             let tag = self.string()?.unwrap_or_default();
@@ -311,6 +313,17 @@ impl<R: Read> Reader<'_, R> {
             let mut offset = vec![0u8; self.off_size];
             self.exact(&mut offset)?;
             match flag {
+                // pg_restore reads a block only for an entry that had a data dumper
+                // (table data, large objects): any other entry's block it never reads,
+                // so it could commit before the gate held back that block's end.
+                // pg_dump writes no such entry.
+                OFFSET_POS_NOT_SET | OFFSET_POS_SET
+                    if !had_dumper || !DATA_DESCS.contains(&desc.as_str()) =>
+                {
+                    return Err(damaged(format!(
+                        "entry {id} ({desc} {tag}) has a data block that pg_restore would not read"
+                    )));
+                }
                 OFFSET_POS_NOT_SET | OFFSET_POS_SET => {
                     let name = match desc.as_str() {
                         "TABLE DATA" if namespace.is_empty() || namespace == "public" => tag,
