@@ -333,14 +333,13 @@ pub(crate) fn role_at(text: &str) -> Option<String> {
 /// The one role that owns the objects of a SQL script (`ALTER ... OWNER TO`), if exactly
 /// one does: the owner a database made for it should have when no manifest says.
 pub fn owner_in_script(sql: &str) -> Option<String> {
-    let owners: std::collections::BTreeSet<&str> = sql
+    let owners: std::collections::BTreeSet<String> = sql
         .lines()
         .filter_map(|line| line.trim().rsplit_once(" OWNER TO "))
-        .map(|(_, role)| role.trim_end_matches(';').trim().trim_matches('"'))
-        .filter(|role| !role.is_empty())
+        .filter_map(|(_, role)| role_at(role))
         .collect();
     match owners.len() {
-        1 => owners.into_iter().next().map(str::to_string),
+        1 => owners.into_iter().next(),
         _ => None,
     }
 }
@@ -375,6 +374,14 @@ mod tests {
         let sql = "CREATE EXTENSION IF NOT EXISTS pgcrypto WITH SCHEMA public;\nALTER TABLE public.leads OWNER TO app_owner;\nGRANT SELECT ON TABLE public.leads TO reporting;\nGRANT ALL ON SCHEMA public TO PUBLIC;\nREVOKE ALL ON TABLE public.users FROM auditor;\n";
         assert_eq!(roles_in_script(sql), ["app_owner", "auditor", "reporting"]);
         assert_eq!(extensions_in_script(sql), ["pgcrypto"]);
+    }
+
+    #[test]
+    fn the_one_owner_is_read_as_postgresql_reads_its_name() {
+        let sql = "ALTER TABLE public.a OWNER TO \"a\"\"b\";\nALTER TABLE public.b OWNER TO \"a\"\"b\";\n";
+        assert_eq!(owner_in_script(sql).as_deref(), Some("a\"b"));
+        let two = "ALTER TABLE public.a OWNER TO x;\nALTER TABLE public.b OWNER TO y;\n";
+        assert_eq!(owner_in_script(two), None);
     }
 
     #[test]
