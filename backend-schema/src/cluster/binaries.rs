@@ -19,14 +19,7 @@ impl PgBinaries {
             .into_iter()
             .find(|dir| dir.join("initdb").is_file() && dir.join("postgres").is_file())
             .ok_or(ClusterError::BinariesNotFound)?;
-        let output = duct::cmd!(bin_dir.join("postgres"), "--version")
-            .stderr_null()
-            .read()
-            .map_err(|source| ClusterError::Io {
-                action: format!("run {}/postgres --version", bin_dir.display()),
-                source,
-            })?;
-        let version = crate::pgtool::version_in(&output);
+        let version = version_of(&bin_dir, "postgres")?;
         Ok(PgBinaries { bin_dir, version })
     }
 
@@ -55,14 +48,7 @@ impl PgBinaries {
                 server_major,
             });
         };
-        let output = duct::cmd!(bin_dir.join("pg_dump"), "--version")
-            .stderr_null()
-            .read()
-            .map_err(|source| ClusterError::Io {
-                action: format!("run {}/pg_dump --version", bin_dir.display()),
-                source,
-            })?;
-        let version = crate::pgtool::version_in(&output);
+        let version = version_of(bin_dir, "pg_dump")?;
         Ok(PgBinaries {
             bin_dir: bin_dir.clone(),
             version,
@@ -140,4 +126,16 @@ fn debian_installations(root: &Path) -> Vec<PathBuf> {
         .collect();
     majors.sort_by_key(|(major, _)| std::cmp::Reverse(*major));
     majors.into_iter().map(|(_, dir)| dir).collect()
+}
+
+/// The version `program` in `bin_dir` says it is.
+fn version_of(bin_dir: &std::path::Path, program: &str) -> Result<String, ClusterError> {
+    let output = duct::cmd!(bin_dir.join(program), "--version")
+        .stderr_null()
+        .read()
+        .map_err(|source| ClusterError::Io {
+            action: format!("run {}/{program} --version", bin_dir.display()),
+            source,
+        })?;
+    Ok(crate::pgtool::version_in(&output))
 }
