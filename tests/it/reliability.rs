@@ -62,9 +62,31 @@ fn migration_lock_is_free(db: &TestDb) -> bool {
 #[test]
 fn eight_migrators_at_once_apply_every_migration_exactly_once() {
     let db = TestDb::new();
+    // The test holds the migration lock until all eight are connected, so they contend
+    // for it on any machine: started freely, a fast chain could be applied by the first
+    // before the others asked (seen in CI).
+    let mut holder = db.client();
+    holder
+        .execute(
+            "SELECT pg_advisory_lock($1)",
+            &[&backend_schema::runner::lock::LOCK_KEY],
+        )
+        .unwrap();
     let children: Vec<Child> = (0..8)
         .map(|_| spawn(&db, &["migrate", "upgrade", "head"]))
         .collect();
+    wait_for(
+        &db,
+        "SELECT count(*) >= 8 FROM pg_stat_activity WHERE application_name = 'cargo xtask migrate'",
+        Duration::from_secs(30),
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    holder
+        .execute(
+            "SELECT pg_advisory_unlock($1)",
+            &[&backend_schema::runner::lock::LOCK_KEY],
+        )
+        .unwrap();
     let outputs: Vec<Output> = children
         .into_iter()
         .map(|c| c.wait_with_output().unwrap())

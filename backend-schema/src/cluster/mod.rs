@@ -198,7 +198,7 @@ impl TempCluster {
             .tempdir_in(&root)
             .map_err(|source| io_err(format!("create a temp dir in {}", root.display()), source))?;
         let base = dir.path().to_path_buf();
-        fs::write(base.join(reaper::OWNER_FILE), reaper::owner_record())
+        reaper::write_owner(&base)
             .map_err(|source| io_err(format!("write {}", base.join("owner").display()), source))?;
         run_as.chown(&base).map_err(|source| {
             io_err(

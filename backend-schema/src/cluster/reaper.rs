@@ -121,7 +121,16 @@ pub(crate) fn start_time(pid: u32) -> Option<u64> {
 }
 
 /// Content of the owner file for the current process.
-pub(crate) fn owner_record() -> String {
+/// Writes `dir`'s owner file under another name, then renames it into place: a sweep
+/// in another process reading it half-written saw no live owner and removed the
+/// directory of a cluster that was starting (seen in CI as a template copy failing).
+pub(crate) fn write_owner(dir: &Path) -> std::io::Result<()> {
+    let staged = dir.join(".owner.partial");
+    fs::write(&staged, owner_record())?;
+    fs::rename(&staged, dir.join(OWNER_FILE))
+}
+
+fn owner_record() -> String {
     let pid = std::process::id();
     format!("{pid} {}\n", start_time(pid).unwrap_or(0))
 }

@@ -113,10 +113,7 @@ fn dump(
         .prefix(LEFTOVER_PREFIX)
         .permissions(std::fs::Permissions::from_mode(0o700))
         .tempdir_in(&root)?;
-    std::fs::write(
-        dir.path().join(crate::cluster::reaper::OWNER_FILE),
-        crate::cluster::reaper::owner_record(),
-    )?;
+    crate::cluster::reaper::write_owner(dir.path())?;
     let path = dir.path().join("source.dump");
     let mut client = target.connect("cargo xtask rehearse")?;
     progress(Progress::Dumping);
