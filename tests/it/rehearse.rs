@@ -682,6 +682,12 @@ fn trusted_extensions_rehearse_and_untrusted_ones_are_refused_by_name() {
         "{}",
         run.text()
     );
+    assert!(
+        run.stdout()
+            .contains("note: the rehearsal migrates as the ordinary role `rehearsal`"),
+        "a privilege failure says why it fails here: {}",
+        run.text()
+    );
 
     db.client()
         .batch_execute("CREATE EXTENSION file_fdw;")

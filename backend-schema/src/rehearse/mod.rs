@@ -302,8 +302,8 @@ pub fn rehearse(
             Err(err) => {
                 rehearsal.outcome = Outcome::UpgradeFailed {
                     revision: step.revision.clone(),
-                    error: err.to_string(),
-                    report_error: without_quoted_data(&err),
+                    error: err.to_string() + &privilege_note(&err),
+                    report_error: without_quoted_data(&err) + &privilege_note(&err),
                 };
                 return Ok(Rehearsed::Ran(Box::new(rehearsal)));
             }
@@ -331,8 +331,8 @@ pub fn rehearse(
             Err(err) => {
                 rehearsal.outcome = Outcome::DowngradeFailed {
                     revision: step.revision.clone(),
-                    error: err.to_string(),
-                    report_error: without_quoted_data(&err),
+                    error: err.to_string() + &privilege_note(&err),
+                    report_error: without_quoted_data(&err) + &privilege_note(&err),
                 };
                 return Ok(Rehearsed::Ran(Box::new(rehearsal)));
             }
@@ -347,6 +347,20 @@ pub fn rehearse(
         };
     }
     Ok(Rehearsed::Ran(Box::new(rehearsal)))
+}
+
+/// Why a migration refused a privilege fails here: the copy is migrated by an ordinary
+/// role, and production's release may run as a superuser that would pass.
+fn privilege_note(err: &MigrateError) -> String {
+    match err {
+        MigrateError::Statement(failure) if failure.code.as_deref() == Some("42501") => format!(
+            "\n  note: the rehearsal migrates as the ordinary role `{}` (a member of production's \
+             owning roles), never as a superuser: the release passes this step only if its role \
+             has the right (a superuser, or a grant); else a superuser does it before the release",
+            privileges::RESTORER
+        ),
+        _ => String::new(),
+    }
 }
 
 /// A failure as the report shows it: PostgreSQL's DETAIL quotes production's values (a
