@@ -33,4 +33,5 @@ mod tls;
 mod verify;
 mod verify_cache;
 mod verify_chains;
+mod verify_segments;
 mod working_directory;

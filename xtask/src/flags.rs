@@ -132,6 +132,9 @@ pub struct Verify {
     /// Verify every revision, trusting no result kept in target/verify-cache from an earlier run (for releases)
     #[arg(long)]
     pub no_cache: bool,
+    /// Verify N segments of the chain at once, each on a throwaway cluster of its own [default: one per core, while each has 24 revisions]
+    #[arg(long, short = 'j', value_name = "N")]
+    pub jobs: Option<std::num::NonZeroUsize>,
 }
 
 #[derive(Debug, Args)]

@@ -34,6 +34,7 @@ impl Verify {
         let options = VerifyOptions {
             strict: self.strict,
             cache_dir: (!self.no_cache).then(cache_dir),
+            jobs: self.jobs.map(|jobs| jobs.get()),
             ..VerifyOptions::default()
         };
         let report = backend_schema::verify::verify_dir(&dir, &options, &mut progress);

@@ -371,3 +371,16 @@ pub(crate) fn create_app_role(client: &mut Client) -> Result<(), postgres::Error
          END $$;"
     ))
 }
+
+/// Whether a table of `public` has a policy: the check then runs, and creates its role.
+pub(crate) fn has_policies(client: &mut Client) -> Result<bool, postgres::Error> {
+    Ok(client
+        .query_one(
+            "SELECT EXISTS (SELECT 1 FROM pg_policy p
+                              JOIN pg_class c ON c.oid = p.polrelid
+                              JOIN pg_namespace n ON n.oid = c.relnamespace
+                             WHERE n.nspname = 'public' AND NOT c.relispartition)",
+            &[],
+        )?
+        .get(0))
+}

@@ -11,9 +11,13 @@ pub mod isolation;
 pub mod roles;
 mod scoped;
 pub mod seed;
+mod segments;
 
 use std::collections::BTreeMap;
+use std::ops::Range;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Mutex;
 use std::time::Instant;
 
 use postgres::Client;
@@ -164,6 +168,9 @@ pub struct VerifyOptions {
     /// Where results are kept per revision between runs (`target/verify-cache` for
     /// the xtask); `None` verifies every revision (`--no-cache`).
     pub cache_dir: Option<PathBuf>,
+    /// How many segments of the stairway climb at once, each on a cluster of its own;
+    /// `None` chooses one per core while each has `segments::MIN_SEGMENT` revisions.
+    pub jobs: Option<usize>,
 }
 
 /// Where a run is: the step it starts, and how many revisions of the stairway are
@@ -178,6 +185,40 @@ pub struct VerifyStep<'a> {
 
 /// Live progress, once per step.
 pub type Progress<'a> = &'a mut (dyn FnMut(VerifyStep<'_>) + Send);
+
+/// Progress shared by the segments that climb at once: every step says how many
+/// revisions all of them have verified.
+struct SharedProgress<'a> {
+    report: Mutex<Progress<'a>>,
+    done: AtomicUsize,
+    total: usize,
+}
+
+impl<'a> SharedProgress<'a> {
+    fn new(report: Progress<'a>, total: usize, done: usize) -> SharedProgress<'a> {
+        SharedProgress {
+            report: Mutex::new(report),
+            done: AtomicUsize::new(done),
+            total,
+        }
+    }
+
+    fn step(&self, what: &str) {
+        let step = VerifyStep {
+            revisions_done: self.done.load(Ordering::Relaxed),
+            revisions_total: self.total,
+            what,
+        };
+        // A panicked segment fails the run anyway; its progress line does not matter.
+        if let Ok(mut report) = self.report.lock() {
+            report(step);
+        }
+    }
+
+    fn verified_one(&self) {
+        self.done.fetch_add(1, Ordering::Relaxed);
+    }
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum VerifyError {
@@ -266,7 +307,6 @@ fn verify_usable(
     }
     roles::create(&mut cluster.client("postgres")?, &declared_roles)?;
     cluster.create_database(STAIRWAY_DB, None)?;
-    cluster.create_database("verify_chain", None)?;
 
     // A run that compares snapshots with full reads is a check of the code itself.
     let cache = options
@@ -292,34 +332,86 @@ fn verify_usable(
         .filter(|_| cached.len() == keys.len())
         .cloned();
 
-    // base -> head -> base in one go runs on the second core while the stairway runs.
-    let chain_client = cluster.client("verify_chain")?;
-    let (chain, fresh) = std::thread::scope(|scope| {
-        let chain = cached_chain
+    let total = graph.migrations().len();
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let count = segments::segment_count(total - cached.len(), options.jobs, cores);
+    let plan = segments::plan(cached.len(), total, count);
+    let progress = SharedProgress::new(progress, total, cached.len());
+    let resume = Resume {
+        keys: &keys,
+        cached: &cached,
+        need_head: cached_chain.is_none(),
+    };
+    // The whole-chain checks and the later segments climb on clusters of their own while
+    // the first segment climbs here.
+    let (whole, first, later) = std::thread::scope(|scope| {
+        let whole = cached_chain
             .is_none()
-            .then(|| scope.spawn(|| one_go(graph, chain_client)));
-        let mut client = cluster.client(STAIRWAY_DB)?;
-        let fresh = stairway(
+            .then(|| scope.spawn(|| whole_chain(graph, &declared_roles, &progress)));
+        let later: Vec<_> = plan[1..]
+            .iter()
+            .map(|range| {
+                let climb = Climb {
+                    graph,
+                    config: &config,
+                    options,
+                    keys: &keys,
+                    progress: &progress,
+                };
+                let range = range.clone();
+                let roles = &declared_roles;
+                scope.spawn(move || later_segment(&climb, roles, range))
+            })
+            .collect();
+        let climb = Climb {
             graph,
-            &cluster,
-            &mut client,
-            &mut report,
-            &config,
+            config: &config,
             options,
-            Resume {
-                keys: &keys,
-                cached: &cached,
-                need_head: cached_chain.is_none(),
-            },
-            progress,
-        )?;
-        let chain = chain.map(|c| c.join().expect("the one-go thread does not panic"));
-        Ok::<_, VerifyError>((chain, fresh))
-    })?;
-    let chain_failures = match (chain, &cached_chain) {
-        (Some(chain), _) => {
+            keys: &keys,
+            progress: &progress,
+        };
+        let first = first_segment(&climb, &cluster, &resume, plan[0].clone());
+        let later: Vec<_> = later
+            .into_iter()
+            .map(|s| s.join().expect("a segment's thread does not panic"))
+            .collect();
+        let whole = whole.map(|w| w.join().expect("the whole-chain thread does not panic"));
+        (whole, first, later)
+    });
+    let (part, mut fresh) = first?;
+    let mut stopped = part.revisions.iter().any(|r| r.error.is_some());
+    segments::absorb(&mut report, part);
+    for (segment, range) in later.into_iter().zip(&plan[1..]) {
+        let segment = segment?;
+        if stopped {
+            continue;
+        }
+        match segment {
+            Segment::Climbed(part, kept) => {
+                stopped = part.revisions.iter().any(|r| r.error.is_some());
+                segments::absorb(&mut report, *part);
+                fresh.extend(kept);
+            }
+            Segment::ReplayFailed { revision, err } => {
+                stopped = true;
+                report.failures.push(format!(
+                    "replaying {revision} on a second cluster, to verify the revisions after it at the same time, failed where the stairway's upgrade to it passed ({err}): the migrations do not give the same result twice; run `cargo xtask verify --jobs 1` to verify them in one stairway"
+                ));
+                for later in &graph.migrations()[range.start..] {
+                    report.not_checked.push(format!(
+                        "{} ({}): replaying {revision} before it failed",
+                        later.revision,
+                        later.dir.display()
+                    ));
+                }
+            }
+        }
+    }
+    let chain_failures = match (whole, &cached_chain) {
+        (Some(whole), _) => {
+            let (one, merge_failures) = whole?;
             let mut failures = Vec::new();
-            match chain? {
+            match one {
                 OneGo::UpFailed(err) => {
                     failures.push(format!("base -> head in one go: the upgrade failed: {err}"))
                 }
@@ -338,7 +430,7 @@ fn verify_usable(
                     }
                 }
             }
-            failures.extend(merges(graph, &cluster, &report, progress)?);
+            failures.extend(merge_failures);
             failures
         }
         (None, Some(cached)) => {
@@ -509,21 +601,122 @@ fn resume(
     Ok(())
 }
 
-/// Verifies the revisions after the cached ones; returns those that passed, for the
-/// cache.
-#[allow(clippy::too_many_arguments)]
-fn stairway(
+/// What every segment climbs with.
+struct Climb<'a, 'p> {
+    graph: &'a RevisionGraph,
+    config: &'a LintConfig,
+    options: &'a VerifyOptions,
+    /// Each revision's cache key, in the stairway's order.
+    keys: &'a [String],
+    progress: &'a SharedProgress<'p>,
+}
+
+/// How a segment after the first ended.
+enum Segment {
+    /// Its report, and the revisions that passed (for the cache).
+    Climbed(Box<VerifyReport>, Vec<CachedRevision>),
+    /// Replaying the revisions before it failed at `revision`, whose upgrade the
+    /// stairway before it verified.
+    ReplayFailed { revision: String, err: String },
+}
+
+/// The first segment, on the run's own cluster: the cached revisions put back, then the
+/// positions `range` verified.
+fn first_segment(
+    climb: &Climb<'_, '_>,
+    cluster: &TempCluster,
+    start: &Resume<'_>,
+    range: Range<usize>,
+) -> Result<(VerifyReport, Vec<CachedRevision>), VerifyError> {
+    let mut report = VerifyReport::default();
+    let mut client = cluster.client(STAIRWAY_DB)?;
+    resume(climb.graph, &mut client, &mut report, start)?;
+    let fresh = stairway(climb, cluster, &mut client, &mut report, range)?;
+    Ok((report, fresh))
+}
+
+/// A later segment, on a cluster of its own: every revision before `range` replayed the
+/// fast way, then `range` verified.
+fn later_segment(
+    climb: &Climb<'_, '_>,
+    roles: &[String],
+    range: Range<usize>,
+) -> Result<Segment, VerifyError> {
+    let cluster = new_cluster(roles, STAIRWAY_DB)?;
+    let mut client = cluster.client(STAIRWAY_DB)?;
+    if let Some((revision, err)) = replay(climb.graph, &mut client, range.start)? {
+        return Ok(Segment::ReplayFailed { revision, err });
+    }
+    let mut report = VerifyReport::default();
+    let fresh = stairway(climb, &cluster, &mut client, &mut report, range)?;
+    Ok(Segment::Climbed(Box::new(report), fresh))
+}
+
+/// Brings a new stairway database where a full run leaves it before position `upto`, as
+/// `resume` does for cached revisions, the isolation check's role created once a table
+/// has a policy (the check would have created it). The revision that failed, if one did.
+fn replay(
     graph: &RevisionGraph,
+    client: &mut Client,
+    upto: usize,
+) -> Result<Option<(String, String)>, VerifyError> {
+    let mut app_role = false;
+    for migration in &graph.migrations()[..upto] {
+        seed::seed_empty_tables(client)?;
+        if let Err(err) = fast(client, graph, |m| m.upgrade(&migration.revision)) {
+            return Ok(Some((migration.revision.clone(), err)));
+        }
+        seed::seed_empty_tables(client)?;
+        if !app_role && isolation::has_policies(client)? {
+            isolation::create_app_role(client)?;
+            app_role = true;
+        }
+    }
+    Ok(None)
+}
+
+/// base -> head -> base in one go, then the merge orders, each on a cluster of its own
+/// (a migration's `CREATE ROLE` would fail on a cluster another one ran it on).
+fn whole_chain(
+    graph: &RevisionGraph,
+    roles: &[String],
+    progress: &SharedProgress<'_>,
+) -> Result<(OneGo, Vec<String>), VerifyError> {
+    let one = {
+        let cluster = new_cluster(roles, "verify_chain")?;
+        one_go(graph, cluster.client("verify_chain")?)?
+    };
+    Ok((one, merges(graph, roles, progress)?))
+}
+
+/// A throwaway cluster with the declared roles and an empty database `database`.
+fn new_cluster(roles: &[String], database: &str) -> Result<TempCluster, VerifyError> {
+    let cluster = TempCluster::start()?;
+    roles::create(&mut cluster.client("postgres")?, roles)?;
+    cluster.create_database(database, None)?;
+    Ok(cluster)
+}
+
+/// Verifies the revisions at the positions `range`, the database holding every one
+/// before them; returns those that passed, for the cache.
+fn stairway(
+    climb: &Climb<'_, '_>,
     cluster: &TempCluster,
     client: &mut Client,
     report: &mut VerifyReport,
-    config: &LintConfig,
-    options: &VerifyOptions,
-    start: Resume<'_>,
-    progress: Progress<'_>,
+    range: Range<usize>,
 ) -> Result<Vec<CachedRevision>, VerifyError> {
-    resume(graph, client, report, &start)?;
+    let Climb {
+        graph,
+        config,
+        options,
+        keys,
+        progress,
+    } = *climb;
     let mut fresh = Vec::new();
+    if range.is_empty() {
+        return Ok(fresh);
+    }
     // Each snapshot re-reads only what the step before it touched.
     let snapshot = |client: &mut Client,
                     report: &mut VerifyReport,
@@ -561,7 +754,7 @@ fn stairway(
     let mut previous = Tracked::capture(client)?;
     let mut rows = TrackedData::capture(client)?;
     for (position, migration) in graph.migrations().iter().enumerate() {
-        if position < start.cached.len() {
+        if !range.contains(&position) {
             continue;
         }
         let marks = (
@@ -598,13 +791,7 @@ fn stairway(
             format!("before the upgrade to {revision}"),
         )?;
 
-        let mut step = |what: &str| {
-            progress(VerifyStep {
-                revisions_done: position,
-                revisions_total: graph.migrations().len(),
-                what,
-            })
-        };
+        let step = |what: &str| progress.step(what);
         step(&format!("{revision} up"));
         let up = match run_traced(client, graph, cluster, |m| m.upgrade(&revision)) {
             Ok(up) => up,
@@ -680,9 +867,11 @@ fn stairway(
                         // PostgreSQL can only append a column: a downgrade that re-adds
                         // a dropped one cannot put it back in place. Worth knowing
                         // (SELECT * and COPY see the new order), not a broken downgrade.
-                        report.warnings.push(format!(
-                            "at {revision}: the downgrade re-adds column(s) at the end of their table, not in their old place:\n{diff}"
-                        ));
+                        warn_once(
+                            report,
+                            &revision,
+                            &format!("the downgrade re-adds column(s) at the end of their table, not in their old place:\n{diff}"),
+                        );
                     } else {
                         rev.schema_roundtrip = Some(format!(
                             "the downgrade of {revision} ({}) does not restore the previous schema:\n{diff}",
@@ -730,7 +919,7 @@ fn stairway(
         previous = again;
         if rev.passed() {
             fresh.push(CachedRevision {
-                key: start.keys[position].clone(),
+                key: keys[position].clone(),
                 report: rev.clone(),
                 warnings: report.warnings[marks.0..].to_vec(),
                 findings: report.findings[marks.1..].to_vec(),
@@ -738,6 +927,7 @@ fn stairway(
             });
         }
         report.revisions.push(rev);
+        progress.verified_one();
     }
     Ok(fresh)
 }
@@ -776,9 +966,8 @@ const MERGE_ORDERS: usize = 12;
 /// converge: the failures.
 fn merges(
     graph: &RevisionGraph,
-    cluster: &TempCluster,
-    report: &VerifyReport,
-    progress: Progress<'_>,
+    roles: &[String],
+    progress: &SharedProgress<'_>,
 ) -> Result<Vec<String>, VerifyError> {
     let mut failures = Vec::new();
     let has_merge = graph.migrations().iter().any(|m| m.parents.len() > 1);
@@ -788,13 +977,9 @@ fn merges(
     let orders = topological_orders(graph, MERGE_ORDERS);
     let mut results: BTreeMap<Vec<String>, SchemaSnapshot> = BTreeMap::new();
     for (n, order) in orders.iter().enumerate() {
-        progress(VerifyStep {
-            revisions_done: report.revisions.len(),
-            revisions_total: graph.migrations().len(),
-            what: &format!("merge order {}/{}", n + 1, orders.len()),
-        });
+        progress.step(&format!("merge order {}/{}", n + 1, orders.len()));
         let name = format!("verify_order_{n}");
-        cluster.create_database(&name, None)?;
+        let cluster = new_cluster(roles, &name)?;
         let mut client = cluster.client(&name)?;
         for revision in order {
             if let Err(err) = run(&mut client, graph, |m| m.upgrade(revision)) {

@@ -1,0 +1,127 @@
+//! The stairway cut into segments that climb at once, each on a cluster of its own:
+//! the report is the one a single stairway gives, and what only a cluster of one's own
+//! allows (a migration's `CREATE ROLE`) passes.
+
+use backend_schema::verify::{verify_dir, VerifyOptions, VerifyReport};
+use serde_json::Value;
+
+use crate::support::{copy_dir, root, xtask};
+
+/// The report without what differs between any two runs (times, also inside messages).
+fn comparable(report: &VerifyReport) -> Value {
+    let json = serde_json::to_string(report).unwrap();
+    let json = regex::Regex::new(r"\d+ ms\b")
+        .unwrap()
+        .replace_all(&json, "N ms");
+    let mut value: Value = serde_json::from_str(&json).unwrap();
+    let object = value.as_object_mut().unwrap();
+    object.remove("total_ms");
+    for revision in object["revisions"].as_array_mut().unwrap() {
+        let revision = revision.as_object_mut().unwrap();
+        revision.remove("up_ms");
+        revision.remove("down_ms");
+    }
+    value
+}
+
+/// Every fixture chain and the shipped one, verified by one stairway and by three
+/// segments (on chains this short every boundary falls between two revisions a few
+/// steps apart): the same revisions, failures, warnings said once, findings,
+/// fail-closed tables and revisions left unchecked.
+#[test]
+fn segments_climbing_at_once_report_what_one_stairway_reports_on_every_chain() {
+    let mut chains: Vec<std::path::PathBuf> = std::fs::read_dir(root().join("tests/fixtures"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        // Not a migration chain: an Alembic project for import-alembic.
+        .filter(|p| !p.ends_with("alembic_project"))
+        .collect();
+    chains.sort();
+    chains.push(root().join("migrations"));
+    let mut split = 0;
+    for chain in &chains {
+        let run = |jobs| {
+            let options = VerifyOptions {
+                jobs: Some(jobs),
+                ..VerifyOptions::default()
+            };
+            verify_dir(chain, &options, &mut |_| {}).unwrap()
+        };
+        let one = run(1);
+        let three = run(3);
+        if one.revisions.len() > 1 {
+            split += 1;
+        }
+        assert_eq!(
+            comparable(&one),
+            comparable(&three),
+            "{}: one stairway (left) and three segments (right) differ",
+            chain.display()
+        );
+    }
+    assert!(split > 15, "only {split} chains were cut into segments");
+}
+
+/// A revision that creates a role, on a branch that a merge joins: the stairway, base ->
+/// head in one go and each merge order run on clusters of their own, so none finds the
+/// role another one created (verify used to fail here with `role "report_reader" already
+/// exists`).
+#[test]
+fn a_migration_that_creates_a_role_verifies_with_its_merge_orders() {
+    for jobs in ["1", "3"] {
+        let run = xtask(&[
+            "verify",
+            "--no-cache",
+            "--jobs",
+            jobs,
+            "--migrations",
+            "tests/fixtures/creates_role",
+        ]);
+        let out = run.success().stdout();
+        assert!(
+            out.contains("verify PASSED: 4 revision(s)"),
+            "--jobs {jobs}: {}",
+            run.text()
+        );
+    }
+}
+
+/// A migration that gives another result when the revisions before it were replayed
+/// rather than verified (it looks for a downgrade in the history, which only the
+/// stairway's round trips write) is a failure that names it and the way to verify in
+/// one stairway.
+#[test]
+fn a_revision_the_replay_cannot_repeat_fails_and_names_jobs_one() {
+    let dir = tempfile::tempdir().unwrap();
+    copy_dir(&root().join("tests/fixtures/creates_role"), dir.path());
+    let counting = dir.path().join("c0de00000002_report_reader/up.sql");
+    let mut sql = std::fs::read_to_string(&counting).unwrap();
+    sql.insert_str(
+        0,
+        "DO $$ BEGIN
+    IF (SELECT count(*) FROM alembic_version_history WHERE operation = 'downgrade') = 0 THEN
+        RAISE EXCEPTION 'no downgrade before this one';
+    END IF;
+END $$;
+",
+    );
+    std::fs::write(&counting, sql).unwrap();
+    let path = dir.path().to_str().unwrap();
+    let split = xtask(&["verify", "--no-cache", "--jobs", "3", "--migrations", path]);
+    let out = split.failure().stdout();
+    assert!(
+        out.contains("replaying c0de00000002 on a second cluster")
+            && out.contains("no downgrade before this one")
+            && out.contains("run `cargo xtask verify --jobs 1`"),
+        "{}",
+        split.text()
+    );
+    // One stairway never replays: there base -> head in one go is what fails.
+    let one = xtask(&["verify", "--no-cache", "--jobs", "1", "--migrations", path]);
+    let out = one.failure().stdout();
+    assert!(
+        !out.contains("replaying") && out.contains("base -> head in one go: the upgrade failed"),
+        "{}",
+        one.text()
+    );
+}
