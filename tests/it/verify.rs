@@ -247,9 +247,21 @@ fn progress_counts_revisions_on_a_terminal_and_stays_out_of_a_pipe() {
         .unwrap()
         .filter(|e| e.as_ref().unwrap().path().is_dir())
         .count();
-    for done in [0, total / 2, total - 1] {
+    assert!(
+        output.contains(&format!("verify: 0/{total} revisions verified (")),
+        "0/{total} missing from {output:?}"
+    );
+    // Once a revision is done, with the share done and an estimate of the time left.
+    let estimate =
+        regex::Regex::new(r"verify: (\d+)/(\d+) revisions verified, (\d+)%, about \d+s left \(")
+            .unwrap();
+    let seen: Vec<usize> = estimate
+        .captures_iter(&output)
+        .map(|c| c[1].parse().unwrap())
+        .collect();
+    for done in [1, total / 2, total - 1] {
         assert!(
-            output.contains(&format!("verify: {done}/{total} revisions verified (")),
+            seen.contains(&done),
             "{done}/{total} missing from {output:?}"
         );
     }

@@ -133,8 +133,8 @@ pub struct Verify {
     #[arg(long)]
     pub no_cache: bool,
     /// Verify N segments of the chain at once, each on a throwaway cluster of its own [default: one per core, while each has 24 revisions]
-    #[arg(long, short = 'j', value_name = "N")]
-    pub jobs: Option<std::num::NonZeroUsize>,
+    #[arg(long, short = 'j', value_name = "N", value_parser = clap::value_parser!(u16).range(1..))]
+    pub jobs: Option<u16>,
 }
 
 #[derive(Debug, Args)]

@@ -26,15 +26,24 @@ impl Verify {
         );
         // One line rewritten in place on a terminal; a log or a pipe gets none of it.
         let terminal = std::io::stderr().is_terminal();
+        // The estimate counts from the first step: revisions from the cache take no time.
+        let started = std::time::Instant::now();
+        let mut first_done = None;
         let mut progress = |step: VerifyStep<'_>| {
             if terminal {
-                eprint!("\r\x1b[2K{}", progress_line(&step));
+                let first = *first_done.get_or_insert(step.revisions_done);
+                let estimate = crate::progress::estimate(
+                    step.revisions_done.saturating_sub(first) as u64,
+                    step.revisions_total.saturating_sub(first) as u64,
+                    started.elapsed(),
+                );
+                eprint!("\r\x1b[2K{}", progress_line(&step, &estimate));
             }
         };
         let options = VerifyOptions {
             strict: self.strict,
             cache_dir: (!self.no_cache).then(cache_dir),
-            jobs: self.jobs.map(|jobs| jobs.get()),
+            jobs: self.jobs.map(usize::from),
             ..VerifyOptions::default()
         };
         let report = backend_schema::verify::verify_dir(&dir, &options, &mut progress);
@@ -118,10 +127,15 @@ fn cache_lines(report: &VerifyReport) -> Vec<String> {
     lines
 }
 
-/// `verify: 37/100 revisions verified (REV down)`.
-fn progress_line(step: &VerifyStep<'_>) -> String {
+/// `verify: 37/100 revisions verified, 37%, about 12s left (REV down)`; no estimate
+/// before the first revision is done.
+fn progress_line(step: &VerifyStep<'_>, estimate: &str) -> String {
+    let estimate = match estimate {
+        "" => String::new(),
+        estimate => format!(", {estimate}"),
+    };
     format!(
-        "verify: {}/{} revisions verified ({})",
+        "verify: {}/{} revisions verified{estimate} ({})",
         step.revisions_done, step.revisions_total, step.what
     )
 }
@@ -364,8 +378,12 @@ mod tests {
             what: "abc down",
         };
         assert_eq!(
-            progress_line(&step),
+            progress_line(&step, ""),
             "verify: 37/100 revisions verified (abc down)"
+        );
+        assert_eq!(
+            progress_line(&step, "37%, about 12s left"),
+            "verify: 37/100 revisions verified, 37%, about 12s left (abc down)"
         );
     }
 

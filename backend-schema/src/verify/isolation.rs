@@ -69,11 +69,36 @@ impl fmt::Display for IsolationFailure {
     }
 }
 
+/// A second session on the same database that never sets `app.current_tenant_id`: only
+/// there is it truly absent (`NULL` to `current_setting(..., true)`; once set, a session
+/// sees `''` for good). Opened when a check first needs it and kept for the next ones.
+pub struct UntouchedSession<F> {
+    connect: F,
+    client: Option<Client>,
+}
+
+impl<F: FnMut() -> Result<Client, postgres::Error>> UntouchedSession<F> {
+    pub fn new(connect: F) -> UntouchedSession<F> {
+        UntouchedSession {
+            connect,
+            client: None,
+        }
+    }
+
+    fn client(&mut self) -> Result<&mut Client, postgres::Error> {
+        if self.client.is_none() {
+            self.client = Some((self.connect)()?);
+        }
+        Ok(self.client.as_mut().expect("connected above"))
+    }
+}
+
 /// Checks every table that has policies; warns about tenant tables without a policy
-/// and RLS tables without FORCE. `fresh` is a new session on the same database: only
-/// in a session that never set `app.current_tenant_id` is it truly absent (`NULL` to
-/// `current_setting(..., true)`; once set, a session sees `''` for good).
-pub fn check(client: &mut Client, mut fresh: Client) -> Result<Isolation, postgres::Error> {
+/// and RLS tables without FORCE.
+pub fn check<F: FnMut() -> Result<Client, postgres::Error>>(
+    client: &mut Client,
+    untouched: &mut UntouchedSession<F>,
+) -> Result<Isolation, postgres::Error> {
     let mut result = Isolation::default();
     // Only `public`: the application role is granted `public`'s tables, and the rows the
     // policies are tried on are the seeded ones, which go there.
@@ -105,7 +130,7 @@ pub fn check(client: &mut Client, mut fresh: Client) -> Result<Isolation, postgr
         .collect();
     // Before the outer transaction: both grant on the same tables, and the second
     // would wait for the first.
-    let absent = rows_without_tenant(&mut fresh, &policy_tables)?;
+    let absent = rows_without_tenant(untouched.client()?, &policy_tables)?;
     let mut outer = client.transaction()?;
     outer.batch_execute(&grants())?;
     let client = &mut outer;

@@ -753,6 +753,9 @@ fn stairway(
     };
     let mut previous = Tracked::capture(client)?;
     let mut rows = TrackedData::capture(client)?;
+    let url = cluster.url(STAIRWAY_DB);
+    let mut untouched =
+        isolation::UntouchedSession::new(|| postgres::Client::connect(&url, postgres::NoTls));
     for (position, migration) in graph.migrations().iter().enumerate() {
         if !range.contains(&position) {
             continue;
@@ -828,7 +831,7 @@ fn stairway(
         );
 
         seed(client, report, &revision)?;
-        let isolation = isolation::check(client, cluster.client(STAIRWAY_DB)?)?;
+        let isolation = isolation::check(client, &mut untouched)?;
         rev.isolation_checked = isolation.checked;
         rev.isolation_failures = isolation.failures;
         for warning in isolation.warnings {
