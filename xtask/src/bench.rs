@@ -164,6 +164,25 @@ impl Bench {
             chain_times.push(Spread::of(samples));
         }
         let (t100, t300) = (chain_times[0], chain_times[1]);
+        // The same 300 revisions in one stairway: what the segments at once save.
+        let one_stairway = {
+            let chain = generated_chain(300)?;
+            let chain_dir = chain.path();
+            let mut samples = Vec::new();
+            for _ in 0..runs.min(3) {
+                let began = Instant::now();
+                cmd!(
+                    sh,
+                    "{xtask} verify --no-cache --jobs 1 --migrations {chain_dir}"
+                )
+                .quiet()
+                .ignore_stdout()
+                .ignore_stderr()
+                .run()?;
+                samples.push(began.elapsed());
+            }
+            Spread::of(samples)
+        };
         rows.push(
             Row::new(
                 "verify, generated chain of 100 small migrations",
@@ -180,6 +199,14 @@ impl Bench {
             )
             .spread(t300)
             .against(t100.median, 3.3),
+        );
+        rows.push(
+            Row::new(
+                "verify, the same 300 in one stairway (--jobs 1)",
+                one_stairway.median,
+                "-",
+            )
+            .spread(one_stairway),
         );
 
         let rerun = incremental_rerun(sh, &xtask, runs.min(3))?;
