@@ -241,9 +241,17 @@ impl<'a> Migrator<'a> {
 
     /// Integrity of every applied revision, oldest first.
     pub fn integrity(&mut self) -> Result<Vec<(String, Integrity)>, MigrateError> {
-        let heads = self.current()?;
         let read = vt::latest_records(self.client);
         let records = read.map_err(|err| self.locked_or(err, "reading alembic_version_history"))?;
+        self.integrity_of_records(&records)
+    }
+
+    /// As [`Self::integrity`], from the side-table rows already read.
+    fn integrity_of_records(
+        &mut self,
+        records: &[HistoryRecord],
+    ) -> Result<Vec<(String, Integrity)>, MigrateError> {
+        let heads = self.current()?;
         let applied = self.graph.applied(&heads)?;
         Ok(applied
             .iter()
@@ -284,7 +292,9 @@ impl<'a> Migrator<'a> {
                 invalid_indexes,
             });
         }
-        for (revision, integrity) in self.integrity()? {
+        // The rows just read: check_integrity runs before every migration, and reading
+        // the whole history again made each one cost what the history has grown to.
+        for (revision, integrity) in self.integrity_of_records(&records)? {
             if let Integrity::Edited { recorded } = integrity {
                 let migration = self
                     .graph

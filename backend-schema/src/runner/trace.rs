@@ -63,15 +63,26 @@ impl TableStates {
         tables: &[u32],
     ) -> Result<TableStates, postgres::Error> {
         // Partitions are tables of their own (a partitioned parent has no storage).
+        // `pg_locks` is read once and grouped (a per-table subquery read it once per
+        // table), and the counters come from the functions behind
+        // `pg_stat_xact_user_tables` (the view reads every relation of the database):
+        // this runs after every statement, so its cost must not grow with the schema.
         let rows = client.query_typed(
-            "SELECT c.oid, c.relname::text, c.relfilenode, COALESCE(s.seq_scan, 0)::int8,
-                    COALESCE(s.n_tup_ins + s.n_tup_upd + s.n_tup_del, 0)::int8,
-                    ARRAY(SELECT l.mode::text FROM pg_locks l
-                           WHERE l.pid = pg_backend_pid() AND l.locktype = 'relation'
-                             AND l.granted AND l.relation = c.oid)
-               FROM pg_class c
-               LEFT JOIN pg_stat_xact_user_tables s ON s.relid = c.oid
-              WHERE (c.oid = ANY($1) OR c.oid IN (SELECT inhrelid FROM pg_inherits WHERE inhparent = ANY($1)))",
+            "WITH traced AS (
+                  SELECT unnest($1::oid[]) AS oid
+                  UNION SELECT inhrelid FROM pg_inherits WHERE inhparent = ANY($1)),
+                  held AS (
+                  SELECT l.relation, array_agg(l.mode::text) AS modes FROM pg_locks l
+                   WHERE l.pid = pg_backend_pid() AND l.locktype = 'relation' AND l.granted
+                   GROUP BY l.relation)
+             SELECT c.oid, c.relname::text, c.relfilenode,
+                    pg_stat_get_xact_numscans(c.oid)::int8,
+                    (pg_stat_get_xact_tuples_inserted(c.oid) + pg_stat_get_xact_tuples_updated(c.oid)
+                     + pg_stat_get_xact_tuples_deleted(c.oid))::int8,
+                    COALESCE(h.modes, ARRAY[]::text[])
+               FROM traced t
+               JOIN pg_class c ON c.oid = t.oid
+               LEFT JOIN held h ON h.relation = c.oid",
             &[(&tables, postgres::types::Type::OID_ARRAY)],
         )?;
         Ok(TableStates(

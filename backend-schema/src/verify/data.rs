@@ -24,11 +24,27 @@ pub struct TableData {
 fn public_tables(
     client: &mut impl GenericClient,
 ) -> Result<Vec<(UserTable, Vec<String>)>, postgres::Error> {
+    let tables = public_table_list(client)?;
+    with_columns(client, tables)
+}
+
+/// The tables `TableData` covers, without their columns.
+fn public_table_list(client: &mut impl GenericClient) -> Result<Vec<UserTable>, postgres::Error> {
     // Only `public`: the rows compared are the seeded ones, and seeding fills `public`.
-    let tables: Vec<UserTable> = user_tables(client)?
+    Ok(user_tables(client)?
         .into_iter()
         .filter(|t| t.schema == "public" && !t.is_version_table())
-        .collect();
+        .collect())
+}
+
+/// `tables` with their columns in order; a table without columns has no rows to compare.
+fn with_columns(
+    client: &mut impl GenericClient,
+    tables: Vec<UserTable>,
+) -> Result<Vec<(UserTable, Vec<String>)>, postgres::Error> {
+    if tables.is_empty() {
+        return Ok(Vec::new());
+    }
     let mut columns_of = column_names(client, &tables)?;
     Ok(tables
         .into_iter()
@@ -199,14 +215,15 @@ impl TrackedData {
     pub fn capture(client: &mut impl GenericClient) -> Result<TrackedData, postgres::Error> {
         let (next_xid, settings) = now(client)?;
         let tables = public_tables(client)?;
-        let (counts, _) = row_counts(client, &tables, next_xid)?;
+        let listed: Vec<UserTable> = tables.iter().map(|(t, _)| t.clone()).collect();
+        let (counts, _) = row_counts(client, &listed, next_xid)?;
         let mark = DataMark {
             next_xid,
             settings,
-            tables: tables
+            tables: listed
                 .iter()
                 .zip(&counts)
-                .map(|((t, _), n)| (t.oid, (t.name.clone(), *n)))
+                .map(|(t, n)| (t.oid, (t.name.clone(), *n)))
                 .collect(),
         };
         Ok(TrackedData {
@@ -220,17 +237,21 @@ impl TrackedData {
     /// The rows now, re-reading only the tables that can have changed since the mark.
     pub fn refresh(&self, client: &mut impl GenericClient) -> Result<TrackedData, postgres::Error> {
         let (next_xid, settings) = now(client)?;
-        let tables = public_tables(client)?;
+        let tables = public_table_list(client)?;
         let since = self.mark.next_xid;
         let (counts, written) = row_counts(client, &tables, since)?;
         let everything = settings != self.mark.settings || types_written(client, since)?;
-        let oids: Vec<u32> = tables.iter().map(|(t, _)| t.oid).collect();
+        let oids: Vec<u32> = tables.iter().map(|t| t.oid).collect();
         let altered = altered_tables(client, &oids, since)?;
         let mut data = TableData::default();
         let mut reread = Vec::new();
         let mut marked = BTreeMap::new();
-        for (((table, columns), count), written) in tables.into_iter().zip(counts).zip(written) {
+        for ((table, count), written) in tables.into_iter().zip(counts).zip(written) {
             marked.insert(table.oid, (table.name.clone(), count));
+            // A kept table keeps its columns too: neither its `pg_class` row nor any of
+            // its columns was written since the mark, so its name and columns are the
+            // ones read then (reading every table's columns each time cost what the
+            // schema has grown to).
             let kept = match self.mark.tables.get(&table.oid) {
                 Some((name, before)) if *before == count && !written && !everything => self
                     .data
@@ -243,9 +264,10 @@ impl TrackedData {
                 Some(kept) => {
                     data.tables.insert(table.name, kept.clone());
                 }
-                None => reread.push((table, columns)),
+                None => reread.push(table),
             }
         }
+        let reread = with_columns(client, reread)?;
         data.tables.extend(read_rows(client, reread)?);
         Ok(TrackedData {
             data,
@@ -271,7 +293,7 @@ fn now(client: &mut impl GenericClient) -> Result<(i64, Vec<String>), postgres::
 /// transaction `xid`, in one round trip.
 fn row_counts(
     client: &mut impl GenericClient,
-    tables: &[(UserTable, Vec<String>)],
+    tables: &[UserTable],
     xid: i64,
 ) -> Result<(Vec<i64>, Vec<bool>), postgres::Error> {
     let mut counts = vec![0; tables.len()];
@@ -284,7 +306,7 @@ fn row_counts(
     let sql = tables
         .iter()
         .enumerate()
-        .map(|(i, (table, _))| {
+        .map(|(i, table)| {
             format!(
                 "SELECT {i}::int4, count(*), count(*) FILTER (WHERE t.xmin::text::int8 >= $1) > 0 FROM {} t",
                 table.quoted()
