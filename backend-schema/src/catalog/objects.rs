@@ -215,47 +215,91 @@ pub struct EnumType {
 impl Objects {
     /// Reads the database `client` is connected to.
     pub fn read(client: &mut impl GenericClient) -> Result<Objects, postgres::Error> {
-        Objects::read_in(client, None)
+        Objects::read_in(
+            client,
+            Scope {
+                relations: None,
+                kinds: Kinds::ALL,
+            },
+        )
     }
 
     /// Only the relations among `oids` with what hangs on them (columns, constraints,
-    /// indexes, policies, triggers, grants); types, sequences, functions and extensions
-    /// whole. `verify` re-reads what a step can have touched this way.
-    pub fn read_relations(
+    /// indexes, policies, triggers, grants), and the kinds read whole that `kinds` names.
+    /// `verify` re-reads what a step can have touched this way.
+    pub(crate) fn read_relations(
         client: &mut impl GenericClient,
         oids: &[u32],
+        kinds: Kinds,
     ) -> Result<Objects, postgres::Error> {
-        Objects::read_in(client, Some(oids.to_vec()))
+        Objects::read_in(
+            client,
+            Scope {
+                relations: Some(oids.to_vec()),
+                kinds,
+            },
+        )
     }
 
-    fn read_in(
-        client: &mut impl GenericClient,
-        scope: Option<Vec<u32>>,
-    ) -> Result<Objects, postgres::Error> {
-        let scope = Scope(scope);
-        let mut relations = relations(client, &scope)?;
-        columns(client, &mut relations, &scope)?;
-        Ok(Objects {
-            relations,
-            constraints: constraints(client, &scope)?,
-            indexes: indexes(client, &scope)?,
-            policies: policies(client, &scope)?,
-            sequences: sequences(client)?,
-            functions: functions(client)?,
-            triggers: triggers(client, &scope)?,
-            grants: grants(client, &scope)?,
-            enums: enums(client)?,
-            extensions: extensions(client)?,
-        })
+    fn read_in(client: &mut impl GenericClient, scope: Scope) -> Result<Objects, postgres::Error> {
+        let mut objects = Objects::default();
+        // After a step that touched no relation, none of their queries is worth a round trip.
+        let any_relation = scope.relations.as_ref().is_none_or(|oids| !oids.is_empty());
+        if any_relation {
+            objects.relations = relations(client, &scope)?;
+            columns(client, &mut objects.relations, &scope)?;
+            objects.constraints = constraints(client, &scope)?;
+            objects.indexes = indexes(client, &scope)?;
+            objects.policies = policies(client, &scope)?;
+            objects.triggers = triggers(client, &scope)?;
+        }
+        if any_relation || scope.kinds.sequences {
+            objects.grants = grants(client, &scope)?;
+        }
+        if scope.kinds.sequences {
+            objects.sequences = sequences(client)?;
+        }
+        if scope.kinds.functions {
+            objects.functions = functions(client)?;
+        }
+        if scope.kinds.enums {
+            objects.enums = enums(client)?;
+        }
+        if scope.kinds.extensions {
+            objects.extensions = extensions(client)?;
+        }
+        Ok(objects)
     }
 }
 
-/// The relations a read covers, by oid (`None`: all), bound as `$1`.
-struct Scope(Option<Vec<u32>>);
+/// Which of the kinds read whole (not by relation) a read covers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Kinds {
+    pub sequences: bool,
+    pub functions: bool,
+    pub enums: bool,
+    pub extensions: bool,
+}
+
+impl Kinds {
+    const ALL: Kinds = Kinds {
+        sequences: true,
+        functions: true,
+        enums: true,
+        extensions: true,
+    };
+}
+
+/// The relations a read covers, by oid (`None`: all), bound as `$1`, and the kinds read
+/// whole it covers (a sequence's grants come with the sequences).
+struct Scope {
+    relations: Option<Vec<u32>>,
+    kinds: Kinds,
+}
 
 impl Scope {
     fn param(&self) -> [(&(dyn postgres::types::ToSql + Sync), postgres::types::Type); 1] {
-        [(&self.0, postgres::types::Type::OID_ARRAY)]
+        [(&self.relations, postgres::types::Type::OID_ARRAY)]
     }
 }
 
@@ -518,11 +562,16 @@ fn grants(client: &mut impl GenericClient, scope: &Scope) -> Result<Vec<Grant>, 
                 array_agg(g.privilege_type::text ORDER BY g.privilege_type)
            FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace, aclexplode(c.relacl) g
           WHERE {USER_SCHEMAS} AND c.relkind IN ('r', 'p', 'v', 'm', 'S') AND g.grantee <> c.relowner
-            AND ($1::oid[] IS NULL OR c.oid = ANY($1) OR c.relkind = 'S')
+            AND ($1::oid[] IS NULL OR c.oid = ANY($1) OR (c.relkind = 'S' AND $2))
           GROUP BY 1, 2, 3, 4"
     );
+    let [relations] = scope.param();
+    let params = [
+        relations,
+        (&scope.kinds.sequences, postgres::types::Type::BOOL),
+    ];
     Ok(client
-        .query_typed(&sql, &scope.param())?
+        .query_typed(&sql, &params)?
         .iter()
         .filter(|row| !is_bookkeeping(row.get(1)))
         .map(|row| Grant {
