@@ -21,18 +21,52 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use postgres::GenericClient;
+use postgres::types::Type;
+use postgres::{GenericClient, Statement};
 
 use crate::catalog::objects::{Kinds, Objects};
 use crate::catalog::USER_SCHEMAS;
 use crate::snapshot::SchemaSnapshot;
 use crate::sql::display_name;
 
-/// A snapshot and the mark of the moment it describes.
+/// A snapshot and the mark of the moment it describes. Refreshed on the connection
+/// that captured it (its statements are prepared there).
 #[derive(Debug, Clone)]
 pub(crate) struct Tracked {
     pub snapshot: SchemaSnapshot,
     mark: Mark,
+    prepared: Prepared,
+}
+
+/// The mark's and `written_since`'s statements, prepared once per connection: planning
+/// them (a dozen catalogs each) cost as much as running them, three times a revision.
+/// Names of prepared statements are unique in the process, so a statement used on
+/// another connection is an error, never another statement.
+#[derive(Clone, Default)]
+struct Prepared {
+    mark: Option<Statement>,
+    written: Option<Statement>,
+}
+
+impl std::fmt::Debug for Prepared {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Prepared")
+    }
+}
+
+/// The statement in `slot`, prepared from `sql` the first time.
+fn prepared(
+    client: &mut impl GenericClient,
+    slot: &mut Option<Statement>,
+    sql: &str,
+    types: &[Type],
+) -> Result<Statement, postgres::Error> {
+    if let Some(statement) = slot {
+        return Ok(statement.clone());
+    }
+    let statement = client.prepare_typed(sql, types)?;
+    *slot = Some(statement.clone());
+    Ok(statement)
 }
 
 /// The first transaction ID not yet assigned, how many members each kind read whole
@@ -49,21 +83,25 @@ struct Mark {
 impl Tracked {
     /// A full read, marked.
     pub fn capture(client: &mut impl GenericClient) -> Result<Tracked, postgres::Error> {
-        let mark = Mark::take(client)?;
+        let mut prepared = Prepared::default();
+        let mark = Mark::take(client, &mut prepared)?;
         Ok(Tracked {
             snapshot: SchemaSnapshot::capture(client)?,
             mark,
+            prepared,
         })
     }
 
     /// The schema now, re-reading only the relations touched since `self`'s mark, and
     /// of the kinds read whole only those with a member written, added or gone.
     pub fn refresh(&self, client: &mut impl GenericClient) -> Result<Tracked, postgres::Error> {
-        let mark = Mark::take(client)?;
-        let Some(written) = written_since(client, self.mark.next_xid)? else {
+        let mut prepared = self.prepared.clone();
+        let mark = Mark::take(client, &mut prepared)?;
+        let Some(written) = written_since(client, &mut prepared, self.mark.next_xid)? else {
             return Ok(Tracked {
                 snapshot: SchemaSnapshot::capture(client)?,
                 mark,
+                prepared,
             });
         };
         let mut scope = written.relations;
@@ -105,7 +143,11 @@ impl Tracked {
             None => relation_of(key).is_some_and(|name| !stale.contains(name)),
         });
         snapshot.objects.extend(fresh.objects);
-        Ok(Tracked { snapshot, mark })
+        Ok(Tracked {
+            snapshot,
+            mark,
+            prepared,
+        })
     }
 }
 
@@ -136,7 +178,10 @@ fn whole_kind_of(key: &str) -> Option<fn(&Kinds) -> bool> {
 impl Mark {
     /// One round trip: the relations' rows, and a row of oid 0 carrying the next
     /// transaction ID and the counts of the kinds read whole.
-    fn take(client: &mut impl GenericClient) -> Result<Mark, postgres::Error> {
+    fn take(
+        client: &mut impl GenericClient,
+        statements: &mut Prepared,
+    ) -> Result<Mark, postgres::Error> {
         // Each kind counted by one grouped pass over its catalog, joined to the
         // relations once: per-relation subqueries (a scan of pg_description each) made
         // this mark cost grow with the square of the number of tables.
@@ -165,6 +210,11 @@ impl Mark {
              UNION ALL SELECT p.polrelid, 7 FROM pg_description d
                          JOIN pg_policy p ON p.oid = d.objoid
                         WHERE d.classoid = 'pg_policy'::regclass
+             ), comments AS (
+                 SELECT count(*) FILTER (WHERE d.classoid = 'pg_proc'::regclass) AS procs,
+                        count(*) FILTER (WHERE d.classoid = 'pg_type'::regclass) AS types
+                   FROM pg_description d
+                  WHERE d.classoid IN ('pg_proc'::regclass, 'pg_type'::regclass)
              ), counted AS (
                  SELECT o.rel, o.kind, count(*) AS n FROM owned o
                   WHERE o.rel IN (SELECT oid FROM rel) GROUP BY o.rel, o.kind
@@ -189,16 +239,17 @@ impl Mark {
                       WHERE {USER_SCHEMAS} AND p.prokind IN ('f', 'p')
                         AND NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.classid = 'pg_proc'::regclass
                                            AND d.objid = p.oid AND d.deptype = 'e')),
-                    (SELECT count(*) FROM pg_description d WHERE d.classoid = 'pg_proc'::regclass),
+                    (SELECT procs FROM comments),
                     (SELECT count(*) FROM pg_type t JOIN pg_namespace n ON n.oid = t.typnamespace
                       WHERE {USER_SCHEMAS} AND t.typtype = 'e'),
-                    (SELECT count(*) FROM pg_description d WHERE d.classoid = 'pg_type'::regclass),
+                    (SELECT types FROM comments),
                     (SELECT count(*) FROM pg_extension)]"
         );
         let mut next_xid = 0;
         let mut counts = [0; 7];
         let mut relations = BTreeMap::new();
-        for r in client.query_typed(&sql, &[])? {
+        let statement = prepared(client, &mut statements.mark, &sql, &[])?;
+        for r in client.query(&statement, &[])? {
             let oid: u32 = r.get(0);
             let numbers: Vec<i64> = r.get(3);
             if oid == 0 {
@@ -231,12 +282,15 @@ struct Written {
 /// when a role was (then every relation counts).
 fn written_since(
     client: &mut impl GenericClient,
+    statements: &mut Prepared,
     xid: i64,
 ) -> Result<Option<Written>, postgres::Error> {
     // A throwaway cluster never wraps its transaction IDs around: a row whose `xmin` is
     // no older than the mark was written after it. `age` compares without turning each
     // row's `xmin` into text (a third of the cost of every catalog scan).
-    let rows = client.query_typed(
+    let statement = prepared(
+        client,
+        &mut statements.written,
         "WITH RECURSIVE m(a) AS (SELECT age($1::text::xid)),
          written(classid, objid) AS (
                  SELECT 'pg_class'::regclass::oid, oid FROM pg_class WHERE age(xmin) <= (SELECT a FROM m)
@@ -286,16 +340,17 @@ fn written_since(
                 WHERE t.classid = 'pg_class'::regclass AND c.relkind = 'S'
          UNION SELECT 1, seqrelid FROM pg_sequence WHERE age(xmin) <= (SELECT a FROM m)
          UNION SELECT 2, t.objid FROM touched t WHERE t.classid = 'pg_proc'::regclass
-         UNION SELECT 2, objoid FROM pg_description
-                WHERE classoid = 'pg_proc'::regclass AND age(xmin) <= (SELECT a FROM m)
+         UNION SELECT CASE WHEN classoid = 'pg_proc'::regclass THEN 2 ELSE 3 END, objoid
+                 FROM pg_description
+                WHERE classoid IN ('pg_proc'::regclass, 'pg_type'::regclass)
+                  AND age(xmin) <= (SELECT a FROM m)
          UNION SELECT 3, y.oid FROM touched t JOIN pg_type y ON y.oid = t.objid
                 WHERE t.classid = 'pg_type'::regclass AND y.typtype = 'e'
-         UNION SELECT 3, objoid FROM pg_description
-                WHERE classoid = 'pg_type'::regclass AND age(xmin) <= (SELECT a FROM m)
          UNION SELECT 4, oid FROM pg_extension WHERE age(xmin) <= (SELECT a FROM m)
          UNION SELECT 5, 0::oid FROM pg_authid WHERE age(xmin) <= (SELECT a FROM m)",
-        &[(&xid, postgres::types::Type::INT8)],
+        &[Type::INT8],
     )?;
+    let rows = client.query(&statement, &[&xid])?;
     let mut written = Written {
         relations: BTreeSet::new(),
         sequences: false,
