@@ -5,7 +5,11 @@
 //! Every reader has the same scope (`USER_SCHEMAS`) and the same ignore list
 //! (`is_bookkeeping`), so no view of the schema sees an object another one misses.
 
-use postgres::GenericClient;
+use std::cell::RefCell;
+use std::collections::BTreeMap;
+
+use postgres::types::{ToSql, Type};
+use postgres::{GenericClient, Row, Statement};
 
 use super::tables::{is_bookkeeping, USER_SCHEMAS};
 
@@ -217,9 +221,10 @@ impl Objects {
     pub fn read(client: &mut impl GenericClient) -> Result<Objects, postgres::Error> {
         Objects::read_in(
             client,
-            Scope {
+            &Scope {
                 relations: None,
                 kinds: Kinds::ALL,
+                prepared: None,
             },
         )
     }
@@ -227,34 +232,39 @@ impl Objects {
     /// Only the relations among `oids` with what hangs on them (columns, constraints,
     /// indexes, policies, triggers, grants), and the kinds read whole that `kinds` names.
     /// `verify` re-reads what a step can have touched this way.
+    /// Its statements are prepared on `client` once and kept in `prepared`.
     pub(crate) fn read_relations(
         client: &mut impl GenericClient,
         oids: &[u32],
         kinds: Kinds,
+        prepared: &mut PreparedReads,
     ) -> Result<Objects, postgres::Error> {
-        Objects::read_in(
-            client,
-            Scope {
-                relations: Some(oids.to_vec()),
-                kinds,
-            },
-        )
+        let scope = Scope {
+            relations: Some(oids.to_vec()),
+            kinds,
+            prepared: Some(RefCell::new(std::mem::take(prepared))),
+        };
+        let objects = Objects::read_in(client, &scope);
+        if let Some(cache) = scope.prepared {
+            *prepared = cache.into_inner();
+        }
+        objects
     }
 
-    fn read_in(client: &mut impl GenericClient, scope: Scope) -> Result<Objects, postgres::Error> {
+    fn read_in(client: &mut impl GenericClient, scope: &Scope) -> Result<Objects, postgres::Error> {
         let mut objects = Objects::default();
         // After a step that touched no relation, none of their queries is worth a round trip.
         let any_relation = scope.relations.as_ref().is_none_or(|oids| !oids.is_empty());
         if any_relation {
-            objects.relations = relations(client, &scope)?;
-            columns(client, &mut objects.relations, &scope)?;
-            objects.constraints = constraints(client, &scope)?;
-            objects.indexes = indexes(client, &scope)?;
-            objects.policies = policies(client, &scope)?;
-            objects.triggers = triggers(client, &scope)?;
+            objects.relations = relations(client, scope)?;
+            columns(client, &mut objects.relations, scope)?;
+            objects.constraints = constraints(client, scope)?;
+            objects.indexes = indexes(client, scope)?;
+            objects.policies = policies(client, scope)?;
+            objects.triggers = triggers(client, scope)?;
         }
         if any_relation || scope.kinds.sequences {
-            objects.grants = grants(client, &scope)?;
+            objects.grants = grants(client, scope)?;
         }
         if scope.kinds.sequences {
             objects.sequences = sequences(client)?;
@@ -290,16 +300,57 @@ impl Kinds {
     };
 }
 
-/// The relations a read covers, by oid (`None`: all), bound as `$1`, and the kinds read
-/// whole it covers (a sequence's grants come with the sequences).
+/// The relations a read covers, by oid (`None`: all), bound as `$1`, the kinds read
+/// whole it covers (a sequence's grants come with the sequences), and where its
+/// statements are kept when they are prepared.
 struct Scope {
     relations: Option<Vec<u32>>,
     kinds: Kinds,
+    prepared: Option<RefCell<PreparedReads>>,
+}
+
+/// The statements of the relation reads, prepared once per connection: `verify` runs
+/// them three times a revision, and planning them cost several times running them on
+/// the few relations a step touches.
+#[derive(Clone, Default)]
+pub(crate) struct PreparedReads(BTreeMap<String, Statement>);
+
+impl std::fmt::Debug for PreparedReads {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "PreparedReads({} statements)", self.0.len())
+    }
 }
 
 impl Scope {
-    fn param(&self) -> [(&(dyn postgres::types::ToSql + Sync), postgres::types::Type); 1] {
-        [(&self.relations, postgres::types::Type::OID_ARRAY)]
+    fn param(&self) -> [(&(dyn ToSql + Sync), Type); 1] {
+        [(&self.relations, Type::OID_ARRAY)]
+    }
+
+    /// `sql` run once (a full read) or through its prepared statement.
+    fn query(
+        &self,
+        client: &mut impl GenericClient,
+        sql: &str,
+        params: &[(&(dyn ToSql + Sync), Type)],
+    ) -> Result<Vec<Row>, postgres::Error> {
+        let Some(cache) = &self.prepared else {
+            return client.query_typed(sql, params);
+        };
+        let known = cache.borrow().0.get(sql).cloned();
+        let statement = match known {
+            Some(statement) => statement,
+            None => {
+                let types: Vec<Type> = params.iter().map(|(_, t)| t.clone()).collect();
+                let statement = client.prepare_typed(sql, &types)?;
+                cache
+                    .borrow_mut()
+                    .0
+                    .insert(sql.to_string(), statement.clone());
+                statement
+            }
+        };
+        let values: Vec<&(dyn ToSql + Sync)> = params.iter().map(|(v, _)| *v).collect();
+        client.query(&statement, &values)
     }
 }
 
@@ -321,8 +372,8 @@ fn relations(
           WHERE {USER_SCHEMAS} AND c.relkind IN ('r', 'p', 'v', 'm')
             AND ($1::oid[] IS NULL OR c.oid = ANY($1))"
     );
-    let mut relations: Vec<Relation> = client
-        .query_typed(&sql, &scope.param())?
+    let mut relations: Vec<Relation> = scope
+        .query(client, &sql, &scope.param())?
         .iter()
         .filter(|row| !is_bookkeeping(row.get(1)))
         .map(|row| Relation {
@@ -360,7 +411,7 @@ fn columns(
             AND ($1::oid[] IS NULL OR c.oid = ANY($1))
           ORDER BY n.nspname, c.relname, a.attnum"
     );
-    for row in client.query_typed(&sql, &scope.param())? {
+    for row in scope.query(client, &sql, &scope.param())? {
         let key = (row.get::<_, &str>(0), row.get::<_, &str>(1));
         let Ok(at) = relations.binary_search_by(|r| (r.schema.as_str(), r.name.as_str()).cmp(&key))
         else {
@@ -399,8 +450,8 @@ fn constraints(
            FROM pg_constraint k JOIN pg_class c ON c.oid = k.conrelid JOIN pg_namespace n ON n.oid = c.relnamespace
           WHERE {USER_SCHEMAS} AND ($1::oid[] IS NULL OR c.oid = ANY($1))"
     );
-    Ok(client
-        .query_typed(&sql, &scope.param())?
+    Ok(scope
+        .query(client, &sql, &scope.param())?
         .iter()
         .filter(|row| !is_bookkeeping(row.get(1)))
         .map(|row| Constraint {
@@ -428,8 +479,8 @@ fn indexes(client: &mut impl GenericClient, scope: &Scope) -> Result<Vec<Index>,
            JOIN pg_namespace n ON n.oid = t.relnamespace
           WHERE {USER_SCHEMAS} AND ($1::oid[] IS NULL OR t.oid = ANY($1))"
     );
-    Ok(client
-        .query_typed(&sql, &scope.param())?
+    Ok(scope
+        .query(client, &sql, &scope.param())?
         .iter()
         .filter(|row| !is_bookkeeping(row.get(1)))
         .map(|row| Index {
@@ -458,8 +509,8 @@ fn policies(
             AND ($1::oid[] IS NULL OR EXISTS (SELECT 1 FROM pg_class c
                   WHERE c.oid = ANY($1) AND c.relnamespace = n.oid AND c.relname = p.tablename))"
     );
-    Ok(client
-        .query_typed(&sql, &scope.param())?
+    Ok(scope
+        .query(client, &sql, &scope.param())?
         .iter()
         .filter(|row| !is_bookkeeping(row.get(1)))
         .map(|row| Policy {
@@ -541,8 +592,8 @@ fn triggers(
            FROM pg_trigger t JOIN pg_class c ON c.oid = t.tgrelid JOIN pg_namespace n ON n.oid = c.relnamespace
           WHERE {USER_SCHEMAS} AND NOT t.tgisinternal AND ($1::oid[] IS NULL OR c.oid = ANY($1))"
     );
-    Ok(client
-        .query_typed(&sql, &scope.param())?
+    Ok(scope
+        .query(client, &sql, &scope.param())?
         .iter()
         .filter(|row| !is_bookkeeping(row.get(1)))
         .map(|row| Trigger {
@@ -570,8 +621,8 @@ fn grants(client: &mut impl GenericClient, scope: &Scope) -> Result<Vec<Grant>, 
         relations,
         (&scope.kinds.sequences, postgres::types::Type::BOOL),
     ];
-    Ok(client
-        .query_typed(&sql, &params)?
+    Ok(scope
+        .query(client, &sql, &params)?
         .iter()
         .filter(|row| !is_bookkeeping(row.get(1)))
         .map(|row| Grant {

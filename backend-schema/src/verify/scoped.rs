@@ -24,7 +24,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use postgres::types::Type;
 use postgres::{GenericClient, Statement};
 
-use crate::catalog::objects::{Kinds, Objects};
+use crate::catalog::objects::{Kinds, Objects, PreparedReads};
 use crate::catalog::USER_SCHEMAS;
 use crate::snapshot::SchemaSnapshot;
 use crate::sql::display_name;
@@ -38,14 +38,16 @@ pub(crate) struct Tracked {
     prepared: Prepared,
 }
 
-/// The mark's and `written_since`'s statements, prepared once per connection: planning
-/// them (a dozen catalogs each) cost as much as running them, three times a revision.
+/// The mark's, `written_since`'s and the relation reads' statements, prepared once per
+/// connection: planning them (a dozen catalogs each) cost as much as running them,
+/// three times a revision.
 /// Names of prepared statements are unique in the process, so a statement used on
 /// another connection is an error, never another statement.
 #[derive(Clone, Default)]
 struct Prepared {
     mark: Option<Statement>,
     written: Option<Statement>,
+    reads: PreparedReads,
 }
 
 impl std::fmt::Debug for Prepared {
@@ -136,7 +138,12 @@ impl Tracked {
             .into_iter()
             .filter(|oid| mark.relations.contains_key(oid))
             .collect();
-        let fresh = SchemaSnapshot::render(&Objects::read_relations(client, &scope, kinds)?);
+        let fresh = SchemaSnapshot::render(&Objects::read_relations(
+            client,
+            &scope,
+            kinds,
+            &mut prepared.reads,
+        )?);
         let mut snapshot = self.snapshot.clone();
         snapshot.objects.retain(|key, _| match whole_kind_of(key) {
             Some(read_again) => !read_again(&kinds),
