@@ -5,7 +5,11 @@
 //! Every reader has the same scope (`USER_SCHEMAS`) and the same ignore list
 //! (`is_bookkeeping`), so no view of the schema sees an object another one misses.
 
-use postgres::GenericClient;
+use std::cell::RefCell;
+use std::collections::BTreeMap;
+
+use postgres::types::{ToSql, Type};
+use postgres::{GenericClient, Row, Statement};
 
 use super::tables::{is_bookkeeping, USER_SCHEMAS};
 
@@ -215,47 +219,138 @@ pub struct EnumType {
 impl Objects {
     /// Reads the database `client` is connected to.
     pub fn read(client: &mut impl GenericClient) -> Result<Objects, postgres::Error> {
-        Objects::read_in(client, None)
+        Objects::read_in(
+            client,
+            &Scope {
+                relations: None,
+                kinds: Kinds::ALL,
+                prepared: None,
+            },
+        )
     }
 
     /// Only the relations among `oids` with what hangs on them (columns, constraints,
-    /// indexes, policies, triggers, grants); types, sequences, functions and extensions
-    /// whole. `verify` re-reads what a step can have touched this way.
-    pub fn read_relations(
+    /// indexes, policies, triggers, grants), and the kinds read whole that `kinds` names.
+    /// `verify` re-reads what a step can have touched this way.
+    /// Its statements are prepared on `client` once and kept in `prepared`.
+    pub(crate) fn read_relations(
         client: &mut impl GenericClient,
         oids: &[u32],
+        kinds: Kinds,
+        prepared: &mut PreparedReads,
     ) -> Result<Objects, postgres::Error> {
-        Objects::read_in(client, Some(oids.to_vec()))
+        let scope = Scope {
+            relations: Some(oids.to_vec()),
+            kinds,
+            prepared: Some(RefCell::new(std::mem::take(prepared))),
+        };
+        let objects = Objects::read_in(client, &scope);
+        if let Some(cache) = scope.prepared {
+            *prepared = cache.into_inner();
+        }
+        objects
     }
 
-    fn read_in(
-        client: &mut impl GenericClient,
-        scope: Option<Vec<u32>>,
-    ) -> Result<Objects, postgres::Error> {
-        let scope = Scope(scope);
-        let mut relations = relations(client, &scope)?;
-        columns(client, &mut relations, &scope)?;
-        Ok(Objects {
-            relations,
-            constraints: constraints(client, &scope)?,
-            indexes: indexes(client, &scope)?,
-            policies: policies(client, &scope)?,
-            sequences: sequences(client)?,
-            functions: functions(client)?,
-            triggers: triggers(client, &scope)?,
-            grants: grants(client, &scope)?,
-            enums: enums(client)?,
-            extensions: extensions(client)?,
-        })
+    fn read_in(client: &mut impl GenericClient, scope: &Scope) -> Result<Objects, postgres::Error> {
+        let mut objects = Objects::default();
+        // After a step that touched no relation, none of their queries is worth a round trip.
+        let any_relation = scope.relations.as_ref().is_none_or(|oids| !oids.is_empty());
+        if any_relation {
+            objects.relations = relations(client, scope)?;
+            columns(client, &mut objects.relations, scope)?;
+            objects.constraints = constraints(client, scope)?;
+            objects.indexes = indexes(client, scope)?;
+            objects.policies = policies(client, scope)?;
+            objects.triggers = triggers(client, scope)?;
+        }
+        if any_relation || scope.kinds.sequences {
+            objects.grants = grants(client, scope)?;
+        }
+        if scope.kinds.sequences {
+            objects.sequences = sequences(client)?;
+        }
+        if scope.kinds.functions {
+            objects.functions = functions(client)?;
+        }
+        if scope.kinds.enums {
+            objects.enums = enums(client)?;
+        }
+        if scope.kinds.extensions {
+            objects.extensions = extensions(client)?;
+        }
+        Ok(objects)
     }
 }
 
-/// The relations a read covers, by oid (`None`: all), bound as `$1`.
-struct Scope(Option<Vec<u32>>);
+/// Which of the kinds read whole (not by relation) a read covers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Kinds {
+    pub sequences: bool,
+    pub functions: bool,
+    pub enums: bool,
+    pub extensions: bool,
+}
+
+impl Kinds {
+    const ALL: Kinds = Kinds {
+        sequences: true,
+        functions: true,
+        enums: true,
+        extensions: true,
+    };
+}
+
+/// The relations a read covers, by oid (`None`: all), bound as `$1`, the kinds read
+/// whole it covers (a sequence's grants come with the sequences), and where its
+/// statements are kept when they are prepared.
+struct Scope {
+    relations: Option<Vec<u32>>,
+    kinds: Kinds,
+    prepared: Option<RefCell<PreparedReads>>,
+}
+
+/// The statements of the relation reads, prepared once per connection: `verify` runs
+/// them three times a revision, and planning them cost several times running them on
+/// the few relations a step touches.
+#[derive(Clone, Default)]
+pub(crate) struct PreparedReads(BTreeMap<String, Statement>);
+
+impl std::fmt::Debug for PreparedReads {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "PreparedReads({} statements)", self.0.len())
+    }
+}
 
 impl Scope {
-    fn param(&self) -> [(&(dyn postgres::types::ToSql + Sync), postgres::types::Type); 1] {
-        [(&self.0, postgres::types::Type::OID_ARRAY)]
+    fn param(&self) -> [(&(dyn ToSql + Sync), Type); 1] {
+        [(&self.relations, Type::OID_ARRAY)]
+    }
+
+    /// `sql` run once (a full read) or through its prepared statement.
+    fn query(
+        &self,
+        client: &mut impl GenericClient,
+        sql: &str,
+        params: &[(&(dyn ToSql + Sync), Type)],
+    ) -> Result<Vec<Row>, postgres::Error> {
+        let Some(cache) = &self.prepared else {
+            return client.query_typed(sql, params);
+        };
+        let known = cache.borrow().0.get(sql).cloned();
+        let statement = match known {
+            Some(statement) => statement,
+            None => {
+                let types: Vec<Type> = params.iter().map(|(_, t)| t.clone()).collect();
+                let statement = client.prepare_typed(sql, &types)?;
+                cache
+                    .borrow_mut()
+                    .0
+                    .insert(sql.to_string(), statement.clone());
+                statement
+            }
+        };
+        let values: Vec<&(dyn ToSql + Sync)> = params.iter().map(|(v, _)| *v).collect();
+        client.query(&statement, &values)
     }
 }
 
@@ -277,8 +372,8 @@ fn relations(
           WHERE {USER_SCHEMAS} AND c.relkind IN ('r', 'p', 'v', 'm')
             AND ($1::oid[] IS NULL OR c.oid = ANY($1))"
     );
-    let mut relations: Vec<Relation> = client
-        .query_typed(&sql, &scope.param())?
+    let mut relations: Vec<Relation> = scope
+        .query(client, &sql, &scope.param())?
         .iter()
         .filter(|row| !is_bookkeeping(row.get(1)))
         .map(|row| Relation {
@@ -316,7 +411,7 @@ fn columns(
             AND ($1::oid[] IS NULL OR c.oid = ANY($1))
           ORDER BY n.nspname, c.relname, a.attnum"
     );
-    for row in client.query_typed(&sql, &scope.param())? {
+    for row in scope.query(client, &sql, &scope.param())? {
         let key = (row.get::<_, &str>(0), row.get::<_, &str>(1));
         let Ok(at) = relations.binary_search_by(|r| (r.schema.as_str(), r.name.as_str()).cmp(&key))
         else {
@@ -355,8 +450,8 @@ fn constraints(
            FROM pg_constraint k JOIN pg_class c ON c.oid = k.conrelid JOIN pg_namespace n ON n.oid = c.relnamespace
           WHERE {USER_SCHEMAS} AND ($1::oid[] IS NULL OR c.oid = ANY($1))"
     );
-    Ok(client
-        .query_typed(&sql, &scope.param())?
+    Ok(scope
+        .query(client, &sql, &scope.param())?
         .iter()
         .filter(|row| !is_bookkeeping(row.get(1)))
         .map(|row| Constraint {
@@ -384,8 +479,8 @@ fn indexes(client: &mut impl GenericClient, scope: &Scope) -> Result<Vec<Index>,
            JOIN pg_namespace n ON n.oid = t.relnamespace
           WHERE {USER_SCHEMAS} AND ($1::oid[] IS NULL OR t.oid = ANY($1))"
     );
-    Ok(client
-        .query_typed(&sql, &scope.param())?
+    Ok(scope
+        .query(client, &sql, &scope.param())?
         .iter()
         .filter(|row| !is_bookkeeping(row.get(1)))
         .map(|row| Index {
@@ -414,8 +509,8 @@ fn policies(
             AND ($1::oid[] IS NULL OR EXISTS (SELECT 1 FROM pg_class c
                   WHERE c.oid = ANY($1) AND c.relnamespace = n.oid AND c.relname = p.tablename))"
     );
-    Ok(client
-        .query_typed(&sql, &scope.param())?
+    Ok(scope
+        .query(client, &sql, &scope.param())?
         .iter()
         .filter(|row| !is_bookkeeping(row.get(1)))
         .map(|row| Policy {
@@ -497,8 +592,8 @@ fn triggers(
            FROM pg_trigger t JOIN pg_class c ON c.oid = t.tgrelid JOIN pg_namespace n ON n.oid = c.relnamespace
           WHERE {USER_SCHEMAS} AND NOT t.tgisinternal AND ($1::oid[] IS NULL OR c.oid = ANY($1))"
     );
-    Ok(client
-        .query_typed(&sql, &scope.param())?
+    Ok(scope
+        .query(client, &sql, &scope.param())?
         .iter()
         .filter(|row| !is_bookkeeping(row.get(1)))
         .map(|row| Trigger {
@@ -518,11 +613,16 @@ fn grants(client: &mut impl GenericClient, scope: &Scope) -> Result<Vec<Grant>, 
                 array_agg(g.privilege_type::text ORDER BY g.privilege_type)
            FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace, aclexplode(c.relacl) g
           WHERE {USER_SCHEMAS} AND c.relkind IN ('r', 'p', 'v', 'm', 'S') AND g.grantee <> c.relowner
-            AND ($1::oid[] IS NULL OR c.oid = ANY($1) OR c.relkind = 'S')
+            AND ($1::oid[] IS NULL OR c.oid = ANY($1) OR (c.relkind = 'S' AND $2))
           GROUP BY 1, 2, 3, 4"
     );
-    Ok(client
-        .query_typed(&sql, &scope.param())?
+    let [relations] = scope.param();
+    let params = [
+        relations,
+        (&scope.kinds.sequences, postgres::types::Type::BOOL),
+    ];
+    Ok(scope
+        .query(client, &sql, &params)?
         .iter()
         .filter(|row| !is_bookkeeping(row.get(1)))
         .map(|row| Grant {

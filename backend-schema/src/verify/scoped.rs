@@ -11,60 +11,116 @@
 //! or view text read), or when the number of its constraints, indexes, policies,
 //! triggers, defaults or comments (on it, its columns, indexes, constraints, triggers
 //! and policies) changed (a drop leaves no row behind to find by `xmin`). Relations
-//! that are gone are removed. Types,
-//! sequences, functions and extensions are read whole every time; a role created or
-//! renamed since the mark makes every relation touched (grants and policies name roles).
+//! that are gone are removed. Enum types, sequences, functions and extensions are read
+//! whole, and only when one of them was written (a sequence also through `pg_sequence`,
+//! a comment on a function or type through `pg_description`), depends on something
+//! written, or their number changed (a drop, a function joining an extension); else
+//! the previous snapshot's entries stay. A role created or renamed since the mark makes
+//! every relation touched (grants and policies name roles).
 //! `VerifyOptions::compare_full_snapshots` checks all of this against a full read.
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use postgres::GenericClient;
+use postgres::types::Type;
+use postgres::{GenericClient, Statement};
 
-use crate::catalog::objects::Objects;
+use crate::catalog::objects::{Kinds, Objects, PreparedReads};
 use crate::catalog::USER_SCHEMAS;
 use crate::snapshot::SchemaSnapshot;
 use crate::sql::display_name;
 
-/// A snapshot and the mark of the moment it describes.
+/// A snapshot and the mark of the moment it describes. Refreshed on the connection
+/// that captured it (its statements are prepared there).
 #[derive(Debug, Clone)]
 pub(crate) struct Tracked {
     pub snapshot: SchemaSnapshot,
     mark: Mark,
+    prepared: Prepared,
 }
 
-/// The first transaction ID not yet assigned, and every relation with the number of
-/// objects that hang on it.
+/// The mark's, `written_since`'s and the relation reads' statements, prepared once per
+/// connection: planning them (a dozen catalogs each) cost as much as running them,
+/// three times a revision.
+/// Names of prepared statements are unique in the process, so a statement used on
+/// another connection is an error, never another statement.
+#[derive(Clone, Default)]
+struct Prepared {
+    mark: Option<Statement>,
+    written: Option<Statement>,
+    reads: PreparedReads,
+}
+
+impl std::fmt::Debug for Prepared {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Prepared")
+    }
+}
+
+/// The statement in `slot`, prepared from `sql` the first time.
+fn prepared(
+    client: &mut impl GenericClient,
+    slot: &mut Option<Statement>,
+    sql: &str,
+    types: &[Type],
+) -> Result<Statement, postgres::Error> {
+    if let Some(statement) = slot {
+        return Ok(statement.clone());
+    }
+    let statement = client.prepare_typed(sql, types)?;
+    *slot = Some(statement.clone());
+    Ok(statement)
+}
+
+/// The first transaction ID not yet assigned, how many members each kind read whole
+/// has, and every relation with the number of objects that hang on it.
 #[derive(Debug, Clone)]
 struct Mark {
     next_xid: i64,
+    /// Sequences and comments on them, functions (not an extension's) and comments on
+    /// functions, enum types and comments on types, extensions.
+    counts: [i64; 7],
     relations: BTreeMap<u32, (String, Vec<i64>)>,
 }
 
 impl Tracked {
     /// A full read, marked.
     pub fn capture(client: &mut impl GenericClient) -> Result<Tracked, postgres::Error> {
-        let mark = Mark::take(client)?;
+        let mut prepared = Prepared::default();
+        let mark = Mark::take(client, &mut prepared)?;
         Ok(Tracked {
             snapshot: SchemaSnapshot::capture(client)?,
             mark,
+            prepared,
         })
     }
 
-    /// The schema now, re-reading only the relations touched since `self`'s mark.
+    /// The schema now, re-reading only the relations touched since `self`'s mark, and
+    /// of the kinds read whole only those with a member written, added or gone.
     pub fn refresh(&self, client: &mut impl GenericClient) -> Result<Tracked, postgres::Error> {
-        let mark = Mark::take(client)?;
-        let (mut scope, everything) = written_since(client, self.mark.next_xid)?;
-        if everything {
+        let mut prepared = self.prepared.clone();
+        let mark = Mark::take(client, &mut prepared)?;
+        let Some(written) = written_since(client, &mut prepared, self.mark.next_xid)? else {
             return Ok(Tracked {
                 snapshot: SchemaSnapshot::capture(client)?,
                 mark,
+                prepared,
             });
-        }
+        };
+        let mut scope = written.relations;
         for (oid, now) in &mark.relations {
             if self.mark.relations.get(oid) != Some(now) {
                 scope.insert(*oid);
             }
         }
+        // A drop (of a member or of its comment) leaves no row to find by `xmin`: a kind
+        // whose counts changed is read again.
+        let changed = |at: std::ops::Range<usize>| mark.counts[at.clone()] != self.mark.counts[at];
+        let kinds = Kinds {
+            sequences: written.sequences || changed(0..2),
+            functions: written.functions || changed(2..4),
+            enums: written.enums || changed(4..6),
+            extensions: written.extensions || changed(6..7),
+        };
         // Names whose entries go: relations touched (under their old and new names)
         // and relations that are gone.
         let mut stale: BTreeSet<&str> = BTreeSet::new();
@@ -82,13 +138,23 @@ impl Tracked {
             .into_iter()
             .filter(|oid| mark.relations.contains_key(oid))
             .collect();
-        let fresh = SchemaSnapshot::render(&Objects::read_relations(client, &scope)?);
+        let fresh = SchemaSnapshot::render(&Objects::read_relations(
+            client,
+            &scope,
+            kinds,
+            &mut prepared.reads,
+        )?);
         let mut snapshot = self.snapshot.clone();
-        snapshot
-            .objects
-            .retain(|key, _| relation_of(key).is_some_and(|name| !stale.contains(name)));
+        snapshot.objects.retain(|key, _| match whole_kind_of(key) {
+            Some(read_again) => !read_again(&kinds),
+            None => relation_of(key).is_some_and(|name| !stale.contains(name)),
+        });
         snapshot.objects.extend(fresh.objects);
-        Ok(Tracked { snapshot, mark })
+        Ok(Tracked {
+            snapshot,
+            mark,
+            prepared,
+        })
     }
 }
 
@@ -100,14 +166,29 @@ fn relation_of(key: &str) -> Option<&str> {
         .find_map(|word| key.strip_prefix(word))
 }
 
+/// For an entry of a kind read whole, whether `Kinds` reads it again (a sequence's
+/// entry holds its grants too, which are read with it).
+#[allow(clippy::type_complexity)]
+fn whole_kind_of(key: &str) -> Option<fn(&Kinds) -> bool> {
+    let kinds: [(&str, fn(&Kinds) -> bool); 4] = [
+        ("sequence ", |k| k.sequences),
+        ("function ", |k| k.functions),
+        ("type ", |k| k.enums),
+        ("extension ", |k| k.extensions),
+    ];
+    kinds
+        .into_iter()
+        .find(|(word, _)| key.starts_with(word))
+        .map(|(_, read_again)| read_again)
+}
+
 impl Mark {
-    fn take(client: &mut impl GenericClient) -> Result<Mark, postgres::Error> {
-        let next_xid: i64 = client
-            .query_typed_one(
-                "SELECT pg_snapshot_xmax(pg_current_snapshot())::text::int8",
-                &[],
-            )?
-            .get(0);
+    /// One round trip: the relations' rows, and a row of oid 0 carrying the next
+    /// transaction ID and the counts of the kinds read whole.
+    fn take(
+        client: &mut impl GenericClient,
+        statements: &mut Prepared,
+    ) -> Result<Mark, postgres::Error> {
         // Each kind counted by one grouped pass over its catalog, joined to the
         // relations once: per-relation subqueries (a scan of pg_description each) made
         // this mark cost grow with the square of the number of tables.
@@ -136,6 +217,11 @@ impl Mark {
              UNION ALL SELECT p.polrelid, 7 FROM pg_description d
                          JOIN pg_policy p ON p.oid = d.objoid
                         WHERE d.classoid = 'pg_policy'::regclass
+             ), comments AS (
+                 SELECT count(*) FILTER (WHERE d.classoid = 'pg_proc'::regclass) AS procs,
+                        count(*) FILTER (WHERE d.classoid = 'pg_type'::regclass) AS types
+                   FROM pg_description d
+                  WHERE d.classoid IN ('pg_proc'::regclass, 'pg_type'::regclass)
              ), counted AS (
                  SELECT o.rel, o.kind, count(*) AS n FROM owned o
                   WHERE o.rel IN (SELECT oid FROM rel) GROUP BY o.rel, o.kind
@@ -148,86 +234,148 @@ impl Mark {
                     coalesce(sum(x.n) FILTER (WHERE x.kind = 4), 0)::int8,
                     coalesce(sum(x.n) FILTER (WHERE x.kind >= 5), 0)::int8]
                FROM rel r LEFT JOIN counted x ON x.rel = r.oid
-              GROUP BY r.oid, r.nspname, r.relname"
+              GROUP BY r.oid, r.nspname, r.relname
+             UNION ALL
+             SELECT 0::oid, '', '', ARRAY[
+                    pg_snapshot_xmax(pg_current_snapshot())::text::int8,
+                    (SELECT count(*) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+                      WHERE {USER_SCHEMAS} AND c.relkind = 'S'),
+                    (SELECT count(*) FROM pg_description d JOIN pg_class c ON c.oid = d.objoid
+                      WHERE d.classoid = 'pg_class'::regclass AND c.relkind = 'S'),
+                    (SELECT count(*) FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace
+                      WHERE {USER_SCHEMAS} AND p.prokind IN ('f', 'p')
+                        AND NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.classid = 'pg_proc'::regclass
+                                           AND d.objid = p.oid AND d.deptype = 'e')),
+                    (SELECT procs FROM comments),
+                    (SELECT count(*) FROM pg_type t JOIN pg_namespace n ON n.oid = t.typnamespace
+                      WHERE {USER_SCHEMAS} AND t.typtype = 'e'),
+                    (SELECT types FROM comments),
+                    (SELECT count(*) FROM pg_extension)]"
         );
-        let relations = client
-            .query_typed(&sql, &[])?
-            .iter()
-            .map(|r| {
-                let name = display_name(r.get(1), r.get(2));
-                (r.get(0), (name, r.get(3)))
-            })
-            .collect();
+        let mut next_xid = 0;
+        let mut counts = [0; 7];
+        let mut relations = BTreeMap::new();
+        let statement = prepared(client, &mut statements.mark, &sql, &[])?;
+        for r in client.query(&statement, &[])? {
+            let oid: u32 = r.get(0);
+            let numbers: Vec<i64> = r.get(3);
+            if oid == 0 {
+                next_xid = numbers[0];
+                counts.copy_from_slice(&numbers[1..8]);
+            } else {
+                relations.insert(oid, (display_name(r.get(1), r.get(2)), numbers));
+            }
+        }
         Ok(Mark {
             next_xid,
+            counts,
             relations,
         })
     }
 }
 
-/// The relations whose catalog rows were written since `xid` or that depend on
-/// something written since, and whether a role was (then every relation counts).
+/// What a step wrote: the relations it touched, and which kinds read whole had a member
+/// written.
+struct Written {
+    relations: BTreeSet<u32>,
+    sequences: bool,
+    functions: bool,
+    enums: bool,
+    extensions: bool,
+}
+
+/// What was written since `xid`: the relations whose catalog rows were written or that
+/// depend on something written, and the kinds read whole with a member written; `None`
+/// when a role was (then every relation counts).
 fn written_since(
     client: &mut impl GenericClient,
+    statements: &mut Prepared,
     xid: i64,
-) -> Result<(BTreeSet<u32>, bool), postgres::Error> {
-    // A throwaway cluster never wraps its transaction IDs around: a 32-bit xmin at or
-    // after the mark was written after it.
-    let roles: bool = client
-        .query_typed_one(
-            "SELECT EXISTS (SELECT 1 FROM pg_authid WHERE xmin::text::int8 >= $1)",
-            &[(&xid, postgres::types::Type::INT8)],
-        )?
-        .get(0);
-    if roles {
-        return Ok((BTreeSet::new(), true));
-    }
-    let rows = client.query_typed(
-        "WITH RECURSIVE written(classid, objid) AS (
-                 SELECT 'pg_class'::regclass::oid, oid FROM pg_class WHERE xmin::text::int8 >= $1
-           UNION SELECT 'pg_class'::regclass::oid, attrelid FROM pg_attribute WHERE xmin::text::int8 >= $1
-           UNION SELECT 'pg_class'::regclass::oid, adrelid FROM pg_attrdef WHERE xmin::text::int8 >= $1
-           UNION SELECT 'pg_constraint'::regclass::oid, oid FROM pg_constraint WHERE xmin::text::int8 >= $1
-           UNION SELECT 'pg_class'::regclass::oid, conrelid FROM pg_constraint WHERE xmin::text::int8 >= $1
-           UNION SELECT 'pg_type'::regclass::oid, contypid FROM pg_constraint WHERE xmin::text::int8 >= $1
-           UNION SELECT 'pg_class'::regclass::oid, indrelid FROM pg_index WHERE xmin::text::int8 >= $1
-           UNION SELECT 'pg_class'::regclass::oid, polrelid FROM pg_policy WHERE xmin::text::int8 >= $1
-           UNION SELECT 'pg_class'::regclass::oid, tgrelid FROM pg_trigger WHERE xmin::text::int8 >= $1
-           UNION SELECT 'pg_class'::regclass::oid, ev_class FROM pg_rewrite WHERE xmin::text::int8 >= $1
+) -> Result<Option<Written>, postgres::Error> {
+    // A throwaway cluster never wraps its transaction IDs around: a row whose `xmin` is
+    // no older than the mark was written after it. `age` compares without turning each
+    // row's `xmin` into text (a third of the cost of every catalog scan).
+    let statement = prepared(
+        client,
+        &mut statements.written,
+        "WITH RECURSIVE m(a) AS (SELECT age($1::text::xid)),
+         written(classid, objid) AS (
+                 SELECT 'pg_class'::regclass::oid, oid FROM pg_class WHERE age(xmin) <= (SELECT a FROM m)
+           UNION SELECT 'pg_class'::regclass::oid, attrelid FROM pg_attribute WHERE age(xmin) <= (SELECT a FROM m)
+           UNION SELECT 'pg_class'::regclass::oid, adrelid FROM pg_attrdef WHERE age(xmin) <= (SELECT a FROM m)
+           UNION SELECT 'pg_constraint'::regclass::oid, oid FROM pg_constraint WHERE age(xmin) <= (SELECT a FROM m)
+           UNION SELECT 'pg_class'::regclass::oid, conrelid FROM pg_constraint WHERE age(xmin) <= (SELECT a FROM m)
+           UNION SELECT 'pg_type'::regclass::oid, contypid FROM pg_constraint WHERE age(xmin) <= (SELECT a FROM m)
+           UNION SELECT 'pg_class'::regclass::oid, indrelid FROM pg_index WHERE age(xmin) <= (SELECT a FROM m)
+           UNION SELECT 'pg_class'::regclass::oid, polrelid FROM pg_policy WHERE age(xmin) <= (SELECT a FROM m)
+           UNION SELECT 'pg_class'::regclass::oid, tgrelid FROM pg_trigger WHERE age(xmin) <= (SELECT a FROM m)
+           UNION SELECT 'pg_class'::regclass::oid, ev_class FROM pg_rewrite WHERE age(xmin) <= (SELECT a FROM m)
            UNION SELECT classoid, objoid FROM pg_description
                   WHERE classoid IN ('pg_class'::regclass, 'pg_constraint'::regclass,
                                      'pg_trigger'::regclass, 'pg_policy'::regclass)
-                    AND xmin::text::int8 >= $1
-           UNION SELECT 'pg_type'::regclass::oid, oid FROM pg_type WHERE xmin::text::int8 >= $1
-           UNION SELECT 'pg_type'::regclass::oid, enumtypid FROM pg_enum WHERE xmin::text::int8 >= $1
-           UNION SELECT 'pg_proc'::regclass::oid, oid FROM pg_proc WHERE xmin::text::int8 >= $1
-           UNION SELECT 'pg_namespace'::regclass::oid, oid FROM pg_namespace WHERE xmin::text::int8 >= $1
-           UNION SELECT 'pg_collation'::regclass::oid, oid FROM pg_collation WHERE xmin::text::int8 >= $1
-           UNION SELECT 'pg_opclass'::regclass::oid, oid FROM pg_opclass WHERE xmin::text::int8 >= $1
-           UNION SELECT 'pg_operator'::regclass::oid, oid FROM pg_operator WHERE xmin::text::int8 >= $1
-           UNION SELECT 'pg_ts_config'::regclass::oid, oid FROM pg_ts_config WHERE xmin::text::int8 >= $1
-           UNION SELECT 'pg_ts_dict'::regclass::oid, oid FROM pg_ts_dict WHERE xmin::text::int8 >= $1
+                    AND age(xmin) <= (SELECT a FROM m)
+           UNION SELECT 'pg_type'::regclass::oid, oid FROM pg_type WHERE age(xmin) <= (SELECT a FROM m)
+           UNION SELECT 'pg_type'::regclass::oid, enumtypid FROM pg_enum WHERE age(xmin) <= (SELECT a FROM m)
+           UNION SELECT 'pg_proc'::regclass::oid, oid FROM pg_proc WHERE age(xmin) <= (SELECT a FROM m)
+           UNION SELECT 'pg_namespace'::regclass::oid, oid FROM pg_namespace WHERE age(xmin) <= (SELECT a FROM m)
+           UNION SELECT 'pg_collation'::regclass::oid, oid FROM pg_collation WHERE age(xmin) <= (SELECT a FROM m)
+           UNION SELECT 'pg_opclass'::regclass::oid, oid FROM pg_opclass WHERE age(xmin) <= (SELECT a FROM m)
+           UNION SELECT 'pg_operator'::regclass::oid, oid FROM pg_operator WHERE age(xmin) <= (SELECT a FROM m)
+           UNION SELECT 'pg_ts_config'::regclass::oid, oid FROM pg_ts_config WHERE age(xmin) <= (SELECT a FROM m)
+           UNION SELECT 'pg_ts_dict'::regclass::oid, oid FROM pg_ts_dict WHERE age(xmin) <= (SELECT a FROM m)
          ), touched(classid, objid) AS (
                  SELECT classid, objid FROM written
            UNION SELECT d.classid, d.objid FROM pg_depend d
                    JOIN touched t ON d.refclassid = t.classid AND d.refobjid = t.objid
          )
-         SELECT t.objid FROM touched t WHERE t.classid = 'pg_class'::regclass
-         UNION SELECT i.indrelid FROM touched t JOIN pg_index i ON i.indexrelid = t.objid
+         SELECT 0, t.objid FROM touched t WHERE t.classid = 'pg_class'::regclass
+         UNION SELECT 0, i.indrelid FROM touched t JOIN pg_index i ON i.indexrelid = t.objid
                 WHERE t.classid = 'pg_class'::regclass
-         UNION SELECT k.conrelid FROM touched t JOIN pg_constraint k ON k.oid = t.objid
+         UNION SELECT 0, k.conrelid FROM touched t JOIN pg_constraint k ON k.oid = t.objid
                 WHERE t.classid = 'pg_constraint'::regclass
-         UNION SELECT d.adrelid FROM touched t JOIN pg_attrdef d ON d.oid = t.objid
+         UNION SELECT 0, d.adrelid FROM touched t JOIN pg_attrdef d ON d.oid = t.objid
                 WHERE t.classid = 'pg_attrdef'::regclass
-         UNION SELECT g.tgrelid FROM touched t JOIN pg_trigger g ON g.oid = t.objid
+         UNION SELECT 0, g.tgrelid FROM touched t JOIN pg_trigger g ON g.oid = t.objid
                 WHERE t.classid = 'pg_trigger'::regclass
-         UNION SELECT p.polrelid FROM touched t JOIN pg_policy p ON p.oid = t.objid
+         UNION SELECT 0, p.polrelid FROM touched t JOIN pg_policy p ON p.oid = t.objid
                 WHERE t.classid = 'pg_policy'::regclass
-         UNION SELECT r.ev_class FROM touched t JOIN pg_rewrite r ON r.oid = t.objid
+         UNION SELECT 0, r.ev_class FROM touched t JOIN pg_rewrite r ON r.oid = t.objid
                 WHERE t.classid = 'pg_rewrite'::regclass
-         UNION SELECT y.typrelid FROM touched t JOIN pg_type y ON y.oid = t.objid
-                WHERE t.classid = 'pg_type'::regclass AND y.typrelid <> 0",
-        &[(&xid, postgres::types::Type::INT8)],
+         UNION SELECT 0, y.typrelid FROM touched t JOIN pg_type y ON y.oid = t.objid
+                WHERE t.classid = 'pg_type'::regclass AND y.typrelid <> 0
+         UNION SELECT 1, c.oid FROM touched t JOIN pg_class c ON c.oid = t.objid
+                WHERE t.classid = 'pg_class'::regclass AND c.relkind = 'S'
+         UNION SELECT 1, seqrelid FROM pg_sequence WHERE age(xmin) <= (SELECT a FROM m)
+         UNION SELECT 2, t.objid FROM touched t WHERE t.classid = 'pg_proc'::regclass
+         UNION SELECT CASE WHEN classoid = 'pg_proc'::regclass THEN 2 ELSE 3 END, objoid
+                 FROM pg_description
+                WHERE classoid IN ('pg_proc'::regclass, 'pg_type'::regclass)
+                  AND age(xmin) <= (SELECT a FROM m)
+         UNION SELECT 3, y.oid FROM touched t JOIN pg_type y ON y.oid = t.objid
+                WHERE t.classid = 'pg_type'::regclass AND y.typtype = 'e'
+         UNION SELECT 4, oid FROM pg_extension WHERE age(xmin) <= (SELECT a FROM m)
+         UNION SELECT 5, 0::oid FROM pg_authid WHERE age(xmin) <= (SELECT a FROM m)",
+        &[Type::INT8],
     )?;
-    Ok((rows.iter().map(|r| r.get(0)).collect(), false))
+    let rows = client.query(&statement, &[&xid])?;
+    let mut written = Written {
+        relations: BTreeSet::new(),
+        sequences: false,
+        functions: false,
+        enums: false,
+        extensions: false,
+    };
+    for row in rows {
+        match row.get::<_, i32>(0) {
+            0 => {
+                written.relations.insert(row.get(1));
+            }
+            1 => written.sequences = true,
+            2 => written.functions = true,
+            3 => written.enums = true,
+            4 => written.extensions = true,
+            _ => return Ok(None),
+        }
+    }
+    Ok(Some(written))
 }
