@@ -125,3 +125,83 @@ END $$;
         one.text()
     );
 }
+
+/// Writes a migration folder `REV_NAME` under `dir` (a chain the test spells out).
+fn migration(dir: &std::path::Path, revision: &str, parent: Option<&str>, up: &str, down: &str) {
+    let folder = dir.join(format!("{revision}_step"));
+    std::fs::create_dir_all(&folder).unwrap();
+    let revises = parent.map(|p| format!("\"{p}\"")).unwrap_or_default();
+    std::fs::write(
+        folder.join("migration.toml"),
+        format!(
+            "revision = \"{revision}\"\nrevises = [{revises}]\nmessage = \"step\"\ncreate_date = \"2026-11-26 10:00:00\"\ntransactional = true\n"
+        ),
+    )
+    .unwrap();
+    std::fs::write(folder.join("up.sql"), up).unwrap();
+    std::fs::write(folder.join("down.sql"), down).unwrap();
+}
+
+/// Verifies `dir` with one stairway and with three segments: both reports.
+fn one_and_three(dir: &std::path::Path) -> (VerifyReport, VerifyReport) {
+    let run = |jobs| {
+        let options = VerifyOptions {
+            jobs: Some(jobs),
+            ..VerifyOptions::default()
+        };
+        verify_dir(dir, &options, &mut |_| {}).unwrap()
+    };
+    (run(1), run(3))
+}
+
+/// A migration that gives the database a default `app.current_tenant_id` (`ALTER
+/// DATABASE ... SET`, as teams do so that `current_setting` never errors): every new
+/// session of the application sees it, so a policy that fails open only when the setting
+/// is truly absent is closed. The session kept for the check that never sets a tenant
+/// was opened before the migration and kept its old defaults: one stairway reported a
+/// FAIL-OPEN that three segments (whose later ones open it after) did not.
+#[test]
+fn a_database_default_for_the_tenant_setting_is_seen_by_every_segment() {
+    let dir = tempfile::tempdir().unwrap();
+    migration(
+        dir.path(),
+        "a0000000000a",
+        None,
+        "CREATE TABLE tenants (id UUID PRIMARY KEY, name TEXT NOT NULL);
+CREATE TABLE items (id UUID PRIMARY KEY, tenant_id UUID NOT NULL REFERENCES tenants (id), qty INT NOT NULL DEFAULT 0);
+ALTER TABLE items ENABLE ROW LEVEL SECURITY;
+ALTER TABLE items FORCE ROW LEVEL SECURITY;
+CREATE POLICY items_isolation ON items
+    USING (tenant_id = nullif(current_setting('app.current_tenant_id', true), '')::uuid);
+",
+        "DROP TABLE items;\nDROP TABLE tenants;\n",
+    );
+    migration(
+        dir.path(),
+        "a0000000000b",
+        Some("a0000000000a"),
+        "DO $$ BEGIN
+    EXECUTE format('ALTER DATABASE %I SET app.current_tenant_id = %L', current_database(), '');
+END $$;
+",
+        "DO $$ BEGIN
+    EXECUTE format('ALTER DATABASE %I RESET app.current_tenant_id', current_database());
+END $$;
+",
+    );
+    migration(
+        dir.path(),
+        "a0000000000c",
+        Some("a0000000000b"),
+        "CREATE TABLE notes (id UUID PRIMARY KEY, tenant_id UUID NOT NULL REFERENCES tenants (id), body TEXT NOT NULL);
+ALTER TABLE notes ENABLE ROW LEVEL SECURITY;
+ALTER TABLE notes FORCE ROW LEVEL SECURITY;
+CREATE POLICY notes_isolation ON notes
+    USING (tenant_id::text = coalesce(current_setting('app.current_tenant_id', true), tenant_id::text));
+",
+        "DROP TABLE notes;\n",
+    );
+    let (one, three) = one_and_three(dir.path());
+    assert_eq!(comparable(&one), comparable(&three));
+    assert!(one.passed(), "{:#?}", one.revisions[2].isolation_failures);
+}
