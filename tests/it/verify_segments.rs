@@ -205,3 +205,103 @@ CREATE POLICY notes_isolation ON notes
     assert_eq!(comparable(&one), comparable(&three));
     assert!(one.passed(), "{:#?}", one.revisions[2].isolation_failures);
 }
+
+/// A chain of `count` revisions, one table each, in a new directory.
+fn table_chain(count: usize) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    let mut parent: Option<String> = None;
+    for n in 1..=count {
+        let revision = format!("f{n:011}");
+        migration(
+            dir.path(),
+            &revision,
+            parent.as_deref(),
+            &format!("CREATE TABLE t{n} (id BIGINT PRIMARY KEY, tenant_id UUID NOT NULL);\n"),
+            &format!("DROP TABLE t{n};\n"),
+        );
+        parent = Some(revision);
+    }
+    dir
+}
+
+/// The processes whose command line names `dir` (a server started there).
+fn processes_under(dir: &std::path::Path) -> Vec<String> {
+    let needle = dir.to_str().unwrap().as_bytes().to_vec();
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().parse::<u32>().is_ok())
+        .filter_map(|e| std::fs::read(e.path().join("cmdline")).ok().map(|c| (e, c)))
+        .filter(|(_, c)| c.windows(needle.len()).any(|w| w == needle.as_slice()))
+        .map(|(e, c)| format!("{:?}: {}", e.file_name(), String::from_utf8_lossy(&c)))
+        .collect()
+}
+
+/// Ctrl-C or SIGTERM while the segments' clusters start, some of them still copying
+/// their data directory (not yet serving): verify exits 130 and leaves no server and no
+/// directory under the cluster temp root. The interrupt handler knew only clusters whose
+/// server had started, and left the directories of those still being made.
+#[test]
+fn an_interrupted_verify_leaves_no_cluster_directory_while_segments_start() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let chain = table_chain(40);
+    for signal in [libc::SIGINT, libc::SIGTERM] {
+        // Short, and reachable by the server's account.
+        let temp_root = tempfile::Builder::new()
+            .prefix("rt")
+            .tempdir_in("/tmp")
+            .unwrap();
+        std::fs::set_permissions(temp_root.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+        let mut child = crate::support::xtask_command(&[
+            "verify",
+            "--no-cache",
+            "--jobs",
+            "3",
+            "--migrations",
+            chain.path().to_str().unwrap(),
+        ])
+        .env("BACKEND_SCHEMA_TEMP_ROOT", temp_root.path())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+        // Wait until a cluster serves (the handler is installed) while another is made.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        loop {
+            let dirs: Vec<_> = std::fs::read_dir(temp_root.path())
+                .unwrap()
+                .flatten()
+                .map(|e| e.path())
+                .collect();
+            let serving = dirs
+                .iter()
+                .filter(|d| d.join("data/postmaster.pid").exists())
+                .count();
+            if serving >= 1 && dirs.len() > serving {
+                break;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "never saw a cluster being made beside a serving one"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+        // SAFETY: plain signal delivery to our child.
+        unsafe { libc::kill(child.id() as i32, signal) };
+        let status = child.wait().unwrap();
+        assert_eq!(status.code(), Some(130), "signal {signal}");
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        let left = || {
+            let dirs: Vec<_> = std::fs::read_dir(temp_root.path())
+                .unwrap()
+                .flatten()
+                .map(|e| e.path())
+                .collect();
+            (dirs, processes_under(temp_root.path()))
+        };
+        while left() != (vec![], vec![]) && std::time::Instant::now() < deadline {
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        assert_eq!(left(), (vec![], vec![]), "signal {signal}: left behind");
+    }
+}
