@@ -5,7 +5,7 @@
 use backend_schema::verify::{verify_dir, VerifyOptions, VerifyReport};
 use serde_json::Value;
 
-use crate::support::{copy_dir, root, xtask};
+use crate::support::{root, xtask};
 
 /// The report without what differs between any two runs (times, also inside messages).
 fn comparable(report: &VerifyReport) -> Value {
@@ -87,31 +87,51 @@ fn a_migration_that_creates_a_role_verifies_with_its_merge_orders() {
 }
 
 /// A migration that gives another result when the revisions before it were replayed
-/// rather than verified (it looks for a downgrade in the history, which only the
-/// stairway's round trips write) is a failure that names it and the way to verify in
-/// one stairway.
+/// rather than verified (it requires a second session on the database, which only the
+/// stairway's isolation check keeps open once a table has a policy) is a failure that
+/// names it and the way to verify in one stairway. Six revisions in two segments:
+/// the third is verified in the first and replayed by the second.
 #[test]
 fn a_revision_the_replay_cannot_repeat_fails_and_names_jobs_one() {
-    let dir = tempfile::tempdir().unwrap();
-    copy_dir(&root().join("tests/fixtures/creates_role"), dir.path());
-    let counting = dir.path().join("c0de00000002_report_reader/up.sql");
-    let mut sql = std::fs::read_to_string(&counting).unwrap();
-    sql.insert_str(
-        0,
+    let chain = table_chain(6);
+    let folder = |n: usize| chain.path().join(format!("f{n:011}_step"));
+    let write = |n: usize, up: &str, down: &str| {
+        std::fs::write(folder(n).join("up.sql"), up).unwrap();
+        std::fs::write(folder(n).join("down.sql"), down).unwrap();
+    };
+    write(
+        1,
+        "CREATE TABLE notes (id BIGSERIAL PRIMARY KEY, tenant_id UUID NOT NULL, body TEXT NOT NULL);\n",
+        "DROP TABLE notes;\n",
+    );
+    write(
+        2,
+        "ALTER TABLE notes ENABLE ROW LEVEL SECURITY;
+ALTER TABLE notes FORCE ROW LEVEL SECURITY;
+CREATE POLICY notes_isolation ON notes
+    USING (tenant_id = nullif(current_setting('app.current_tenant_id', true), '')::uuid);
+",
+        "DROP POLICY notes_isolation ON notes;
+ALTER TABLE notes NO FORCE ROW LEVEL SECURITY;
+ALTER TABLE notes DISABLE ROW LEVEL SECURITY;
+",
+    );
+    write(
+        3,
         "DO $$ BEGIN
-    IF (SELECT count(*) FROM alembic_version_history WHERE operation = 'downgrade') = 0 THEN
-        RAISE EXCEPTION 'no downgrade before this one';
+    IF (SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()) < 2 THEN
+        RAISE EXCEPTION 'alone on the database';
     END IF;
 END $$;
 ",
+        "SELECT 1;\n",
     );
-    std::fs::write(&counting, sql).unwrap();
-    let path = dir.path().to_str().unwrap();
-    let split = xtask(&["verify", "--no-cache", "--jobs", "3", "--migrations", path]);
+    let path = chain.path().to_str().unwrap();
+    let split = xtask(&["verify", "--no-cache", "--jobs", "2", "--migrations", path]);
     let out = split.failure().stdout();
     assert!(
-        out.contains("replaying c0de00000002 on a second cluster")
-            && out.contains("no downgrade before this one")
+        out.contains("replaying f00000000003 on a second cluster")
+            && out.contains("alone on the database")
             && out.contains("run `cargo xtask verify --jobs 1`"),
         "{}",
         split.text()
@@ -304,4 +324,58 @@ fn an_interrupted_verify_leaves_no_cluster_directory_while_segments_start() {
         }
         assert_eq!(left(), (vec![], vec![]), "signal {signal}: left behind");
     }
+}
+
+/// A data migration whose downgrade keeps the row its upgrade inserts (nothing to undo,
+/// as Alembic data migrations often say): the stairway's downgrade and upgrade again
+/// insert it twice, and a later unique index finds the duplicate. A later segment that
+/// replayed only the upgrades met one row and verified that revision as passing: the
+/// replay now climbs the round trips too, so both report the same failures.
+#[test]
+fn a_later_segment_meets_what_the_round_trips_before_it_left() {
+    let chain = table_chain(7);
+    let folder = |n: usize| chain.path().join(format!("f{n:011}_step"));
+    std::fs::write(
+        folder(1).join("up.sql"),
+        "CREATE TABLE settings (id UUID PRIMARY KEY DEFAULT gen_random_uuid(), key TEXT NOT NULL, value TEXT NOT NULL);\n",
+    )
+    .unwrap();
+    std::fs::write(folder(1).join("down.sql"), "DROP TABLE settings;\n").unwrap();
+    std::fs::write(
+        folder(2).join("up.sql"),
+        "INSERT INTO settings (key, value) VALUES ('feature_exports', 'on');\n",
+    )
+    .unwrap();
+    std::fs::write(
+        folder(2).join("down.sql"),
+        "-- Nothing to undo.\nSELECT 1;\n",
+    )
+    .unwrap();
+    std::fs::write(
+        folder(7).join("up.sql"),
+        "CREATE UNIQUE INDEX CONCURRENTLY IF NOT EXISTS settings_feature_once ON settings (key) WHERE key LIKE 'feature_%';\n",
+    )
+    .unwrap();
+    std::fs::write(
+        folder(7).join("down.sql"),
+        "DROP INDEX CONCURRENTLY IF EXISTS settings_feature_once;\n",
+    )
+    .unwrap();
+    let toml = folder(7).join("migration.toml");
+    let text = std::fs::read_to_string(&toml).unwrap();
+    std::fs::write(
+        &toml,
+        text.replace("transactional = true", "transactional = false"),
+    )
+    .unwrap();
+    let (one, three) = one_and_three(chain.path());
+    assert_eq!(comparable(&one), comparable(&three));
+    assert!(
+        one.revisions[6]
+            .error
+            .as_deref()
+            .is_some_and(|e| e.contains("is duplicated")),
+        "{:?}",
+        one.revisions[6].error
+    );
 }

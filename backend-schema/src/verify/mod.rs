@@ -392,10 +392,15 @@ fn verify_usable(
                 segments::absorb(&mut report, *part);
                 fresh.extend(kept);
             }
-            Segment::ReplayFailed { revision, err } => {
+            Segment::ReplayFailed {
+                revision,
+                step,
+                err,
+            } => {
                 stopped = true;
                 report.failures.push(format!(
-                    "replaying {revision} on a second cluster, to verify the revisions after it at the same time, failed where the stairway's upgrade to it passed ({err}): the migrations do not give the same result twice; run `cargo xtask verify --jobs 1` to verify them in one stairway"
+                    "replaying {revision} on a second cluster, to verify the revisions after it at the same time, failed in its {} where the stairway's passed ({err}): the migrations do not give the same result twice; run `cargo xtask verify --jobs 1` to verify them in one stairway",
+                    step.label()
                 ));
                 for later in &graph.migrations()[range.start..] {
                     report.not_checked.push(format!(
@@ -615,9 +620,13 @@ struct Climb<'a, 'p> {
 enum Segment {
     /// Its report, and the revisions that passed (for the cache).
     Climbed(Box<VerifyReport>, Vec<CachedRevision>),
-    /// Replaying the revisions before it failed at `revision`, whose upgrade the
+    /// Replaying the revisions before it failed at `step` of `revision`, which the
     /// stairway before it verified.
-    ReplayFailed { revision: String, err: String },
+    ReplayFailed {
+        revision: String,
+        step: StairStep,
+        err: String,
+    },
 }
 
 /// The first segment, on the run's own cluster: the cached revisions put back, then the
@@ -644,32 +653,48 @@ fn later_segment(
 ) -> Result<Segment, VerifyError> {
     let cluster = new_cluster(roles, STAIRWAY_DB)?;
     let mut client = cluster.client(STAIRWAY_DB)?;
-    if let Some((revision, err)) = replay(climb.graph, &mut client, range.start)? {
-        return Ok(Segment::ReplayFailed { revision, err });
+    if let Some((revision, step, err)) = replay(climb.graph, &mut client, range.start)? {
+        return Ok(Segment::ReplayFailed {
+            revision,
+            step,
+            err,
+        });
     }
     let mut report = VerifyReport::default();
     let fresh = stairway(climb, &cluster, &mut client, &mut report, range)?;
     Ok(Segment::Climbed(Box::new(report), fresh))
 }
 
-/// Brings a new stairway database where a full run leaves it before position `upto`, as
-/// `resume` does for cached revisions, the isolation check's role created once a table
-/// has a policy (the check would have created it). The revision that failed, if one did.
+/// Brings a new stairway database where the stairway leaves it before position `upto`:
+/// every step the stairway takes there but its reads and checks (the seeding before and
+/// after each upgrade, the isolation check's role once a table has a policy, the
+/// downgrade and the upgrade again). The round trips count: what a downgrade and the
+/// upgrade again leave (a row an upgrade inserts that its downgrade keeps, a column
+/// re-added at the end of its table) is what the revisions after it meet. The revision
+/// and step that failed, if one did.
 fn replay(
     graph: &RevisionGraph,
     client: &mut Client,
     upto: usize,
-) -> Result<Option<(String, String)>, VerifyError> {
+) -> Result<Option<(String, StairStep, String)>, VerifyError> {
     let mut app_role = false;
     for migration in &graph.migrations()[..upto] {
+        let revision = &migration.revision;
+        let failed = |step, err| Ok(Some((revision.clone(), step, err)));
         seed::seed_empty_tables(client)?;
-        if let Err(err) = fast(client, graph, |m| m.upgrade(&migration.revision)) {
-            return Ok(Some((migration.revision.clone(), err)));
+        if let Err(err) = fast(client, graph, |m| m.upgrade(revision)) {
+            return failed(StairStep::Up, err);
         }
         seed::seed_empty_tables(client)?;
         if !app_role && isolation::has_policies(client)? {
             isolation::create_app_role(client)?;
             app_role = true;
+        }
+        if let Err(err) = fast(client, graph, |m| m.unapply(revision)) {
+            return failed(StairStep::Down, err);
+        }
+        if let Err(err) = fast(client, graph, |m| m.upgrade(revision)) {
+            return failed(StairStep::UpAgain, err);
         }
     }
     Ok(None)
