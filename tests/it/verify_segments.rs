@@ -405,3 +405,53 @@ fn a_table_that_cannot_be_seeded_is_named_once_though_its_reason_changes() {
         "{about_t1:#?}"
     );
 }
+
+/// A revision whose upgrade advances a sequence its downgrade leaves alone (numbers
+/// reserved for imported rows): the stairway's round trip runs it twice, and a later
+/// `MAXVALUE` below where it stands fails. A re-run took the passing revisions from the
+/// cache, replayed only their upgrades and passed that later revision: the cache made
+/// verify pass what a full run fails. Now the re-run fails as the full run does.
+#[test]
+fn a_rerun_from_the_cache_meets_what_the_round_trips_left() {
+    let chain = table_chain(7);
+    let folder = |n: usize| chain.path().join(format!("f{n:011}_step"));
+    let write = |n: usize, up: &str, down: &str| {
+        std::fs::write(folder(n).join("up.sql"), up).unwrap();
+        std::fs::write(folder(n).join("down.sql"), down).unwrap();
+    };
+    write(
+        1,
+        "CREATE SEQUENCE invoice_numbers;\nCREATE TABLE t1 (id BIGINT PRIMARY KEY, tenant_id UUID NOT NULL);\n",
+        "DROP TABLE t1;\nDROP SEQUENCE invoice_numbers;\n",
+    );
+    write(
+        2,
+        "-- The first thousand numbers are the imported invoices'.\nSELECT setval('invoice_numbers', nextval('invoice_numbers') + 999);\n",
+        "-- Nothing to undo.\nSELECT 1;\n",
+    );
+    write(
+        7,
+        "ALTER SEQUENCE invoice_numbers MAXVALUE 1500;\n",
+        "ALTER SEQUENCE invoice_numbers NO MAXVALUE;\n",
+    );
+    let cache = tempfile::tempdir().unwrap();
+    let run = |jobs| {
+        let options = VerifyOptions {
+            jobs: Some(jobs),
+            cache_dir: Some(cache.path().to_path_buf()),
+            ..VerifyOptions::default()
+        };
+        verify_dir(chain.path(), &options, &mut |_| {}).unwrap()
+    };
+    for (n, jobs) in [1, 1, 3].into_iter().enumerate() {
+        let report = run(jobs);
+        let seventh = report.revisions.get(6).and_then(|r| r.error.clone());
+        assert!(
+            seventh
+                .as_deref()
+                .is_some_and(|e| e.contains("cannot be greater than MAXVALUE")),
+            "run {n} (--jobs {jobs}, {} from the cache): {seventh:?}",
+            report.from_cache.len()
+        );
+    }
+}

@@ -573,45 +573,36 @@ struct Resume<'a> {
 }
 
 /// Puts the cached revisions' results in the report, and the stairway database where a
-/// full run leaves it after them: the upgrades and the seeding before and after each (and
-/// the isolation check's role), none of the reads and comparisons. The down and up
-/// again of a revision that passed leave the rows of the tables that were there before
-/// it unchanged (a full run fails otherwise) and its new tables empty, which the next
-/// revision's seeding fills as the seeding after its upgrade does here; what may differ
-/// is what differs between two full runs (random and volatile values), and the
-/// positions of dropped columns, which no check reads. The round trips would be two more
-/// migrations per revision (a re-run of the bench's 100-revision chain at 0.29x a full
-/// run with them, under the 0.25x target without).
+/// full run leaves it after them: every step the stairway takes there but its reads and
+/// checks, as a later segment's `replay` does (the round trips count: a sequence an
+/// upgrade advances and its downgrade leaves alone stands where two upgrades put it, and
+/// a re-run that replayed only the upgrades passed a later revision a full run fails).
+/// What may differ is what differs between two full runs (random and volatile values).
 fn resume(
     graph: &RevisionGraph,
     client: &mut Client,
     report: &mut VerifyReport,
     resume: &Resume<'_>,
 ) -> Result<(), VerifyError> {
-    let replay = resume.cached.len() < resume.keys.len() || resume.need_head;
-    for cached in resume.cached {
-        let revision = &cached.report.revision;
-        if replay {
-            let failed = |err| VerifyError::CacheReplay {
-                revision: revision.clone(),
-                err,
-            };
-            seed::seed_empty_tables(client)?;
-            fast(client, graph, |m| m.upgrade(revision)).map_err(failed)?;
-            seed::seed_empty_tables(client)?;
-            if !cached.report.isolation_checked.is_empty() {
-                isolation::create_app_role(client)?;
-            }
+    let needed = resume.cached.len() < resume.keys.len() || resume.need_head;
+    if needed {
+        if let Some((revision, step, err)) = replay(graph, client, resume.cached.len())? {
+            return Err(VerifyError::CacheReplay {
+                revision,
+                err: format!("{}: {err}", step.label()),
+            });
         }
+    }
+    for cached in resume.cached {
         report.revisions.push(cached.report.clone());
-        report.from_cache.push(revision.clone());
+        report.from_cache.push(cached.report.revision.clone());
         report.warnings.extend(cached.warnings.iter().cloned());
         report.findings.extend(cached.findings.iter().cloned());
         report
             .fail_closed
             .extend(cached.fail_closed.iter().cloned());
     }
-    if replay && resume.cached.len() == resume.keys.len() {
+    if needed && resume.cached.len() == resume.keys.len() {
         if let Some(last) = report.revisions.last_mut() {
             last.schema = SchemaSnapshot::capture(client)?;
         }
@@ -678,7 +669,7 @@ fn later_segment(
     Ok(Segment::Climbed(Box::new(report), fresh))
 }
 
-/// Brings a new stairway database where the stairway leaves it before position `upto`:
+/// Brings a stairway database where the stairway leaves it before position `upto`:
 /// every step the stairway takes there but its reads and checks (the seeding before and
 /// after each upgrade, the isolation check's role once a table has a policy, the
 /// downgrade and the upgrade again). The round trips count: what a downgrade and the
