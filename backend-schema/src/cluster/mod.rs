@@ -192,12 +192,15 @@ impl TempCluster {
         )?;
         reaper::sweep_once(&root);
 
-        let dir = tempfile::Builder::new()
-            .prefix(reaper::DIR_PREFIX)
-            .permissions(fs::Permissions::from_mode(0o700))
-            .tempdir_in(&root)
-            .map_err(|source| io_err(format!("create a temp dir in {}", root.display()), source))?;
+        let dir = reaper::make_dir(|| {
+            tempfile::Builder::new()
+                .prefix(reaper::DIR_PREFIX)
+                .permissions(fs::Permissions::from_mode(0o700))
+                .tempdir_in(&root)
+        })
+        .map_err(|source| io_err(format!("create a temp dir in {}", root.display()), source))?;
         let base = dir.path().to_path_buf();
+        // A failure below drops `dir`, which removes it: its entry then names nothing.
         reaper::write_owner(&base)
             .map_err(|source| io_err(format!("write {}", base.join("owner").display()), source))?;
         run_as.chown(&base).map_err(|source| {
@@ -440,6 +443,7 @@ impl TempCluster {
         self.halt_server(keep);
         if keep {
             let path = dir.keep();
+            reaper::forget_dir(&path);
             let _ = fs::File::create(path.join(reaper::KEEP_FILE))
                 .and_then(|mut f| f.write_all(b"kept on failure\n"));
             eprintln!(
@@ -450,8 +454,11 @@ impl TempCluster {
             return Ok(());
         }
         let path = dir.path().to_path_buf();
-        dir.close()
-            .map_err(|source| io_err(format!("remove {}", path.display()), source))
+        let closed = dir
+            .close()
+            .map_err(|source| io_err(format!("remove {}", path.display()), source));
+        reaper::forget_dir(&path);
+        closed
     }
 }
 

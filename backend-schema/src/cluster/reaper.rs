@@ -15,33 +15,71 @@ pub(crate) const OWNER_FILE: &str = "owner";
 /// File in a cluster directory that asks the sweep to leave it alone (kept for debugging).
 pub(crate) const KEEP_FILE: &str = "KEEP";
 
-static LIVE: Mutex<Vec<(u32, PathBuf)>> = Mutex::new(Vec::new());
+/// Every cluster directory of ours that exists, from the moment it is made, with the pid
+/// of its server while one runs: a signal can come while a directory is still being
+/// filled (segments and merge orders start clusters all through a verify).
+static LIVE: Mutex<Vec<(Option<u32>, PathBuf)>> = Mutex::new(Vec::new());
 
+fn live() -> std::sync::MutexGuard<'static, Vec<(Option<u32>, PathBuf)>> {
+    LIVE.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Makes a new cluster directory with `make` and registers it, under the lock the
+/// interrupt handler holds until the exit: no directory is made that it does not know.
+pub(crate) fn make_dir(
+    make: impl FnOnce() -> std::io::Result<tempfile::TempDir>,
+) -> std::io::Result<tempfile::TempDir> {
+    install_interrupt_handler();
+    let mut live = live();
+    let dir = make()?;
+    live.push((None, dir.path().to_path_buf()));
+    Ok(dir)
+}
+
+/// The server `pid` now serves `dir`.
 pub(crate) fn register(pid: u32, dir: &Path) {
     install_interrupt_handler();
-    LIVE.lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .push((pid, dir.to_path_buf()));
+    let mut live = live();
+    match live.iter_mut().find(|(_, d)| d == dir) {
+        Some(entry) => entry.0 = Some(pid),
+        None => live.push((Some(pid), dir.to_path_buf())),
+    }
 }
 
+/// The server `pid` stopped; its directory stays until [`forget_dir`].
 pub(crate) fn unregister(pid: u32) {
-    LIVE.lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .retain(|(p, _)| *p != pid);
+    for entry in live().iter_mut().filter(|(p, _)| *p == Some(pid)) {
+        entry.0 = None;
+    }
 }
 
-/// On Ctrl-C (or SIGTERM), stop every registered server and remove its directory
-/// before exiting: destructors do not run when a signal ends the process. If the
-/// application installed its own handler first, that one wins and pdeathsig plus
-/// the next sweep clean up instead.
+/// `dir` was removed (or kept on purpose).
+pub(crate) fn forget_dir(dir: &Path) {
+    live().retain(|(_, d)| d != dir);
+}
+
+/// On Ctrl-C (or SIGTERM), stop every registered server and remove every registered
+/// directory before exiting: destructors do not run when a signal ends the process. The
+/// lock is held until the exit, so no cluster starts meanwhile; a directory another
+/// thread is still filling is removed again until it is gone. If the application
+/// installed its own handler first, that one wins and pdeathsig plus the next sweep
+/// clean up instead.
 fn install_interrupt_handler() {
     static INSTALL: Once = Once::new();
     INSTALL.call_once(|| {
         let _ = ctrlc::set_handler(|| {
-            let live = std::mem::take(&mut *LIVE.lock().unwrap_or_else(|e| e.into_inner()));
-            for (pid, dir) in live {
-                stop_process(pid, Duration::from_secs(5));
-                let _ = fs::remove_dir_all(dir);
+            let live = live();
+            for (pid, _) in live.iter() {
+                if let Some(pid) = pid {
+                    stop_process(*pid, Duration::from_secs(5));
+                }
+            }
+            for (_, dir) in live.iter() {
+                let deadline = Instant::now() + Duration::from_secs(2);
+                while fs::remove_dir_all(dir).is_err() && dir.exists() && Instant::now() < deadline
+                {
+                    std::thread::sleep(Duration::from_millis(5));
+                }
             }
             std::process::exit(130);
         });

@@ -71,11 +71,20 @@ impl fmt::Display for IsolationFailure {
 
 /// A second session on the same database that never sets `app.current_tenant_id`: only
 /// there is it truly absent (`NULL` to `current_setting(..., true)`; once set, a session
-/// sees `''` for good). Opened when a check first needs it and kept for the next ones.
+/// sees `''` for good). Opened when a check first needs it and kept for the next ones,
+/// until a migration changes the defaults a new session starts with (`ALTER DATABASE` or
+/// `ALTER ROLE ... SET`): the application's sessions see those, a session opened before
+/// them does not, and a segment that replayed the migration opens its session after it.
 pub struct UntouchedSession<F> {
     connect: F,
-    client: Option<Client>,
+    client: Option<(Client, String)>,
 }
+
+/// Every per-database and per-role default a new session starts with.
+const SESSION_DEFAULTS: &str = "SELECT coalesce(string_agg(
+        setdatabase::text || '/' || setrole::text || '/' || array_to_string(setconfig, chr(31)),
+        chr(30) ORDER BY setdatabase, setrole), '')
+   FROM pg_db_role_setting";
 
 impl<F: FnMut() -> Result<Client, postgres::Error>> UntouchedSession<F> {
     pub fn new(connect: F) -> UntouchedSession<F> {
@@ -86,10 +95,19 @@ impl<F: FnMut() -> Result<Client, postgres::Error>> UntouchedSession<F> {
     }
 
     fn client(&mut self) -> Result<&mut Client, postgres::Error> {
-        if self.client.is_none() {
-            self.client = Some((self.connect)()?);
+        let stale = match &mut self.client {
+            Some((client, defaults)) => {
+                let now: String = client.query_one(SESSION_DEFAULTS, &[])?.get(0);
+                now != *defaults
+            }
+            None => true,
+        };
+        if stale {
+            let mut client = (self.connect)()?;
+            let defaults = client.query_one(SESSION_DEFAULTS, &[])?.get(0);
+            self.client = Some((client, defaults));
         }
-        Ok(self.client.as_mut().expect("connected above"))
+        Ok(&mut self.client.as_mut().expect("connected above").0)
     }
 }
 

@@ -392,10 +392,15 @@ fn verify_usable(
                 segments::absorb(&mut report, *part);
                 fresh.extend(kept);
             }
-            Segment::ReplayFailed { revision, err } => {
+            Segment::ReplayFailed {
+                revision,
+                step,
+                err,
+            } => {
                 stopped = true;
                 report.failures.push(format!(
-                    "replaying {revision} on a second cluster, to verify the revisions after it at the same time, failed where the stairway's upgrade to it passed ({err}): the migrations do not give the same result twice; run `cargo xtask verify --jobs 1` to verify them in one stairway"
+                    "replaying {revision} on a second cluster, to verify the revisions after it at the same time, failed in its {} where the stairway's passed ({err}): the migrations do not give the same result twice; run `cargo xtask verify --jobs 1` to verify them in one stairway",
+                    step.label()
                 ));
                 for later in &graph.migrations()[range.start..] {
                     report.not_checked.push(format!(
@@ -488,14 +493,27 @@ fn compare_heads(
     ))
 }
 
-/// Pushes `warning` unless the same text (but its `at REV: ` prefix) is there already.
+/// Pushes `warning` unless one saying the same (but its `at REV: ` prefix) is there
+/// already.
 fn warn_once(report: &mut VerifyReport, revision: &str, warning: &str) {
+    let key = warning_key(warning);
     let known = report
         .warnings
         .iter()
-        .any(|w| w.split_once(": ").map(|x| x.1) == Some(warning));
+        .any(|w| w.split_once(": ").map(|x| warning_key(x.1)) == Some(key));
     if !known {
         report.warnings.push(format!("at {revision}: {warning}"));
+    }
+}
+
+/// What makes two warnings the same: a table that could not be seeded is named once,
+/// though PostgreSQL's reason can quote a row whose identity value changes at every
+/// attempt.
+fn warning_key(warning: &str) -> &str {
+    const UNSEEDABLE: &str = " could not be seeded";
+    match warning.find(UNSEEDABLE) {
+        Some(at) if warning.starts_with("table ") => &warning[..at + UNSEEDABLE.len()],
+        _ => warning,
     }
 }
 
@@ -555,45 +573,36 @@ struct Resume<'a> {
 }
 
 /// Puts the cached revisions' results in the report, and the stairway database where a
-/// full run leaves it after them: the upgrades and the seeding before and after each (and
-/// the isolation check's role), none of the reads and comparisons. The down and up
-/// again of a revision that passed leave the rows of the tables that were there before
-/// it unchanged (a full run fails otherwise) and its new tables empty, which the next
-/// revision's seeding fills as the seeding after its upgrade does here; what may differ
-/// is what differs between two full runs (random and volatile values), and the
-/// positions of dropped columns, which no check reads. The round trips would be two more
-/// migrations per revision (a re-run of the bench's 100-revision chain at 0.29x a full
-/// run with them, under the 0.25x target without).
+/// full run leaves it after them: every step the stairway takes there but its reads and
+/// checks, as a later segment's `replay` does (the round trips count: a sequence an
+/// upgrade advances and its downgrade leaves alone stands where two upgrades put it, and
+/// a re-run that replayed only the upgrades passed a later revision a full run fails).
+/// What may differ is what differs between two full runs (random and volatile values).
 fn resume(
     graph: &RevisionGraph,
     client: &mut Client,
     report: &mut VerifyReport,
     resume: &Resume<'_>,
 ) -> Result<(), VerifyError> {
-    let replay = resume.cached.len() < resume.keys.len() || resume.need_head;
-    for cached in resume.cached {
-        let revision = &cached.report.revision;
-        if replay {
-            let failed = |err| VerifyError::CacheReplay {
-                revision: revision.clone(),
-                err,
-            };
-            seed::seed_empty_tables(client)?;
-            fast(client, graph, |m| m.upgrade(revision)).map_err(failed)?;
-            seed::seed_empty_tables(client)?;
-            if !cached.report.isolation_checked.is_empty() {
-                isolation::create_app_role(client)?;
-            }
+    let needed = resume.cached.len() < resume.keys.len() || resume.need_head;
+    if needed {
+        if let Some((revision, step, err)) = replay(graph, client, resume.cached.len())? {
+            return Err(VerifyError::CacheReplay {
+                revision,
+                err: format!("{}: {err}", step.label()),
+            });
         }
+    }
+    for cached in resume.cached {
         report.revisions.push(cached.report.clone());
-        report.from_cache.push(revision.clone());
+        report.from_cache.push(cached.report.revision.clone());
         report.warnings.extend(cached.warnings.iter().cloned());
         report.findings.extend(cached.findings.iter().cloned());
         report
             .fail_closed
             .extend(cached.fail_closed.iter().cloned());
     }
-    if replay && resume.cached.len() == resume.keys.len() {
+    if needed && resume.cached.len() == resume.keys.len() {
         if let Some(last) = report.revisions.last_mut() {
             last.schema = SchemaSnapshot::capture(client)?;
         }
@@ -615,9 +624,13 @@ struct Climb<'a, 'p> {
 enum Segment {
     /// Its report, and the revisions that passed (for the cache).
     Climbed(Box<VerifyReport>, Vec<CachedRevision>),
-    /// Replaying the revisions before it failed at `revision`, whose upgrade the
+    /// Replaying the revisions before it failed at `step` of `revision`, which the
     /// stairway before it verified.
-    ReplayFailed { revision: String, err: String },
+    ReplayFailed {
+        revision: String,
+        step: StairStep,
+        err: String,
+    },
 }
 
 /// The first segment, on the run's own cluster: the cached revisions put back, then the
@@ -644,32 +657,48 @@ fn later_segment(
 ) -> Result<Segment, VerifyError> {
     let cluster = new_cluster(roles, STAIRWAY_DB)?;
     let mut client = cluster.client(STAIRWAY_DB)?;
-    if let Some((revision, err)) = replay(climb.graph, &mut client, range.start)? {
-        return Ok(Segment::ReplayFailed { revision, err });
+    if let Some((revision, step, err)) = replay(climb.graph, &mut client, range.start)? {
+        return Ok(Segment::ReplayFailed {
+            revision,
+            step,
+            err,
+        });
     }
     let mut report = VerifyReport::default();
     let fresh = stairway(climb, &cluster, &mut client, &mut report, range)?;
     Ok(Segment::Climbed(Box::new(report), fresh))
 }
 
-/// Brings a new stairway database where a full run leaves it before position `upto`, as
-/// `resume` does for cached revisions, the isolation check's role created once a table
-/// has a policy (the check would have created it). The revision that failed, if one did.
+/// Brings a stairway database where the stairway leaves it before position `upto`:
+/// every step the stairway takes there but its reads and checks (the seeding before and
+/// after each upgrade, the isolation check's role once a table has a policy, the
+/// downgrade and the upgrade again). The round trips count: what a downgrade and the
+/// upgrade again leave (a row an upgrade inserts that its downgrade keeps, a column
+/// re-added at the end of its table) is what the revisions after it meet. The revision
+/// and step that failed, if one did.
 fn replay(
     graph: &RevisionGraph,
     client: &mut Client,
     upto: usize,
-) -> Result<Option<(String, String)>, VerifyError> {
+) -> Result<Option<(String, StairStep, String)>, VerifyError> {
     let mut app_role = false;
     for migration in &graph.migrations()[..upto] {
+        let revision = &migration.revision;
+        let failed = |step, err| Ok(Some((revision.clone(), step, err)));
         seed::seed_empty_tables(client)?;
-        if let Err(err) = fast(client, graph, |m| m.upgrade(&migration.revision)) {
-            return Ok(Some((migration.revision.clone(), err)));
+        if let Err(err) = fast(client, graph, |m| m.upgrade(revision)) {
+            return failed(StairStep::Up, err);
         }
         seed::seed_empty_tables(client)?;
         if !app_role && isolation::has_policies(client)? {
             isolation::create_app_role(client)?;
             app_role = true;
+        }
+        if let Err(err) = fast(client, graph, |m| m.unapply(revision)) {
+            return failed(StairStep::Down, err);
+        }
+        if let Err(err) = fast(client, graph, |m| m.upgrade(revision)) {
+            return failed(StairStep::UpAgain, err);
         }
     }
     Ok(None)
