@@ -455,3 +455,27 @@ fn a_rerun_from_the_cache_meets_what_the_round_trips_left() {
         );
     }
 }
+
+/// `--jobs` outside 1..=16 is refused before anything starts: each segment is a cluster
+/// of its own in the temp root (about 42 MB), and a thousand would fill a small
+/// `/dev/shm` halfway through with an error that does not name `--jobs`.
+#[test]
+fn jobs_outside_one_to_sixteen_is_refused_by_name() {
+    for jobs in ["0", "17", "1000"] {
+        let run = xtask(&[
+            "verify",
+            "--jobs",
+            jobs,
+            "--migrations",
+            "tests/fixtures/creates_role",
+        ]);
+        let err = run.failure().stderr();
+        assert!(
+            err.contains(&format!("invalid value '{jobs}' for '--jobs <N>'"))
+                && err.contains("1..=16"),
+            "{}",
+            run.text()
+        );
+        assert!(!run.stdout().contains("verify"), "{}", run.text());
+    }
+}
