@@ -183,14 +183,20 @@ pub struct DataDiff {
 /// columns can read differently are read again, so the data checks cost what the step
 /// changed, not every row of the schema built so far.
 ///
-/// A table is read again when a row of it (or of a table it inherits rows from) was
-/// written since the mark (its `xmin` is a later transaction: inserted or updated), when
-/// its number of rows changed (deleted), when its `pg_class` row or one of its columns
-/// was written (added, dropped, altered, renamed, rewritten), or when one of its
-/// columns is of a composite type (another table's columns are its values). Every table
-/// is read again when an enum, domain, range or composite type was written or a
-/// setting that decides how `to_jsonb` writes values changed.
+/// A table is read again when rows of it or of a table that inherits from it were
+/// inserted, updated or deleted since the mark (PostgreSQL's counts of each table's row
+/// writes, this session's flushed first: they cost nothing to read, where counting every
+/// table's rows cost a scan of each at every capture), when its `pg_class` row or one of its columns was written (added,
+/// dropped, altered, renamed, rewritten, truncated), or when one of its columns is of a
+/// composite type (another table's columns are its values). Every table is read again
+/// when an enum, domain, range or composite type was written, a setting that decides how
+/// `to_jsonb` writes values changed, or `track_counts` is off.
 /// `VerifyOptions::compare_full_snapshots` checks all of this against a full read.
+///
+/// The counts are flushed for this session, the one verify migrates and seeds on; a
+/// migration that writes rows through another connection to the same database (dblink,
+/// postgres_fdw) that is still open, or that turns `track_counts` off for its own
+/// transaction, is not seen here (the full read of that option is).
 #[derive(Debug, Clone)]
 pub(crate) struct TrackedData {
     pub data: TableData,
@@ -201,14 +207,20 @@ pub(crate) struct TrackedData {
 struct DataMark {
     next_xid: i64,
     settings: Vec<String>,
-    /// Each table's name and number of rows, by oid.
-    tables: BTreeMap<u32, (String, i64)>,
+    /// Each table's name and its family's row writes, by oid.
+    tables: BTreeMap<u32, (String, Writes)>,
 }
 
 /// Settings `to_jsonb` reads: a value written under others reads differently.
+/// `track_counts` comes last: the row writes are counted only while it is on.
 const SETTINGS: &str = "ARRAY[current_setting('TimeZone'), current_setting('extra_float_digits'),
                              current_setting('bytea_output'), current_setting('IntervalStyle'),
-                             current_setting('DateStyle')]";
+                             current_setting('DateStyle'), current_setting('track_counts')]";
+
+/// Whether the row writes can be trusted under `settings` (read with `SETTINGS`).
+fn counting(settings: &[String]) -> bool {
+    settings.last().is_some_and(|on| on == "on")
+}
 
 impl TrackedData {
     /// A full read, marked.
@@ -216,14 +228,14 @@ impl TrackedData {
         let (next_xid, settings) = now(client)?;
         let tables = public_tables(client)?;
         let listed: Vec<UserTable> = tables.iter().map(|(t, _)| t.clone()).collect();
-        let (counts, _) = row_counts(client, &listed, next_xid)?;
+        let writes = row_writes(client, &listed)?;
         let mark = DataMark {
             next_xid,
             settings,
             tables: listed
                 .iter()
-                .zip(&counts)
-                .map(|(t, n)| (t.oid, (t.name.clone(), *n)))
+                .zip(writes)
+                .map(|(t, w)| (t.oid, (t.name.clone(), w)))
                 .collect(),
         };
         Ok(TrackedData {
@@ -239,21 +251,22 @@ impl TrackedData {
         let (next_xid, settings) = now(client)?;
         let tables = public_table_list(client)?;
         let since = self.mark.next_xid;
-        let (counts, written) = row_counts(client, &tables, since)?;
-        let everything = settings != self.mark.settings || types_written(client, since)?;
+        let writes = row_writes(client, &tables)?;
+        let everything =
+            settings != self.mark.settings || !counting(&settings) || types_written(client, since)?;
         let oids: Vec<u32> = tables.iter().map(|t| t.oid).collect();
         let altered = altered_tables(client, &oids, since)?;
         let mut data = TableData::default();
         let mut reread = Vec::new();
         let mut marked = BTreeMap::new();
-        for ((table, count), written) in tables.into_iter().zip(counts).zip(written) {
-            marked.insert(table.oid, (table.name.clone(), count));
+        for (table, writes) in tables.into_iter().zip(writes) {
+            marked.insert(table.oid, (table.name.clone(), writes));
             // A kept table keeps its columns too: neither its `pg_class` row nor any of
             // its columns was written since the mark, so its name and columns are the
             // ones read then (reading every table's columns each time cost what the
             // schema has grown to).
             let kept = match self.mark.tables.get(&table.oid) {
-                Some((name, before)) if *before == count && !written && !everything => self
+                Some((name, before)) if *before == writes && !everything => self
                     .data
                     .tables
                     .get(name)
@@ -289,37 +302,41 @@ fn now(client: &mut impl GenericClient) -> Result<(i64, Vec<String>), postgres::
     Ok((row.get(0), row.get(1)))
 }
 
-/// Each table's number of rows, and whether a row of it was written at or after
-/// transaction `xid`, in one round trip.
-fn row_counts(
+/// A table's row writes: the inserts, updates and deletes PostgreSQL counted on it and
+/// on every table that inherits from it (a parent's rows include theirs). A table
+/// attached or detached with rows brings or takes the writes that put them there, so
+/// the sum changes then too.
+type Writes = i64;
+
+/// Each table's `Writes`, in one round trip after this session's counts are flushed.
+fn row_writes(
     client: &mut impl GenericClient,
     tables: &[UserTable],
-    xid: i64,
-) -> Result<(Vec<i64>, Vec<bool>), postgres::Error> {
-    let mut counts = vec![0; tables.len()];
-    let mut written = vec![false; tables.len()];
+) -> Result<Vec<Writes>, postgres::Error> {
     if tables.is_empty() {
-        return Ok((counts, written));
+        return Ok(Vec::new());
     }
-    // A throwaway cluster never wraps its transaction IDs around: a 32-bit xmin at or
-    // after the mark was written after it.
-    let sql = tables
+    // A session's counts reach the shared statistics when it goes idle, at most once a
+    // second unless forced; forced, they are there before this statement returns.
+    client.batch_execute("SELECT pg_stat_force_next_flush()")?;
+    let oids: Vec<u32> = tables.iter().map(|t| t.oid).collect();
+    let rows = client.query_typed(
+        "WITH RECURSIVE family(root, rel) AS (
+                 SELECT t.oid, t.oid FROM unnest($1::oid[]) AS t(oid)
+           UNION SELECT f.root, i.inhrelid FROM family f JOIN pg_inherits i ON i.inhparent = f.rel
+         )
+         SELECT root,
+                sum(pg_stat_get_tuples_inserted(rel) + pg_stat_get_tuples_updated(rel)
+                    + pg_stat_get_tuples_deleted(rel))::int8
+           FROM family GROUP BY root",
+        &[(&oids, postgres::types::Type::OID_ARRAY)],
+    )?;
+    let mut of: BTreeMap<u32, Writes> = rows.iter().map(|r| (r.get(0), r.get(1))).collect();
+    // A table gone since it was listed reads as never counted: read again.
+    Ok(oids
         .iter()
-        .enumerate()
-        .map(|(i, table)| {
-            format!(
-                "SELECT {i}::int4, count(*), count(*) FILTER (WHERE t.xmin::text::int8 >= $1) > 0 FROM {} t",
-                table.quoted()
-            )
-        })
-        .collect::<Vec<_>>()
-        .join(" UNION ALL ");
-    for row in client.query_typed(&sql, &[(&xid, postgres::types::Type::INT8)])? {
-        let i = row.get::<_, i32>(0) as usize;
-        counts[i] = row.get(1);
-        written[i] = row.get(2);
-    }
-    Ok((counts, written))
+        .map(|oid| of.remove(oid).unwrap_or(-1))
+        .collect())
 }
 
 /// Whether a type whose values a table's rows can hold was written at or after `xid`:
