@@ -382,11 +382,12 @@ fn verify_usable(
     let mut stopped = part.revisions.iter().any(|r| r.error.is_some());
     segments::absorb(&mut report, part);
     for (segment, range) in later.into_iter().zip(&plan[1..]) {
-        let segment = segment?;
+        // After a revision that failed, one stairway would not have gone on: what a
+        // later segment met (even an error of its own) is not part of the report.
         if stopped {
             continue;
         }
-        match segment {
+        match segment? {
             Segment::Climbed(part, kept) => {
                 stopped = part.revisions.iter().any(|r| r.error.is_some());
                 segments::absorb(&mut report, *part);
@@ -540,17 +541,22 @@ fn new_redundant_indexes(
     revision: &str,
 ) -> Result<(), VerifyError> {
     for finding in findings::redundant_indexes(client, revision)? {
-        let known = report.findings.iter().any(|f| {
-            f.rule == finding.rule
-                && f.index == finding.index
-                && f.covered_by == finding.covered_by
-                && f.table == finding.table
-        });
-        if !known {
+        if !redundancy_known(report, &finding) {
             report.findings.push(finding);
         }
     }
     Ok(())
+}
+
+/// Whether `finding` names a redundant index an earlier revision's finding named already.
+fn redundancy_known(report: &VerifyReport, finding: &Finding) -> bool {
+    finding.rule == lint::Rule::RedundantIndex
+        && report.findings.iter().any(|f| {
+            f.rule == finding.rule
+                && f.index == finding.index
+                && f.covered_by == finding.covered_by
+                && f.table == finding.table
+        })
 }
 
 fn options() -> RunOptions {

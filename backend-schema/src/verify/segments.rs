@@ -11,8 +11,7 @@
 
 use std::ops::Range;
 
-use super::{warn_once, VerifyReport};
-use crate::lint::Rule;
+use super::{redundancy_known, warn_once, VerifyReport};
 
 /// What replaying a revision costs next to verifying it (the same three migrations and
 /// two seedings, without the traces and about a dozen catalog reads): about a tenth
@@ -93,14 +92,7 @@ pub(crate) fn absorb(report: &mut VerifyReport, part: VerifyReport) {
         }
     }
     for finding in part.findings {
-        let known = finding.rule == Rule::RedundantIndex
-            && report.findings.iter().any(|f| {
-                f.rule == finding.rule
-                    && f.index == finding.index
-                    && f.covered_by == finding.covered_by
-                    && f.table == finding.table
-            });
-        if !known {
+        if !redundancy_known(report, &finding) {
             report.findings.push(finding);
         }
     }
