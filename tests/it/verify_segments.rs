@@ -94,11 +94,7 @@ fn a_migration_that_creates_a_role_verifies_with_its_merge_orders() {
 #[test]
 fn a_revision_the_replay_cannot_repeat_fails_and_names_jobs_one() {
     let chain = table_chain(6);
-    let folder = |n: usize| chain.path().join(format!("f{n:011}_step"));
-    let write = |n: usize, up: &str, down: &str| {
-        std::fs::write(folder(n).join("up.sql"), up).unwrap();
-        std::fs::write(folder(n).join("down.sql"), down).unwrap();
-    };
+    let write = |n: usize, up: &str, down: &str| rewrite_step(chain.path(), n, up, down);
     write(
         1,
         "CREATE TABLE notes (id BIGSERIAL PRIMARY KEY, tenant_id UUID NOT NULL, body TEXT NOT NULL);\n",
@@ -244,6 +240,17 @@ fn table_chain(count: usize) -> tempfile::TempDir {
     dir
 }
 
+/// The folder of revision `n` of a `table_chain`.
+fn step_dir(chain: &std::path::Path, n: usize) -> std::path::PathBuf {
+    chain.join(format!("f{n:011}_step"))
+}
+
+/// Replaces the SQL of revision `n` of a `table_chain`.
+fn rewrite_step(chain: &std::path::Path, n: usize, up: &str, down: &str) {
+    std::fs::write(step_dir(chain, n).join("up.sql"), up).unwrap();
+    std::fs::write(step_dir(chain, n).join("down.sql"), down).unwrap();
+}
+
 /// The processes whose command line names `dir` (a server started there).
 fn processes_under(dir: &std::path::Path) -> Vec<String> {
     let needle = dir.to_str().unwrap().as_bytes().to_vec();
@@ -334,34 +341,25 @@ fn an_interrupted_verify_leaves_no_cluster_directory_while_segments_start() {
 #[test]
 fn a_later_segment_meets_what_the_round_trips_before_it_left() {
     let chain = table_chain(7);
-    let folder = |n: usize| chain.path().join(format!("f{n:011}_step"));
-    std::fs::write(
-        folder(1).join("up.sql"),
+    rewrite_step(
+        chain.path(),
+        1,
         "CREATE TABLE settings (id UUID PRIMARY KEY DEFAULT gen_random_uuid(), key TEXT NOT NULL, value TEXT NOT NULL);\n",
-    )
-    .unwrap();
-    std::fs::write(folder(1).join("down.sql"), "DROP TABLE settings;\n").unwrap();
-    std::fs::write(
-        folder(2).join("up.sql"),
+        "DROP TABLE settings;\n",
+    );
+    rewrite_step(
+        chain.path(),
+        2,
         "INSERT INTO settings (key, value) VALUES ('feature_exports', 'on');\n",
-    )
-    .unwrap();
-    std::fs::write(
-        folder(2).join("down.sql"),
         "-- Nothing to undo.\nSELECT 1;\n",
-    )
-    .unwrap();
-    std::fs::write(
-        folder(7).join("up.sql"),
+    );
+    rewrite_step(
+        chain.path(),
+        7,
         "CREATE UNIQUE INDEX CONCURRENTLY IF NOT EXISTS settings_feature_once ON settings (key) WHERE key LIKE 'feature_%';\n",
-    )
-    .unwrap();
-    std::fs::write(
-        folder(7).join("down.sql"),
         "DROP INDEX CONCURRENTLY IF EXISTS settings_feature_once;\n",
-    )
-    .unwrap();
-    let toml = folder(7).join("migration.toml");
+    );
+    let toml = step_dir(chain.path(), 7).join("migration.toml");
     let text = std::fs::read_to_string(&toml).unwrap();
     std::fs::write(
         &toml,
@@ -414,11 +412,7 @@ fn a_table_that_cannot_be_seeded_is_named_once_though_its_reason_changes() {
 #[test]
 fn a_rerun_from_the_cache_meets_what_the_round_trips_left() {
     let chain = table_chain(7);
-    let folder = |n: usize| chain.path().join(format!("f{n:011}_step"));
-    let write = |n: usize, up: &str, down: &str| {
-        std::fs::write(folder(n).join("up.sql"), up).unwrap();
-        std::fs::write(folder(n).join("down.sql"), down).unwrap();
-    };
+    let write = |n: usize, up: &str, down: &str| rewrite_step(chain.path(), n, up, down);
     write(
         1,
         "CREATE SEQUENCE invoice_numbers;\nCREATE TABLE t1 (id BIGINT PRIMARY KEY, tenant_id UUID NOT NULL);\n",
