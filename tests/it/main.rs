@@ -33,5 +33,6 @@ mod tls;
 mod verify;
 mod verify_cache;
 mod verify_chains;
+mod verify_kept;
 mod verify_segments;
 mod working_directory;

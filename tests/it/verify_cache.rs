@@ -10,7 +10,7 @@ use serde_json::Value;
 use crate::support::{copy_migrations, fresh_verify_cache, xtask_command, Run};
 
 /// Runs `verify` on `migrations` with the cache in `cache` and the report as JSON.
-fn verify(migrations: &Path, cache: &Path, extra: &[&str]) -> (Run, Value) {
+pub(crate) fn verify(migrations: &Path, cache: &Path, extra: &[&str]) -> (Run, Value) {
     let json = tempfile::NamedTempFile::new().unwrap();
     let mut args = vec![
         "verify",
@@ -32,7 +32,7 @@ fn verify(migrations: &Path, cache: &Path, extra: &[&str]) -> (Run, Value) {
     (run, report)
 }
 
-fn from_cache(report: &Value) -> Vec<String> {
+pub(crate) fn from_cache(report: &Value) -> Vec<String> {
     report["from_cache"]
         .as_array()
         .unwrap()
@@ -41,7 +41,7 @@ fn from_cache(report: &Value) -> Vec<String> {
         .collect()
 }
 
-fn revisions(report: &Value) -> Vec<String> {
+pub(crate) fn revisions(report: &Value) -> Vec<String> {
     report["revisions"]
         .as_array()
         .unwrap()
@@ -53,7 +53,7 @@ fn revisions(report: &Value) -> Vec<String> {
 /// The report without what differs between two equal runs (times, the random UUIDs
 /// of seeded rows in an error) and what says where results came from: a resumed run
 /// must equal a full one in everything else.
-fn verdicts(report: &Value) -> String {
+pub(crate) fn verdicts(report: &Value) -> String {
     let mut report = report.clone();
     let object = report.as_object_mut().unwrap();
     for key in [
@@ -62,6 +62,7 @@ fn verdicts(report: &Value) -> String {
         "chain_from_cache",
         "cache_notes",
         "cache_file",
+        "resumed_after",
     ] {
         object.remove(key);
     }
@@ -79,7 +80,7 @@ fn verdicts(report: &Value) -> String {
 }
 
 /// The directory of `revision` in `migrations`.
-fn revision_dir(migrations: &Path, revision: &str) -> PathBuf {
+pub(crate) fn revision_dir(migrations: &Path, revision: &str) -> PathBuf {
     std::fs::read_dir(migrations)
         .unwrap()
         .map(|e| e.unwrap().path())
@@ -93,7 +94,7 @@ fn revision_dir(migrations: &Path, revision: &str) -> PathBuf {
         .unwrap()
 }
 
-fn append(path: &Path, text: &str) {
+pub(crate) fn append(path: &Path, text: &str) {
     let mut content = std::fs::read_to_string(path).unwrap();
     content.push_str(text);
     std::fs::write(path, content).unwrap();
@@ -154,7 +155,7 @@ fn a_rerun_with_nothing_changed_takes_every_revision_from_the_cache_with_the_sam
     assert!(from_cache(&again).len() <= failed, "{}", second.text());
 }
 
-fn report_cache_file(report: &Value) -> String {
+pub(crate) fn report_cache_file(report: &Value) -> String {
     report["cache_file"].as_str().unwrap().to_string()
 }
 
@@ -173,6 +174,7 @@ fn editing_the_newest_revision_reverifies_only_it_and_a_broken_edit_fails_as_a_f
     run.success();
     assert_eq!(from_cache(&resumed), order[..order.len() - 1]);
     assert_eq!(resumed["chain_from_cache"], Value::Bool(false));
+    assert_eq!(resumed["resumed_after"], order[order.len() - 2]);
     assert!(
         run.stdout()
             .contains(&format!("verified now from {head} on (1)")),
@@ -190,6 +192,7 @@ fn editing_the_newest_revision_reverifies_only_it_and_a_broken_edit_fails_as_a_f
     let (broken, resumed) = verify(migrations.path(), &cache, &[]);
     broken.failure();
     assert_eq!(from_cache(&resumed), order[..order.len() - 1]);
+    assert_eq!(resumed["resumed_after"], order[order.len() - 2]);
     let (full_run, full) = verify(migrations.path(), &fresh_verify_cache(), &["--no-cache"]);
     full_run.failure();
     assert_eq!(verdicts(&resumed), verdicts(&full));
@@ -338,11 +341,16 @@ fn two_verifies_at_once_share_the_cache_and_leave_it_whole() {
     let (run, report) = verify(migrations.path(), &cache, &[]);
     run.success();
     assert_eq!(from_cache(&report), revisions(&report), "{}", run.text());
-    let leftovers: Vec<_> = std::fs::read_dir(&cache)
+    // The results and the kept databases, nothing half-written beside them.
+    let mut leftovers: Vec<_> = std::fs::read_dir(&cache)
         .unwrap()
-        .map(|e| e.unwrap().file_name())
+        .map(|e| {
+            let path = e.unwrap().path();
+            path.extension().unwrap().to_string_lossy().into_owned()
+        })
         .collect();
-    assert_eq!(leftovers.len(), 1, "{leftovers:?}");
+    leftovers.sort();
+    assert_eq!(leftovers, ["json", "kept"]);
 }
 
 #[test]
@@ -361,12 +369,14 @@ fn the_cache_lives_in_the_workspace_target_directory() {
         .unwrap(),
     };
     run.success();
-    let files: Vec<_> = std::fs::read_dir(workspace.path().join("target/verify-cache"))
+    let mut files: Vec<_> = std::fs::read_dir(workspace.path().join("target/verify-cache"))
         .unwrap()
         .map(|e| e.unwrap().path())
         .collect();
-    assert_eq!(files.len(), 1, "{files:?}");
+    files.sort();
+    assert_eq!(files.len(), 2, "{files:?}");
     assert!(files[0].extension().is_some_and(|e| e == "json"));
+    assert!(files[1].extension().is_some_and(|e| e == "kept"));
 }
 
 /// The cache decides which revisions are verified at all, and its keys are computed

@@ -116,6 +116,11 @@ fn cache_lines(report: &VerifyReport) -> Vec<String> {
         report.from_cache.len(),
         report.revisions.len(),
     ));
+    if let Some(after) = &report.resumed_after {
+        lines.push(format!(
+            "cache: the stairway started from its database kept after {after} (the revisions up to it not replayed)"
+        ));
+    }
     lines.push(format!(
         "cache: base -> head, head -> base and the merge orders {}",
         if report.chain_from_cache {

@@ -147,7 +147,14 @@ impl TempCluster {
     }
 
     pub fn start_with(binaries: PgBinaries) -> Result<TempCluster, ClusterError> {
-        TempCluster::start_inner(binaries, None, OWNER)
+        TempCluster::start_inner(binaries, None, OWNER, None)
+    }
+
+    /// A cluster on a copy of `data`, a data dir one of ours kept with
+    /// [`TempCluster::keep_data`] (its databases, roles and settings as they were).
+    pub fn start_from(data: &Path) -> Result<TempCluster, ClusterError> {
+        let binaries = PgBinaries::locate()?;
+        TempCluster::start_inner(binaries, None, OWNER, Some(data))
     }
 
     /// A cluster whose superuser is `superuser` instead of [`OWNER`]: for a copy of
@@ -155,7 +162,7 @@ impl TempCluster {
     /// (a database one of our own clusters made), which must not become this superuser.
     pub fn start_with_superuser(superuser: &'static str) -> Result<TempCluster, ClusterError> {
         let binaries = PgBinaries::locate()?;
-        TempCluster::start_inner(binaries, None, superuser)
+        TempCluster::start_inner(binaries, None, superuser, None)
     }
 
     /// A cluster that also listens on 127.0.0.1, on a free port: for what a unix socket
@@ -166,13 +173,14 @@ impl TempCluster {
             .and_then(|listener| listener.local_addr())
             .map_err(|source| io_err("find a free port on 127.0.0.1".into(), source))?
             .port();
-        TempCluster::start_inner(binaries, Some(port), OWNER)
+        TempCluster::start_inner(binaries, Some(port), OWNER, None)
     }
 
     fn start_inner(
         binaries: PgBinaries,
         localhost_port: Option<u16>,
         superuser: &'static str,
+        from: Option<&Path>,
     ) -> Result<TempCluster, ClusterError> {
         let run_as = RunAs::for_server()?;
         let root = temp_root(run_as);
@@ -215,8 +223,21 @@ impl TempCluster {
         }
 
         let data = base.join("data");
-        let key = template::cache_key(&binaries, SERVER_SETTINGS, superuser);
-        let warm_start = template::provision(&binaries, run_as, &key, &data, superuser)?;
+        let warm_start = match from {
+            Some(kept) => {
+                template::copy_tree(kept, &data, run_as).map_err(|source| {
+                    io_err(
+                        format!("copy {} to {}", kept.display(), data.display()),
+                        source,
+                    )
+                })?;
+                true
+            }
+            None => {
+                let key = template::cache_key(&binaries, SERVER_SETTINGS, superuser);
+                template::provision(&binaries, run_as, &key, &data, superuser)?
+            }
+        };
 
         let mut cluster = TempCluster {
             binaries,
@@ -426,6 +447,18 @@ impl TempCluster {
                 action: format!("creating database `{name}`"),
                 source,
             })
+    }
+
+    /// Stops the server cleanly and puts a copy of its data dir in `into` (written
+    /// beside it and renamed into place, replacing what was there), then removes the
+    /// cluster: for a later [`TempCluster::start_from`].
+    /// `beside` are files written next to the copy (`into/data`), in the same rename.
+    pub fn keep_data(mut self, into: &Path, beside: &[(&str, &[u8])]) -> Result<(), ClusterError> {
+        // A fast shutdown ends with a checkpoint: the copy starts without recovery.
+        self.halt_server(true);
+        template::replace_with_copy(&self.data_dir(), into, beside)
+            .map_err(|source| io_err(format!("keep the data dir in {}", into.display()), source))?;
+        self.shutdown()
     }
 
     /// Stops the server and removes the directory, reporting what went wrong.

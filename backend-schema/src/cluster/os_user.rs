@@ -31,6 +31,16 @@ impl RunAs {
         self.uid == unsafe { libc::geteuid() }
     }
 
+    /// The user and group that own `path`.
+    pub fn owner_of(path: &Path) -> io::Result<RunAs> {
+        use std::os::unix::fs::MetadataExt as _;
+        let meta = std::fs::symlink_metadata(path)?;
+        Ok(RunAs {
+            uid: meta.uid(),
+            gid: meta.gid(),
+        })
+    }
+
     /// Gives `path` to this user (a no-op when we already are this user).
     pub fn chown(&self, path: &Path) -> io::Result<()> {
         if self.is_current_user() {

@@ -6,6 +6,7 @@
 
 use std::fs;
 use std::io;
+use std::os::unix::fs::PermissionsExt as _;
 use std::path::{Path, PathBuf};
 
 use sha2::{Digest, Sha256};
@@ -144,8 +145,39 @@ fn store(data_dir: &Path, template: &Path) -> io::Result<()> {
     }
 }
 
+/// Makes `into` a directory holding a copy of `data_dir` as `data` (its files keep
+/// their owner: the server's account) and the files `beside`: staged next to it, then
+/// renamed over whatever was there, so a reader sees the old one or the new one, never
+/// half of either.
+pub(crate) fn replace_with_copy(
+    data_dir: &Path,
+    into: &Path,
+    beside: &[(&str, &[u8])],
+) -> io::Result<()> {
+    let parent = into.parent().expect("a kept data dir has a parent");
+    fs::create_dir_all(parent)?;
+    let staging = tempfile::Builder::new()
+        .prefix(".staging-")
+        .tempdir_in(parent)?;
+    let staged = staging.path().join("new");
+    fs::create_dir(&staged)?;
+    fs::set_permissions(&staged, fs::Permissions::from_mode(0o700))?;
+    copy_tree(data_dir, &staged.join("data"), RunAs::owner_of(data_dir)?)?;
+    for (name, bytes) in beside {
+        fs::write(staged.join(name), bytes)?;
+    }
+    let old = staging.path().join("old");
+    match fs::rename(into, &old) {
+        Ok(()) => {}
+        Err(err) if err.kind() == io::ErrorKind::NotFound => {}
+        Err(err) => return Err(err),
+    }
+    fs::rename(&staged, into)
+    // `staging` goes, and the old copy with it.
+}
+
 /// Recursive copy preserving modes, giving every entry to `owner`.
-fn copy_tree(from: &Path, to: &Path, owner: RunAs) -> io::Result<()> {
+pub(crate) fn copy_tree(from: &Path, to: &Path, owner: RunAs) -> io::Result<()> {
     fs::create_dir(to)?;
     fs::set_permissions(to, fs::metadata(from)?.permissions())?;
     owner.chown(to)?;

@@ -137,6 +137,12 @@ impl Cache {
         &self.path
     }
 
+    /// Where the stairway databases of this migrations directory are kept between runs
+    /// (`kept`).
+    pub fn kept_dir(&self) -> PathBuf {
+        self.path.with_extension("kept")
+    }
+
     pub fn revision(&self, key: &str) -> Option<&CachedRevision> {
         self.revisions.get(key)
     }
@@ -175,7 +181,7 @@ impl Cache {
 /// The file's bytes when this user owns it and no one else may write it; otherwise why
 /// not. Opened without following a symbolic link, and checked on the open handle, so
 /// the file checked is the file read.
-fn read_own(path: &Path) -> std::io::Result<Result<Vec<u8>, String>> {
+pub(crate) fn read_own(path: &Path) -> std::io::Result<Result<Vec<u8>, String>> {
     use std::io::Read as _;
     use std::os::unix::fs::{MetadataExt as _, OpenOptionsExt as _};
     let mut file = match std::fs::OpenOptions::new()

@@ -94,6 +94,12 @@ impl<F: FnMut() -> Result<Client, postgres::Error>> UntouchedSession<F> {
         }
     }
 
+    /// Ends the session (the next check opens a new one): a database cannot be copied
+    /// while anyone is connected to it.
+    pub fn close(&mut self) {
+        self.client = None;
+    }
+
     fn client(&mut self) -> Result<&mut Client, postgres::Error> {
         let stale = match &mut self.client {
             Some((client, defaults)) => {

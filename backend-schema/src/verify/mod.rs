@@ -8,6 +8,7 @@ mod cache;
 pub mod data;
 pub mod findings;
 pub mod isolation;
+mod kept;
 pub mod roles;
 mod scoped;
 pub mod seed;
@@ -123,6 +124,9 @@ pub struct VerifyReport {
     /// Revisions whose results came from the cache (a prefix of the stairway: the
     /// first revision whose key changed and everything after it are verified now).
     pub from_cache: Vec<String>,
+    /// The revision after which the stairway started, from a database a run with the
+    /// cache kept (the revisions before it were not replayed).
+    pub resumed_after: Option<String>,
     /// base -> head, head -> base and the merge orders came from the cache.
     pub chain_from_cache: bool,
     /// A cache file ignored or not written, and why.
@@ -281,8 +285,8 @@ fn verify_usable(
             dir.display()
         ));
     }
-    let cluster = TempCluster::start()?;
-    report.server_version = cluster.binaries().version().to_string();
+    let binaries = crate::cluster::PgBinaries::locate()?;
+    report.server_version = binaries.version().to_string();
     let heads = graph.heads();
     if heads.len() > 1 && !graph.declares_branches() {
         let paths: Vec<String> = heads
@@ -305,9 +309,6 @@ fn verify_usable(
         report.total_ms = started.elapsed().as_millis() as u64;
         return Ok(report);
     }
-    roles::create(&mut cluster.client("postgres")?, &declared_roles)?;
-    cluster.create_database(STAIRWAY_DB, None)?;
-
     // A run that compares snapshots with full reads is a check of the code itself.
     let cache = options
         .cache_dir
@@ -332,6 +333,32 @@ fn verify_usable(
         .filter(|_| cached.len() == keys.len())
         .cloned();
 
+    // The stairway starts from the kept database latest in it that the cache reaches,
+    // else from an empty one.
+    let (found, note) = match &cache {
+        Some(cache) => kept::find(&cache.kept_dir(), &keys, cached.len()),
+        None => (None, None),
+    };
+    report.cache_notes.extend(note);
+    let mut listed: Vec<kept::KeptDatabase> = Vec::new();
+    let mut from = 0;
+    let cluster = match found.map(|found| (kept::start_from(&found), found)) {
+        Some((Ok(cluster), found)) => {
+            from = found.position;
+            listed = found.listed;
+            report.resumed_after = Some(graph.migrations()[from - 1].revision.clone());
+            cluster
+        }
+        Some((Err(err), found)) => {
+            report.cache_notes.push(format!(
+                "the kept databases in {} could not be started ({err}): the revisions before the first changed one are replayed",
+                found.data.display()
+            ));
+            new_cluster(&declared_roles, STAIRWAY_DB)?
+        }
+        None => new_cluster(&declared_roles, STAIRWAY_DB)?,
+    };
+
     let total = graph.migrations().len();
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     let count = segments::segment_count(total - cached.len(), options.jobs, cores);
@@ -341,10 +368,16 @@ fn verify_usable(
         keys: &keys,
         cached: &cached,
         need_head: cached_chain.is_none(),
+        from,
     };
+    let keep_in = cache.as_ref().map(|cache| kept::KeepIn {
+        dir: cache.kept_dir(),
+        listed: std::mem::take(&mut listed),
+    });
+    let keep = keep_in.as_ref();
     // The whole-chain checks and the later segments climb on clusters of their own while
     // the first segment climbs here.
-    let (whole, first, later) = std::thread::scope(|scope| {
+    let (whole, first, later, keep_note) = std::thread::scope(|scope| {
         let whole = cached_chain
             .is_none()
             .then(|| scope.spawn(|| whole_chain(graph, &declared_roles, &progress)));
@@ -357,6 +390,7 @@ fn verify_usable(
                     options,
                     keys: &keys,
                     progress: &progress,
+                    keep,
                 };
                 let range = range.clone();
                 let roles = &declared_roles;
@@ -369,15 +403,31 @@ fn verify_usable(
             options,
             keys: &keys,
             progress: &progress,
+            keep,
         };
         let first = first_segment(&climb, &cluster, &resume, plan[0].clone());
+        // Kept while the whole-chain checks still run. The run's cluster stands at the
+        // stairway's end when it climbed alone, or replayed every revision.
+        let reached_end = plan[0].start < total || cached_chain.is_none();
+        let keep_note = match (&first, keep) {
+            (Ok((part, _, copied)), Some(keep)) if plan.len() == 1 && reached_end => {
+                kept::keep_end(cluster, keep, copied, part, graph, &keys)
+            }
+            _ => None,
+        };
         let later: Vec<_> = later
             .into_iter()
             .map(|s| s.join().expect("a segment's thread does not panic"))
             .collect();
         let whole = whole.map(|w| w.join().expect("the whole-chain thread does not panic"));
-        (whole, first, later)
+        (
+            whole,
+            first.map(|(part, fresh, _)| (part, fresh)),
+            later,
+            keep_note,
+        )
     });
+    report.cache_notes.extend(keep_note);
     let (part, mut fresh) = first?;
     let mut stopped = part.revisions.iter().any(|r| r.error.is_some());
     segments::absorb(&mut report, part);
@@ -576,6 +626,8 @@ struct Resume<'a> {
     keys: &'a [String],
     cached: &'a [CachedRevision],
     need_head: bool,
+    /// The position the stairway database stands before (a kept database's, else 0).
+    from: usize,
 }
 
 /// Puts the cached revisions' results in the report, and the stairway database where a
@@ -592,7 +644,8 @@ fn resume(
 ) -> Result<(), VerifyError> {
     let needed = resume.cached.len() < resume.keys.len() || resume.need_head;
     if needed {
-        if let Some((revision, step, err)) = replay(graph, client, resume.cached.len())? {
+        let upto = resume.cached.len();
+        if let Some((revision, step, err)) = replay(graph, client, resume.from..upto)? {
             return Err(VerifyError::CacheReplay {
                 revision,
                 err: format!("{}: {err}", step.label()),
@@ -624,11 +677,16 @@ struct Climb<'a, 'p> {
     /// Each revision's cache key, in the stairway's order.
     keys: &'a [String],
     progress: &'a SharedProgress<'p>,
+    /// Where the stairway's databases are kept for the next run (a run with the cache):
+    /// the one before the newest revision is copied, and the cluster that climbed the
+    /// end is kept.
+    keep: Option<&'a kept::KeepIn>,
 }
 
 /// How a segment after the first ended.
 enum Segment {
-    /// Its report, and the revisions that passed (for the cache).
+    /// Its report (with a note when its cluster, the last segment's, could not be
+    /// kept), and the revisions that passed (for the cache).
     Climbed(Box<VerifyReport>, Vec<CachedRevision>),
     /// Replaying the revisions before it failed at `step` of `revision`, which the
     /// stairway before it verified.
@@ -641,17 +699,19 @@ enum Segment {
 
 /// The first segment, on the run's own cluster: the cached revisions put back, then the
 /// positions `range` verified.
+#[allow(clippy::type_complexity)]
 fn first_segment(
     climb: &Climb<'_, '_>,
     cluster: &TempCluster,
     start: &Resume<'_>,
     range: Range<usize>,
-) -> Result<(VerifyReport, Vec<CachedRevision>), VerifyError> {
+) -> Result<(VerifyReport, Vec<CachedRevision>, Vec<kept::KeptDatabase>), VerifyError> {
     let mut report = VerifyReport::default();
     let mut client = cluster.client(STAIRWAY_DB)?;
     resume(climb.graph, &mut client, &mut report, start)?;
-    let fresh = stairway(climb, cluster, &mut client, &mut report, range)?;
-    Ok((report, fresh))
+    let mut copied = Vec::new();
+    let fresh = stairway(climb, cluster, &mut client, &mut report, range, &mut copied)?;
+    Ok((report, fresh, copied))
 }
 
 /// A later segment, on a cluster of its own: every revision before `range` replayed the
@@ -663,7 +723,7 @@ fn later_segment(
 ) -> Result<Segment, VerifyError> {
     let cluster = new_cluster(roles, STAIRWAY_DB)?;
     let mut client = cluster.client(STAIRWAY_DB)?;
-    if let Some((revision, step, err)) = replay(climb.graph, &mut client, range.start)? {
+    if let Some((revision, step, err)) = replay(climb.graph, &mut client, 0..range.start)? {
         return Ok(Segment::ReplayFailed {
             revision,
             step,
@@ -671,11 +731,26 @@ fn later_segment(
         });
     }
     let mut report = VerifyReport::default();
-    let fresh = stairway(climb, &cluster, &mut client, &mut report, range)?;
+    let mut copied = Vec::new();
+    let end = range.end == climb.graph.migrations().len();
+    let fresh = stairway(
+        climb,
+        &cluster,
+        &mut client,
+        &mut report,
+        range,
+        &mut copied,
+    )?;
+    drop(client);
+    if let (true, Some(keep)) = (end, climb.keep) {
+        let note = kept::keep_end(cluster, keep, &copied, &report, climb.graph, climb.keys);
+        report.cache_notes.extend(note);
+    }
     Ok(Segment::Climbed(Box::new(report), fresh))
 }
 
-/// Brings a stairway database where the stairway leaves it before position `upto`:
+/// Brings a stairway database standing before position `positions.start` where the
+/// stairway leaves it before position `positions.end`:
 /// every step the stairway takes there but its reads and checks (the seeding before and
 /// after each upgrade, the isolation check's role once a table has a policy, the
 /// downgrade and the upgrade again). The round trips count: what a downgrade and the
@@ -685,10 +760,10 @@ fn later_segment(
 fn replay(
     graph: &RevisionGraph,
     client: &mut Client,
-    upto: usize,
+    positions: Range<usize>,
 ) -> Result<Option<(String, StairStep, String)>, VerifyError> {
     let mut app_role = false;
-    for migration in &graph.migrations()[..upto] {
+    for migration in &graph.migrations()[positions] {
         let revision = &migration.revision;
         let failed = |step, err| Ok(Some((revision.clone(), step, err)));
         seed::seed_empty_tables(client)?;
@@ -733,13 +808,15 @@ fn new_cluster(roles: &[String], database: &str) -> Result<TempCluster, VerifyEr
 }
 
 /// Verifies the revisions at the positions `range`, the database holding every one
-/// before them; returns those that passed, for the cache.
+/// before them; returns those that passed, for the cache. With `climb.keep`, the
+/// database before the newest revision is copied into `copied`.
 fn stairway(
     climb: &Climb<'_, '_>,
     cluster: &TempCluster,
     client: &mut Client,
     report: &mut VerifyReport,
     range: Range<usize>,
+    copied: &mut Vec<kept::KeptDatabase>,
 ) -> Result<Vec<CachedRevision>, VerifyError> {
     let Climb {
         graph,
@@ -747,6 +824,7 @@ fn stairway(
         options,
         keys,
         progress,
+        keep,
     } = *climb;
     let mut fresh = Vec::new();
     if range.is_empty() {
@@ -794,6 +872,20 @@ fn stairway(
     for (position, migration) in graph.migrations().iter().enumerate() {
         if !range.contains(&position) {
             continue;
+        }
+        if keep.is_some() && position > 0 && position + 1 == graph.migrations().len() {
+            // The next run after an edit of the newest revision starts here.
+            untouched.close();
+            match kept::copy_stairway(cluster, client, &keys[position - 1])? {
+                Ok(kept) => copied.push(kept),
+                Err(why) => report.cache_notes.push(format!(
+                    "the stairway database before {} is not kept for the next run ({why}): a re-run after editing it replays the revisions before it",
+                    migration.revision
+                )),
+            }
+            // New sessions: what was prepared on the old one is gone with it.
+            previous = Tracked::capture(client)?;
+            rows = TrackedData::capture(client)?;
         }
         let marks = (
             report.warnings.len(),
@@ -982,11 +1074,12 @@ enum OneGo {
 
 /// base -> head, then head -> base.
 fn one_go(graph: &RevisionGraph, mut client: Client) -> Result<OneGo, VerifyError> {
-    if let Err(err) = run(&mut client, graph, |m| m.upgrade("heads")) {
+    // Nothing here reports locks: the runs go without their capture.
+    if let Err(err) = fast(&mut client, graph, |m| m.upgrade("heads")) {
         return Ok(OneGo::UpFailed(err));
     }
     let head = SchemaSnapshot::capture(&mut client)?;
-    if let Err(err) = run(&mut client, graph, |m| m.downgrade("base", true)) {
+    if let Err(err) = fast(&mut client, graph, |m| m.downgrade("base", true)) {
         return Ok(OneGo::DownFailed(head, err));
     }
     let left = SchemaSnapshot::capture(&mut client)?;
@@ -1020,7 +1113,7 @@ fn merges(
         let cluster = new_cluster(roles, &name)?;
         let mut client = cluster.client(&name)?;
         for revision in order {
-            if let Err(err) = run(&mut client, graph, |m| m.upgrade(revision)) {
+            if let Err(err) = fast(&mut client, graph, |m| m.upgrade(revision)) {
                 failures.push(format!(
                     "merge orders: applying in the order {} failed at {revision}: {err}",
                     order.join(" -> ")
@@ -1073,7 +1166,8 @@ fn topological_orders(graph: &RevisionGraph, limit: usize) -> Vec<Vec<String>> {
     out
 }
 
-/// As `run`, without the lock capture and trace: for replaying cached revisions.
+/// As `run`, without the lock capture and trace: for the runs whose locks nobody reads
+/// (replays, base -> head in one go, the merge orders).
 fn fast(
     client: &mut Client,
     graph: &RevisionGraph,

@@ -103,6 +103,7 @@ pub(crate) fn absorb(report: &mut VerifyReport, part: VerifyReport) {
     }
     report.not_checked.extend(part.not_checked);
     report.failures.extend(part.failures);
+    report.cache_notes.extend(part.cache_notes);
 }
 
 #[cfg(test)]

@@ -1,0 +1,153 @@
+//! The stairway databases a run with the cache keeps: a re-run after the newest
+//! revision is edited, or a revision is added, starts from them instead of replaying the
+//! revisions before, with the report a full run gives; a database whose copy would
+//! differ from what a full run meets there (a role the newest revision creates, the
+//! database's own settings) is not kept, and a kept cluster others may write is not used.
+
+use std::path::{Path, PathBuf};
+
+use serde_json::Value;
+
+use crate::support::fresh_verify_cache;
+use crate::verify_cache::{append, from_cache, revision_dir, verdicts, verify};
+
+/// A generated chain of `n` revisions, in the stairway's order.
+fn chain(n: usize) -> (tempfile::TempDir, Vec<String>) {
+    let dir = tempfile::tempdir().unwrap();
+    backend_schema::synthetic::write_chain(dir.path(), n).unwrap();
+    let graph = backend_schema::RevisionGraph::load(dir.path()).unwrap();
+    let order = graph
+        .migrations()
+        .iter()
+        .map(|m| m.revision.clone())
+        .collect();
+    (dir, order)
+}
+
+/// Where the run that wrote `report` keeps its databases.
+fn kept_dir(report: &Value) -> PathBuf {
+    PathBuf::from(report["cache_file"].as_str().unwrap()).with_extension("kept")
+}
+
+/// `migrations` resumed (with `cache`) and verified in full report the same.
+fn equals_full_run(migrations: &Path, resumed: &Value) {
+    let (_, full) = verify(migrations, &fresh_verify_cache(), &["--no-cache"]);
+    assert_eq!(verdicts(resumed), verdicts(&full));
+}
+
+#[test]
+fn a_revision_added_after_the_head_starts_from_the_database_kept_after_it() {
+    let (dir, order) = chain(8);
+    let newest = revision_dir(dir.path(), &order[7]);
+    let aside = tempfile::tempdir().unwrap();
+    let parked = aside.path().join(newest.file_name().unwrap());
+    std::fs::rename(&newest, &parked).unwrap();
+    let cache = fresh_verify_cache();
+    verify(dir.path(), &cache, &[]).0.success();
+
+    std::fs::rename(&parked, &newest).unwrap();
+    let (run, resumed) = verify(dir.path(), &cache, &[]);
+    run.success();
+    assert_eq!(from_cache(&resumed), order[..7]);
+    assert_eq!(resumed["resumed_after"], order[6]);
+    assert!(
+        run.stdout().contains(&format!(
+            "cache: the stairway started from its database kept after {}",
+            order[6]
+        )),
+        "{}",
+        run.text()
+    );
+    equals_full_run(dir.path(), &resumed);
+}
+
+/// A role is the cluster's, not the database's: the database before a newest revision
+/// that creates one would meet the role already there. Without the check the re-run
+/// fails with `role "kept_probe" already exists`.
+#[test]
+fn the_database_before_a_newest_revision_that_creates_a_role_is_not_kept() {
+    let (dir, order) = chain(5);
+    let head = revision_dir(dir.path(), &order[4]);
+    append(&head.join("up.sql"), "CREATE ROLE kept_probe NOLOGIN;\n");
+    append(&head.join("down.sql"), "DROP ROLE kept_probe;\n");
+    // (The generated chain's fifth revision is transactional: CREATE ROLE is allowed.)
+    let cache = fresh_verify_cache();
+    verify(dir.path(), &cache, &[]).0.success();
+
+    append(&head.join("up.sql"), "-- reworded\n");
+    let (run, resumed) = verify(dir.path(), &cache, &[]);
+    run.success();
+    assert_eq!(from_cache(&resumed).len(), 4, "{}", run.text());
+    assert!(resumed["resumed_after"].is_null(), "{}", run.text());
+    equals_full_run(dir.path(), &resumed);
+}
+
+/// `CREATE DATABASE ... TEMPLATE` copies what is in a database, not its settings.
+#[test]
+fn a_stairway_database_with_settings_of_its_own_is_not_copied_and_says_why() {
+    let (dir, order) = chain(6);
+    let setter = revision_dir(dir.path(), &order[2]);
+    append(
+        &setter.join("up.sql"),
+        "DO $$ BEGIN EXECUTE format('ALTER DATABASE %I SET work_mem = %L', current_database(), '8MB'); END $$;\n",
+    );
+    append(
+        &setter.join("down.sql"),
+        "DO $$ BEGIN EXECUTE format('ALTER DATABASE %I RESET work_mem', current_database()); END $$;\n",
+    );
+    let cache = fresh_verify_cache();
+    let (first, _) = verify(dir.path(), &cache, &[]);
+    assert!(
+        first.stdout().contains(&format!(
+            "cache: the stairway database before {} is not kept for the next run (a migration set the database's own settings",
+            order[5]
+        )),
+        "{}",
+        first.text()
+    );
+
+    append(
+        &revision_dir(dir.path(), &order[5]).join("up.sql"),
+        "-- reworded\n",
+    );
+    let (run, resumed) = verify(dir.path(), &cache, &[]);
+    assert_eq!(from_cache(&resumed).len(), 5, "{}", run.text());
+    assert!(resumed["resumed_after"].is_null(), "{}", run.text());
+    equals_full_run(dir.path(), &resumed);
+}
+
+/// Whoever can write the kept cluster could make a re-run pass what a full run fails.
+#[test]
+fn kept_databases_other_users_may_write_are_not_used() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let (dir, order) = chain(6);
+    let cache = fresh_verify_cache();
+    let (_, report) = verify(dir.path(), &cache, &[]);
+    let kept = kept_dir(&report);
+    assert!(kept.join("data/PG_VERSION").is_file(), "{}", kept.display());
+
+    std::fs::set_permissions(&kept, std::fs::Permissions::from_mode(0o777)).unwrap();
+    append(
+        &revision_dir(dir.path(), &order[5]).join("up.sql"),
+        "-- reworded\n",
+    );
+    let (run, resumed) = verify(dir.path(), &cache, &[]);
+    run.success();
+    assert!(resumed["resumed_after"].is_null(), "{}", run.text());
+    assert!(
+        run.stdout().contains(&format!(
+            "cache: the kept databases in {} is not a directory of this user closed to others",
+            kept.display()
+        )),
+        "{}",
+        run.text()
+    );
+    // The run kept its own in its place: used again.
+    append(
+        &revision_dir(dir.path(), &order[5]).join("up.sql"),
+        "-- again\n",
+    );
+    let (run, resumed) = verify(dir.path(), &cache, &[]);
+    run.success();
+    assert_eq!(resumed["resumed_after"], order[4], "{}", run.text());
+}
