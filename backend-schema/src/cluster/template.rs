@@ -176,8 +176,40 @@ pub(crate) fn replace_with_copy(
     // `staging` goes, and the old copy with it.
 }
 
-/// Recursive copy preserving modes, giving every entry to `owner`.
+/// Recursive copy preserving modes, giving every entry to `owner`. The directories are
+/// made first, then the files are copied by a thread per core: a data dir is a couple
+/// of thousand small files, and copying them is system time a second core halves.
 pub(crate) fn copy_tree(from: &Path, to: &Path, owner: RunAs) -> io::Result<()> {
+    let mut files = Vec::new();
+    make_dirs(from, to, owner, &mut files)?;
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get().min(4));
+    let chunk = files.len().div_ceil(threads).max(1);
+    std::thread::scope(|scope| {
+        let copying: Vec<_> = files
+            .chunks(chunk)
+            .map(|part| {
+                scope.spawn(move || {
+                    for (source, target) in part {
+                        fs::copy(source, target)?;
+                        owner.chown(target)?;
+                    }
+                    Ok::<(), io::Error>(())
+                })
+            })
+            .collect();
+        copying
+            .into_iter()
+            .try_for_each(|thread| thread.join().expect("a copying thread does not panic"))
+    })
+}
+
+/// Makes `to` and every directory under `from` again there, and lists the files to copy.
+fn make_dirs(
+    from: &Path,
+    to: &Path,
+    owner: RunAs,
+    files: &mut Vec<(PathBuf, PathBuf)>,
+) -> io::Result<()> {
     fs::create_dir(to)?;
     fs::set_permissions(to, fs::metadata(from)?.permissions())?;
     owner.chown(to)?;
@@ -185,10 +217,9 @@ pub(crate) fn copy_tree(from: &Path, to: &Path, owner: RunAs) -> io::Result<()> 
         let entry = entry?;
         let target = to.join(entry.file_name());
         if entry.file_type()?.is_dir() {
-            copy_tree(&entry.path(), &target, owner)?;
+            make_dirs(&entry.path(), &target, owner, files)?;
         } else {
-            fs::copy(entry.path(), &target)?;
-            owner.chown(&target)?;
+            files.push((entry.path(), target));
         }
     }
     Ok(())
