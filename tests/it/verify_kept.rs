@@ -151,3 +151,27 @@ fn kept_databases_other_users_may_write_are_not_used() {
     run.success();
     assert_eq!(resumed["resumed_after"], order[4], "{}", run.text());
 }
+
+/// ALTER SYSTEM writes the data dir: a cluster started from the kept copy would load
+/// what a full run's server never reloads.
+#[test]
+fn a_chain_that_runs_alter_system_keeps_nothing_and_says_why() {
+    let (dir, order) = chain(6);
+    // The generated chain's sixth revision is non-transactional, as ALTER SYSTEM must be.
+    let head = revision_dir(dir.path(), &order[5]);
+    append(&head.join("up.sql"), "ALTER SYSTEM SET work_mem = '8MB';\n");
+    append(&head.join("down.sql"), "ALTER SYSTEM RESET work_mem;\n");
+    let cache = fresh_verify_cache();
+    let (first, report) = verify(dir.path(), &cache, &[]);
+    assert!(
+        first.stdout().contains("a migration ran ALTER SYSTEM"),
+        "{}",
+        first.text()
+    );
+    assert!(!kept_dir(&report).exists(), "{}", first.text());
+
+    append(&head.join("up.sql"), "-- reworded\n");
+    let (run, resumed) = verify(dir.path(), &cache, &[]);
+    assert!(resumed["resumed_after"].is_null(), "{}", run.text());
+    equals_full_run(dir.path(), &resumed);
+}

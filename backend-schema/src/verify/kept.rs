@@ -81,6 +81,9 @@ pub(crate) fn keep_end(
 /// the state before the stairway position `position`.
 #[derive(Debug)]
 pub(crate) struct Found {
+    /// The kept directory's device and inode when its listing was read: another run
+    /// that replaces it meanwhile changes them.
+    identity: Option<(u64, u64)>,
     /// Everything the listing names (what the new run may keep again).
     pub listed: Vec<KeptDatabase>,
     pub data: PathBuf,
@@ -92,6 +95,7 @@ pub(crate) struct Found {
 /// first revision not from the cache), in the kept cluster at `dir`; a kept cluster
 /// that cannot be trusted is a note, and none is used.
 pub(crate) fn find(dir: &Path, keys: &[String], upto: usize) -> (Option<Found>, Option<String>) {
+    let before = identity(dir);
     let listing = match super::cache::read_own(&dir.join(LISTING)) {
         Ok(Ok(bytes)) => bytes,
         Ok(Err(why)) => {
@@ -117,11 +121,15 @@ pub(crate) fn find(dir: &Path, keys: &[String], upto: usize) -> (Option<Found>, 
     let Ok(kept) = serde_json::from_slice::<Vec<KeptDatabase>>(&listing) else {
         return (None, None);
     };
+    if identity(dir) != before {
+        return (None, None);
+    }
     let found = (1..=upto.min(keys.len())).rev().find_map(|position| {
         let key = &keys[position - 1];
         kept.iter()
             .find(|k| k.key == *key && k.database == database_name(key))
             .map(|k| Found {
+                identity: identity(dir),
                 listed: kept.clone(),
                 data: dir.join("data"),
                 position,
@@ -129,6 +137,14 @@ pub(crate) fn find(dir: &Path, keys: &[String], upto: usize) -> (Option<Found>, 
             })
     });
     (found, None)
+}
+
+/// The device and inode of `dir`.
+fn identity(dir: &Path) -> Option<(u64, u64)> {
+    use std::os::unix::fs::MetadataExt as _;
+    std::fs::symlink_metadata(dir)
+        .ok()
+        .map(|meta| (meta.dev(), meta.ino()))
 }
 
 /// Why the kept cluster's directories cannot be trusted, if they cannot: the directory
@@ -241,14 +257,27 @@ pub(crate) fn copy_stairway(
 }
 
 /// Starts a cluster on a copy of the kept one, its database `found.database` renamed
-/// to the stairway's.
-pub(crate) fn start_from(found: &Found) -> Result<TempCluster, VerifyError> {
-    let cluster = TempCluster::start_from(&found.data)?;
-    cluster.client("postgres")?.batch_execute(&format!(
-        "ALTER DATABASE {} RENAME TO {}",
-        quote_ident(&found.database),
-        quote_ident(super::STAIRWAY_DB)
-    ))?;
+/// to the stairway's; why not, when it cannot.
+pub(crate) fn start_from(found: &Found) -> Result<TempCluster, String> {
+    let cluster = TempCluster::start_from(&found.data).map_err(|err| err.to_string())?;
+    // Another run that replaced the kept directory while it was copied may have given
+    // the copy files of both: none of it is used.
+    let dir = found
+        .data
+        .parent()
+        .expect("the data dir is in the kept directory");
+    if identity(dir) != found.identity {
+        return Err("another run replaced it while it was copied".into());
+    }
+    cluster
+        .client("postgres")
+        .map_err(|err| err.to_string())?
+        .batch_execute(&format!(
+            "ALTER DATABASE {} RENAME TO {}",
+            quote_ident(&found.database),
+            quote_ident(super::STAIRWAY_DB)
+        ))
+        .map_err(|err| err.to_string())?;
     Ok(cluster)
 }
 
@@ -265,6 +294,20 @@ pub(crate) fn keep(
     wanted: &[&String],
 ) -> Result<(), VerifyError> {
     let mut admin = cluster.client("postgres")?;
+    // ALTER SYSTEM writes the data dir's settings, which a full run never loads (it
+    // never restarts its server) but a cluster started from the kept copy would.
+    let altered: bool = admin
+        .query_one(
+            "SELECT EXISTS (SELECT 1 FROM pg_file_settings
+                             WHERE sourcefile LIKE '%/postgresql.auto.conf')",
+            &[],
+        )?
+        .get(0);
+    if altered {
+        return Err(VerifyError::NotKept(
+            "a migration ran ALTER SYSTEM, whose settings a cluster started from the copy would load".into(),
+        ));
+    }
     let now = cluster_state(&mut admin)?;
     let mut kept: Vec<KeptDatabase> = Vec::new();
     let present: Vec<String> = admin

@@ -238,6 +238,9 @@ pub enum VerifyError {
     CacheReplay { revision: String, err: String },
     #[error("verify's own query failed")]
     Db(#[from] postgres::Error),
+    /// The stairway databases of a run are not kept for the next one, and why.
+    #[error("{0}")]
+    NotKept(String),
 }
 
 /// Reads the migrations in `dir` and verifies them: graph problems are failures of the
