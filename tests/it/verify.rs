@@ -339,3 +339,44 @@ fn the_generated_chain_bench_measures_verifies() {
     let run = crate::support::xtask(&["verify", "--migrations", dir.path().to_str().unwrap()]);
     assert!(run.output.status.success(), "{}", run.text());
 }
+
+/// The seeder asks PostgreSQL's live-row counts which tables can be empty, then reads
+/// those: a table emptied by DELETE or TRUNCATE is filled again, and a database copied
+/// with `CREATE DATABASE ... TEMPLATE` (its counts start at zero, its rows do not) gets
+/// no second set of rows.
+#[test]
+fn seeding_refills_tables_emptied_by_delete_or_truncate_and_no_table_that_has_rows() {
+    use backend_schema::cluster::TempCluster;
+    use backend_schema::verify::seed::seed_empty_tables;
+    let cluster = TempCluster::start().unwrap();
+    cluster.create_database("seeded", None).unwrap();
+    let mut client = cluster.client("seeded").unwrap();
+    client
+        .batch_execute(
+            "CREATE TABLE a (id bigint PRIMARY KEY, name text NOT NULL);
+             CREATE TABLE b (id bigint PRIMARY KEY, a_id bigint REFERENCES a (id))",
+        )
+        .unwrap();
+    let rows = |client: &mut postgres::Client, table: &str| -> i64 {
+        client
+            .query_one(&format!("SELECT count(*) FROM {table}"), &[])
+            .unwrap()
+            .get(0)
+    };
+    seed_empty_tables(&mut client).unwrap();
+    let (a, b) = (rows(&mut client, "a"), rows(&mut client, "b"));
+    assert!(a > 0 && b > 0, "{a} {b}");
+
+    client.batch_execute("DELETE FROM b").unwrap();
+    seed_empty_tables(&mut client).unwrap();
+    assert_eq!((rows(&mut client, "a"), rows(&mut client, "b")), (a, b));
+    client.batch_execute("TRUNCATE a CASCADE").unwrap();
+    seed_empty_tables(&mut client).unwrap();
+    assert_eq!((rows(&mut client, "a"), rows(&mut client, "b")), (a, b));
+
+    drop(client);
+    cluster.create_database("copied", Some("seeded")).unwrap();
+    let mut copy = cluster.client("copied").unwrap();
+    seed_empty_tables(&mut copy).unwrap();
+    assert_eq!((rows(&mut copy, "a"), rows(&mut copy, "b")), (a, b));
+}
