@@ -1,9 +1,9 @@
 //! Row-level data checks: every row of every table, projected onto the columns that
 //! exist both before and after a step, must be unchanged.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
-use postgres::GenericClient;
+use postgres::{GenericClient, Statement};
 use serde_json::Value;
 
 use crate::catalog::{column_names, user_tables, UserTable};
@@ -201,6 +201,19 @@ pub struct DataDiff {
 pub(crate) struct TrackedData {
     pub data: TableData,
     mark: DataMark,
+    prepared: Prepared,
+}
+
+/// `written_since`'s statement, prepared on the connection the data was captured on
+/// (a statement's name is unique in the process: used on another connection it is an
+/// error, never another statement).
+#[derive(Clone, Default)]
+struct Prepared(Option<Statement>);
+
+impl std::fmt::Debug for Prepared {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Prepared")
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -243,6 +256,7 @@ impl TrackedData {
                 tables: read_rows(client, tables)?,
             },
             mark,
+            prepared: Prepared::default(),
         })
     }
 
@@ -252,10 +266,10 @@ impl TrackedData {
         let tables = public_table_list(client)?;
         let since = self.mark.next_xid;
         let writes = row_writes(client, &tables)?;
-        let everything =
-            settings != self.mark.settings || !counting(&settings) || types_written(client, since)?;
         let oids: Vec<u32> = tables.iter().map(|t| t.oid).collect();
-        let altered = altered_tables(client, &oids, since)?;
+        let mut prepared = self.prepared.clone();
+        let (types, altered) = written_since(client, &mut prepared.0, &oids, since)?;
+        let everything = settings != self.mark.settings || !counting(&settings) || types;
         let mut data = TableData::default();
         let mut reread = Vec::new();
         let mut marked = BTreeMap::new();
@@ -289,6 +303,7 @@ impl TrackedData {
                 settings,
                 tables: marked,
             },
+            prepared,
         })
     }
 }
@@ -339,50 +354,62 @@ fn row_writes(
         .collect())
 }
 
-/// Whether a type whose values a table's rows can hold was written at or after `xid`:
-/// an enum's labels, a domain, a range, a composite type that is not a relation's row.
-fn types_written(client: &mut impl GenericClient, xid: i64) -> Result<bool, postgres::Error> {
-    Ok(client
-        .query_typed_one(
-            "SELECT EXISTS (SELECT 1 FROM pg_enum WHERE xmin::text::int8 >= $1)
-                 OR EXISTS (SELECT 1 FROM pg_type y WHERE y.xmin::text::int8 >= $1
-                              AND (y.typtype IN ('e', 'd', 'r', 'm')
-                                   OR (y.typtype = 'c' AND NOT EXISTS (
-                                         SELECT 1 FROM pg_class c WHERE c.oid = y.typrelid
-                                            AND c.relkind <> 'c'))))
-                 OR EXISTS (SELECT 1 FROM pg_class c WHERE c.relkind = 'c'
-                              AND (c.xmin::text::int8 >= $1 OR EXISTS (
-                                    SELECT 1 FROM pg_attribute a WHERE a.attrelid = c.oid
-                                       AND a.xmin::text::int8 >= $1)))",
-            &[(&xid, postgres::types::Type::INT8)],
-        )?
-        .get(0))
-}
-
-/// The tables of `oids` whose `pg_class` row or a column was written at or after `xid`,
-/// and those with a column of a composite type (read again every time).
-fn altered_tables(
+/// What changed at or after `xid` that decides which tables are read again: whether a
+/// type whose values a table's rows can hold was written (an enum's labels, a domain, a
+/// range, a composite type that is not a relation's row: then every table is), and the
+/// tables of `oids` whose `pg_class` row or a column was written, or that have a column
+/// of a composite type (read again every time). One statement, prepared once per
+/// connection: planning it cost more than running it, four times a revision.
+fn written_since(
     client: &mut impl GenericClient,
+    prepared: &mut Option<Statement>,
     oids: &[u32],
     xid: i64,
-) -> Result<std::collections::BTreeSet<u32>, postgres::Error> {
-    Ok(client
-        .query_typed(
-            "SELECT c.oid FROM pg_class c WHERE c.oid = ANY($2) AND c.xmin::text::int8 >= $1
-             UNION SELECT a.attrelid FROM pg_attribute a
-                    WHERE a.attrelid = ANY($2) AND a.attnum > 0 AND a.xmin::text::int8 >= $1
-             UNION SELECT a.attrelid FROM pg_attribute a
-                     JOIN pg_type y ON y.oid = a.atttypid
-                     LEFT JOIN pg_type e ON e.oid = y.typelem AND y.typcategory = 'A'
-                    WHERE a.attrelid = ANY($2) AND a.attnum > 0 AND NOT a.attisdropped
-                      AND (y.typrelid <> 0 OR e.typrelid <> 0
-                           OR (y.typtype = 'd' AND (SELECT b.typrelid <> 0 OR b.typelem <> 0 FROM pg_type b WHERE b.oid = y.typbasetype)))",
-            &[
-                (&xid, postgres::types::Type::INT8),
-                (&oids, postgres::types::Type::OID_ARRAY),
-            ],
-        )?
-        .iter()
-        .map(|r| r.get(0))
-        .collect())
+) -> Result<(bool, BTreeSet<u32>), postgres::Error> {
+    let statement = match prepared {
+        Some(statement) => statement.clone(),
+        None => {
+            // A throwaway cluster never wraps its transaction IDs around: `age` compares
+            // without turning each row's `xmin` into text. Types and relations users
+            // create have OIDs from 16384 (a built-in type's values read as they did).
+            let statement = client.prepare_typed(
+                "WITH m(a) AS (SELECT age($1::text::xid)), t(oid) AS (SELECT DISTINCT unnest($2::oid[]))
+                 SELECT 0::oid WHERE EXISTS (SELECT 1 FROM pg_enum WHERE age(xmin) <= (SELECT a FROM m))
+                     OR EXISTS (SELECT 1 FROM pg_type y WHERE y.oid >= 16384
+                                  AND age(y.xmin) <= (SELECT a FROM m)
+                                  AND (y.typtype IN ('e', 'd', 'r', 'm')
+                                       OR (y.typtype = 'c' AND NOT EXISTS (
+                                             SELECT 1 FROM pg_class c WHERE c.oid = y.typrelid
+                                                AND c.relkind <> 'c'))))
+                     OR EXISTS (SELECT 1 FROM pg_class c WHERE c.oid >= 16384 AND c.relkind = 'c'
+                                  AND (age(c.xmin) <= (SELECT a FROM m) OR EXISTS (
+                                        SELECT 1 FROM pg_attribute a WHERE a.attrelid = c.oid
+                                           AND age(a.xmin) <= (SELECT a FROM m))))
+                 UNION SELECT c.oid FROM t JOIN pg_class c ON c.oid = t.oid
+                        WHERE age(c.xmin) <= (SELECT a FROM m)
+                 UNION SELECT a.attrelid FROM t JOIN pg_attribute a ON a.attrelid = t.oid
+                        WHERE a.attnum > 0 AND age(a.xmin) <= (SELECT a FROM m)
+                 UNION SELECT a.attrelid FROM t JOIN pg_attribute a ON a.attrelid = t.oid
+                         JOIN pg_type y ON y.oid = a.atttypid
+                         LEFT JOIN pg_type e ON e.oid = y.typelem AND y.typcategory = 'A'
+                        WHERE a.attnum > 0 AND NOT a.attisdropped
+                          AND (y.typrelid <> 0 OR e.typrelid <> 0
+                               OR (y.typtype = 'd' AND (SELECT b.typrelid <> 0 OR b.typelem <> 0 FROM pg_type b WHERE b.oid = y.typbasetype)))",
+                &[postgres::types::Type::INT8, postgres::types::Type::OID_ARRAY],
+            )?;
+            *prepared = Some(statement.clone());
+            statement
+        }
+    };
+    let mut types = false;
+    let mut tables = BTreeSet::new();
+    for row in client.query(&statement, &[&xid, &oids])? {
+        match row.get::<_, u32>(0) {
+            0 => types = true,
+            oid => {
+                tables.insert(oid);
+            }
+        }
+    }
+    Ok((types, tables))
 }
