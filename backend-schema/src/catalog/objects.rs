@@ -321,6 +321,9 @@ impl std::fmt::Debug for PreparedReads {
     }
 }
 
+/// The branch of every relation read's condition that makes it a full read.
+const FULL_READ: &str = "$1::oid[] IS NULL OR ";
+
 impl Scope {
     fn param(&self) -> [(&(dyn ToSql + Sync), Type); 1] {
         [(&self.relations, Type::OID_ARRAY)]
@@ -333,6 +336,17 @@ impl Scope {
         sql: &str,
         params: &[(&(dyn ToSql + Sync), Type)],
     ) -> Result<Vec<Row>, postgres::Error> {
+        // A prepared statement runs a generic plan, which cannot use the OID indexes
+        // through `$1 IS NULL OR c.oid = ANY($1)`: every catalog row was read to find
+        // the few relations a step touched. A scoped read drops the full read's branch.
+        let scoped;
+        let sql = match self.relations {
+            Some(_) => {
+                scoped = sql.replace(FULL_READ, "");
+                scoped.as_str()
+            }
+            None => sql,
+        };
         let Some(cache) = &self.prepared else {
             return client.query_typed(sql, params);
         };

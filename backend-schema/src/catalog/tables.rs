@@ -58,11 +58,13 @@ impl UserTable {
 /// planner writes unqualified names; verify seeds `public`) narrow this list
 /// themselves, where the reader can see it; callers that ignore our bookkeeping filter
 /// with [`UserTable::is_version_table`].
+/// (Every object users create has an OID from 16384, FirstNormalObjectId: the condition
+/// lets the OID index skip the built-in catalogs' rows.)
 pub fn user_tables(client: &mut impl GenericClient) -> Result<Vec<UserTable>, postgres::Error> {
     let sql = format!(
         "SELECT n.nspname::text, c.relname::text, c.oid
            FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
-          WHERE c.relkind IN ('r', 'p') AND {USER_SCHEMAS}
+          WHERE c.oid >= 16384 AND c.relkind IN ('r', 'p') AND {USER_SCHEMAS}
           ORDER BY n.nspname, c.relname"
     );
     Ok(client

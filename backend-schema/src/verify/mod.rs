@@ -1031,7 +1031,8 @@ fn stairway(
         };
 
         step(&format!("{revision} up again"));
-        if let Err(err) = run(client, graph, |m| m.upgrade(&revision)) {
+        // Its locks were traced on the way up: the trace would be thrown away.
+        if let Err(err) = fast(client, graph, |m| m.upgrade(&revision)) {
             failed(rev, report, StairStep::UpAgain, err);
             return Ok(fresh);
         }
@@ -1169,8 +1170,8 @@ fn topological_orders(graph: &RevisionGraph, limit: usize) -> Vec<Vec<String>> {
     out
 }
 
-/// As `run`, without the lock capture and trace: for the runs whose locks nobody reads
-/// (replays, base -> head in one go, the merge orders).
+/// A run without the lock capture and trace: for the runs whose locks nobody reads
+/// (replays, the upgrade again, base -> head in one go, the merge orders).
 fn fast(
     client: &mut Client,
     graph: &RevisionGraph,
@@ -1182,16 +1183,9 @@ fn fast(
     )
 }
 
-fn run(
-    client: &mut Client,
-    graph: &RevisionGraph,
-    f: impl FnOnce(&mut Migrator<'_>) -> Result<Vec<StepReport>, crate::runner::MigrateError>,
-) -> Result<Vec<StepReport>, String> {
-    advised(graph, f(&mut Migrator::new(client, graph, options())))
-}
-
-/// As `run`, with the locks of non-transactional migrations watched from a second
-/// session on the stairway database (their own session cannot see them).
+/// A run with its locks captured and each statement traced, the locks of
+/// non-transactional migrations watched from a second session on the stairway database
+/// (their own session cannot see them).
 fn run_traced(
     client: &mut Client,
     graph: &RevisionGraph,
