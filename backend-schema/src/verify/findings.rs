@@ -71,11 +71,15 @@ impl Index {
 /// Indexes of the user schemas that another index makes redundant; each finding names
 /// both. `revision` is where they were found. A partition's indexes are its parent's,
 /// so only the parent's are judged.
+///
+/// `tables` limits the search to the indexes of those tables (the ones a step touched:
+/// an index is redundant because of another on its own table); `None` searches all.
 pub fn redundant_indexes(
     client: &mut impl GenericClient,
     revision: &str,
+    tables: Option<&[u32]>,
 ) -> Result<Vec<Finding>, postgres::Error> {
-    let indexes = indexes(client)?;
+    let indexes = indexes(client, tables)?;
     let mut findings: Vec<Finding> = Vec::new();
     // Copies first, then prefixes of what is left: each redundant index is named once,
     // beside the index that makes it so.
@@ -138,11 +142,15 @@ pub fn redundant_indexes(
     Ok(findings)
 }
 
-fn indexes(client: &mut impl GenericClient) -> Result<Vec<Index>, postgres::Error> {
+fn indexes(
+    client: &mut impl GenericClient,
+    tables: Option<&[u32]>,
+) -> Result<Vec<Index>, postgres::Error> {
     let oids: Vec<u32> = user_tables(client)?
         .into_iter()
         .filter(|t| !t.is_version_table())
         .map(|t| t.oid)
+        .filter(|oid| tables.is_none_or(|tables| tables.contains(oid)))
         .collect();
     let rows = client.query(
         "SELECT ic.relname::text, t.relname::text, i.indkey::int2[], i.indnkeyatts::int,

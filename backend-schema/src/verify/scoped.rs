@@ -34,6 +34,9 @@ use crate::sql::display_name;
 #[derive(Debug, Clone)]
 pub(crate) struct Tracked {
     pub snapshot: SchemaSnapshot,
+    /// The relations read again since the previous snapshot (every one after a full
+    /// read).
+    pub touched: Vec<u32>,
     mark: Mark,
     prepared: Prepared,
 }
@@ -89,6 +92,7 @@ impl Tracked {
         let mark = Mark::take(client, &mut prepared)?;
         Ok(Tracked {
             snapshot: SchemaSnapshot::capture(client)?,
+            touched: mark.relations.keys().copied().collect(),
             mark,
             prepared,
         })
@@ -102,6 +106,7 @@ impl Tracked {
         let Some(written) = written_since(client, &mut prepared, self.mark.next_xid)? else {
             return Ok(Tracked {
                 snapshot: SchemaSnapshot::capture(client)?,
+                touched: mark.relations.keys().copied().collect(),
                 mark,
                 prepared,
             });
@@ -152,6 +157,7 @@ impl Tracked {
         snapshot.objects.extend(fresh.objects);
         Ok(Tracked {
             snapshot,
+            touched: scope,
             mark,
             prepared,
         })
