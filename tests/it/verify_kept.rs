@@ -35,6 +35,30 @@ fn equals_full_run(migrations: &Path, resumed: &Value) {
     assert_eq!(verdicts(resumed), verdicts(&full));
 }
 
+/// Edits the newest revision `newest` and runs again: every revision before it comes
+/// from the cache, none from a kept database (they are replayed), and the report is a
+/// full run's. The re-run's output, for more checks.
+fn rerun_replays(migrations: &Path, cache: &Path, newest: &str) -> crate::support::Run {
+    append(
+        &revision_dir(migrations, newest).join("up.sql"),
+        "-- reworded\n",
+    );
+    let (run, resumed) = verify(migrations, cache, &[]);
+    let before = revisions_before(&resumed, newest);
+    assert_eq!(from_cache(&resumed), before, "{}", run.text());
+    assert!(resumed["resumed_after"].is_null(), "{}", run.text());
+    equals_full_run(migrations, &resumed);
+    run
+}
+
+/// The revisions of `report` before `revision`.
+fn revisions_before(report: &Value, revision: &str) -> Vec<String> {
+    crate::verify_cache::revisions(report)
+        .into_iter()
+        .take_while(|r| r != revision)
+        .collect()
+}
+
 #[test]
 fn a_revision_added_after_the_head_starts_from_the_database_kept_after_it() {
     let (dir, order) = chain(8);
@@ -74,12 +98,7 @@ fn the_database_before_a_newest_revision_that_creates_a_role_is_not_kept() {
     let cache = fresh_verify_cache();
     verify(dir.path(), &cache, &[]).0.success();
 
-    append(&head.join("up.sql"), "-- reworded\n");
-    let (run, resumed) = verify(dir.path(), &cache, &[]);
-    run.success();
-    assert_eq!(from_cache(&resumed).len(), 4, "{}", run.text());
-    assert!(resumed["resumed_after"].is_null(), "{}", run.text());
-    equals_full_run(dir.path(), &resumed);
+    rerun_replays(dir.path(), &cache, &order[4]).success();
 }
 
 /// `CREATE DATABASE ... TEMPLATE` copies what is in a database, not its settings.
@@ -106,14 +125,7 @@ fn a_stairway_database_with_settings_of_its_own_is_not_copied_and_says_why() {
         first.text()
     );
 
-    append(
-        &revision_dir(dir.path(), &order[5]).join("up.sql"),
-        "-- reworded\n",
-    );
-    let (run, resumed) = verify(dir.path(), &cache, &[]);
-    assert_eq!(from_cache(&resumed).len(), 5, "{}", run.text());
-    assert!(resumed["resumed_after"].is_null(), "{}", run.text());
-    equals_full_run(dir.path(), &resumed);
+    rerun_replays(dir.path(), &cache, &order[5]);
 }
 
 /// Whoever can write the kept cluster could make a re-run pass what a full run fails.
@@ -127,13 +139,8 @@ fn kept_databases_other_users_may_write_are_not_used() {
     assert!(kept.join("data/PG_VERSION").is_file(), "{}", kept.display());
 
     std::fs::set_permissions(&kept, std::fs::Permissions::from_mode(0o777)).unwrap();
-    append(
-        &revision_dir(dir.path(), &order[5]).join("up.sql"),
-        "-- reworded\n",
-    );
-    let (run, resumed) = verify(dir.path(), &cache, &[]);
+    let run = rerun_replays(dir.path(), &cache, &order[5]);
     run.success();
-    assert!(resumed["resumed_after"].is_null(), "{}", run.text());
     assert!(
         run.stdout().contains(&format!(
             "cache: the kept databases in {} is not a directory of this user closed to others",
@@ -170,8 +177,5 @@ fn a_chain_that_runs_alter_system_keeps_nothing_and_says_why() {
     );
     assert!(!kept_dir(&report).exists(), "{}", first.text());
 
-    append(&head.join("up.sql"), "-- reworded\n");
-    let (run, resumed) = verify(dir.path(), &cache, &[]);
-    assert!(resumed["resumed_after"].is_null(), "{}", run.text());
-    equals_full_run(dir.path(), &resumed);
+    rerun_replays(dir.path(), &cache, &order[5]);
 }
