@@ -29,6 +29,25 @@ use crate::catalog::USER_SCHEMAS;
 use crate::snapshot::SchemaSnapshot;
 use crate::sql::display_name;
 
+/// PostgreSQL's `FirstUnpinnedObjectId`: the objects below it are the pinned ones
+/// initdb's bootstrap made (except the `public` schema, whose rows are never skipped).
+/// Most catalog rows a mark or `written_since` would scan are these, and the catalogs'
+/// OID indexes skip them, which is why the reads filter on it. Skipping them cannot
+/// change a refresh:
+/// - nothing depends on a pinned object through `pg_depend` (PostgreSQL records no
+///   dependency on one), so a pinned row written reaches no other object;
+/// - a pinned relation is a system catalog (or its index or TOAST table), which
+///   PostgreSQL refuses to move out of `pg_catalog` or alter (so its constraints,
+///   indexes, comments and columns never belong to a user schema's relation);
+/// - no pinned type is an enum, and no pinned relation is a sequence.
+///
+/// A pinned function can be moved into a user schema by a superuser (`ALTER FUNCTION
+/// lower(text) SET SCHEMA public` is allowed), so functions, and comments on them, are
+/// read without this filter. The initdb objects above it (system views, collations,
+/// `information_schema`) can be moved and renamed too, and user objects may depend on
+/// them, so the filter is not `FirstNormalObjectId` (16384).
+const FIRST_UNPINNED: u32 = 12000;
+
 /// A snapshot and the mark of the moment it describes. Refreshed on the connection
 /// that captured it (its statements are prepared there).
 #[derive(Debug, Clone)]
@@ -196,27 +215,28 @@ impl Mark {
             "WITH rel AS (
                  SELECT c.oid, n.nspname::text AS nspname, c.relname::text AS relname
                    FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
-                  WHERE {USER_SCHEMAS} AND c.relkind IN ('r', 'p', 'v', 'm')
+                  WHERE c.oid >= {FIRST_UNPINNED} AND {USER_SCHEMAS}
+                    AND c.relkind IN ('r', 'p', 'v', 'm')
              ), owned(rel, kind) AS (
-                       SELECT k.conrelid, 0 FROM pg_constraint k WHERE k.conrelid <> 0
-             UNION ALL SELECT i.indrelid, 1 FROM pg_index i
-             UNION ALL SELECT p.polrelid, 2 FROM pg_policy p
-             UNION ALL SELECT t.tgrelid, 3 FROM pg_trigger t
-             UNION ALL SELECT d.adrelid, 4 FROM pg_attrdef d
+                       SELECT k.conrelid, 0 FROM pg_constraint k WHERE k.conrelid >= {FIRST_UNPINNED}
+             UNION ALL SELECT i.indrelid, 1 FROM pg_index i WHERE i.indrelid >= {FIRST_UNPINNED}
+             UNION ALL SELECT p.polrelid, 2 FROM pg_policy p WHERE p.polrelid >= {FIRST_UNPINNED}
+             UNION ALL SELECT t.tgrelid, 3 FROM pg_trigger t WHERE t.tgrelid >= {FIRST_UNPINNED}
+             UNION ALL SELECT d.adrelid, 4 FROM pg_attrdef d WHERE d.adrelid >= {FIRST_UNPINNED}
              UNION ALL SELECT d.objoid, 5 FROM pg_description d
-                        WHERE d.classoid = 'pg_class'::regclass
+                        WHERE d.objoid >= {FIRST_UNPINNED} AND d.classoid = 'pg_class'::regclass
              UNION ALL SELECT i.indrelid, 6 FROM pg_description d
                          JOIN pg_index i ON i.indexrelid = d.objoid
-                        WHERE d.classoid = 'pg_class'::regclass
+                        WHERE d.objoid >= {FIRST_UNPINNED} AND d.classoid = 'pg_class'::regclass
              UNION ALL SELECT k.conrelid, 7 FROM pg_description d
                          JOIN pg_constraint k ON k.oid = d.objoid
-                        WHERE d.classoid = 'pg_constraint'::regclass
+                        WHERE d.objoid >= {FIRST_UNPINNED} AND d.classoid = 'pg_constraint'::regclass
              UNION ALL SELECT t.tgrelid, 7 FROM pg_description d
                          JOIN pg_trigger t ON t.oid = d.objoid
-                        WHERE d.classoid = 'pg_trigger'::regclass
+                        WHERE d.objoid >= {FIRST_UNPINNED} AND d.classoid = 'pg_trigger'::regclass
              UNION ALL SELECT p.polrelid, 7 FROM pg_description d
                          JOIN pg_policy p ON p.oid = d.objoid
-                        WHERE d.classoid = 'pg_policy'::regclass
+                        WHERE d.objoid >= {FIRST_UNPINNED} AND d.classoid = 'pg_policy'::regclass
              ), comments AS (
                  SELECT count(*) FILTER (WHERE d.classoid = 'pg_proc'::regclass) AS procs,
                         count(*) FILTER (WHERE d.classoid = 'pg_type'::regclass) AS types
@@ -241,14 +261,15 @@ impl Mark {
                     (SELECT count(*) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
                       WHERE {USER_SCHEMAS} AND c.relkind = 'S'),
                     (SELECT count(*) FROM pg_description d JOIN pg_class c ON c.oid = d.objoid
-                      WHERE d.classoid = 'pg_class'::regclass AND c.relkind = 'S'),
+                      WHERE d.objoid >= {FIRST_UNPINNED} AND d.classoid = 'pg_class'::regclass
+                        AND c.relkind = 'S'),
                     (SELECT count(*) FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace
                       WHERE {USER_SCHEMAS} AND p.prokind IN ('f', 'p')
                         AND NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.classid = 'pg_proc'::regclass
                                            AND d.objid = p.oid AND d.deptype = 'e')),
                     (SELECT procs FROM comments),
                     (SELECT count(*) FROM pg_type t JOIN pg_namespace n ON n.oid = t.typnamespace
-                      WHERE {USER_SCHEMAS} AND t.typtype = 'e'),
+                      WHERE t.oid >= {FIRST_UNPINNED} AND {USER_SCHEMAS} AND t.typtype = 'e'),
                     (SELECT types FROM comments),
                     (SELECT count(*) FROM pg_extension)]"
         );
@@ -298,31 +319,31 @@ fn written_since(
     let statement = prepared(
         client,
         &mut statements.written,
-        "WITH RECURSIVE m(a) AS (SELECT age($1::text::xid)),
+        &format!("WITH RECURSIVE m(a) AS (SELECT age($1::text::xid)),
          written(classid, objid) AS (
-                 SELECT 'pg_class'::regclass::oid, oid FROM pg_class WHERE age(xmin) <= (SELECT a FROM m)
-           UNION SELECT 'pg_class'::regclass::oid, attrelid FROM pg_attribute WHERE age(xmin) <= (SELECT a FROM m)
-           UNION SELECT 'pg_class'::regclass::oid, adrelid FROM pg_attrdef WHERE age(xmin) <= (SELECT a FROM m)
-           UNION SELECT 'pg_constraint'::regclass::oid, oid FROM pg_constraint WHERE age(xmin) <= (SELECT a FROM m)
-           UNION SELECT 'pg_class'::regclass::oid, conrelid FROM pg_constraint WHERE age(xmin) <= (SELECT a FROM m)
-           UNION SELECT 'pg_type'::regclass::oid, contypid FROM pg_constraint WHERE age(xmin) <= (SELECT a FROM m)
-           UNION SELECT 'pg_class'::regclass::oid, indrelid FROM pg_index WHERE age(xmin) <= (SELECT a FROM m)
+                 SELECT 'pg_class'::regclass::oid, oid FROM pg_class WHERE oid >= {FIRST_UNPINNED} AND age(xmin) <= (SELECT a FROM m)
+           UNION SELECT 'pg_class'::regclass::oid, attrelid FROM pg_attribute WHERE attrelid >= {FIRST_UNPINNED} AND age(xmin) <= (SELECT a FROM m)
+           UNION SELECT 'pg_class'::regclass::oid, adrelid FROM pg_attrdef WHERE adrelid >= {FIRST_UNPINNED} AND age(xmin) <= (SELECT a FROM m)
+           UNION SELECT 'pg_constraint'::regclass::oid, oid FROM pg_constraint WHERE oid >= {FIRST_UNPINNED} AND age(xmin) <= (SELECT a FROM m)
+           UNION SELECT 'pg_class'::regclass::oid, conrelid FROM pg_constraint WHERE oid >= {FIRST_UNPINNED} AND age(xmin) <= (SELECT a FROM m)
+           UNION SELECT 'pg_type'::regclass::oid, contypid FROM pg_constraint WHERE oid >= {FIRST_UNPINNED} AND age(xmin) <= (SELECT a FROM m)
+           UNION SELECT 'pg_class'::regclass::oid, indrelid FROM pg_index WHERE indexrelid >= {FIRST_UNPINNED} AND age(xmin) <= (SELECT a FROM m)
            UNION SELECT 'pg_class'::regclass::oid, polrelid FROM pg_policy WHERE age(xmin) <= (SELECT a FROM m)
            UNION SELECT 'pg_class'::regclass::oid, tgrelid FROM pg_trigger WHERE age(xmin) <= (SELECT a FROM m)
            UNION SELECT 'pg_class'::regclass::oid, ev_class FROM pg_rewrite WHERE age(xmin) <= (SELECT a FROM m)
            UNION SELECT classoid, objoid FROM pg_description
-                  WHERE classoid IN ('pg_class'::regclass, 'pg_constraint'::regclass,
+                  WHERE objoid >= {FIRST_UNPINNED} AND classoid IN ('pg_class'::regclass, 'pg_constraint'::regclass,
                                      'pg_trigger'::regclass, 'pg_policy'::regclass)
                     AND age(xmin) <= (SELECT a FROM m)
-           UNION SELECT 'pg_type'::regclass::oid, oid FROM pg_type WHERE age(xmin) <= (SELECT a FROM m)
+           UNION SELECT 'pg_type'::regclass::oid, oid FROM pg_type WHERE oid >= {FIRST_UNPINNED} AND age(xmin) <= (SELECT a FROM m)
            UNION SELECT 'pg_type'::regclass::oid, enumtypid FROM pg_enum WHERE age(xmin) <= (SELECT a FROM m)
            UNION SELECT 'pg_proc'::regclass::oid, oid FROM pg_proc WHERE age(xmin) <= (SELECT a FROM m)
            UNION SELECT 'pg_namespace'::regclass::oid, oid FROM pg_namespace WHERE age(xmin) <= (SELECT a FROM m)
-           UNION SELECT 'pg_collation'::regclass::oid, oid FROM pg_collation WHERE age(xmin) <= (SELECT a FROM m)
-           UNION SELECT 'pg_opclass'::regclass::oid, oid FROM pg_opclass WHERE age(xmin) <= (SELECT a FROM m)
-           UNION SELECT 'pg_operator'::regclass::oid, oid FROM pg_operator WHERE age(xmin) <= (SELECT a FROM m)
-           UNION SELECT 'pg_ts_config'::regclass::oid, oid FROM pg_ts_config WHERE age(xmin) <= (SELECT a FROM m)
-           UNION SELECT 'pg_ts_dict'::regclass::oid, oid FROM pg_ts_dict WHERE age(xmin) <= (SELECT a FROM m)
+           UNION SELECT 'pg_collation'::regclass::oid, oid FROM pg_collation WHERE oid >= {FIRST_UNPINNED} AND age(xmin) <= (SELECT a FROM m)
+           UNION SELECT 'pg_opclass'::regclass::oid, oid FROM pg_opclass WHERE oid >= {FIRST_UNPINNED} AND age(xmin) <= (SELECT a FROM m)
+           UNION SELECT 'pg_operator'::regclass::oid, oid FROM pg_operator WHERE oid >= {FIRST_UNPINNED} AND age(xmin) <= (SELECT a FROM m)
+           UNION SELECT 'pg_ts_config'::regclass::oid, oid FROM pg_ts_config WHERE oid >= {FIRST_UNPINNED} AND age(xmin) <= (SELECT a FROM m)
+           UNION SELECT 'pg_ts_dict'::regclass::oid, oid FROM pg_ts_dict WHERE oid >= {FIRST_UNPINNED} AND age(xmin) <= (SELECT a FROM m)
          ), touched(classid, objid) AS (
                  SELECT classid, objid FROM written
            UNION SELECT d.classid, d.objid FROM pg_depend d
@@ -354,7 +375,7 @@ fn written_since(
          UNION SELECT 3, y.oid FROM touched t JOIN pg_type y ON y.oid = t.objid
                 WHERE t.classid = 'pg_type'::regclass AND y.typtype = 'e'
          UNION SELECT 4, oid FROM pg_extension WHERE age(xmin) <= (SELECT a FROM m)
-         UNION SELECT 5, 0::oid FROM pg_authid WHERE age(xmin) <= (SELECT a FROM m)",
+         UNION SELECT 5, 0::oid FROM pg_authid WHERE age(xmin) <= (SELECT a FROM m)"),
         &[Type::INT8],
     )?;
     let rows = client.query(&statement, &[&xid])?;
