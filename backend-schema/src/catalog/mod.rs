@@ -9,5 +9,5 @@ mod tables;
 
 pub use objects::{Identity, Objects};
 pub use public::{Catalog, Column, Constraint, Policy, Table, View};
-pub(crate) use tables::USER_SCHEMAS;
 pub use tables::{column_names, is_bookkeeping, tables_in_current_schema, user_tables, UserTable};
+pub(crate) use tables::{FIRST_UNPINNED, USER_SCHEMAS};

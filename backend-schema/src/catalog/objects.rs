@@ -321,10 +321,19 @@ impl std::fmt::Debug for PreparedReads {
     }
 }
 
-/// The branch of every relation read's condition that makes it a full read.
-const FULL_READ: &str = "$1::oid[] IS NULL OR ";
-
 impl Scope {
+    /// `scoped` for a read of some relations, `true` for a full read. A filter written
+    /// `$1 IS NULL OR c.oid = ANY($1)` left the statement kept for scoped reads a plan
+    /// that scanned every relation (a generic plan cannot know `$1` is never null), so
+    /// each read cost as much as the schema was large.
+    fn only<'a>(&self, scoped: &'a str) -> &'a str {
+        if self.relations.is_some() {
+            scoped
+        } else {
+            "true"
+        }
+    }
+
     fn param(&self) -> [(&(dyn ToSql + Sync), Type); 1] {
         [(&self.relations, Type::OID_ARRAY)]
     }
@@ -336,17 +345,6 @@ impl Scope {
         sql: &str,
         params: &[(&(dyn ToSql + Sync), Type)],
     ) -> Result<Vec<Row>, postgres::Error> {
-        // A prepared statement runs a generic plan, which cannot use the OID indexes
-        // through `$1 IS NULL OR c.oid = ANY($1)`: every catalog row was read to find
-        // the few relations a step touched. A scoped read drops the full read's branch.
-        let scoped;
-        let sql = match self.relations {
-            Some(_) => {
-                scoped = sql.replace(FULL_READ, "");
-                scoped.as_str()
-            }
-            None => sql,
-        };
         let Some(cache) = &self.prepared else {
             return client.query_typed(sql, params);
         };
@@ -384,7 +382,8 @@ fn relations(
                        ORDER BY 1)
            FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
           WHERE {USER_SCHEMAS} AND c.relkind IN ('r', 'p', 'v', 'm')
-            AND ($1::oid[] IS NULL OR c.oid = ANY($1))"
+            AND {only}",
+        only = scope.only("c.oid = ANY($1)")
     );
     let mut relations: Vec<Relation> = scope
         .query(client, &sql, &scope.param())?
@@ -422,8 +421,9 @@ fn columns(
            JOIN pg_class c ON c.oid = a.attrelid JOIN pg_namespace n ON n.oid = c.relnamespace
            LEFT JOIN pg_attrdef d ON d.adrelid = a.attrelid AND d.adnum = a.attnum
           WHERE {USER_SCHEMAS} AND c.relkind IN ('r', 'p', 'v', 'm') AND a.attnum > 0 AND NOT a.attisdropped
-            AND ($1::oid[] IS NULL OR c.oid = ANY($1))
-          ORDER BY n.nspname, c.relname, a.attnum"
+            AND {only}
+          ORDER BY n.nspname, c.relname, a.attnum",
+        only = scope.only("c.oid = ANY($1)")
     );
     for row in scope.query(client, &sql, &scope.param())? {
         let key = (row.get::<_, &str>(0), row.get::<_, &str>(1));
@@ -462,7 +462,8 @@ fn constraints(
                 (SELECT r.relname::text FROM pg_class r WHERE r.oid = k.confrelid),
                 obj_description(k.oid, 'pg_constraint')
            FROM pg_constraint k JOIN pg_class c ON c.oid = k.conrelid JOIN pg_namespace n ON n.oid = c.relnamespace
-          WHERE {USER_SCHEMAS} AND ($1::oid[] IS NULL OR c.oid = ANY($1))"
+          WHERE {USER_SCHEMAS} AND {only}",
+        only = scope.only("c.oid = ANY($1)")
     );
     Ok(scope
         .query(client, &sql, &scope.param())?
@@ -491,7 +492,8 @@ fn indexes(client: &mut impl GenericClient, scope: &Scope) -> Result<Vec<Index>,
                 obj_description(i.indexrelid, 'pg_class')
            FROM pg_index i JOIN pg_class ic ON ic.oid = i.indexrelid JOIN pg_class t ON t.oid = i.indrelid
            JOIN pg_namespace n ON n.oid = t.relnamespace
-          WHERE {USER_SCHEMAS} AND ($1::oid[] IS NULL OR t.oid = ANY($1))"
+          WHERE {USER_SCHEMAS} AND {only}",
+        only = scope.only("t.oid = ANY($1)")
     );
     Ok(scope
         .query(client, &sql, &scope.param())?
@@ -520,8 +522,8 @@ fn policies(
                   WHERE c.relnamespace = n.oid AND c.relname = p.tablename AND pol.polname = p.policyname)
            FROM pg_policies p JOIN pg_namespace n ON n.nspname = p.schemaname
           WHERE {USER_SCHEMAS}
-            AND ($1::oid[] IS NULL OR EXISTS (SELECT 1 FROM pg_class c
-                  WHERE c.oid = ANY($1) AND c.relnamespace = n.oid AND c.relname = p.tablename))"
+            AND {only}",
+        only = scope.only("EXISTS (SELECT 1 FROM pg_class c WHERE c.oid = ANY($1) AND c.relnamespace = n.oid AND c.relname = p.tablename)")
     );
     Ok(scope
         .query(client, &sql, &scope.param())?
@@ -604,7 +606,8 @@ fn triggers(
         "SELECT n.nspname::text, c.relname::text, t.tgname::text, pg_get_triggerdef(t.oid),
                 obj_description(t.oid, 'pg_trigger')
            FROM pg_trigger t JOIN pg_class c ON c.oid = t.tgrelid JOIN pg_namespace n ON n.oid = c.relnamespace
-          WHERE {USER_SCHEMAS} AND NOT t.tgisinternal AND ($1::oid[] IS NULL OR c.oid = ANY($1))"
+          WHERE {USER_SCHEMAS} AND NOT t.tgisinternal AND {only}",
+        only = scope.only("c.oid = ANY($1)")
     );
     Ok(scope
         .query(client, &sql, &scope.param())?
@@ -627,8 +630,9 @@ fn grants(client: &mut impl GenericClient, scope: &Scope) -> Result<Vec<Grant>, 
                 array_agg(g.privilege_type::text ORDER BY g.privilege_type)
            FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace, aclexplode(c.relacl) g
           WHERE {USER_SCHEMAS} AND c.relkind IN ('r', 'p', 'v', 'm', 'S') AND g.grantee <> c.relowner
-            AND ($1::oid[] IS NULL OR c.oid = ANY($1) OR (c.relkind = 'S' AND $2))
-          GROUP BY 1, 2, 3, 4"
+            AND {only}
+          GROUP BY 1, 2, 3, 4",
+        only = scope.only("(c.oid = ANY($1) OR (c.relkind = 'S' AND $2))")
     );
     let [relations] = scope.param();
     let params = [

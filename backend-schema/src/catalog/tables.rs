@@ -22,6 +22,25 @@ pub fn is_bookkeeping(relname: &str) -> bool {
 pub(crate) const USER_SCHEMAS: &str =
     "n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname NOT LIKE 'pg_toast%' AND n.nspname NOT LIKE 'pg_temp%'";
 
+/// PostgreSQL's `FirstUnpinnedObjectId`: the objects below it are the pinned ones
+/// initdb's bootstrap made (except the `public` schema, whose rows are never skipped).
+/// Most catalog rows a mark or `written_since` would scan are these, and the catalogs'
+/// OID indexes skip them, which is why the reads filter on it (`verify`'s mark and `written_since`, the table list, the row checks' written types). Skipping them cannot
+/// change a refresh:
+/// - nothing depends on a pinned object through `pg_depend` (PostgreSQL records no
+///   dependency on one), so a pinned row written reaches no other object;
+/// - a pinned relation is a system catalog (or its index or TOAST table), which
+///   PostgreSQL refuses to move out of `pg_catalog` or alter (so its constraints,
+///   indexes, comments and columns never belong to a user schema's relation);
+/// - no pinned type is an enum, and no pinned relation is a sequence.
+///
+/// A pinned function can be moved into a user schema by a superuser (`ALTER FUNCTION
+/// lower(text) SET SCHEMA public` is allowed), so functions, and comments on them, are
+/// read without this filter. The initdb objects above it (system views, collations,
+/// `information_schema`) can be moved and renamed too, and user objects may depend on
+/// them, so the filter is not `FirstNormalObjectId` (16384).
+pub(crate) const FIRST_UNPINNED: u32 = 12000;
+
 /// An ordinary or partitioned table.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
 pub struct UserTable {
@@ -58,13 +77,13 @@ impl UserTable {
 /// planner writes unqualified names; verify seeds `public`) narrow this list
 /// themselves, where the reader can see it; callers that ignore our bookkeeping filter
 /// with [`UserTable::is_version_table`].
-/// (Every object users create has an OID from 16384, FirstNormalObjectId: the condition
-/// lets the OID index skip the built-in catalogs' rows.)
+/// (A table in a user schema is never pinned: `FIRST_UNPINNED` lets the OID index skip
+/// the system catalogs' rows.)
 pub fn user_tables(client: &mut impl GenericClient) -> Result<Vec<UserTable>, postgres::Error> {
     let sql = format!(
         "SELECT n.nspname::text, c.relname::text, c.oid
            FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
-          WHERE c.oid >= 16384 AND c.relkind IN ('r', 'p') AND {USER_SCHEMAS}
+          WHERE c.oid >= {FIRST_UNPINNED} AND c.relkind IN ('r', 'p') AND {USER_SCHEMAS}
           ORDER BY n.nspname, c.relname"
     );
     Ok(client

@@ -6,7 +6,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use postgres::{GenericClient, Statement};
 use serde_json::Value;
 
-use crate::catalog::{column_names, user_tables, UserTable};
+use crate::catalog::{column_names, user_tables, UserTable, FIRST_UNPINNED};
 
 /// One row, as column -> value.
 pub type Row = BTreeMap<String, Value>;
@@ -370,18 +370,18 @@ fn written_since(
         Some(statement) => statement.clone(),
         None => {
             // A throwaway cluster never wraps its transaction IDs around: `age` compares
-            // without turning each row's `xmin` into text. Types and relations users
-            // create have OIDs from 16384 (a built-in type's values read as they did).
+            // without turning each row's `xmin` into text. Pinned types and relations
+            // are skipped through the OID indexes (see `FIRST_UNPINNED`).
             let statement = client.prepare_typed(
-                "WITH m(a) AS (SELECT age($1::text::xid)), t(oid) AS (SELECT DISTINCT unnest($2::oid[]))
+                &format!("WITH m(a) AS (SELECT age($1::text::xid)), t(oid) AS (SELECT DISTINCT unnest($2::oid[]))
                  SELECT 0::oid WHERE EXISTS (SELECT 1 FROM pg_enum WHERE age(xmin) <= (SELECT a FROM m))
-                     OR EXISTS (SELECT 1 FROM pg_type y WHERE y.oid >= 16384
+                     OR EXISTS (SELECT 1 FROM pg_type y WHERE y.oid >= {FIRST_UNPINNED}
                                   AND age(y.xmin) <= (SELECT a FROM m)
                                   AND (y.typtype IN ('e', 'd', 'r', 'm')
                                        OR (y.typtype = 'c' AND NOT EXISTS (
                                              SELECT 1 FROM pg_class c WHERE c.oid = y.typrelid
                                                 AND c.relkind <> 'c'))))
-                     OR EXISTS (SELECT 1 FROM pg_class c WHERE c.oid >= 16384 AND c.relkind = 'c'
+                     OR EXISTS (SELECT 1 FROM pg_class c WHERE c.oid >= {FIRST_UNPINNED} AND c.relkind = 'c'
                                   AND (age(c.xmin) <= (SELECT a FROM m) OR EXISTS (
                                         SELECT 1 FROM pg_attribute a WHERE a.attrelid = c.oid
                                            AND age(a.xmin) <= (SELECT a FROM m))))
@@ -394,7 +394,7 @@ fn written_since(
                          LEFT JOIN pg_type e ON e.oid = y.typelem AND y.typcategory = 'A'
                         WHERE a.attnum > 0 AND NOT a.attisdropped
                           AND (y.typrelid <> 0 OR e.typrelid <> 0
-                               OR (y.typtype = 'd' AND (SELECT b.typrelid <> 0 OR b.typelem <> 0 FROM pg_type b WHERE b.oid = y.typbasetype)))",
+                               OR (y.typtype = 'd' AND (SELECT b.typrelid <> 0 OR b.typelem <> 0 FROM pg_type b WHERE b.oid = y.typbasetype)))"),
                 &[postgres::types::Type::INT8, postgres::types::Type::OID_ARRAY],
             )?;
             *prepared = Some(statement.clone());

@@ -25,7 +25,7 @@ use postgres::types::Type;
 use postgres::{GenericClient, Statement};
 
 use crate::catalog::objects::{Kinds, Objects, PreparedReads};
-use crate::catalog::USER_SCHEMAS;
+use crate::catalog::{FIRST_UNPINNED, USER_SCHEMAS};
 use crate::snapshot::SchemaSnapshot;
 use crate::sql::display_name;
 
@@ -197,39 +197,38 @@ impl Mark {
     ) -> Result<Mark, postgres::Error> {
         // Each kind counted by one grouped pass over its catalog, joined to the
         // relations once: per-relation subqueries (a scan of pg_description each) made
-        // this mark cost grow with the square of the number of tables. Only objects
-        // users create (OIDs from 16384) count, read through the OID indexes: the
-        // built-in comments alone are thousands of rows, and none is in the snapshot.
+        // this mark cost grow with the square of the number of tables.
         let sql = format!(
             "WITH rel AS (
                  SELECT c.oid, n.nspname::text AS nspname, c.relname::text AS relname
                    FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
-                  WHERE c.oid >= 16384 AND {USER_SCHEMAS} AND c.relkind IN ('r', 'p', 'v', 'm')
+                  WHERE c.oid >= {FIRST_UNPINNED} AND {USER_SCHEMAS}
+                    AND c.relkind IN ('r', 'p', 'v', 'm')
              ), owned(rel, kind) AS (
-                       SELECT k.conrelid, 0 FROM pg_constraint k WHERE k.conrelid >= 16384
-             UNION ALL SELECT i.indrelid, 1 FROM pg_index i WHERE i.indrelid >= 16384
-             UNION ALL SELECT p.polrelid, 2 FROM pg_policy p
-             UNION ALL SELECT t.tgrelid, 3 FROM pg_trigger t
-             UNION ALL SELECT d.adrelid, 4 FROM pg_attrdef d WHERE d.adrelid >= 16384
+                       SELECT k.conrelid, 0 FROM pg_constraint k WHERE k.conrelid >= {FIRST_UNPINNED}
+             UNION ALL SELECT i.indrelid, 1 FROM pg_index i WHERE i.indrelid >= {FIRST_UNPINNED}
+             UNION ALL SELECT p.polrelid, 2 FROM pg_policy p WHERE p.polrelid >= {FIRST_UNPINNED}
+             UNION ALL SELECT t.tgrelid, 3 FROM pg_trigger t WHERE t.tgrelid >= {FIRST_UNPINNED}
+             UNION ALL SELECT d.adrelid, 4 FROM pg_attrdef d WHERE d.adrelid >= {FIRST_UNPINNED}
              UNION ALL SELECT d.objoid, 5 FROM pg_description d
-                        WHERE d.objoid >= 16384 AND d.classoid = 'pg_class'::regclass
+                        WHERE d.objoid >= {FIRST_UNPINNED} AND d.classoid = 'pg_class'::regclass
              UNION ALL SELECT i.indrelid, 6 FROM pg_description d
                          JOIN pg_index i ON i.indexrelid = d.objoid
-                        WHERE d.objoid >= 16384 AND d.classoid = 'pg_class'::regclass
+                        WHERE d.objoid >= {FIRST_UNPINNED} AND d.classoid = 'pg_class'::regclass
              UNION ALL SELECT k.conrelid, 7 FROM pg_description d
                          JOIN pg_constraint k ON k.oid = d.objoid
-                        WHERE d.objoid >= 16384 AND d.classoid = 'pg_constraint'::regclass
+                        WHERE d.objoid >= {FIRST_UNPINNED} AND d.classoid = 'pg_constraint'::regclass
              UNION ALL SELECT t.tgrelid, 7 FROM pg_description d
                          JOIN pg_trigger t ON t.oid = d.objoid
-                        WHERE d.objoid >= 16384 AND d.classoid = 'pg_trigger'::regclass
+                        WHERE d.objoid >= {FIRST_UNPINNED} AND d.classoid = 'pg_trigger'::regclass
              UNION ALL SELECT p.polrelid, 7 FROM pg_description d
                          JOIN pg_policy p ON p.oid = d.objoid
-                        WHERE d.objoid >= 16384 AND d.classoid = 'pg_policy'::regclass
+                        WHERE d.objoid >= {FIRST_UNPINNED} AND d.classoid = 'pg_policy'::regclass
              ), comments AS (
                  SELECT count(*) FILTER (WHERE d.classoid = 'pg_proc'::regclass) AS procs,
                         count(*) FILTER (WHERE d.classoid = 'pg_type'::regclass) AS types
                    FROM pg_description d
-                  WHERE d.objoid >= 16384 AND d.classoid IN ('pg_proc'::regclass, 'pg_type'::regclass)
+                  WHERE d.classoid IN ('pg_proc'::regclass, 'pg_type'::regclass)
              ), counted AS (
                  SELECT o.rel, o.kind, count(*) AS n FROM owned o
                   WHERE o.rel IN (SELECT oid FROM rel) GROUP BY o.rel, o.kind
@@ -247,16 +246,17 @@ impl Mark {
              SELECT 0::oid, '', '', ARRAY[
                     pg_snapshot_xmax(pg_current_snapshot())::text::int8,
                     (SELECT count(*) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
-                      WHERE c.oid >= 16384 AND {USER_SCHEMAS} AND c.relkind = 'S'),
+                      WHERE {USER_SCHEMAS} AND c.relkind = 'S'),
                     (SELECT count(*) FROM pg_description d JOIN pg_class c ON c.oid = d.objoid
-                      WHERE d.objoid >= 16384 AND d.classoid = 'pg_class'::regclass AND c.relkind = 'S'),
+                      WHERE d.objoid >= {FIRST_UNPINNED} AND d.classoid = 'pg_class'::regclass
+                        AND c.relkind = 'S'),
                     (SELECT count(*) FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace
-                      WHERE p.oid >= 16384 AND {USER_SCHEMAS} AND p.prokind IN ('f', 'p')
+                      WHERE {USER_SCHEMAS} AND p.prokind IN ('f', 'p')
                         AND NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.classid = 'pg_proc'::regclass
                                            AND d.objid = p.oid AND d.deptype = 'e')),
                     (SELECT procs FROM comments),
                     (SELECT count(*) FROM pg_type t JOIN pg_namespace n ON n.oid = t.typnamespace
-                      WHERE t.oid >= 16384 AND {USER_SCHEMAS} AND t.typtype = 'e'),
+                      WHERE t.oid >= {FIRST_UNPINNED} AND {USER_SCHEMAS} AND t.typtype = 'e'),
                     (SELECT types FROM comments),
                     (SELECT count(*) FROM pg_extension)]"
         );
@@ -301,40 +301,36 @@ fn written_since(
     xid: i64,
 ) -> Result<Option<Written>, postgres::Error> {
     // A throwaway cluster never wraps its transaction IDs around: a row whose `xmin` is
-    // no older than the mark was written after it. Only rows of objects users create
-    // (OIDs from 16384, FirstNormalObjectId) are looked at, through the OID indexes: the
-    // built-in rows are most of every catalog, and one written (a GRANT on a built-in
-    // function) is of an object the snapshot does not hold and nothing depends on
-    // through `pg_depend` (built-in objects are pinned: no dependency names them). `age` compares without turning each
+    // no older than the mark was written after it. `age` compares without turning each
     // row's `xmin` into text (a third of the cost of every catalog scan).
     let statement = prepared(
         client,
         &mut statements.written,
-        "WITH RECURSIVE m(a) AS (SELECT age($1::text::xid)),
+        &format!("WITH RECURSIVE m(a) AS (SELECT age($1::text::xid)),
          written(classid, objid) AS (
-                 SELECT 'pg_class'::regclass::oid, oid FROM pg_class WHERE oid >= 16384 AND age(xmin) <= (SELECT a FROM m)
-           UNION SELECT 'pg_class'::regclass::oid, attrelid FROM pg_attribute WHERE attrelid >= 16384 AND age(xmin) <= (SELECT a FROM m)
-           UNION SELECT 'pg_class'::regclass::oid, adrelid FROM pg_attrdef WHERE oid >= 16384 AND age(xmin) <= (SELECT a FROM m)
-           UNION SELECT 'pg_constraint'::regclass::oid, oid FROM pg_constraint WHERE oid >= 16384 AND age(xmin) <= (SELECT a FROM m)
-           UNION SELECT 'pg_class'::regclass::oid, conrelid FROM pg_constraint WHERE oid >= 16384 AND age(xmin) <= (SELECT a FROM m)
-           UNION SELECT 'pg_type'::regclass::oid, contypid FROM pg_constraint WHERE oid >= 16384 AND age(xmin) <= (SELECT a FROM m)
-           UNION SELECT 'pg_class'::regclass::oid, indrelid FROM pg_index WHERE indexrelid >= 16384 AND age(xmin) <= (SELECT a FROM m)
+                 SELECT 'pg_class'::regclass::oid, oid FROM pg_class WHERE oid >= {FIRST_UNPINNED} AND age(xmin) <= (SELECT a FROM m)
+           UNION SELECT 'pg_class'::regclass::oid, attrelid FROM pg_attribute WHERE attrelid >= {FIRST_UNPINNED} AND age(xmin) <= (SELECT a FROM m)
+           UNION SELECT 'pg_class'::regclass::oid, adrelid FROM pg_attrdef WHERE adrelid >= {FIRST_UNPINNED} AND age(xmin) <= (SELECT a FROM m)
+           UNION SELECT 'pg_constraint'::regclass::oid, oid FROM pg_constraint WHERE oid >= {FIRST_UNPINNED} AND age(xmin) <= (SELECT a FROM m)
+           UNION SELECT 'pg_class'::regclass::oid, conrelid FROM pg_constraint WHERE oid >= {FIRST_UNPINNED} AND age(xmin) <= (SELECT a FROM m)
+           UNION SELECT 'pg_type'::regclass::oid, contypid FROM pg_constraint WHERE oid >= {FIRST_UNPINNED} AND age(xmin) <= (SELECT a FROM m)
+           UNION SELECT 'pg_class'::regclass::oid, indrelid FROM pg_index WHERE indexrelid >= {FIRST_UNPINNED} AND age(xmin) <= (SELECT a FROM m)
            UNION SELECT 'pg_class'::regclass::oid, polrelid FROM pg_policy WHERE age(xmin) <= (SELECT a FROM m)
            UNION SELECT 'pg_class'::regclass::oid, tgrelid FROM pg_trigger WHERE age(xmin) <= (SELECT a FROM m)
-           UNION SELECT 'pg_class'::regclass::oid, ev_class FROM pg_rewrite WHERE oid >= 16384 AND age(xmin) <= (SELECT a FROM m)
+           UNION SELECT 'pg_class'::regclass::oid, ev_class FROM pg_rewrite WHERE age(xmin) <= (SELECT a FROM m)
            UNION SELECT classoid, objoid FROM pg_description
-                  WHERE classoid IN ('pg_class'::regclass, 'pg_constraint'::regclass,
+                  WHERE objoid >= {FIRST_UNPINNED} AND classoid IN ('pg_class'::regclass, 'pg_constraint'::regclass,
                                      'pg_trigger'::regclass, 'pg_policy'::regclass)
-                    AND objoid >= 16384 AND age(xmin) <= (SELECT a FROM m)
-           UNION SELECT 'pg_type'::regclass::oid, oid FROM pg_type WHERE oid >= 16384 AND age(xmin) <= (SELECT a FROM m)
+                    AND age(xmin) <= (SELECT a FROM m)
+           UNION SELECT 'pg_type'::regclass::oid, oid FROM pg_type WHERE oid >= {FIRST_UNPINNED} AND age(xmin) <= (SELECT a FROM m)
            UNION SELECT 'pg_type'::regclass::oid, enumtypid FROM pg_enum WHERE age(xmin) <= (SELECT a FROM m)
-           UNION SELECT 'pg_proc'::regclass::oid, oid FROM pg_proc WHERE oid >= 16384 AND age(xmin) <= (SELECT a FROM m)
+           UNION SELECT 'pg_proc'::regclass::oid, oid FROM pg_proc WHERE age(xmin) <= (SELECT a FROM m)
            UNION SELECT 'pg_namespace'::regclass::oid, oid FROM pg_namespace WHERE age(xmin) <= (SELECT a FROM m)
-           UNION SELECT 'pg_collation'::regclass::oid, oid FROM pg_collation WHERE oid >= 16384 AND age(xmin) <= (SELECT a FROM m)
-           UNION SELECT 'pg_opclass'::regclass::oid, oid FROM pg_opclass WHERE oid >= 16384 AND age(xmin) <= (SELECT a FROM m)
-           UNION SELECT 'pg_operator'::regclass::oid, oid FROM pg_operator WHERE oid >= 16384 AND age(xmin) <= (SELECT a FROM m)
-           UNION SELECT 'pg_ts_config'::regclass::oid, oid FROM pg_ts_config WHERE oid >= 16384 AND age(xmin) <= (SELECT a FROM m)
-           UNION SELECT 'pg_ts_dict'::regclass::oid, oid FROM pg_ts_dict WHERE oid >= 16384 AND age(xmin) <= (SELECT a FROM m)
+           UNION SELECT 'pg_collation'::regclass::oid, oid FROM pg_collation WHERE oid >= {FIRST_UNPINNED} AND age(xmin) <= (SELECT a FROM m)
+           UNION SELECT 'pg_opclass'::regclass::oid, oid FROM pg_opclass WHERE oid >= {FIRST_UNPINNED} AND age(xmin) <= (SELECT a FROM m)
+           UNION SELECT 'pg_operator'::regclass::oid, oid FROM pg_operator WHERE oid >= {FIRST_UNPINNED} AND age(xmin) <= (SELECT a FROM m)
+           UNION SELECT 'pg_ts_config'::regclass::oid, oid FROM pg_ts_config WHERE oid >= {FIRST_UNPINNED} AND age(xmin) <= (SELECT a FROM m)
+           UNION SELECT 'pg_ts_dict'::regclass::oid, oid FROM pg_ts_dict WHERE oid >= {FIRST_UNPINNED} AND age(xmin) <= (SELECT a FROM m)
          ), touched(classid, objid) AS (
                  SELECT classid, objid FROM written
            UNION SELECT d.classid, d.objid FROM pg_depend d
@@ -362,11 +358,11 @@ fn written_since(
          UNION SELECT CASE WHEN classoid = 'pg_proc'::regclass THEN 2 ELSE 3 END, objoid
                  FROM pg_description
                 WHERE classoid IN ('pg_proc'::regclass, 'pg_type'::regclass)
-                  AND objoid >= 16384 AND age(xmin) <= (SELECT a FROM m)
+                  AND age(xmin) <= (SELECT a FROM m)
          UNION SELECT 3, y.oid FROM touched t JOIN pg_type y ON y.oid = t.objid
                 WHERE t.classid = 'pg_type'::regclass AND y.typtype = 'e'
          UNION SELECT 4, oid FROM pg_extension WHERE age(xmin) <= (SELECT a FROM m)
-         UNION SELECT 5, 0::oid FROM pg_authid WHERE age(xmin) <= (SELECT a FROM m)",
+         UNION SELECT 5, 0::oid FROM pg_authid WHERE age(xmin) <= (SELECT a FROM m)"),
         &[Type::INT8],
     )?;
     let rows = client.query(&statement, &[&xid])?;
