@@ -1,7 +1,7 @@
 //! Row-level data checks: every row of every table, projected onto the columns that
 //! exist both before and after a step, must be unchanged.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use postgres::GenericClient;
 use serde_json::Value;
@@ -105,8 +105,7 @@ impl TableData {
             rows.sort();
             rows
         };
-        let names: std::collections::BTreeSet<&String> =
-            self.tables.keys().chain(other.tables.keys()).collect();
+        let names: BTreeSet<&String> = self.tables.keys().chain(other.tables.keys()).collect();
         names
             .into_iter()
             .filter(
@@ -200,6 +199,9 @@ pub struct DataDiff {
 #[derive(Debug, Clone)]
 pub(crate) struct TrackedData {
     pub data: TableData,
+    /// The tables of `public` but the version tables, as listed at this capture: what
+    /// the seeder fills, so it need not list them again.
+    pub tables: Vec<UserTable>,
     mark: DataMark,
 }
 
@@ -209,6 +211,10 @@ struct DataMark {
     settings: Vec<String>,
     /// Each table's name and its family's row writes, by oid.
     tables: BTreeMap<u32, (String, Writes)>,
+    /// The tables with a column of a composite type (read again every time). Whether a
+    /// column's type is composite is fixed by its type's oid, so this changes only for
+    /// tables whose columns were written: it is worked out again for those alone.
+    composite: BTreeSet<u32>,
 }
 
 /// Settings `to_jsonb` reads: a value written under others reads differently.
@@ -226,9 +232,10 @@ impl TrackedData {
     /// A full read, marked.
     pub fn capture(client: &mut impl GenericClient) -> Result<TrackedData, postgres::Error> {
         let (next_xid, settings) = now(client)?;
-        let tables = public_tables(client)?;
-        let listed: Vec<UserTable> = tables.iter().map(|(t, _)| t.clone()).collect();
+        let listed = public_table_list(client)?;
         let writes = row_writes(client, &listed)?;
+        let oids: Vec<u32> = listed.iter().map(|t| t.oid).collect();
+        let Altered { composite, .. } = altered_tables(client, &oids, &oids, next_xid)?;
         let mark = DataMark {
             next_xid,
             settings,
@@ -237,11 +244,14 @@ impl TrackedData {
                 .zip(writes)
                 .map(|(t, w)| (t.oid, (t.name.clone(), w)))
                 .collect(),
+            composite,
         };
+        let tables = with_columns(client, listed.clone())?;
         Ok(TrackedData {
             data: TableData {
                 tables: read_rows(client, tables)?,
             },
+            tables: listed,
             mark,
         })
     }
@@ -255,22 +265,40 @@ impl TrackedData {
         let everything =
             settings != self.mark.settings || !counting(&settings) || types_written(client, since)?;
         let oids: Vec<u32> = tables.iter().map(|t| t.oid).collect();
-        let altered = altered_tables(client, &oids, since)?;
+        let new: Vec<u32> = oids
+            .iter()
+            .copied()
+            .filter(|oid| !self.mark.tables.contains_key(oid))
+            .collect();
+        let Altered {
+            altered,
+            composite: recomputed,
+        } = altered_tables(client, &oids, &new, since)?;
+        // A table whose columns were not written keeps its answer; the others (and new
+        // tables) have theirs in `recomputed`.
+        let composite: BTreeSet<u32> = oids
+            .iter()
+            .copied()
+            .filter(|oid| {
+                recomputed.contains(oid)
+                    || (!altered.contains(oid) && self.mark.composite.contains(oid))
+            })
+            .collect();
         let mut data = TableData::default();
         let mut reread = Vec::new();
         let mut marked = BTreeMap::new();
-        for (table, writes) in tables.into_iter().zip(writes) {
+        for (table, writes) in tables.iter().cloned().zip(writes) {
             marked.insert(table.oid, (table.name.clone(), writes));
             // A kept table keeps its columns too: neither its `pg_class` row nor any of
             // its columns was written since the mark, so its name and columns are the
             // ones read then (reading every table's columns each time cost what the
             // schema has grown to).
             let kept = match self.mark.tables.get(&table.oid) {
-                Some((name, before)) if *before == writes && !everything => self
-                    .data
-                    .tables
-                    .get(name)
-                    .filter(|_| !altered.contains(&table.oid)),
+                Some((name, before)) if *before == writes && !everything => {
+                    self.data.tables.get(name).filter(|_| {
+                        !altered.contains(&table.oid) && !composite.contains(&table.oid)
+                    })
+                }
                 _ => None,
             };
             match kept {
@@ -284,10 +312,12 @@ impl TrackedData {
         data.tables.extend(read_rows(client, reread)?);
         Ok(TrackedData {
             data,
+            tables,
             mark: DataMark {
                 next_xid,
                 settings,
                 tables: marked,
+                composite,
             },
         })
     }
@@ -359,30 +389,60 @@ fn types_written(client: &mut impl GenericClient, xid: i64) -> Result<bool, post
         .get(0))
 }
 
-/// The tables of `oids` whose `pg_class` row or a column was written at or after `xid`,
-/// and those with a column of a composite type (read again every time).
+/// What changed in the tables' definitions since a mark.
+struct Altered {
+    /// The tables whose `pg_class` row or a column was written at or after the mark.
+    altered: BTreeSet<u32>,
+    /// Of those and the tables asked about, the ones with a column of a composite type.
+    composite: BTreeSet<u32>,
+}
+
+/// The tables of `oids` whose `pg_class` row or a column was written at or after `xid`;
+/// for them and for `ask` (tables the mark has not seen), which have a column of a
+/// composite type (or an array or domain of one), in one round trip.
 fn altered_tables(
     client: &mut impl GenericClient,
     oids: &[u32],
+    ask: &[u32],
     xid: i64,
-) -> Result<std::collections::BTreeSet<u32>, postgres::Error> {
-    Ok(client
-        .query_typed(
-            "SELECT c.oid FROM pg_class c WHERE c.oid = ANY($2) AND c.xmin::text::int8 >= $1
-             UNION SELECT a.attrelid FROM pg_attribute a
-                    WHERE a.attrelid = ANY($2) AND a.attnum > 0 AND a.xmin::text::int8 >= $1
-             UNION SELECT a.attrelid FROM pg_attribute a
-                     JOIN pg_type y ON y.oid = a.atttypid
-                     LEFT JOIN pg_type e ON e.oid = y.typelem AND y.typcategory = 'A'
-                    WHERE a.attrelid = ANY($2) AND a.attnum > 0 AND NOT a.attisdropped
-                      AND (y.typrelid <> 0 OR e.typrelid <> 0
-                           OR (y.typtype = 'd' AND (SELECT b.typrelid <> 0 OR b.typelem <> 0 FROM pg_type b WHERE b.oid = y.typbasetype)))",
-            &[
-                (&xid, postgres::types::Type::INT8),
-                (&oids, postgres::types::Type::OID_ARRAY),
-            ],
-        )?
-        .iter()
-        .map(|r| r.get(0))
-        .collect())
+) -> Result<Altered, postgres::Error> {
+    // The definitions are found through the oid indexes, one table at a time: a scan
+    // of `pg_class`, `pg_attribute` or `pg_type` reads every built-in row too.
+    let rows = client.query_typed(
+        "WITH altered AS (
+              SELECT c.oid FROM unnest($2::oid[]) AS t(oid) JOIN pg_class c ON c.oid = t.oid
+               WHERE c.xmin::text::int8 >= $1
+              UNION SELECT a.attrelid FROM pg_attribute a
+               WHERE a.attrelid = ANY($2) AND a.attnum > 0 AND a.xmin::text::int8 >= $1),
+              asked AS (SELECT oid FROM altered UNION SELECT unnest($3::oid[])),
+              types AS (
+              SELECT DISTINCT a.attrelid, a.atttypid FROM asked
+                JOIN pg_attribute a ON a.attrelid = asked.oid
+               WHERE a.attnum > 0 AND NOT a.attisdropped)
+         SELECT oid, false FROM altered
+         UNION ALL
+         SELECT DISTINCT t.attrelid, true FROM types t
+           JOIN pg_type y ON y.oid = t.atttypid
+          WHERE y.typrelid <> 0
+             OR (y.typcategory = 'A' AND (SELECT e.typrelid <> 0 FROM pg_type e WHERE e.oid = y.typelem))
+             OR (y.typtype = 'd' AND (SELECT b.typrelid <> 0 OR b.typelem <> 0 FROM pg_type b WHERE b.oid = y.typbasetype))",
+        &[
+            (&xid, postgres::types::Type::INT8),
+            (&oids, postgres::types::Type::OID_ARRAY),
+            (&ask, postgres::types::Type::OID_ARRAY),
+        ],
+    )?;
+    let mut altered = Altered {
+        altered: BTreeSet::new(),
+        composite: BTreeSet::new(),
+    };
+    for row in rows {
+        let oid: u32 = row.get(0);
+        if row.get::<_, bool>(1) {
+            altered.composite.insert(oid);
+        } else {
+            altered.altered.insert(oid);
+        }
+    }
+    Ok(altered)
 }
