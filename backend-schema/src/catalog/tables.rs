@@ -59,10 +59,13 @@ impl UserTable {
 /// themselves, where the reader can see it; callers that ignore our bookkeeping filter
 /// with [`UserTable::is_version_table`].
 pub fn user_tables(client: &mut impl GenericClient) -> Result<Vec<UserTable>, postgres::Error> {
+    // Every table made after `initdb` has an oid of at least 16384 (`FirstNormalObjectId`;
+    // a wrapped counter starts there again), and the ones below it are in the schemas
+    // PostgreSQL owns: the oid index skips the built-in rows instead of a scan of all.
     let sql = format!(
         "SELECT n.nspname::text, c.relname::text, c.oid
            FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
-          WHERE c.relkind IN ('r', 'p') AND {USER_SCHEMAS}
+          WHERE c.oid >= 16384 AND c.relkind IN ('r', 'p') AND {USER_SCHEMAS}
           ORDER BY n.nspname, c.relname"
     );
     Ok(client

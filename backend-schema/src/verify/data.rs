@@ -231,7 +231,9 @@ fn counting(settings: &[String]) -> bool {
 impl TrackedData {
     /// A full read, marked.
     pub fn capture(client: &mut impl GenericClient) -> Result<TrackedData, postgres::Error> {
-        let (next_xid, settings) = now(client)?;
+        let Now {
+            next_xid, settings, ..
+        } = now(client, None)?;
         let listed = public_table_list(client)?;
         let writes = row_writes(client, &listed)?;
         let oids: Vec<u32> = listed.iter().map(|t| t.oid).collect();
@@ -258,12 +260,15 @@ impl TrackedData {
 
     /// The rows now, re-reading only the tables that can have changed since the mark.
     pub fn refresh(&self, client: &mut impl GenericClient) -> Result<TrackedData, postgres::Error> {
-        let (next_xid, settings) = now(client)?;
-        let tables = public_table_list(client)?;
         let since = self.mark.next_xid;
+        let Now {
+            next_xid,
+            settings,
+            types_written,
+        } = now(client, Some(since))?;
+        let tables = public_table_list(client)?;
         let writes = row_writes(client, &tables)?;
-        let everything =
-            settings != self.mark.settings || !counting(&settings) || types_written(client, since)?;
+        let everything = settings != self.mark.settings || !counting(&settings) || types_written;
         let oids: Vec<u32> = tables.iter().map(|t| t.oid).collect();
         let new: Vec<u32> = oids
             .iter()
@@ -323,13 +328,36 @@ impl TrackedData {
     }
 }
 
-/// The first transaction ID not yet assigned, and the settings `to_jsonb` reads.
-fn now(client: &mut impl GenericClient) -> Result<(i64, Vec<String>), postgres::Error> {
+/// Where a capture starts.
+struct Now {
+    /// The first transaction ID not yet assigned.
+    next_xid: i64,
+    /// The settings `to_jsonb` reads (`SETTINGS`).
+    settings: Vec<String>,
+    /// Whether a type whose values a table's rows can hold was written since the mark
+    /// asked about (see `TYPES_WRITTEN`).
+    types_written: bool,
+}
+
+/// The first transaction ID not yet assigned, the settings `to_jsonb` reads and, given
+/// the mark's, whether a type was written since, in one round trip; this session's
+/// counts of row writes are flushed when it returns, for [`row_writes`].
+fn now(client: &mut impl GenericClient, since: Option<i64>) -> Result<Now, postgres::Error> {
+    // A session's counts reach the shared statistics when it goes idle, at most once a
+    // second unless forced; forced, they are there before this statement's answer
+    // comes back (the flush runs before the server says it is ready again).
     let row = client.query_typed_one(
-        &format!("SELECT pg_snapshot_xmax(pg_current_snapshot())::text::int8, {SETTINGS}"),
-        &[],
+        &format!(
+            "SELECT pg_snapshot_xmax(pg_current_snapshot())::text::int8, {SETTINGS},
+                    $1::int8 IS NOT NULL AND ({TYPES_WRITTEN}), pg_stat_force_next_flush() IS NULL"
+        ),
+        &[(&since, postgres::types::Type::INT8)],
     )?;
-    Ok((row.get(0), row.get(1)))
+    Ok(Now {
+        next_xid: row.get(0),
+        settings: row.get(1),
+        types_written: row.get(2),
+    })
 }
 
 /// A table's row writes: the inserts, updates and deletes PostgreSQL counted on it and
@@ -338,7 +366,8 @@ fn now(client: &mut impl GenericClient) -> Result<(i64, Vec<String>), postgres::
 /// the sum changes then too.
 type Writes = i64;
 
-/// Each table's `Writes`, in one round trip after this session's counts are flushed.
+/// Each table's `Writes`, in one round trip; this session's counts are flushed by the
+/// [`now`] before it.
 fn row_writes(
     client: &mut impl GenericClient,
     tables: &[UserTable],
@@ -346,9 +375,6 @@ fn row_writes(
     if tables.is_empty() {
         return Ok(Vec::new());
     }
-    // A session's counts reach the shared statistics when it goes idle, at most once a
-    // second unless forced; forced, they are there before this statement returns.
-    client.batch_execute("SELECT pg_stat_force_next_flush()")?;
     let oids: Vec<u32> = tables.iter().map(|t| t.oid).collect();
     let rows = client.query_typed(
         "WITH RECURSIVE family(root, rel) AS (
@@ -369,25 +395,26 @@ fn row_writes(
         .collect())
 }
 
-/// Whether a type whose values a table's rows can hold was written at or after `xid`:
+/// Whether a type whose values a table's rows can hold was written at or after `$1`:
 /// an enum's labels, a domain, a range, a composite type that is not a relation's row.
-fn types_written(client: &mut impl GenericClient, xid: i64) -> Result<bool, postgres::Error> {
-    Ok(client
-        .query_typed_one(
-            "SELECT EXISTS (SELECT 1 FROM pg_enum WHERE xmin::text::int8 >= $1)
-                 OR EXISTS (SELECT 1 FROM pg_type y WHERE y.xmin::text::int8 >= $1
-                              AND (y.typtype IN ('e', 'd', 'r', 'm')
-                                   OR (y.typtype = 'c' AND NOT EXISTS (
-                                         SELECT 1 FROM pg_class c WHERE c.oid = y.typrelid
-                                            AND c.relkind <> 'c'))))
-                 OR EXISTS (SELECT 1 FROM pg_class c WHERE c.relkind = 'c'
-                              AND (c.xmin::text::int8 >= $1 OR EXISTS (
-                                    SELECT 1 FROM pg_attribute a WHERE a.attrelid = c.oid
-                                       AND a.xmin::text::int8 >= $1)))",
-            &[(&xid, postgres::types::Type::INT8)],
-        )?
-        .get(0))
-}
+///
+/// Only types made after `initdb` are looked at (every object created later has an oid
+/// of at least 16384, `FirstNormalObjectId`, wrapped counters included), through the
+/// oid indexes: a built-in type's row written again (a new owner, say)
+/// cannot change how a value is written, as its output function, its range's subtype
+/// and its domain's base type are fixed at `initdb`, and no built-in enum exists; a
+/// built-in composite (a catalog's or an `information_schema` view's row) makes a
+/// table that holds it be read again every time already (`altered_tables`).
+const TYPES_WRITTEN: &str = "EXISTS (SELECT 1 FROM pg_enum WHERE xmin::text::int8 >= $1)
+     OR EXISTS (SELECT 1 FROM pg_type y WHERE y.oid >= 16384 AND y.xmin::text::int8 >= $1
+                  AND (y.typtype IN ('e', 'd', 'r', 'm')
+                       OR (y.typtype = 'c' AND NOT EXISTS (
+                             SELECT 1 FROM pg_class c WHERE c.oid = y.typrelid
+                                AND c.relkind <> 'c'))))
+     OR EXISTS (SELECT 1 FROM pg_class c WHERE c.oid >= 16384 AND c.relkind = 'c'
+                  AND (c.xmin::text::int8 >= $1 OR EXISTS (
+                        SELECT 1 FROM pg_attribute a WHERE a.attrelid = c.oid
+                           AND a.xmin::text::int8 >= $1)))";
 
 /// What changed in the tables' definitions since a mark.
 struct Altered {
@@ -406,12 +433,13 @@ fn altered_tables(
     ask: &[u32],
     xid: i64,
 ) -> Result<Altered, postgres::Error> {
-    // The definitions are found through the oid indexes, one table at a time: a scan
-    // of `pg_class`, `pg_attribute` or `pg_type` reads every built-in row too.
+    // The definitions are found through the oid indexes: a scan of `pg_class`,
+    // `pg_attribute` or `pg_type` reads every built-in row too (`oids` are user tables,
+    // each at least 16384, which lets the planner skip the built-in `pg_class` rows).
     let rows = client.query_typed(
         "WITH altered AS (
               SELECT c.oid FROM unnest($2::oid[]) AS t(oid) JOIN pg_class c ON c.oid = t.oid
-               WHERE c.xmin::text::int8 >= $1
+               WHERE c.oid >= 16384 AND c.xmin::text::int8 >= $1
               UNION SELECT a.attrelid FROM pg_attribute a
                WHERE a.attrelid = ANY($2) AND a.attnum > 0 AND a.xmin::text::int8 >= $1),
               asked AS (SELECT oid FROM altered UNION SELECT unnest($3::oid[])),
