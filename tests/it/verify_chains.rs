@@ -375,10 +375,12 @@ fn strict_turns_warnings_into_failures() {
 /// triggers, policies and views added, changed and removed) and one whose steps each
 /// change only a kind read whole (a function added, changed, commented or joining an
 /// extension, comments reworded, an enum value renamed, a sequence created, altered or granted, an
-/// extension created or moved, drops), and one that changes objects initdb made (a
-/// collation, an `information_schema` domain and view column that user objects use, a
-/// pinned function moved into `public`, renamed, its comment reworded and removed: the
-/// mark and `written_since` skip pinned catalog rows): after every step the snapshot
+/// extension created or moved, drops), one whose table holds another table's rows
+/// (its values change shape when that table's columns do), and one that changes
+/// objects initdb made (a collation, an `information_schema` domain and view column
+/// that user objects use, a pinned function moved into `public`, renamed, its comment
+/// reworded and removed: the mark and `written_since` skip pinned catalog rows): after
+/// every step the snapshot
 /// kept from what the step touched equals a full read of the catalogs.
 #[test]
 fn snapshots_kept_from_what_each_step_touched_equal_full_reads_on_every_chain() {
@@ -398,6 +400,7 @@ fn snapshots_kept_from_what_each_step_touched_equal_full_reads_on_every_chain() 
             !p.ends_with("touched_elsewhere")
                 && !p.ends_with("touched_rows")
                 && !p.ends_with("touched_whole_kinds")
+                && !p.ends_with("touched_composite_rows")
                 && !p.ends_with("touched_builtins"),
             p.clone(),
         )

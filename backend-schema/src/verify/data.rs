@@ -3,7 +3,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use postgres::{GenericClient, Statement};
+use postgres::GenericClient;
 use serde_json::Value;
 
 use crate::catalog::{column_names, user_tables, UserTable, FIRST_UNPINNED};
@@ -105,8 +105,7 @@ impl TableData {
             rows.sort();
             rows
         };
-        let names: std::collections::BTreeSet<&String> =
-            self.tables.keys().chain(other.tables.keys()).collect();
+        let names: BTreeSet<&String> = self.tables.keys().chain(other.tables.keys()).collect();
         names
             .into_iter()
             .filter(
@@ -200,20 +199,10 @@ pub struct DataDiff {
 #[derive(Debug, Clone)]
 pub(crate) struct TrackedData {
     pub data: TableData,
+    /// The tables of `public` but the version tables, as listed at this capture: what
+    /// the seeder fills, so it need not list them again.
+    pub tables: Vec<UserTable>,
     mark: DataMark,
-    prepared: Prepared,
-}
-
-/// `written_since`'s statement, prepared on the connection the data was captured on
-/// (a statement's name is unique in the process: used on another connection it is an
-/// error, never another statement).
-#[derive(Clone, Default)]
-struct Prepared(Option<Statement>);
-
-impl std::fmt::Debug for Prepared {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("Prepared")
-    }
 }
 
 #[derive(Debug, Clone)]
@@ -222,6 +211,10 @@ struct DataMark {
     settings: Vec<String>,
     /// Each table's name and its family's row writes, by oid.
     tables: BTreeMap<u32, (String, Writes)>,
+    /// The tables with a column of a composite type (read again every time). Whether a
+    /// column's type is composite is fixed by its type's oid, so this changes only for
+    /// tables whose columns were written: it is worked out again for those alone.
+    composite: BTreeSet<u32>,
 }
 
 /// Settings `to_jsonb` reads: a value written under others reads differently.
@@ -238,10 +231,13 @@ fn counting(settings: &[String]) -> bool {
 impl TrackedData {
     /// A full read, marked.
     pub fn capture(client: &mut impl GenericClient) -> Result<TrackedData, postgres::Error> {
-        let (next_xid, settings) = now(client)?;
-        let tables = public_tables(client)?;
-        let listed: Vec<UserTable> = tables.iter().map(|(t, _)| t.clone()).collect();
+        let Now {
+            next_xid, settings, ..
+        } = now(client, None)?;
+        let listed = public_table_list(client)?;
         let writes = row_writes(client, &listed)?;
+        let oids: Vec<u32> = listed.iter().map(|t| t.oid).collect();
+        let Altered { composite, .. } = altered_tables(client, &oids, &oids, next_xid)?;
         let mark = DataMark {
             next_xid,
             settings,
@@ -250,41 +246,64 @@ impl TrackedData {
                 .zip(writes)
                 .map(|(t, w)| (t.oid, (t.name.clone(), w)))
                 .collect(),
+            composite,
         };
+        let tables = with_columns(client, listed.clone())?;
         Ok(TrackedData {
             data: TableData {
                 tables: read_rows(client, tables)?,
             },
+            tables: listed,
             mark,
-            prepared: Prepared::default(),
         })
     }
 
     /// The rows now, re-reading only the tables that can have changed since the mark.
     pub fn refresh(&self, client: &mut impl GenericClient) -> Result<TrackedData, postgres::Error> {
-        let (next_xid, settings) = now(client)?;
-        let tables = public_table_list(client)?;
         let since = self.mark.next_xid;
+        let Now {
+            next_xid,
+            settings,
+            types_written,
+        } = now(client, Some(since))?;
+        let tables = public_table_list(client)?;
         let writes = row_writes(client, &tables)?;
+        let everything = settings != self.mark.settings || !counting(&settings) || types_written;
         let oids: Vec<u32> = tables.iter().map(|t| t.oid).collect();
-        let mut prepared = self.prepared.clone();
-        let (types, altered) = written_since(client, &mut prepared.0, &oids, since)?;
-        let everything = settings != self.mark.settings || !counting(&settings) || types;
+        let new: Vec<u32> = oids
+            .iter()
+            .copied()
+            .filter(|oid| !self.mark.tables.contains_key(oid))
+            .collect();
+        let Altered {
+            altered,
+            composite: recomputed,
+        } = altered_tables(client, &oids, &new, since)?;
+        // A table whose columns were not written keeps its answer; the others (and new
+        // tables) have theirs in `recomputed`.
+        let composite: BTreeSet<u32> = oids
+            .iter()
+            .copied()
+            .filter(|oid| {
+                recomputed.contains(oid)
+                    || (!altered.contains(oid) && self.mark.composite.contains(oid))
+            })
+            .collect();
         let mut data = TableData::default();
         let mut reread = Vec::new();
         let mut marked = BTreeMap::new();
-        for (table, writes) in tables.into_iter().zip(writes) {
+        for (table, writes) in tables.iter().cloned().zip(writes) {
             marked.insert(table.oid, (table.name.clone(), writes));
             // A kept table keeps its columns too: neither its `pg_class` row nor any of
             // its columns was written since the mark, so its name and columns are the
             // ones read then (reading every table's columns each time cost what the
             // schema has grown to).
             let kept = match self.mark.tables.get(&table.oid) {
-                Some((name, before)) if *before == writes && !everything => self
-                    .data
-                    .tables
-                    .get(name)
-                    .filter(|_| !altered.contains(&table.oid)),
+                Some((name, before)) if *before == writes && !everything => {
+                    self.data.tables.get(name).filter(|_| {
+                        !altered.contains(&table.oid) && !composite.contains(&table.oid)
+                    })
+                }
                 _ => None,
             };
             match kept {
@@ -298,23 +317,47 @@ impl TrackedData {
         data.tables.extend(read_rows(client, reread)?);
         Ok(TrackedData {
             data,
+            tables,
             mark: DataMark {
                 next_xid,
                 settings,
                 tables: marked,
+                composite,
             },
-            prepared,
         })
     }
 }
 
-/// The first transaction ID not yet assigned, and the settings `to_jsonb` reads.
-fn now(client: &mut impl GenericClient) -> Result<(i64, Vec<String>), postgres::Error> {
+/// Where a capture starts.
+struct Now {
+    /// The first transaction ID not yet assigned.
+    next_xid: i64,
+    /// The settings `to_jsonb` reads (`SETTINGS`).
+    settings: Vec<String>,
+    /// Whether a type whose values a table's rows can hold was written since the mark
+    /// asked about (see `TYPES_WRITTEN`).
+    types_written: bool,
+}
+
+/// The first transaction ID not yet assigned, the settings `to_jsonb` reads and, given
+/// the mark's, whether a type was written since, in one round trip; this session's
+/// counts of row writes are flushed when it returns, for [`row_writes`].
+fn now(client: &mut impl GenericClient, since: Option<i64>) -> Result<Now, postgres::Error> {
+    // A session's counts reach the shared statistics when it goes idle, at most once a
+    // second unless forced; forced, they are there before this statement's answer
+    // comes back (the flush runs before the server says it is ready again).
     let row = client.query_typed_one(
-        &format!("SELECT pg_snapshot_xmax(pg_current_snapshot())::text::int8, {SETTINGS}"),
-        &[],
+        &format!(
+            "SELECT pg_snapshot_xmax(pg_current_snapshot())::text::int8, {SETTINGS},
+                    $1::int8 IS NOT NULL AND ({TYPES_WRITTEN}), pg_stat_force_next_flush() IS NULL"
+        ),
+        &[(&since, postgres::types::Type::INT8)],
     )?;
-    Ok((row.get(0), row.get(1)))
+    Ok(Now {
+        next_xid: row.get(0),
+        settings: row.get(1),
+        types_written: row.get(2),
+    })
 }
 
 /// A table's row writes: the inserts, updates and deletes PostgreSQL counted on it and
@@ -323,7 +366,8 @@ fn now(client: &mut impl GenericClient) -> Result<(i64, Vec<String>), postgres::
 /// the sum changes then too.
 type Writes = i64;
 
-/// Each table's `Writes`, in one round trip after this session's counts are flushed.
+/// Each table's `Writes`, in one round trip; this session's counts are flushed by the
+/// [`now`] before it.
 fn row_writes(
     client: &mut impl GenericClient,
     tables: &[UserTable],
@@ -331,9 +375,6 @@ fn row_writes(
     if tables.is_empty() {
         return Ok(Vec::new());
     }
-    // A session's counts reach the shared statistics when it goes idle, at most once a
-    // second unless forced; forced, they are there before this statement returns.
-    client.batch_execute("SELECT pg_stat_force_next_flush()")?;
     let oids: Vec<u32> = tables.iter().map(|t| t.oid).collect();
     let rows = client.query_typed(
         "WITH RECURSIVE family(root, rel) AS (
@@ -354,62 +395,90 @@ fn row_writes(
         .collect())
 }
 
-/// What changed at or after `xid` that decides which tables are read again: whether a
-/// type whose values a table's rows can hold was written (an enum's labels, a domain, a
-/// range, a composite type that is not a relation's row: then every table is), and the
-/// tables of `oids` whose `pg_class` row or a column was written, or that have a column
-/// of a composite type (read again every time). One statement, prepared once per
-/// connection: planning it cost more than running it, four times a revision.
-fn written_since(
+/// Whether a type whose values a table's rows can hold was written at or after `$1`:
+/// an enum's labels, a domain, a range, a composite type that is not a relation's row.
+///
+/// Pinned types are skipped through the oid indexes (`FIRST_UNPINNED`, the bound the
+/// schema snapshot's reads use too): a pinned type's row written again (a new owner, say)
+/// cannot change how a value is written, as its output function, its range's subtype
+/// and its domain's base type are fixed at `initdb`, and no built-in enum exists; a
+/// built-in composite (a catalog's or an `information_schema` view's row) makes a
+/// table that holds it be read again every time already (`altered_tables`).
+const TYPES_WRITTEN: &str = "EXISTS (SELECT 1 FROM pg_enum WHERE xmin::text::int8 >= $1)
+     OR EXISTS (SELECT 1 FROM pg_type y WHERE y.oid >= 12000 AND y.xmin::text::int8 >= $1
+                  AND (y.typtype IN ('e', 'd', 'r', 'm')
+                       OR (y.typtype = 'c' AND NOT EXISTS (
+                             SELECT 1 FROM pg_class c WHERE c.oid = y.typrelid
+                                AND c.relkind <> 'c'))))
+     OR EXISTS (SELECT 1 FROM pg_class c WHERE c.oid >= 12000 AND c.relkind = 'c'
+                  AND (c.xmin::text::int8 >= $1 OR EXISTS (
+                        SELECT 1 FROM pg_attribute a WHERE a.attrelid = c.oid
+                           AND a.xmin::text::int8 >= $1)))";
+
+/// What changed in the tables' definitions since a mark.
+struct Altered {
+    /// The tables whose `pg_class` row or a column was written at or after the mark.
+    altered: BTreeSet<u32>,
+    /// Of those and the tables asked about, the ones with a column of a composite type.
+    composite: BTreeSet<u32>,
+}
+
+/// The tables of `oids` whose `pg_class` row or a column was written at or after `xid`;
+/// for them and for `ask` (tables the mark has not seen), which have a column of a
+/// composite type (or an array or domain of one), in one round trip.
+fn altered_tables(
     client: &mut impl GenericClient,
-    prepared: &mut Option<Statement>,
     oids: &[u32],
+    ask: &[u32],
     xid: i64,
-) -> Result<(bool, BTreeSet<u32>), postgres::Error> {
-    let statement = match prepared {
-        Some(statement) => statement.clone(),
-        None => {
-            // A throwaway cluster never wraps its transaction IDs around: `age` compares
-            // without turning each row's `xmin` into text. Pinned types and relations
-            // are skipped through the OID indexes (see `FIRST_UNPINNED`).
-            let statement = client.prepare_typed(
-                &format!("WITH m(a) AS (SELECT age($1::text::xid)), t(oid) AS (SELECT DISTINCT unnest($2::oid[]))
-                 SELECT 0::oid WHERE EXISTS (SELECT 1 FROM pg_enum WHERE age(xmin) <= (SELECT a FROM m))
-                     OR EXISTS (SELECT 1 FROM pg_type y WHERE y.oid >= {FIRST_UNPINNED}
-                                  AND age(y.xmin) <= (SELECT a FROM m)
-                                  AND (y.typtype IN ('e', 'd', 'r', 'm')
-                                       OR (y.typtype = 'c' AND NOT EXISTS (
-                                             SELECT 1 FROM pg_class c WHERE c.oid = y.typrelid
-                                                AND c.relkind <> 'c'))))
-                     OR EXISTS (SELECT 1 FROM pg_class c WHERE c.oid >= {FIRST_UNPINNED} AND c.relkind = 'c'
-                                  AND (age(c.xmin) <= (SELECT a FROM m) OR EXISTS (
-                                        SELECT 1 FROM pg_attribute a WHERE a.attrelid = c.oid
-                                           AND age(a.xmin) <= (SELECT a FROM m))))
-                 UNION SELECT c.oid FROM t JOIN pg_class c ON c.oid = t.oid
-                        WHERE age(c.xmin) <= (SELECT a FROM m)
-                 UNION SELECT a.attrelid FROM t JOIN pg_attribute a ON a.attrelid = t.oid
-                        WHERE a.attnum > 0 AND age(a.xmin) <= (SELECT a FROM m)
-                 UNION SELECT a.attrelid FROM t JOIN pg_attribute a ON a.attrelid = t.oid
-                         JOIN pg_type y ON y.oid = a.atttypid
-                         LEFT JOIN pg_type e ON e.oid = y.typelem AND y.typcategory = 'A'
-                        WHERE a.attnum > 0 AND NOT a.attisdropped
-                          AND (y.typrelid <> 0 OR e.typrelid <> 0
-                               OR (y.typtype = 'd' AND (SELECT b.typrelid <> 0 OR b.typelem <> 0 FROM pg_type b WHERE b.oid = y.typbasetype)))"),
-                &[postgres::types::Type::INT8, postgres::types::Type::OID_ARRAY],
-            )?;
-            *prepared = Some(statement.clone());
-            statement
-        }
+) -> Result<Altered, postgres::Error> {
+    // The definitions are found through the oid indexes: a scan of `pg_class`,
+    // `pg_attribute` or `pg_type` reads every built-in row too (`oids` are user tables,
+    // never pinned, which lets the planner skip the system catalogs' `pg_class` rows).
+    let rows = client.query_typed(
+        &format!("WITH altered AS (
+              SELECT c.oid FROM unnest($2::oid[]) AS t(oid) JOIN pg_class c ON c.oid = t.oid
+               WHERE c.oid >= {FIRST_UNPINNED} AND c.xmin::text::int8 >= $1
+              UNION SELECT a.attrelid FROM pg_attribute a
+               WHERE a.attrelid = ANY($2) AND a.attnum > 0 AND a.xmin::text::int8 >= $1),
+              asked AS (SELECT oid FROM altered UNION SELECT unnest($3::oid[])),
+              types AS (
+              SELECT DISTINCT a.attrelid, a.atttypid FROM asked
+                JOIN pg_attribute a ON a.attrelid = asked.oid
+               WHERE a.attnum > 0 AND NOT a.attisdropped)
+         SELECT oid, false FROM altered
+         UNION ALL
+         SELECT DISTINCT t.attrelid, true FROM types t
+           JOIN pg_type y ON y.oid = t.atttypid
+          WHERE y.typrelid <> 0
+             OR (y.typcategory = 'A' AND (SELECT e.typrelid <> 0 FROM pg_type e WHERE e.oid = y.typelem))
+             OR (y.typtype = 'd' AND (SELECT b.typrelid <> 0 OR b.typelem <> 0 FROM pg_type b WHERE b.oid = y.typbasetype))"),
+        &[
+            (&xid, postgres::types::Type::INT8),
+            (&oids, postgres::types::Type::OID_ARRAY),
+            (&ask, postgres::types::Type::OID_ARRAY),
+        ],
+    )?;
+    let mut altered = Altered {
+        altered: BTreeSet::new(),
+        composite: BTreeSet::new(),
     };
-    let mut types = false;
-    let mut tables = BTreeSet::new();
-    for row in client.query(&statement, &[&xid, &oids])? {
-        match row.get::<_, u32>(0) {
-            0 => types = true,
-            oid => {
-                tables.insert(oid);
-            }
+    for row in rows {
+        let oid: u32 = row.get(0);
+        if row.get::<_, bool>(1) {
+            altered.composite.insert(oid);
+        } else {
+            altered.altered.insert(oid);
         }
     }
-    Ok((types, tables))
+    Ok(altered)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn types_written_skips_the_pinned_types_the_snapshot_skips() {
+        let bound = format!(">= {} AND", super::FIRST_UNPINNED);
+        assert_eq!(super::TYPES_WRITTEN.matches(&bound).count(), 2);
+    }
 }

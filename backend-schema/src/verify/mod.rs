@@ -571,9 +571,15 @@ fn warning_key(warning: &str) -> &str {
     }
 }
 
-/// Seeds the empty tables; a table the schema does not let us fill is a warning, once.
-fn seed(client: &mut Client, report: &mut VerifyReport, revision: &str) -> Result<(), VerifyError> {
-    let seeding = seed::seed_empty_tables(client)?;
+/// Seeds the tables `rows` (the rows now) holds none of; a table the schema does not let
+/// us fill is a warning, once. Whether a table was given rows.
+fn seed(
+    client: &mut Client,
+    report: &mut VerifyReport,
+    revision: &str,
+    rows: &TrackedData,
+) -> Result<bool, VerifyError> {
+    let seeding = seed::seed_empty_tables_known(client, &rows.tables, &rows.data)?;
     for table in seeding.unseedable {
         warn_once(
             report,
@@ -584,7 +590,7 @@ fn seed(client: &mut Client, report: &mut VerifyReport, revision: &str) -> Resul
             ),
         );
     }
-    Ok(())
+    Ok(!seeding.seeded.is_empty())
 }
 
 /// Redundant indexes not reported at an earlier revision.
@@ -917,13 +923,21 @@ fn stairway(
                 ));
             }
         };
-        seed(client, report, &revision)?;
-        let before_data = rows_now(
+        // Seeded from the rows read now, and read again where the seeding wrote.
+        let mut before_data = rows_now(
             client,
             report,
             &rows,
-            format!("before the upgrade to {revision}"),
+            format!("before seeding for the upgrade to {revision}"),
         )?;
+        if seed(client, report, &revision, &before_data)? {
+            before_data = rows_now(
+                client,
+                report,
+                &before_data,
+                format!("before the upgrade to {revision}"),
+            )?;
+        }
 
         let step = |what: &str| progress.step(what);
         step(&format!("{revision} up"));
@@ -964,7 +978,7 @@ fn stairway(
                 .map(|c| format!("upgrade: {c}")),
         );
 
-        seed(client, report, &revision)?;
+        seed(client, report, &revision, &up_data)?;
         let isolation = isolation::check(client, &mut untouched)?;
         rev.isolation_checked = isolation.checked;
         rev.isolation_failures = isolation.failures;

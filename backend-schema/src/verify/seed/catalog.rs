@@ -6,8 +6,9 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use postgres::GenericClient;
 
-use crate::catalog::user_tables;
+use crate::catalog::{user_tables, UserTable};
 use crate::sql::quote_ident;
+use crate::verify::data::TableData;
 
 /// A table of `public` the seeder fills; partitions are filled through their parent.
 #[derive(Debug, Clone)]
@@ -67,39 +68,54 @@ pub struct Check {
     pub definition: String,
 }
 
-/// The names of the tables [`seed_tables`] would return that hold no row: PostgreSQL's
-/// counts of live rows (this session's flushed first) say which can be empty, and only
-/// those are read. A table the counts call empty that is not (a database copied with
-/// `CREATE DATABASE ... TEMPLATE` starts its counts at zero) is read and left out; the
-/// seeder reads each table again before it fills it. With `track_counts` off every
-/// table is read.
-pub fn empty_tables(
-    client: &mut impl GenericClient,
-) -> Result<std::collections::BTreeSet<String>, postgres::Error> {
-    let oids: Vec<u32> = user_tables(client)?
+/// The tables of `public` but the version tables: the ones the seeder fills, partitions
+/// left to their parent.
+pub fn public_tables(client: &mut impl GenericClient) -> Result<Vec<UserTable>, postgres::Error> {
+    Ok(user_tables(client)?
         .into_iter()
         .filter(|t| t.schema == "public" && !t.is_version_table())
+        .collect())
+}
+
+/// The names of the tables of `tables` [`seed_tables`] would return that hold no row.
+/// `rows`, when given, holds the rows of (some of) them now: a table it holds is empty
+/// when it holds no row of it, and only the others are counted, in one query.
+pub(crate) fn empty_tables(
+    client: &mut impl GenericClient,
+    tables: &[UserTable],
+    rows: Option<&TableData>,
+) -> Result<BTreeSet<String>, postgres::Error> {
+    let known = |t: &UserTable| rows.and_then(|rows| rows.tables.get(&t.name));
+    // Partitions are filled through their parent: asked about the candidates alone, as
+    // most of the time no table is empty and nothing need be asked at all.
+    let oids: Vec<u32> = tables
+        .iter()
+        .filter(|t| known(t).is_none_or(|(_, rows)| rows.is_empty()))
         .map(|t| t.oid)
         .collect();
     if oids.is_empty() {
-        return Ok(Default::default());
+        return Ok(BTreeSet::new());
     }
-    client.batch_execute("SELECT pg_stat_force_next_flush()")?;
-    // A partitioned table's rows are its partitions': it is always read.
-    let names: Vec<String> = client
+    let candidates: Vec<String> = client
         .query(
             "SELECT c.relname::text FROM pg_class c
-              WHERE c.oid = ANY($1) AND NOT c.relispartition
-                AND (current_setting('track_counts') <> 'on' OR c.relkind = 'p'
-                     OR pg_stat_get_live_tuples(c.oid) = 0)
-              ORDER BY c.relname",
+              WHERE c.oid = ANY($1) AND NOT c.relispartition ORDER BY c.relname",
             &[&oids],
         )?
         .iter()
         .map(|r| r.get(0))
         .collect();
+    let mut empty = BTreeSet::new();
+    let mut names = Vec::new();
+    for name in candidates {
+        if rows.is_some_and(|rows| rows.tables.contains_key(&name)) {
+            empty.insert(name);
+        } else {
+            names.push(name);
+        }
+    }
     if names.is_empty() {
-        return Ok(Default::default());
+        return Ok(empty);
     }
     // One round trip for every table: the position in `names` comes back, never a name
     // spliced into the text but as a quoted identifier.
@@ -114,22 +130,23 @@ pub fn empty_tables(
         })
         .collect::<Vec<_>>()
         .join(" UNION ALL ");
-    Ok(client
-        .query_typed(&sql, &[])?
-        .iter()
-        .map(|r| names[r.get::<_, i32>(0) as usize].clone())
-        .collect())
+    empty.extend(
+        client
+            .query_typed(&sql, &[])?
+            .iter()
+            .map(|r| names[r.get::<_, i32>(0) as usize].clone()),
+    );
+    Ok(empty)
 }
 
+/// The tables of `tables` (from [`public_tables`]) but partitions, in name order, with
+/// the columns of those `needed`.
 pub fn seed_tables(
     client: &mut impl GenericClient,
+    tables: &[UserTable],
     needed: &BTreeSet<String>,
 ) -> Result<Vec<SeedTable>, postgres::Error> {
-    let oids: Vec<u32> = user_tables(client)?
-        .into_iter()
-        .filter(|t| t.schema == "public" && !t.is_version_table())
-        .map(|t| t.oid)
-        .collect();
+    let oids: Vec<u32> = tables.iter().map(|t| t.oid).collect();
     let rows = client.query(
         "SELECT c.oid, c.relname::text, c.relkind = 'p'
            FROM pg_class c

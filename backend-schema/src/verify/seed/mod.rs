@@ -14,7 +14,9 @@ use serde::Serialize;
 
 pub use values::{row_uuid, tenant_uuid};
 
+use crate::catalog::UserTable;
 use crate::sql::quote_ident;
+use crate::verify::data::TableData;
 use catalog::{ForeignKey, SeedTable};
 use values::{value_for, Value};
 
@@ -29,6 +31,8 @@ const ATTEMPTS_PER_ROW: usize = 12;
 /// What one seeding pass could not do.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Seeding {
+    /// Tables given rows by this pass.
+    pub seeded: Vec<String>,
     pub unseedable: Vec<Unseedable>,
 }
 
@@ -42,9 +46,30 @@ pub struct Unseedable {
 /// Fills every empty table of `public` (referenced tables first) with rows for both
 /// tenants. Errors are the connection's; what the schema refuses is in [`Seeding`].
 pub fn seed_empty_tables(client: &mut impl GenericClient) -> Result<Seeding, postgres::Error> {
+    let tables = catalog::public_tables(client)?;
+    seed(client, &tables, None)
+}
+
+/// As [`seed_empty_tables`], for verify, which holds the tables of `public` and their
+/// rows as they are now (kept equal to a full read, `TrackedData`): a table is empty
+/// when `rows` holds none of it, and the tables are not listed again.
+pub(crate) fn seed_empty_tables_known(
+    client: &mut impl GenericClient,
+    tables: &[UserTable],
+    rows: &TableData,
+) -> Result<Seeding, postgres::Error> {
+    seed(client, tables, Some(rows))
+}
+
+fn seed(
+    client: &mut impl GenericClient,
+    public: &[UserTable],
+    rows: Option<&TableData>,
+) -> Result<Seeding, postgres::Error> {
     // verify seeds before and after every step, and most of the time every table has
-    // its rows already: one query says so, without reading each table's columns.
-    let empty = catalog::empty_tables(client)?;
+    // its rows already: the rows it holds say so, or one query does, without reading
+    // each table's columns.
+    let empty = catalog::empty_tables(client, public, rows)?;
     if empty.is_empty() {
         return Ok(Seeding::default());
     }
@@ -58,13 +83,14 @@ pub fn seed_empty_tables(client: &mut impl GenericClient) -> Result<Seeding, pos
             std::iter::once(table.clone()).chain(targets.map(|fk| fk.target.clone()))
         })
         .collect();
-    let tables = catalog::seed_tables(client, &needed)?;
+    let tables = catalog::seed_tables(client, public, &needed)?;
     let mut pending: Vec<&SeedTable> = fk_order(&tables, &foreign_keys)
         .into_iter()
         .filter(|t| empty.contains(&t.name))
         .collect();
     // A table whose foreign key points at a table seeded later (a cycle) may succeed
     // once that table has rows: go round again while a pass makes progress.
+    let mut seeded = Vec::new();
     loop {
         let mut failed = Vec::new();
         let mut progress = false;
@@ -86,12 +112,16 @@ pub fn seed_empty_tables(client: &mut impl GenericClient) -> Result<Seeding, pos
                 .map(Vec::as_slice)
                 .unwrap_or(&[]);
             match seed_table(client, &tables, table, fks)? {
-                Ok(()) => progress = true,
+                Ok(()) => {
+                    progress = true;
+                    seeded.push(table.name.clone());
+                }
                 Err(reason) => failed.push((table, reason)),
             }
         }
         if failed.is_empty() || !progress {
             return Ok(Seeding {
+                seeded,
                 unseedable: failed
                     .into_iter()
                     .map(|(t, reason)| Unseedable {
