@@ -4,7 +4,7 @@
 
 use std::fmt;
 
-use postgres::types::{FromSql, Type};
+use postgres::types::{FromSql, ToSql, Type};
 use postgres::GenericClient;
 
 use crate::migration::Direction;
@@ -26,31 +26,68 @@ const CREATE_HISTORY_TABLE: &str = "CREATE TABLE IF NOT EXISTS alembic_version_h
     error TEXT
 )";
 
+/// Which of the two tables exist (as the search_path resolves their names).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Present {
+    pub version: bool,
+    pub history: bool,
+}
+
+/// Both tables' existence in one round trip: a migration run reads the tables and
+/// may create them, and asking per table and per read was most of its round trips.
+pub fn present(client: &mut impl GenericClient) -> Result<Present, postgres::Error> {
+    let row = client.query_typed_one(
+        "SELECT to_regclass($1) IS NOT NULL, to_regclass($2) IS NOT NULL",
+        &[(&VERSION_TABLE, Type::TEXT), (&HISTORY_TABLE, Type::TEXT)],
+    )?;
+    Ok(Present {
+        version: row.get(0),
+        history: row.get(1),
+    })
+}
+
 /// The heads recorded in `alembic_version`; empty when the table does not exist (base).
 pub fn read_heads(client: &mut impl GenericClient) -> Result<Vec<String>, postgres::Error> {
-    if !table_exists(client, VERSION_TABLE)? {
+    let present = present(client)?;
+    heads_in(client, present)
+}
+
+/// As [`read_heads`], with the tables' existence already read.
+pub fn heads_in(
+    client: &mut impl GenericClient,
+    present: Present,
+) -> Result<Vec<String>, postgres::Error> {
+    if !present.version {
         return Ok(Vec::new());
     }
     // As text: a hand-made table whose version_num is an integer (or holds a NULL)
     // must read as a revision no migration defines, not end the program.
-    let rows = client.query(
+    let rows = client.query_typed(
         "SELECT version_num::text FROM alembic_version WHERE version_num IS NOT NULL ORDER BY 1",
         &[],
     )?;
     Ok(rows.iter().map(|r| r.get(0)).collect())
 }
 
-pub fn table_exists(client: &mut impl GenericClient, table: &str) -> Result<bool, postgres::Error> {
-    let row = client.query_one("SELECT to_regclass($1) IS NOT NULL", &[&table])?;
-    Ok(row.get(0))
-}
-
 /// Creates both tables if missing. `alembic_version` gets Alembic's exact DDL.
 pub fn ensure_tables(client: &mut impl GenericClient) -> Result<(), postgres::Error> {
-    if !table_exists(client, VERSION_TABLE)? {
+    let present = present(client)?;
+    create_missing(client, present)
+}
+
+/// As [`ensure_tables`], with their existence already read (under the migration lock,
+/// so no other migrator drops or creates them in between).
+pub fn create_missing(
+    client: &mut impl GenericClient,
+    present: Present,
+) -> Result<(), postgres::Error> {
+    if !present.version {
         client.batch_execute(CREATE_VERSION_TABLE)?;
     }
-    client.batch_execute(CREATE_HISTORY_TABLE)
+    if !present.history {
+        client.batch_execute(CREATE_HISTORY_TABLE)?;
+    }
+    Ok(())
 }
 
 /// The DDL, for offline SQL scripts.
@@ -104,21 +141,118 @@ impl HeadChange {
     pub fn apply(&self, client: &mut impl GenericClient, revision: &str) -> Result<(), ApplyError> {
         let (rows, expected) = match self {
             HeadChange::Insert { new } => (
-                client.execute("INSERT INTO alembic_version (version_num) VALUES ($1)", &[new])?,
+                client.execute_typed(
+                    "INSERT INTO alembic_version (version_num) VALUES ($1)",
+                    &[(new, Type::TEXT)],
+                )?,
                 new,
             ),
             HeadChange::Update { old, new } => (
-                client.execute("UPDATE alembic_version SET version_num = $1 WHERE alembic_version.version_num = $2", &[new, old])?,
+                client.execute_typed(
+                    "UPDATE alembic_version SET version_num = $1 WHERE alembic_version.version_num = $2",
+                    &[(new, Type::TEXT), (old, Type::TEXT)],
+                )?,
                 old,
             ),
             HeadChange::Delete { old } => (
-                client.execute("DELETE FROM alembic_version WHERE alembic_version.version_num = $1", &[old])?,
+                client.execute_typed(
+                    "DELETE FROM alembic_version WHERE alembic_version.version_num = $1",
+                    &[(old, Type::TEXT)],
+                )?,
                 old,
             ),
         };
         if rows != 1 {
             return Err(ApplyError::Race(VersionRace {
                 expected: expected.clone(),
+                revision: revision.into(),
+            }));
+        }
+        Ok(())
+    }
+
+    /// Applies the change and writes `new` to the side table in one statement (one
+    /// round trip instead of two on every migration's path). A change that missed its
+    /// row is the same race as in [`Self::apply`], and nothing of it stays once the
+    /// caller's transaction rolls back.
+    pub fn apply_and_record(
+        &self,
+        client: &mut impl GenericClient,
+        revision: &str,
+        new: &NewRecord<'_>,
+    ) -> Result<(), ApplyError> {
+        self.apply_with(client, revision, INSERT_RECORD_IF_MOVED, &new.params())
+    }
+
+    /// Applies the change and completes the side-table row `id` (a non-transactional
+    /// migration's marker) in one statement: atomic without a transaction of its own.
+    pub fn apply_and_finish(
+        &self,
+        client: &mut impl GenericClient,
+        revision: &str,
+        id: i64,
+        duration_ms: i64,
+    ) -> Result<(), ApplyError> {
+        self.apply_with(
+            client,
+            revision,
+            "UPDATE alembic_version_history SET status = $2, duration_ms = $3, error = NULL
+              WHERE id = $1 AND (SELECT count(*) FROM moved) = 1 RETURNING id",
+            &[
+                (&id, Type::INT8),
+                (Status::Completed.as_param(), Type::TEXT),
+                (&duration_ms, Type::INT8),
+            ],
+        )
+    }
+
+    /// The change and `write` (a statement with its `params`, `RETURNING` a row) as
+    /// one statement; the change's own parameters follow `params`.
+    fn apply_with(
+        &self,
+        client: &mut impl GenericClient,
+        revision: &str,
+        write: &str,
+        params: &[(&(dyn ToSql + Sync), Type)],
+    ) -> Result<(), ApplyError> {
+        let first = params.len() + 1;
+        // Only our own parameter numbers are formatted into the text.
+        let (change, heads) = match self {
+            HeadChange::Insert { new } => (
+                format!("INSERT INTO alembic_version (version_num) VALUES (${first}) RETURNING 1"),
+                vec![new],
+            ),
+            HeadChange::Update { old, new } => (
+                format!(
+                    "UPDATE alembic_version SET version_num = ${first} WHERE alembic_version.version_num = ${} RETURNING 1",
+                    first + 1
+                ),
+                vec![new, old],
+            ),
+            HeadChange::Delete { old } => (
+                format!("DELETE FROM alembic_version WHERE alembic_version.version_num = ${first} RETURNING 1"),
+                vec![old],
+            ),
+        };
+        // `write` reads from `moved`: a change that missed its row writes nothing, so
+        // a statement outside a transaction leaves the side table as it was too.
+        let sql = format!(
+            "WITH moved AS ({change}), written AS ({write})
+             SELECT (SELECT count(*) FROM moved), (SELECT count(*) FROM written)"
+        );
+        let mut all = params.to_vec();
+        all.extend(
+            heads
+                .into_iter()
+                .map(|h| (h as &(dyn ToSql + Sync), Type::TEXT)),
+        );
+        let moved: i64 = client.query_typed_one(&sql, &all)?.get(0);
+        if moved != 1 {
+            return Err(ApplyError::Race(VersionRace {
+                expected: match self {
+                    HeadChange::Insert { new } => new.clone(),
+                    HeadChange::Update { old, .. } | HeadChange::Delete { old } => old.clone(),
+                },
                 revision: revision.into(),
             }));
         }
@@ -177,6 +311,16 @@ impl Operation {
             Operation::Rehash => "rehash",
         }
     }
+
+    /// The column's value as a bind parameter that outlives any statement.
+    fn as_param(self) -> &'static &'static str {
+        match self {
+            Operation::Upgrade => &"upgrade",
+            Operation::Downgrade => &"downgrade",
+            Operation::Stamp => &"stamp",
+            Operation::Rehash => &"rehash",
+        }
+    }
 }
 
 /// How far a side-table row got: the `status` column.
@@ -195,6 +339,15 @@ impl Status {
             Status::Completed => "completed",
             Status::InProgress => "in_progress",
             Status::Failed => "failed",
+        }
+    }
+
+    /// The column's value as a bind parameter that outlives any statement.
+    fn as_param(self) -> &'static &'static str {
+        match self {
+            Status::Completed => &"completed",
+            Status::InProgress => &"in_progress",
+            Status::Failed => &"failed",
         }
     }
 }
@@ -272,10 +425,19 @@ pub struct HistoryRecord {
 pub fn latest_records(
     client: &mut impl GenericClient,
 ) -> Result<Vec<HistoryRecord>, postgres::Error> {
-    if !table_exists(client, HISTORY_TABLE)? {
+    let present = present(client)?;
+    records_in(client, present)
+}
+
+/// As [`latest_records`], with the tables' existence already read.
+pub fn records_in(
+    client: &mut impl GenericClient,
+    present: Present,
+) -> Result<Vec<HistoryRecord>, postgres::Error> {
+    if !present.history {
         return Ok(Vec::new());
     }
-    let rows = client.query(
+    let rows = client.query_typed(
         // The newest id per revision first (a hash aggregate over two columns), then
         // only those rows: sorting every row with its texts cost what the history has
         // grown to, and verify reads this before every migration.
@@ -302,6 +464,53 @@ pub fn latest_records(
         .collect())
 }
 
+/// What a run checks before it writes, of the latest side-table row of a revision.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LatestState {
+    pub revision: String,
+    pub checksum: Option<String>,
+    pub status: Status,
+    pub error: Option<String>,
+}
+
+/// The latest row's state of every revision, by revision: the columns every run's
+/// integrity check needs and nothing else (formatting each row's time and sorting the
+/// rows with their texts was most of this read's cost, paid before every migration).
+pub fn latest_states(
+    client: &mut impl GenericClient,
+    present: Present,
+) -> Result<Vec<LatestState>, postgres::Error> {
+    if !present.history {
+        return Ok(Vec::new());
+    }
+    let rows = client.query_typed(
+        "SELECT revision, checksum, status, error
+           FROM alembic_version_history
+          WHERE id IN (SELECT max(id) FROM alembic_version_history GROUP BY revision)",
+        &[],
+    )?;
+    let mut states: Vec<LatestState> = rows
+        .iter()
+        .map(|r| LatestState {
+            revision: r.get(0),
+            checksum: r.get(1),
+            status: r.get(2),
+            error: r.get(3),
+        })
+        .collect();
+    states.sort_by(|a, b| a.revision.cmp(&b.revision));
+    Ok(states)
+}
+
+/// Writes a side-table row (`NewRecord::params`), returning its id.
+const INSERT_RECORD: &str = "INSERT INTO alembic_version_history (revision, operation, checksum, status, duration_ms, tool_version, error)
+     VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING id";
+
+/// As [`INSERT_RECORD`], written only when the head change `moved` (the CTE it runs
+/// beside, see `HeadChange::apply_with`) changed exactly one row.
+const INSERT_RECORD_IF_MOVED: &str = "INSERT INTO alembic_version_history (revision, operation, checksum, status, duration_ms, tool_version, error)
+     SELECT $1, $2, $3, $4, $5, $6, $7 WHERE (SELECT count(*) FROM moved) = 1 RETURNING id";
+
 /// A side-table row to write.
 #[derive(Debug, Clone)]
 pub struct NewRecord<'a> {
@@ -318,15 +527,25 @@ pub fn record(
     client: &mut impl GenericClient,
     new: &NewRecord<'_>,
 ) -> Result<i64, postgres::Error> {
-    let row = client.query_one(
-        "INSERT INTO alembic_version_history (revision, operation, checksum, status, duration_ms, tool_version, error)
-         VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING id",
-        &[&new.revision, &new.operation.as_str(), &new.checksum, &new.status.as_str(), &new.duration_ms, &new.tool_version, &new.error],
-    )?;
+    let row = client.query_typed_one(INSERT_RECORD, &new.params())?;
     Ok(row.get(0))
 }
 
 impl NewRecord<'_> {
+    /// The row's values as `$1`..`$7` of an INSERT, typed: a typed statement is one
+    /// round trip, a prepared one three.
+    fn params(&self) -> [(&(dyn ToSql + Sync), Type); 7] {
+        [
+            (&self.revision, Type::TEXT),
+            (self.operation.as_param(), Type::TEXT),
+            (&self.checksum, Type::TEXT),
+            (self.status.as_param(), Type::TEXT),
+            (&self.duration_ms, Type::INT8),
+            (&self.tool_version, Type::TEXT),
+            (&self.error, Type::TEXT),
+        ]
+    }
+
     /// The row as a literal INSERT, for `--sql` scripts (no duration: nothing is timed).
     pub fn to_sql(&self) -> String {
         let checksum = self.checksum.map_or_else(|| "NULL".to_string(), literal);
@@ -352,9 +571,14 @@ pub fn finish_record(
     duration_ms: i64,
     error: Option<&str>,
 ) -> Result<(), postgres::Error> {
-    client.execute(
+    client.execute_typed(
         "UPDATE alembic_version_history SET status = $2, duration_ms = $3, error = $4 WHERE id = $1",
-        &[&id, &status.as_str(), &duration_ms, &error],
+        &[
+            (&id, Type::INT8),
+            (status.as_param(), Type::TEXT),
+            (&duration_ms, Type::INT8),
+            (&error, Type::TEXT),
+        ],
     )?;
     Ok(())
 }

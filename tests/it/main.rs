@@ -20,6 +20,7 @@ mod fresh_machine;
 mod hints;
 mod lint;
 mod migrate;
+mod migrate_cost;
 mod ordinary_role;
 mod pinned_alembic;
 mod rehearse;

@@ -6,6 +6,7 @@
 
 use std::time::{Duration, Instant};
 
+use postgres::types::Type;
 use postgres::Client;
 
 use super::db;
@@ -28,7 +29,10 @@ pub(crate) fn acquire(
     let mut last_report: Option<Instant> = None;
     loop {
         let got: bool = client
-            .query_one("SELECT pg_try_advisory_lock($1)", &[&LOCK_KEY])
+            .query_typed_one(
+                "SELECT pg_try_advisory_lock($1)",
+                &[(&LOCK_KEY, Type::INT8)],
+            )
             .map_err(db("taking the migration lock"))?
             .get(0);
         if got {
@@ -55,7 +59,7 @@ pub(crate) fn release(client: &mut Client) -> Result<(), MigrateError> {
         return Ok(());
     }
     let released: bool = client
-        .query_one("SELECT pg_advisory_unlock($1)", &[&LOCK_KEY])
+        .query_typed_one("SELECT pg_advisory_unlock($1)", &[(&LOCK_KEY, Type::INT8)])
         .map_err(db("releasing the migration lock"))?
         .get(0);
     if released {

@@ -14,6 +14,7 @@ pub mod trace;
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
+use postgres::types::Type;
 use postgres::{Client, GenericClient};
 
 pub use error::{holders_text, LockHolder, Loss, MigrateError, StatementFailure};
@@ -111,6 +112,13 @@ pub struct Migrator<'a> {
     search_path_checked: bool,
 }
 
+/// The version tables as read at the start of a run (see `Migrator::recorded`).
+struct Recorded {
+    heads: Vec<String>,
+    states: Vec<vt::LatestState>,
+    present: vt::Present,
+}
+
 /// The second session that sees the locks of statements outside a transaction, opened
 /// when the first such migration runs.
 enum Observer<'a> {
@@ -196,14 +204,38 @@ impl<'a> Migrator<'a> {
 
     /// The heads in `alembic_version`, whether or not a file knows them.
     pub fn raw_heads(&mut self) -> Result<Vec<String>, MigrateError> {
+        let present = self.present()?;
+        let read = vt::heads_in(self.client, present);
+        read.map_err(|err| self.locked_or(err, "reading alembic_version"))
+    }
+
+    /// Which version tables exist, after the search_path check (once per migrator).
+    fn present(&mut self) -> Result<vt::Present, MigrateError> {
         if !self.search_path_checked {
             crate::search_path::check(self.client)
                 .map_err(|err| self.locked_or(err, "reading the search_path"))?
                 .map_err(Box::new)?;
             self.search_path_checked = true;
         }
-        let read = vt::read_heads(self.client);
+        let read = vt::present(self.client);
         read.map_err(|err| self.locked_or(err, "reading alembic_version"))
+    }
+
+    /// The version tables as a run under the lock starts from, each read once: the
+    /// heads (checked against the files), the side table's latest rows, and which of
+    /// the tables exist (to create the missing ones without asking again).
+    fn recorded(&mut self) -> Result<Recorded, MigrateError> {
+        let present = self.present()?;
+        let read = vt::heads_in(self.client, present);
+        let heads = read.map_err(|err| self.locked_or(err, "reading alembic_version"))?;
+        self.check_known(&heads)?;
+        let read = vt::latest_states(self.client, present);
+        let states = read.map_err(|err| self.locked_or(err, "reading alembic_version_history"))?;
+        Ok(Recorded {
+            heads,
+            states,
+            present,
+        })
     }
 
     /// A lock timeout on the version tables, named with the sessions holding them;
@@ -267,8 +299,13 @@ impl<'a> Migrator<'a> {
     /// Refuses when an applied file was edited or a non-transactional migration did not
     /// complete. Called before any write.
     fn check_integrity(&mut self) -> Result<(), MigrateError> {
-        let read = vt::latest_records(self.client);
-        let records = read.map_err(|err| self.locked_or(err, "reading alembic_version_history"))?;
+        let recorded = self.recorded()?;
+        self.check_recorded(&recorded)
+    }
+
+    /// As [`Self::check_integrity`], on the version tables already read.
+    fn check_recorded(&mut self, recorded: &Recorded) -> Result<(), MigrateError> {
+        let records = &recorded.states;
         if let Some(record) = records.iter().find(|r| r.status != Status::Completed) {
             let invalid_indexes =
                 loss::invalid_indexes(self.client).map_err(db("listing INVALID indexes"))?;
@@ -294,16 +331,17 @@ impl<'a> Migrator<'a> {
         }
         // The rows just read: check_integrity runs before every migration, and reading
         // the whole history again made each one cost what the history has grown to.
-        for (revision, integrity) in self.integrity_of_records(&records)? {
-            if let Integrity::Edited { recorded } = integrity {
-                let migration = self
-                    .graph
-                    .get(&revision)
-                    .expect("applied revisions are known");
+        let by_revision: std::collections::HashMap<&str, &vt::LatestState> =
+            records.iter().map(|r| (r.revision.as_str(), r)).collect();
+        for migration in self.graph.applied(&recorded.heads)? {
+            let recorded_checksum = by_revision
+                .get(migration.revision.as_str())
+                .and_then(|r| r.checksum.as_ref());
+            if let Some(recorded) = recorded_checksum.filter(|c| **c != migration.checksum) {
                 return Err(MigrateError::ChecksumMismatch {
-                    revision,
+                    revision: migration.revision.clone(),
                     path: migration.dir.clone(),
-                    recorded,
+                    recorded: recorded.clone(),
                     current: migration.checksum.clone(),
                 });
             }
@@ -321,10 +359,11 @@ impl<'a> Migrator<'a> {
             return Ok(Vec::new());
         }
         self.with_lock(|m| {
-            let heads = m.current()?;
-            let plan = m.graph.upgrade_plan(&heads, target)?;
-            m.check_integrity()?;
-            vt::ensure_tables(m.client).map_err(db("creating the version tables"))?;
+            let recorded = m.recorded()?;
+            let plan = m.graph.upgrade_plan(&recorded.heads, target)?;
+            m.check_recorded(&recorded)?;
+            vt::create_missing(m.client, recorded.present)
+                .map_err(db("creating the version tables"))?;
             m.run_steps(&plan)
                 .map_err(|err| existing::explain(m.client, m.graph, err))
         })
@@ -343,16 +382,17 @@ impl<'a> Migrator<'a> {
             return Ok(Vec::new());
         }
         self.with_lock(|m| {
-            let heads = m.current()?;
-            let plan = m.graph.downgrade_plan(&heads, target)?;
-            m.check_integrity()?;
+            let recorded = m.recorded()?;
+            let plan = m.graph.downgrade_plan(&recorded.heads, target)?;
+            m.check_recorded(&recorded)?;
             if !allow_data_loss {
                 let losses = m.data_loss(&plan)?;
                 if !losses.is_empty() {
                     return Err(MigrateError::DataLoss(losses));
                 }
             }
-            vt::ensure_tables(m.client).map_err(db("creating the version tables"))?;
+            vt::create_missing(m.client, recorded.present)
+                .map_err(db("creating the version tables"))?;
             m.run_steps(&plan)
         })
     }
@@ -361,10 +401,11 @@ impl<'a> Migrator<'a> {
     /// caller reports losses itself).
     pub fn unapply(&mut self, revision: &str) -> Result<Vec<StepReport>, MigrateError> {
         self.with_lock(|m| {
-            let heads = m.current()?;
-            let plan = m.graph.unapply_plan(&heads, revision)?;
-            m.check_integrity()?;
-            vt::ensure_tables(m.client).map_err(db("creating the version tables"))?;
+            let recorded = m.recorded()?;
+            let plan = m.graph.unapply_plan(&recorded.heads, revision)?;
+            m.check_recorded(&recorded)?;
+            vt::create_missing(m.client, recorded.present)
+                .map_err(db("creating the version tables"))?;
             m.run_steps(&plan)
         })
     }
@@ -472,7 +513,7 @@ impl<'a> Migrator<'a> {
             true => Some(trace::existing_tables(&mut tx).map_err(db("listing tables"))?),
             false => None,
         };
-        let trace = execute_file_traced(
+        let (trace, last) = execute_file_traced(
             &mut tx,
             step,
             migration,
@@ -480,9 +521,14 @@ impl<'a> Migrator<'a> {
             existing.as_deref(),
             None,
         )?;
-        let locks = match existing {
-            Some(existing) => held_locks(&mut tx, &existing).map_err(db("reading pg_locks"))?,
-            None => Vec::new(),
+        // Nothing runs between the last statement's trace and here: its state holds
+        // the locks the migration commits with.
+        let locks = match (existing, last) {
+            (Some(existing), Some(last)) => last.held_on(&existing),
+            (Some(existing), None) => {
+                held_locks(&mut tx, &existing).map_err(db("reading pg_locks"))?
+            }
+            (None, _) => Vec::new(),
         };
         let book = bookkeeping(
             step,
@@ -490,15 +536,22 @@ impl<'a> Migrator<'a> {
             Status::Completed,
             &self.options.tool_version,
         );
-        for change in &book.head_changes {
-            apply_change(&mut tx, change, &step.revision)?;
-        }
         let record = NewRecord {
             duration_ms: Some(started.elapsed().as_millis() as i64),
             ..book.record
         };
-        vt::record(&mut tx, &record)
-            .map_err(db("recording the migration in alembic_version_history"))?;
+        match book.head_changes.split_last() {
+            Some((last, before)) => {
+                for change in before {
+                    apply_change(&mut tx, change, &step.revision)?;
+                }
+                apply_change_and_record(&mut tx, last, &step.revision, &record)?;
+            }
+            None => {
+                vt::record(&mut tx, &record)
+                    .map_err(db("recording the migration in alembic_version_history"))?;
+            }
+        }
         tx.commit()
             .map_err(db(&format!("committing migration {}", step.revision)))?;
         Ok((locks, trace))
@@ -543,7 +596,7 @@ impl<'a> Migrator<'a> {
             existing.as_deref(),
             observer,
         )
-        .and_then(|trace| {
+        .and_then(|(trace, _)| {
             traced = trace;
             let invalid =
                 loss::invalid_indexes(self.client).map_err(db("listing INVALID indexes"))?;
@@ -570,17 +623,25 @@ impl<'a> Migrator<'a> {
             let _ = vt::finish_record(self.client, marker, Status::Failed, elapsed, Some(&text));
             return Err(err);
         }
-        let mut tx = self
-            .client
-            .transaction()
-            .map_err(db("beginning a transaction"))?;
-        for change in &book.head_changes {
-            apply_change(&mut tx, change, &step.revision)?;
+        match book.head_changes.as_slice() {
+            // One statement is atomic on its own: no transaction around it.
+            [change] => change
+                .apply_and_finish(self.client, &step.revision, marker, elapsed)
+                .map_err(|err| apply_error(err, &step.revision, "completing the marker"))?,
+            changes => {
+                let mut tx = self
+                    .client
+                    .transaction()
+                    .map_err(db("beginning a transaction"))?;
+                for change in changes {
+                    apply_change(&mut tx, change, &step.revision)?;
+                }
+                vt::finish_record(&mut tx, marker, Status::Completed, elapsed, None)
+                    .map_err(db("completing the marker"))?;
+                tx.commit()
+                    .map_err(db(&format!("committing migration {}", step.revision)))?;
+            }
         }
-        vt::finish_record(&mut tx, marker, Status::Completed, elapsed, None)
-            .map_err(db("completing the marker"))?;
-        tx.commit()
-            .map_err(db(&format!("committing migration {}", step.revision)))?;
         Ok(traced)
     }
 
@@ -837,7 +898,7 @@ fn open_observer<'o>(
         return Ok(None);
     };
     let pid: i32 = client
-        .query_one("SELECT pg_backend_pid()", &[])
+        .query_typed_one("SELECT pg_backend_pid()", &[])
         .map_err(db("reading our backend pid"))?
         .get(0);
     Ok(Some((observer, pid)))
@@ -861,10 +922,10 @@ fn held_locks(
     client: &mut impl GenericClient,
     tables: &[u32],
 ) -> Result<Vec<String>, postgres::Error> {
-    let rows = client.query(
-        "SELECT c.relname, l.mode FROM pg_locks l JOIN pg_class c ON c.oid = l.relation
+    let rows = client.query_typed(
+        "SELECT c.relname::text, l.mode::text FROM pg_locks l JOIN pg_class c ON c.oid = l.relation
           WHERE l.pid = pg_backend_pid() AND l.locktype = 'relation' AND l.granted AND l.relation = ANY($1)",
-        &[&tables],
+        &[(&tables, Type::OID_ARRAY)],
     )?;
     let mut strongest: std::collections::BTreeMap<String, String> =
         std::collections::BTreeMap::new();
@@ -886,12 +947,13 @@ fn held_locks(
 /// transaction, its table locks and the migration lock until the statement ends: from
 /// PostgreSQL 14 the server can poll the socket and abort the session when we are gone.
 fn watch_for_a_vanished_client(client: &mut Client) -> Result<(), postgres::Error> {
-    let version: i32 = client
-        .query_one("SELECT current_setting('server_version_num')::int", &[])?
-        .get(0);
-    if version >= 140000 {
-        client.batch_execute("SET client_connection_check_interval = '1s'")?;
-    }
+    // One round trip: the version test and the setting in the same statement (every
+    // run starts with it).
+    client.execute_typed(
+        "SELECT set_config('client_connection_check_interval', '1s', false)
+          WHERE current_setting('server_version_num')::int >= 140000",
+        &[],
+    )?;
     Ok(())
 }
 
@@ -921,10 +983,14 @@ fn set_timeouts(
     let statement_timeout = options
         .statement_timeout
         .map(|timeout| format!("{}ms", timeout.as_millis()));
-    client.execute(
+    client.execute_typed(
         "SELECT set_config('lock_timeout', $1, $3),
                 set_config('statement_timeout', coalesce($2, current_setting('statement_timeout')), $3)",
-        &[&lock_timeout, &statement_timeout, &local],
+        &[
+            (&lock_timeout, Type::TEXT),
+            (&statement_timeout, Type::TEXT),
+            (&local, Type::BOOL),
+        ],
     )?;
     Ok(())
 }
@@ -938,6 +1004,10 @@ fn execute_file(
     execute_file_traced(client, step, migration, outcome, None, None).map(drop)
 }
 
+/// Each statement's trace, and the traced tables' state after the last one (none
+/// when nothing was traced or the file has no statement).
+type Traced = (Vec<StatementTrace>, Option<trace::TableStates>);
+
 /// Runs the file's statements; with `traced` (the tables that existed before), also
 /// each statement's trace; with `observer` (and our backend's pid), its locks are the
 /// ones the observer saw (outside a transaction our session sees none of them).
@@ -948,7 +1018,7 @@ fn execute_file_traced(
     outcome: &str,
     traced: Option<&[u32]>,
     mut observer: Option<(&mut observe::LockObserver, i32)>,
-) -> Result<Vec<StatementTrace>, MigrateError> {
+) -> Result<Traced, MigrateError> {
     let mut traces = Vec::new();
     let capture = |client: &mut _, tables| {
         trace::TableStates::capture(client, tables).map_err(db("tracing the statement"))
@@ -993,7 +1063,7 @@ fn execute_file_traced(
             after_previous = Some(after);
         }
     }
-    Ok(traces)
+    Ok((traces, after_previous))
 }
 
 fn statement_failure(
@@ -1048,6 +1118,29 @@ fn apply_change(
         },
         ApplyError::Race(race) => MigrateError::Race(race),
     })
+}
+
+/// As [`apply_change`], with the side-table row written by the same statement.
+fn apply_change_and_record(
+    client: &mut impl GenericClient,
+    change: &HeadChange,
+    revision: &str,
+    record: &NewRecord<'_>,
+) -> Result<(), MigrateError> {
+    change
+        .apply_and_record(client, revision, record)
+        .map_err(|err| apply_error(err, revision, "recording it in alembic_version_history"))
+}
+
+/// A failed change of `alembic_version` (with `also`, what the same statement did).
+fn apply_error(err: ApplyError, revision: &str, also: &str) -> MigrateError {
+    match err {
+        ApplyError::Db(source) => MigrateError::Db {
+            action: format!("updating alembic_version for {revision} and {also}"),
+            source,
+        },
+        ApplyError::Race(race) => MigrateError::Race(race),
+    }
 }
 
 /// Alembic's line for a step: `Running upgrade a1b2 -> b2c3, A/B test tables`.

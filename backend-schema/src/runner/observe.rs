@@ -8,6 +8,7 @@ use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
+use postgres::types::Type;
 use postgres::Client;
 
 use crate::declarative::plan::LockMode;
@@ -63,11 +64,17 @@ impl LockObserver {
 
 /// Takes a writer's lock on every watched table, in the open transaction.
 fn hold_writer_locks(client: &mut Client, tables: &[u32]) -> Result<(), postgres::Error> {
-    // The server quotes the names (regclass's text form); nothing here is user input.
+    // The server quotes the names (`%I`); nothing here is user input. Schema-qualified
+    // from the catalog, not `regclass`'s text form: that one asks the search_path about
+    // every table, and this runs before every statement outside a transaction.
     let names: Option<String> = client
-        .query_one(
-            &format!("SELECT string_agg(oid::regclass::text, ', ') FROM {WATCHED} AS w(oid)"),
-            &[&tables],
+        .query_typed_one(
+            &format!(
+                "SELECT string_agg(format('%I.%I', n.nspname, c.relname), ', ')
+                   FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+                  WHERE c.oid IN {WATCHED}"
+            ),
+            &[(&tables, Type::OID_ARRAY)],
         )?
         .get(0);
     if let Some(names) = names {
@@ -85,13 +92,21 @@ fn watch(
     tables: &[u32],
     done: &AtomicBool,
 ) -> Result<Vec<(String, LockMode)>, postgres::Error> {
+    // `pg_locks` read once per poll (each mention builds the whole lock table), and a
+    // row per lock held on a watched table, not one per watched table: one row with
+    // no table when there is none.
     let query = format!(
-        "SELECT c.relname::text, l.mode::text,
-                EXISTS (SELECT 1 FROM pg_locks w WHERE w.pid = $2 AND NOT w.granted)
-           FROM pg_class c LEFT JOIN pg_locks l ON l.relation = c.oid AND l.pid = $2
-                AND l.locktype = 'relation'
-          WHERE c.oid IN {WATCHED}"
+        "WITH l AS MATERIALIZED (
+              SELECT relation, locktype, mode::text AS mode, granted FROM pg_locks WHERE pid = $2)
+         SELECT t.relname, t.mode, w.waiting
+           FROM (SELECT EXISTS (SELECT 1 FROM l WHERE NOT l.granted) AS waiting) w
+           LEFT JOIN (SELECT c.relname::text AS relname, l.mode
+                        FROM l JOIN pg_class c ON c.oid = l.relation
+                       WHERE l.locktype = 'relation' AND c.oid IN {WATCHED}) t ON true"
     );
+    // Prepared once per statement watched: each poll then only binds and runs it (a
+    // statement parsed at every poll spent most of its time in the parser).
+    let query = client.prepare_typed(&query, &[Type::OID_ARRAY, Type::INT4])?;
     let mut seen: BTreeMap<String, LockMode> = BTreeMap::new();
     let mut writing = true;
     loop {
@@ -100,9 +115,11 @@ fn watch(
         let mut waiting = false;
         for row in client.query(&query, &[&tables, &pid])? {
             waiting |= row.get::<_, bool>(2);
-            let mode: Option<String> = row.get(1);
-            if let Some(mode) = mode.as_deref().and_then(LockMode::from_pg_name) {
-                let entry = seen.entry(row.get(0)).or_insert(mode);
+            let (table, mode): (Option<String>, Option<String>) = (row.get(0), row.get(1));
+            if let (Some(table), Some(mode)) =
+                (table, mode.as_deref().and_then(LockMode::from_pg_name))
+            {
+                let entry = seen.entry(table).or_insert(mode);
                 *entry = (*entry).max(mode);
             }
         }

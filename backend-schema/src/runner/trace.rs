@@ -105,6 +105,23 @@ impl TableStates {
         ))
     }
 
+    /// The strongest lock held on each of `tables` (not their partitions) at this
+    /// moment, as "Mode on table": the migration's lock profile, read from the trace's
+    /// last state instead of asking `pg_locks` once more.
+    pub(crate) fn held_on(&self, tables: &[u32]) -> Vec<String> {
+        let mut strongest: BTreeMap<&str, LockMode> = BTreeMap::new();
+        for state in tables.iter().filter_map(|oid| self.0.get(oid)) {
+            if let Some(mode) = state.strongest {
+                let entry = strongest.entry(&state.name).or_insert(mode);
+                *entry = (*entry).max(mode);
+            }
+        }
+        strongest
+            .into_iter()
+            .map(|(table, mode)| format!("{mode} on {table}"))
+            .collect()
+    }
+
     /// What changed from `before` to `self`, as one statement's trace.
     pub(crate) fn since(
         &self,
