@@ -179,3 +179,57 @@ fn a_chain_that_runs_alter_system_keeps_nothing_and_says_why() {
 
     rerun_replays(dir.path(), &cache, &order[5]);
 }
+
+/// What a migration leaves on its session (here a temporary table the revision before
+/// the newest leaves in its downgrade, which the newest creates again): every run
+/// climbs the newest revision on a new session, so the run that keeps databases, a
+/// `--no-cache` run and a re-run that starts from the kept database report the same.
+/// (Before, the `--no-cache` run failed with `already exists` and the others passed.)
+#[test]
+fn state_a_migration_leaves_on_its_session_does_not_make_a_resumed_run_differ() {
+    let (dir, order) = chain(6);
+    append(
+        &revision_dir(dir.path(), &order[4]).join("down.sql"),
+        "CREATE TEMP TABLE IF NOT EXISTS session_marker (x int);\n",
+    );
+    let newest = revision_dir(dir.path(), &order[5]);
+    append(
+        &newest.join("up.sql"),
+        "CREATE TEMP TABLE session_marker (x int);\n",
+    );
+    append(
+        &newest.join("down.sql"),
+        "DROP TABLE IF EXISTS session_marker;\n",
+    );
+    let cache = fresh_verify_cache();
+    let (_, first) = verify(dir.path(), &cache, &[]);
+    equals_full_run(dir.path(), &first);
+
+    append(&newest.join("up.sql"), "-- reworded\n");
+    let (run, resumed) = verify(dir.path(), &cache, &[]);
+    assert_eq!(resumed["resumed_after"], order[4], "{}", run.text());
+    equals_full_run(dir.path(), &resumed);
+}
+
+/// The isolation check sets `app.current_tenant_id` for a transaction, after which the
+/// session reads it as '' where a new session reads NULL: a default that reads it must
+/// meet the same in a run that keeps databases, a `--no-cache` run and a resumed one.
+#[test]
+fn the_isolation_checks_tenant_setting_does_not_make_a_resumed_run_differ() {
+    let migrations = crate::support::copy_migrations();
+    let graph = backend_schema::RevisionGraph::load(migrations.path()).unwrap();
+    let newest = graph.migrations().last().unwrap().revision.clone();
+    let dir = revision_dir(migrations.path(), &newest);
+    append(
+        &dir.join("up.sql"),
+        "CREATE TABLE probe_notes (id int, tenant_id uuid DEFAULT current_setting('app.current_tenant_id', true)::uuid);\nINSERT INTO probe_notes (id) VALUES (1);\n",
+    );
+    append(&dir.join("down.sql"), "DROP TABLE IF EXISTS probe_notes;\n");
+    let cache = fresh_verify_cache();
+    let (_, first) = verify(migrations.path(), &cache, &[]);
+    equals_full_run(migrations.path(), &first);
+
+    append(&dir.join("up.sql"), "-- reworded\n");
+    let (_, resumed) = verify(migrations.path(), &cache, &[]);
+    equals_full_run(migrations.path(), &resumed);
+}

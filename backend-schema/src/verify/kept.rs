@@ -92,8 +92,9 @@ pub(crate) struct Found {
 }
 
 /// The kept database latest in the stairway whose position is at most `upto` (the
-/// first revision not from the cache), in the kept cluster at `dir`; a kept cluster
-/// that cannot be trusted is a note, and none is used.
+/// first revision not from the cache) and is one where every run starts a new session
+/// (before the newest revision, or the end), in the kept cluster at `dir`; a kept
+/// cluster that cannot be trusted is a note, and none is used.
 pub(crate) fn find(dir: &Path, keys: &[String], upto: usize) -> (Option<Found>, Option<String>) {
     let before = identity(dir);
     let listing = match super::cache::read_own(&dir.join(LISTING)) {
@@ -124,18 +125,24 @@ pub(crate) fn find(dir: &Path, keys: &[String], upto: usize) -> (Option<Found>, 
     if identity(dir) != before {
         return (None, None);
     }
-    let found = (1..=upto.min(keys.len())).rev().find_map(|position| {
-        let key = &keys[position - 1];
-        kept.iter()
-            .find(|k| k.key == *key && k.database == database_name(key))
-            .map(|k| Found {
-                identity: identity(dir),
-                listed: kept.clone(),
-                data: dir.join("data"),
-                position,
-                database: k.database.clone(),
-            })
-    });
+    // Only where every run starts a new session: before the newest revision, and at
+    // the end (nothing left to climb).
+    let total = keys.len();
+    let found = (1..=upto.min(total))
+        .rev()
+        .filter(|p| *p + 1 >= total)
+        .find_map(|position| {
+            let key = &keys[position - 1];
+            kept.iter()
+                .find(|k| k.key == *key && k.database == database_name(key))
+                .map(|k| Found {
+                    identity: identity(dir),
+                    listed: kept.clone(),
+                    data: dir.join("data"),
+                    position,
+                    database: k.database.clone(),
+                })
+        });
     (found, None)
 }
 
@@ -360,7 +367,8 @@ mod tests {
     use super::*;
 
     #[test]
-    fn find_takes_the_latest_kept_database_the_cache_reaches_and_only_one_named_for_its_key() {
+    fn find_takes_a_kept_database_the_cache_reaches_where_runs_start_a_new_session_named_for_its_key(
+    ) {
         let dir = tempfile::tempdir().unwrap();
         let data = dir.path().join("data");
         std::fs::create_dir(&data).unwrap();
@@ -374,17 +382,20 @@ mod tests {
             database: database_name(&keys[position - 1]),
             cluster: String::new(),
         };
-        let mut renamed = at(2);
+        let mut renamed = at(4);
         renamed.database = database_name(&keys[0]);
         let listing = serde_json::to_vec(&vec![at(3), at(5), renamed]).unwrap();
         std::fs::write(dir.path().join(LISTING), listing).unwrap();
 
         let position = |upto| find(dir.path(), &keys, upto).0.map(|f| f.position);
         assert_eq!(position(5), Some(5));
-        assert_eq!(position(4), Some(3));
-        assert_eq!(position(3), Some(3));
         // A database named for another key than its entry's is not trusted to hold it.
-        assert_eq!(position(2), None);
+        assert_eq!(position(4), None);
+        // Every run goes on with its session there: a re-run would start a new one.
+        assert_eq!(position(3), None);
         assert_eq!(position(0), None);
+        let listing = serde_json::to_vec(&vec![at(4)]).unwrap();
+        std::fs::write(dir.path().join(LISTING), listing).unwrap();
+        assert_eq!(position(5), Some(4));
     }
 }

@@ -883,17 +883,25 @@ fn stairway(
         if !range.contains(&position) {
             continue;
         }
-        if keep.is_some() && position > 0 && position + 1 == graph.migrations().len() {
-            // The next run after an edit of the newest revision starts here.
+        if position > 0 && position + 1 == graph.migrations().len() {
+            // Every run climbs the newest revision on a new session: a re-run starting
+            // there from a kept database has a new session, and what an earlier
+            // migration or check left on the old one (a temporary table, a SET, a
+            // custom setting, a sequence's currval) must not make the two differ.
             untouched.close();
-            match kept::copy_stairway(cluster, client, &keys[position - 1])? {
-                Ok(kept) => copied.push(kept),
-                Err(why) => report.cache_notes.push(format!(
-                    "the stairway database before {} is not kept for the next run ({why}): a re-run after editing it replays the revisions before it",
-                    migration.revision
-                )),
+            if keep.is_some() {
+                // The next run after an edit of the newest revision starts here.
+                match kept::copy_stairway(cluster, client, &keys[position - 1])? {
+                    Ok(kept) => copied.push(kept),
+                    Err(why) => report.cache_notes.push(format!(
+                        "the stairway database before {} is not kept for the next run ({why}): a re-run after editing it replays the revisions before it",
+                        migration.revision
+                    )),
+                }
+            } else {
+                *client = cluster.client(STAIRWAY_DB)?;
             }
-            // New sessions: what was prepared on the old one is gone with it.
+            // What was prepared on the old session is gone with it.
             previous = Tracked::capture(client)?;
             rows = TrackedData::capture(client)?;
         }
