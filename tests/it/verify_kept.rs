@@ -138,18 +138,30 @@ fn kept_databases_other_users_may_write_are_not_used() {
     let kept = kept_dir(&report);
     assert!(kept.join("data/PG_VERSION").is_file(), "{}", kept.display());
 
-    std::fs::set_permissions(&kept, std::fs::Permissions::from_mode(0o777)).unwrap();
-    let run = rerun_replays(dir.path(), &cache, &order[5]);
-    run.success();
-    assert!(
-        run.stdout().contains(&format!(
-            "cache: the kept databases in {} is not a directory of this user closed to others",
-            kept.display()
-        )),
-        "{}",
-        run.text()
+    // Each time the run keeps its own in its place, which the next one trusts again.
+    let untrusted = |spoil: &dyn Fn(), why: &str| {
+        spoil();
+        let run = rerun_replays(dir.path(), &cache, &order[5]);
+        run.success();
+        let note = format!("cache: the kept databases in {} {why}", kept.display());
+        assert!(run.stdout().contains(&note), "{note:?} in {}", run.text());
+    };
+    untrusted(
+        &|| std::fs::set_permissions(&kept, std::fs::Permissions::from_mode(0o777)).unwrap(),
+        "is not a directory of this user closed to others (uid 0, mode 777)",
     );
-    // The run kept its own in its place: used again.
+    // Another account's (`nobody`: the tests run as root).
+    untrusted(
+        &|| std::os::unix::fs::chown(&kept, Some(65534), None).unwrap(),
+        "is not a directory of this user closed to others (uid 65534",
+    );
+    untrusted(
+        &|| {
+            std::fs::set_permissions(kept.join("data"), std::fs::Permissions::from_mode(0o755))
+                .unwrap()
+        },
+        "hold a data dir that is not the server account's private directory",
+    );
     append(
         &revision_dir(dir.path(), &order[5]).join("up.sql"),
         "-- again\n",
