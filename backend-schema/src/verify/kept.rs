@@ -10,7 +10,10 @@
 //! database but not what the cluster holds about it; so one is kept only when the
 //! cluster's roles, role and database settings, databases and tablespaces are, at the
 //! end of the run, what they were when it was copied, and the stairway database has no
-//! settings, grants, comment or subscription of its own.
+//! settings, grants, comment or subscription of its own; nothing is kept after an
+//! `ALTER SYSTEM`. Every run climbs the newest revision on a new session (`stairway`),
+//! and a kept database is used only there or at the end, so what was left on a session
+//! never tells a resumed run from a full one.
 
 use std::path::{Path, PathBuf};
 
