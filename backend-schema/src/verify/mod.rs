@@ -378,6 +378,14 @@ fn verify_usable(
         listed: std::mem::take(&mut listed),
     });
     let keep = keep_in.as_ref();
+    let climb = Climb {
+        graph,
+        config: &config,
+        options,
+        keys: &keys,
+        progress: &progress,
+        keep,
+    };
     // The whole-chain checks and the later segments climb on clusters of their own while
     // the first segment climbs here.
     let (whole, first, later, keep_note) = std::thread::scope(|scope| {
@@ -387,27 +395,11 @@ fn verify_usable(
         let later: Vec<_> = plan[1..]
             .iter()
             .map(|range| {
-                let climb = Climb {
-                    graph,
-                    config: &config,
-                    options,
-                    keys: &keys,
-                    progress: &progress,
-                    keep,
-                };
                 let range = range.clone();
                 let roles = &declared_roles;
                 scope.spawn(move || later_segment(&climb, roles, range))
             })
             .collect();
-        let climb = Climb {
-            graph,
-            config: &config,
-            options,
-            keys: &keys,
-            progress: &progress,
-            keep,
-        };
         let first = first_segment(&climb, &cluster, &resume, plan[0].clone());
         // Kept while the whole-chain checks still run. The run's cluster stands at the
         // stairway's end when it climbed alone, or replayed every revision.
@@ -680,6 +672,7 @@ fn resume(
 }
 
 /// What every segment climbs with.
+#[derive(Clone, Copy)]
 struct Climb<'a, 'p> {
     graph: &'a RevisionGraph,
     config: &'a LintConfig,
