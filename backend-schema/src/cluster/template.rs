@@ -125,11 +125,7 @@ fn run_initdb(
 /// Copies the data dir into the cache under a private name, then renames it into place,
 /// so a concurrent reader never sees a half-written template.
 fn store(data_dir: &Path, template: &Path) -> io::Result<()> {
-    let parent = template.parent().expect("cache entry has a parent");
-    fs::create_dir_all(parent)?;
-    let staging = tempfile::Builder::new()
-        .prefix(".staging-")
-        .tempdir_in(parent)?;
+    let staging = staging_beside(template)?;
     let staged = staging.path().join("data");
     let me = RunAs {
         // SAFETY: geteuid/getegid cannot fail.
@@ -154,11 +150,7 @@ pub(crate) fn replace_with_copy(
     into: &Path,
     beside: &[(&str, &[u8])],
 ) -> io::Result<()> {
-    let parent = into.parent().expect("a kept data dir has a parent");
-    fs::create_dir_all(parent)?;
-    let staging = tempfile::Builder::new()
-        .prefix(".staging-")
-        .tempdir_in(parent)?;
+    let staging = staging_beside(into)?;
     let staged = staging.path().join("new");
     fs::create_dir(&staged)?;
     fs::set_permissions(&staged, fs::Permissions::from_mode(0o700))?;
@@ -175,6 +167,28 @@ pub(crate) fn replace_with_copy(
     fs::rename(&staged, into)
     // `staging` goes, and the old copy with it.
 }
+
+/// A private directory beside `entry` to build its next version in, removed when
+/// dropped. Stagings of runs that were killed (SIGKILL, a power loss) are removed first:
+/// one older than `STALE_STAGING` is no run's any more (a copy takes seconds), and each
+/// can be the size of a data dir.
+fn staging_beside(entry: &Path) -> io::Result<tempfile::TempDir> {
+    let parent = entry.parent().expect("a cache entry has a parent");
+    fs::create_dir_all(parent)?;
+    for old in fs::read_dir(parent)?.flatten() {
+        let stale = old
+            .metadata()
+            .and_then(|meta| meta.modified())
+            .is_ok_and(|at| at.elapsed().is_ok_and(|age| age > STALE_STAGING));
+        if stale && old.file_name().to_string_lossy().starts_with(STAGING) {
+            let _ = fs::remove_dir_all(old.path());
+        }
+    }
+    tempfile::Builder::new().prefix(STAGING).tempdir_in(parent)
+}
+
+const STAGING: &str = ".staging-";
+const STALE_STAGING: std::time::Duration = std::time::Duration::from_secs(3600);
 
 /// Recursive copy preserving modes, giving every entry to `owner`. The directories are
 /// made first, then the files are copied by a thread per core: a data dir is a couple
@@ -223,4 +237,29 @@ fn make_dirs(
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_staging_left_by_a_killed_run_goes_and_a_recent_one_stays() {
+        let dir = tempfile::tempdir().unwrap();
+        let (old, recent) = (
+            dir.path().join(".staging-old"),
+            dir.path().join(".staging-new"),
+        );
+        for staging in [&old, &recent] {
+            fs::create_dir_all(staging.join("data")).unwrap();
+        }
+        let hours_ago = std::time::SystemTime::now() - 2 * STALE_STAGING;
+        fs::File::open(&old)
+            .unwrap()
+            .set_modified(hours_ago)
+            .unwrap();
+        let mine = staging_beside(&dir.path().join("entry")).unwrap();
+        assert!(!old.exists());
+        assert!(recent.exists() && mine.path().exists());
+    }
 }
