@@ -35,6 +35,22 @@ fn equals_full_run(migrations: &Path, resumed: &Value) {
     assert_eq!(verdicts(resumed), verdicts(&full));
 }
 
+/// A run that keeps databases reports what a `--no-cache` run does; so does the re-run
+/// after an edit of the newest revision `newest`, which starts from the database kept
+/// after `before`.
+fn keeping_and_resuming_report_what_full_runs_do(migrations: &Path, newest: &str, before: &str) {
+    let cache = fresh_verify_cache();
+    let (_, first) = verify(migrations, &cache, &[]);
+    equals_full_run(migrations, &first);
+    append(
+        &revision_dir(migrations, newest).join("up.sql"),
+        "-- reworded\n",
+    );
+    let (run, resumed) = verify(migrations, &cache, &[]);
+    assert_eq!(resumed["resumed_after"], before, "{}", run.text());
+    equals_full_run(migrations, &resumed);
+}
+
 /// Edits the newest revision `newest` and runs again: every revision before it comes
 /// from the cache, none from a kept database (they are replayed), and the report is a
 /// full run's. The re-run's output, for more checks.
@@ -213,14 +229,7 @@ fn state_a_migration_leaves_on_its_session_does_not_make_a_resumed_run_differ() 
         &newest.join("down.sql"),
         "DROP TABLE IF EXISTS session_marker;\n",
     );
-    let cache = fresh_verify_cache();
-    let (_, first) = verify(dir.path(), &cache, &[]);
-    equals_full_run(dir.path(), &first);
-
-    append(&newest.join("up.sql"), "-- reworded\n");
-    let (run, resumed) = verify(dir.path(), &cache, &[]);
-    assert_eq!(resumed["resumed_after"], order[4], "{}", run.text());
-    equals_full_run(dir.path(), &resumed);
+    keeping_and_resuming_report_what_full_runs_do(dir.path(), &order[5], &order[4]);
 }
 
 /// The isolation check sets `app.current_tenant_id` for a transaction, after which the
@@ -230,18 +239,18 @@ fn state_a_migration_leaves_on_its_session_does_not_make_a_resumed_run_differ() 
 fn the_isolation_checks_tenant_setting_does_not_make_a_resumed_run_differ() {
     let migrations = crate::support::copy_migrations();
     let graph = backend_schema::RevisionGraph::load(migrations.path()).unwrap();
-    let newest = graph.migrations().last().unwrap().revision.clone();
-    let dir = revision_dir(migrations.path(), &newest);
+    let [.., before, newest] = graph.migrations() else {
+        panic!("the shipped chain has two revisions at least");
+    };
+    let dir = revision_dir(migrations.path(), &newest.revision);
     append(
         &dir.join("up.sql"),
         "CREATE TABLE probe_notes (id int, tenant_id uuid DEFAULT current_setting('app.current_tenant_id', true)::uuid);\nINSERT INTO probe_notes (id) VALUES (1);\n",
     );
     append(&dir.join("down.sql"), "DROP TABLE IF EXISTS probe_notes;\n");
-    let cache = fresh_verify_cache();
-    let (_, first) = verify(migrations.path(), &cache, &[]);
-    equals_full_run(migrations.path(), &first);
-
-    append(&dir.join("up.sql"), "-- reworded\n");
-    let (_, resumed) = verify(migrations.path(), &cache, &[]);
-    equals_full_run(migrations.path(), &resumed);
+    keeping_and_resuming_report_what_full_runs_do(
+        migrations.path(),
+        &newest.revision,
+        &before.revision,
+    );
 }
