@@ -22,6 +22,7 @@ pub mod lint;
 pub mod migration;
 pub mod pgpass;
 pub mod pgtool;
+mod prepared;
 pub mod rehearse;
 pub mod runner;
 pub mod search_path;

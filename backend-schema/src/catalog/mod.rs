@@ -10,4 +10,4 @@ mod tables;
 pub use objects::{Identity, Objects};
 pub use public::{Catalog, Column, Constraint, Policy, Table, View};
 pub use tables::{column_names, is_bookkeeping, tables_in_current_schema, user_tables, UserTable};
-pub(crate) use tables::{FIRST_UNPINNED, USER_SCHEMAS};
+pub(crate) use tables::{column_names_with, user_tables_with, FIRST_UNPINNED, USER_SCHEMAS};

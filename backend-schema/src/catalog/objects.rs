@@ -6,10 +6,11 @@
 //! (`is_bookkeeping`), so no view of the schema sees an object another one misses.
 
 use std::cell::RefCell;
-use std::collections::BTreeMap;
 
 use postgres::types::{ToSql, Type};
-use postgres::{GenericClient, Row, Statement};
+use postgres::{GenericClient, Row};
+
+use crate::prepared::{Params, Prepared};
 
 use super::tables::{is_bookkeeping, USER_SCHEMAS};
 
@@ -237,7 +238,7 @@ impl Objects {
         client: &mut impl GenericClient,
         oids: &[u32],
         kinds: Kinds,
-        prepared: &mut PreparedReads,
+        prepared: &mut Prepared,
     ) -> Result<Objects, postgres::Error> {
         let scope = Scope {
             relations: Some(oids.to_vec()),
@@ -306,19 +307,7 @@ impl Kinds {
 struct Scope {
     relations: Option<Vec<u32>>,
     kinds: Kinds,
-    prepared: Option<RefCell<PreparedReads>>,
-}
-
-/// The statements of the relation reads, prepared once per connection: `verify` runs
-/// them three times a revision, and planning them cost several times running them on
-/// the few relations a step touches.
-#[derive(Clone, Default)]
-pub(crate) struct PreparedReads(BTreeMap<String, Statement>);
-
-impl std::fmt::Debug for PreparedReads {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "PreparedReads({} statements)", self.0.len())
-    }
+    prepared: Option<RefCell<Prepared>>,
 }
 
 impl Scope {
@@ -343,26 +332,10 @@ impl Scope {
         &self,
         client: &mut impl GenericClient,
         sql: &str,
-        params: &[(&(dyn ToSql + Sync), Type)],
+        params: &Params<'_>,
     ) -> Result<Vec<Row>, postgres::Error> {
-        let Some(cache) = &self.prepared else {
-            return client.query_typed(sql, params);
-        };
-        let known = cache.borrow().0.get(sql).cloned();
-        let statement = match known {
-            Some(statement) => statement,
-            None => {
-                let types: Vec<Type> = params.iter().map(|(_, t)| t.clone()).collect();
-                let statement = client.prepare_typed(sql, &types)?;
-                cache
-                    .borrow_mut()
-                    .0
-                    .insert(sql.to_string(), statement.clone());
-                statement
-            }
-        };
-        let values: Vec<&(dyn ToSql + Sync)> = params.iter().map(|(v, _)| *v).collect();
-        client.query(&statement, &values)
+        let mut cache = self.prepared.as_ref().map(RefCell::borrow_mut);
+        crate::prepared::query(client, cache.as_deref_mut(), sql, params)
     }
 }
 

@@ -5,6 +5,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use postgres::GenericClient;
 
+use crate::prepared::Prepared;
 use crate::sql::{display_name, quote_qualified};
 use crate::version_table::{HISTORY_TABLE, VERSION_TABLE};
 
@@ -80,14 +81,22 @@ impl UserTable {
 /// (A table in a user schema is never pinned: `FIRST_UNPINNED` lets the OID index skip
 /// the system catalogs' rows.)
 pub fn user_tables(client: &mut impl GenericClient) -> Result<Vec<UserTable>, postgres::Error> {
+    user_tables_with(client, None)
+}
+
+/// [`user_tables`], through `prepared` when there is one (for callers that list the
+/// tables after every step).
+pub(crate) fn user_tables_with(
+    client: &mut impl GenericClient,
+    prepared: Option<&mut Prepared>,
+) -> Result<Vec<UserTable>, postgres::Error> {
     let sql = format!(
         "SELECT n.nspname::text, c.relname::text, c.oid
            FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
           WHERE c.oid >= {FIRST_UNPINNED} AND c.relkind IN ('r', 'p') AND {USER_SCHEMAS}
           ORDER BY n.nspname, c.relname"
     );
-    Ok(client
-        .query_typed(&sql, &[])?
+    Ok(crate::prepared::query(client, prepared, &sql, &[])?
         .iter()
         .map(|row| UserTable {
             schema: row.get(0),
@@ -119,8 +128,19 @@ pub fn column_names(
     client: &mut impl GenericClient,
     tables: &[UserTable],
 ) -> Result<BTreeMap<u32, Vec<String>>, postgres::Error> {
+    column_names_with(client, None, tables)
+}
+
+/// [`column_names`], through `prepared` when there is one.
+pub(crate) fn column_names_with(
+    client: &mut impl GenericClient,
+    prepared: Option<&mut Prepared>,
+    tables: &[UserTable],
+) -> Result<BTreeMap<u32, Vec<String>>, postgres::Error> {
     let oids: Vec<u32> = tables.iter().map(|t| t.oid).collect();
-    let rows = client.query_typed(
+    let rows = crate::prepared::query(
+        client,
+        prepared,
         "SELECT a.attrelid, array_agg(a.attname::text ORDER BY a.attnum)
            FROM pg_attribute a
           WHERE a.attrelid = ANY($1) AND a.attnum > 0 AND NOT a.attisdropped

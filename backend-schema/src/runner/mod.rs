@@ -25,6 +25,7 @@ use crate::declarative::plan::LockMode;
 pub use crate::graph::heads_text;
 use crate::graph::{RevisionGraph, Step, TargetError};
 use crate::migration::{Direction, Migration};
+use crate::prepared::Prepared;
 use crate::version_table::{
     self as vt, ApplyError, HeadChange, HistoryRecord, NewRecord, Operation, Status,
 };
@@ -106,10 +107,12 @@ pub struct Migrator<'a> {
     options: RunOptions,
     on_event: Box<dyn FnMut(Event<'_>) + 'a>,
     blockers: Option<blockers::BlockerWatch>,
-    observer: Observer<'a>,
+    observer: Option<Observer<'a>>,
     /// The session's own search_path is checked once, before the first read: a
     /// migration may set another for the rest of the session, as pg_dump's output does.
     search_path_checked: bool,
+    /// Where the trace's statements are kept prepared across runs on this session.
+    prepared: Option<&'a mut Prepared>,
 }
 
 /// The version tables as read at the start of a run (see `Migrator::recorded`).
@@ -119,12 +122,12 @@ struct Recorded {
     present: vt::Present,
 }
 
-/// The second session that sees the locks of statements outside a transaction, opened
-/// when the first such migration runs.
-enum Observer<'a> {
-    None,
-    Unopened(Box<dyn FnMut() -> Result<Client, postgres::Error> + 'a>),
-    Open(Box<observe::LockObserver>),
+/// The second session that sees the locks of statements outside a transaction: kept by
+/// the caller in `slot` (for run after run), opened by `connect` when the first such
+/// migration runs.
+struct Observer<'a> {
+    slot: &'a mut Option<observe::LockObserver>,
+    connect: Box<dyn FnMut() -> Result<Client, postgres::Error> + 'a>,
 }
 
 /// One migration applied.
@@ -152,19 +155,32 @@ impl<'a> Migrator<'a> {
             options,
             on_event: Box::new(|_| {}),
             blockers: None,
-            observer: Observer::None,
+            observer: None,
             search_path_checked: false,
+            prepared: None,
         }
     }
 
+    /// Keeps the statements that trace each statement prepared in `prepared`, for a
+    /// caller that runs migration after migration on the same session (`verify`).
+    pub(crate) fn keep_prepared(mut self, prepared: &'a mut Prepared) -> Migrator<'a> {
+        self.prepared = Some(prepared);
+        self
+    }
+
     /// With `capture_locks`, traces the table locks of migrations that run outside a
-    /// transaction from a second session that `connect` opens (see `observe.rs`);
-    /// without it, those migrations' statements are traced with no locks.
+    /// transaction from a second session (see `observe.rs`): the one in `slot`, or one
+    /// that `connect` opens and leaves there; without it, those migrations' statements
+    /// are traced with no locks.
     pub fn observe_outside_transactions(
         mut self,
+        slot: &'a mut Option<observe::LockObserver>,
         connect: impl FnMut() -> Result<Client, postgres::Error> + 'a,
     ) -> Migrator<'a> {
-        self.observer = Observer::Unopened(Box::new(connect));
+        self.observer = Some(Observer {
+            slot,
+            connect: Box::new(connect),
+        });
         self
     }
 
@@ -510,7 +526,10 @@ impl<'a> Migrator<'a> {
             .map_err(db("beginning a transaction"))?;
         set_timeouts(&mut tx, &self.options, true).map_err(db("setting lock_timeout"))?;
         let existing = match self.options.capture_locks {
-            true => Some(trace::existing_tables(&mut tx).map_err(db("listing tables"))?),
+            true => Some(
+                trace::existing_tables(&mut tx, self.prepared.as_deref_mut())
+                    .map_err(db("listing tables"))?,
+            ),
             false => None,
         };
         let (trace, last) = execute_file_traced(
@@ -520,6 +539,7 @@ impl<'a> Migrator<'a> {
             &outcome,
             existing.as_deref(),
             None,
+            self.prepared.as_deref_mut(),
         )?;
         // Nothing runs between the last statement's trace and here: its state holds
         // the locks the migration commits with.
@@ -580,7 +600,10 @@ impl<'a> Migrator<'a> {
             heads_text(&step.heads_before)
         );
         let existing = match self.options.capture_locks {
-            true => Some(trace::existing_tables(self.client).map_err(db("listing tables"))?),
+            true => Some(
+                trace::existing_tables(self.client, self.prepared.as_deref_mut())
+                    .map_err(db("listing tables"))?,
+            ),
             false => None,
         };
         let mut traced = Vec::new();
@@ -595,6 +618,7 @@ impl<'a> Migrator<'a> {
             &outcome,
             existing.as_deref(),
             observer,
+            self.prepared.as_deref_mut(),
         )
         .and_then(|(trace, _)| {
             traced = trace;
@@ -887,14 +911,17 @@ fn integrity_of(migration: &Migration, record: Option<&HistoryRecord>) -> Integr
 /// The observer (opened on first use), with the pid of `client`'s backend; `None` when
 /// none was given.
 fn open_observer<'o>(
-    observer: &'o mut Observer<'_>,
+    observer: &'o mut Option<Observer<'_>>,
     client: &mut Client,
 ) -> Result<Option<(&'o mut observe::LockObserver, i32)>, MigrateError> {
-    if let Observer::Unopened(connect) = observer {
+    let Some(Observer { slot, connect }) = observer else {
+        return Ok(None);
+    };
+    if slot.is_none() {
         let session = connect().map_err(db("opening the session that watches locks"))?;
-        *observer = Observer::Open(Box::new(observe::LockObserver::new(session)));
+        **slot = Some(observe::LockObserver::new(session));
     }
-    let Observer::Open(observer) = observer else {
+    let Some(observer) = slot.as_mut() else {
         return Ok(None);
     };
     let pid: i32 = client
@@ -1001,7 +1028,7 @@ fn execute_file(
     migration: &Migration,
     outcome: &str,
 ) -> Result<(), MigrateError> {
-    execute_file_traced(client, step, migration, outcome, None, None).map(drop)
+    execute_file_traced(client, step, migration, outcome, None, None, None).map(drop)
 }
 
 /// Each statement's trace, and the traced tables' state after the last one (none
@@ -1018,10 +1045,12 @@ fn execute_file_traced(
     outcome: &str,
     traced: Option<&[u32]>,
     mut observer: Option<(&mut observe::LockObserver, i32)>,
+    mut prepared: Option<&mut Prepared>,
 ) -> Result<Traced, MigrateError> {
     let mut traces = Vec::new();
-    let capture = |client: &mut _, tables| {
-        trace::TableStates::capture(client, tables).map_err(db("tracing the statement"))
+    let mut capture = |client: &mut _, tables| {
+        trace::TableStates::capture(client, prepared.as_deref_mut(), tables)
+            .map_err(db("tracing the statement"))
     };
     // Nothing runs between two statements: the state after one is the state before
     // the next, read once.

@@ -9,9 +9,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use postgres::types::Type;
-use postgres::Client;
+use postgres::{Client, Statement};
 
 use crate::declarative::plan::LockMode;
+use crate::prepared::Prepared;
 
 /// How often the watcher reads `pg_locks`: the statement waits for the writer's
 /// transaction, so this is also how long the watcher adds to it.
@@ -21,14 +22,19 @@ const POLL: Duration = Duration::from_millis(2);
 const WATCHED: &str =
     "(SELECT unnest($1::oid[]) UNION SELECT inhrelid FROM pg_inherits WHERE inhparent = ANY($1))";
 
-/// The second session, opened once and kept for the run.
+/// The second session, opened once and kept for the run (or, in `verify`, for every
+/// run on the stairway: a session opened per migration cost more than the watching).
 pub struct LockObserver {
     client: Client,
+    prepared: Prepared,
 }
 
 impl LockObserver {
     pub fn new(client: Client) -> LockObserver {
-        LockObserver { client }
+        LockObserver {
+            client,
+            prepared: Prepared::default(),
+        }
     }
 
     /// Runs `statement` (on the session whose backend is `pid`) while watching it, and
@@ -43,13 +49,20 @@ impl LockObserver {
     ) -> Result<(T, Vec<(String, LockMode)>), postgres::Error> {
         let client = &mut self.client;
         client.batch_execute("BEGIN")?;
-        if let Err(err) = hold_writer_locks(client, tables) {
-            let _ = client.batch_execute("ROLLBACK");
-            return Err(err);
-        }
+        let prepared = hold_writer_locks(client, &mut self.prepared, tables).and_then(|()| {
+            self.prepared
+                .statement(client, &watch_query(), &WATCH_TYPES)
+        });
+        let query = match prepared {
+            Ok(query) => query,
+            Err(err) => {
+                let _ = client.batch_execute("ROLLBACK");
+                return Err(err);
+            }
+        };
         let done = AtomicBool::new(false);
         let (result, watched) = std::thread::scope(|scope| {
-            let watcher = scope.spawn(|| watch(client, pid, tables, &done));
+            let watcher = scope.spawn(|| watch(client, &query, pid, tables, &done));
             let result = statement();
             done.store(true, Ordering::SeqCst);
             let watched = watcher.join().expect("the lock watcher does not panic");
@@ -63,12 +76,17 @@ impl LockObserver {
 }
 
 /// Takes a writer's lock on every watched table, in the open transaction.
-fn hold_writer_locks(client: &mut Client, tables: &[u32]) -> Result<(), postgres::Error> {
+fn hold_writer_locks(
+    client: &mut Client,
+    prepared: &mut Prepared,
+    tables: &[u32],
+) -> Result<(), postgres::Error> {
     // The server quotes the names (`%I`); nothing here is user input. Schema-qualified
     // from the catalog, not `regclass`'s text form: that one asks the search_path about
     // every table, and this runs before every statement outside a transaction.
-    let names: Option<String> = client
-        .query_typed_one(
+    let names: Option<String> = prepared
+        .query_one(
+            client,
             &format!(
                 "SELECT string_agg(format('%I.%I', n.nspname, c.relname), ', ')
                    FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
@@ -83,19 +101,16 @@ fn hold_writer_locks(client: &mut Client, tables: &[u32]) -> Result<(), postgres
     Ok(())
 }
 
-/// Reads `pg_locks` for `pid` until the statement ends; the writer's transaction ends
-/// as soon as the statement is seen waiting (for it or for anything else), so the
-/// statement goes on, still watched, to its end.
-fn watch(
-    client: &mut Client,
-    pid: i32,
-    tables: &[u32],
-    done: &AtomicBool,
-) -> Result<Vec<(String, LockMode)>, postgres::Error> {
-    // `pg_locks` read once per poll (each mention builds the whole lock table), and a
-    // row per lock held on a watched table, not one per watched table: one row with
-    // no table when there is none.
-    let query = format!(
+/// The parameter types of [`watch_query`]: the watched tables, the migration's backend.
+const WATCH_TYPES: [Type; 2] = [Type::OID_ARRAY, Type::INT4];
+
+/// What [`watch`] reads at every poll, prepared once per session: each poll then only
+/// binds and runs it (a statement parsed at every poll spent most of its time in the
+/// parser). `pg_locks` is read once per poll (each mention builds the whole lock table),
+/// with a row per lock held on a watched table, not one per watched table: one row
+/// with no table when there is none.
+fn watch_query() -> String {
+    format!(
         "WITH l AS MATERIALIZED (
               SELECT relation, locktype, mode::text AS mode, granted FROM pg_locks WHERE pid = $2)
          SELECT t.relname, t.mode, w.waiting
@@ -103,17 +118,26 @@ fn watch(
            LEFT JOIN (SELECT c.relname::text AS relname, l.mode
                         FROM l JOIN pg_class c ON c.oid = l.relation
                        WHERE l.locktype = 'relation' AND c.oid IN {WATCHED}) t ON true"
-    );
-    // Prepared once per statement watched: each poll then only binds and runs it (a
-    // statement parsed at every poll spent most of its time in the parser).
-    let query = client.prepare_typed(&query, &[Type::OID_ARRAY, Type::INT4])?;
+    )
+}
+
+/// Reads `pg_locks` for `pid` until the statement ends; the writer's transaction ends
+/// as soon as the statement is seen waiting (for it or for anything else), so the
+/// statement goes on, still watched, to its end.
+fn watch(
+    client: &mut Client,
+    query: &Statement,
+    pid: i32,
+    tables: &[u32],
+    done: &AtomicBool,
+) -> Result<Vec<(String, LockMode)>, postgres::Error> {
     let mut seen: BTreeMap<String, LockMode> = BTreeMap::new();
     let mut writing = true;
     loop {
         // Read after looking at `done`, so a statement that ended is read once more.
         let finished = done.load(Ordering::SeqCst);
         let mut waiting = false;
-        for row in client.query(&query, &[&tables, &pid])? {
+        for row in client.query(query, &[&tables, &pid])? {
             waiting |= row.get::<_, bool>(2);
             let (table, mode): (Option<String>, Option<String>) = (row.get(0), row.get(1));
             if let (Some(table), Some(mode)) =

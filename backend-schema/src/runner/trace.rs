@@ -11,6 +11,7 @@ use std::time::Duration;
 use postgres::GenericClient;
 
 use crate::declarative::plan::LockMode;
+use crate::prepared::Prepared;
 
 /// One statement, as the server saw it run.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -49,8 +50,9 @@ struct TableState {
 /// The tables a trace watches: the ones of the user schemas before the migration runs.
 pub(crate) fn existing_tables(
     client: &mut impl GenericClient,
+    prepared: Option<&mut Prepared>,
 ) -> Result<Vec<u32>, postgres::Error> {
-    Ok(crate::catalog::user_tables(client)?
+    Ok(crate::catalog::user_tables_with(client, prepared)?
         .into_iter()
         .filter(|t| !t.is_version_table())
         .map(|t| t.oid)
@@ -60,6 +62,7 @@ pub(crate) fn existing_tables(
 impl TableStates {
     pub(crate) fn capture(
         client: &mut impl GenericClient,
+        prepared: Option<&mut Prepared>,
         tables: &[u32],
     ) -> Result<TableStates, postgres::Error> {
         // Partitions are tables of their own (a partitioned parent has no storage).
@@ -67,7 +70,9 @@ impl TableStates {
         // table), and the counters come from the functions behind
         // `pg_stat_xact_user_tables` (the view reads every relation of the database):
         // this runs after every statement, so its cost must not grow with the schema.
-        let rows = client.query_typed(
+        let rows = crate::prepared::query(
+            client,
+            prepared,
             "WITH traced AS (
                   SELECT unnest($1::oid[]) AS oid
                   UNION SELECT inhrelid FROM pg_inherits WHERE inhparent = ANY($1)),

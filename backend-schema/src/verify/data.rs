@@ -6,7 +6,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use postgres::GenericClient;
 use serde_json::Value;
 
-use crate::catalog::{column_names, user_tables, UserTable, FIRST_UNPINNED};
+use crate::catalog::{column_names_with, user_tables_with, UserTable, FIRST_UNPINNED};
+use crate::prepared::Prepared;
 
 /// One row, as column -> value.
 pub type Row = BTreeMap<String, Value>;
@@ -24,14 +25,17 @@ pub struct TableData {
 fn public_tables(
     client: &mut impl GenericClient,
 ) -> Result<Vec<(UserTable, Vec<String>)>, postgres::Error> {
-    let tables = public_table_list(client)?;
-    with_columns(client, tables)
+    let tables = public_table_list(client, None)?;
+    with_columns(client, None, tables)
 }
 
 /// The tables `TableData` covers, without their columns.
-fn public_table_list(client: &mut impl GenericClient) -> Result<Vec<UserTable>, postgres::Error> {
+fn public_table_list(
+    client: &mut impl GenericClient,
+    prepared: Option<&mut Prepared>,
+) -> Result<Vec<UserTable>, postgres::Error> {
     // Only `public`: the rows compared are the seeded ones, and seeding fills `public`.
-    Ok(user_tables(client)?
+    Ok(user_tables_with(client, prepared)?
         .into_iter()
         .filter(|t| t.schema == "public" && !t.is_version_table())
         .collect())
@@ -40,12 +44,13 @@ fn public_table_list(client: &mut impl GenericClient) -> Result<Vec<UserTable>, 
 /// `tables` with their columns in order; a table without columns has no rows to compare.
 fn with_columns(
     client: &mut impl GenericClient,
+    prepared: Option<&mut Prepared>,
     tables: Vec<UserTable>,
 ) -> Result<Vec<(UserTable, Vec<String>)>, postgres::Error> {
     if tables.is_empty() {
         return Ok(Vec::new());
     }
-    let mut columns_of = column_names(client, &tables)?;
+    let mut columns_of = column_names_with(client, prepared, &tables)?;
     Ok(tables
         .into_iter()
         .filter_map(|t| columns_of.remove(&t.oid).map(|c| (t, c)))
@@ -203,6 +208,9 @@ pub(crate) struct TrackedData {
     /// the seeder fills, so it need not list them again.
     pub tables: Vec<UserTable>,
     mark: DataMark,
+    /// Its statements, prepared on the connection that captured it (they run four
+    /// times a revision).
+    prepared: Prepared,
 }
 
 #[derive(Debug, Clone)]
@@ -231,13 +239,15 @@ fn counting(settings: &[String]) -> bool {
 impl TrackedData {
     /// A full read, marked.
     pub fn capture(client: &mut impl GenericClient) -> Result<TrackedData, postgres::Error> {
+        let mut prepared = Prepared::default();
+        let p = &mut prepared;
         let Now {
             next_xid, settings, ..
-        } = now(client, None)?;
-        let listed = public_table_list(client)?;
-        let writes = row_writes(client, &listed)?;
+        } = now(client, p, None)?;
+        let listed = public_table_list(client, Some(p))?;
+        let writes = row_writes(client, p, &listed)?;
         let oids: Vec<u32> = listed.iter().map(|t| t.oid).collect();
-        let Altered { composite, .. } = altered_tables(client, &oids, &oids, next_xid)?;
+        let Altered { composite, .. } = altered_tables(client, p, &oids, &oids, next_xid)?;
         let mark = DataMark {
             next_xid,
             settings,
@@ -248,26 +258,29 @@ impl TrackedData {
                 .collect(),
             composite,
         };
-        let tables = with_columns(client, listed.clone())?;
+        let tables = with_columns(client, Some(p), listed.clone())?;
         Ok(TrackedData {
             data: TableData {
                 tables: read_rows(client, tables)?,
             },
             tables: listed,
             mark,
+            prepared,
         })
     }
 
     /// The rows now, re-reading only the tables that can have changed since the mark.
     pub fn refresh(&self, client: &mut impl GenericClient) -> Result<TrackedData, postgres::Error> {
         let since = self.mark.next_xid;
+        let mut prepared = self.prepared.clone();
+        let p = &mut prepared;
         let Now {
             next_xid,
             settings,
             types_written,
-        } = now(client, Some(since))?;
-        let tables = public_table_list(client)?;
-        let writes = row_writes(client, &tables)?;
+        } = now(client, p, Some(since))?;
+        let tables = public_table_list(client, Some(p))?;
+        let writes = row_writes(client, p, &tables)?;
         let everything = settings != self.mark.settings || !counting(&settings) || types_written;
         let oids: Vec<u32> = tables.iter().map(|t| t.oid).collect();
         let new: Vec<u32> = oids
@@ -278,7 +291,7 @@ impl TrackedData {
         let Altered {
             altered,
             composite: recomputed,
-        } = altered_tables(client, &oids, &new, since)?;
+        } = altered_tables(client, p, &oids, &new, since)?;
         // A table whose columns were not written keeps its answer; the others (and new
         // tables) have theirs in `recomputed`.
         let composite: BTreeSet<u32> = oids
@@ -313,7 +326,7 @@ impl TrackedData {
                 None => reread.push(table),
             }
         }
-        let reread = with_columns(client, reread)?;
+        let reread = with_columns(client, Some(p), reread)?;
         data.tables.extend(read_rows(client, reread)?);
         Ok(TrackedData {
             data,
@@ -324,6 +337,7 @@ impl TrackedData {
                 tables: marked,
                 composite,
             },
+            prepared,
         })
     }
 }
@@ -342,11 +356,16 @@ struct Now {
 /// The first transaction ID not yet assigned, the settings `to_jsonb` reads and, given
 /// the mark's, whether a type was written since, in one round trip; this session's
 /// counts of row writes are flushed when it returns, for [`row_writes`].
-fn now(client: &mut impl GenericClient, since: Option<i64>) -> Result<Now, postgres::Error> {
+fn now(
+    client: &mut impl GenericClient,
+    prepared: &mut Prepared,
+    since: Option<i64>,
+) -> Result<Now, postgres::Error> {
     // A session's counts reach the shared statistics when it goes idle, at most once a
     // second unless forced; forced, they are there before this statement's answer
     // comes back (the flush runs before the server says it is ready again).
-    let row = client.query_typed_one(
+    let row = prepared.query_one(
+        client,
         &format!(
             "SELECT pg_snapshot_xmax(pg_current_snapshot())::text::int8, {SETTINGS},
                     $1::int8 IS NOT NULL AND ({TYPES_WRITTEN}), pg_stat_force_next_flush() IS NULL"
@@ -370,13 +389,15 @@ type Writes = i64;
 /// [`now`] before it.
 fn row_writes(
     client: &mut impl GenericClient,
+    prepared: &mut Prepared,
     tables: &[UserTable],
 ) -> Result<Vec<Writes>, postgres::Error> {
     if tables.is_empty() {
         return Ok(Vec::new());
     }
     let oids: Vec<u32> = tables.iter().map(|t| t.oid).collect();
-    let rows = client.query_typed(
+    let rows = prepared.query(
+        client,
         "WITH RECURSIVE family(root, rel) AS (
                  SELECT t.oid, t.oid FROM unnest($1::oid[]) AS t(oid)
            UNION SELECT f.root, i.inhrelid FROM family f JOIN pg_inherits i ON i.inhparent = f.rel
@@ -428,6 +449,7 @@ struct Altered {
 /// composite type (or an array or domain of one), in one round trip.
 fn altered_tables(
     client: &mut impl GenericClient,
+    prepared: &mut Prepared,
     oids: &[u32],
     ask: &[u32],
     xid: i64,
@@ -435,7 +457,8 @@ fn altered_tables(
     // The definitions are found through the oid indexes: a scan of `pg_class`,
     // `pg_attribute` or `pg_type` reads every built-in row too (`oids` are user tables,
     // never pinned, which lets the planner skip the system catalogs' `pg_class` rows).
-    let rows = client.query_typed(
+    let rows = prepared.query(
+        client,
         &format!("WITH altered AS (
               SELECT c.oid FROM unnest($2::oid[]) AS t(oid) JOIN pg_class c ON c.oid = t.oid
                WHERE c.oid >= {FIRST_UNPINNED} AND c.xmin::text::int8 >= $1

@@ -27,6 +27,8 @@ use serde::{Deserialize, Serialize};
 use crate::cluster::{ClusterError, TempCluster};
 use crate::graph::{RevisionGraph, UsableGraph};
 use crate::lint::{self, Allowed, LintConfig, Severity};
+use crate::prepared::Prepared;
+use crate::runner::observe::LockObserver;
 use crate::runner::{Migrator, RunOptions, StepReport};
 use crate::snapshot::SchemaSnapshot;
 use crate::source::SourceError;
@@ -869,6 +871,7 @@ fn stairway(
     };
     let mut previous = Tracked::capture(client)?;
     let mut rows = TrackedData::capture(client)?;
+    let mut tracing = Tracing::default();
     let url = cluster.url(STAIRWAY_DB);
     let mut untouched =
         isolation::UntouchedSession::new(|| postgres::Client::connect(&url, postgres::NoTls));
@@ -882,6 +885,9 @@ fn stairway(
             // migration or check left on the old one (a temporary table, a SET, a
             // custom setting, a sequence's currval) must not make the two differ.
             untouched.close();
+            // The lock watcher's session too: a database another session is connected
+            // to cannot be copied.
+            tracing = Tracing::default();
             if keep.is_some() {
                 // The next run after an edit of the newest revision starts here.
                 match kept::copy_stairway(cluster, client, &keys[position - 1])? {
@@ -942,7 +948,9 @@ fn stairway(
 
         let step = |what: &str| progress.step(what);
         step(&format!("{revision} up"));
-        let up = match run_traced(client, graph, cluster, |m| m.upgrade(&revision)) {
+        let up = match run_traced(client, &mut tracing, graph, cluster, |m| {
+            m.upgrade(&revision)
+        }) {
             Ok(up) => up,
             Err(err) => {
                 failed(rev, report, StairStep::Up, err);
@@ -999,7 +1007,9 @@ fn stairway(
         )?;
 
         step(&format!("{revision} down"));
-        let after_down = match run_traced(client, graph, cluster, |m| m.unapply(&revision)) {
+        let after_down = match run_traced(client, &mut tracing, graph, cluster, |m| {
+            m.unapply(&revision)
+        }) {
             Ok(down) => {
                 rev.down_ms = total_ms(&down);
                 rev.locks_down = down.iter().flat_map(|s| s.locks.clone()).collect();
@@ -1203,18 +1213,32 @@ fn fast(
     )
 }
 
+/// What traced runs on the stairway's session keep from one to the next, gone with the
+/// session: the traces' statements, prepared on it, and the second session that watches
+/// the locks of migrations outside a transaction (one opened per migration cost more
+/// than the watching).
+#[derive(Default)]
+struct Tracing {
+    prepared: Prepared,
+    observer: Option<LockObserver>,
+}
+
 /// A run with its locks captured and each statement traced, the locks of
 /// non-transactional migrations watched from a second session on the stairway database
 /// (their own session cannot see them).
 fn run_traced(
     client: &mut Client,
+    tracing: &mut Tracing,
     graph: &RevisionGraph,
     cluster: &TempCluster,
     f: impl FnOnce(&mut Migrator<'_>) -> Result<Vec<StepReport>, crate::runner::MigrateError>,
 ) -> Result<Vec<StepReport>, String> {
     let url = cluster.url(STAIRWAY_DB);
     let mut migrator = Migrator::new(client, graph, options())
-        .observe_outside_transactions(move || postgres::Client::connect(&url, postgres::NoTls));
+        .keep_prepared(&mut tracing.prepared)
+        .observe_outside_transactions(&mut tracing.observer, move || {
+            postgres::Client::connect(&url, postgres::NoTls)
+        });
     advised(graph, f(&mut migrator))
 }
 

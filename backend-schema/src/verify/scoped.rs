@@ -22,10 +22,11 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use postgres::types::Type;
-use postgres::{GenericClient, Statement};
+use postgres::GenericClient;
 
-use crate::catalog::objects::{Kinds, Objects, PreparedReads};
+use crate::catalog::objects::{Kinds, Objects};
 use crate::catalog::{FIRST_UNPINNED, USER_SCHEMAS};
+use crate::prepared::Prepared;
 use crate::snapshot::SchemaSnapshot;
 use crate::sql::display_name;
 
@@ -38,40 +39,10 @@ pub(crate) struct Tracked {
     /// read).
     pub touched: Vec<u32>,
     mark: Mark,
+    /// The mark's, `written_since`'s and the relation reads' statements, prepared on
+    /// the connection that captured it: planning them (a dozen catalogs each) cost as
+    /// much as running them, three times a revision.
     prepared: Prepared,
-}
-
-/// The mark's, `written_since`'s and the relation reads' statements, prepared once per
-/// connection: planning them (a dozen catalogs each) cost as much as running them,
-/// three times a revision.
-/// Names of prepared statements are unique in the process, so a statement used on
-/// another connection is an error, never another statement.
-#[derive(Clone, Default)]
-struct Prepared {
-    mark: Option<Statement>,
-    written: Option<Statement>,
-    reads: PreparedReads,
-}
-
-impl std::fmt::Debug for Prepared {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("Prepared")
-    }
-}
-
-/// The statement in `slot`, prepared from `sql` the first time.
-fn prepared(
-    client: &mut impl GenericClient,
-    slot: &mut Option<Statement>,
-    sql: &str,
-    types: &[Type],
-) -> Result<Statement, postgres::Error> {
-    if let Some(statement) = slot {
-        return Ok(statement.clone());
-    }
-    let statement = client.prepare_typed(sql, types)?;
-    *slot = Some(statement.clone());
-    Ok(statement)
 }
 
 /// The first transaction ID not yet assigned, how many members each kind read whole
@@ -147,7 +118,7 @@ impl Tracked {
             client,
             &scope,
             kinds,
-            &mut prepared.reads,
+            &mut prepared,
         )?);
         let mut snapshot = self.snapshot.clone();
         snapshot.objects.retain(|key, _| match whole_kind_of(key) {
@@ -263,8 +234,7 @@ impl Mark {
         let mut next_xid = 0;
         let mut counts = [0; 7];
         let mut relations = BTreeMap::new();
-        let statement = prepared(client, &mut statements.mark, &sql, &[])?;
-        for r in client.query(&statement, &[])? {
+        for r in statements.query(client, &sql, &[])? {
             let oid: u32 = r.get(0);
             let numbers: Vec<i64> = r.get(3);
             if oid == 0 {
@@ -303,9 +273,8 @@ fn written_since(
     // A throwaway cluster never wraps its transaction IDs around: a row whose `xmin` is
     // no older than the mark was written after it. `age` compares without turning each
     // row's `xmin` into text (a third of the cost of every catalog scan).
-    let statement = prepared(
+    let rows = statements.query(
         client,
-        &mut statements.written,
         &format!("WITH RECURSIVE m(a) AS (SELECT age($1::text::xid)),
          written(classid, objid) AS (
                  SELECT 'pg_class'::regclass::oid, oid FROM pg_class WHERE oid >= {FIRST_UNPINNED} AND age(xmin) <= (SELECT a FROM m)
@@ -363,9 +332,8 @@ fn written_since(
                 WHERE t.classid = 'pg_type'::regclass AND y.typtype = 'e'
          UNION SELECT 4, oid FROM pg_extension WHERE age(xmin) <= (SELECT a FROM m)
          UNION SELECT 5, 0::oid FROM pg_authid WHERE age(xmin) <= (SELECT a FROM m)"),
-        &[Type::INT8],
+        &[(&xid, Type::INT8)],
     )?;
-    let rows = client.query(&statement, &[&xid])?;
     let mut written = Written {
         relations: BTreeSet::new(),
         sequences: false,

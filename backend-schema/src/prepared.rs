@@ -1,0 +1,82 @@
+//! Statements prepared once per session and kept by whoever runs them again and again
+//! (verify's marks, row checks, relation reads and statement traces): parsing and
+//! planning a catalog query cost as much as running it, several times a revision.
+
+use std::collections::BTreeMap;
+
+use postgres::types::{ToSql, Type};
+use postgres::{GenericClient, Row, Statement};
+
+/// The statements prepared on one session, by their text.
+///
+/// A `Statement` belongs to the session that prepared it; its name is unique in the
+/// process, so using one on another session is an error from the server, never another
+/// statement. Whoever keeps a `Prepared` starts a new one with each new session.
+#[derive(Clone, Default)]
+pub(crate) struct Prepared(BTreeMap<String, Statement>);
+
+impl std::fmt::Debug for Prepared {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Prepared({} statements)", self.0.len())
+    }
+}
+
+/// A statement's parameters with their types (as `query_typed` takes them).
+pub(crate) type Params<'a> = [(&'a (dyn ToSql + Sync), Type)];
+
+impl Prepared {
+    /// The statement for `sql`, prepared with the parameter types `types` the first time.
+    pub fn statement(
+        &mut self,
+        client: &mut impl GenericClient,
+        sql: &str,
+        types: &[Type],
+    ) -> Result<Statement, postgres::Error> {
+        if let Some(statement) = self.0.get(sql) {
+            return Ok(statement.clone());
+        }
+        let statement = client.prepare_typed(sql, types)?;
+        self.0.insert(sql.to_string(), statement.clone());
+        Ok(statement)
+    }
+
+    /// Runs `sql` through its prepared statement.
+    pub fn query(
+        &mut self,
+        client: &mut impl GenericClient,
+        sql: &str,
+        params: &Params<'_>,
+    ) -> Result<Vec<Row>, postgres::Error> {
+        let types: Vec<Type> = params.iter().map(|(_, t)| t.clone()).collect();
+        let statement = self.statement(client, sql, &types)?;
+        let values: Vec<&(dyn ToSql + Sync)> = params.iter().map(|(v, _)| *v).collect();
+        client.query(&statement, &values)
+    }
+
+    /// Runs `sql`, which returns one row, through its prepared statement.
+    pub fn query_one(
+        &mut self,
+        client: &mut impl GenericClient,
+        sql: &str,
+        params: &Params<'_>,
+    ) -> Result<Row, postgres::Error> {
+        let types: Vec<Type> = params.iter().map(|(_, t)| t.clone()).collect();
+        let statement = self.statement(client, sql, &types)?;
+        let values: Vec<&(dyn ToSql + Sync)> = params.iter().map(|(v, _)| *v).collect();
+        client.query_one(&statement, &values)
+    }
+}
+
+/// Runs `sql` through `prepared` when there is one, else once as it is (one round trip,
+/// where preparing it first costs another).
+pub(crate) fn query(
+    client: &mut impl GenericClient,
+    prepared: Option<&mut Prepared>,
+    sql: &str,
+    params: &Params<'_>,
+) -> Result<Vec<Row>, postgres::Error> {
+    match prepared {
+        Some(prepared) => prepared.query(client, sql, params),
+        None => client.query_typed(sql, params),
+    }
+}
