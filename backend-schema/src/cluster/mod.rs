@@ -423,6 +423,24 @@ impl TempCluster {
         })
     }
 
+    /// A session on `database` as the superuser, started with `options` (libpq's
+    /// `options`: `-c name=value` settings for the session).
+    pub fn client_with_options(
+        &self,
+        database: &str,
+        options: &str,
+    ) -> Result<postgres::Client, ClusterError> {
+        let connect = || -> Result<postgres::Client, postgres::Error> {
+            let mut config: postgres::Config = self.url(database).parse()?;
+            config.options(options);
+            config.connect(postgres::NoTls)
+        };
+        connect().map_err(|source| ClusterError::Connect {
+            database: database.to_string(),
+            source,
+        })
+    }
+
     /// Connects to `database` and runs one query: the moment the cluster is usable.
     pub fn ping(&self, database: &str) -> Result<(), ClusterError> {
         self.client(database)?

@@ -262,7 +262,7 @@ pub(crate) fn copy_stairway(
             }
         }
     };
-    *client = cluster.client(stairway)?;
+    *client = super::stairway_session(cluster)?;
     Ok(copied)
 }
 

@@ -623,6 +623,18 @@ fn options() -> RunOptions {
 /// The database the stairway climbs.
 const STAIRWAY_DB: &str = "verify_stairway";
 
+/// A new session on the stairway database: every one the stairway migrates, seeds and
+/// reads on.
+///
+/// Its prepared statements (the reads after every step, `Prepared`) are planned once:
+/// `plan_cache_mode` otherwise planned most of them again at every run for the oids
+/// bound, which cost several times running them. The setting decides only whether a
+/// statement is planned again for its parameters, never what it returns, for the
+/// migrations' own statements (a function's, a `DO` block's) too.
+fn stairway_session(cluster: &TempCluster) -> Result<Client, ClusterError> {
+    cluster.client_with_options(STAIRWAY_DB, "-c plan_cache_mode=force_generic_plan")
+}
+
 /// Where the stairway starts: each revision's key, the results the cache holds for the
 /// first of them, and whether the head's schema is needed when all of them are cached
 /// (the whole-chain checks compare it when they are not cached).
@@ -712,7 +724,7 @@ fn first_segment(
     range: Range<usize>,
 ) -> Result<(VerifyReport, Vec<CachedRevision>, Vec<kept::KeptDatabase>), VerifyError> {
     let mut report = VerifyReport::default();
-    let mut client = cluster.client(STAIRWAY_DB)?;
+    let mut client = stairway_session(cluster)?;
     resume(climb.graph, &mut client, &mut report, start)?;
     let mut copied = Vec::new();
     let fresh = stairway(climb, cluster, &mut client, &mut report, range, &mut copied)?;
@@ -727,7 +739,7 @@ fn later_segment(
     range: Range<usize>,
 ) -> Result<Segment, VerifyError> {
     let cluster = new_cluster(roles, STAIRWAY_DB)?;
-    let mut client = cluster.client(STAIRWAY_DB)?;
+    let mut client = stairway_session(&cluster)?;
     if let Some((revision, step, err)) = replay(climb.graph, &mut client, 0..range.start)? {
         return Ok(Segment::ReplayFailed {
             revision,
@@ -898,7 +910,7 @@ fn stairway(
                     )),
                 }
             } else {
-                *client = cluster.client(STAIRWAY_DB)?;
+                *client = stairway_session(cluster)?;
             }
             // What was prepared on the old session is gone with it.
             previous = Tracked::capture(client)?;
