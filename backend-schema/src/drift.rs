@@ -38,7 +38,7 @@ pub fn read_live(
     let millis = format!("{}ms", lock_timeout.as_millis().max(1));
     tx.execute("SELECT set_config('lock_timeout', $1, true)", &[&millis])
         .map_err(DriftError::live("setting lock_timeout"))?;
-    crate::search_path::check(&mut tx)
+    crate::search_path::check(&mut tx, None)
         .map_err(DriftError::live("reading the search_path"))?
         .map_err(Box::new)?;
     let heads = crate::version_table::read_heads(&mut tx)

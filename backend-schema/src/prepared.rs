@@ -80,3 +80,16 @@ pub(crate) fn query(
         None => client.query_typed(sql, params),
     }
 }
+
+/// As [`query`], for a statement that returns exactly one row.
+pub(crate) fn query_one(
+    client: &mut impl GenericClient,
+    prepared: Option<&mut Prepared>,
+    sql: &str,
+    params: &Params<'_>,
+) -> Result<Row, postgres::Error> {
+    match prepared {
+        Some(prepared) => prepared.query_one(client, sql, params),
+        None => client.query_typed_one(sql, params),
+    }
+}

@@ -6,6 +6,8 @@
 use postgres::types::Type;
 use postgres::GenericClient;
 
+use crate::prepared::Prepared;
+
 /// The schema the migrations, `alembic_version` and the expected schema live in.
 pub const SCHEMA: &str = "public";
 
@@ -40,13 +42,17 @@ fn source_text(source: &str) -> String {
 }
 
 /// `Ok(Err(..))` when the session's unqualified names would miss `public`.
-pub fn check(
+pub(crate) fn check(
     client: &mut impl GenericClient,
+    prepared: Option<&mut Prepared>,
 ) -> Result<Result<(), ForeignSearchPath>, postgres::Error> {
     // `pg_settings` builds a row for every setting the server has: it is read only to
     // name who set a search_path that is refused, not by every migration run that passes.
-    // Typed: one round trip (a prepared statement costs two more), on every run's path.
-    let row = client.query_typed_one(
+    // Typed: one round trip (a prepared statement costs two more), on every run's path,
+    // unless the caller keeps it prepared (verify, run after run on one session).
+    let row = crate::prepared::query_one(
+        client,
+        prepared,
         "SELECT current_setting('search_path'),
                 current_user::text,
                 current_schema()::text,

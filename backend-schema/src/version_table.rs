@@ -8,6 +8,7 @@ use postgres::types::{FromSql, ToSql, Type};
 use postgres::GenericClient;
 
 use crate::migration::Direction;
+use crate::prepared::{self, Prepared};
 
 pub const VERSION_TABLE: &str = "alembic_version";
 pub const HISTORY_TABLE: &str = "alembic_version_history";
@@ -35,8 +36,15 @@ pub struct Present {
 
 /// Both tables' existence in one round trip: a migration run reads the tables and
 /// may create them, and asking per table and per read was most of its round trips.
-pub fn present(client: &mut impl GenericClient) -> Result<Present, postgres::Error> {
-    let row = client.query_typed_one(
+/// Through `statements` when there is one, as every read and write here that a
+/// migration run makes (see `Migrator::keep_prepared`).
+pub(crate) fn present(
+    client: &mut impl GenericClient,
+    statements: Option<&mut Prepared>,
+) -> Result<Present, postgres::Error> {
+    let row = prepared::query_one(
+        client,
+        statements,
         "SELECT to_regclass($1) IS NOT NULL, to_regclass($2) IS NOT NULL",
         &[(&VERSION_TABLE, Type::TEXT), (&HISTORY_TABLE, Type::TEXT)],
     )?;
@@ -48,13 +56,14 @@ pub fn present(client: &mut impl GenericClient) -> Result<Present, postgres::Err
 
 /// The heads recorded in `alembic_version`; empty when the table does not exist (base).
 pub fn read_heads(client: &mut impl GenericClient) -> Result<Vec<String>, postgres::Error> {
-    let present = present(client)?;
-    heads_in(client, present)
+    let present = present(client, None)?;
+    heads_in(client, None, present)
 }
 
 /// As [`read_heads`], with the tables' existence already read.
-pub fn heads_in(
+pub(crate) fn heads_in(
     client: &mut impl GenericClient,
+    statements: Option<&mut Prepared>,
     present: Present,
 ) -> Result<Vec<String>, postgres::Error> {
     if !present.version {
@@ -62,7 +71,9 @@ pub fn heads_in(
     }
     // As text: a hand-made table whose version_num is an integer (or holds a NULL)
     // must read as a revision no migration defines, not end the program.
-    let rows = client.query_typed(
+    let rows = prepared::query(
+        client,
+        statements,
         "SELECT version_num::text FROM alembic_version WHERE version_num IS NOT NULL ORDER BY 1",
         &[],
     )?;
@@ -71,7 +82,7 @@ pub fn heads_in(
 
 /// Creates both tables if missing. `alembic_version` gets Alembic's exact DDL.
 pub fn ensure_tables(client: &mut impl GenericClient) -> Result<(), postgres::Error> {
-    let present = present(client)?;
+    let present = present(client, None)?;
     create_missing(client, present)
 }
 
@@ -175,26 +186,35 @@ impl HeadChange {
     /// round trip instead of two on every migration's path). A change that missed its
     /// row is the same race as in [`Self::apply`], and nothing of it stays once the
     /// caller's transaction rolls back.
-    pub fn apply_and_record(
+    pub(crate) fn apply_and_record(
         &self,
         client: &mut impl GenericClient,
+        statements: Option<&mut Prepared>,
         revision: &str,
         new: &NewRecord<'_>,
     ) -> Result<(), ApplyError> {
-        self.apply_with(client, revision, INSERT_RECORD_IF_MOVED, &new.params())
+        self.apply_with(
+            client,
+            statements,
+            revision,
+            INSERT_RECORD_IF_MOVED,
+            &new.params(),
+        )
     }
 
     /// Applies the change and completes the side-table row `id` (a non-transactional
     /// migration's marker) in one statement: atomic without a transaction of its own.
-    pub fn apply_and_finish(
+    pub(crate) fn apply_and_finish(
         &self,
         client: &mut impl GenericClient,
+        statements: Option<&mut Prepared>,
         revision: &str,
         id: i64,
         duration_ms: i64,
     ) -> Result<(), ApplyError> {
         self.apply_with(
             client,
+            statements,
             revision,
             "UPDATE alembic_version_history SET status = $2, duration_ms = $3, error = NULL
               WHERE id = $1 AND (SELECT count(*) FROM moved) = 1 RETURNING id",
@@ -211,6 +231,7 @@ impl HeadChange {
     fn apply_with(
         &self,
         client: &mut impl GenericClient,
+        statements: Option<&mut Prepared>,
         revision: &str,
         write: &str,
         params: &[(&(dyn ToSql + Sync), Type)],
@@ -246,7 +267,7 @@ impl HeadChange {
                 .into_iter()
                 .map(|h| (h as &(dyn ToSql + Sync), Type::TEXT)),
         );
-        let moved: i64 = client.query_typed_one(&sql, &all)?.get(0);
+        let moved: i64 = prepared::query_one(client, statements, &sql, &all)?.get(0);
         if moved != 1 {
             return Err(ApplyError::Race(VersionRace {
                 expected: match self {
@@ -425,7 +446,7 @@ pub struct HistoryRecord {
 pub fn latest_records(
     client: &mut impl GenericClient,
 ) -> Result<Vec<HistoryRecord>, postgres::Error> {
-    let present = present(client)?;
+    let present = present(client, None)?;
     records_in(client, present)
 }
 
@@ -476,14 +497,17 @@ pub struct LatestState {
 /// The latest row's state of every revision, by revision: the columns every run's
 /// integrity check needs and nothing else (formatting each row's time and sorting the
 /// rows with their texts was most of this read's cost, paid before every migration).
-pub fn latest_states(
+pub(crate) fn latest_states(
     client: &mut impl GenericClient,
+    statements: Option<&mut Prepared>,
     present: Present,
 ) -> Result<Vec<LatestState>, postgres::Error> {
     if !present.history {
         return Ok(Vec::new());
     }
-    let rows = client.query_typed(
+    let rows = prepared::query(
+        client,
+        statements,
         "SELECT revision, checksum, status, error
            FROM alembic_version_history
           WHERE id IN (SELECT max(id) FROM alembic_version_history GROUP BY revision)",
@@ -523,11 +547,12 @@ pub struct NewRecord<'a> {
     pub error: Option<&'a str>,
 }
 
-pub fn record(
+pub(crate) fn record(
     client: &mut impl GenericClient,
+    statements: Option<&mut Prepared>,
     new: &NewRecord<'_>,
 ) -> Result<i64, postgres::Error> {
-    let row = client.query_typed_one(INSERT_RECORD, &new.params())?;
+    let row = prepared::query_one(client, statements, INSERT_RECORD, &new.params())?;
     Ok(row.get(0))
 }
 
@@ -564,14 +589,17 @@ fn literal(text: &str) -> String {
     format!("'{}'", text.replace('\'', "''"))
 }
 
-pub fn finish_record(
+pub(crate) fn finish_record(
     client: &mut impl GenericClient,
+    statements: Option<&mut Prepared>,
     id: i64,
     status: Status,
     duration_ms: i64,
     error: Option<&str>,
 ) -> Result<(), postgres::Error> {
-    client.execute_typed(
+    prepared::query(
+        client,
+        statements,
         "UPDATE alembic_version_history SET status = $2, duration_ms = $3, error = $4 WHERE id = $1",
         &[
             (&id, Type::INT8),

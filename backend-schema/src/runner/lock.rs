@@ -11,6 +11,7 @@ use postgres::Client;
 
 use super::db;
 use super::error::{LockHolder, MigrateError};
+use crate::prepared::Prepared;
 
 /// The advisory lock key: "bschema" in ASCII. Per database, like `alembic_version`.
 pub const LOCK_KEY: i64 = 0x0062_7363_6865_6d61;
@@ -22,19 +23,21 @@ const REPORT_EVERY: Duration = Duration::from_secs(5);
 /// every few seconds). Returns how long it waited, if it had to.
 pub(crate) fn acquire(
     client: &mut Client,
+    mut prepared: Option<&mut Prepared>,
     max_wait: Duration,
     mut waiting: impl FnMut(&[LockHolder]),
 ) -> Result<Option<Duration>, MigrateError> {
     let started = Instant::now();
     let mut last_report: Option<Instant> = None;
     loop {
-        let got: bool = client
-            .query_typed_one(
-                "SELECT pg_try_advisory_lock($1)",
-                &[(&LOCK_KEY, Type::INT8)],
-            )
-            .map_err(db("taking the migration lock"))?
-            .get(0);
+        let got: bool = crate::prepared::query_one(
+            client,
+            prepared.as_deref_mut(),
+            "SELECT pg_try_advisory_lock($1)",
+            &[(&LOCK_KEY, Type::INT8)],
+        )
+        .map_err(db("taking the migration lock"))?
+        .get(0);
         if got {
             return Ok(last_report.map(|_| started.elapsed()));
         }
@@ -53,15 +56,22 @@ pub(crate) fn acquire(
 }
 
 /// Releases the lock and checks we really held it.
-pub(crate) fn release(client: &mut Client) -> Result<(), MigrateError> {
+pub(crate) fn release(
+    client: &mut Client,
+    prepared: Option<&mut Prepared>,
+) -> Result<(), MigrateError> {
     if client.is_closed() {
         // The session is gone, and its locks with it.
         return Ok(());
     }
-    let released: bool = client
-        .query_typed_one("SELECT pg_advisory_unlock($1)", &[(&LOCK_KEY, Type::INT8)])
-        .map_err(db("releasing the migration lock"))?
-        .get(0);
+    let released: bool = crate::prepared::query_one(
+        client,
+        prepared,
+        "SELECT pg_advisory_unlock($1)",
+        &[(&LOCK_KEY, Type::INT8)],
+    )
+    .map_err(db("releasing the migration lock"))?
+    .get(0);
     if released {
         Ok(())
     } else {

@@ -33,7 +33,7 @@ pub(crate) fn data_loss(
     options: &RunOptions,
 ) -> Result<Vec<Loss>, MigrateError> {
     let mut tx = client.transaction().map_err(db("beginning the dry run"))?;
-    set_timeouts(&mut tx, options, true).map_err(db("setting lock_timeout"))?;
+    set_timeouts(&mut tx, None, options, true).map_err(db("setting lock_timeout"))?;
     let before = columns(&mut tx).map_err(db("listing columns"))?;
     let outcome =
         "found while checking what the downgrade would destroy; nothing was changed".to_string();

@@ -221,19 +221,19 @@ impl<'a> Migrator<'a> {
     /// The heads in `alembic_version`, whether or not a file knows them.
     pub fn raw_heads(&mut self) -> Result<Vec<String>, MigrateError> {
         let present = self.present()?;
-        let read = vt::heads_in(self.client, present);
+        let read = vt::heads_in(self.client, self.prepared.as_deref_mut(), present);
         read.map_err(|err| self.locked_or(err, "reading alembic_version"))
     }
 
     /// Which version tables exist, after the search_path check (once per migrator).
     fn present(&mut self) -> Result<vt::Present, MigrateError> {
         if !self.search_path_checked {
-            crate::search_path::check(self.client)
+            crate::search_path::check(self.client, self.prepared.as_deref_mut())
                 .map_err(|err| self.locked_or(err, "reading the search_path"))?
                 .map_err(Box::new)?;
             self.search_path_checked = true;
         }
-        let read = vt::present(self.client);
+        let read = vt::present(self.client, self.prepared.as_deref_mut());
         read.map_err(|err| self.locked_or(err, "reading alembic_version"))
     }
 
@@ -242,10 +242,10 @@ impl<'a> Migrator<'a> {
     /// the tables exist (to create the missing ones without asking again).
     fn recorded(&mut self) -> Result<Recorded, MigrateError> {
         let present = self.present()?;
-        let read = vt::heads_in(self.client, present);
+        let read = vt::heads_in(self.client, self.prepared.as_deref_mut(), present);
         let heads = read.map_err(|err| self.locked_or(err, "reading alembic_version"))?;
         self.check_known(&heads)?;
-        let read = vt::latest_states(self.client, present);
+        let read = vt::latest_states(self.client, self.prepared.as_deref_mut(), present);
         let states = read.map_err(|err| self.locked_or(err, "reading alembic_version_history"))?;
         Ok(Recorded {
             heads,
@@ -524,7 +524,8 @@ impl<'a> Migrator<'a> {
             .client
             .transaction()
             .map_err(db("beginning a transaction"))?;
-        set_timeouts(&mut tx, &self.options, true).map_err(db("setting lock_timeout"))?;
+        set_timeouts(&mut tx, self.prepared.as_deref_mut(), &self.options, true)
+            .map_err(db("setting lock_timeout"))?;
         let existing = match self.options.capture_locks {
             true => Some(
                 trace::existing_tables(&mut tx, self.prepared.as_deref_mut())
@@ -565,10 +566,16 @@ impl<'a> Migrator<'a> {
                 for change in before {
                     apply_change(&mut tx, change, &step.revision)?;
                 }
-                apply_change_and_record(&mut tx, last, &step.revision, &record)?;
+                apply_change_and_record(
+                    &mut tx,
+                    self.prepared.as_deref_mut(),
+                    last,
+                    &step.revision,
+                    &record,
+                )?;
             }
             None => {
-                vt::record(&mut tx, &record)
+                vt::record(&mut tx, self.prepared.as_deref_mut(), &record)
                     .map_err(db("recording the migration in alembic_version_history"))?;
             }
         }
@@ -592,9 +599,15 @@ impl<'a> Migrator<'a> {
             Status::InProgress,
             &self.options.tool_version,
         );
-        let marker = vt::record(self.client, &book.record)
+        let marker = vt::record(self.client, self.prepared.as_deref_mut(), &book.record)
             .map_err(db("recording the in-progress marker"))?;
-        set_timeouts(self.client, &self.options, false).map_err(db("setting lock_timeout"))?;
+        set_timeouts(
+            self.client,
+            self.prepared.as_deref_mut(),
+            &self.options,
+            false,
+        )
+        .map_err(db("setting lock_timeout"))?;
         let outcome = format!(
             "this migration runs outside a transaction: statements before this one stay applied; alembic_version still says {}, and the next run will refuse until you resolve it",
             heads_text(&step.heads_before)
@@ -644,13 +657,26 @@ impl<'a> Migrator<'a> {
             let text = err.to_string();
             // Best effort: if the connection is gone the marker stays `in_progress`,
             // which the next run treats the same way.
-            let _ = vt::finish_record(self.client, marker, Status::Failed, elapsed, Some(&text));
+            let _ = vt::finish_record(
+                self.client,
+                self.prepared.as_deref_mut(),
+                marker,
+                Status::Failed,
+                elapsed,
+                Some(&text),
+            );
             return Err(err);
         }
         match book.head_changes.as_slice() {
             // One statement is atomic on its own: no transaction around it.
             [change] => change
-                .apply_and_finish(self.client, &step.revision, marker, elapsed)
+                .apply_and_finish(
+                    self.client,
+                    self.prepared.as_deref_mut(),
+                    &step.revision,
+                    marker,
+                    elapsed,
+                )
                 .map_err(|err| apply_error(err, &step.revision, "completing the marker"))?,
             changes => {
                 let mut tx = self
@@ -660,8 +686,15 @@ impl<'a> Migrator<'a> {
                 for change in changes {
                     apply_change(&mut tx, change, &step.revision)?;
                 }
-                vt::finish_record(&mut tx, marker, Status::Completed, elapsed, None)
-                    .map_err(db("completing the marker"))?;
+                vt::finish_record(
+                    &mut tx,
+                    self.prepared.as_deref_mut(),
+                    marker,
+                    Status::Completed,
+                    elapsed,
+                    None,
+                )
+                .map_err(db("completing the marker"))?;
                 tx.commit()
                     .map_err(db(&format!("committing migration {}", step.revision)))?;
             }
@@ -699,7 +732,8 @@ impl<'a> Migrator<'a> {
             .client
             .transaction()
             .map_err(db("beginning a transaction"))?;
-        set_timeouts(&mut tx, &self.options, true).map_err(db("setting lock_timeout"))?;
+        set_timeouts(&mut tx, self.prepared.as_deref_mut(), &self.options, true)
+            .map_err(db("setting lock_timeout"))?;
         if purge {
             tx.execute("DELETE FROM alembic_version", &[])
                 .map_err(db("purging alembic_version"))?;
@@ -725,6 +759,7 @@ impl<'a> Migrator<'a> {
                     .then_some(migration.checksum.as_str());
                 vt::record(
                     &mut tx,
+                    None,
                     &NewRecord {
                         revision: rev,
                         operation: Operation::Stamp,
@@ -818,9 +853,11 @@ impl<'a> Migrator<'a> {
                     .client
                     .transaction()
                     .map_err(db("beginning a transaction"))?;
-                set_timeouts(&mut tx, &m.options, true).map_err(db("setting lock_timeout"))?;
+                set_timeouts(&mut tx, None, &m.options, true)
+                    .map_err(db("setting lock_timeout"))?;
                 vt::record(
                     &mut tx,
+                    None,
                     &NewRecord {
                         revision: &migration.revision,
                         operation: Operation::Rehash,
@@ -843,19 +880,22 @@ impl<'a> Migrator<'a> {
         &mut self,
         f: impl FnOnce(&mut Self) -> Result<T, MigrateError>,
     ) -> Result<T, MigrateError> {
-        watch_for_a_vanished_client(self.client)
+        watch_for_a_vanished_client(self.client, self.prepared.as_deref_mut())
             .map_err(db("setting client_connection_check_interval"))?;
         let on_event = &mut self.on_event;
-        let waited = lock::acquire(self.client, self.options.lock_wait, |holders| {
-            on_event(Event::WaitingForLock { holders })
-        })?;
+        let waited = lock::acquire(
+            self.client,
+            self.prepared.as_deref_mut(),
+            self.options.lock_wait,
+            |holders| on_event(Event::WaitingForLock { holders }),
+        )?;
         if let Some(waited) = waited {
             (self.on_event)(Event::LockAcquired { waited });
         }
         let result = f(self);
         // Any transaction of `f` is already rolled back (dropped); unlocking inside an
         // aborted transaction would fail and keep the lock.
-        let released = lock::release(self.client);
+        let released = lock::release(self.client, self.prepared.as_deref_mut());
         match (result, released) {
             (Ok(value), Ok(())) => Ok(value),
             (Err(err), _) => Err(err),
@@ -973,10 +1013,15 @@ fn held_locks(
 /// A migrator killed mid-statement (SIGKILL, a lost laptop lid) must not keep its
 /// transaction, its table locks and the migration lock until the statement ends: from
 /// PostgreSQL 14 the server can poll the socket and abort the session when we are gone.
-fn watch_for_a_vanished_client(client: &mut Client) -> Result<(), postgres::Error> {
+fn watch_for_a_vanished_client(
+    client: &mut Client,
+    prepared: Option<&mut Prepared>,
+) -> Result<(), postgres::Error> {
     // One round trip: the version test and the setting in the same statement (every
     // run starts with it).
-    client.execute_typed(
+    crate::prepared::query(
+        client,
+        prepared,
         "SELECT set_config('client_connection_check_interval', '1s', false)
           WHERE current_setting('server_version_num')::int >= 140000",
         &[],
@@ -1003,6 +1048,7 @@ fn lock_timed_out(err: &MigrateError) -> bool {
 /// (`local`) or the session, in one round trip: a step's setup is on every step's path.
 fn set_timeouts(
     client: &mut impl GenericClient,
+    prepared: Option<&mut Prepared>,
     options: &RunOptions,
     local: bool,
 ) -> Result<(), postgres::Error> {
@@ -1010,7 +1056,9 @@ fn set_timeouts(
     let statement_timeout = options
         .statement_timeout
         .map(|timeout| format!("{}ms", timeout.as_millis()));
-    client.execute_typed(
+    crate::prepared::query(
+        client,
+        prepared,
         "SELECT set_config('lock_timeout', $1, $3),
                 set_config('statement_timeout', coalesce($2, current_setting('statement_timeout')), $3)",
         &[
@@ -1152,12 +1200,13 @@ fn apply_change(
 /// As [`apply_change`], with the side-table row written by the same statement.
 fn apply_change_and_record(
     client: &mut impl GenericClient,
+    prepared: Option<&mut Prepared>,
     change: &HeadChange,
     revision: &str,
     record: &NewRecord<'_>,
 ) -> Result<(), MigrateError> {
     change
-        .apply_and_record(client, revision, record)
+        .apply_and_record(client, prepared, revision, record)
         .map_err(|err| apply_error(err, revision, "recording it in alembic_version_history"))
 }
 

@@ -780,11 +780,12 @@ fn replay(
     positions: Range<usize>,
 ) -> Result<Option<(String, StairStep, String)>, VerifyError> {
     let mut app_role = false;
+    let mut prepared = Prepared::default();
     for migration in &graph.migrations()[positions] {
         let revision = &migration.revision;
         let failed = |step, err| Ok(Some((revision.clone(), step, err)));
         seed::seed_empty_tables(client)?;
-        if let Err(err) = fast(client, graph, |m| m.upgrade(revision)) {
+        if let Err(err) = fast(client, &mut prepared, graph, |m| m.upgrade(revision)) {
             return failed(StairStep::Up, err);
         }
         seed::seed_empty_tables(client)?;
@@ -792,10 +793,10 @@ fn replay(
             isolation::create_app_role(client)?;
             app_role = true;
         }
-        if let Err(err) = fast(client, graph, |m| m.unapply(revision)) {
+        if let Err(err) = fast(client, &mut prepared, graph, |m| m.unapply(revision)) {
             return failed(StairStep::Down, err);
         }
-        if let Err(err) = fast(client, graph, |m| m.upgrade(revision)) {
+        if let Err(err) = fast(client, &mut prepared, graph, |m| m.upgrade(revision)) {
             return failed(StairStep::UpAgain, err);
         }
     }
@@ -1074,7 +1075,9 @@ fn stairway(
         step(&format!("{revision} up again"));
         // Its locks and trace were read on the way up; reading them again only to drop
         // them was a third of the stairway's traces.
-        if let Err(err) = fast(client, graph, |m| m.upgrade(&revision)) {
+        if let Err(err) = fast(client, &mut tracing.prepared, graph, |m| {
+            m.upgrade(&revision)
+        }) {
             failed(rev, report, StairStep::UpAgain, err);
             return Ok(fresh);
         }
@@ -1121,11 +1124,14 @@ enum OneGo {
 /// base -> head, then head -> base.
 fn one_go(graph: &RevisionGraph, mut client: Client) -> Result<OneGo, VerifyError> {
     // Nothing here reports locks: the runs go without their capture.
-    if let Err(err) = fast(&mut client, graph, |m| m.upgrade("heads")) {
+    let mut prepared = Prepared::default();
+    if let Err(err) = fast(&mut client, &mut prepared, graph, |m| m.upgrade("heads")) {
         return Ok(OneGo::UpFailed(err));
     }
     let head = SchemaSnapshot::capture(&mut client)?;
-    if let Err(err) = fast(&mut client, graph, |m| m.downgrade("base", true)) {
+    if let Err(err) = fast(&mut client, &mut prepared, graph, |m| {
+        m.downgrade("base", true)
+    }) {
         return Ok(OneGo::DownFailed(head, err));
     }
     let left = SchemaSnapshot::capture(&mut client)?;
@@ -1158,8 +1164,9 @@ fn merges(
         let name = format!("verify_order_{n}");
         let cluster = new_cluster(roles, &name)?;
         let mut client = cluster.client(&name)?;
+        let mut prepared = Prepared::default();
         for revision in order {
-            if let Err(err) = fast(&mut client, graph, |m| m.upgrade(revision)) {
+            if let Err(err) = fast(&mut client, &mut prepared, graph, |m| m.upgrade(revision)) {
                 failures.push(format!(
                     "merge orders: applying in the order {} failed at {revision}: {err}",
                     order.join(" -> ")
@@ -1214,14 +1221,17 @@ fn topological_orders(graph: &RevisionGraph, limit: usize) -> Vec<Vec<String>> {
 
 /// A run without the lock capture and trace: for the runs whose locks nobody reads
 /// (replays, the upgrade again, base -> head in one go, the merge orders).
+/// A run without traces, its bookkeeping's statements kept prepared in `prepared` (which
+/// belongs to `client`'s session).
 fn fast(
     client: &mut Client,
+    prepared: &mut Prepared,
     graph: &RevisionGraph,
     f: impl FnOnce(&mut Migrator<'_>) -> Result<Vec<StepReport>, crate::runner::MigrateError>,
 ) -> Result<Vec<StepReport>, String> {
     advised(
         graph,
-        f(&mut Migrator::new(client, graph, RunOptions::default())),
+        f(&mut Migrator::new(client, graph, RunOptions::default()).keep_prepared(prepared)),
     )
 }
 
