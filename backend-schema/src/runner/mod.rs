@@ -917,6 +917,10 @@ fn open_observer<'o>(
     let Some(Observer { slot, connect }) = observer else {
         return Ok(None);
     };
+    // A kept watcher that no longer answers is replaced, as one opened per run would be.
+    if slot.as_mut().is_some_and(|kept| !kept.is_alive()) {
+        **slot = None;
+    }
     if slot.is_none() {
         let session = connect().map_err(db("opening the session that watches locks"))?;
         **slot = Some(observe::LockObserver::new(session));
