@@ -124,3 +124,33 @@ fn a_database_idle_session_timeout_set_by_a_migration_does_not_break_the_lock_wa
         4,
     );
 }
+
+#[test]
+fn a_migration_that_deallocates_every_prepared_statement_verifies_as_it_runs() {
+    // What a connection pooler's reset or a script cleaning its session runs: verify's
+    // statements prepared on the stairway session are gone with the migration's own
+    // (it failed with "prepared statement \"s47\" does not exist", before this round too).
+    let deallocate = (
+        true,
+        "DEALLOCATE ALL;\nALTER TABLE things ADD COLUMN note text;\n",
+        "DEALLOCATE ALL;\nALTER TABLE things DROP COLUMN note;\n",
+    );
+    // Outside a transaction too, where the trace reads between statements on their own.
+    // (`DISCARD ALL` would also release the migration lock, which the runner refuses.)
+    let outside = (
+        false,
+        "-- xtask:allow non-transactional-mixes-ddl no DDL here\nDEALLOCATE ALL;\n",
+        "-- xtask:allow non-transactional-mixes-ddl no DDL here\nDEALLOCATE ALL;\n",
+    );
+    passes_with_the_lock_seen(
+        &[
+            WATCHED[0],
+            WATCHED[1],
+            deallocate,
+            outside,
+            WATCHED_AFTER,
+            NEWEST,
+        ],
+        4,
+    );
+}

@@ -1074,6 +1074,7 @@ fn execute_file_traced(
             }
             _ => (client.batch_execute(&statement.sql), None),
         };
+        crate::prepared::ran_migration_statement(&statement.sql);
         if let Err(err) = result {
             return Err(statement_failure(
                 err,
