@@ -3,6 +3,7 @@
 //! planning a catalog query cost as much as running it, several times a revision.
 
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use postgres::types::{ToSql, Type};
 use postgres::{GenericClient, Row, Statement};
@@ -13,11 +14,31 @@ use postgres::{GenericClient, Row, Statement};
 /// process, so using one on another session is an error from the server, never another
 /// statement. Whoever keeps a `Prepared` starts a new one with each new session.
 #[derive(Clone, Default)]
-pub(crate) struct Prepared(BTreeMap<String, Statement>);
+pub(crate) struct Prepared {
+    statements: BTreeMap<String, Statement>,
+    /// [`DEALLOCATIONS`] when `statements` were prepared.
+    deallocations: u64,
+}
+
+/// How many statements that may deallocate a session's prepared statements
+/// (`DEALLOCATE ALL`, `DISCARD ALL`) migrations have run in this process: a `Prepared`
+/// filled before the last one prepares again. Counted for every session at once (a
+/// `Prepared` does not know its session's migrations), which costs only a chain with
+/// such a statement a few statements prepared twice.
+static DEALLOCATIONS: AtomicU64 = AtomicU64::new(0);
+
+/// Notes that a migration ran `sql` on some session (see [`DEALLOCATIONS`]). By its
+/// text, loosely: a false alarm costs a prepare, a miss a failed run.
+pub(crate) fn ran_migration_statement(sql: &str) {
+    let lower = sql.to_ascii_lowercase();
+    if lower.contains("deallocate") || lower.contains("discard") {
+        DEALLOCATIONS.fetch_add(1, Ordering::SeqCst);
+    }
+}
 
 impl std::fmt::Debug for Prepared {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "Prepared({} statements)", self.0.len())
+        write!(f, "Prepared({} statements)", self.statements.len())
     }
 }
 
@@ -32,11 +53,17 @@ impl Prepared {
         sql: &str,
         types: &[Type],
     ) -> Result<Statement, postgres::Error> {
-        if let Some(statement) = self.0.get(sql) {
+        let deallocations = DEALLOCATIONS.load(Ordering::SeqCst);
+        if deallocations != self.deallocations {
+            // Closing a statement the server no longer has is no error.
+            self.statements.clear();
+            self.deallocations = deallocations;
+        }
+        if let Some(statement) = self.statements.get(sql) {
             return Ok(statement.clone());
         }
         let statement = client.prepare_typed(sql, types)?;
-        self.0.insert(sql.to_string(), statement.clone());
+        self.statements.insert(sql.to_string(), statement.clone());
         Ok(statement)
     }
 

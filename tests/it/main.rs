@@ -36,4 +36,5 @@ mod verify_cache;
 mod verify_chains;
 mod verify_kept;
 mod verify_segments;
+mod verify_session;
 mod working_directory;

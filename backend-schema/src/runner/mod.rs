@@ -957,6 +957,10 @@ fn open_observer<'o>(
     let Some(Observer { slot, connect }) = observer else {
         return Ok(None);
     };
+    // A kept watcher that no longer answers is replaced, as one opened per run would be.
+    if slot.as_mut().is_some_and(|kept| !kept.is_alive()) {
+        **slot = None;
+    }
     if slot.is_none() {
         let session = connect().map_err(db("opening the session that watches locks"))?;
         **slot = Some(observe::LockObserver::new(session));
@@ -1118,6 +1122,7 @@ fn execute_file_traced(
             }
             _ => (client.batch_execute(&statement.sql), None),
         };
+        crate::prepared::ran_migration_statement(&statement.sql);
         if let Err(err) = result {
             return Err(statement_failure(
                 err,

@@ -18,6 +18,9 @@ use crate::prepared::Prepared;
 /// transaction, so this is also how long the watcher adds to it.
 const POLL: Duration = Duration::from_millis(2);
 
+/// How long [`LockObserver::is_alive`] waits for the session's answer.
+const ALIVE_WITHIN: Duration = Duration::from_secs(10);
+
 /// The tables a trace watches and their partitions, as in `TableStates::capture`.
 const WATCHED: &str =
     "(SELECT unnest($1::oid[]) UNION SELECT inhrelid FROM pg_inherits WHERE inhparent = ANY($1))";
@@ -35,6 +38,13 @@ impl LockObserver {
             client,
             prepared: Prepared::default(),
         }
+    }
+
+    /// Whether the session still answers: a kept watcher sits idle between migrations,
+    /// where a migration may have ended it (`pg_terminate_backend`) or the database's
+    /// `idle_session_timeout` closed it.
+    pub fn is_alive(&mut self) -> bool {
+        self.client.is_valid(ALIVE_WITHIN).is_ok()
     }
 
     /// Runs `statement` (on the session whose backend is `pid`) while watching it, and
