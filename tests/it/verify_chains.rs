@@ -445,7 +445,7 @@ fn snapshots_kept_from_what_each_step_touched_equal_full_reads_on_every_chain() 
         &mut |_| {},
     )
     .unwrap();
-    assert_eq!(builtins.revisions.len(), 8, "{builtins:#?}");
+    assert_eq!(builtins.revisions.len(), 10, "{builtins:#?}");
     assert!(builtins.failures.is_empty(), "{:#?}", builtins.failures);
     // Rows changed where no catalog row was written (an UPDATE, an enum label renamed)
     // are still seen by the data check that reads only what each step touched.

@@ -37,7 +37,8 @@ pub(crate) const USER_SCHEMAS: &str =
 ///
 /// A pinned function can be moved into a user schema by a superuser (`ALTER FUNCTION
 /// lower(text) SET SCHEMA public` is allowed), so functions, and comments on them, are
-/// read without this filter. The initdb objects above it (system views, collations,
+/// read with this filter and, besides, through the dependency on its new schema that
+/// such a move records (`verify/scoped.rs`'s `moved_in`). The initdb objects above it (system views, collations,
 /// `information_schema`) can be moved and renamed too, and user objects may depend on
 /// them, so the filter is not `FirstNormalObjectId` (16384).
 pub(crate) const FIRST_UNPINNED: u32 = 12000;

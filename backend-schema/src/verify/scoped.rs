@@ -30,6 +30,23 @@ use crate::prepared::Prepared;
 use crate::snapshot::SchemaSnapshot;
 use crate::sql::display_name;
 
+/// The pinned functions (below `FIRST_UNPINNED`) moved out of `pg_catalog`, as a query
+/// of their oids: the only pinned objects the kinds read whole can meet.
+///
+/// Moving a function out of a pinned schema records a dependency on its new schema
+/// (`changeDependencyFor` adds the row PostgreSQL keeps for no pinned schema) and moving
+/// it back deletes it, so a pinned function is in a user schema exactly when it has such
+/// a row. Found through `pg_depend`'s index on the dependent object, where a scan of
+/// `pg_proc` and `pg_description` for them read every built-in function and comment
+/// (~3000 and ~5000 rows) twice a step.
+fn moved_in() -> String {
+    format!(
+        "SELECT md.objid FROM pg_depend md
+          WHERE md.classid = 'pg_proc'::regclass AND md.objid < {FIRST_UNPINNED}
+            AND md.refclassid = 'pg_namespace'::regclass"
+    )
+}
+
 /// A snapshot and the mark of the moment it describes. Refreshed on the connection
 /// that captured it (its statements are prepared there).
 #[derive(Debug, Clone)]
@@ -169,6 +186,7 @@ impl Mark {
         // Each kind counted by one grouped pass over its catalog, joined to the
         // relations once: per-relation subqueries (a scan of pg_description each) made
         // this mark cost grow with the square of the number of tables.
+        let moved_in = moved_in();
         let sql = format!(
             "WITH rel AS (
                  SELECT c.oid, n.nspname::text AS nspname, c.relname::text AS relname
@@ -195,11 +213,9 @@ impl Mark {
              UNION ALL SELECT p.polrelid, 7 FROM pg_description d
                          JOIN pg_policy p ON p.oid = d.objoid
                         WHERE d.objoid >= {FIRST_UNPINNED} AND d.classoid = 'pg_policy'::regclass
-             ), comments AS (
-                 SELECT count(*) FILTER (WHERE d.classoid = 'pg_proc'::regclass) AS procs,
-                        count(*) FILTER (WHERE d.classoid = 'pg_type'::regclass) AS types
-                   FROM pg_description d
-                  WHERE d.classoid IN ('pg_proc'::regclass, 'pg_type'::regclass)
+             ), functions(oid) AS (
+                       SELECT p.oid FROM pg_proc p WHERE p.oid >= {FIRST_UNPINNED}
+             UNION ALL {moved_in}
              ), counted AS (
                  SELECT o.rel, o.kind, count(*) AS n FROM owned o
                   WHERE o.rel IN (SELECT oid FROM rel) GROUP BY o.rel, o.kind
@@ -221,14 +237,17 @@ impl Mark {
                     (SELECT count(*) FROM pg_description d JOIN pg_class c ON c.oid = d.objoid
                       WHERE d.objoid >= {FIRST_UNPINNED} AND d.classoid = 'pg_class'::regclass
                         AND c.relkind = 'S'),
-                    (SELECT count(*) FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace
+                    (SELECT count(*) FROM functions f JOIN pg_proc p ON p.oid = f.oid
+                       JOIN pg_namespace n ON n.oid = p.pronamespace
                       WHERE {USER_SCHEMAS} AND p.prokind IN ('f', 'p')
                         AND NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.classid = 'pg_proc'::regclass
                                            AND d.objid = p.oid AND d.deptype = 'e')),
-                    (SELECT procs FROM comments),
+                    (SELECT count(*) FROM functions f JOIN pg_description d
+                         ON d.objoid = f.oid AND d.classoid = 'pg_proc'::regclass),
                     (SELECT count(*) FROM pg_type t JOIN pg_namespace n ON n.oid = t.typnamespace
                       WHERE t.oid >= {FIRST_UNPINNED} AND {USER_SCHEMAS} AND t.typtype = 'e'),
-                    (SELECT types FROM comments),
+                    (SELECT count(*) FROM pg_description d
+                      WHERE d.objoid >= {FIRST_UNPINNED} AND d.classoid = 'pg_type'::regclass),
                     (SELECT count(*) FROM pg_extension)]"
         );
         let mut next_xid = 0;
@@ -273,6 +292,7 @@ fn written_since(
     // A throwaway cluster never wraps its transaction IDs around: a row whose `xmin` is
     // no older than the mark was written after it. `age` compares without turning each
     // row's `xmin` into text (a third of the cost of every catalog scan).
+    let moved_in = moved_in();
     let rows = statements.query(
         client,
         &format!("WITH RECURSIVE m(a) AS (SELECT age($1::text::xid)),
@@ -293,7 +313,10 @@ fn written_since(
                     AND age(xmin) <= (SELECT a FROM m)
            UNION SELECT 'pg_type'::regclass::oid, oid FROM pg_type WHERE oid >= {FIRST_UNPINNED} AND age(xmin) <= (SELECT a FROM m)
            UNION SELECT 'pg_type'::regclass::oid, enumtypid FROM pg_enum WHERE age(xmin) <= (SELECT a FROM m)
-           UNION SELECT 'pg_proc'::regclass::oid, oid FROM pg_proc WHERE age(xmin) <= (SELECT a FROM m)
+           UNION SELECT 'pg_proc'::regclass::oid, oid FROM pg_proc WHERE oid >= {FIRST_UNPINNED} AND age(xmin) <= (SELECT a FROM m)
+           UNION SELECT 'pg_proc'::regclass::oid, p.oid FROM pg_proc p
+                  WHERE p.oid IN ({moved_in}) AND age(p.xmin) <= (SELECT a FROM m)
+
            UNION SELECT 'pg_namespace'::regclass::oid, oid FROM pg_namespace WHERE age(xmin) <= (SELECT a FROM m)
            UNION SELECT 'pg_collation'::regclass::oid, oid FROM pg_collation WHERE oid >= {FIRST_UNPINNED} AND age(xmin) <= (SELECT a FROM m)
            UNION SELECT 'pg_opclass'::regclass::oid, oid FROM pg_opclass WHERE oid >= {FIRST_UNPINNED} AND age(xmin) <= (SELECT a FROM m)
@@ -326,7 +349,10 @@ fn written_since(
          UNION SELECT 2, t.objid FROM touched t WHERE t.classid = 'pg_proc'::regclass
          UNION SELECT CASE WHEN classoid = 'pg_proc'::regclass THEN 2 ELSE 3 END, objoid
                  FROM pg_description
-                WHERE classoid IN ('pg_proc'::regclass, 'pg_type'::regclass)
+                WHERE objoid >= {FIRST_UNPINNED} AND classoid IN ('pg_proc'::regclass, 'pg_type'::regclass)
+                  AND age(xmin) <= (SELECT a FROM m)
+         UNION SELECT 2, objoid FROM pg_description
+                WHERE objoid IN ({moved_in}) AND classoid = 'pg_proc'::regclass
                   AND age(xmin) <= (SELECT a FROM m)
          UNION SELECT 3, y.oid FROM touched t JOIN pg_type y ON y.oid = t.objid
                 WHERE t.classid = 'pg_type'::regclass AND y.typtype = 'e'
