@@ -84,8 +84,13 @@ pub(crate) fn data_loss(
 }
 
 /// Indexes a failed `CREATE INDEX CONCURRENTLY` left INVALID.
-pub fn invalid_indexes(client: &mut impl GenericClient) -> Result<Vec<String>, postgres::Error> {
-    let rows = client.query_typed(
+pub(crate) fn invalid_indexes(
+    client: &mut impl GenericClient,
+    prepared: Option<&mut crate::prepared::Prepared>,
+) -> Result<Vec<String>, postgres::Error> {
+    let rows = crate::prepared::query(
+        client,
+        prepared,
         "SELECT n.nspname || '.' || c.relname
            FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid JOIN pg_namespace n ON n.oid = c.relnamespace
           WHERE NOT i.indisvalid AND n.nspname NOT IN ('pg_catalog', 'information_schema')

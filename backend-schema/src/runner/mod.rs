@@ -324,7 +324,7 @@ impl<'a> Migrator<'a> {
         let records = &recorded.states;
         if let Some(record) = records.iter().find(|r| r.status != Status::Completed) {
             let invalid_indexes =
-                loss::invalid_indexes(self.client).map_err(db("listing INVALID indexes"))?;
+                loss::invalid_indexes(self.client, None).map_err(db("listing INVALID indexes"))?;
             return Err(MigrateError::Unfinished {
                 before: self
                     .graph
@@ -635,8 +635,8 @@ impl<'a> Migrator<'a> {
         )
         .and_then(|(trace, _)| {
             traced = trace;
-            let invalid =
-                loss::invalid_indexes(self.client).map_err(db("listing INVALID indexes"))?;
+            let invalid = loss::invalid_indexes(self.client, self.prepared.as_deref_mut())
+                .map_err(db("listing INVALID indexes"))?;
             match invalid.is_empty() {
                 true => Ok(()),
                 false => Err(MigrateError::Unfinished {

@@ -1,9 +1,11 @@
 //! Findings on the schema a revision leaves (rather than on one statement): indexes
 //! another index already provides.
 
+use postgres::types::Type;
 use postgres::GenericClient;
 
-use crate::catalog::user_tables;
+use crate::catalog::user_tables_with;
+use crate::prepared::Prepared;
 
 pub use crate::lint::{Finding, Rule};
 
@@ -74,12 +76,13 @@ impl Index {
 ///
 /// `tables` limits the search to the indexes of those tables (the ones a step touched:
 /// an index is redundant because of another on its own table); `None` searches all.
-pub fn redundant_indexes(
+pub(crate) fn redundant_indexes(
     client: &mut impl GenericClient,
+    prepared: &mut Prepared,
     revision: &str,
     tables: Option<&[u32]>,
 ) -> Result<Vec<Finding>, postgres::Error> {
-    let indexes = indexes(client, tables)?;
+    let indexes = indexes(client, prepared, tables)?;
     let mut findings: Vec<Finding> = Vec::new();
     // Copies first, then prefixes of what is left: each redundant index is named once,
     // beside the index that makes it so.
@@ -144,15 +147,17 @@ pub fn redundant_indexes(
 
 fn indexes(
     client: &mut impl GenericClient,
+    prepared: &mut Prepared,
     tables: Option<&[u32]>,
 ) -> Result<Vec<Index>, postgres::Error> {
-    let oids: Vec<u32> = user_tables(client)?
+    let oids: Vec<u32> = user_tables_with(client, Some(prepared))?
         .into_iter()
         .filter(|t| !t.is_version_table())
         .map(|t| t.oid)
         .filter(|oid| tables.is_none_or(|tables| tables.contains(oid)))
         .collect();
-    let rows = client.query(
+    let rows = prepared.query(
+        client,
         "SELECT ic.relname::text, t.relname::text, i.indkey::int2[], i.indnkeyatts::int,
                 i.indclass::oid[], i.indcollation::oid[], i.indoption::int2[],
                 pg_get_expr(i.indexprs, i.indrelid), pg_get_expr(i.indpred, i.indrelid),
@@ -164,7 +169,7 @@ fn indexes(
            LEFT JOIN pg_constraint k ON k.conindid = i.indexrelid AND k.conrelid = i.indrelid AND k.contype IN ('p', 'u')
           WHERE i.indrelid = ANY($1) AND i.indisvalid AND NOT t.relispartition
           ORDER BY t.relname, ic.relname",
-        &[&oids],
+        &[(&oids, Type::OID_ARRAY)],
     )?;
     Ok(rows
         .iter()

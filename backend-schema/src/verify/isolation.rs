@@ -9,7 +9,8 @@ use postgres::Client;
 use serde::{Deserialize, Serialize};
 
 use super::seed::tenant_uuid;
-use crate::catalog::user_tables;
+use crate::catalog::user_tables_with;
+use crate::prepared::Prepared;
 use crate::sql::quote_ident;
 
 const APP_ROLE: &str = "verify_tenant_app";
@@ -119,19 +120,21 @@ impl<F: FnMut() -> Result<Client, postgres::Error>> UntouchedSession<F> {
 
 /// Checks every table that has policies; warns about tenant tables without a policy
 /// and RLS tables without FORCE.
-pub fn check<F: FnMut() -> Result<Client, postgres::Error>>(
+pub(crate) fn check<F: FnMut() -> Result<Client, postgres::Error>>(
     client: &mut Client,
+    prepared: &mut Prepared,
     untouched: &mut UntouchedSession<F>,
 ) -> Result<Isolation, postgres::Error> {
     let mut result = Isolation::default();
     // Only `public`: the application role is granted `public`'s tables, and the rows the
     // policies are tried on are the seeded ones, which go there.
-    let oids: Vec<u32> = user_tables(client)?
+    let oids: Vec<u32> = user_tables_with(client, Some(prepared))?
         .into_iter()
         .filter(|t| t.schema == "public")
         .map(|t| t.oid)
         .collect();
-    let tables = client.query(
+    let tables = prepared.query(
+        client,
         "SELECT c.relname, c.relrowsecurity, c.relforcerowsecurity,
                 EXISTS (SELECT 1 FROM pg_policy p WHERE p.polrelid = c.oid),
                 (SELECT format_type(a.atttypid, a.atttypmod) FROM pg_attribute a
@@ -139,7 +142,7 @@ pub fn check<F: FnMut() -> Result<Client, postgres::Error>>(
            FROM pg_class c
           WHERE c.oid = ANY($1) AND NOT c.relispartition
           ORDER BY 1",
-        &[&oids],
+        &[(&oids, postgres::types::Type::OID_ARRAY)],
     )?;
     if !tables.iter().any(|t| t.get::<_, bool>(3)) {
         return Ok(result);

@@ -569,11 +569,12 @@ fn warning_key(warning: &str) -> &str {
 /// us fill is a warning, once. Whether a table was given rows.
 fn seed(
     client: &mut Client,
+    prepared: &mut Prepared,
     report: &mut VerifyReport,
     revision: &str,
     rows: &TrackedData,
 ) -> Result<bool, VerifyError> {
-    let seeding = seed::seed_empty_tables_known(client, &rows.tables, &rows.data)?;
+    let seeding = seed::seed_empty_tables_known(client, prepared, &rows.tables, &rows.data)?;
     for table in seeding.unseedable {
         warn_once(
             report,
@@ -590,11 +591,12 @@ fn seed(
 /// Redundant indexes not reported at an earlier revision.
 fn new_redundant_indexes(
     client: &mut Client,
+    prepared: &mut Prepared,
     report: &mut VerifyReport,
     revision: &str,
     touched: Option<&[u32]>,
 ) -> Result<(), VerifyError> {
-    for finding in findings::redundant_indexes(client, revision, touched)? {
+    for finding in findings::redundant_indexes(client, prepared, revision, touched)? {
         if !redundancy_known(report, &finding) {
             report.findings.push(finding);
         }
@@ -884,7 +886,7 @@ fn stairway(
     };
     let mut previous = Tracked::capture(client)?;
     let mut rows = TrackedData::capture(client)?;
-    let mut tracing = Tracing::default();
+    let mut on_session = OnSession::default();
     let url = cluster.url(STAIRWAY_DB);
     let mut untouched =
         isolation::UntouchedSession::new(|| postgres::Client::connect(&url, postgres::NoTls));
@@ -900,7 +902,7 @@ fn stairway(
             untouched.close();
             // The lock watcher's session too: a database another session is connected
             // to cannot be copied.
-            tracing = Tracing::default();
+            on_session = OnSession::default();
             if keep.is_some() {
                 // The next run after an edit of the newest revision starts here.
                 match kept::copy_stairway(cluster, client, &keys[position - 1])? {
@@ -950,7 +952,13 @@ fn stairway(
             &rows,
             format!("before seeding for the upgrade to {revision}"),
         )?;
-        if seed(client, report, &revision, &before_data)? {
+        if seed(
+            client,
+            &mut on_session.prepared,
+            report,
+            &revision,
+            &before_data,
+        )? {
             before_data = rows_now(
                 client,
                 report,
@@ -961,7 +969,7 @@ fn stairway(
 
         let step = |what: &str| progress.step(what);
         step(&format!("{revision} up"));
-        let up = match run_traced(client, &mut tracing, graph, cluster, |m| {
+        let up = match run_traced(client, &mut on_session, graph, cluster, |m| {
             m.upgrade(&revision)
         }) {
             Ok(up) => up,
@@ -990,7 +998,7 @@ fn stairway(
         // Only the tables the upgrade touched can have a new redundant index; the
         // first step of a segment looks at every table.
         let touched = (position != range.start).then_some(after_up.touched.as_slice());
-        new_redundant_indexes(client, report, &revision, touched)?;
+        new_redundant_indexes(client, &mut on_session.prepared, report, &revision, touched)?;
         rev.data_changed.extend(
             before_data
                 .data
@@ -1000,8 +1008,14 @@ fn stairway(
                 .map(|c| format!("upgrade: {c}")),
         );
 
-        seed(client, report, &revision, &up_data)?;
-        let isolation = isolation::check(client, &mut untouched)?;
+        seed(
+            client,
+            &mut on_session.prepared,
+            report,
+            &revision,
+            &up_data,
+        )?;
+        let isolation = isolation::check(client, &mut on_session.prepared, &mut untouched)?;
         rev.isolation_checked = isolation.checked;
         rev.isolation_failures = isolation.failures;
         for warning in isolation.warnings {
@@ -1020,7 +1034,7 @@ fn stairway(
         )?;
 
         step(&format!("{revision} down"));
-        let after_down = match run_traced(client, &mut tracing, graph, cluster, |m| {
+        let after_down = match run_traced(client, &mut on_session, graph, cluster, |m| {
             m.unapply(&revision)
         }) {
             Ok(down) => {
@@ -1075,7 +1089,7 @@ fn stairway(
         step(&format!("{revision} up again"));
         // Its locks and trace were read on the way up; reading them again only to drop
         // them was a third of the stairway's traces.
-        if let Err(err) = fast(client, &mut tracing.prepared, graph, |m| {
+        if let Err(err) = fast(client, &mut on_session.prepared, graph, |m| {
             m.upgrade(&revision)
         }) {
             failed(rev, report, StairStep::UpAgain, err);
@@ -1235,12 +1249,12 @@ fn fast(
     )
 }
 
-/// What traced runs on the stairway's session keep from one to the next, gone with the
-/// session: the traces' statements, prepared on it, and the second session that watches
-/// the locks of migrations outside a transaction (one opened per migration cost more
-/// than the watching).
+/// What the stairway keeps on its session from one step to the next, gone with the
+/// session: the statements of the runs, traces, seeding and checks, prepared on it, and
+/// the second session that watches the locks of migrations outside a transaction (one
+/// opened per migration cost more than the watching).
 #[derive(Default)]
-struct Tracing {
+struct OnSession {
     prepared: Prepared,
     observer: Option<LockObserver>,
 }
@@ -1250,15 +1264,15 @@ struct Tracing {
 /// (their own session cannot see them).
 fn run_traced(
     client: &mut Client,
-    tracing: &mut Tracing,
+    on_session: &mut OnSession,
     graph: &RevisionGraph,
     cluster: &TempCluster,
     f: impl FnOnce(&mut Migrator<'_>) -> Result<Vec<StepReport>, crate::runner::MigrateError>,
 ) -> Result<Vec<StepReport>, String> {
     let url = cluster.url(STAIRWAY_DB);
     let mut migrator = Migrator::new(client, graph, options())
-        .keep_prepared(&mut tracing.prepared)
-        .observe_outside_transactions(&mut tracing.observer, move || {
+        .keep_prepared(&mut on_session.prepared)
+        .observe_outside_transactions(&mut on_session.observer, move || {
             postgres::Client::connect(&url, postgres::NoTls)
         });
     advised(graph, f(&mut migrator))

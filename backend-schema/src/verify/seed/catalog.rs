@@ -4,9 +4,11 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use postgres::types::Type;
 use postgres::GenericClient;
 
 use crate::catalog::{user_tables, UserTable};
+use crate::prepared::Prepared;
 use crate::sql::quote_ident;
 use crate::verify::data::TableData;
 
@@ -143,16 +145,19 @@ pub(crate) fn empty_tables(
 /// the columns of those `needed`.
 pub fn seed_tables(
     client: &mut impl GenericClient,
+    mut prepared: Option<&mut Prepared>,
     tables: &[UserTable],
     needed: &BTreeSet<String>,
 ) -> Result<Vec<SeedTable>, postgres::Error> {
     let oids: Vec<u32> = tables.iter().map(|t| t.oid).collect();
-    let rows = client.query(
+    let rows = crate::prepared::query(
+        client,
+        prepared.as_deref_mut(),
         "SELECT c.oid, c.relname::text, c.relkind = 'p'
            FROM pg_class c
           WHERE c.oid = ANY($1) AND NOT c.relispartition
           ORDER BY c.relname",
-        &[&oids],
+        &[(&oids, Type::OID_ARRAY)],
     )?;
     let mut tables = Vec::new();
     for row in rows {
@@ -178,7 +183,7 @@ pub fn seed_tables(
         tables.push(SeedTable {
             oid,
             name,
-            columns: columns(client, oid)?,
+            columns: columns(client, prepared.as_deref_mut(), oid)?,
             partition_key,
             partition_literals,
         });
@@ -186,10 +191,16 @@ pub fn seed_tables(
     Ok(tables)
 }
 
-fn columns(client: &mut impl GenericClient, oid: u32) -> Result<Vec<SeedColumn>, postgres::Error> {
+fn columns(
+    client: &mut impl GenericClient,
+    prepared: Option<&mut Prepared>,
+    oid: u32,
+) -> Result<Vec<SeedColumn>, postgres::Error> {
     // A domain resolves to its base type (one level is what schemas use; a domain over
     // a domain still casts correctly, its values just come from the inner domain's base).
-    let rows = client.query(
+    let rows = crate::prepared::query(
+        client,
+        prepared,
         "SELECT a.attname::text,
                 format_type(a.atttypid, a.atttypmod),
                 format_type(CASE WHEN t.typtype = 'd' THEN t.typbasetype ELSE a.atttypid END,
@@ -207,7 +218,7 @@ fn columns(client: &mut impl GenericClient, oid: u32) -> Result<Vec<SeedColumn>,
            JOIN pg_type b ON b.oid = CASE WHEN t.typtype = 'd' THEN t.typbasetype ELSE t.oid END
           WHERE a.attrelid = $1 AND a.attnum > 0 AND NOT a.attisdropped
           ORDER BY a.attnum",
-        &[&oid],
+        &[(&oid, Type::OID)],
     )?;
     Ok(rows
         .iter()
@@ -259,8 +270,11 @@ fn partitioning(
 /// Every foreign key of the tables of `public`, keyed by the table that holds it.
 pub fn foreign_keys(
     client: &mut impl GenericClient,
+    prepared: Option<&mut Prepared>,
 ) -> Result<BTreeMap<String, Vec<ForeignKey>>, postgres::Error> {
-    let rows = client.query(
+    let rows = crate::prepared::query(
+        client,
+        prepared,
         "SELECT k.conname::text, c.relname::text, r.relname::text, rn.nspname = 'public',
                 ARRAY(SELECT a.attname::text FROM unnest(k.conkey) WITH ORDINALITY AS x(attnum, n)
                         JOIN pg_attribute a ON a.attrelid = k.conrelid AND a.attnum = x.attnum ORDER BY x.n),

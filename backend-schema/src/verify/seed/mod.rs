@@ -15,6 +15,7 @@ use serde::Serialize;
 pub use values::{row_uuid, tenant_uuid};
 
 use crate::catalog::UserTable;
+use crate::prepared::Prepared;
 use crate::sql::quote_ident;
 use crate::verify::data::TableData;
 use catalog::{ForeignKey, SeedTable};
@@ -47,22 +48,25 @@ pub struct Unseedable {
 /// tenants. Errors are the connection's; what the schema refuses is in [`Seeding`].
 pub fn seed_empty_tables(client: &mut impl GenericClient) -> Result<Seeding, postgres::Error> {
     let tables = catalog::public_tables(client)?;
-    seed(client, &tables, None)
+    seed(client, None, &tables, None)
 }
 
 /// As [`seed_empty_tables`], for verify, which holds the tables of `public` and their
 /// rows as they are now (kept equal to a full read, `TrackedData`): a table is empty
 /// when `rows` holds none of it, and the tables are not listed again.
+/// Its catalog reads run through `prepared`, kept on `client`'s session.
 pub(crate) fn seed_empty_tables_known(
     client: &mut impl GenericClient,
+    prepared: &mut Prepared,
     tables: &[UserTable],
     rows: &TableData,
 ) -> Result<Seeding, postgres::Error> {
-    seed(client, tables, Some(rows))
+    seed(client, Some(prepared), tables, Some(rows))
 }
 
 fn seed(
     client: &mut impl GenericClient,
+    mut prepared: Option<&mut Prepared>,
     public: &[UserTable],
     rows: Option<&TableData>,
 ) -> Result<Seeding, postgres::Error> {
@@ -73,7 +77,7 @@ fn seed(
     if empty.is_empty() {
         return Ok(Seeding::default());
     }
-    let foreign_keys = catalog::foreign_keys(client)?;
+    let foreign_keys = catalog::foreign_keys(client, prepared.as_deref_mut())?;
     // Columns are read for the tables seeded now and the ones their keys reference, not
     // for every table (once per table made the seeding cost grow with the schema).
     let needed: BTreeSet<String> = empty
@@ -83,7 +87,7 @@ fn seed(
             std::iter::once(table.clone()).chain(targets.map(|fk| fk.target.clone()))
         })
         .collect();
-    let tables = catalog::seed_tables(client, public, &needed)?;
+    let tables = catalog::seed_tables(client, prepared, public, &needed)?;
     let mut pending: Vec<&SeedTable> = fk_order(&tables, &foreign_keys)
         .into_iter()
         .filter(|t| empty.contains(&t.name))
