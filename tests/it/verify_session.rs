@@ -2,7 +2,8 @@
 //! session's prepared statements, the second session that watches the locks of
 //! migrations outside a transaction): it may end other sessions, give the database an
 //! idle timeout or deallocate every prepared statement, and verify still reports what
-//! the chain does, not an error of its own.
+//! the chain does, not an error of its own. Every such session plans prepared
+//! statements once, and the migrations meet that setting.
 
 use std::path::Path;
 
@@ -150,6 +151,31 @@ fn a_migration_that_deallocates_every_prepared_statement_verifies_as_it_runs() {
             outside,
             WATCHED_AFTER,
             NEWEST,
+        ],
+        4,
+    );
+}
+
+/// A revision that fails unless its session plans prepared statements once.
+const ASKS_GENERIC_PLANS: Revision = (
+    true,
+    "DO $$ BEGIN IF current_setting('plan_cache_mode') <> 'force_generic_plan' THEN RAISE EXCEPTION 'plan_cache_mode is %', current_setting('plan_cache_mode'); END IF; END $$;\n",
+    "DO $$ BEGIN IF current_setting('plan_cache_mode') <> 'force_generic_plan' THEN RAISE EXCEPTION 'plan_cache_mode is %', current_setting('plan_cache_mode'); END IF; END $$;\n",
+);
+
+#[test]
+fn every_session_verify_migrates_on_plans_prepared_statements_once() {
+    // As the README says: on the stairway's first session, after the lock watcher was
+    // opened, on the newest revision's new session, and in base -> head in one go (it
+    // failed there with "plan_cache_mode is auto" when only the stairway had it).
+    passes_with_the_lock_seen(
+        &[
+            ASKS_GENERIC_PLANS,
+            WATCHED[0],
+            WATCHED[1],
+            ASKS_GENERIC_PLANS,
+            WATCHED_AFTER,
+            ASKS_GENERIC_PLANS,
         ],
         4,
     );

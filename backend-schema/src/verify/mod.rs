@@ -625,16 +625,21 @@ fn options() -> RunOptions {
 /// The database the stairway climbs.
 const STAIRWAY_DB: &str = "verify_stairway";
 
-/// A new session on the stairway database: every one the stairway migrates, seeds and
-/// reads on.
+/// A new session on `database` of `cluster`: every one verify migrates on (the stairway
+/// seeds and reads on them too; base -> head in one go and the merge orders run alike).
 ///
 /// Its prepared statements (the reads after every step, `Prepared`) are planned once:
 /// `plan_cache_mode` otherwise planned most of them again at every run for the oids
 /// bound, which cost several times running them. The setting decides only whether a
 /// statement is planned again for its parameters, never what it returns, for the
 /// migrations' own statements (a function's, a `DO` block's) too.
+fn session(cluster: &TempCluster, database: &str) -> Result<Client, ClusterError> {
+    cluster.client_with_options(database, "-c plan_cache_mode=force_generic_plan")
+}
+
+/// A new session on the stairway database.
 fn stairway_session(cluster: &TempCluster) -> Result<Client, ClusterError> {
-    cluster.client_with_options(STAIRWAY_DB, "-c plan_cache_mode=force_generic_plan")
+    session(cluster, STAIRWAY_DB)
 }
 
 /// Where the stairway starts: each revision's key, the results the cache holds for the
@@ -814,7 +819,7 @@ fn whole_chain(
 ) -> Result<(OneGo, Vec<String>), VerifyError> {
     let one = {
         let cluster = new_cluster(roles, "verify_chain")?;
-        one_go(graph, cluster.client("verify_chain")?)?
+        one_go(graph, session(&cluster, "verify_chain")?)?
     };
     Ok((one, merges(graph, roles, progress)?))
 }
@@ -1177,7 +1182,7 @@ fn merges(
         progress.step(&format!("merge order {}/{}", n + 1, orders.len()));
         let name = format!("verify_order_{n}");
         let cluster = new_cluster(roles, &name)?;
-        let mut client = cluster.client(&name)?;
+        let mut client = session(&cluster, &name)?;
         let mut prepared = Prepared::default();
         for revision in order {
             if let Err(err) = fast(&mut client, &mut prepared, graph, |m| m.upgrade(revision)) {
