@@ -288,7 +288,9 @@ struct Written {
 
 /// What was written since `xid`: the relations whose catalog rows were written or that
 /// depend on something written, and the kinds read whole with a member written; `None`
-/// when a role was (then every relation counts).
+/// when a role was (then every relation counts), or a pinned function, type, collation,
+/// operator, operator class or text search object: PostgreSQL records no dependency on
+/// one, so the defaults, views and columns a rename or move changes cannot be found.
 fn written_since(
     client: &mut impl GenericClient,
     statements: &mut Prepared,
@@ -362,7 +364,14 @@ fn written_since(
          UNION SELECT 3, y.oid FROM touched t JOIN pg_type y ON y.oid = t.objid
                 WHERE t.classid = 'pg_type'::regclass AND y.typtype = 'e'
          UNION SELECT 4, oid FROM pg_extension WHERE age(xmin) <= (SELECT a FROM m)
-         UNION SELECT 5, 0::oid FROM pg_authid WHERE age(xmin) <= (SELECT a FROM m)"),
+         UNION SELECT 5, 0::oid FROM pg_authid WHERE age(xmin) <= (SELECT a FROM m)
+         UNION SELECT 5, 0::oid FROM pg_proc WHERE oid < {FIRST_UNPINNED} AND age(xmin) <= (SELECT a FROM m)
+         UNION SELECT 5, 0::oid FROM pg_type WHERE oid < {FIRST_UNPINNED} AND age(xmin) <= (SELECT a FROM m)
+         UNION SELECT 5, 0::oid FROM pg_collation WHERE oid < {FIRST_UNPINNED} AND age(xmin) <= (SELECT a FROM m)
+         UNION SELECT 5, 0::oid FROM pg_operator WHERE oid < {FIRST_UNPINNED} AND age(xmin) <= (SELECT a FROM m)
+         UNION SELECT 5, 0::oid FROM pg_opclass WHERE oid < {FIRST_UNPINNED} AND age(xmin) <= (SELECT a FROM m)
+         UNION SELECT 5, 0::oid FROM pg_ts_config WHERE oid < {FIRST_UNPINNED} AND age(xmin) <= (SELECT a FROM m)
+         UNION SELECT 5, 0::oid FROM pg_ts_dict WHERE oid < {FIRST_UNPINNED} AND age(xmin) <= (SELECT a FROM m)"),
         &[(&xid, Type::INT8)],
     )?;
     let mut written = Written {
