@@ -29,7 +29,9 @@ pub(crate) const USER_SCHEMAS: &str =
 /// OID indexes skip them, which is why the reads filter on it (`verify`'s mark and `written_since`, the table list, the row checks' written types). Skipping them cannot
 /// change a refresh:
 /// - nothing depends on a pinned object through `pg_depend` (PostgreSQL records no
-///   dependency on one), so a pinned row written reaches no other object;
+///   dependency on one), so the user objects a pinned function, type, collation,
+///   operator or text search object renamed or moved reads differently in cannot be
+///   found: `written_since` looks for such a written row apart and then reads everything;
 /// - a pinned relation is a system catalog (or its index or TOAST table), which
 ///   PostgreSQL refuses to move out of `pg_catalog` or alter (so its constraints,
 ///   indexes, comments and columns never belong to a user schema's relation);

@@ -36,7 +36,7 @@ use crate::sql::display_name;
 /// Moving a function out of a pinned schema records a dependency on its new schema
 /// (`changeDependencyFor` adds the row PostgreSQL keeps for no pinned schema) and moving
 /// it back deletes it, so a pinned function is in a user schema exactly when it has such
-/// a row. Found through `pg_depend`'s index on the dependent object, where a scan of
+/// a row. A move back leaves no row to find by `xmin`: the mark counts them. Found through `pg_depend`'s index on the dependent object, where a scan of
 /// `pg_proc` and `pg_description` for them read every built-in function and comment
 /// (~3000 and ~5000 rows) twice a step.
 fn moved_in() -> String {
@@ -68,8 +68,9 @@ pub(crate) struct Tracked {
 struct Mark {
     next_xid: i64,
     /// Sequences and comments on them, functions (not an extension's) and comments on
-    /// functions, enum types and comments on types, extensions.
-    counts: [i64; 7],
+    /// functions, enum types and comments on types, extensions, pinned functions moved
+    /// out of `pg_catalog`.
+    counts: [i64; 8],
     relations: BTreeMap<u32, (String, Vec<i64>)>,
 }
 
@@ -110,7 +111,10 @@ impl Tracked {
         let changed = |at: std::ops::Range<usize>| mark.counts[at.clone()] != self.mark.counts[at];
         let kinds = Kinds {
             sequences: written.sequences || changed(0..2),
-            functions: written.functions || changed(2..4),
+            // A pinned function moved back to `pg_catalog` loses the row `moved_in`
+            // finds it by, so only their number tells (our functions' may not change: a
+            // function leaving an extension in the same step).
+            functions: written.functions || changed(2..4) || changed(7..8),
             enums: written.enums || changed(4..6),
             extensions: written.extensions || changed(6..7),
         };
@@ -248,17 +252,18 @@ impl Mark {
                       WHERE t.oid >= {FIRST_UNPINNED} AND {USER_SCHEMAS} AND t.typtype = 'e'),
                     (SELECT count(*) FROM pg_description d
                       WHERE d.objoid >= {FIRST_UNPINNED} AND d.classoid = 'pg_type'::regclass),
-                    (SELECT count(*) FROM pg_extension)]"
+                    (SELECT count(*) FROM pg_extension),
+                    (SELECT count(*) FROM ({moved_in}) md)]"
         );
         let mut next_xid = 0;
-        let mut counts = [0; 7];
+        let mut counts = [0; 8];
         let mut relations = BTreeMap::new();
         for r in statements.query(client, &sql, &[])? {
             let oid: u32 = r.get(0);
             let numbers: Vec<i64> = r.get(3);
             if oid == 0 {
                 next_xid = numbers[0];
-                counts.copy_from_slice(&numbers[1..8]);
+                counts.copy_from_slice(&numbers[1..9]);
             } else {
                 relations.insert(oid, (display_name(r.get(1), r.get(2)), numbers));
             }
@@ -283,7 +288,9 @@ struct Written {
 
 /// What was written since `xid`: the relations whose catalog rows were written or that
 /// depend on something written, and the kinds read whole with a member written; `None`
-/// when a role was (then every relation counts).
+/// when a role was (then every relation counts), or a pinned function, type, collation,
+/// operator, operator class or text search object: PostgreSQL records no dependency on
+/// one, so the defaults, views and columns a rename or move changes cannot be found.
 fn written_since(
     client: &mut impl GenericClient,
     statements: &mut Prepared,
@@ -357,7 +364,14 @@ fn written_since(
          UNION SELECT 3, y.oid FROM touched t JOIN pg_type y ON y.oid = t.objid
                 WHERE t.classid = 'pg_type'::regclass AND y.typtype = 'e'
          UNION SELECT 4, oid FROM pg_extension WHERE age(xmin) <= (SELECT a FROM m)
-         UNION SELECT 5, 0::oid FROM pg_authid WHERE age(xmin) <= (SELECT a FROM m)"),
+         UNION SELECT 5, 0::oid FROM pg_authid WHERE age(xmin) <= (SELECT a FROM m)
+         UNION SELECT 5, 0::oid FROM pg_proc WHERE oid < {FIRST_UNPINNED} AND age(xmin) <= (SELECT a FROM m)
+         UNION SELECT 5, 0::oid FROM pg_type WHERE oid < {FIRST_UNPINNED} AND age(xmin) <= (SELECT a FROM m)
+         UNION SELECT 5, 0::oid FROM pg_collation WHERE oid < {FIRST_UNPINNED} AND age(xmin) <= (SELECT a FROM m)
+         UNION SELECT 5, 0::oid FROM pg_operator WHERE oid < {FIRST_UNPINNED} AND age(xmin) <= (SELECT a FROM m)
+         UNION SELECT 5, 0::oid FROM pg_opclass WHERE oid < {FIRST_UNPINNED} AND age(xmin) <= (SELECT a FROM m)
+         UNION SELECT 5, 0::oid FROM pg_ts_config WHERE oid < {FIRST_UNPINNED} AND age(xmin) <= (SELECT a FROM m)
+         UNION SELECT 5, 0::oid FROM pg_ts_dict WHERE oid < {FIRST_UNPINNED} AND age(xmin) <= (SELECT a FROM m)"),
         &[(&xid, Type::INT8)],
     )?;
     let mut written = Written {
