@@ -36,9 +36,9 @@ use crate::sql::display_name;
 /// Moving a function out of a pinned schema records a dependency on its new schema
 /// (`changeDependencyFor` adds the row PostgreSQL keeps for no pinned schema) and moving
 /// it back deletes it, so a pinned function is in a user schema exactly when it has such
-/// a row. A move back leaves no row to find by `xmin`: the mark counts them. Found through `pg_depend`'s index on the dependent object, where a scan of
-/// `pg_proc` and `pg_description` for them read every built-in function and comment
-/// (~3000 and ~5000 rows) twice a step.
+/// a row. A move back leaves no row to find by `xmin`: the mark counts them. Found
+/// through `pg_depend`'s index on the dependent object, where a scan of `pg_description`
+/// for comments on them read every built-in comment (~5000 rows) twice a step.
 fn moved_in() -> String {
     format!(
         "SELECT md.objid FROM pg_depend md
@@ -321,8 +321,6 @@ fn written_since(
            UNION SELECT 'pg_type'::regclass::oid, oid FROM pg_type WHERE oid >= {FIRST_UNPINNED} AND age(xmin) <= (SELECT a FROM m)
            UNION SELECT 'pg_type'::regclass::oid, enumtypid FROM pg_enum WHERE age(xmin) <= (SELECT a FROM m)
            UNION SELECT 'pg_proc'::regclass::oid, oid FROM pg_proc WHERE oid >= {FIRST_UNPINNED} AND age(xmin) <= (SELECT a FROM m)
-           UNION SELECT 'pg_proc'::regclass::oid, p.oid FROM pg_proc p
-                  WHERE p.oid IN ({moved_in}) AND age(p.xmin) <= (SELECT a FROM m)
 
            UNION SELECT 'pg_namespace'::regclass::oid, oid FROM pg_namespace WHERE age(xmin) <= (SELECT a FROM m)
            UNION SELECT 'pg_collation'::regclass::oid, oid FROM pg_collation WHERE oid >= {FIRST_UNPINNED} AND age(xmin) <= (SELECT a FROM m)
