@@ -493,6 +493,26 @@ const CASES: &[Case] = &[
         needles: &["c0ffee_link: a symbolic link to nothing"],
     },
     Case {
+        // As a migration pasted from pg_dump's output leaves it: the version tables,
+        // found by their unqualified names, are then nowhere (it failed with `relation
+        // "alembic_version" does not exist`, naming no cause).
+        name: "a migration that leaves the session's search_path empty",
+        prepare: |m, _| {
+            let up = m.join(format!("{NEXT}/up.sql"));
+            let mut text = fs::read_to_string(&up).unwrap();
+            text.push_str("\nSELECT pg_catalog.set_config('search_path', '', false);\n");
+            fs::write(up, text).unwrap();
+        },
+        args: UPGRADE,
+        exit_code: 1,
+        needles: &[
+            "migration f7e1c2d9b3a4",
+            "left the session's search_path ``",
+            "nothing of it was committed",
+            "RESET search_path;",
+        ],
+    },
+    Case {
         name: "a backup over an existing file",
         prepare: |m, _| write(m.parent().unwrap(), "scratch/taken.dump", "precious\n"),
         args: &[

@@ -21,6 +21,18 @@ pub enum MigrateError {
     #[error(transparent)]
     SearchPath(#[from] Box<crate::search_path::ForeignSearchPath>),
     #[error(
+        "migration {revision} ({}) left the session's search_path `{search_path}`: alembic_version, which is recorded by its unqualified name as Alembic does, is no longer found in public; {outcome}. \
+         Set it back at the end of the migration (`RESET search_path;` as its last statement: pg_dump's `set_config('search_path', '', false)` sets it for the rest of the session)",
+        path.display()
+    )]
+    SearchPathLeft {
+        revision: String,
+        path: PathBuf,
+        search_path: String,
+        /// What stays applied (a migration outside a transaction) or that nothing does.
+        outcome: String,
+    },
+    #[error(
         "can't locate revision identified by '{revision}': the database records it in alembic_version, but no migration in {} defines it (known: {}){}; \
          pull the latest migrations (`git pull`), or if the database is wrong, find the revision its schema equals with \
          `cargo xtask migrate stamp --detect` and record it with `cargo xtask migrate stamp --purge REV`",

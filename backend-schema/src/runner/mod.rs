@@ -551,6 +551,13 @@ impl<'a> Migrator<'a> {
             }
             (None, _) => Vec::new(),
         };
+        search_path_kept(
+            &mut tx,
+            self.prepared.as_deref_mut(),
+            step,
+            migration,
+            &outcome,
+        )?;
         let book = bookkeeping(
             step,
             migration,
@@ -635,6 +642,13 @@ impl<'a> Migrator<'a> {
         )
         .and_then(|(trace, _)| {
             traced = trace;
+            search_path_kept(
+                self.client,
+                self.prepared.as_deref_mut(),
+                step,
+                migration,
+                &outcome,
+            )?;
             let invalid = loss::invalid_indexes(self.client, self.prepared.as_deref_mut())
                 .map_err(db("listing INVALID indexes"))?;
             match invalid.is_empty() {
@@ -1045,6 +1059,39 @@ fn lock_timed_out(err: &MigrateError) -> bool {
             source.code() == Some(&postgres::error::SqlState::LOCK_NOT_AVAILABLE)
         }
         _ => false,
+    }
+}
+
+/// Refuses to record `migration` when it left the session's search_path sending
+/// `alembic_version` elsewhere or nowhere, as `pg_dump`'s output does
+/// (`set_config('search_path', '', false)`): the bookkeeping after it, and every run
+/// after it on the session, finds the version tables by their unqualified names (as
+/// Alembic's does), and failed with "relation \"alembic_version\" does not exist".
+/// Asked only of a migration whose text names `search_path` (a round trip more per
+/// migration for the others would be paid by every run; a function of an earlier
+/// migration that sets it is not seen).
+fn search_path_kept(
+    client: &mut impl GenericClient,
+    prepared: Option<&mut Prepared>,
+    step: &Step,
+    migration: &Migration,
+    outcome: &str,
+) -> Result<(), MigrateError> {
+    let names_it = migration
+        .statements(step.direction)
+        .iter()
+        .any(|s| s.sql.to_ascii_lowercase().contains("search_path"));
+    if !names_it {
+        return Ok(());
+    }
+    match crate::search_path::check(client, prepared).map_err(db("reading the search_path"))? {
+        Ok(()) => Ok(()),
+        Err(foreign) => Err(MigrateError::SearchPathLeft {
+            revision: step.revision.clone(),
+            path: migration.path(step.direction),
+            search_path: foreign.search_path,
+            outcome: outcome.to_string(),
+        }),
     }
 }
 
