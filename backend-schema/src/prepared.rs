@@ -1,5 +1,6 @@
 //! Statements prepared once per session and kept by whoever runs them again and again
-//! (verify's marks, row checks, relation reads and statement traces): parsing and
+//! (verify's marks, row checks, relation reads, seeding and checks; the runner's
+//! bookkeeping and statement trace when its caller keeps a session): parsing and
 //! planning a catalog query cost as much as running it, several times a revision.
 
 use std::collections::BTreeMap;

@@ -1,7 +1,8 @@
 //! The session's `search_path` must resolve unqualified names to `public`, where the
 //! migrations' tables and `alembic_version` live: a role or database whose own
 //! `search_path` sends them elsewhere is refused by name before anything is read as
-//! the database's revision or written.
+//! the database's revision or written, and a migration that leaves one is refused
+//! before it is recorded (the runner's `SearchPathLeft`).
 
 use postgres::types::Type;
 use postgres::GenericClient;

@@ -111,7 +111,8 @@ pub struct Migrator<'a> {
     /// The session's own search_path is checked once, before the first read: a
     /// migration may set another for the rest of the session, as pg_dump's output does.
     search_path_checked: bool,
-    /// Where the trace's statements are kept prepared across runs on this session.
+    /// Where the bookkeeping's and the trace's statements are kept prepared across runs
+    /// on this session (`None`: each runs once as it is).
     prepared: Option<&'a mut Prepared>,
 }
 
@@ -161,8 +162,9 @@ impl<'a> Migrator<'a> {
         }
     }
 
-    /// Keeps the statements that trace each statement prepared in `prepared`, for a
-    /// caller that runs migration after migration on the same session (`verify`).
+    /// Keeps the statements of the run's bookkeeping (version tables, lock, timeouts,
+    /// search_path) and of the trace prepared in `prepared`, for a caller that runs
+    /// migration after migration on the same session (`verify`).
     pub(crate) fn keep_prepared(mut self, prepared: &'a mut Prepared) -> Migrator<'a> {
         self.prepared = Some(prepared);
         self
