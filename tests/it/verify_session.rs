@@ -180,3 +180,24 @@ fn every_session_verify_migrates_on_plans_prepared_statements_once() {
         4,
     );
 }
+
+#[test]
+fn a_migration_that_sets_a_search_path_for_its_own_transaction_verifies() {
+    // `SET LOCAL search_path = audit, public` still finds public's version tables: the
+    // check after a migration that names search_path must not refuse it (it did, asking
+    // only whether public came first, until the check asked where the tables resolve).
+    let dir = tempfile::tempdir().unwrap();
+    write_chain(
+        dir.path(),
+        &[
+            (
+                true,
+                "CREATE SCHEMA audit;\nSET LOCAL search_path = audit, public;\nCREATE TABLE notes (id integer);\n",
+                "DROP TABLE audit.notes;\nDROP SCHEMA audit;\n",
+            ),
+            NEWEST,
+        ],
+    );
+    let (run, _) = verify(dir.path(), &fresh_verify_cache(), &["--no-cache"]);
+    assert_eq!(run.code(), 0, "{}", run.text());
+}

@@ -21,7 +21,7 @@ pub enum MigrateError {
     #[error(transparent)]
     SearchPath(#[from] Box<crate::search_path::ForeignSearchPath>),
     #[error(
-        "migration {revision} ({}) left the session's search_path `{search_path}`: alembic_version, which is recorded by its unqualified name as Alembic does, is no longer found in public; {outcome}. \
+        "migration {revision} ({}) left the session's search_path `{search_path}`: alembic_version, which is recorded by its unqualified name as Alembic does, no longer resolves to public's; {outcome}. \
          Set it back at the end of the migration (`RESET search_path;` as its last statement: pg_dump's `set_config('search_path', '', false)` sets it for the rest of the session)",
         path.display()
     )]

@@ -1065,10 +1065,12 @@ fn lock_timed_out(err: &MigrateError) -> bool {
 }
 
 /// Refuses to record `migration` when it left the session's search_path sending
-/// `alembic_version` elsewhere or nowhere, as `pg_dump`'s output does
-/// (`set_config('search_path', '', false)`): the bookkeeping after it, and every run
-/// after it on the session, finds the version tables by their unqualified names (as
-/// Alembic's does), and failed with "relation \"alembic_version\" does not exist".
+/// `alembic_version` or its history elsewhere or nowhere, as `pg_dump`'s output does
+/// (`set_config('search_path', '', false)`): the bookkeeping after it finds the version
+/// tables by their unqualified names (as Alembic's does), and failed with "relation
+/// \"alembic_version\" does not exist". A search_path that still finds public's tables
+/// (`SET LOCAL search_path = audit, public` for the migration's own objects) is no
+/// concern of the bookkeeping's.
 /// Asked only of a migration whose text names `search_path` (a round trip more per
 /// migration for the others would be paid by every run; a function of an earlier
 /// migration that sets it is not seen).
@@ -1087,15 +1089,27 @@ fn search_path_kept(
     {
         return Ok(());
     }
-    match crate::search_path::check(client, prepared).map_err(db("reading the search_path"))? {
-        Ok(()) => Ok(()),
-        Err(foreign) => Err(MigrateError::SearchPathLeft {
-            revision: step.revision.clone(),
-            path: migration.path(step.direction),
-            search_path: foreign.search_path,
-            outcome: outcome.to_string(),
-        }),
+    let row = crate::prepared::query_one(
+        client,
+        prepared,
+        "SELECT current_setting('search_path'),
+                to_regclass($1) IS NOT DISTINCT FROM to_regclass('public.' || $1)
+                AND to_regclass($2) IS NOT DISTINCT FROM to_regclass('public.' || $2)",
+        &[
+            (&vt::VERSION_TABLE, postgres::types::Type::TEXT),
+            (&vt::HISTORY_TABLE, postgres::types::Type::TEXT),
+        ],
+    )
+    .map_err(db("reading the search_path"))?;
+    if row.get(1) {
+        return Ok(());
     }
+    Err(MigrateError::SearchPathLeft {
+        revision: step.revision.clone(),
+        path: migration.path(step.direction),
+        search_path: row.get(0),
+        outcome: outcome.to_string(),
+    })
 }
 
 /// Sets `lock_timeout` and `statement_timeout` (when given) for the transaction
